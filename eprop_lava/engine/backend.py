@@ -1,0 +1,239 @@
+"""Array backends: one implementation of the maths over numpy or torch.
+
+The neuron step functions and the e-prop recursions call only the methods of
+an :class:`Ops` object, so the same code runs on numpy (CPU), on torch (CPU or
+CUDA), and under torch autograd for the BPTT baseline.
+
+Two methods carry the gradient semantics and are identities in numpy:
+
+* ``spike(x, value, psi)`` returns ``value`` (the spike, 0/1) whose derivative
+  with respect to ``x`` is ``psi`` (the pseudo-derivative, seed 002 Eq. 2.18).
+* ``eprop_cut(x)`` marks a dependency that e-prop's hidden-state Jacobian
+  leaves out (the reset term, seed 002 Eq. 2.19; the (1 - z) factors of
+  Eq. 3.29; spikes that travel to other neurons). Under BPTT with
+  ``graph="eprop"`` it stops the gradient, under ``graph="full"`` it is the
+  identity, so the two BPTT modes differ only in these places.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+GRAPHS = ("full", "eprop")
+
+
+class Ops:
+    """Base class: numpy semantics. Subclasses override what differs."""
+
+    name = "numpy"
+    xp: Any = np
+
+    def __init__(self, dtype: Any = np.float64):
+        self.dtype = np.dtype(dtype)
+
+    # ------------------------------------------------------------ creation
+    def asarray(self, x: Any) -> Any:
+        return np.asarray(x, dtype=self.dtype)
+
+    def zeros(self, shape: tuple[int, ...]) -> Any:
+        return np.zeros(shape, dtype=self.dtype)
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        return np.asarray(x)
+
+    # ------------------------------------------------------------ elementwise
+    def where(self, cond: Any, a: Any, b: Any) -> Any:
+        return np.where(cond, a, b)
+
+    def maximum(self, a: Any, b: Any) -> Any:
+        return np.maximum(a, b)
+
+    def minimum(self, a: Any, b: Any) -> Any:
+        return np.minimum(a, b)
+
+    def abs(self, a: Any) -> Any:
+        return np.abs(a)
+
+    def exp(self, a: Any) -> Any:
+        return np.exp(a)
+
+    def as_float(self, cond: Any) -> Any:
+        return cond.astype(self.dtype)
+
+    def stack(self, arrays: list[Any], axis: int = 0) -> Any:
+        return np.stack(arrays, axis=axis)
+
+    def concat(self, arrays: list[Any], axis: int = -1) -> Any:
+        return np.concatenate(arrays, axis=axis)
+
+    def einsum(self, eq: str, *operands: Any) -> Any:
+        return np.einsum(eq, *operands, optimize=True)
+
+    def logsumexp(self, x: Any, axis: int = -1) -> Any:
+        m = np.max(x, axis=axis, keepdims=True)
+        return (m + np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True))).squeeze(axis)
+
+    def softmax(self, x: Any, axis: int = -1) -> Any:
+        m = np.max(x, axis=axis, keepdims=True)
+        e = np.exp(x - m)
+        return e / np.sum(e, axis=axis, keepdims=True)
+
+    def detach(self, x: Any) -> Any:
+        return x
+
+    # ------------------------------------------------------------ gradient semantics
+    def spike(self, x: Any, value: Any, psi: Any) -> Any:
+        return value
+
+    def eprop_cut(self, x: Any) -> Any:
+        return x
+
+    # ------------------------------------------------------------ filters over time (axis 0)
+    def leaky_filter(self, u: Any, decay: float, reverse: bool = False) -> Any:
+        """out^t = decay * out^{t-1} + u^t along axis 0 (reverse: out^t = u^t + decay out^{t+1})."""
+        from scipy.signal import lfilter
+
+        arr = u[::-1] if reverse else u
+        out = lfilter([1.0], [1.0, -decay], arr, axis=0).astype(self.dtype, copy=False)
+        return np.ascontiguousarray(out[::-1]) if reverse else out
+
+    def shift_forward(self, u: Any) -> Any:
+        """out^t = u^{t-1}, out^0 = 0 (one synaptic delay along axis 0)."""
+        out = np.zeros_like(u)
+        out[1:] = u[:-1]
+        return out
+
+    def shift_backward(self, u: Any) -> Any:
+        """out^t = u^{t+1}, out^{T-1} = 0."""
+        out = np.zeros_like(u)
+        out[:-1] = u[1:]
+        return out
+
+
+class NumpyOps(Ops):
+    pass
+
+
+class TorchOps(Ops):
+    """torch tensors on any device; ``graph`` selects the BPTT graph."""
+
+    name = "torch"
+
+    def __init__(self, dtype: Any = "float64", device: str = "cpu", graph: str = "full"):
+        import torch
+
+        if graph not in GRAPHS:
+            raise ValueError(f"graph must be one of {GRAPHS}, got {graph!r}")
+        self.torch = torch
+        self.xp = torch
+        self.dtype = getattr(torch, str(np.dtype(dtype))) if not isinstance(dtype, torch.dtype) else dtype
+        self.device = torch.device(device)
+        self.graph = graph
+
+    def asarray(self, x: Any) -> Any:
+        t = self.torch
+        if isinstance(x, t.Tensor):
+            return x.to(device=self.device, dtype=self.dtype)
+        return t.as_tensor(np.asarray(x), dtype=self.dtype, device=self.device)
+
+    def zeros(self, shape: tuple[int, ...]) -> Any:
+        return self.torch.zeros(shape, dtype=self.dtype, device=self.device)
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        if isinstance(x, self.torch.Tensor):
+            return x.detach().cpu().numpy()
+        return np.asarray(x)
+
+    def where(self, cond: Any, a: Any, b: Any) -> Any:
+        t = self.torch
+        if not isinstance(a, t.Tensor):
+            a = t.as_tensor(a, dtype=self.dtype, device=self.device)
+        if not isinstance(b, t.Tensor):
+            b = t.as_tensor(b, dtype=self.dtype, device=self.device)
+        return t.where(cond, a, b)
+
+    def maximum(self, a: Any, b: Any) -> Any:
+        t = self.torch
+        if not isinstance(b, t.Tensor):
+            return t.clamp(a, min=b)
+        if not isinstance(a, t.Tensor):
+            return t.clamp(b, min=a)
+        return t.maximum(a, b)
+
+    def minimum(self, a: Any, b: Any) -> Any:
+        t = self.torch
+        if not isinstance(b, t.Tensor):
+            return t.clamp(a, max=b)
+        if not isinstance(a, t.Tensor):
+            return t.clamp(b, max=a)
+        return t.minimum(a, b)
+
+    def abs(self, a: Any) -> Any:
+        return self.torch.abs(a)
+
+    def exp(self, a: Any) -> Any:
+        return self.torch.exp(a)
+
+    def as_float(self, cond: Any) -> Any:
+        return cond.to(self.dtype)
+
+    def stack(self, arrays: list[Any], axis: int = 0) -> Any:
+        return self.torch.stack(arrays, dim=axis)
+
+    def concat(self, arrays: list[Any], axis: int = -1) -> Any:
+        return self.torch.cat(arrays, dim=axis)
+
+    def einsum(self, eq: str, *operands: Any) -> Any:
+        return self.torch.einsum(eq, *operands)
+
+    def logsumexp(self, x: Any, axis: int = -1) -> Any:
+        return self.torch.logsumexp(x, dim=axis)
+
+    def softmax(self, x: Any, axis: int = -1) -> Any:
+        return self.torch.softmax(x, dim=axis)
+
+    def detach(self, x: Any) -> Any:
+        return x.detach() if isinstance(x, self.torch.Tensor) else x
+
+    def spike(self, x: Any, value: Any, psi: Any) -> Any:
+        # Straight-through form: the value is `value`, d/dx is `psi`.
+        if not (isinstance(x, self.torch.Tensor) and x.requires_grad):
+            return value
+        return value.detach() + psi.detach() * (x - x.detach())
+
+    def eprop_cut(self, x: Any) -> Any:
+        if self.graph == "eprop" and isinstance(x, self.torch.Tensor):
+            return x.detach()
+        return x
+
+    def leaky_filter(self, u: Any, decay: float, reverse: bool = False) -> Any:
+        # A loop keeps autograd simple and is exact; T matrix products would
+        # be faster on a GPU for short T (see docs/benchmarks.md).
+        steps = range(u.shape[0] - 1, -1, -1) if reverse else range(u.shape[0])
+        out = [None] * u.shape[0]
+        acc = None
+        for t in steps:
+            acc = u[t] if acc is None else u[t] + decay * acc
+            out[t] = acc
+        return self.torch.stack(out, dim=0)
+
+    def shift_forward(self, u: Any) -> Any:
+        return self.torch.cat([self.torch.zeros_like(u[:1]), u[:-1]], dim=0)
+
+    def shift_backward(self, u: Any) -> Any:
+        return self.torch.cat([u[1:], self.torch.zeros_like(u[:1])], dim=0)
+
+
+def make_ops(backend: str = "numpy", dtype: Any = "float64", device: str = "cpu", graph: str = "full") -> Ops:
+    """Build an Ops object: backend 'numpy' or 'torch'."""
+    if backend == "numpy":
+        return NumpyOps(dtype)
+    if backend == "torch":
+        try:
+            import torch  # noqa: F401
+        except ImportError:  # pragma: no cover
+            raise RuntimeError("backend 'torch' needs PyTorch: pip install 'eprop-lava[torch]'") from None
+        return TorchOps(dtype=dtype, device=device, graph=graph)
+    raise ValueError(f"unknown backend {backend!r}; choose numpy or torch")

@@ -1,0 +1,198 @@
+"""E-prop gradients of a batch: the fast formulation (used for training), the
+online formulation (the specification: per-synapse state, step by step), and
+the BPTT baseline (torch autograd) in two graphs.
+
+All three return ``(loss, grads, trajectory)`` with grads a dict named like
+the parameters (see :mod:`eprop_lava.engine.network`). Gradients are sums over
+the batch; ``feedback.b`` is never differentiated (the adaptive variant moves
+it with W_out's update in the trainer).
+
+Readout gradients are exact in every formulation (seed 002 Eqs. 2.38-2.39,
+with the bias filtered by kappa as Eq. 3.12 implies):
+
+    dE/dW_out = sum_t Ybar^t z^t ,  dE/db = sum_t Ybar^t ,  Ybar^t = dE/dy^t + kappa Ybar^{t+1}
+
+Input and recurrent weights (seed 002 Eq. 2.37, 3.43):
+
+    dE/dW_ji = sum_t L_j^t ebar_ji^t  [+ reg_j^t e_ji^t]  [+ online rate term]  [+ c_L2 W_ji]
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from eprop_lava.engine.backend import Ops, make_ops
+from eprop_lava.engine.network import Batch, Trajectory, feedback_matrix, simulate
+from eprop_lava.eprop.learning_signal import learning_signal
+from eprop_lava.eprop.loss import (
+    bellec_rate_loss, bellec_rate_signal, online_rate_signal, output_error, task_loss,
+)
+from eprop_lava.eprop.traces import eligibility_step, local_adjoint
+from eprop_lava.spec import NetworkSpec
+
+
+def _on(ops: Ops, params: dict) -> dict:
+    return {k: ops.asarray(v) for k, v in params.items()}
+
+
+def _spikes(traj: Trajectory, ops: Ops) -> Any:
+    return ops.concat(traj.z, axis=-1) if len(traj.z) > 1 else traj.z[0]
+
+
+def readout_gradients(spec: NetworkSpec, traj: Trajectory, error: Any, ops: Ops) -> tuple[dict, Any]:
+    """Exact readout gradients and the back-filtered error Ybar (T, B, K)."""
+    ybar = ops.leaky_filter(error, spec.readout.kappa, reverse=True)
+    grads = {
+        "readout.w": ops.einsum("tbk,tbj->kj", ybar, traj.readout_in),
+        "readout.b": ybar.sum(0).sum(0),
+    }
+    return grads, ybar
+
+
+def _regularization_terms(spec: NetworkSpec, traj: Trajectory, ops: Ops):
+    """(per-step rate signal added to L before dz/dh, per-neuron online term)."""
+    reg = spec.regularization
+    if reg.coefficient == 0 or reg.form == "none":
+        return None, None
+    spikes = _spikes(traj, ops)
+    if reg.form == "bellec":
+        return bellec_rate_signal(spikes, reg.target_hz, reg.coefficient, spec.dt), None
+    return None, online_rate_signal(spikes, reg.target_hz, reg.coefficient, spec.dt, ops)
+
+
+def _weight_terms(spec: NetworkSpec, params: dict, grads: dict, online_rate: Any, ops: Ops) -> None:
+    """Add the online rate term (to every afferent weight) and L2; mask the diagonal."""
+    offsets = spec.layer_offsets()
+    l2 = spec.regularization.l2
+    for r, layer in enumerate(spec.layers):
+        for name in ("w_in", "w_rec"):
+            key = f"layers.{r}.{name}"
+            if key not in grads:
+                continue
+            if online_rate is not None:
+                start, stop = offsets[r]
+                grads[key] = grads[key] + online_rate[start:stop][:, None]
+            if l2:
+                grads[key] = grads[key] + l2 * params[key]
+            if name == "w_rec":
+                grads[key] = grads[key] * (1.0 - ops.asarray(np.eye(layer.size)))
+    if l2:
+        grads["readout.w"] = grads["readout.w"] + l2 * params["readout.w"]
+
+
+def total_loss(spec: NetworkSpec, traj: Trajectory, batch_on: tuple, ops: Ops) -> Any:
+    x, target, mask = batch_on
+    loss = task_loss(spec.loss, traj.y, target, mask, ops)
+    reg = spec.regularization
+    if reg.form == "bellec" and reg.coefficient:
+        loss = loss + bellec_rate_loss(_spikes(traj, ops), reg.target_hz, reg.coefficient, spec.dt)
+    return loss
+
+
+def _batch_on(batch: Batch, ops: Ops) -> tuple:
+    return ops.asarray(batch.x), ops.asarray(batch.target), ops.asarray(batch.mask)
+
+
+def eprop_gradient(spec: NetworkSpec, params: dict, batch: Batch, ops: Ops | None = None):
+    """The fast formulation: one forward pass, a per-neuron adjoint per layer,
+    one matrix product per weight matrix. Memory O(T B (N + n_in))."""
+    ops = ops or make_ops("numpy")
+    p = _on(ops, params)
+    x, target, mask = _batch_on(batch, ops)
+    traj = simulate(spec, p, x, ops)
+    loss = total_loss(spec, traj, (x, target, mask), ops)
+    error = output_error(spec.loss, traj.y, target, mask, ops)
+    grads, ybar = readout_gradients(spec, traj, error, ops)
+    # dE/dz^t through the readout: Ybar^t (bellec) or Ybar^{t+1} (loihi: y^t sees z^{t-1}).
+    if spec.timing == "loihi":
+        ybar = ops.shift_backward(ybar)
+    signal = learning_signal(ybar, ops.asarray(feedback_matrix(spec, p)))
+    rate_signal, online_rate = _regularization_terms(spec, traj, ops)
+    if rate_signal is not None:
+        signal = signal + rate_signal
+    for r, (start, stop) in enumerate(spec.layer_offsets()):
+        L = traj.layers[r]
+        delta = local_adjoint(L.model, L.const, traj.records[r], signal[..., start:stop], ops)
+        grads[f"layers.{r}.w_in"] = ops.einsum("tbj,tbi->ji", delta, traj.pre_in[r])
+        if L.w_rec is not None:
+            grads[f"layers.{r}.w_rec"] = ops.einsum("tbj,tbi->ji", delta, ops.shift_forward(traj.z[r]))
+    _weight_terms(spec, p, grads, online_rate, ops)
+    return loss, grads, traj
+
+
+def eprop_gradient_online(spec: NetworkSpec, params: dict, batch: Batch, ops: Ops | None = None):
+    """The online formulation, the specification of what each synapse holds:
+    eps (d per synapse), ebar (kappa-filtered trace) and, for the Bellec rate
+    regularizer, sum_t e; updated every step from locally available values
+    (pre signal, post psi and state, learning signal L^t). Memory
+    O(B N_post N_pre d): for verification on small networks."""
+    ops = ops or make_ops("numpy")
+    p = _on(ops, params)
+    x, target, mask = _batch_on(batch, ops)
+    # The neuron dynamics do not depend on learning within a sample, so the
+    # forward trajectory supplies the per-step post-synaptic values.
+    traj = simulate(spec, p, x, ops)
+    loss = total_loss(spec, traj, (x, target, mask), ops)
+    error = output_error(spec.loss, traj.y, target, mask, ops)
+    grads, _ = readout_gradients(spec, traj, error, ops)
+    signal = learning_signal(error, ops.asarray(feedback_matrix(spec, p)))  # unfiltered L^t
+    rate_signal, online_rate = _regularization_terms(spec, traj, ops)
+    kappa = spec.readout.kappa
+    loihi = spec.timing == "loihi"
+    T = batch.steps
+    for r, (start, stop) in enumerate(spec.layer_offsets()):
+        L = traj.layers[r]
+        sources = {"w_in": traj.pre_in[r]}
+        if L.w_rec is not None:
+            sources["w_rec"] = ops.shift_forward(traj.z[r])
+        for name, pre_seq in sources.items():
+            B_, n_post, n_pre = pre_seq.shape[1], stop - start, pre_seq.shape[2]
+            d = len(L.model.hidden)
+            eps = [ops.zeros((B_, n_post, n_pre)) for _ in range(d)]
+            ebar = ops.zeros((B_, n_post, n_pre))
+            e_sum = ops.zeros((B_, n_post, n_pre))
+            grad = ops.zeros((n_post, n_pre))
+            rec_prev = None
+            for t in range(T):
+                rec = {k: v[t] for k, v in traj.records[r].items()}
+                eps, e = eligibility_step(L.model, L.const, eps, rec_prev, rec, pre_seq[t], ops)
+                L_t = signal[t][:, start:stop][:, :, None]
+                if loihi:  # y^t sees z^{t-1}: L^t pairs with ebar^{t-1}
+                    grad = grad + (L_t * ebar).sum(0)
+                    ebar = kappa * ebar + e
+                else:
+                    ebar = kappa * ebar + e
+                    grad = grad + (L_t * ebar).sum(0)
+                e_sum = e_sum + e
+                rec_prev = rec
+            if rate_signal is not None:
+                grad = grad + (rate_signal[start:stop][:, None] * e_sum.sum(0))
+            grads[f"layers.{r}.{name}"] = grad
+    _weight_terms(spec, p, grads, online_rate, ops)
+    return loss, grads, traj
+
+
+def bptt_gradient(spec: NetworkSpec, params: dict, batch: Batch, graph: str = "full",
+                  device: str = "cpu", dtype: Any = "float64"):
+    """BPTT with torch autograd through the same step functions.
+
+    graph="full": the surrogate gradient through every path (the baseline).
+    graph="eprop": stops the gradient exactly where e-prop's Jacobians do
+    (resets, spikes into other neurons), so it must equal symmetric e-prop."""
+    ops = make_ops("torch", dtype=dtype, device=device, graph=graph)
+    torch = ops.torch
+    names = [k for k in params if k != "feedback.b"]
+    p = {k: ops.asarray(v).requires_grad_(k in names) for k, v in params.items()}
+    x, target, mask = _batch_on(batch, ops)
+    traj = simulate(spec, p, x, ops)
+    loss = total_loss(spec, traj, (x, target, mask), ops)
+    leaves = [p[k] for k in names]
+    values = torch.autograd.grad(loss, leaves, allow_unused=True)
+    grads = {k: (g if g is not None else torch.zeros_like(p[k])) for k, g in zip(names, values)}
+    with torch.no_grad():
+        _, online_rate = _regularization_terms(spec, traj, ops)
+        _weight_terms(spec, {k: v.detach() for k, v in p.items()}, grads, online_rate, ops)
+    grads = {k: ops.to_numpy(v) for k, v in grads.items()}
+    return float(loss.detach()), grads, traj

@@ -1,0 +1,72 @@
+"""Task losses, their error signals dE/dy, and the firing-rate regularizers.
+
+Cross-entropy (seed 002 Eqs. 2.31-2.32) over the masked steps:
+
+    E = - sum_{t,b} m_tb sum_k pi*_k log softmax(y)_k ,  dE/dy = m (pi - pi*)
+
+MSE (seed 001 Eq. 4.24):  E = 1/2 sum_{t,b} m_tb sum_k (y_k - y*_k)^2 ,  dE/dy = m (y - y*).
+
+Gradients are sums over the batch (the mask carries any normalization).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def task_loss(kind: str, y: Any, target: Any, mask: Any, ops: Any) -> Any:
+    """Scalar loss on any backend (differentiable under torch)."""
+    if kind == "cross_entropy":
+        log_p = y - ops.logsumexp(y, axis=-1)[..., None]
+        return -(mask * (target * log_p).sum(-1)).sum()
+    if kind == "mse":
+        return 0.5 * (mask * ((y - target) ** 2).sum(-1)).sum()
+    raise ValueError(f"unknown loss {kind!r}")
+
+
+def output_error(kind: str, y: Any, target: Any, mask: Any, ops: Any) -> Any:
+    """dE/dy^t (T, B, K): the error each readout sends back."""
+    if kind == "cross_entropy":
+        return mask[..., None] * (ops.softmax(y, axis=-1) - target)
+    if kind == "mse":
+        return mask[..., None] * (y - target)
+    raise ValueError(f"unknown loss {kind!r}")
+
+
+def firing_rate(z: Any, dt: float) -> Any:
+    """Mean rate of each neuron over batch and time, in spikes per ms."""
+    T, B = z.shape[:2]
+    return z.sum(0).sum(0) / (T * B * dt)
+
+
+def bellec_rate_loss(z: Any, target_hz: float, coefficient: float, dt: float) -> Any:
+    """E_reg = c sum_j (f_j - f0)^2 (Bellec et al. 2020; official code), f in spikes/ms."""
+    f0 = target_hz / 1000.0
+    return coefficient * ((firing_rate(z, dt) - f0) ** 2).sum()
+
+
+def bellec_rate_signal(z: Any, target_hz: float, coefficient: float, dt: float) -> Any:
+    """dE_reg/dz_j^{t,b} = 2 c (f_j - f0) / (T B dt), the same for every step (N,)."""
+    T, B = z.shape[:2]
+    f0 = target_hz / 1000.0
+    return 2.0 * coefficient * (firing_rate(z, dt) - f0) / (T * B * dt)
+
+
+def online_rate_signal(z: Any, target_hz: float, coefficient: float, dt: float, ops: Any) -> Any:
+    """Seed 002 Eqs. 3.40-3.42: sum_{t,b} c (f^{av,t}_bj - f0) per neuron (N,), where
+    f^{av,t} = (1/t) sum_{s<=t} z^s is each sample's running rate (reset per sample).
+    It is applied to every afferent weight of neuron j without an eligibility trace
+    (Eq. 3.43), with the sign of gradient descent on Eq. 3.39."""
+    T = z.shape[0]
+    f0 = target_hz / 1000.0
+    steps = ops.asarray(np.arange(1, T + 1, dtype=np.float64))[:, None, None]
+    running = _cumsum0(z, ops) / (steps * dt)
+    return coefficient * (running - f0).sum(0).sum(0)
+
+
+def _cumsum0(z: Any, ops: Any) -> Any:
+    if ops.name == "torch":
+        return ops.torch.cumsum(z, dim=0)
+    return np.cumsum(z, axis=0)

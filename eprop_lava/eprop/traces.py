@@ -1,0 +1,91 @@
+"""Eligibility vectors and traces from a neuron model's Jacobians.
+
+Both formulations of e-prop use only ``transition_jacobian`` (dh^{t+1}/dh^t)
+and ``spike_jacobian`` (dz^t/dh^t) of the neuron module, so each model's
+e-prop is defined once.
+
+Online (per synapse, what a chip's synapse holds), seed 002 Eq. 2.13, 2.26:
+
+    eps_ji^t = J_j^t eps_ji^{t-1} + (pre_i^t, 0, ...)      e_ji^t = dz_j^t/dh_j^t . eps_ji^t
+
+Fast (per neuron): the gradient sum_t lambda_j^t . eps_ji^t is linear in
+pre_i, so the product of Jacobians can be moved onto a per-neuron adjoint
+that runs backward in time,
+
+    mu_j^t = lambda_j^t + mu_j^{t+1} J_j^{t+1},     grad_ji = sum_t mu_{j,v}^t pre_i^t,
+
+with lambda_j^t = Lbar_j^t dz_j^t/dh_j^t. This costs O(T B N) plus one matrix
+product per weight matrix and never stores (T, B, post, pre) tensors.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _at(entry: Any, t: int) -> Any:
+    """A Jacobian entry is a scalar, a per-neuron (N,) array, or a (T, B, N) trajectory."""
+    if entry is None or getattr(entry, "ndim", 0) < 3:
+        return entry
+    return entry[t]
+
+
+def local_adjoint(model: Any, const: Any, records: dict, signal: Any, ops: Any) -> Any:
+    """delta^t = mu_v^t (T, B, N) for a learning signal (T, B, N) already
+    filtered as the trace it multiplies (see :func:`eprop_lava.engine.fast`)."""
+    T = signal.shape[0]
+    dz_dh = model.spike_jacobian(records, const)
+    jac = model.transition_jacobian(records, const)  # jac built from record t is J^{t+1}
+    d = len(dz_dh)
+    lam = [None if D is None else signal * D for D in dz_dh]
+    zero = ops.zeros(signal.shape[1:])
+    mu = [lam[c][T - 1] if lam[c] is not None else zero for c in range(d)]
+    out = [None] * T
+    out[T - 1] = mu[0]
+    for t in range(T - 2, -1, -1):
+        new = []
+        for c in range(d):
+            acc = lam[c][t] if lam[c] is not None else zero
+            for r in range(d):
+                entry = jac[r][c]
+                if entry is not None:
+                    acc = acc + mu[r] * _at(entry, t)
+            new.append(acc)
+        mu = new
+        out[t] = mu[0]
+    return ops.stack(out)
+
+
+def eligibility_step(model: Any, const: Any, eps: list, record_prev: dict | None, record: dict, pre: Any, ops: Any):
+    """One step of the per-synapse eligibility vector and trace.
+
+    eps: list of d arrays (B, post, pre) holding eps^{t-1}; record_prev is the
+    record of step t-1 (None at t = 0, when eps^{-1} = 0); pre (B, pre) is the
+    signal entering v^t. Returns (eps^t, e^t)."""
+    d = len(eps)
+    if record_prev is None:
+        new = [ops.zeros(eps[0].shape) for _ in range(d)]
+    else:
+        jac = model.transition_jacobian(record_prev, const)
+        new = []
+        for r in range(d):
+            acc = ops.zeros(eps[0].shape)
+            for c in range(d):
+                entry = jac[r][c]
+                if entry is not None:
+                    acc = acc + _post(entry) * eps[c]
+            new.append(acc)
+    new[0] = new[0] + pre[:, None, :]
+    dz_dh = model.spike_jacobian(record, const)
+    e = ops.zeros(eps[0].shape)
+    for c in range(d):
+        if dz_dh[c] is not None:
+            e = e + _post(dz_dh[c]) * new[c]
+    return new, e
+
+
+def _post(entry: Any) -> Any:
+    """Broadcast a per-post-neuron factor (scalar, (N,) or (B, N)) over the pre axis."""
+    if getattr(entry, "ndim", 0) == 0:
+        return entry
+    return entry[..., :, None]

@@ -1,0 +1,104 @@
+"""Pieces shared by the LIF family: one source for each equation.
+
+A neuron model is a module-level object with
+
+* ``hidden``: names of the hidden state h_j (first is always the membrane v,
+  where synaptic input enters, so dh/dW = (pre, 0, ...), seed 002 Eq. 2.13);
+* ``constants(layer, dt, reset, ops)``: per-neuron parameter arrays;
+* ``initial_state(batch, const, ops)``;
+* ``step(state, current, const, ops) -> (z, state, record)``: one time step
+  (Norse style: pure, no hidden globals);
+* ``transition_jacobian(record, const)``: e-prop's dh^{t+1}/dh^t, computed
+  from the record of step t, as a d x d nested list (None = structural zero);
+* ``spike_jacobian(record, const)``: dz^t/dh^t as a list of length d.
+
+Records are elementwise, so the Jacobians evaluate equally on one step
+(B, N) or on a whole stacked trajectory (T, B, N).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class Constants:
+    """Per-neuron constants of one layer (arrays of shape (N,) or scalars)."""
+
+    values: dict
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def decay(tau: float, dt: float) -> float:
+    """exp(-dt / tau): the per-step decay of a time constant tau."""
+    return math.exp(-dt / tau)
+
+
+def pseudo_derivative(x: Any, v_th: Any, gamma: float, ops: Any) -> Any:
+    """psi = gamma * max(0, 1 - |x / v_th|) with x = v - A the distance to the
+    (possibly adaptive) threshold A (seed 002 Eq. 2.18; seed 001 Eq. 1.27).
+
+    Bellec's code divides psi by v_th as well; pass gamma / v_th for that."""
+    return gamma * ops.maximum(1.0 - ops.abs(ops.detach(x)) / v_th, 0.0)
+
+
+def fire(x: Any, psi: Any, refractory: Any, ops: Any) -> Any:
+    """z = H(x) outside the refractory period (seed 001 Eq. 1.21: H(0) = 1),
+    with dz/dx = psi (the surrogate for BPTT)."""
+    value = ops.as_float((ops.detach(x) >= 0) & ~refractory)
+    return ops.spike(x, value, psi)
+
+
+def refractory_counter(ref_prev: Any, z_prev: Any, n_ref: int, ops: Any) -> Any:
+    """Remaining refractory steps: n_ref right after a spike, then counting
+    down, so the n_ref steps after a spike are refractory (seed 001 sec. 1.6.2)."""
+    return ops.where(ops.detach(z_prev) > 0, float(n_ref), ops.maximum(ref_prev - 1.0, 0.0))
+
+
+def membrane_update(v_prev: Any, current: Any, z_prev: Any, const: Constants, ops: Any) -> Any:
+    """LIF/ALIF membrane, seed 001 Eq. 1.19 / seed 002 Eq. 2.4:
+
+    reset="subtract": v^{t+1} = alpha v^t + I^{t+1} - z^t v_th
+    reset="zero":     v^{t+1} = alpha v^t (1 - z^t) + I^{t+1}   (Loihi's LIF)
+
+    e-prop keeps dv^{t+1}/dv^t = alpha (Eq. 2.19), resp. alpha (1 - z^t): the
+    reset's dependence on v through z is the part it leaves out."""
+    z_cut = ops.eprop_cut(z_prev)
+    if const.reset == "subtract":
+        return const.alpha * v_prev + current - const.v_th * z_cut
+    return const.alpha * v_prev * (1.0 - z_cut) + current
+
+
+def leak_jacobian(record: dict, const: Constants) -> Any:
+    """dv^{t+1}/dv^t as e-prop uses it (Eq. 2.19, or alpha (1 - z) for reset to zero)."""
+    if const.reset == "subtract":
+        return const.alpha
+    return const.alpha * (1.0 - record["z"])
+
+
+def adaptation_constants(layer: Any, dt: float) -> tuple[np.ndarray, np.ndarray]:
+    """(beta_j, rho_j) for a layer whose last n_adaptive neurons adapt
+    (seed 001 sec. 5.3.2: tau_a spans [tau_a, tau_a_max];
+    beta_j = beta (1 - rho_j) / (1 - alpha) with beta_scaling="bellec")."""
+    p = layer.params
+    n, n_ad = layer.size, layer.n_adaptive
+    beta = np.zeros(n)
+    rho = np.full(n, decay(p.tau_a, dt))
+    if n_ad:
+        tau_max = p.tau_a_max if p.tau_a_max is not None else p.tau_a
+        taus = np.linspace(p.tau_a, tau_max, n_ad)
+        rho_ad = np.exp(-dt / taus)
+        alpha = decay(p.tau_m, dt)
+        scale = (1.0 - rho_ad) / (1.0 - alpha) if p.beta_scaling == "bellec" else np.ones(n_ad)
+        beta[n - n_ad:] = p.beta * scale
+        rho[n - n_ad:] = rho_ad
+    return beta, rho
