@@ -1,0 +1,55 @@
+"""The task protocol: a task generates seeded batches on the fly and scores outputs.
+
+A task is an object with
+
+* ``name``: the name used on the command line;
+* ``default_spec()``: the NetworkSpec of the seed's experiment;
+* ``batch(rng, batch_size) -> Batch``: a fresh batch drawn from ``rng``
+  (a numpy Generator), so a seed fixes every batch;
+* ``metric(y, batch) -> float``: the task's validation metric on readout
+  outputs y (T, B, K) — lower is better (error rate, MSE);
+* ``metric_name``: "error" or "mse";
+* ``solved_below``: the metric value at which the seed calls the task solved
+  (None when it gives none).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from eprop_lava.engine.network import Batch
+from eprop_lava.spec import NetworkSpec
+
+
+class Task(Protocol):
+    name: str
+    metric_name: str
+    solved_below: float | None
+
+    def default_spec(self) -> NetworkSpec: ...
+
+    def batch(self, rng: np.random.Generator, batch_size: int) -> Batch: ...
+
+    def metric(self, y: np.ndarray, batch: Batch) -> float: ...
+
+
+def window_decision(y: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Class decision per sample: the softmax averaged over the masked window
+    (seed 001 sec. 5.3.2: "averaging all output probabilities during the recall period")."""
+    e = np.exp(y - y.max(-1, keepdims=True))
+    p = e / e.sum(-1, keepdims=True)
+    w = (mask > 0).astype(float)[..., None]
+    return np.argmax((p * w).sum(0), axis=-1)
+
+
+def classification_error(y: np.ndarray, batch: Batch) -> float:
+    if batch.labels is None:
+        raise ValueError("classification_error needs batch.labels")
+    return float(np.mean(window_decision(y, batch.mask) != batch.labels))
+
+
+def poisson_spikes(rng: np.random.Generator, rate_per_step: np.ndarray) -> np.ndarray:
+    """Bernoulli spikes with the given per-step probability (same shape)."""
+    return (rng.random(rate_per_step.shape) < rate_per_step).astype(np.float64)
