@@ -26,6 +26,8 @@ from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping
 
+from eprop_lava.errors import UserError
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on Python 3.10
@@ -40,7 +42,7 @@ FIRING_RATE_FORMS = ("none", "bellec", "online")
 OPTIMIZERS = ("adam", "sgd")
 
 
-class SpecError(ValueError):
+class SpecError(UserError, ValueError):
     """A network specification field is invalid; the message names the field."""
 
 

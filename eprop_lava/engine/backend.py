@@ -29,6 +29,10 @@ class Ops:
 
     name = "numpy"
     xp: Any = np
+    # True when gradients flow through the step functions (BPTT); then the
+    # pseudo-derivative is needed inside each step as the spike's surrogate.
+    # Otherwise it is computed once over the whole trajectory afterwards.
+    autograd = False
 
     def __init__(self, dtype: Any = np.float64):
         self.dtype = np.dtype(dtype)
@@ -70,6 +74,10 @@ class Ops:
 
     def einsum(self, eq: str, *operands: Any) -> Any:
         return np.einsum(eq, *operands, optimize=True)
+
+    def sum_outer(self, a: Any, b: Any) -> Any:
+        """sum over all leading axes of a[..., j] b[..., i] -> (J, I), as one GEMM."""
+        return a.reshape(-1, a.shape[-1]).T @ b.reshape(-1, b.shape[-1])
 
     def logsumexp(self, x: Any, axis: int = -1) -> Any:
         m = np.max(x, axis=axis, keepdims=True)
@@ -121,11 +129,12 @@ class TorchOps(Ops):
 
     name = "torch"
 
-    def __init__(self, dtype: Any = "float64", device: str = "cpu", graph: str = "full"):
+    def __init__(self, dtype: Any = "float64", device: str = "cpu", graph: str | None = None):
         import torch
 
-        if graph not in GRAPHS:
+        if graph is not None and graph not in GRAPHS:
             raise ValueError(f"graph must be one of {GRAPHS}, got {graph!r}")
+        self.autograd = graph is not None
         self.torch = torch
         self.xp = torch
         self.dtype = getattr(torch, str(np.dtype(dtype))) if not isinstance(dtype, torch.dtype) else dtype
@@ -226,8 +235,9 @@ class TorchOps(Ops):
         return self.torch.cat([u[1:], self.torch.zeros_like(u[:1])], dim=0)
 
 
-def make_ops(backend: str = "numpy", dtype: Any = "float64", device: str = "cpu", graph: str = "full") -> Ops:
-    """Build an Ops object: backend 'numpy' or 'torch'."""
+def make_ops(backend: str = "numpy", dtype: Any = "float64", device: str = "cpu", graph: str | None = None) -> Ops:
+    """Build an Ops object: backend 'numpy' or 'torch'; graph ('full' or
+    'eprop') turns on autograd through the step functions (BPTT)."""
     if backend == "numpy":
         return NumpyOps(dtype)
     if backend == "torch":

@@ -45,7 +45,7 @@ def readout_gradients(spec: NetworkSpec, traj: Trajectory, error: Any, ops: Ops)
     """Exact readout gradients and the back-filtered error Ybar (T, B, K)."""
     ybar = ops.leaky_filter(error, spec.readout.kappa, reverse=True)
     grads = {
-        "readout.w": ops.einsum("tbk,tbj->kj", ybar, traj.readout_in),
+        "readout.w": ops.sum_outer(ybar, traj.readout_in),
         "readout.b": ybar.sum(0).sum(0),
     }
     return grads, ybar
@@ -115,9 +115,9 @@ def eprop_gradient(spec: NetworkSpec, params: dict, batch: Batch, ops: Ops | Non
     for r, (start, stop) in enumerate(spec.layer_offsets()):
         L = traj.layers[r]
         delta = local_adjoint(L.model, L.const, traj.records[r], signal[..., start:stop], ops)
-        grads[f"layers.{r}.w_in"] = ops.einsum("tbj,tbi->ji", delta, traj.pre_in[r])
+        grads[f"layers.{r}.w_in"] = ops.sum_outer(delta, traj.pre_in[r])
         if L.w_rec is not None:
-            grads[f"layers.{r}.w_rec"] = ops.einsum("tbj,tbi->ji", delta, ops.shift_forward(traj.z[r]))
+            grads[f"layers.{r}.w_rec"] = ops.sum_outer(delta, ops.shift_forward(traj.z[r]))
     _weight_terms(spec, p, grads, online_rate, ops)
     return loss, grads, traj
 

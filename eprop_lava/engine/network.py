@@ -158,8 +158,11 @@ def simulate(spec: NetworkSpec, params: dict, x: Any, ops: Any, record: bool = T
     z_all = [ops.stack(zs) for zs in z_seq]
     records = []
     if record:
-        for recs in rec_seq:
-            records.append({k: ops.stack([rc[k] for rc in recs]) for k in recs[0]})
+        for L, recs in zip(layers, rec_seq):
+            stacked = {k: ops.stack([rc[k] for rc in recs]) for k in recs[0]}
+            if "psi" not in stacked:  # one vectorized evaluation instead of one per step
+                stacked["psi"] = L.model.surrogate(stacked, L.const, ops)
+            records.append(stacked)
     pre_in = [src0] + [(ops.shift_forward(z) if loihi else z) for z in z_all[:-1]]
     spikes = ops.concat(z_all, axis=-1) if len(z_all) > 1 else z_all[0]
     readout_in = ops.shift_forward(spikes) if loihi else spikes

@@ -47,9 +47,15 @@ def step(state: dict, current: Any, const: Constants, ops: Any) -> tuple[Any, di
     ref = refractory_counter(state["ref"], state["z"], const.n_ref, ops)
     refractory = ref > 0
     x = v - (const.v_th + const.beta * a)
-    psi = ops.where(refractory, 0.0, pseudo_derivative(x, const.v_th, const.gamma, ops))
-    z = fire(x, psi, refractory, ops)
-    return z, dict(v=v, a=a, z=z, ref=ref), dict(z=ops.detach(z), psi=psi, v=ops.detach(v), a=ops.detach(a))
+    record = dict(x=ops.detach(x), refractory=ops.as_float(refractory))
+    z = fire(x, refractory, record, surrogate, const, ops)
+    record["z"] = ops.detach(z)
+    return z, dict(v=v, a=a, z=z, ref=ref), record
+
+
+def surrogate(record: dict, const: Constants, ops: Any) -> Any:
+    """psi (Eq. 2.18) with the adaptive threshold, 0 while refractory."""
+    return pseudo_derivative(record["x"], const.v_th, const.gamma, ops) * (1.0 - record["refractory"])
 
 
 def transition_jacobian(record: dict, const: Constants) -> list:

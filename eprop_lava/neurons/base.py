@@ -8,6 +8,10 @@ A neuron model is a module-level object with
 * ``initial_state(batch, const, ops)``;
 * ``step(state, current, const, ops) -> (z, state, record)``: one time step
   (Norse style: pure, no hidden globals);
+* ``surrogate(record, const, ops)``: the pseudo-derivative psi from a record.
+  Under autograd (BPTT) each step needs psi as its spike's surrogate; the
+  e-prop engine instead evaluates it once over the whole trajectory, which is
+  the same function applied to stacked records;
 * ``transition_jacobian(record, const)``: e-prop's dh^{t+1}/dh^t, computed
   from the record of step t, as a d x d nested list (None = structural zero);
 * ``spike_jacobian(record, const)``: dz^t/dh^t as a list of length d.
@@ -51,11 +55,16 @@ def pseudo_derivative(x: Any, v_th: Any, gamma: float, ops: Any) -> Any:
     return gamma * ops.maximum(1.0 - ops.abs(ops.detach(x)) / v_th, 0.0)
 
 
-def fire(x: Any, psi: Any, refractory: Any, ops: Any) -> Any:
-    """z = H(x) outside the refractory period (seed 001 Eq. 1.21: H(0) = 1),
-    with dz/dx = psi (the surrogate for BPTT)."""
+def fire(x: Any, refractory: Any, record: dict, surrogate: Any, const: Constants, ops: Any) -> Any:
+    """z = H(x) outside the refractory period (seed 001 Eq. 1.21: H(0) = 1).
+
+    Under autograd dz/dx = psi, the model's surrogate, which is then also
+    stored in the record; otherwise psi is left to be computed afterwards."""
     value = ops.as_float((ops.detach(x) >= 0) & ~refractory)
-    return ops.spike(x, value, psi)
+    if not ops.autograd:
+        return value
+    record["psi"] = surrogate(record, const, ops)
+    return ops.spike(x, value, record["psi"])
 
 
 def refractory_counter(ref_prev: Any, z_prev: Any, n_ref: int, ops: Any) -> Any:

@@ -46,10 +46,20 @@ def step(state: dict, current: Any, const: Constants, ops: Any) -> tuple[Any, di
     v = vt + 0.04 * vt * vt + 5.0 * vt + 140.0 - ut + current
     u = ut + const.a * (const.b * vt - ut)
     x = v - const.v_peak
-    psi = const.gamma * ops.exp((ops.minimum(ops.detach(v), 30.0) - 30.0) / 30.0)
+    record = dict(v=ops.detach(v))
     value = ops.as_float(ops.detach(x) >= 0)  # no refractory period: the reset is built in
-    z = ops.spike(x, value, psi)
-    return z, dict(v=v, u=u, z=z), dict(z=ops.detach(z), psi=psi, v=ops.detach(v), u=ops.detach(u))
+    if ops.autograd:
+        record["psi"] = surrogate(record, const, ops)
+        z = ops.spike(x, value, record["psi"])
+    else:
+        z = value
+    record["z"] = ops.detach(z)
+    return z, dict(v=v, u=u, z=z), record
+
+
+def surrogate(record: dict, const: Constants, ops: Any) -> Any:
+    """psi of Eq. 3.35."""
+    return const.gamma * ops.exp((ops.minimum(record["v"], 30.0) - 30.0) / 30.0)
 
 
 def transition_jacobian(record: dict, const: Constants) -> list:

@@ -55,11 +55,17 @@ def step(state: dict, current: Any, const: Constants, ops: Any) -> tuple[Any, di
     ref = refractory_counter(state["ref"], state["z"], const.n_ref, ops)
     refractory = ref > 0
     x = v - (const.v_th + const.beta * a)
-    psi = ops.where(refractory, -const.gamma, pseudo_derivative(x, const.v_th, const.gamma, ops))
-    z = fire(x, psi, refractory, ops)
     end = ops.as_float(ref == 1.0)
-    record = dict(z=ops.detach(z), psi=psi, end=end, v=ops.detach(v), a=ops.detach(a))
+    record = dict(x=ops.detach(x), refractory=ops.as_float(refractory), end=end)
+    z = fire(x, refractory, record, surrogate, const, ops)
+    record["z"] = ops.detach(z)
     return z, dict(v=v, a=a, z=z, ref=ref, end=end), record
+
+
+def surrogate(record: dict, const: Constants, ops: Any) -> Any:
+    """psi of Eq. 3.22: -gamma while refractory, Eq. 2.18 otherwise."""
+    r = record["refractory"]
+    return pseudo_derivative(record["x"], const.v_th, const.gamma, ops) * (1.0 - r) - const.gamma * r
 
 
 def transition_jacobian(record: dict, const: Constants) -> list:

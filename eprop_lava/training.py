@@ -1,0 +1,361 @@
+"""Training runs: minibatches, optimizer, validation, early stopping,
+metrics log, atomic resumable checkpoints.
+
+A run directory holds
+
+    config.json        the resolved run configuration and network spec (all seeds)
+    metrics.jsonl      one JSON object per iteration (and per validation)
+    checkpoint.npz     the latest checkpoint (parameters, optimizer, data RNG)
+    best.npz           the checkpoint with the best validation metric
+
+Resuming after a crash (even kill -9) continues from checkpoint.npz with the
+saved random-number state, so it reaches the same parameters and metrics as
+an uninterrupted run with the same seed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from eprop_lava.engine.backend import make_ops
+from eprop_lava.engine.gradients import bptt_gradient, eprop_gradient
+from eprop_lava.engine.network import Batch, init_params, simulate
+from eprop_lava.eprop.learning_signal import adaptive_feedback_update
+from eprop_lava.eprop.optim import Optimizer
+from eprop_lava.errors import CheckpointError, UserError
+from eprop_lava.spec import NetworkSpec, SpecError
+
+ALGOS = ("eprop", "bptt")
+BACKENDS = ("numpy", "torch")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train (the network itself is the NetworkSpec).
+
+    seed drives parameter initialization (through spec.seed) and the data:
+    training batches come from default_rng([seed, 1]), validation batches
+    from default_rng([seed, 2]), evaluation batches from default_rng([seed, 3]).
+    """
+
+    task: str = "evidence"
+    algo: str = "eprop"
+    batch_size: int = 32
+    iterations: int = 2000
+    validate_every: int = 10
+    validation_batches: int = 8
+    early_stop: bool = True
+    target_metric: float | None = None   # None: the task's own "solved" level
+    checkpoint_every: int = 10
+    backend: str = "numpy"
+    device: str = "cpu"
+    dtype: str = "float32"
+    bptt_graph: str = "full"
+    seed: int = 0
+    progress: bool = True
+
+    def validated(self) -> "TrainConfig":
+        if self.algo not in ALGOS:
+            raise UserError(f"train.algo: unknown value {self.algo!r}; choose one of {', '.join(ALGOS)}")
+        if self.backend not in BACKENDS:
+            raise UserError(f"train.backend: unknown value {self.backend!r}; choose one of {', '.join(BACKENDS)}")
+        for name in ("batch_size", "iterations", "validate_every", "validation_batches", "checkpoint_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise UserError(f"train.{name}: expected a positive integer, got {value!r}")
+        if self.dtype not in ("float32", "float64"):
+            raise UserError(f"train.dtype: choose float32 or float64, got {self.dtype!r}")
+        if self.bptt_graph not in ("full", "eprop"):
+            raise UserError(f"train.bptt_graph: choose full or eprop, got {self.bptt_graph!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise UserError(f"train.seed: expected a non-negative integer, got {self.seed!r}")
+        return self
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise UserError(f"train.{unknown[0]}: unknown option (known: {', '.join(sorted(known))})")
+        return cls(**data).validated()
+
+
+# ------------------------------------------------------------------ atomic files
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+# ------------------------------------------------------------------ checkpoints
+CHECKPOINT_FORMAT = "eprop-lava-checkpoint/1"
+
+
+def save_checkpoint(path: Path, spec: NetworkSpec, config: TrainConfig, params: dict, optimizer: Optimizer,
+                    iteration: int, rng_state: dict, extra: dict | None = None) -> None:
+    """Write parameters, optimizer moments and the data RNG state atomically."""
+    import io
+
+    meta = {
+        "format": CHECKPOINT_FORMAT,
+        "spec": spec.to_dict(),
+        "train": asdict(config),
+        "iteration": iteration,
+        "optimizer_step": optimizer.step_count,
+        "rng_state": rng_state,
+        "extra": extra or {},
+    }
+    arrays = {f"param/{k}": np.asarray(v) for k, v in params.items()}
+    state = optimizer.state_dict()
+    arrays.update({f"adam_m/{k}": v for k, v in state["m"].items()})
+    arrays.update({f"adam_v/{k}": v for k, v in state["v"].items()})
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+@dataclass
+class Checkpoint:
+    spec: NetworkSpec
+    config: TrainConfig
+    params: dict
+    optimizer_state: dict
+    iteration: int
+    rng_state: dict
+    extra: dict
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    path = Path(path)
+    if path.is_dir():
+        path = path / "checkpoint.npz"
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except Exception as exc:  # zipfile.BadZipFile, ValueError, EOFError ...
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({type(exc).__name__}: {exc})") from None
+    if "meta" not in arrays:
+        raise CheckpointError(f"checkpoint {path} has no metadata; not an eprop-lava checkpoint")
+    try:
+        meta = json.loads(arrays.pop("meta").tobytes().decode())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"checkpoint {path} has unreadable metadata ({exc})") from None
+    if meta.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"checkpoint {path}: unsupported format {meta.get('format')!r}")
+    try:
+        spec = NetworkSpec.from_dict(meta["spec"])
+    except SpecError as exc:
+        raise CheckpointError(f"checkpoint {path} holds an invalid spec: {exc}") from None
+    config = TrainConfig.from_dict(meta["train"])
+    params = {k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")}
+    expected = _expected_shapes(spec)
+    for name, shape in expected.items():
+        if name not in params:
+            raise CheckpointError(f"checkpoint {path} lacks parameter {name!r}")
+        if params[name].shape != shape:
+            raise CheckpointError(f"checkpoint {path}: parameter {name!r} has shape {params[name].shape}, spec needs {shape}")
+    opt = {"step_count": meta["optimizer_step"],
+           "m": {k[len("adam_m/"):]: v for k, v in arrays.items() if k.startswith("adam_m/")},
+           "v": {k[len("adam_v/"):]: v for k, v in arrays.items() if k.startswith("adam_v/")}}
+    return Checkpoint(spec, config, params, opt, int(meta["iteration"]), meta["rng_state"], meta.get("extra", {}))
+
+
+def _expected_shapes(spec: NetworkSpec) -> dict:
+    return {k: v.shape for k, v in init_params(spec, 0).items()}
+
+
+# ------------------------------------------------------------------ training
+def gradient_function(config: TrainConfig) -> Callable:
+    if config.algo == "bptt":
+        def grad(spec, params, batch):
+            return bptt_gradient(spec, params, batch, graph=config.bptt_graph,
+                                 device=config.device, dtype=config.dtype)
+        return grad
+    ops = make_ops(config.backend, dtype=config.dtype, device=config.device)
+
+    def grad(spec, params, batch):
+        loss, grads, traj = eprop_gradient(spec, params, batch, ops)
+        return float(ops.to_numpy(loss)), {k: ops.to_numpy(v) for k, v in grads.items()}, traj
+    return grad
+
+
+def forward_outputs(spec: NetworkSpec, params: dict, batch: Batch, config: TrainConfig | None = None) -> tuple:
+    """(y, spikes per layer) as numpy arrays, without recording e-prop factors."""
+    config = config or TrainConfig()
+    backend = config.backend if config.algo == "eprop" else "numpy"
+    ops = make_ops(backend, dtype=config.dtype, device=config.device)
+    traj = simulate(spec, {k: ops.asarray(v) for k, v in params.items()}, ops.asarray(batch.x), ops, record=False)
+    return ops.to_numpy(traj.y), [ops.to_numpy(z) for z in traj.z]
+
+
+def alignment(spec: NetworkSpec, params: dict) -> dict:
+    """Alignment between the feedback B and W_out^T (seed 001 sec. 6.1.3):
+    the angle between them (degrees) and trace(W_out B)."""
+    if spec.learning.variant == "symmetric":
+        return {"alignment_angle_deg": 0.0, "alignment_trace": float(np.sum(params["readout.w"] ** 2))}
+    w = params["readout.w"].T.ravel()
+    b = params["feedback.b"].ravel()
+    cos = float(w @ b / (np.linalg.norm(w) * np.linalg.norm(b) + 1e-300))
+    return {"alignment_angle_deg": math.degrees(math.acos(max(-1.0, min(1.0, cos)))),
+            "alignment_trace": float(np.trace(params["readout.w"] @ params["feedback.b"]))}
+
+
+def validation_batches(task: Any, config: TrainConfig, salt: int = 2) -> list[Batch]:
+    rng = np.random.default_rng([config.seed, salt])
+    return [task.batch(rng, config.batch_size) for _ in range(config.validation_batches)]
+
+
+def evaluate(task: Any, spec: NetworkSpec, params: dict, batches: list[Batch], config: TrainConfig | None = None) -> dict:
+    metrics, rates = [], []
+    for batch in batches:
+        y, z = forward_outputs(spec, params, batch, config)
+        metrics.append(task.metric(y, batch))
+        rates.append(np.mean([zz.mean() for zz in z]) * 1000.0 / spec.dt)
+    return {task.metric_name: float(np.mean(metrics)), "rate_hz": float(np.mean(rates))}
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    iterations: int
+    solved_at: int | None
+    final_validation: dict
+    seconds_per_iteration: float
+    params: dict = field(repr=False, default_factory=dict)
+
+
+def _read_log(path: Path, upto: int) -> list[dict]:
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            break  # a torn last line after a crash
+        if row.get("iteration", 0) <= upto:
+            rows.append(row)
+    return rows
+
+
+def train(task: Any, spec: NetworkSpec, config: TrainConfig, run_dir: str | Path,
+          resume: bool = True, log: Callable[[str], None] | None = None) -> RunResult:
+    """Train (or resume) a run in run_dir."""
+    config = config.validated()
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = run_dir / "checkpoint.npz"
+    log_path = run_dir / "metrics.jsonl"
+    optimizer = Optimizer(spec.optimizer)
+    rng = np.random.default_rng([config.seed, 1])
+    start = 0
+    history: list[dict] = []
+    best = math.inf
+    solved_at = None
+    if resume and ckpt_path.exists():
+        ck = load_checkpoint(ckpt_path)
+        if ck.spec.to_dict() != spec.to_dict() or asdict(ck.config) | {"iterations": 0, "progress": True} != asdict(config) | {"iterations": 0, "progress": True}:
+            raise UserError(f"{run_dir} holds a run with a different spec or configuration; "
+                            "use another --out directory or delete it")
+        params = ck.params
+        optimizer.load_state_dict(ck.optimizer_state)
+        rng.bit_generator.state = ck.rng_state
+        start = ck.iteration
+        best = ck.extra.get("best", math.inf)
+        solved_at = ck.extra.get("solved_at")
+        history = _read_log(log_path, start)
+        atomic_write_text(log_path, "".join(json.dumps(r) + "\n" for r in history))
+        if log:
+            log(f"resuming {run_dir} at iteration {start}")
+    else:
+        params = init_params(spec)
+        if log_path.exists():
+            log_path.unlink()
+    atomic_write_text(run_dir / "config.json", json.dumps({"spec": spec.to_dict(), "train": asdict(config)}, indent=2))
+    val = validation_batches(task, config)
+    target = config.target_metric if config.target_metric is not None else task.solved_below
+    grad_fn = gradient_function(config)
+    progress = None
+    if config.progress:
+        from tqdm import tqdm
+        progress = tqdm(total=config.iterations, initial=start, unit="it", dynamic_ncols=True, leave=False, disable=None)
+    step_times = []
+    last_val: dict = {}
+    it = start
+    with open(log_path, "a") as logf:
+        try:
+            while it < config.iterations and not (config.early_stop and solved_at is not None):
+                t0 = time.perf_counter()
+                batch = task.batch(rng, config.batch_size)
+                loss, grads, traj = grad_fn(spec, params, batch)
+                grads.pop("feedback.b", None)
+                deltas = optimizer.deltas(grads)
+                for k, d in deltas.items():
+                    params[k] = params[k] + d
+                if spec.learning.variant == "adaptive":
+                    adaptive_feedback_update(params, deltas["readout.w"], spec.learning.adaptive_decay)
+                step_times.append(time.perf_counter() - t0)
+                it += 1
+                y = traj.y if isinstance(traj.y, np.ndarray) else make_ops("torch").to_numpy(traj.y)
+                row = {"iteration": it, "loss": float(loss), "lr": optimizer.learning_rate(),
+                       f"train_{task.metric_name}": float(task.metric(np.asarray(y, dtype=np.float64), batch)),
+                       "seconds": step_times[-1]}
+                row.update(alignment(spec, params))
+                if hasattr(task, "parameter_distance"):
+                    row.update({f"teacher_{k}": v for k, v in task.parameter_distance(params).items()})
+                if it % config.validate_every == 0 or it == config.iterations:
+                    last_val = evaluate(task, spec, params, val, config)
+                    row.update({f"val_{k}": v for k, v in last_val.items()})
+                    metric = last_val[task.metric_name]
+                    if metric < best:
+                        best = metric
+                        save_checkpoint(run_dir / "best.npz", spec, config, params, optimizer, it,
+                                        rng.bit_generator.state, {"best": best, "solved_at": solved_at})
+                    if target is not None and metric < target and solved_at is None:
+                        solved_at = it
+                logf.write(json.dumps(row) + "\n")
+                logf.flush()
+                if progress is not None:
+                    progress.update(1)
+                    post = {"loss": f"{loss:.3f}"}
+                    if last_val:
+                        post[f"val_{task.metric_name}"] = f"{last_val[task.metric_name]:.3f}"
+                    progress.set_postfix(post)
+                if it % config.checkpoint_every == 0 or solved_at == it:
+                    save_checkpoint(ckpt_path, spec, config, params, optimizer, it, rng.bit_generator.state,
+                                    {"best": best, "solved_at": solved_at})
+        finally:
+            if progress is not None:
+                progress.close()
+    save_checkpoint(ckpt_path, spec, config, params, optimizer, it, rng.bit_generator.state,
+                    {"best": best, "solved_at": solved_at})
+    if not last_val:
+        last_val = evaluate(task, spec, params, val, config)
+    return RunResult(run_dir, it, solved_at, last_val,
+                     float(np.median(step_times)) if step_times else float("nan"), params)
