@@ -1,0 +1,299 @@
+"""The ``eprop-lava`` command.
+
+    eprop-lava train TASK [--config FILE] [--set key=value ...] [--algo eprop|bptt]
+                          [--variant symmetric|random|adaptive] [--out DIR] [--json]
+    eprop-lava eval CHECKPOINT [--json] [--batches N]
+    eprop-lava plot RUN_DIR
+    eprop-lava verify [--json] [--lava]
+    eprop-lava demo
+
+A user mistake (unknown task, bad override, missing file, corrupt
+checkpoint) prints one line and exits with status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from eprop_lava.errors import UserError
+
+EXIT_USAGE = 2
+
+
+def _parse_value(text: str) -> Any:
+    """A --set value: JSON (numbers, true/false, lists, quoted strings) or a bare string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        lowered = text.lower()
+        if lowered in ("true", "false"):
+            return lowered == "true"
+        return text
+
+
+def _set_path(tree: dict, dotted: str, value: Any, origin: str) -> None:
+    keys = dotted.split(".")
+    node: Any = tree
+    for i, key in enumerate(keys[:-1]):
+        if isinstance(node, list):
+            try:
+                node = node[int(key)]
+            except (ValueError, IndexError):
+                raise UserError(f"{origin}: no list index {key!r} in {'.'.join(keys[:i + 1])}") from None
+        else:
+            if key not in node or not isinstance(node[key], (dict, list)):
+                node.setdefault(key, {})
+                if not isinstance(node[key], (dict, list)):
+                    raise UserError(f"{origin}: {'.'.join(keys[:i + 1])} is not a table")
+            node = node[key]
+    last = keys[-1]
+    if isinstance(node, list):
+        try:
+            node[int(last)] = value
+        except (ValueError, IndexError):
+            raise UserError(f"{origin}: no list index {last!r}") from None
+    else:
+        node[last] = value
+
+
+def _deep_merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for k, v in update.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        elif k == "layers" and isinstance(v, list) and isinstance(out.get(k), list):
+            out[k] = [(_deep_merge(b, u) if isinstance(b, dict) and isinstance(u, dict) else u)
+                      for b, u in zip(out[k] + [{}] * (len(v) - len(out[k])), v)]
+        else:
+            out[k] = v
+    return out
+
+
+def resolve_run(task_name: str, config_file: str | None, overrides: Sequence[str],
+                extra_train: dict | None = None, extra_spec: dict | None = None):
+    """(task, spec, train config) from the task defaults, a config file and --set overrides."""
+    from eprop_lava.spec import NetworkSpec
+    from eprop_lava.tasks import get_task
+    from eprop_lava.training import TrainConfig
+
+    try:
+        task = get_task(task_name)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    spec_tree = task.default_spec().to_dict()
+    train_tree: dict = {"task": task_name}
+    if config_file:
+        path = Path(config_file)
+        if not path.is_file():
+            raise UserError(f"config file not found: {path}")
+        from eprop_lava.spec import tomllib
+
+        try:
+            data = tomllib.loads(path.read_text()) if path.suffix == ".toml" else json.loads(path.read_text())
+        except Exception as exc:
+            raise UserError(f"config file {path} is malformed: {exc}") from None
+        unknown = sorted(set(data) - {"train", "spec"})
+        if unknown:
+            raise UserError(f"config file {path}: unknown section [{unknown[0]}] (use [train] and [spec])")
+        spec_tree = _deep_merge(spec_tree, data.get("spec", {}))
+        train_tree.update(data.get("train", {}))
+    train_tree.update(extra_train or {})
+    spec_tree = _deep_merge(spec_tree, extra_spec or {})
+    for item in overrides:
+        if "=" not in item:
+            raise UserError(f"--set {item!r}: expected key=value, e.g. --set train.iterations=100")
+        key, value = item.split("=", 1)
+        key = key.strip()
+        if key.startswith("spec."):
+            _set_path(spec_tree, key[5:], _parse_value(value), f"--set {key}")
+        elif key.startswith("train."):
+            _set_path(train_tree, key[6:], _parse_value(value), f"--set {key}")
+        else:
+            raise UserError(f"--set {key}: keys start with 'train.' or 'spec.' (e.g. spec.optimizer.lr=0.01)")
+    if "seed" in train_tree and not any(o.split("=", 1)[0].strip() == "spec.seed" for o in overrides):
+        spec_tree["seed"] = train_tree["seed"]  # one seed drives initialization and data
+    spec = NetworkSpec.from_dict(spec_tree)
+    config = TrainConfig.from_dict(train_tree)
+    return task, spec, config
+
+
+# ------------------------------------------------------------------ commands
+def cmd_train(args: argparse.Namespace) -> int:
+    from eprop_lava.training import train
+
+    extra_train: dict = {}
+    extra_spec: dict = {}
+    if args.algo:
+        extra_train["algo"] = args.algo
+    if args.seed is not None:
+        extra_train["seed"] = args.seed
+    if args.variant:
+        extra_spec["learning"] = {"variant": args.variant}
+    task, spec, config = resolve_run(args.task, args.config, args.set or [], extra_train, extra_spec)
+    out = Path(args.out) if args.out else Path("runs") / f"{args.task}-{config.algo}-{spec.learning.variant}-s{config.seed}"
+    t0 = time.perf_counter()
+    result = train(task, spec, config, out, resume=not args.fresh,
+                   log=lambda m: print(m, file=sys.stderr))
+    summary = {
+        "run_dir": str(result.run_dir),
+        "task": config.task, "algo": config.algo, "variant": spec.learning.variant,
+        "iterations": result.iterations, "solved_at": result.solved_at,
+        f"validation_{task.metric_name}": result.final_validation[task.metric_name],
+        "validation_rate_hz": result.final_validation["rate_hz"],
+        "seconds_per_iteration": result.seconds_per_iteration,
+        "wall_seconds": time.perf_counter() - t0,
+    }
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(f"{config.task}: {config.algo}/{spec.learning.variant} {result.iterations} iterations, "
+              f"validation {task.metric_name} {summary[f'validation_{task.metric_name}']:.4f}"
+              + (f", solved at iteration {result.solved_at}" if result.solved_at else "")
+              + f" ({result.seconds_per_iteration:.3f} s/iteration) -> {result.run_dir}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from eprop_lava.tasks import get_task
+    from eprop_lava.training import evaluate, load_checkpoint
+
+    ck = load_checkpoint(args.checkpoint)
+    task = get_task(ck.config.task)
+    rng = np.random.default_rng([ck.config.seed, 3])
+    batches = [task.batch(rng, ck.config.batch_size) for _ in range(args.batches)]
+    result = evaluate(task, ck.spec, ck.params, batches, ck.config)
+    report = {"checkpoint": str(args.checkpoint), "task": ck.config.task, "iteration": ck.iteration,
+              "test_batches": args.batches, "batch_size": ck.config.batch_size,
+              f"test_{task.metric_name}": result[task.metric_name], "rate_hz": result["rate_hz"]}
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"{ck.config.task} at iteration {ck.iteration}: test {task.metric_name} "
+              f"{result[task.metric_name]:.4f} over {args.batches}x{ck.config.batch_size} samples, "
+              f"mean rate {result['rate_hz']:.1f} Hz")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from eprop_lava.plots import plot_run
+
+    for path in plot_run(args.run_dir):
+        print(path)
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from eprop_lava.engine.verify import run_checks
+
+    results = [r.to_dict() for r in run_checks()]
+    lava_report = None
+    if args.lava:
+        try:
+            from eprop_lava.lava_checks import run_lava_checks
+        except ImportError as exc:
+            raise UserError(f"verify --lava needs Lava (Python 3.10, pip install 'eprop-lava[lava]'): {exc}") from None
+        lava_report = run_lava_checks()
+    failed = [r for r in results if not r["passed"]]
+    lava_failed = bool(lava_report) and any(int(c.get("mismatches", 0)) != 0 or not c.get("passed", True)
+                                            for c in lava_report.get("checks", []))
+    if args.json:
+        print(json.dumps({"passed": not failed and not lava_failed, "checks": results,
+                          "lava": lava_report}, indent=2))
+    else:
+        for r in results:
+            tol = f" (<= {r['tolerance']:.0e})" if r["tolerance"] is not None else ""
+            status = "ok  " if r["passed"] else "FAIL"
+            print(f"{status} {r['name']}: {r['value']:.3e}{tol} {r['detail']}")
+        if lava_report:
+            for c in lava_report.get("checks", []):
+                print(f"lava {c.get('name')}: {c.get('mismatches')} mismatches")
+    return 1 if failed or lava_failed else 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The main job: a quick evidence-accumulation run, then its report."""
+    from eprop_lava.demo import run_demo
+
+    return run_demo(Path(args.out), quick=args.quick)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="eprop-lava", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a network on a task")
+    p.add_argument("task", help="task name (evidence, pattern, store_recall, teacher_student, ...)")
+    p.add_argument("--config", help="TOML or JSON file with [train] and [spec] tables")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override, e.g. train.iterations=100 or spec.optimizer.lr=0.01 (repeatable)")
+    p.add_argument("--algo", choices=["eprop", "bptt"])
+    p.add_argument("--variant", choices=["symmetric", "random", "adaptive"])
+    p.add_argument("--seed", type=int)
+    p.add_argument("--out", help="run directory (default runs/TASK-ALGO-VARIANT-sSEED)")
+    p.add_argument("--fresh", action="store_true", help="start over even if the run directory has a checkpoint")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a checkpoint on fresh test batches")
+    p.add_argument("checkpoint", help="checkpoint.npz or a run directory")
+    p.add_argument("--batches", type=int, default=8)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("plot", help="write the figures of a run (PNG)")
+    p.add_argument("run_dir")
+    p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("verify", help="numerical verification of e-prop (and Lava with --lava)")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--lava", action="store_true", help="also run the Lava bit-exactness checks (slow)")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("demo", help="the main job: train quickly and report")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--quick", action="store_true", help="fewer iterations (for tests)")
+    p.set_defaults(func=cmd_demo)
+
+    for register in _extensions():
+        register(sub)
+    return parser
+
+
+def _extensions():
+    """Subcommands contributed by optional parts (speech data, compiler, studies)."""
+    out = []
+    for module, attr in (("eprop_lava.tasks.speech.cli", "register"),
+                         ("eprop_lava.compile.cli", "register"),
+                         ("eprop_lava.studies.cli", "register")):
+        try:
+            mod = __import__(module, fromlist=[attr])
+        except ModuleNotFoundError as exc:
+            if exc.name and module.startswith(exc.name):
+                continue  # that part is not built/installed
+            raise
+        out.append(getattr(mod, attr))
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"eprop-lava: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("eprop-lava: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
