@@ -1,0 +1,407 @@
+"""The fixed-point specification in code: widths, scaling, rounding, saturation.
+
+Everything the fixed-point engine (:mod:`eprop_lava.engine.fixed_engine`), the
+fixed-point neuron steps (:mod:`eprop_lava.neurons.fixed`) and the Lava
+``fixed_pt`` ProcessModels compute goes through the helpers below, so the
+arithmetic of Loihi is written once. docs/fixed_point.md tabulates the same
+numbers for readers.
+
+Integers are carried in numpy ``int64`` arrays; the declared widths are
+enforced explicitly (wrap or saturate, as the profile says), because Lava's
+``precision=`` annotations are documentation only (LAVA_BRIEF §1.1).
+
+Loihi's arithmetic reproduced here (LAVA_BRIEF §2.1, Lava ``PyLifModelBitAcc``):
+
+* decay of a state x by a 12-bit constant d, rounding toward zero::
+
+      decay(x, d) = sgn(x (4096 - d)) * (|x (4096 - d)| >> 12)
+
+* the synaptic current u is 24 bits and *wraps* (Lava's one-sided wrap:
+  u > 2^23 -> u - 2^24, u <= -2^23 -> u + 2^24); the voltage v is 24 bits and
+  *saturates* at +-(2^23 - 1);
+* synaptic input and thresholds are MSB-aligned by ``<< 6``;
+* Dense weights: 8-bit clip, then truncation of ``8 - num_weight_bits +
+  mixed`` low bits (mixed-sign 8-bit weights are even, in [-256, 254]).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+import numpy as np
+
+ROUNDINGS = ("toward_zero", "floor", "nearest", "stochastic")
+OVERFLOWS = ("saturate", "wrap")
+
+#: Loihi constants (LAVA_BRIEF §2.1). Not profile fields: Lava's bit-accurate
+#: LIF and Dense hard-code them, and the equivalence check depends on them.
+DECAY_SHIFT = 12
+DECAY_UNITY = 1 << DECAY_SHIFT
+ACT_SHIFT = 6          # a_in << 6 into u; vth << 6
+VTH_SHIFT = 6
+UV_BITS = 24
+
+
+class FixedPointError(ValueError):
+    """A fixed-point profile field or value is invalid; the message names it."""
+
+
+# ------------------------------------------------------------------ profiles
+@dataclass(frozen=True)
+class FixedPointProfile:
+    """Widths and rounding of every state variable of fixed-point e-prop.
+
+    Widths count magnitude bits; signed quantities carry a sign bit on top
+    (Loihi's "8 bit + sign" weights are ``weight_bits=8``, range
+    [-256, 255]). A trace of ``trace_bits=7`` holds 0..127.
+
+    Neuron state (Loihi, fixed for every profile; see module constants):
+    u 24-bit wrap, v 24-bit saturate, 12-bit decays, vth mantissa
+    ``vth_bits`` (<< 6), bias mantissa ``bias_bits`` with a 3-bit exponent.
+
+    E-prop state, per synapse unless noted (seed 002 Eqs. 2.13-2.37):
+
+    ``trace_bits``      eligibility vector eps (filtered pre spikes, = z-bar for
+                        LIF without reset), saturating; ``trace_impulse`` is
+                        added per presynaptic spike.
+    ``psi_bits``        graded pseudo-derivative psi sent by the neuron
+                        (per neuron; psi / gamma in [-1, 1] maps to
+                        +-(2^psi_bits - 1), gamma goes into the learning rate).
+    ``tag_bits``        filtered eligibility trace e-bar (Loihi's tag t),
+                        signed, saturating.
+    ``signal_bits``     graded learning signal L (third factor), signed.
+    ``error_frac_bits`` fractional bits of the readout error dE/dy.
+    ``weight_bits``     weight mantissa, signed, saturating.
+    ``accumulator_bits`` per-synapse sum of L * e-bar between weight updates.
+    ``lr_mantissa_bits`` learning rates are m * 2^e with m in
+                        [-2^(b-1), 2^(b-1) - 1] (Loihi: 4 bits, m in [-8, 7]).
+    ``update_rounding`` rounding of the weight update ("stochastic" uses a
+                        seeded numpy Generator per synapse matrix).
+    ``product_rounding`` rounding of the right shifts inside trace products.
+    """
+
+    name: str = "custom"
+    weight_bits: int = 8
+    trace_bits: int = 7
+    trace_impulse: int = 16
+    psi_bits: int = 7
+    tag_bits: int = 8
+    signal_bits: int = 8
+    error_frac_bits: int = 7
+    accumulator_bits: int = 15
+    lr_mantissa_bits: int = 4
+    vth_bits: int = 17
+    bias_bits: int = 12
+    update_rounding: str = "stochastic"
+    product_rounding: str = "toward_zero"
+    update_interval: int | None = None
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> "FixedPointProfile":
+        if not isinstance(self.name, str) or not self.name:
+            raise FixedPointError(f"name: expected a non-empty string, got {self.name!r}")
+        limits = dict(weight_bits=(1, 24), trace_bits=(1, 24), psi_bits=(1, 16), tag_bits=(1, 24),
+                      signal_bits=(1, 24), error_frac_bits=(1, 24), accumulator_bits=(8, 62),
+                      lr_mantissa_bits=(2, 16), vth_bits=(1, 17), bias_bits=(1, 12))
+        for key, (lo, hi) in limits.items():
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise FixedPointError(f"{key}: expected an integer, got {value!r}")
+            if not lo <= value <= hi:
+                raise FixedPointError(f"{key}: must lie in [{lo}, {hi}], got {value}")
+        if isinstance(self.trace_impulse, bool) or not isinstance(self.trace_impulse, (int, np.integer)):
+            raise FixedPointError(f"trace_impulse: expected an integer, got {self.trace_impulse!r}")
+        if not 1 <= self.trace_impulse <= (1 << self.trace_bits) - 1:
+            raise FixedPointError(f"trace_impulse: must lie in [1, 2^trace_bits - 1 = "
+                                  f"{(1 << self.trace_bits) - 1}], got {self.trace_impulse}")
+        if self.update_rounding not in ROUNDINGS:
+            raise FixedPointError(f"update_rounding: unknown {self.update_rounding!r}; choose one of {ROUNDINGS}")
+        if self.product_rounding not in ("toward_zero", "floor", "nearest"):
+            raise FixedPointError(f"product_rounding: must be deterministic (toward_zero, floor, nearest), "
+                                  f"got {self.product_rounding!r}")
+        if self.update_interval is not None and (isinstance(self.update_interval, bool)
+                                                 or not isinstance(self.update_interval, (int, np.integer))
+                                                 or self.update_interval < 1):
+            raise FixedPointError(f"update_interval: expected None (end of sample) or an integer >= 1, "
+                                  f"got {self.update_interval!r}")
+        return self
+
+    # ranges ------------------------------------------------------------
+    @property
+    def weight_range(self) -> tuple[int, int]:
+        return -(1 << self.weight_bits), (1 << self.weight_bits) - 1
+
+    @property
+    def trace_max(self) -> int:
+        return (1 << self.trace_bits) - 1
+
+    @property
+    def psi_max(self) -> int:
+        return (1 << self.psi_bits) - 1
+
+    @property
+    def tag_range(self) -> tuple[int, int]:
+        return -(1 << self.tag_bits), (1 << self.tag_bits) - 1
+
+    @property
+    def signal_range(self) -> tuple[int, int]:
+        return -(1 << self.signal_bits), (1 << self.signal_bits) - 1
+
+    @property
+    def accumulator_range(self) -> tuple[int, int]:
+        return -((1 << self.accumulator_bits) - 1), (1 << self.accumulator_bits) - 1
+
+    @property
+    def lr_mantissa_range(self) -> tuple[int, int]:
+        return -(1 << (self.lr_mantissa_bits - 1)), (1 << (self.lr_mantissa_bits - 1)) - 1
+
+    def with_(self, **changes: Any) -> "FixedPointProfile":
+        """A copy with some fields changed (validated again)."""
+        known = {f.name for f in fields(self)}
+        for key in changes:
+            if key not in known:
+                raise FixedPointError(f"{key}: unknown profile field (known: {', '.join(sorted(known))})")
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def loihi2_profile(**changes: Any) -> FixedPointProfile:
+    """Loihi 2's learning engine widths (LAVA_BRIEF §3.3): 7-bit traces,
+    8-bit + sign weights and tags, 15-bit + sign accumulator, learning-rate
+    constants m * 2^e with m in [-8, 7]."""
+    base = FixedPointProfile(name="loihi2", weight_bits=8, trace_bits=7, trace_impulse=16, psi_bits=7,
+                             tag_bits=8, signal_bits=7, error_frac_bits=7, accumulator_bits=15,
+                             lr_mantissa_bits=4)
+    return base.with_(**changes) if changes else base
+
+
+def wide_profile(**changes: Any) -> FixedPointProfile:
+    """A configurable wide profile for quantization studies: 16-bit traces,
+    psi, tags and signal, 12-bit weights, 40-bit accumulator, 8-bit
+    learning-rate mantissa. Any field can be overridden."""
+    base = FixedPointProfile(name="wide", weight_bits=12, trace_bits=16, trace_impulse=1 << 10,
+                             psi_bits=12, tag_bits=20, signal_bits=16, error_frac_bits=14,
+                             accumulator_bits=48, lr_mantissa_bits=8)
+    return base.with_(**changes) if changes else base
+
+
+PROFILES = {"loihi2": loihi2_profile, "wide": wide_profile}
+
+
+def get_profile(name: str | FixedPointProfile, **changes: Any) -> FixedPointProfile:
+    if isinstance(name, FixedPointProfile):
+        return name.with_(**changes) if changes else name
+    try:
+        return PROFILES[name](**changes)
+    except KeyError:
+        raise FixedPointError(f"profile: unknown {name!r}; choose one of {', '.join(PROFILES)}") from None
+
+
+# ------------------------------------------------------------------ integer helpers
+def as_int(x: Any) -> np.ndarray:
+    """int64 view of an integer array; refuses non-integral floats."""
+    arr = np.asarray(x)
+    if arr.dtype.kind == "f":
+        if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
+            raise FixedPointError("expected integer values, got non-integral floats")
+    elif arr.dtype.kind not in "iub":
+        raise FixedPointError(f"expected an integer array, got dtype {arr.dtype}")
+    return arr.astype(np.int64)
+
+
+def shift_toward_zero(x: Any, shift: int | np.ndarray) -> np.ndarray:
+    """sgn(x) * (|x| >> shift): Loihi's rounding toward zero."""
+    x = np.asarray(x, dtype=np.int64)
+    return np.sign(x) * np.right_shift(np.abs(x), shift)
+
+
+def shift_floor(x: Any, shift: int | np.ndarray) -> np.ndarray:
+    """x >> shift (arithmetic shift, rounds toward -inf; Dense's weight_exp < 0)."""
+    return np.right_shift(np.asarray(x, dtype=np.int64), shift)
+
+
+def shift_nearest(x: Any, shift: int) -> np.ndarray:
+    """(x + 2^(shift-1)) >> shift: round half up."""
+    x = np.asarray(x, dtype=np.int64)
+    if np.all(np.asarray(shift) == 0):
+        return x
+    return np.right_shift(x + np.left_shift(1, np.asarray(shift) - 1), shift)
+
+
+def shift_stochastic(x: Any, shift: int, rng: np.random.Generator) -> np.ndarray:
+    """floor(x / 2^shift + r), r ~ U[0, 1) drawn from ``rng`` per element:
+    unbiased (E = x / 2^shift). The draw order is C order over x's shape, so
+    one generator reproduces the same numbers in the engine and in Lava."""
+    x = np.asarray(x, dtype=np.int64)
+    if shift <= 0:
+        return np.left_shift(x, -shift)
+    r = rng.integers(0, 1 << shift, size=x.shape, dtype=np.int64)
+    return np.right_shift(x + r, shift)
+
+
+def shift_round(x: Any, shift: int, mode: str, rng: np.random.Generator | None = None) -> np.ndarray:
+    """Right shift with the named rounding (one of :data:`ROUNDINGS`)."""
+    if mode == "toward_zero":
+        return shift_toward_zero(x, shift)
+    if mode == "floor":
+        return shift_floor(x, shift)
+    if mode == "nearest":
+        return shift_nearest(x, shift)
+    if mode == "stochastic":
+        if rng is None:
+            raise FixedPointError("stochastic rounding needs a seeded numpy Generator (rng)")
+        return shift_stochastic(x, shift, rng)
+    raise FixedPointError(f"rounding: unknown {mode!r}; choose one of {ROUNDINGS}")
+
+
+def saturate(x: Any, lo: int, hi: int) -> np.ndarray:
+    return np.clip(np.asarray(x, dtype=np.int64), lo, hi)
+
+
+def saturate_signed(x: Any, bits: int) -> np.ndarray:
+    """Clip to +-(2^bits - 1) (Loihi's symmetric saturation, e.g. v: bits=23)."""
+    m = (1 << bits) - 1
+    return np.clip(np.asarray(x, dtype=np.int64), -m, m)
+
+
+def wrap_signed(x: Any, bits: int) -> np.ndarray:
+    """Two's-complement wrap to ``bits`` bits (including the sign)."""
+    x = np.asarray(x, dtype=np.int64)
+    half = 1 << (bits - 1)
+    return ((x + half) & ((1 << bits) - 1)) - half
+
+
+def wrap_int32(x: Any) -> np.ndarray:
+    """What numpy int32 arithmetic does in Lava's models."""
+    return wrap_signed(x, 32)
+
+
+def wrap_u24(x: Any) -> np.ndarray:
+    """Lava's one-sided 24-bit wrap of the current u (PyLifModelBitAcc):
+    u > 2^23 -> u - 2^24; u <= -2^23 -> u + 2^24 (one correction only)."""
+    x = np.asarray(x, dtype=np.int64)
+    m = 1 << (UV_BITS - 1)
+    return np.where(x > m, x - 2 * m, np.where(x <= -m, x + 2 * m, x))
+
+
+def clip_v24(x: Any) -> np.ndarray:
+    """Voltage saturation to +-(2^23 - 1)."""
+    return saturate_signed(x, UV_BITS - 1)
+
+
+def decay(x: Any, d: Any, offset: int = 0) -> np.ndarray:
+    """Loihi's decay, rounding toward zero:
+    sgn(x (4096 - d - offset)) * (|x (4096 - d - offset)| >> 12).
+    offset=1 is the current's ds_offset (so du=4095 forgets u completely)."""
+    factor = DECAY_UNITY - (np.asarray(d, dtype=np.int64) + offset)
+    return shift_toward_zero(np.asarray(x, dtype=np.int64) * factor, DECAY_SHIFT)
+
+
+def check_decay(name: str, d: Any) -> np.ndarray:
+    """Validate a 12-bit decay constant (0..4096, Lava's du/dv registers hold 0..4095
+    and the offset reaches 4096)."""
+    arr = np.asarray(d)
+    if arr.dtype.kind == "f" and np.any(arr != np.round(arr)):
+        raise FixedPointError(f"{name}: decay constants are integers in [0, 4096], got {d!r}")
+    arr = arr.astype(np.int64)
+    if np.any(arr < 0) or np.any(arr > DECAY_UNITY):
+        raise FixedPointError(f"{name}: decay constants must lie in [0, 4096], got {d!r}")
+    return arr
+
+
+def decay_constant(factor: float) -> int:
+    """12-bit decay d for a float per-step factor: 4096 - d ~= 4096 * factor."""
+    if not 0.0 <= factor <= 1.0:
+        raise FixedPointError(f"decay factor must lie in [0, 1], got {factor}")
+    return int(DECAY_UNITY - round(DECAY_UNITY * factor))
+
+
+def shift_left_or_right(x: Any, exp: int) -> np.ndarray:
+    """x << exp for exp > 0, x >> -exp (floor) otherwise: Dense's weight_exp."""
+    x = np.asarray(x, dtype=np.int64)
+    return np.left_shift(x, exp) if exp > 0 else np.right_shift(x, -exp)
+
+
+# ------------------------------------------------------------------ Dense weights
+def dense_sign_mode(weights: np.ndarray) -> str:
+    """Lava's determine_sign_mode: 'excitatory', 'inhibitory' or 'mixed'."""
+    w = np.asarray(weights)
+    if w.min() >= 0:
+        return "excitatory"
+    if w.max() <= 0:
+        return "inhibitory"
+    return "mixed"
+
+
+def dense_weights(weights: Any, num_weight_bits: int = 8, sign_mode: str | None = None) -> np.ndarray:
+    """The weights Lava's PyDenseModelBitAcc actually uses (LAVA_BRIEF §2.2):
+    clip to 8 bits for the sign mode, then drop ``8 - num_weight_bits + mixed``
+    low bits (floor). Mixed-sign 8-bit weights become even, in [-256, 254]."""
+    w = as_int(weights)
+    if not 1 <= num_weight_bits <= 8:
+        raise FixedPointError(f"num_weight_bits: must lie in [1, 8], got {num_weight_bits}")
+    mode = sign_mode or dense_sign_mode(w)
+    if mode not in ("excitatory", "inhibitory", "mixed"):
+        raise FixedPointError(f"sign_mode: unknown {mode!r}")
+    mixed = int(mode == "mixed")
+    if mode == "inhibitory":
+        w = -w
+    w = np.clip(w, -256 * mixed, 255)
+    k = 8 - num_weight_bits + mixed
+    w = (w >> k) << k
+    return -w if mode == "inhibitory" else w
+
+
+# ------------------------------------------------------------------ learning rates
+@dataclass(frozen=True)
+class LearningRate:
+    """A learning-rate constant m * 2^e (Loihi: m in [-8, 7], LAVA_BRIEF §3.2)."""
+
+    mantissa: int
+    exponent: int
+
+    @property
+    def value(self) -> float:
+        return self.mantissa * 2.0 ** self.exponent
+
+    def to_dict(self) -> dict:
+        return {"mantissa": self.mantissa, "exponent": self.exponent}
+
+
+def learning_rate(value: float, profile: FixedPointProfile) -> LearningRate:
+    """The m * 2^e nearest to ``value`` (> 0) with m in the profile's mantissa
+    range, using the largest mantissa magnitude that fits (most precision)."""
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise FixedPointError(f"learning rate: expected a positive finite number, got {value!r}")
+    m_max = profile.lr_mantissa_range[1]
+    e = math.floor(math.log2(value / m_max))
+    m = int(round(value / 2.0 ** e))
+    while m > m_max:
+        e += 1
+        m = int(round(value / 2.0 ** e))
+    return LearningRate(max(m, 1), e)
+
+
+def apply_update(weights: np.ndarray, accumulator: np.ndarray, lr: LearningRate, profile: FixedPointProfile,
+                 rng: np.random.Generator | None) -> np.ndarray:
+    """w <- clip(w + round(-m * acc * 2^e)) with the profile's update rounding:
+    the e-prop descent step of one update interval (seed 002 Eq. 2.37)."""
+    prod = -lr.mantissa * np.asarray(accumulator, dtype=np.int64)
+    if lr.exponent >= 0:
+        delta = np.left_shift(prod, lr.exponent)
+    else:
+        delta = shift_round(prod, -lr.exponent, profile.update_rounding, rng)
+    lo, hi = profile.weight_range
+    return np.clip(weights + delta, lo, hi)
+
+
+def update_rng(seed: int, *key: int) -> np.random.Generator:
+    """The generator of one synapse matrix's stochastic rounding: the same
+    (seed, key) gives the same stream in the engine and in Lava."""
+    return np.random.default_rng(np.random.SeedSequence([int(seed), *map(int, key)]))
