@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 from eprop_lava.tasks.evidence import EvidenceAccumulation
+from eprop_lava.tasks.pattern import PatternGeneration
+from eprop_lava.tasks.store_recall import StoreRecall
+from eprop_lava.tasks.teacher_student import TeacherStudent
 
 TASKS = {
     "evidence": EvidenceAccumulation,
+    "pattern": PatternGeneration,
+    "store_recall": StoreRecall,
+    "teacher_student": TeacherStudent,
 }
 
 
