@@ -74,7 +74,10 @@ class FixedPointProfile:
     ``signal_bits``     graded learning signal L (third factor), signed.
     ``error_frac_bits`` fractional bits of the readout error dE/dy.
     ``weight_bits``     weight mantissa, signed, saturating.
-    ``accumulator_bits`` per-synapse sum of L * e-bar between weight updates.
+    ``accumulator_bits`` per-synapse sum of L * e-bar between weight updates,
+                        saturating; each product is first shifted right by
+                        ``product_shift`` (Loihi drops low bits of products
+                        the same way, LAVA_BRIEF §3.3).
     ``lr_mantissa_bits`` learning rates are m * 2^e with m in
                         [-2^(b-1), 2^(b-1) - 1] (Loihi: 4 bits, m in [-8, 7]).
     ``update_rounding`` rounding of the weight update ("stochastic" uses a
@@ -91,6 +94,7 @@ class FixedPointProfile:
     signal_bits: int = 8
     error_frac_bits: int = 7
     accumulator_bits: int = 15
+    product_shift: int = 4
     lr_mantissa_bits: int = 4
     vth_bits: int = 17
     bias_bits: int = 12
@@ -106,6 +110,7 @@ class FixedPointProfile:
             raise FixedPointError(f"name: expected a non-empty string, got {self.name!r}")
         limits = dict(weight_bits=(1, 24), trace_bits=(1, 24), psi_bits=(1, 16), tag_bits=(1, 24),
                       signal_bits=(1, 24), error_frac_bits=(1, 24), accumulator_bits=(8, 62),
+                      product_shift=(0, 32),
                       lr_mantissa_bits=(2, 16), vth_bits=(1, 17), bias_bits=(1, 12))
         for key, (lo, hi) in limits.items():
             value = getattr(self, key)
@@ -177,7 +182,7 @@ def loihi2_profile(**changes: Any) -> FixedPointProfile:
     constants m * 2^e with m in [-8, 7]."""
     base = FixedPointProfile(name="loihi2", weight_bits=8, trace_bits=7, trace_impulse=16, psi_bits=7,
                              tag_bits=8, signal_bits=7, error_frac_bits=7, accumulator_bits=15,
-                             lr_mantissa_bits=4)
+                             product_shift=4, lr_mantissa_bits=4)
     return base.with_(**changes) if changes else base
 
 
@@ -187,7 +192,7 @@ def wide_profile(**changes: Any) -> FixedPointProfile:
     learning-rate mantissa. Any field can be overridden."""
     base = FixedPointProfile(name="wide", weight_bits=12, trace_bits=16, trace_impulse=1 << 10,
                              psi_bits=12, tag_bits=20, signal_bits=16, error_frac_bits=14,
-                             accumulator_bits=48, lr_mantissa_bits=8)
+                             accumulator_bits=48, product_shift=0, lr_mantissa_bits=8)
     return base.with_(**changes) if changes else base
 
 

@@ -339,7 +339,10 @@ def eligibility_step(p: FixedNeuronParams, eps: dict, record_prev: dict | None, 
     tmax = profile.trace_max
     imp = np.asarray(pre, dtype=np.int64)[..., None, :] * profile.trace_impulse
     rnd = profile.product_rounding
-    col = lambda x: np.asarray(x)[..., :, None]  # noqa: E731 - per-post factor over the pre axis
+    def col(x: Any) -> np.ndarray:
+        """A per-post factor (scalar, (post,) or (..., post)) broadcast over the pre axis."""
+        x = np.asarray(x)
+        return x if x.ndim == 0 else x[..., :, None]
     if record_prev is None:
         zero = np.zeros(np.broadcast_shapes(eps["v"].shape, imp.shape), dtype=np.int64)
         new = {k: zero.copy() for k in eps}

@@ -1,0 +1,515 @@
+"""Batched fixed-point inference and online e-prop learning: the fast CPU
+simulation of Loihi behaviour (numpy, vectorized over the batch).
+
+Timing is "loihi" (every synaptic hop delays one step, as Lava's Dense) and
+neurons reset to zero. The arithmetic is :mod:`eprop_lava.fixed`; the neuron
+equations are :mod:`eprop_lava.neurons.fixed`; the synapse functions below
+(:func:`dense_output`, :func:`hidden_synapse_step`, :func:`readout_synapse_step`,
+:func:`output_error`, :func:`learning_signal`, :func:`apply_interval_update`)
+are called unchanged by the Lava ``fixed_pt`` ProcessModels
+(:mod:`eprop_lava.models`), so "Lava equals the engine" tests the wiring.
+
+One step t of a network (seed 002 Eqs. 3.10-3.14, fixed point):
+
+1. each layer r receives a_r^t = D_in,r^{t-1} + D_rec,r^{t-1} (Dense buffers of
+   the previous step), steps its neurons: z_r^t, psi_r^t;
+2. the Dense buffers for t+1: D = (W s^t) << weight_exp (floor shift if < 0);
+3. the readout integrates y^t = decay(y^{t-1}, d_kappa) + (W_out z^{t-1} << 6) + b;
+4. the error dE/dy^t (softmax for cross-entropy: off-chip, float, quantized to
+   ``error_frac_bits``) and the learning signal L^t = (B err^t) >> signal_shift;
+5. each learning synapse (per sample b, post j, pre i) updates its eligibility
+   vector eps^t, accumulates acc += (L_j^t ebar_ji^{t-1}) >> product_shift
+   (loihi timing: L^t pairs with ebar^{t-1}, as the float engine's online
+   e-prop), then ebar^t = decay(ebar^{t-1}, d_kappa) + e^t; readout synapses
+   accumulate err_k^t zbar_j^t with zbar the kappa-filtered presynaptic trace;
+6. at the end of each update interval (profile.update_interval steps, or the
+   end of the sample) w += round(-m acc 2^e) (stochastic rounding with one
+   seeded generator per synapse matrix), acc = 0. With batch B > 1 the
+   accumulators are summed over the batch (minibatch); with B = 1 this is a
+   single chip learning sample after sample.
+
+Fixed-point learning covers the input, recurrent and readout weights (and
+the adaptive feedback, which receives W_out's updates); the readout bias and
+the firing-rate regularizers are not learned in fixed point.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any, Sequence
+
+import numpy as np
+
+from eprop_lava.fixed import (
+    ACT_SHIFT, FixedPointError, FixedPointProfile, LearningRate, apply_update, clip_v24, decay,
+    decay_constant, get_profile, learning_rate, saturate, shift_left_or_right, shift_round, update_rng,
+    wrap_int32,
+)
+from eprop_lava.neurons import fixed as fx
+from eprop_lava.neurons.base import adaptation_constants, decay as float_decay
+from eprop_lava.spec import NetworkSpec
+
+READOUT_KEY = 1000  # rng key of the readout matrices: (seed, READOUT_KEY, layer)
+
+
+# ======================================================================= data
+@dataclass(eq=False)
+class FixedLayer:
+    """One layer: integer neuron constants and afferent weights.
+    ``grad_scale`` converts this layer's accumulator to the float e-prop
+    gradient (dE/dW ~= acc * grad_scale; float weight = w_fx / w_scale)."""
+
+    neuron: fx.FixedNeuronParams
+    w_in: np.ndarray
+    w_rec: np.ndarray | None = None
+    weight_exp: int = 0
+    lr: LearningRate | None = None
+    w_scale: float = 1.0
+    grad_scale: float = 1.0
+
+
+@dataclass(eq=False)
+class FixedReadout:
+    """Leaky non-spiking readout (seed 002 Eq. 3.12) in fixed point."""
+
+    w: np.ndarray            # (K, N_total)
+    d_kappa: int
+    bias: np.ndarray         # (K,) added every step, y units
+    y_scale: float           # y_fx / y_scale = float y
+    weight_exp: int = 0
+    lr: LearningRate | None = None
+    grad_scale: float = 1.0
+
+
+@dataclass(eq=False)
+class FixedNetwork:
+    """Everything the fixed-point engine and the Lava fixed_pt models need."""
+
+    spec: NetworkSpec
+    profile: FixedPointProfile
+    layers: list
+    readout: FixedReadout
+    feedback: np.ndarray     # (N_total, K) B in integer units
+    signal_shift: int
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if len(self.layers) != len(self.spec.layers):
+            raise FixedPointError(f"layers: spec has {len(self.spec.layers)} layers, got {len(self.layers)}")
+        src = self.spec.n_inputs
+        lo, hi = self.profile.weight_range
+        for r, (L, ls) in enumerate(zip(self.layers, self.spec.layers)):
+            if L.neuron.kind != ls.neuron or L.neuron.size != ls.size:
+                raise FixedPointError(f"layers[{r}].neuron: expected {ls.neuron} x {ls.size}, "
+                                      f"got {L.neuron.kind} x {L.neuron.size}")
+            for name, shape in (("w_in", (ls.size, src)), ("w_rec", (ls.size, ls.size))):
+                w = getattr(L, name)
+                if w is None:
+                    if name == "w_rec" and ls.recurrent:
+                        raise FixedPointError(f"layers[{r}].w_rec: the spec's layer is recurrent")
+                    continue
+                if w.shape != shape:
+                    raise FixedPointError(f"layers[{r}].{name}: expected shape {shape}, got {w.shape}")
+                if w.min() < lo or w.max() > hi:
+                    raise FixedPointError(f"layers[{r}].{name}: weights must lie in [{lo}, {hi}]")
+            src = ls.size
+        K, N = self.spec.readout.n_outputs, self.spec.n_neurons
+        if self.readout.w.shape != (K, N):
+            raise FixedPointError(f"readout.w: expected shape {(K, N)}, got {self.readout.w.shape}")
+        if self.feedback.shape != (N, K):
+            raise FixedPointError(f"feedback: expected shape {(N, K)}, got {self.feedback.shape}")
+
+    def copy(self) -> "FixedNetwork":
+        layers = [replace(L, w_in=L.w_in.copy(), w_rec=None if L.w_rec is None else L.w_rec.copy())
+                  for L in self.layers]
+        return replace(self, layers=layers, readout=replace(self.readout, w=self.readout.w.copy()),
+                       feedback=self.feedback.copy())
+
+    def weights(self) -> dict:
+        """Integer weights named like the float parameters."""
+        out = {}
+        for r, L in enumerate(self.layers):
+            out[f"layers.{r}.w_in"] = L.w_in.copy()
+            if L.w_rec is not None:
+                out[f"layers.{r}.w_rec"] = L.w_rec.copy()
+        out["readout.w"] = self.readout.w.copy()
+        out["feedback.b"] = self.feedback.copy()
+        return out
+
+
+# ======================================================================= quantizer
+def _wexp_for(wmax: float, v_scale: float, wmax_int: int) -> int:
+    """Smallest weight_exp with max|w| v_scale / 2^(6 + exp) <= wmax_int."""
+    if wmax <= 0:
+        return 0
+    return int(math.ceil(math.log2(wmax * v_scale / 64.0 / wmax_int)))
+
+
+def quantize(spec: NetworkSpec, params: dict, profile: FixedPointProfile | str = "loihi2",
+             lr: float | None = None, seed: int | None = None) -> FixedNetwork:
+    """The reference float -> fixed mapping (LAVA_BRIEF §2.1 "Float->fixed mapping").
+
+    LIF family: weight exponent 0 and the voltage scale chosen so the largest
+    afferent weight uses the whole mantissa; vth = v_th S / 64, dv from alpha,
+    du = 4095 (no synaptic filter: Bellec's LIF), theta_step = beta S.
+    Izhikevich: 2^v_frac units per mV and weight_exp chosen to fit.
+    Learning rates: ``lr`` (default spec.optimizer.lr, read as an SGD rate on
+    the summed gradient) mapped to m 2^e per matrix."""
+    if spec.timing != "loihi" or spec.reset != "zero":
+        raise FixedPointError("timing/reset: the fixed-point engine implements timing='loihi' and reset='zero' "
+                              f"(Loihi's Dense delay and LIF reset), got timing={spec.timing!r}, reset={spec.reset!r}")
+    profile = get_profile(profile)
+    lr = spec.optimizer.lr if lr is None else lr
+    wlo, whi = profile.weight_range
+    wmax_int = min(-wlo, whi)
+    ef = profile.error_frac_bits
+    imp = profile.trace_impulse
+    # readout and feedback first: the hidden learning rates depend on the signal scale
+    w_out = np.asarray(params["readout.w"], dtype=np.float64)
+    y_scale = 64.0 * wmax_int / max(np.abs(w_out).max(), 1e-12)
+    w_out_fx = np.clip(np.rint(w_out * y_scale / 64.0), wlo, whi).astype(np.int64)
+    if spec.learning.variant == "symmetric":
+        feedback = w_out_fx.T.copy()
+        b_scale = y_scale / 64.0
+    else:
+        b = np.asarray(params["feedback.b"], dtype=np.float64)
+        b_scale = wmax_int / max(np.abs(b).max(), 1e-12)
+        feedback = np.clip(np.rint(b * b_scale), wlo, whi).astype(np.int64)
+        if spec.learning.variant == "adaptive":  # Kolen-Pollack: B follows W_out's units
+            b_scale_target = y_scale / 64.0
+            feedback = np.clip(np.rint(b * b_scale_target), wlo, whi).astype(np.int64)
+            b_scale = b_scale_target
+    smax = profile.signal_range[1]
+    worst = max(int(np.abs(feedback).sum(1).max()), 1) * (1 << ef)
+    signal_shift = max(0, int(math.ceil(math.log2(worst / smax))))
+    ps = profile.product_shift
+    layers = []
+    for r, ls in enumerate(spec.layers):
+        w_in = np.asarray(params[f"layers.{r}.w_in"], dtype=np.float64)
+        w_rec = np.asarray(params[f"layers.{r}.w_rec"], dtype=np.float64) if ls.recurrent else None
+        wmax = max(np.abs(w_in).max(), 0 if w_rec is None else np.abs(w_rec).max(), 1e-12)
+        p = ls.params
+        if ls.neuron == "izhikevich":
+            v_frac = 8
+            v_scale = float(1 << v_frac)
+            wexp = max(-7, min(7, _wexp_for(wmax, v_scale, wmax_int)))
+            q = lambda mv: int(round(mv * v_scale))  # noqa: E731
+            neuron = fx.FixedNeuronParams(
+                "izhikevich", ls.size, psi_bits=profile.psi_bits, v_frac=v_frac,
+                izh_a=int(round(p.a * 65536)), izh_ab=int(round(p.a * p.b * 65536)), izh_c=q(p.c), izh_d=q(p.d),
+                izh_b_c=q(p.b * p.c), v_peak=q(p.v_peak))
+            gamma = p.gamma
+        else:
+            wexp = 0
+            v_scale = 64.0 * wmax_int / wmax
+            vth = int(round(p.v_th * v_scale / 64.0))
+            if vth >= 1 << 17:  # keep the threshold mantissa in 17 bits
+                raise FixedPointError(f"layers[{r}].params.v_th: threshold mantissa {vth} exceeds 17 bits")
+            alpha = float_decay(p.tau_m, spec.dt)
+            kw: dict[str, Any] = dict(du=4095, dv=decay_constant(alpha), vth=vth, n_ref=p.n_ref,
+                                      psi_bits=profile.psi_bits)
+            if ls.neuron in ("alif", "stdp_alif"):
+                beta, rho = adaptation_constants(ls, spec.dt)
+                bpsi_shift = 24
+                kw.update(theta_step=np.rint(beta * v_scale).astype(np.int64),
+                          d_theta=np.array([decay_constant(x) for x in rho]),
+                          bpsi_mul=np.rint(beta * p.gamma / ((1 << profile.psi_bits) - 1)
+                                           * (1 << bpsi_shift)).astype(np.int64),
+                          bpsi_shift=bpsi_shift)
+            neuron = fx.FixedNeuronParams(ls.neuron, ls.size, **kw)
+            gamma = p.gamma
+        w_scale = v_scale / 2.0 ** (ACT_SHIFT + wexp)
+        w_in_fx = np.clip(np.rint(w_in * w_scale), wlo, whi).astype(np.int64)
+        w_rec_fx = None
+        if w_rec is not None:
+            w_rec_fx = np.clip(np.rint(w_rec * w_scale), wlo, whi).astype(np.int64)
+            np.fill_diagonal(w_rec_fx, 0)
+        psi_max = (1 << profile.psi_bits) - 1
+        # acc ~= g * (imp psi_max / (gamma 2^psi_bits)) * (2^ef b_scale / 2^signal_shift) / 2^ps
+        per_acc = (imp * psi_max / (gamma * (1 << profile.psi_bits))) * ((1 << ef) * b_scale
+                                                                          / 2.0 ** signal_shift) / 2.0 ** ps
+        grad_scale = 1.0 / per_acc
+        layers.append(FixedLayer(neuron, w_in_fx, w_rec_fx, wexp, learning_rate(lr * w_scale * grad_scale, profile),
+                                 w_scale, grad_scale))
+    out_grad_scale = 2.0 ** ps / ((1 << ef) * imp)
+    readout = FixedReadout(w_out_fx, decay_constant(spec.readout.kappa),
+                           np.rint(np.asarray(params["readout.b"]) * y_scale).astype(np.int64), y_scale, 0,
+                           learning_rate(lr * (y_scale / 64.0) * out_grad_scale, profile), out_grad_scale)
+    return FixedNetwork(spec, profile, layers, readout, feedback, signal_shift,
+                        spec.seed if seed is None else seed)
+
+
+# ======================================================================= synapse functions
+def dense_output(w: np.ndarray, s: np.ndarray, weight_exp: int) -> np.ndarray:
+    """Dense: (sum_i w_ji s_i) << weight_exp (>> -weight_exp, floor), sent as
+    int32 (what Lava's channel holds). s (..., pre) 0/1; w (post, pre) int.
+    float64 BLAS is exact here (integers far below 2^53)."""
+    acc = np.rint(np.asarray(s, dtype=np.float64) @ w.T.astype(np.float64)).astype(np.int64)
+    return wrap_int32(shift_left_or_right(acc, weight_exp))
+
+
+def readout_step(y: np.ndarray, a_in: np.ndarray, ro: FixedReadout) -> np.ndarray:
+    """y^t = clip24(decay(y^{t-1}, d_kappa) + (a_in << 6) + b) (seed 002 Eq. 3.12)."""
+    return clip_v24(decay(y, ro.d_kappa) + np.left_shift(np.asarray(a_in, dtype=np.int64), ACT_SHIFT) + ro.bias)
+
+
+def _softmax_fixed_order(x: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis with a fixed summation order, so a sample
+    gives the same bits alone (Lava) and inside a batch (engine)."""
+    K = x.shape[-1]
+    m = x[..., 0]
+    for k in range(1, K):
+        m = np.maximum(m, x[..., k])
+    e = np.exp(x - m[..., None])
+    s = e[..., 0].copy()
+    for k in range(1, K):
+        s = s + e[..., k]
+    return e / s[..., None]
+
+
+def output_error(y: np.ndarray, target: np.ndarray, mask: np.ndarray, loss: str, y_scale: float,
+                 profile: FixedPointProfile) -> np.ndarray:
+    """err^t = mask (softmax(y) - target) (cross-entropy, seed 002 Eq. 2.32) or
+    mask (y - target) (MSE), quantized to error_frac_bits (nearest) and the
+    signal range. Runs off the neurocores (host): the softmax is float."""
+    yf = np.asarray(y, dtype=np.float64) / y_scale
+    if loss == "cross_entropy":
+        err = _softmax_fixed_order(yf) - target
+    elif loss == "mse":
+        err = yf - target
+    else:
+        raise FixedPointError(f"loss: unknown {loss!r}")
+    err = np.asarray(mask, dtype=np.float64)[..., None] * err
+    lo, hi = profile.signal_range
+    return np.clip(np.rint(err * float(1 << profile.error_frac_bits)), lo, hi).astype(np.int64)
+
+
+def learning_signal(err: np.ndarray, feedback: np.ndarray, shift: int, profile: FixedPointProfile) -> np.ndarray:
+    """L^t = (B err^t) >> signal_shift (nearest), saturated to signal_bits:
+    the graded third factor each neuron's synapses receive."""
+    acc = np.rint(np.asarray(err, dtype=np.float64) @ feedback.T.astype(np.float64)).astype(np.int64)
+    lo, hi = profile.signal_range
+    return np.clip(shift_round(acc, shift, "nearest"), lo, hi)
+
+
+def new_hidden_synapse(p: fx.FixedNeuronParams, batch: int, n_pre: int) -> dict:
+    shape = (batch, p.size, n_pre)
+    return dict(eps=fx.initial_eligibility(p, shape), ebar=np.zeros(shape, dtype=np.int64),
+                acc=np.zeros((p.size, n_pre), dtype=np.int64), rec=None)
+
+
+def hidden_synapse_step(syn: dict, p: fx.FixedNeuronParams, record: dict, pre: np.ndarray, signal: np.ndarray,
+                        d_kappa: int, profile: FixedPointProfile) -> dict:
+    """One step of an e-prop synapse matrix (all per-synapse state local):
+    record = post_record of this step, pre (B, pre) spikes entering v^t,
+    signal (B, post) the learning signal L^t."""
+    eps, e = fx.eligibility_step(p, syn["eps"], syn["rec"], record, pre, profile)
+    ebar = syn["ebar"]
+    prod = shift_round(signal[..., :, None] * ebar, profile.product_shift, profile.product_rounding)
+    acc = saturate(syn["acc"] + prod.sum(0), *profile.accumulator_range)
+    lo, hi = profile.tag_range
+    ebar = saturate(decay(ebar, d_kappa) + e, lo, hi)
+    return dict(eps=eps, ebar=ebar, acc=acc, rec=record)
+
+
+def new_readout_synapse(batch: int, n_out: int, n_pre: int) -> dict:
+    return dict(zbar=np.zeros((batch, n_pre), dtype=np.int64), acc=np.zeros((n_out, n_pre), dtype=np.int64))
+
+
+def readout_synapse_step(syn: dict, pre: np.ndarray, err: np.ndarray, d_kappa: int,
+                         profile: FixedPointProfile) -> dict:
+    """zbar^t = decay(zbar^{t-1}, d_kappa) + impulse z^{t-1} (the presynaptic
+    trace, the same for every output); acc += (err^t zbar^t) >> product_shift
+    (dE/dW_out = sum_t err^t zbar^t, seed 002 Eq. 2.38)."""
+    zbar = saturate(decay(syn["zbar"], d_kappa) + profile.trace_impulse * np.asarray(pre, dtype=np.int64),
+                    0, profile.trace_max)
+    prod = shift_round(err[:, :, None] * zbar[:, None, :], profile.product_shift, profile.product_rounding)
+    acc = saturate(syn["acc"] + prod.sum(0), *profile.accumulator_range)
+    return dict(zbar=zbar, acc=acc)
+
+
+def apply_interval_update(w: np.ndarray, syn: dict, lr: LearningRate, profile: FixedPointProfile,
+                          rng: np.random.Generator, zero_diagonal: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """End of an update interval: (new weights, actual change); resets acc."""
+    new = apply_update(w, syn["acc"], lr, profile, rng)
+    if zero_diagonal:
+        np.fill_diagonal(new, 0)
+    syn["acc"] = np.zeros_like(syn["acc"])
+    return new, new - w
+
+
+def is_update_step(local_step: int, steps: int, interval: int | None) -> bool:
+    """local_step counts 1..steps within a sample."""
+    return local_step == steps or (interval is not None and local_step % interval == 0)
+
+
+def layer_slices(spec: NetworkSpec) -> list[slice]:
+    return [slice(a, b) for a, b in spec.layer_offsets()]
+
+
+def update_rngs(net: FixedNetwork) -> dict:
+    """One generator per learning matrix, keyed as the Lava models key them."""
+    rngs = {}
+    for r, L in enumerate(net.layers):
+        rngs[(r, 0)] = update_rng(net.seed, r, 0)
+        if L.w_rec is not None:
+            rngs[(r, 1)] = update_rng(net.seed, r, 1)
+        rngs[(READOUT_KEY, r)] = update_rng(net.seed, READOUT_KEY, r)
+    return rngs
+
+
+# ======================================================================= simulation
+@dataclass
+class FixedRun:
+    """Outputs of one sample per batch element (time-major, integers)."""
+
+    z: list                    # per layer (T, B, N_r)
+    y: np.ndarray              # (T, B, K)
+    psi: list = field(default_factory=list)
+    err: np.ndarray | None = None
+    signal: np.ndarray | None = None
+    states: list = field(default_factory=list)  # per layer: dict of (T, B, N) (record_state=True)
+
+
+def simulate(net: FixedNetwork, x: np.ndarray, target: np.ndarray | None = None, mask: np.ndarray | None = None,
+             learn: bool = False, rngs: dict | None = None, record_state: bool = False,
+             on_update: Any = None) -> FixedRun:
+    """Run one sample per batch element, x (T, B, n_in) of 0/1 spikes.
+
+    learn=True: online e-prop updates ``net``'s weights in place at every
+    update interval (rngs: from :func:`update_rngs`, kept across samples).
+    on_update(net, syn_in, syn_rec, syn_out, rngs, slices) replaces the weight
+    update (used by :func:`accumulated_gradients` to read the accumulators)."""
+    x = np.asarray(x)
+    if x.ndim != 3 or x.shape[2] != net.spec.n_inputs:
+        raise FixedPointError(f"x: expected shape (T, B, n_inputs={net.spec.n_inputs}), got {x.shape}")
+    if np.any((x != 0) & (x != 1)):
+        raise FixedPointError("x: the fixed-point engine takes 0/1 input spikes")
+    T, B, _ = x.shape
+    spec, prof, ro = net.spec, net.profile, net.readout
+    K = spec.readout.n_outputs
+    need_error = learn or target is not None
+    if need_error:
+        if target is None:
+            raise FixedPointError("target: learning needs a target (T, B, K)")
+        target = np.asarray(target, dtype=np.float64)
+        if target.shape != (T, B, K):
+            raise FixedPointError(f"target: expected shape {(T, B, K)}, got {target.shape}")
+        mask = np.ones((T, B)) if mask is None else np.asarray(mask, dtype=np.float64)
+        if mask.shape != (T, B):
+            raise FixedPointError(f"mask: expected shape {(T, B)}, got {mask.shape}")
+    if learn and rngs is None:
+        rngs = update_rngs(net)
+    slices = layer_slices(spec)
+    n_layers = len(net.layers)
+    states = [fx.initial_state(L.neuron, B) for L in net.layers]
+    buf_in = [np.zeros((B, L.neuron.size), dtype=np.int64) for L in net.layers]
+    buf_rec = [np.zeros((B, L.neuron.size), dtype=np.int64) for L in net.layers]
+    buf_out = [np.zeros((B, K), dtype=np.int64) for _ in net.layers]
+    y = np.zeros((B, K), dtype=np.int64)
+    z_prev = [np.zeros((B, L.neuron.size), dtype=np.int64) for L in net.layers]
+    x_prev = np.zeros((B, spec.n_inputs), dtype=np.int64)
+    if learn:
+        syn_in = [new_hidden_synapse(L.neuron, B, L.w_in.shape[1]) for L in net.layers]
+        syn_rec = [new_hidden_synapse(L.neuron, B, L.neuron.size) if L.w_rec is not None else None
+                   for L in net.layers]
+        syn_out = [new_readout_synapse(B, K, L.neuron.size) for L in net.layers]
+    # The first layer's Dense output depends only on x: one GEMM for all steps.
+    first_in = dense_output(net.layers[0].w_in, x, net.layers[0].weight_exp) if not learn else None
+    z_seq = [np.zeros((T, B, L.neuron.size), dtype=np.int8) for L in net.layers]
+    psi_seq = [np.zeros((T, B, L.neuron.size), dtype=np.int32) for L in net.layers]
+    y_seq = np.zeros((T, B, K), dtype=np.int64)
+    err_seq = np.zeros((T, B, K), dtype=np.int64) if need_error else None
+    st_seq = [{k: [] for k in s} for s in states] if record_state else []
+    for t in range(T):
+        zs, posts = [], []
+        for r, L in enumerate(net.layers):
+            a_in = wrap_int32(buf_in[r] + buf_rec[r])
+            z, post, states[r] = fx.step(a_in, states[r], L.neuron)
+            zs.append(z)
+            posts.append(post)
+            z_seq[r][t] = z
+            psi_seq[r][t] = post["psi"]
+            if record_state:
+                for k, v in states[r].items():
+                    st_seq[r][k].append(v)
+        # readout at t sees z^{t-1} through the Dense buffers
+        a_out = buf_out[0]
+        for r in range(1, n_layers):
+            a_out = a_out + buf_out[r]
+        y = readout_step(y, wrap_int32(a_out), ro)
+        y_seq[t] = y
+        if need_error:
+            err = output_error(y, target[t], mask[t], spec.loss, ro.y_scale, prof)
+            err_seq[t] = err
+        # Dense buffers for t+1 (weights before this step's update)
+        for r, L in enumerate(net.layers):
+            if r == 0:
+                buf_in[0] = first_in[t] if first_in is not None else dense_output(L.w_in, x[t], L.weight_exp)
+            else:
+                buf_in[r] = dense_output(L.w_in, zs[r - 1], L.weight_exp)
+            if L.w_rec is not None:
+                buf_rec[r] = dense_output(L.w_rec, zs[r], L.weight_exp)
+            buf_out[r] = dense_output(ro.w[:, slices[r]], zs[r], ro.weight_exp)
+        if learn:
+            signal = learning_signal(err, net.feedback, net.signal_shift, prof)
+            for r, L in enumerate(net.layers):
+                p = L.neuron
+                sig = signal[:, slices[r]]
+                pre_in = x_prev if r == 0 else z_prev[r - 1]
+                rec = fx.post_record(p, zs[r], posts[r], syn_in[r]["rec"])
+                syn_in[r] = hidden_synapse_step(syn_in[r], p, rec, pre_in, sig, ro.d_kappa, prof)
+                if syn_rec[r] is not None:
+                    syn_rec[r] = hidden_synapse_step(syn_rec[r], p, rec, z_prev[r], sig, ro.d_kappa, prof)
+                syn_out[r] = readout_synapse_step(syn_out[r], z_prev[r], err, ro.d_kappa, prof)
+            if is_update_step(t + 1, T, prof.update_interval):
+                (on_update or _update_all)(net, syn_in, syn_rec, syn_out, rngs, slices)
+        x_prev = x[t].astype(np.int64)
+        z_prev = zs
+    run = FixedRun(z=z_seq, y=y_seq, psi=psi_seq, err=err_seq)
+    if record_state:
+        run.states = [{k: np.stack(v) for k, v in s.items()} for s in st_seq]
+    return run
+
+
+def _update_all(net: FixedNetwork, syn_in, syn_rec, syn_out, rngs, slices) -> None:
+    prof, ro = net.profile, net.readout
+    for r, L in enumerate(net.layers):
+        L.w_in, _ = apply_interval_update(L.w_in, syn_in[r], L.lr, prof, rngs[(r, 0)])
+        if syn_rec[r] is not None:
+            L.w_rec, _ = apply_interval_update(L.w_rec, syn_rec[r], L.lr, prof, rngs[(r, 1)], zero_diagonal=True)
+        w_new, delta = apply_interval_update(ro.w[:, slices[r]], syn_out[r], ro.lr, prof, rngs[(READOUT_KEY, r)])
+        ro.w[:, slices[r]] = w_new
+        if net.spec.learning.variant != "random":
+            # symmetric: B stays W_out^T; adaptive (Kolen-Pollack): B receives W_out's update
+            net.feedback[slices[r], :] = np.clip(net.feedback[slices[r], :] + delta.T, *prof.weight_range)
+
+
+def train_online(net: FixedNetwork, samples: Sequence[tuple], rngs: dict | None = None) -> list[FixedRun]:
+    """Online fixed-point e-prop over samples in order: each (x, target, mask)
+    with x (T, B, n_in); weights change at every update interval and carry
+    over to the next sample (neuron and synapse state restart per sample)."""
+    rngs = update_rngs(net) if rngs is None else rngs
+    return [simulate(net, x, target, mask, learn=True, rngs=rngs) for (x, target, mask) in samples]
+
+
+def accumulated_gradients(net: FixedNetwork, x: np.ndarray, target: np.ndarray, mask: np.ndarray | None = None) -> dict:
+    """The fixed-point e-prop accumulators of one batch converted to float
+    gradient units (acc * grad_scale), without changing the weights: for
+    comparing fixed-point against float e-prop (quantization, nothing else)."""
+    probe = net.copy()
+    probe.profile = probe.profile.with_(update_interval=None)
+    grads: dict[str, np.ndarray] = {}
+    captured = {}
+
+    def capture(netx, syn_in, syn_rec, syn_out, rngs, slices):  # noqa: ARG001 - same signature as _update_all
+        for r, L in enumerate(netx.layers):
+            captured[f"layers.{r}.w_in"] = syn_in[r]["acc"] * L.grad_scale
+            if syn_rec[r] is not None:  # no self-connections: the diagonal is not a parameter
+                captured[f"layers.{r}.w_rec"] = syn_rec[r]["acc"] * (1 - np.eye(L.neuron.size)) * L.grad_scale
+        captured["readout.w"] = np.concatenate([s["acc"] for s in syn_out], axis=1) * netx.readout.grad_scale
+
+    simulate(probe, x, target, mask, learn=True, on_update=capture)
+    grads.update(captured)
+    return grads
