@@ -104,6 +104,16 @@ class LayerRuntime:
     w_in: Any
     w_rec: Any | None
 
+    def __post_init__(self) -> None:
+        # Row-major transposes once, so each step's product is a plain GEMM.
+        self.w_in_t = _contiguous_t(self.w_in)
+        self.w_rec_t = None if self.w_rec is None else _contiguous_t(self.w_rec)
+
+
+def _contiguous_t(w: Any) -> Any:
+    t = w.T
+    return t.contiguous() if hasattr(t, "contiguous") else np.ascontiguousarray(t)
+
 
 @dataclass
 class Trajectory:
@@ -137,7 +147,7 @@ def simulate(spec: NetworkSpec, params: dict, x: Any, ops: Any, record: bool = T
     loihi = spec.timing == "loihi"
     src0 = ops.shift_forward(x) if loihi else x
     # The first layer's input current does not depend on the state: one GEMM.
-    first_current = src0 @ layers[0].w_in.T
+    first_current = src0 @ layers[0].w_in_t
     states = [L.model.initial_state(B, L.w_in.shape[0], L.const, ops) for L in layers]
     z_seq = [[] for _ in layers]
     rec_seq = [[] for _ in layers]
@@ -148,9 +158,9 @@ def simulate(spec: NetworkSpec, params: dict, x: Any, ops: Any, record: bool = T
                 current = first_current[t]
             else:
                 src = z_prev[r - 1] if loihi else states[r - 1]["z"]
-                current = ops.eprop_cut(src) @ L.w_in.T
+                current = ops.eprop_cut(src) @ L.w_in_t
             if L.w_rec is not None:
-                current = current + ops.eprop_cut(z_prev[r]) @ L.w_rec.T
+                current = current + ops.eprop_cut(z_prev[r]) @ L.w_rec_t
             z, states[r], rec = L.model.step(states[r], current, L.const, ops)
             z_seq[r].append(z)
             if record:

@@ -23,13 +23,6 @@ from __future__ import annotations
 from typing import Any
 
 
-def _at(entry: Any, t: int) -> Any:
-    """A Jacobian entry is a scalar, a per-neuron (N,) array, or a (T, B, N) trajectory."""
-    if entry is None or getattr(entry, "ndim", 0) < 3:
-        return entry
-    return entry[t]
-
-
 def local_adjoint(model: Any, const: Any, records: dict, signal: Any, ops: Any) -> Any:
     """delta^t = mu_v^t (T, B, N) for a learning signal (T, B, N) already
     filtered as the trace it multiplies (see :func:`eprop_lava.engine.fast`)."""
@@ -39,6 +32,9 @@ def local_adjoint(model: Any, const: Any, records: dict, signal: Any, ops: Any) 
     d = len(dz_dh)
     lam = [None if D is None else signal * D for D in dz_dh]
     zero = ops.zeros(signal.shape[1:])
+    # (column c) -> [(row r, entry, entry varies over time)], resolved once
+    terms = [[(r, jac[r][c], getattr(jac[r][c], "ndim", 0) >= 3) for r in range(d) if jac[r][c] is not None]
+             for c in range(d)]
     mu = [lam[c][T - 1] if lam[c] is not None else zero for c in range(d)]
     out = [None] * T
     out[T - 1] = mu[0]
@@ -46,10 +42,8 @@ def local_adjoint(model: Any, const: Any, records: dict, signal: Any, ops: Any) 
         new = []
         for c in range(d):
             acc = lam[c][t] if lam[c] is not None else zero
-            for r in range(d):
-                entry = jac[r][c]
-                if entry is not None:
-                    acc = acc + mu[r] * _at(entry, t)
+            for r, entry, varies in terms[c]:
+                acc = acc + mu[r] * (entry[t] if varies else entry)
             new.append(acc)
         mu = new
         out[t] = mu[0]
