@@ -107,7 +107,7 @@ ESPEAK_TO_39: dict[str, str | None] = {
     "m": "m", "n": "n", "N": "ng", "l": "l", "r": "r", "w": "w", "j": "y",
     "tS": "ch", "dZ": "jh",
     "t#": "dx", "d#": "dx", "*": "dx",          # flaps (en-us "water")
-    "t2": "t", "d2": "d", "r-": "r", "l/": "l", "l/2": "l", "z/": "z", "z/2": "z",
+    "t2": "t", "d2": "d", "t[": "t", "d[": "d", "n[": "n", "r-": "r", "l/": "l", "l/2": "l", "z/": "z", "z/2": "z",
     "n-": "n", "m-": "m", "l-": "l", "@L": "l",  # syllabic consonants (TIMIT en/em/el fold the same way)
     "?": None,                                   # glottal stop = TIMIT q, deleted by the folding
     "hw": "w", "W": "w",

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from eprop_lava.errors import UserError
 from eprop_lava.tasks.speech.phones import CORE_TEST_SPEAKERS, DEV_SPEAKERS, TIMIT61
 
 SPHERE_MAGIC = b"NIST_1A"
@@ -36,7 +37,7 @@ VALIDATIONS = ("dev", "random")
 CORE_SPEAKERS = frozenset(s for group in CORE_TEST_SPEAKERS.values() for s in group)
 
 
-class TimitError(ValueError):
+class TimitError(UserError, ValueError):
     """The corpus is missing, partial or malformed; the message names the file."""
 
 
