@@ -316,9 +316,11 @@ def train(task: Any, spec: NetworkSpec, config: TrainConfig, run_dir: str | Path
                 loss, grads, traj = grad_fn(spec, params, batch)
                 grads.pop("feedback.b", None)
                 deltas = optimizer.deltas(grads)
+                adaptive = spec.learning.variant == "adaptive"
                 for k, d in deltas.items():
-                    params[k] = params[k] + d
-                if spec.learning.variant == "adaptive":
+                    if not (adaptive and k == "readout.w"):
+                        params[k] = params[k] + d
+                if adaptive:
                     adaptive_feedback_update(params, deltas["readout.w"], spec.learning.adaptive_decay)
                 step_times.append(time.perf_counter() - t0)
                 it += 1
@@ -329,7 +331,7 @@ def train(task: Any, spec: NetworkSpec, config: TrainConfig, run_dir: str | Path
                 row.update(alignment(spec, params))
                 if hasattr(task, "parameter_distance"):
                     row.update({f"teacher_{k}": v for k, v in task.parameter_distance(params).items()})
-                if it % config.validate_every == 0 or it == config.iterations:
+                if it % config.validate_every == 0:  # a fixed schedule, so a resumed run logs the same rows
                     last_val = evaluate(task, spec, params, val, config)
                     row.update({f"val_{k}": v for k, v in last_val.items()})
                     metric = last_val[task.metric_name]
@@ -355,7 +357,7 @@ def train(task: Any, spec: NetworkSpec, config: TrainConfig, run_dir: str | Path
                 progress.close()
     save_checkpoint(ckpt_path, spec, config, params, optimizer, it, rng.bit_generator.state,
                     {"best": best, "solved_at": solved_at})
-    if not last_val:
+    if not last_val or it % config.validate_every != 0:
         last_val = evaluate(task, spec, params, val, config)
     return RunResult(run_dir, it, solved_at, last_val,
                      float(np.median(step_times)) if step_times else float("nan"), params)

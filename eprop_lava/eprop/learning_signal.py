@@ -22,6 +22,9 @@ def learning_signal(output_error: Any, feedback: Any) -> Any:
 
 
 def adaptive_feedback_update(params: dict, delta_readout: Any, decay: float) -> None:
-    """Kolen-Pollack: W_out += dW - lambda W_out ; B += dW^T - lambda B (in place)."""
-    params["readout.w"] = params["readout.w"] - decay * params["readout.w"]
-    params["feedback.b"] = params["feedback.b"] + delta_readout.T - decay * params["feedback.b"]
+    """Kolen-Pollack step, replacing the plain readout update (in place):
+    W_out <- W_out + dW - lambda W_out ;  B <- B + dW^T - lambda B
+    so B - W_out^T decays geometrically and B aligns with W_out^T."""
+    w, b = params["readout.w"], params["feedback.b"]
+    params["readout.w"] = w + delta_readout - decay * w
+    params["feedback.b"] = b + delta_readout.T - decay * b
