@@ -215,9 +215,10 @@ class LearningSpec:
 class RegularizationSpec:
     """Firing-rate regularization towards target_hz.
 
-    form="bellec": E_reg = c * sum_j (f_j - f0)^2 with f_j the rate over the
+    form="bellec": E_reg = B c sum_j (f_j - f0)^2 with f_j the rate over the
       batch and sequence, combined with the eligibility trace (Bellec et al.
-      2020, official code).
+      2020, official code; the factor B, the batch size, matches their
+      batch-mean task loss to our batch-sum one).
     form="online": seed 002, Eqs. 3.39-3.43: the running average f^{av,t} of
       each sample, applied to all afferent weights without the eligibility
       trace. (The thesis writes the sign as (f_target - f_av); we use the

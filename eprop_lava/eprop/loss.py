@@ -42,16 +42,22 @@ def firing_rate(z: Any, dt: float) -> Any:
 
 
 def bellec_rate_loss(z: Any, target_hz: float, coefficient: float, dt: float) -> Any:
-    """E_reg = c sum_j (f_j - f0)^2 (Bellec et al. 2020; official code), f in spikes/ms."""
+    """E_reg = B c sum_j (f_j - f0)^2, f_j the rate over batch and time in spikes/ms.
+
+    Bellec et al. 2020 (official code) add c sum_j (f_j - f0)^2 to a loss that
+    is a mean over the batch; our task loss is a sum over the batch, so the
+    regularizer is multiplied by the batch size B to keep the same balance
+    (c = 1 means what it means in the official code, for any batch size)."""
+    B = z.shape[1]
     f0 = target_hz / 1000.0
-    return coefficient * ((firing_rate(z, dt) - f0) ** 2).sum()
+    return B * coefficient * ((firing_rate(z, dt) - f0) ** 2).sum()
 
 
 def bellec_rate_signal(z: Any, target_hz: float, coefficient: float, dt: float) -> Any:
-    """dE_reg/dz_j^{t,b} = 2 c (f_j - f0) / (T B dt), the same for every step (N,)."""
-    T, B = z.shape[:2]
+    """dE_reg/dz_j^{t,b} = 2 c (f_j - f0) / (T dt), the same for every step and sample (N,)."""
+    T = z.shape[0]
     f0 = target_hz / 1000.0
-    return 2.0 * coefficient * (firing_rate(z, dt) - f0) / (T * B * dt)
+    return 2.0 * coefficient * (firing_rate(z, dt) - f0) / (T * dt)
 
 
 def online_rate_signal(z: Any, target_hz: float, coefficient: float, dt: float, ops: Any) -> Any:
