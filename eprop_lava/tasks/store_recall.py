@@ -43,9 +43,12 @@ Network (``default_spec``): 20 neurons, the first 10 LIF, the last 10 ALIF
 accumulation network (sec. 5.3.2), tau_a = 1200 ms (official store-recall
 code, ``tau_a = 1200``: the longest delay), readout tau_out = 20 ms (official
 ``tau_out = 20``), random e-prop, firing-rate regularization towards 10 Hz
-with coefficient 1 (official ``reg = 1``), Adam lr 0.01 (the official
-0.002 is for 100 neurons; 20 neurons learn faster with a larger step, see
-tests and the report of the commit that added this file).
+with coefficient 1 (official ``reg = 1``), Adam lr 0.01. The official
+0.002 is for 100 neurons; measured here with 20 neurons, batch 32, random
+e-prop, init seed 0: lr 0.01 gives a training error of 0.085 averaged over
+iterations 26-50, 0.019 over 76-100 and < 0.01 from iteration 125 on, while
+lr 0.002 is still at 0.27 after 175 iterations. (The mean rate then sits
+near 35-40 Hz, above the 10 Hz target.)
 """
 
 from __future__ import annotations

@@ -41,6 +41,16 @@ student started far from the teacher can solve the task while staying far
 from it in parameter space. To study the faithfulness of the gradient,
 start the student near the teacher (``student_near_teacher``) and watch
 whether learning pulls it in or lets it drift.
+
+Measured with the defaults (50 LIF, 500 ms, 16 samples): the teacher's
+output is very sensitive to its weights, because the 20 ms readout follows
+individual spike times: Gaussian noise of 1%, 3%, 10% and 30% of each
+matrix's RMS gives an MSE of 0.49, 0.53, 0.65 and 1.03 against targets of
+variance 1. In 100 iterations of random e-prop (Adam lr 1e-3, batch 16) a
+student from ``init_params`` only reaches MSE ~1.0 (the mean) and its
+distance to the teacher does not shrink (1.44 -> 1.45); started at 30%
+noise it drifts away (0.28 -> 0.39). A smoother readout (larger tau_out),
+more inputs or longer training are the knobs to study; none is tuned here.
 """
 
 from __future__ import annotations
