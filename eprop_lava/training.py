@@ -62,6 +62,7 @@ class TrainConfig:
     bptt_graph: str = "full"
     seed: int = 0
     progress: bool = True
+    distributed: bool = False   # data-parallel over torch.distributed (see engine/distributed.py)
 
     def validated(self) -> "TrainConfig":
         if self.algo not in ALGOS:
@@ -266,21 +267,32 @@ def _read_log(path: Path, upto: int) -> list[dict]:
 
 def train(task: Any, spec: NetworkSpec, config: TrainConfig, run_dir: str | Path,
           resume: bool = True, log: Callable[[str], None] | None = None) -> RunResult:
-    """Train (or resume) a run in run_dir."""
+    """Train (or resume) a run in run_dir. Under ``config.distributed`` every
+    rank computes its shard, gradients are summed, and only rank 0 writes."""
     config = config.validated()
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    group = None
+    if config.distributed:
+        from eprop_lava.engine.distributed import data_parallel, init_from_environment
+
+        group = init_from_environment(config.device)
+        grad_fn = data_parallel(gradient_function(config), group)
+    else:
+        grad_fn = gradient_function(config)
+    writer = group is None or group.is_main
+    if writer:
+        run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = run_dir / "checkpoint.npz"
     log_path = run_dir / "metrics.jsonl"
     optimizer = Optimizer(spec.optimizer)
     rng = np.random.default_rng([config.seed, 1])
     start = 0
-    history: list[dict] = []
     best = math.inf
     solved_at = None
     if resume and ckpt_path.exists():
         ck = load_checkpoint(ckpt_path)
-        if ck.spec.to_dict() != spec.to_dict() or asdict(ck.config) | {"iterations": 0, "progress": True} != asdict(config) | {"iterations": 0, "progress": True}:
+        ignore = {"iterations": 0, "progress": True}
+        if ck.spec.to_dict() != spec.to_dict() or asdict(ck.config) | ignore != asdict(config) | ignore:
             raise UserError(f"{run_dir} holds a run with a different spec or configuration; "
                             "use another --out directory or delete it")
         params = ck.params
@@ -289,75 +301,107 @@ def train(task: Any, spec: NetworkSpec, config: TrainConfig, run_dir: str | Path
         start = ck.iteration
         best = ck.extra.get("best", math.inf)
         solved_at = ck.extra.get("solved_at")
-        history = _read_log(log_path, start)
-        atomic_write_text(log_path, "".join(json.dumps(r) + "\n" for r in history))
+        if writer:
+            # drop rows logged after the checkpoint (they will be produced again)
+            history = _read_log(log_path, start)
+            atomic_write_text(log_path, "".join(json.dumps(r) + "\n" for r in history))
         if log:
             log(f"resuming {run_dir} at iteration {start}")
     else:
         params = init_params(spec)
-        if log_path.exists():
+        if writer and log_path.exists():
             log_path.unlink()
-    atomic_write_text(run_dir / "config.json", json.dumps({"spec": spec.to_dict(), "train": asdict(config)}, indent=2))
+    if writer:
+        atomic_write_text(run_dir / "config.json",
+                          json.dumps({"spec": spec.to_dict(), "train": asdict(config)}, indent=2))
     val = validation_batches(task, config)
     target = config.target_metric if config.target_metric is not None else task.solved_below
-    grad_fn = gradient_function(config)
+
+    def checkpoint(path: Path, iteration: int) -> None:
+        if writer:
+            save_checkpoint(path, spec, config, params, optimizer, iteration, rng.bit_generator.state,
+                            {"best": best, "solved_at": solved_at})
+
     progress = None
-    if config.progress:
+    if config.progress and writer:
         from tqdm import tqdm
-        progress = tqdm(total=config.iterations, initial=start, unit="it", dynamic_ncols=True, leave=False, disable=None)
+        progress = tqdm(total=config.iterations, initial=start, unit="it", dynamic_ncols=True,
+                        leave=False, disable=None)
     step_times = []
     last_val: dict = {}
     it = start
-    with open(log_path, "a") as logf:
-        try:
-            while it < config.iterations and not (config.early_stop and solved_at is not None):
-                t0 = time.perf_counter()
-                batch = task.batch(rng, config.batch_size)
-                loss, grads, traj = grad_fn(spec, params, batch)
-                grads.pop("feedback.b", None)
-                deltas = optimizer.deltas(grads)
-                adaptive = spec.learning.variant == "adaptive"
-                for k, d in deltas.items():
-                    if not (adaptive and k == "readout.w"):
-                        params[k] = params[k] + d
-                if adaptive:
-                    adaptive_feedback_update(params, deltas["readout.w"], spec.learning.adaptive_decay)
-                step_times.append(time.perf_counter() - t0)
-                it += 1
-                y = traj.y if isinstance(traj.y, np.ndarray) else make_ops("torch").to_numpy(traj.y)
-                row = {"iteration": it, "loss": float(loss), "lr": optimizer.learning_rate(),
-                       f"train_{task.metric_name}": float(task.metric(np.asarray(y, dtype=np.float64), batch)),
-                       "seconds": step_times[-1]}
-                row.update(alignment(spec, params))
-                if hasattr(task, "parameter_distance"):
-                    row.update({f"teacher_{k}": v for k, v in task.parameter_distance(params).items()})
-                if it % config.validate_every == 0:  # a fixed schedule, so a resumed run logs the same rows
-                    last_val = evaluate(task, spec, params, val, config)
-                    row.update({f"val_{k}": v for k, v in last_val.items()})
-                    metric = last_val[task.metric_name]
-                    if metric < best:
-                        best = metric
-                        save_checkpoint(run_dir / "best.npz", spec, config, params, optimizer, it,
-                                        rng.bit_generator.state, {"best": best, "solved_at": solved_at})
-                    if target is not None and metric < target and solved_at is None:
-                        solved_at = it
-                logf.write(json.dumps(row) + "\n")
-                logf.flush()
-                if progress is not None:
-                    progress.update(1)
-                    post = {"loss": f"{loss:.3f}"}
-                    if last_val:
-                        post[f"val_{task.metric_name}"] = f"{last_val[task.metric_name]:.3f}"
-                    progress.set_postfix(post)
-                if it % config.checkpoint_every == 0 or solved_at == it:
-                    save_checkpoint(ckpt_path, spec, config, params, optimizer, it, rng.bit_generator.state,
-                                    {"best": best, "solved_at": solved_at})
-        finally:
+    logf = open(log_path, "a") if writer else None
+    try:
+        while it < config.iterations and not (config.early_stop and solved_at is not None):
+            t0 = time.perf_counter()
+            batch = task.batch(rng, config.batch_size)
+            loss, grads, traj = grad_fn(spec, params, batch)
+            grads.pop("feedback.b", None)
+            deltas = optimizer.deltas(grads)
+            adaptive = spec.learning.variant == "adaptive"
+            for k, d in deltas.items():
+                if not (adaptive and k == "readout.w"):
+                    params[k] = params[k] + d
+            if adaptive:
+                adaptive_feedback_update(params, deltas["readout.w"], spec.learning.adaptive_decay)
+            step_times.append(time.perf_counter() - t0)
+            it += 1
+            if not writer:
+                if config.early_stop:
+                    solved_at = _broadcast_solved(solved_at)  # collective: matches rank 0's call
+                continue
+            y = traj.y if isinstance(traj.y, np.ndarray) else make_ops("torch").to_numpy(traj.y)
+            train_batch = batch if group is None else _local(batch, group)
+            row = {"iteration": it, "loss": float(loss), "lr": optimizer.learning_rate(),
+                   f"train_{task.metric_name}": float(task.metric(np.asarray(y, dtype=np.float64), train_batch)),
+                   "seconds": step_times[-1]}
+            row.update(alignment(spec, params))
+            if hasattr(task, "parameter_distance"):
+                row.update({f"teacher_{k}": v for k, v in task.parameter_distance(params).items()})
+            if it % config.validate_every == 0:  # a fixed schedule, so a resumed run logs the same rows
+                last_val = evaluate(task, spec, params, val, config)
+                row.update({f"val_{k}": v for k, v in last_val.items()})
+                metric = last_val[task.metric_name]
+                if metric < best:
+                    best = metric
+                    checkpoint(run_dir / "best.npz", it)
+                if target is not None and metric < target and solved_at is None:
+                    solved_at = it
+            logf.write(json.dumps(row) + "\n")
+            logf.flush()
             if progress is not None:
-                progress.close()
-    save_checkpoint(ckpt_path, spec, config, params, optimizer, it, rng.bit_generator.state,
-                    {"best": best, "solved_at": solved_at})
+                progress.update(1)
+                post = {"loss": f"{loss:.3f}"}
+                if last_val:
+                    post[f"val_{task.metric_name}"] = f"{last_val[task.metric_name]:.3f}"
+                progress.set_postfix(post)
+            if it % config.checkpoint_every == 0 or solved_at == it:
+                checkpoint(ckpt_path, it)
+            if group is not None and config.early_stop:
+                solved_at = _broadcast_solved(solved_at)
+    finally:
+        if progress is not None:
+            progress.close()
+        if logf is not None:
+            logf.close()
+    checkpoint(ckpt_path, it)
     if not last_val or it % config.validate_every != 0:
         last_val = evaluate(task, spec, params, val, config)
     return RunResult(run_dir, it, solved_at, last_val,
                      float(np.median(step_times)) if step_times else float("nan"), params)
+
+
+def _local(batch: Batch, group: Any) -> Batch:
+    from eprop_lava.engine.distributed import shard
+
+    return shard(batch, group)
+
+
+def _broadcast_solved(solved_at: int | None) -> int | None:
+    """Rank 0 decides early stopping; the others follow."""
+    import torch
+    import torch.distributed as dist
+
+    t = torch.tensor([-1 if solved_at is None else solved_at], dtype=torch.int64)
+    dist.broadcast(t, src=0)
+    return None if int(t) < 0 else int(t)
