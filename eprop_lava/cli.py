@@ -76,16 +76,15 @@ def _deep_merge(base: dict, update: dict) -> dict:
 
 def resolve_run(task_name: str, config_file: str | None, overrides: Sequence[str],
                 extra_train: dict | None = None, extra_spec: dict | None = None):
-    """(task, spec, train config) from the task defaults, a config file and --set overrides."""
+    """(task, spec, train config): the task's default network, then the config
+    file's [spec]/[train] tables, then command-line options, then --set."""
     from eprop_lava.spec import NetworkSpec
-    from eprop_lava.tasks import get_task
-    from eprop_lava.training import TrainConfig
+    from eprop_lava.tasks import TASKS
+    from eprop_lava.training import TrainConfig, task_from_config
 
-    try:
-        task = get_task(task_name)
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
-    spec_tree = task.default_spec().to_dict()
+    if task_name not in TASKS:
+        raise UserError(f"unknown task {task_name!r}; choose one of {', '.join(sorted(TASKS))}")
+    file_spec: dict = {}
     train_tree: dict = {"task": task_name}
     if config_file:
         path = Path(config_file)
@@ -100,25 +99,29 @@ def resolve_run(task_name: str, config_file: str | None, overrides: Sequence[str
         unknown = sorted(set(data) - {"train", "spec"})
         if unknown:
             raise UserError(f"config file {path}: unknown section [{unknown[0]}] (use [train] and [spec])")
-        spec_tree = _deep_merge(spec_tree, data.get("spec", {}))
+        file_spec = data.get("spec", {})
         train_tree.update(data.get("train", {}))
     train_tree.update(extra_train or {})
-    spec_tree = _deep_merge(spec_tree, extra_spec or {})
+    spec_sets = []
     for item in overrides:
         if "=" not in item:
             raise UserError(f"--set {item!r}: expected key=value, e.g. --set train.iterations=100")
         key, value = item.split("=", 1)
         key = key.strip()
         if key.startswith("spec."):
-            _set_path(spec_tree, key[5:], _parse_value(value), f"--set {key}")
+            spec_sets.append((key, _parse_value(value)))
         elif key.startswith("train."):
             _set_path(train_tree, key[6:], _parse_value(value), f"--set {key}")
         else:
             raise UserError(f"--set {key}: keys start with 'train.' or 'spec.' (e.g. spec.optimizer.lr=0.01)")
-    if "seed" in train_tree and not any(o.split("=", 1)[0].strip() == "spec.seed" for o in overrides):
-        spec_tree["seed"] = train_tree["seed"]  # one seed drives initialization and data
-    spec = NetworkSpec.from_dict(spec_tree)
     config = TrainConfig.from_dict(train_tree)
+    task = task_from_config(config)
+    spec_tree = _deep_merge(_deep_merge(task.default_spec().to_dict(), file_spec), extra_spec or {})
+    if "seed" in train_tree:
+        spec_tree["seed"] = train_tree["seed"]  # one seed drives initialization and data
+    for key, value in spec_sets:
+        _set_path(spec_tree, key[5:], value, f"--set {key}")
+    spec = NetworkSpec.from_dict(spec_tree)
     return task, spec, config
 
 
@@ -132,6 +135,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         extra_train["algo"] = args.algo
     if args.seed is not None:
         extra_train["seed"] = args.seed
+    if args.data:
+        extra_train["task_options"] = {"data": args.data}
     if args.variant:
         extra_spec["learning"] = {"variant": args.variant}
     task, spec, config = resolve_run(args.task, args.config, args.set or [], extra_train, extra_spec)
@@ -161,11 +166,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from eprop_lava.tasks import get_task
-    from eprop_lava.training import evaluate, load_checkpoint
+    from eprop_lava.training import evaluate, load_checkpoint, task_from_config
 
     ck = load_checkpoint(args.checkpoint)
-    task = get_task(ck.config.task)
+    task = task_from_config(ck.config)
     rng = np.random.default_rng([ck.config.seed, 3])
     batches = [task.batch(rng, ck.config.batch_size) for _ in range(args.batches)]
     result = evaluate(task, ck.spec, ck.params, batches, ck.config)
@@ -236,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--algo", choices=["eprop", "bptt"])
     p.add_argument("--variant", choices=["symmetric", "random", "adaptive"])
     p.add_argument("--seed", type=int)
+    p.add_argument("--data", help="data directory for data-driven tasks (speech: a built corpus or a TIMIT root)")
     p.add_argument("--out", help="run directory (default runs/TASK-ALGO-VARIANT-sSEED)")
     p.add_argument("--fresh", action="store_true", help="start over even if the run directory has a checkpoint")
     p.add_argument("--json", action="store_true")

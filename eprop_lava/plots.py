@@ -138,15 +138,14 @@ def anatomy(spec, params: dict, batch, out: Path, n_show: int = 5) -> Path:
 
 
 def plot_run(run_dir: str | Path) -> list[Path]:
-    from eprop_lava.tasks import get_task
-    from eprop_lava.training import forward_outputs, load_checkpoint
+    from eprop_lava.training import forward_outputs, load_checkpoint, task_from_config
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"run directory not found: {run_dir}")
     rows = read_metrics(run_dir)
     ck = load_checkpoint(run_dir / "checkpoint.npz")
-    task = get_task(ck.config.task)
+    task = task_from_config(ck.config)
     out = run_dir / "plots"
     out.mkdir(exist_ok=True)
     paths = [learning_curves(rows, task.metric_name, out)]

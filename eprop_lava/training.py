@@ -48,6 +48,7 @@ class TrainConfig:
     """
 
     task: str = "evidence"
+    task_options: dict = field(default_factory=dict)   # constructor options, e.g. {"data": DIR}
     algo: str = "eprop"
     batch_size: int = 32
     iterations: int = 2000
@@ -77,6 +78,8 @@ class TrainConfig:
             raise UserError(f"train.dtype: choose float32 or float64, got {self.dtype!r}")
         if self.bptt_graph not in ("full", "eprop"):
             raise UserError(f"train.bptt_graph: choose full or eprop, got {self.bptt_graph!r}")
+        if not isinstance(self.task_options, dict):
+            raise UserError(f"train.task_options: expected a table, got {self.task_options!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise UserError(f"train.seed: expected a non-negative integer, got {self.seed!r}")
         return self
@@ -88,6 +91,16 @@ class TrainConfig:
         if unknown:
             raise UserError(f"train.{unknown[0]}: unknown option (known: {', '.join(sorted(known))})")
         return cls(**data).validated()
+
+
+def task_from_config(config: TrainConfig) -> Any:
+    """The task a run trains on, rebuilt from its recorded name and options."""
+    from eprop_lava.tasks import get_task
+
+    try:
+        return get_task(config.task, **config.task_options)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
 
 
 # ------------------------------------------------------------------ atomic files

@@ -12,12 +12,24 @@ TASKS = {
     "pattern": PatternGeneration,
     "store_recall": StoreRecall,
     "teacher_student": TeacherStudent,
+    "speech_phones": "eprop_lava.tasks.speech.tasks:PhoneClassification",
+    "speech_keywords": "eprop_lava.tasks.speech.tasks:KeywordClassification",
 }
 
 
 def get_task(name: str, **options):
+    """The task called ``name``; options are passed to its constructor
+    (e.g. ``data=DIR`` for the speech tasks)."""
     try:
         cls = TASKS[name]
     except KeyError:
         raise ValueError(f"unknown task {name!r}; choose one of {', '.join(sorted(TASKS))}") from None
-    return cls(**options)
+    if isinstance(cls, str):  # imported on demand: speech pulls in more dependencies
+        import importlib
+
+        module, attr = cls.split(":")
+        cls = getattr(importlib.import_module(module), attr)
+    try:
+        return cls(**options)
+    except TypeError as exc:
+        raise ValueError(f"task {name!r}: {exc}") from None
