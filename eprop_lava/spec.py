@@ -147,13 +147,17 @@ class LayerSpec:
     neurons (beta > 0) in an ``alif`` or ``stdp_alif`` layer; the first
     ``size - round(f * size)`` neurons are non-adaptive (LIF). It is ignored
     for ``lif`` and ``izhikevich`` layers. ``weight_scale`` multiplies the
-    initial afferent weights (N(0, 1/n_pre) by default)."""
+    initial afferent weights (N(0, 1/n_pre) by default). A ``bidirectional``
+    layer (seed 002 sec. 3.4; Bellec et al.'s TIMIT network) has a second
+    population of ``size`` neurons that reads the sequence backwards in time;
+    both feed the next layer and the readout, so it outputs 2 * size."""
 
     size: int
     neuron: str = "alif"
     adaptive_fraction: float = 0.5
     recurrent: bool = True
     weight_scale: float = 1.0
+    bidirectional: bool = False
     params: NeuronParams = field(default_factory=NeuronParams)
 
     def validated(self, path: str) -> "LayerSpec":
@@ -165,10 +169,17 @@ class LayerSpec:
         _positive(f"{path}.weight_scale", self.weight_scale)
         if not isinstance(self.recurrent, bool):
             raise SpecError(f"{path}.recurrent: expected true or false, got {self.recurrent!r}")
+        if not isinstance(self.bidirectional, bool):
+            raise SpecError(f"{path}.bidirectional: expected true or false, got {self.bidirectional!r}")
         self.params.validated(f"{path}.params")
         if self.neuron == "stdp_alif" and self.params.n_ref < 1:
             raise SpecError(f"{path}.params.n_ref: STDP-ALIF needs a refractory period >= 1 (seed 002, Eq. 3.15)")
         return self
+
+    @property
+    def n_outputs(self) -> int:
+        """Neurons this layer sends to the next layer and the readout."""
+        return 2 * self.size if self.bidirectional else self.size
 
     @property
     def n_adaptive(self) -> int:
@@ -315,14 +326,15 @@ class NetworkSpec:
     # --------------------------------------------------------------- derived
     @property
     def n_neurons(self) -> int:
-        return sum(layer.size for layer in self.layers)
+        return sum(layer.n_outputs for layer in self.layers)
 
     def layer_offsets(self) -> list[tuple[int, int]]:
-        """(start, stop) of each layer in the concatenated neuron vector."""
+        """(start, stop) of each layer in the concatenated neuron vector
+        (both directions of a bidirectional layer: forward first)."""
         out, start = [], 0
         for layer in self.layers:
-            out.append((start, start + layer.size))
-            start += layer.size
+            out.append((start, start + layer.n_outputs))
+            start += layer.n_outputs
         return out
 
     def replace(self, **changes: Any) -> "NetworkSpec":

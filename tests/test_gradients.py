@@ -17,7 +17,7 @@ def test_verify_checks_all_pass():
     failed = [r for r in results if not r.passed]
     assert not failed, failed
     exact = [r for r in results if r.kind == "exact"]
-    assert len(exact) == 17
+    assert len(exact) == 19
     assert max(r.value for r in exact if r.name.startswith("eprop_vs_bptt")) < 1e-10
     cosines = [r.value for r in results if r.kind == "reported"]
     assert all(0.5 < c < 1.0 for c in cosines)   # e-prop is an approximation, and a good one here
@@ -96,3 +96,23 @@ def test_online_rate_regularizer_sign_drives_rates_to_target():
     high = rates > 50
     assert high.any()
     assert np.all(grads["layers.0.w_in"][high] > 0)
+
+
+def test_bidirectional_layer_reads_reversed_time():
+    """The backward direction of a bidirectional layer equals a forward layer
+    run on the time-reversed input, and the online formulation refuses it."""
+    from eprop_lava.engine.gradients import eprop_gradient_online
+
+    spec = _network("lif", layers=1, recurrent=True, timing="bellec", reset="subtract", bidirectional=True)
+    params = init_params(spec)
+    assert spec.n_neurons == 16 and params["layers.0.rev_w_in"].shape == (8, 6)
+    batch = _batch(spec, 30, 2, seed=7)
+    ops = make_ops("numpy")
+    traj = simulate(spec, params, batch.x, ops)
+    uni = _network("lif", layers=1, recurrent=True, timing="bellec", reset="subtract")
+    p_rev = {"layers.0.w_in": params["layers.0.rev_w_in"], "layers.0.w_rec": params["layers.0.rev_w_rec"],
+             "readout.w": params["readout.w"][:, 8:], "readout.b": params["readout.b"]}
+    rev = simulate(uni, p_rev, batch.x[::-1].copy(), ops)
+    np.testing.assert_array_equal(traj.z[0][:, :, 8:], rev.z[0][::-1])
+    with pytest.raises(ValueError, match="bidirectional"):
+        eprop_gradient_online(spec, params, batch)

@@ -107,6 +107,10 @@ class Ops:
         out = lfilter([1.0], [1.0, -decay], arr, axis=0).astype(self.dtype, copy=False)
         return np.ascontiguousarray(out[::-1]) if reverse else out
 
+    def flip_time(self, u: Any) -> Any:
+        """u reversed along axis 0 (a contiguous copy)."""
+        return np.ascontiguousarray(u[::-1])
+
     def shift_forward(self, u: Any) -> Any:
         """out^t = u^{t-1}, out^0 = 0 (one synaptic delay along axis 0)."""
         out = np.zeros_like(u)
@@ -227,6 +231,9 @@ class TorchOps(Ops):
             acc = u[t] if acc is None else u[t] + decay * acc
             out[t] = acc
         return self.torch.stack(out, dim=0)
+
+    def flip_time(self, u: Any) -> Any:
+        return self.torch.flip(u, dims=(0,))
 
     def shift_forward(self, u: Any) -> Any:
         return self.torch.cat([self.torch.zeros_like(u[:1]), u[:-1]], dim=0)

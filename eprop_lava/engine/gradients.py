@@ -62,22 +62,22 @@ def _regularization_terms(spec: NetworkSpec, traj: Trajectory, ops: Ops):
     return None, online_rate_signal(spikes, reg.target_hz, reg.coefficient, spec.dt, ops)
 
 
-def _weight_terms(spec: NetworkSpec, params: dict, grads: dict, online_rate: Any, ops: Ops) -> None:
+def _weight_terms(spec: NetworkSpec, params: dict, grads: dict, online_rate: Any, traj: Trajectory,
+                  ops: Ops) -> None:
     """Add the online rate term (to every afferent weight) and L2; mask the diagonal."""
-    offsets = spec.layer_offsets()
     l2 = spec.regularization.l2
-    for r, layer in enumerate(spec.layers):
+    for P in traj.populations:
         for name in ("w_in", "w_rec"):
-            key = f"layers.{r}.{name}"
+            key = P.prefix + name
             if key not in grads:
                 continue
             if online_rate is not None:
-                start, stop = offsets[r]
+                start, stop = P.columns
                 grads[key] = grads[key] + online_rate[start:stop][:, None]
             if l2:
                 grads[key] = grads[key] + l2 * params[key]
             if name == "w_rec":
-                grads[key] = grads[key] * (1.0 - ops.asarray(np.eye(layer.size)))
+                grads[key] = grads[key] * (1.0 - ops.asarray(np.eye(grads[key].shape[0])))
     if l2:
         grads["readout.w"] = grads["readout.w"] + l2 * params["readout.w"]
 
@@ -112,13 +112,15 @@ def eprop_gradient(spec: NetworkSpec, params: dict, batch: Batch, ops: Ops | Non
     rate_signal, online_rate = _regularization_terms(spec, traj, ops)
     if rate_signal is not None:
         signal = signal + rate_signal
-    for r, (start, stop) in enumerate(spec.layer_offsets()):
-        L = traj.layers[r]
-        delta = local_adjoint(L.model, L.const, traj.records[r], signal[..., start:stop], ops)
-        grads[f"layers.{r}.w_in"] = ops.sum_outer(delta, traj.pre_in[r])
-        if L.w_rec is not None:
-            grads[f"layers.{r}.w_rec"] = ops.sum_outer(delta, ops.shift_forward(traj.z[r]))
-    _weight_terms(spec, p, grads, online_rate, ops)
+    for i, P in enumerate(traj.populations):
+        start, stop = P.columns
+        # A backward direction runs in reversed time: its signal is reversed too.
+        own = ops.flip_time(signal[..., start:stop]) if P.reverse else signal[..., start:stop]
+        delta = local_adjoint(P.model, P.const, traj.pop_records[i], own, ops)
+        grads[P.prefix + "w_in"] = ops.sum_outer(delta, traj.pop_pre_in[i])
+        if P.w_rec is not None:
+            grads[P.prefix + "w_rec"] = ops.sum_outer(delta, ops.shift_forward(traj.pop_z[i]))
+    _weight_terms(spec, p, grads, online_rate, traj, ops)
     return loss, grads, traj
 
 
@@ -128,6 +130,9 @@ def eprop_gradient_online(spec: NetworkSpec, params: dict, batch: Batch, ops: Op
     regularizer, sum_t e; updated every step from locally available values
     (pre signal, post psi and state, learning signal L^t). Memory
     O(B N_post N_pre d): for verification on small networks."""
+    if any(layer.bidirectional for layer in spec.layers):
+        raise ValueError("the online formulation needs causal layers; a bidirectional layer reads the "
+                         "sequence backwards (use eprop_gradient)")
     ops = ops or make_ops("numpy")
     p = _on(ops, params)
     x, target, mask = _batch_on(batch, ops)
@@ -142,8 +147,8 @@ def eprop_gradient_online(spec: NetworkSpec, params: dict, batch: Batch, ops: Op
     kappa = spec.readout.kappa
     loihi = spec.timing == "loihi"
     T = batch.steps
-    for r, (start, stop) in enumerate(spec.layer_offsets()):
-        L = traj.layers[r]
+    for r, L in enumerate(traj.layers):
+        start, stop = L.columns
         sources = {"w_in": traj.pre_in[r]}
         if L.w_rec is not None:
             sources["w_rec"] = ops.shift_forward(traj.z[r])
@@ -170,7 +175,7 @@ def eprop_gradient_online(spec: NetworkSpec, params: dict, batch: Batch, ops: Op
             if rate_signal is not None:
                 grad = grad + (rate_signal[start:stop][:, None] * e_sum.sum(0))
             grads[f"layers.{r}.{name}"] = grad
-    _weight_terms(spec, p, grads, online_rate, ops)
+    _weight_terms(spec, p, grads, online_rate, traj, ops)
     return loss, grads, traj
 
 
@@ -193,6 +198,6 @@ def bptt_gradient(spec: NetworkSpec, params: dict, batch: Batch, graph: str = "f
     grads = {k: (g if g is not None else torch.zeros_like(p[k])) for k, g in zip(names, values)}
     with torch.no_grad():
         _, online_rate = _regularization_terms(spec, traj, ops)
-        _weight_terms(spec, {k: v.detach() for k, v in p.items()}, grads, online_rate, ops)
+        _weight_terms(spec, {k: v.detach() for k, v in p.items()}, grads, online_rate, traj, ops)
     grads = {k: ops.to_numpy(v) for k, v in grads.items()}
     return float(loss.detach()), grads, traj

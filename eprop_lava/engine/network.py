@@ -5,6 +5,7 @@ quantize):
 
     layers.{r}.w_in   (N_r, N_src)   input weights (src = inputs or layer r-1)
     layers.{r}.w_rec  (N_r, N_r)     recurrent weights, zero diagonal
+    layers.{r}.rev_w_in, rev_w_rec   the backward direction of a bidirectional layer
     readout.w         (K, N_total)   readout from all layers (seed 002 Eq. 3.12)
     readout.b         (K,)
     feedback.b        (N_total, K)   random / adaptive e-prop only
@@ -58,9 +59,10 @@ class Batch:
 def param_names(spec: NetworkSpec) -> list[str]:
     names = []
     for r, layer in enumerate(spec.layers):
-        names.append(f"layers.{r}.w_in")
-        if layer.recurrent:
-            names.append(f"layers.{r}.w_rec")
+        for prefix in ((f"layers.{r}.", f"layers.{r}.rev_") if layer.bidirectional else (f"layers.{r}.",)):
+            names.append(prefix + "w_in")
+            if layer.recurrent:
+                names.append(prefix + "w_rec")
     names += ["readout.w", "readout.b"]
     if spec.learning.variant != "symmetric":
         names.append("feedback.b")
@@ -76,12 +78,13 @@ def init_params(spec: NetworkSpec, rng: np.random.Generator | int | None = None)
     n_src = spec.n_inputs
     for r, layer in enumerate(spec.layers):
         n = layer.size
-        params[f"layers.{r}.w_in"] = layer.weight_scale * rng.standard_normal((n, n_src)) / np.sqrt(n_src)
-        if layer.recurrent:
-            w = layer.weight_scale * rng.standard_normal((n, n)) / np.sqrt(n)
-            np.fill_diagonal(w, 0.0)
-            params[f"layers.{r}.w_rec"] = w
-        n_src = n
+        for prefix in ((f"layers.{r}.", f"layers.{r}.rev_") if layer.bidirectional else (f"layers.{r}.",)):
+            params[prefix + "w_in"] = layer.weight_scale * rng.standard_normal((n, n_src)) / np.sqrt(n_src)
+            if layer.recurrent:
+                w = layer.weight_scale * rng.standard_normal((n, n)) / np.sqrt(n)
+                np.fill_diagonal(w, 0.0)
+                params[prefix + "w_rec"] = w
+        n_src = layer.n_outputs
     K, N = spec.readout.n_outputs, spec.n_neurons
     params["readout.w"] = rng.standard_normal((K, N)) / np.sqrt(N)
     params["readout.b"] = np.zeros(K)
@@ -99,10 +102,16 @@ def feedback_matrix(spec: NetworkSpec, params: dict) -> Any:
 
 @dataclass
 class LayerRuntime:
+    """One population: a layer, or one direction of a bidirectional layer."""
+
     model: Any
     const: Any
     w_in: Any
     w_rec: Any | None
+    layer: int = 0
+    reverse: bool = False      # processes the sequence backwards in time (seed 002 sec. 3.4)
+    prefix: str = ""           # parameter name prefix, e.g. "layers.0." or "layers.0.rev_"
+    columns: tuple = (0, 0)    # (start, stop) in the concatenated spikes seen by the readout
 
     def __post_init__(self) -> None:
         # Row-major transposes once, so each step's product is a plain GEMM.
@@ -117,64 +126,96 @@ def _contiguous_t(w: Any) -> Any:
 
 @dataclass
 class Trajectory:
-    """What a forward pass leaves behind (all time-major)."""
+    """What a forward pass leaves behind (all time-major, real time order).
 
-    z: list            # per layer (T, B, N_r)
-    records: list      # per layer dict of (T, B, N_r) arrays used by e-prop's Jacobians
-    pre_in: list       # per layer (T, B, N_src): the signal that W_in multiplies at step t
+    ``populations`` lists every population; per population p (in its own time
+    order, reversed for a backward direction): ``pop_records[p]`` and
+    ``pop_pre_in[p]``. For convenience ``records``, ``pre_in`` and ``layers``
+    give the forward population of each layer, and ``z[r]`` the whole output
+    of layer r (both directions, real time)."""
+
+    z: list            # per layer (T, B, n_out_r)
+    records: list      # per layer: forward population's records (T, B, N_r)
+    pre_in: list       # per layer: the signal W_in of the forward population multiplies at step t
     readout_in: Any    # (T, B, N_total): the spikes that W_out multiplies at step t
     y: Any             # (T, B, K)
     layers: list = field(default_factory=list)
+    populations: list = field(default_factory=list)
+    pop_records: list = field(default_factory=list)
+    pop_pre_in: list = field(default_factory=list)
+    pop_z: list = field(default_factory=list)   # per population, its own time order
 
 
 def build_layers(spec: NetworkSpec, params: dict, ops: Any) -> list[LayerRuntime]:
+    """All populations in order: per layer the forward one, then the backward one."""
     out = []
+    offsets = spec.layer_offsets()
     for r, layer in enumerate(spec.layers):
         model = get_model(layer.neuron)
         const = model.constants(layer, spec.dt, spec.reset, ops)
-        w_rec = params.get(f"layers.{r}.w_rec") if layer.recurrent else None
-        out.append(LayerRuntime(model, const, params[f"layers.{r}.w_in"], w_rec))
+        start = offsets[r][0]
+        for reverse in ((False, True) if layer.bidirectional else (False,)):
+            prefix = f"layers.{r}.rev_" if reverse else f"layers.{r}."
+            w_rec = params.get(prefix + "w_rec") if layer.recurrent else None
+            cols = (start + layer.size, start + 2 * layer.size) if reverse else (start, start + layer.size)
+            out.append(LayerRuntime(model, const, params[prefix + "w_in"], w_rec, r, reverse, prefix, cols))
     return out
 
 
+def run_population(L: LayerRuntime, src: Any, ops: Any, loihi: bool, record: bool):
+    """Simulate one population on its presynaptic sequence src (its own time
+    order). Returns (z, records, pre_in) with pre_in the signal W_in multiplies."""
+    T, B = src.shape[:2]
+    pre_in = ops.shift_forward(src) if loihi else src
+    external = ops.eprop_cut(pre_in) @ L.w_in_t     # one GEMM for the whole sequence
+    state = L.model.initial_state(B, L.w_in.shape[0], L.const, ops)
+    zs, recs = [], []
+    for t in range(T):
+        current = external[t]
+        if L.w_rec_t is not None:
+            current = current + ops.eprop_cut(state["z"]) @ L.w_rec_t
+        z, state, rec = L.model.step(state, current, L.const, ops)
+        zs.append(z)
+        if record:
+            recs.append(rec)
+    stacked = None
+    if record:
+        stacked = {k: ops.stack([rc[k] for rc in recs]) for k in recs[0]}
+        if "psi" not in stacked:  # one vectorized evaluation instead of one per step
+            stacked["psi"] = L.model.surrogate(stacked, L.const, ops)
+    return ops.stack(zs), stacked, pre_in
+
+
 def simulate(spec: NetworkSpec, params: dict, x: Any, ops: Any, record: bool = True) -> Trajectory:
-    """Run the network on x (T, B, n_in); params already on the ops' backend."""
+    """Run the network on x (T, B, n_in); params already on the ops' backend.
+
+    Layers are simulated one after the other over the whole sequence (a layer
+    depends only on the previous layer's spikes and its own past, in both
+    timings), so each layer's input current is one matrix product and a
+    backward direction simply runs on the time-reversed input."""
     T, B, n_in = x.shape
     if n_in != spec.n_inputs:
         raise ValueError(f"input has {n_in} channels, spec.n_inputs is {spec.n_inputs}")
     x = ops.asarray(x)
-    layers = build_layers(spec, params, ops)
+    pops = build_layers(spec, params, ops)
     loihi = spec.timing == "loihi"
-    src0 = ops.shift_forward(x) if loihi else x
-    # The first layer's input current does not depend on the state: one GEMM.
-    first_current = src0 @ layers[0].w_in_t
-    states = [L.model.initial_state(B, L.w_in.shape[0], L.const, ops) for L in layers]
-    z_seq = [[] for _ in layers]
-    rec_seq = [[] for _ in layers]
-    for t in range(T):
-        z_prev = [s["z"] for s in states]
-        for r, L in enumerate(layers):
-            if r == 0:
-                current = first_current[t]
-            else:
-                src = z_prev[r - 1] if loihi else states[r - 1]["z"]
-                current = ops.eprop_cut(src) @ L.w_in_t
-            if L.w_rec is not None:
-                current = current + ops.eprop_cut(z_prev[r]) @ L.w_rec_t
-            z, states[r], rec = L.model.step(states[r], current, L.const, ops)
-            z_seq[r].append(z)
-            if record:
-                rec_seq[r].append(rec)
-    z_all = [ops.stack(zs) for zs in z_seq]
-    records = []
-    if record:
-        for L, recs in zip(layers, rec_seq):
-            stacked = {k: ops.stack([rc[k] for rc in recs]) for k in recs[0]}
-            if "psi" not in stacked:  # one vectorized evaluation instead of one per step
-                stacked["psi"] = L.model.surrogate(stacked, L.const, ops)
-            records.append(stacked)
-    pre_in = [src0] + [(ops.shift_forward(z) if loihi else z) for z in z_all[:-1]]
-    spikes = ops.concat(z_all, axis=-1) if len(z_all) > 1 else z_all[0]
+    src = x
+    z_layers, pop_z, pop_records, pop_pre = [], [], [], []
+    for r in range(len(spec.layers)):
+        outputs = []
+        for L in (P for P in pops if P.layer == r):
+            z, rec, pre = run_population(L, ops.flip_time(src) if L.reverse else src, ops, loihi, record)
+            pop_z.append(z)
+            pop_records.append(rec)
+            pop_pre.append(pre)
+            outputs.append(ops.flip_time(z) if L.reverse else z)
+        src = ops.concat(outputs, axis=-1) if len(outputs) > 1 else outputs[0]
+        z_layers.append(src)
+    forward = [i for i, P in enumerate(pops) if not P.reverse]
+    spikes = ops.concat(z_layers, axis=-1) if len(z_layers) > 1 else z_layers[0]
     readout_in = ops.shift_forward(spikes) if loihi else spikes
     y = ops.leaky_filter(readout_in @ params["readout.w"].T + params["readout.b"], spec.readout.kappa)
-    return Trajectory(z=z_all, records=records, pre_in=pre_in, readout_in=readout_in, y=y, layers=layers)
+    return Trajectory(z=z_layers, records=[pop_records[i] for i in forward] if record else [],
+                      pre_in=[pop_pre[i] for i in forward], readout_in=readout_in, y=y,
+                      layers=[pops[i] for i in forward], populations=pops,
+                      pop_records=pop_records if record else [], pop_pre_in=pop_pre, pop_z=pop_z)

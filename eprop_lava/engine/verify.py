@@ -11,6 +11,8 @@ of check, all in float64:
 2. The online formulation (per-synapse state) against the fast formulation
    (per-neuron adjoint): relative error <= 1e-9, multi-layer, recurrent,
    with both firing-rate regularizers.
+   The same on e-prop's graph for recurrent and bidirectional multi-layer
+   networks (a backward direction runs on the reversed sequence).
 3. Reported, not asserted: the cosine similarity between e-prop and the full
    surrogate-gradient BPTT for a recurrent multi-layer network (how much
    e-prop's truncation changes the gradient), and e-prop against BPTT on
@@ -66,13 +68,14 @@ def cosine(a: dict, b: dict, keys: list[str]) -> float:
 
 
 def _network(neuron: str, *, layers: int, recurrent: bool, timing: str, reset: str,
-             regularization: str = "none", n_in: int = 6, n: int = 8, k: int = 3) -> NetworkSpec:
+             regularization: str = "none", n_in: int = 6, n: int = 8, k: int = 3,
+             bidirectional: bool = False) -> NetworkSpec:
     if neuron == "izhikevich":
         params, scale = NeuronParams(gamma=0.3), 80.0
     else:
         params, scale = NeuronParams(v_th=0.5, n_ref=2, tau_m=20.0, tau_a=200.0, gamma=0.3), 3.0
     layer = LayerSpec(size=n, neuron=neuron, adaptive_fraction=0.5, recurrent=recurrent,
-                      weight_scale=scale, params=params)
+                      weight_scale=scale, params=params, bidirectional=bidirectional)
     return NetworkSpec(
         n_inputs=n_in, layers=(layer,) * layers,
         readout=ReadoutSpec(n_outputs=k, kappa=math.exp(-1 / 10)),
@@ -133,6 +136,16 @@ def run_checks(steps: int = 120, batch_size: int = 4) -> list[CheckResult]:
     err = relative_error(g_eprop, g_graph)
     results.append(CheckResult("eprop_vs_bptt_eprop_graph/alif/2-layer-recurrent", "exact", err, 1e-6,
                                err <= 1e-6 and _nonzero(g_graph)))
+    for timing in ("bellec", "loihi"):
+        bi = _network("alif", layers=2, recurrent=True, timing=timing, reset="subtract", bidirectional=True,
+                      regularization="bellec")
+        bi_params = init_params(bi)
+        bi_batch = _batch(bi, steps // 2, 2, seed=14)
+        _, g_bi, _ = eprop_gradient(bi, bi_params, bi_batch)
+        _, g_bi_graph, _ = bptt_gradient(bi, bi_params, bi_batch, graph="eprop")
+        err_bi = relative_error(g_bi, g_bi_graph)
+        results.append(CheckResult(f"eprop_vs_bptt_eprop_graph/alif/2-layer-bidirectional/{timing}", "exact",
+                                   err_bi, 1e-6, err_bi <= 1e-6 and _nonzero(g_bi_graph)))
     hidden = [k for k in g_full if k.startswith("layers.")]
     results.append(CheckResult("cosine_eprop_vs_full_bptt/alif/2-layer-recurrent/hidden", "reported",
                                cosine(g_eprop, g_full, hidden), None, True,
