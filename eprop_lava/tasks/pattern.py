@@ -187,7 +187,11 @@ class PatternGeneration:
             layers=(LayerSpec(size=self.n_neurons, neuron="lif", params=params, weight_scale=self.weight_scale),),
             readout=ReadoutSpec(n_outputs=self.n_outputs, kappa=math.exp(-self.dt / 20.0)),
             loss="mse",
-            learning=LearningSpec(variant="random"),
+            # B ~ N(0, 1/N) as the official tutorial_pattern_generation.py (lines
+            # 120-123); with N(0, 1) the learning signal outweighs the rate
+            # regularizer ~sqrt(N)-fold and neurons saturate (measured: MSE
+            # plateaus at 0.06 with most neurons at the 250 Hz refractory limit).
+            learning=LearningSpec(variant="random", feedback_std=1.0 / math.sqrt(self.n_neurons)),
             regularization=RegularizationSpec(form="bellec", target_hz=10.0, coefficient=0.15),
             optimizer=OptimizerSpec(kind="adam", lr=3e-3, lr_decay=0.7, lr_decay_every=100),
             dt=self.dt,
