@@ -169,8 +169,9 @@ def _npy_bytes(a: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def write_artifact(out: str | Path, manifest: dict, arrays: dict) -> Path:
-    """Write ``manifest`` (JSON-able) and ``arrays`` atomically into ``out``.
+def write_artifact(out: str | Path, manifest: dict, arrays: dict, extra_files: dict | None = None) -> Path:
+    """Write ``manifest`` (JSON-able), ``arrays`` and ``extra_files``
+    ({name: bytes}: the report and the core-map PNG) atomically into ``out``.
     An existing artifact at ``out`` is replaced only after the new one is
     complete; any other existing non-empty directory is refused."""
     out = Path(out)
@@ -180,6 +181,9 @@ def write_artifact(out: str | Path, manifest: dict, arrays: dict) -> Path:
         raise CheckpointError(f"--out {out} is a non-empty directory that is not an artifact; choose another")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the artifact is an ordinary directory
     try:
         (tmp / ARRAYS).mkdir()
         files = {}
@@ -193,6 +197,12 @@ def write_artifact(out: str | Path, manifest: dict, arrays: dict) -> Path:
                 os.fsync(f.fileno())
             files[rel] = {"sha256": sha256_bytes(data), "bytes": len(data), "dtype": str(a.dtype),
                           "shape": list(a.shape)}
+        for name, data in sorted((extra_files or {}).items()):
+            if "/" in name or name in (MANIFEST, ARRAYS):
+                raise ValueError(f"extra file name {name!r} is reserved or nested")
+            with open(tmp / name, "wb") as f:
+                f.write(data)
+            files[name] = {"sha256": sha256_bytes(data), "bytes": len(data)}
         manifest = dict(manifest)
         manifest["format"] = FORMAT
         manifest["files"] = files
@@ -258,6 +268,8 @@ def verify_files(path: Path, manifest: dict) -> None:
 def load_arrays(path: Path, manifest: dict) -> dict:
     out = {}
     for rel, info in manifest["files"].items():
+        if not rel.startswith(f"{ARRAYS}/"):
+            continue
         name = rel[len(ARRAYS) + 1:-len(".npy")]
         try:
             a = np.load(path / rel, allow_pickle=False)

@@ -1,0 +1,117 @@
+"""``eprop-lava compile`` and ``eprop-lava run`` (registered by eprop_lava.cli).
+
+    eprop-lava compile CHECKPOINT --target loihi2|loihi1 [--weight-bits N] [--system NAME]
+                       [--learning] [--loihi-timing] [--no-search] --out DIR [--json]
+    eprop-lava run DIR [--learn] [--steps N] [--samples S] [--no-lava] [--json]
+    eprop-lava export-netx DIR --out FILE.h5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from eprop_lava.errors import UserError
+
+
+def _weight_bits(text: str):
+    """N (all groups) or GROUP=N[,GROUP=N...] with groups layers.R, readout, default."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    out = {}
+    for item in text.split(","):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UserError(f"--weight-bits {text!r}: expected N or group=N[,group=N] (e.g. layers.0=6,readout=8)")
+        try:
+            out[key.strip()] = int(value)
+        except ValueError:
+            raise UserError(f"--weight-bits {text!r}: {value!r} is not an integer") from None
+    return out
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    from eprop_lava.compile.pipeline import compile_checkpoint
+
+    s = compile_checkpoint(args.checkpoint, args.out, target=args.target, weight_bits=_weight_bits(args.weight_bits),
+                           system=args.system, learning=args.learning, loihi_timing=args.loihi_timing,
+                           search=not args.no_search)
+    if args.json:
+        print(json.dumps(s, indent=2))
+        return 0
+    if s.get("conversion"):
+        print(f"note: {s['conversion']}")
+    errs = ", ".join(f"{k} {v:.4f}" for k, v in s["quantization_rel_rms_error"].items())
+    clip = max(s["clipped_fraction"].values())
+    print(f"compiled for {s['target']} ({s['system']}): {s['cores']} core(s) on {s['chips']} chip(s)"
+          f"{' with learning synapses' if s['learning_synapses'] else ''} "
+          f"[{'without' if s['learning_synapses'] else 'with'} learning synapses: {s['cores_other_mode']}]")
+    print(f"quantization (relative RMS error): {errs}; at most {100 * clip:.2f}% of a matrix clipped")
+    if s["energy_per_step_nj"] is not None:
+        print(f"estimate: {s['energy_per_step_nj']:.2f} nJ per step, {s['energy_per_inference_uj']:.2f} uJ and "
+              f"{s['latency_per_inference_ms']:.3f} ms per inference (Davies et al. 2018 Loihi 1 figures"
+              + ("; Loihi 2 per-op figures are not public" if s["target"] == "loihi2" else "") + ")")
+    print(f"artifact: {s['artifact']} (report.md, core_map.png)")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from eprop_lava.compile.pipeline import format_run, run_artifact
+
+    if args.steps is not None and args.steps < 1:
+        raise UserError(f"--steps: expected a positive integer, got {args.steps}")
+    if args.samples < 1:
+        raise UserError(f"--samples: expected a positive integer, got {args.samples}")
+    r = run_artifact(args.artifact, samples=args.samples, steps=args.steps, learn=args.learn, lava=not args.no_lava,
+                     log=None if args.json else (lambda m: print(m, file=sys.stderr, flush=True)))
+    print(json.dumps(r, indent=2) if args.json else format_run(r))
+    lv = r.get("lava", {})
+    exact = lv.get("comparison", {}).get("bit_exact", True)
+    if isinstance(lv.get("learning"), dict):
+        exact = exact and lv["learning"]["bit_exact"]
+    return 0 if exact else 1
+
+
+def cmd_export_netx(args: argparse.Namespace) -> int:
+    from eprop_lava.compile.artifact import load_artifact
+    from eprop_lava.compile.netx import export_netx
+
+    art = load_artifact(args.artifact)
+    info = export_netx(art.net, Path(args.out))
+    print(json.dumps(info, indent=2) if args.json else f"netx HDF5: {args.out} ({info['layers']} layers)")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("compile", help="quantize a checkpoint, map it onto Loihi cores, write an artifact")
+    p.add_argument("checkpoint", help="checkpoint.npz or a run directory")
+    p.add_argument("--target", choices=["loihi2", "loihi1"], default="loihi2")
+    p.add_argument("--weight-bits", default="8", help="1..8 for all weights, or layers.0=6,readout=8 (default 8)")
+    p.add_argument("--system", help="kapoho_point (default for loihi2), oheo_gulch, hala_point; nahuku32 "
+                                    "(default for loihi1), kapoho_bay, pohoiki_beach, pohoiki_springs; or a chip count")
+    p.add_argument("--learning", action="store_true", help="reserve synaptic memory for on-chip e-prop")
+    p.add_argument("--loihi-timing", action="store_true",
+                   help="compile a network trained with timing=bellec/reset=subtract under Loihi's semantics")
+    p.add_argument("--no-search", action="store_true", help="max-abs weight scaling instead of the error search")
+    p.add_argument("--out", required=True, help="artifact directory (written atomically)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("run", help="run a compiled artifact: float, fixed-point engine and Lava fixed_pt")
+    p.add_argument("artifact", help="directory written by eprop-lava compile")
+    p.add_argument("--samples", type=int, default=8, help="test samples (default 8)")
+    p.add_argument("--steps", type=int, help="cap on the Lava run's time steps (default: all samples)")
+    p.add_argument("--learn", action="store_true", help="also run online fixed-point e-prop on the test samples")
+    p.add_argument("--no-lava", action="store_true", help="skip the Lava run")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("export-netx", help="export a LIF-only artifact as lava-dl netx HDF5")
+    p.add_argument("artifact")
+    p.add_argument("--out", required=True)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_export_netx)

@@ -1,0 +1,210 @@
+"""Running a compiled artifact: float engine, fixed-point engine, and the
+Lava process graph in Lava's CPU simulation (or, where it could exist, a
+Loihi system).
+
+Hardware detection follows LAVA_BRIEF §6: a Loihi system is usable only when
+lava-loihi is installed (``lava.utils.loihi.is_installed()``), SLURM's
+``sinfo`` exists and ``lava.utils.slurm.is_available()`` says so. Loihi2HwCfg
+is never constructed without lava-loihi (it raises NameError there, §1.4).
+Even with a system present, the e-prop Processes of this toolkit have only
+PyProcessModels (CPU); neurocore (NcProcessModel) microcode for them is not
+part of open Lava, so the run simulates and says why.
+
+The Lava run builds :func:`eprop_lava.models.build_network` from the
+artifact's FixedNetwork and runs it with ``Loihi2SimCfg(select_tag='fixed_pt')``
+(explicit model map), samples one after another, and compares its readout
+(and, when reading them is affordable, its spikes) with the fixed-point
+engine bit for bit. ``Var.get()`` ships arrays element by element
+(LAVA_BRIEF §1.6: ~0.3 s per 10^4 values), so spikes are read back only up
+to :data:`MAX_SPIKE_READ` values.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from eprop_lava.engine import fixed_engine as fe
+from eprop_lava.errors import UserError
+
+MAX_SPIKE_READ = 120_000
+
+
+# ------------------------------------------------------------------ detection
+def lava_status() -> tuple[bool, str]:
+    """(importable, reason) for the Lava processes and models of this package."""
+    try:
+        import eprop_lava.models  # noqa: F401
+    except ImportError as exc:
+        return False, f"Lava is not importable ({exc})"
+    return True, "lava-nc importable"
+
+
+def detect_hardware() -> dict:
+    """LAVA_BRIEF §6: lava-loihi installed, SLURM's sinfo present and a partition available."""
+    out = {"lava_loihi": False, "sinfo": shutil.which("sinfo") is not None, "slurm": False, "hardware": False}
+    try:
+        from lava.utils import loihi
+    except ImportError:
+        out["reason"] = "Lava is not installed"
+        return out
+    try:
+        out["lava_loihi"] = bool(loihi.is_installed())
+    except Exception as exc:  # noqa: BLE001 - a broken installation is "not installed"
+        out["reason"] = f"lava.utils.loihi.is_installed() failed ({exc})"
+        return out
+    if not out["lava_loihi"]:
+        out["reason"] = "lava-loihi (Intel's proprietary extension, INRC members only) is not installed"
+        return out
+    if not out["sinfo"]:
+        out["reason"] = "lava-loihi is installed but SLURM's sinfo is not on PATH"
+        return out
+    try:
+        from lava.utils import slurm
+
+        out["slurm"] = bool(slurm.is_available())
+    except Exception as exc:  # noqa: BLE001 - sinfo failures mean no partition
+        out["reason"] = f"SLURM query failed ({exc})"
+        return out
+    out["hardware"] = out["slurm"]
+    out["reason"] = "a Loihi system is reachable through SLURM" if out["hardware"] else "no SLURM partition available"
+    return out
+
+
+# ------------------------------------------------------------------ data
+@dataclass
+class TestSet:
+    x: np.ndarray        # (T, S, n_in)
+    target: np.ndarray   # (T, S, K)
+    mask: np.ndarray     # (T, S)
+    labels: Any
+    batch: Any = field(repr=False, default=None)
+
+
+def test_set(task_name: str, seed: int, samples: int) -> tuple[Any, TestSet]:
+    """The task's test batch (rng [seed, 3], as ``eprop-lava eval``)."""
+    from eprop_lava.tasks import get_task
+
+    try:
+        task = get_task(task_name)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    rng = np.random.default_rng([seed, 3])
+    b = task.batch(rng, samples)
+    return task, TestSet(np.asarray(b.x), np.asarray(b.target), np.asarray(b.mask), b.labels, b)
+
+
+# ------------------------------------------------------------------ runs
+def float_metric(task: Any, spec: Any, params: dict, ts: TestSet) -> float:
+    from eprop_lava.training import forward_outputs
+
+    y, _ = forward_outputs(spec, params, ts.batch)
+    return float(task.metric(np.asarray(y, dtype=np.float64), ts.batch))
+
+
+def fixed_run(net: fe.FixedNetwork, ts: TestSet) -> fe.FixedRun:
+    return fe.simulate(net, ts.x)
+
+
+def fixed_metric(task: Any, net: fe.FixedNetwork, run: fe.FixedRun, ts: TestSet, samples: slice | None = None) -> float:
+    y = run.y / net.readout.y_scale
+    b = ts.batch
+    if samples is not None:
+        from eprop_lava.engine.network import Batch
+
+        b = Batch(x=b.x[:, samples], target=b.target[:, samples], mask=b.mask[:, samples],
+                  labels=None if b.labels is None else np.asarray(b.labels)[samples])
+        y = y[:, samples]
+    return float(task.metric(y, b))
+
+
+def lava_run(net: fe.FixedNetwork, x: np.ndarray, steps: int | None = None, timeout: float = 540.0,
+             read_spikes: bool | None = None) -> dict:
+    """Run ``x`` (T, S, n_in) sample after sample on Lava (fixed_pt, CPU).
+    ``steps`` caps the total number of time steps. Returns the readout y
+    (steps, K) and, if affordable, the spikes per layer (steps, N_r)."""
+    from lava.proc.io.source import RingBuffer
+
+    from eprop_lava.models.network import build_network, run_config, run_guarded
+
+    T, S, n_in = x.shape
+    flat = np.transpose(x, (1, 0, 2)).reshape(S * T, n_in)
+    total = S * T if steps is None else max(1, min(int(steps), S * T))
+    flat = flat[:total]
+    n_values = total * sum(L.neuron.size for L in net.layers)
+    if read_spikes is None:
+        read_spikes = n_values <= MAX_SPIKE_READ
+    built = build_network(net=net, sample_steps=T, record_steps=total)
+    src = RingBuffer(data=flat.T.copy())
+    src.s_out.connect(built.dense_in[0].s_in)
+    timing: dict = {}
+
+    def read() -> dict:
+        t0 = time.perf_counter()
+        out = {"y": np.rint(built.readout.y_rec.get()[:total]).astype(np.int64)}
+        if read_spikes:
+            out["z"] = [np.rint(n.z_rec.get()[:total]).astype(np.int64) for n in built.neurons]
+        timing["read_s"] = time.perf_counter() - t0
+        return out
+
+    t0 = time.perf_counter()
+    out = run_guarded(src, total, run_config("fixed_pt"), read, timeout=timeout)
+    out["seconds"] = time.perf_counter() - t0
+    out["read_seconds"] = timing.get("read_s", 0.0)
+    out["steps"] = total
+    out["sample_steps"] = T
+    return out
+
+
+def compare_lava(run: fe.FixedRun, lava: dict) -> dict:
+    """Bit-for-bit comparison of the Lava run with the engine's (same samples)."""
+    total, T = lava["steps"], lava["sample_steps"]
+    K = run.y.shape[2]
+    y_eng = np.transpose(run.y, (1, 0, 2)).reshape(-1, K)[:total]
+    out = {"steps": total, "readout_mismatches": int(np.sum(lava["y"] != y_eng)),
+           "readout_values": int(y_eng.size)}
+    if "z" in lava:
+        mism = 0
+        for z_l, z_e in zip(lava["z"], run.z):
+            z_e = np.transpose(z_e, (1, 0, 2)).reshape(-1, z_e.shape[2])[:total]
+            mism += int(np.sum(z_l != z_e))
+        out["spike_mismatches"] = mism
+        out["spike_values"] = int(total * sum(z.shape[2] for z in run.z))
+    else:
+        out["spike_mismatches"] = None
+        out["spikes_note"] = (f"spike records not read back ({total} steps x neurons > {MAX_SPIKE_READ} values; "
+                              "Var.get() ships values one by one); the readout depends on every spike through W_out")
+    out["bit_exact"] = out["readout_mismatches"] == 0 and not out.get("spike_mismatches")
+    return out
+
+
+def lava_metric(task: Any, net: fe.FixedNetwork, lava: dict, ts: TestSet) -> float | None:
+    T = lava["sample_steps"]
+    n_full = lava["steps"] // T
+    if n_full == 0:
+        return None
+    K = lava["y"].shape[1]
+    y = lava["y"][: n_full * T].reshape(n_full, T, K).transpose(1, 0, 2) / net.readout.y_scale
+    from eprop_lava.engine.network import Batch
+
+    b = ts.batch
+    sub = Batch(x=b.x[:, :n_full], target=b.target[:, :n_full], mask=b.mask[:, :n_full],
+                labels=None if b.labels is None else np.asarray(b.labels)[:n_full])
+    return float(task.metric(y, sub))
+
+
+def learn_run(net: fe.FixedNetwork, ts: TestSet) -> dict:
+    """On-chip-style online e-prop on the fixed-point engine, sample after
+    sample (batch 1): weights before/after and the metric after."""
+    probe = net.copy()
+    before = {k: v.copy() for k, v in probe.weights().items()}
+    rngs = fe.update_rngs(probe)
+    for s in range(ts.x.shape[1]):
+        fe.simulate(probe, ts.x[:, s:s + 1], ts.target[:, s:s + 1], ts.mask[:, s:s + 1], learn=True, rngs=rngs)
+    after = probe.weights()
+    changed = {k: int(np.sum(after[k] != before[k])) for k in before}
+    return {"net": probe, "changed_weights": changed}

@@ -1,0 +1,271 @@
+"""The compiler's steps end to end: checkpoint -> quantize -> map -> measure
+activity -> artifact (+ report and core-map PNG); artifact -> float / fixed /
+Lava runs; and the main job's demo stage (:func:`deploy_demo`)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from eprop_lava.compile import deploy
+from eprop_lava.compile.artifact import (
+    jsonable, load_artifact, network_to, sha256_file, versions, write_artifact,
+)
+from eprop_lava.compile.mapping import Mapping, map_network
+from eprop_lava.compile.quantize import quantize_network
+from eprop_lava.compile.report import core_map_png, energy_estimate, markdown_report
+from eprop_lava.errors import UserError
+from eprop_lava.spec import NetworkSpec
+
+ACTIVITY_SAMPLES = 4
+
+
+def convert_timing(spec: NetworkSpec) -> tuple[NetworkSpec, str | None]:
+    """Loihi's semantics for a network trained with Bellec's (the float
+    accuracy before/after is reported by the caller)."""
+    if spec.timing == "loihi" and spec.reset == "zero":
+        return spec, None
+    note = (f"trained with timing={spec.timing!r}, reset={spec.reset!r}; compiled with Loihi's timing='loihi' "
+            "(one-step delay per synaptic hop) and reset='zero'")
+    return spec.replace(timing="loihi", reset="zero"), note
+
+
+def activity(net: Any, x: np.ndarray) -> dict:
+    """Mean spikes per step of the input and of every layer (fixed-point engine)."""
+    run = deploy.fixed_run(net, deploy.TestSet(x, None, None, None))
+    rates = {"input": float(np.asarray(x).sum(axis=2).mean())}
+    for r, z in enumerate(run.z):
+        rates[f"layers.{r}"] = float(z.sum(axis=2).mean())
+    return rates
+
+
+def compile_checkpoint(checkpoint: str | Path, out: str | Path, target: str = "loihi2", weight_bits: Any = 8,
+                       system: str | None = None, learning: bool = False, loihi_timing: bool = False,
+                       search: bool = True, log: Any = None) -> dict:
+    """Compile a training checkpoint into an artifact directory; returns the summary."""
+    from eprop_lava.training import load_checkpoint
+
+    t0 = time.perf_counter()
+    ck = load_checkpoint(checkpoint)
+    spec, note = ck.spec, None
+    if loihi_timing:
+        spec, note = convert_timing(spec)
+    net, qrep = quantize_network(spec, ck.params, weight_bits, search=search)
+    mapping = map_network(spec, target, system, qrep.weight_bits, learning, net.profile,
+                          [L.neuron for L in net.layers])
+    mapping_other = None
+    try:  # the other mode, for the report's comparison line
+        mapping_other = map_network(spec, target, system, qrep.weight_bits, not learning, net.profile,
+                                    [L.neuron for L in net.layers]).to_dict()
+    except UserError as exc:
+        mapping_other = {"error": str(exc)}
+    task_name, seed = ck.config.task, ck.config.seed
+    rates, steps = {}, None
+    try:
+        _, ts = deploy.test_set(task_name, seed, ACTIVITY_SAMPLES)
+        rates = activity(net, ts.x)
+        steps = int(ts.x.shape[0])
+    except UserError:
+        pass  # a task this build does not know: no activity, no energy estimate
+    energy = energy_estimate(mapping, rates, steps or 1, learning) if rates else None
+    desc, arrays = network_to(net)
+    arrays.update({f"float.{k}": np.asarray(v, dtype=np.float64) for k, v in ck.params.items()})
+    ck_path = Path(checkpoint)
+    ck_file = ck_path / "checkpoint.npz" if ck_path.is_dir() else ck_path
+    manifest = {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "versions": versions(),
+        "source": {"checkpoint": str(ck_file), "checkpoint_sha256": sha256_file(ck_file), "task": task_name,
+                   "seed": seed, "iteration": ck.iteration, "train": jsonable(ck.config.__dict__)},
+        "spec": spec.to_dict(),
+        "trained_spec": ck.spec.to_dict(),
+        "conversion": note,
+        "target": {"name": target, "system": mapping.system, "chips": mapping.system_chips,
+                   "learning_synapses": learning, "limits": mapping.limits},
+        "weight_bits": qrep.weight_bits,
+        "quantization": qrep.to_dict(),
+        "network": desc,
+        "mapping": mapping.to_dict(),
+        "mapping_other_mode": mapping_other,
+        "activity_spikes_per_step": rates,
+        "energy": energy,
+    }
+    manifest = jsonable(manifest)
+    report_md = markdown_report(manifest, mapping, energy)
+    png = core_map_png(mapping)
+    out = write_artifact(out, manifest, arrays, {"report.md": report_md.encode(), "core_map.png": png})
+    summary = summarize(manifest)
+    summary["artifact"] = str(out)
+    summary["seconds"] = time.perf_counter() - t0
+    return summary
+
+
+def summarize(manifest: dict) -> dict:
+    m = manifest["mapping"]
+    q = manifest["quantization"]
+    e = manifest.get("energy")
+    other = manifest.get("mapping_other_mode") or {}
+    return {
+        "target": manifest["target"]["name"], "system": m["system"], "cores": m["n_cores"], "chips": m["n_chips"],
+        "learning_synapses": m["learning"],
+        "cores_other_mode": other.get("n_cores", other.get("error")),
+        "weight_bits": manifest["weight_bits"],
+        "quantization_rel_rms_error": {x["name"]: round(x["rel_rms_error"], 5) for x in q["matrices"]},
+        "clipped_fraction": {x["name"]: x["clipped_fraction"] for x in q["matrices"]},
+        "energy_per_step_nj": None if not e else e["per_step"]["energy_pj"] / 1e3,
+        "energy_per_inference_uj": None if not e else e["per_inference"]["energy_uj"],
+        "latency_per_inference_ms": None if not e else e["per_inference"]["latency_ms"],
+        "conversion": manifest.get("conversion"),
+    }
+
+
+# ------------------------------------------------------------------ run
+def run_artifact(path: str | Path, samples: int = 8, steps: int | None = None, learn: bool = False,
+                 lava: bool = True, log: Any = None) -> dict:
+    """Float engine, fixed-point engine and Lava (fixed_pt) on a test set."""
+    art = load_artifact(path)
+    src = art.manifest["source"]
+    task, ts = deploy.test_set(src["task"], int(src["seed"]), samples)
+    out: dict = {"artifact": str(art.path), "task": src["task"], "samples": samples, "steps_per_sample":
+                 int(ts.x.shape[0]), "target": art.target, "cores": art.manifest["mapping"]["n_cores"],
+                 "metric": task.metric_name}
+    hw = deploy.detect_hardware()
+    out["hardware"] = hw
+    out["backend"] = ("Loihi2SimCfg(select_tag='fixed_pt') on CPU: " + (
+        "a Loihi system was detected, but the e-prop Processes have no neurocore (NcProcessModel) microcode in "
+        "open Lava, so the run simulates" if hw["hardware"] else f"no Loihi hardware ({hw.get('reason')})"))
+    trained = NetworkSpec.from_dict(art.manifest["trained_spec"])
+    if art.float_params:
+        out[f"float_{task.metric_name}"] = deploy.float_metric(task, trained, art.float_params, ts)
+        if art.manifest.get("conversion"):
+            out[f"float_loihi_timing_{task.metric_name}"] = deploy.float_metric(task, art.spec, art.float_params, ts)
+    t0 = time.perf_counter()
+    run = deploy.fixed_run(art.net, ts)
+    out[f"fixed_{task.metric_name}"] = deploy.fixed_metric(task, art.net, run, ts)
+    out["fixed_seconds"] = time.perf_counter() - t0
+    lr = None
+    if learn:
+        lr = deploy.learn_run(art.net, ts)
+        run2 = deploy.fixed_run(lr["net"], ts)
+        out["learning"] = {"where": "fixed-point engine, online e-prop sample after sample (batch 1), then "
+                                    "evaluated on the same samples",
+                           "changed_weights": lr["changed_weights"],
+                           f"fixed_{task.metric_name}_after": deploy.fixed_metric(task, lr["net"], run2, ts)}
+    ok, why = deploy.lava_status()
+    if not lava:
+        out["lava"] = {"skipped": "disabled (--no-lava)"}
+    elif not ok:
+        out["lava"] = {"skipped": why}
+    else:
+        if log:
+            total = steps if steps is not None else samples * ts.x.shape[0]
+            log(f"running {total} steps in Lava's fixed-point CPU simulation (~2 ms per step)...")
+        lv = deploy.lava_run(art.net, ts.x, steps)
+        cmp = deploy.compare_lava(run, lv)
+        out["lava"] = {"backend": "Loihi2SimCfg(select_tag='fixed_pt'), CPU", "steps": lv["steps"],
+                       "seconds": lv["seconds"], "comparison": cmp,
+                       task.metric_name: deploy.lava_metric(task, art.net, lv, ts),
+                       "samples": lv["steps"] // lv["sample_steps"]}
+        if learn:
+            out["lava"]["learning"] = lava_learning(art.net, ts, lr["net"], steps)
+    return jsonable(out)
+
+
+def format_run(r: dict) -> str:
+    m = r["metric"]
+    lines = [f"{r['task']} on {r['target']} ({r['cores']} cores), {r['samples']} test samples x "
+             f"{r['steps_per_sample']} steps",
+             f"backend: {r['backend']}"]
+    if f"float_{m}" in r:
+        lines.append(f"float engine {m}:       {r[f'float_{m}']:.4f}")
+    if f"float_loihi_timing_{m}" in r:
+        lines.append(f"float (Loihi timing) {m}: {r[f'float_loihi_timing_{m}']:.4f}")
+    lines.append(f"fixed-point engine {m}: {r[f'fixed_{m}']:.4f}")
+    lv = r.get("lava", {})
+    if "skipped" in lv:
+        lines.append(f"Lava run skipped: {lv['skipped']}")
+    else:
+        c = lv["comparison"]
+        acc = "n/a (no complete sample)" if lv.get(m) is None else f"{lv[m]:.4f} over {lv['samples']} samples"
+        spikes = ("spikes not read back" if c["spike_mismatches"] is None
+                  else f"{c['spike_mismatches']} spike mismatches of {c['spike_values']}")
+        lines.append(f"Lava fixed_pt {m}:      {acc}; vs engine: {c['readout_mismatches']} readout mismatches of "
+                     f"{c['readout_values']}, {spikes} ({lv['steps']} steps, {lv['seconds']:.1f} s)")
+    if "learning" in r:
+        L = r["learning"]
+        lines.append(f"online e-prop (fixed-point engine): {sum(L['changed_weights'].values())} weights changed; "
+                     f"{m} after {L[f'fixed_{m}_after']:.4f}")
+        ll = lv.get("learning") if isinstance(lv, dict) else None
+        if ll:
+            lines.append(f"online e-prop in Lava over {ll['samples']} sample(s): "
+                         f"{sum(ll['weight_mismatches'].values())} weight mismatches vs the engine "
+                         f"({ll['seconds']:.1f} s)")
+    return "\n".join(lines)
+
+
+def lava_learning(net: Any, ts: Any, engine_net: Any, steps: int | None) -> dict:
+    """Online e-prop in Lava (fixed_pt learning graph) on the same samples;
+    the final weights are compared with the engine's bit for bit."""
+    from eprop_lava.models.network import run_network
+
+    T, S = ts.x.shape[0], ts.x.shape[1]
+    # the learning graph costs ~15 ms per step on CPU: one sample unless --steps asks for more
+    n = 1 if steps is None else max(1, min(S, int(steps) // T))
+    if n < S:
+        from eprop_lava.compile.deploy import TestSet, learn_run
+
+        sub = TestSet(ts.x[:, :n], ts.target[:, :n], ts.mask[:, :n], None)
+        engine_net = learn_run(net, sub)["net"]
+    t0 = time.perf_counter()
+    res = run_network(np.transpose(ts.x[:, :n], (1, 0, 2)), net=net, target=np.transpose(ts.target[:, :n], (1, 0, 2)),
+                      mask=ts.mask[:, :n].T, learn=True, weights=True, timeout=540.0)
+    eng = engine_net.weights()
+    mism = {k: int(np.sum(np.asarray(v) != eng[k])) for k, v in res["weights"].items() if k in eng}
+    return {"samples": n, "seconds": time.perf_counter() - t0, "weight_mismatches": mism,
+            "bit_exact": all(v == 0 for v in mism.values())}
+
+
+# ------------------------------------------------------------------ the main job
+def deploy_demo(out_dir: Path, train_result: Any, task: Any, spec: NetworkSpec, config: Any) -> dict:
+    """Compile the demo's trained network for Loihi 2 and Loihi 1, run the
+    test set on the float engine, the fixed-point engine and Lava's
+    fixed-point simulation, print a short report and save its plots."""
+    out_dir = Path(out_dir)
+    ck = Path(train_result.run_dir) / "checkpoint.npz"
+    quick = getattr(config, "iterations", 100) < 10
+    samples = 2 if quick else 8
+    report: dict = {}
+    arts = {}
+    for target in ("loihi2", "loihi1"):
+        s = compile_checkpoint(ck, out_dir / f"compiled-{target}", target=target, loihi_timing=True)
+        arts[target] = s
+        report[f"{target}_cores"] = s["cores"]
+        report[f"{target}_chips"] = s["chips"]
+        report[f"{target}_energy_per_inference_uj"] = s["energy_per_inference_uj"]
+    s2 = arts["loihi2"]
+    if s2.get("conversion"):
+        print(f"compile: {s2['conversion']}")
+    print(f"compile: 8-bit weights, relative RMS error "
+          + ", ".join(f"{k} {v:.4f}" for k, v in s2["quantization_rel_rms_error"].items())
+          + f"; loihi2: {s2['cores']} core(s), loihi1: {arts['loihi1']['cores']} core(s); "
+          f"{s2['energy_per_step_nj']:.1f} nJ/step, {s2['energy_per_inference_uj']:.1f} uJ and "
+          f"{s2['latency_per_inference_ms']:.2f} ms per inference (Davies et al. 2018 Loihi 1 figures; "
+          "Loihi 2 per-op figures are not public)", flush=True)
+    r = run_artifact(out_dir / "compiled-loihi2", samples=samples, log=lambda m: print(m, flush=True))
+    print(format_run(r), flush=True)
+    m = r["metric"]
+    report.update({f"test_float_{m}": r.get(f"float_{m}"), f"test_float_loihi_timing_{m}": r.get(f"float_loihi_timing_{m}"),
+                   f"test_fixed_{m}": r[f"fixed_{m}"], "test_samples": samples, "lava": r["lava"],
+                   "artifact": str(out_dir / "compiled-loihi2")})
+    for target in ("loihi2", "loihi1"):
+        print(f"figure: {out_dir / f'compiled-{target}' / 'core_map.png'}")
+    (out_dir / "deploy.json").write_text(json.dumps(jsonable(r), indent=2))
+    return report
+
+
+def load_mapping(manifest: dict) -> Mapping:
+    return Mapping.from_dict(manifest["mapping"])
