@@ -56,6 +56,11 @@ def learning_curves(rows: list[dict], metric: str, out: Path) -> Path:
         axes[1].plot(*zip(*val), "o-", ms=3, label="validation")
     axes[1].set(xlabel="iteration", ylabel=metric, title=metric)
     axes[1].legend()
+    for ax in axes[:2]:  # losses spanning decades (regression) read better on a log axis
+        low, high = ax.get_ylim()
+        values = [v for line in ax.get_lines() for v in line.get_ydata() if np.isfinite(v)]
+        if values and min(values) > 0 and max(values) / min(values) > 100:
+            ax.set_yscale("log")
     axes[2].plot(it, [r.get("alignment_angle_deg", np.nan) for r in rows])
     axes[2].axhline(90, color="grey", ls=":")
     axes[2].set(xlabel="iteration", ylabel="degrees", title="angle between B and W_out^T")
