@@ -115,7 +115,8 @@ def anatomy(spec, params: dict, batch, out: Path, n_show: int = 5) -> Path:
         eps_a_seq.append(eps[1][0, post, pre] if d > 1 else np.zeros(len(post)))
         rec_prev = rt
     T = np.arange(x.shape[0]) * spec.dt
-    fig, axes = plt.subplots(6, 1, figsize=(9, 11), sharex=True)
+    panels = 6 if d > 1 else 5  # LIF has no slow (adaptation) component
+    fig, axes = plt.subplots(panels, 1, figsize=(9, 11 if d > 1 else 9.5), sharex=True)
     ti, ii = np.nonzero(x[:, 0])
     axes[0].scatter(T[ti], ii, s=1, c="k")
     axes[0].set(ylabel="input", title="e-prop anatomy (seed 001 Fig. 5.7)")
@@ -133,8 +134,10 @@ def anatomy(spec, params: dict, batch, out: Path, n_show: int = 5) -> Path:
     axes[3].set(ylabel="learning signal")
     axes[4].plot(T, np.asarray(ebar_seq))
     axes[4].set(ylabel="filtered trace ebar")
-    axes[5].plot(T, np.asarray(eps_a_seq))
-    axes[5].set(ylabel="slow component eps_a", xlabel="time (ms)")
+    if d > 1:
+        axes[5].plot(T, np.asarray(eps_a_seq))
+        axes[5].set(ylabel=f"slow component eps_{layer.model.hidden[1]}")
+    axes[-1].set(xlabel="time (ms)")
     fig.tight_layout()
     path = out / "anatomy.png"
     fig.savefig(path, dpi=120)
