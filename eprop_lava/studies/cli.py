@@ -1,0 +1,96 @@
+"""Subcommands ``study`` and ``tune`` (registered by :mod:`eprop_lava.cli`).
+
+    eprop-lava study quantization [--config FILE] --out DIR [--workers N] [--report-only]
+    eprop-lava tune TASK --trials N [--storage URL] [--study-name NAME] [--out DIR]
+                         [--iterations K] [--batch-size B] [--task-option KEY=VALUE ...]
+                         [--sampler auto|gp|tpe|random] [--seed S]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from eprop_lava.errors import UserError
+
+
+def _option(text: str) -> tuple[str, object]:
+    if "=" not in text:
+        raise UserError(f"--task-option {text!r}: expected key=value, e.g. --task-option delay_ms=200")
+    key, value = text.split("=", 1)
+    try:
+        return key.strip(), json.loads(value)
+    except json.JSONDecodeError:
+        return key.strip(), value
+
+
+def cmd_study_quantization(args: argparse.Namespace) -> int:
+    from eprop_lava.studies.config import StudyConfig
+    from eprop_lava.studies.quantization import run_study, write_report
+
+    config = StudyConfig.load(args.config) if args.config else StudyConfig()
+    if args.workers < 1:
+        raise UserError(f"--workers: expected >= 1, got {args.workers}")
+    log = lambda m: print(m, file=sys.stderr)  # noqa: E731
+    if args.report_only:
+        report = write_report(config, args.out)
+        print(f"report of {report['records']} points -> {Path(args.out) / 'summary.md'}")
+        return 0
+    result = run_study(config, args.out, workers=args.workers, progress=not args.no_progress, log=log)
+    print(f"{result['planned']} points ({result['skipped']} already done, {result['computed']} computed) -> "
+          f"{Path(args.out) / 'summary.md'}")
+    return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from eprop_lava.studies.tune import TuneConfig, run_tune
+
+    options = dict(_option(o) for o in (args.task_option or []))
+    config = TuneConfig(task=args.task, trials=args.trials, storage=args.storage, study_name=args.study_name,
+                        out=args.out or f"runs/tune-{args.task}", iterations=args.iterations,
+                        batch_size=args.batch_size, validation_batches=args.validation_batches, seed=args.seed,
+                        sampler=args.sampler, sampler_seed=args.sampler_seed, task_options=options,
+                        timeout=args.timeout)
+    summary = run_tune(config, log=lambda m: print(m, file=sys.stderr))
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        d, b = summary["default"], summary["best"]
+        metric = summary["metric"]
+        print(f"{summary['study_name']}: {summary['trials_complete']} complete trials; "
+              f"default {metric} {d['value']:.4f}" if d else "default not evaluated", end="")
+        print(f"; best {metric} {b['value']:.4f} (trial {b['number']}) {json.dumps(b['params'])}" if b else "")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("study", help="parameter studies (quantization)")
+    studies = p.add_subparsers(dest="study", required=True)
+    q = studies.add_parser("quantization", help="accuracy vs fixed-point precision, inference and on-chip learning")
+    q.add_argument("--config", help="TOML or JSON study file (default: the built-in small study)")
+    q.add_argument("--out", required=True, help="study directory (rerun to resume)")
+    q.add_argument("--workers", type=int, default=1, help="processes computing points in parallel")
+    q.add_argument("--report-only", action="store_true", help="rewrite tables and plots from stored points")
+    q.add_argument("--no-progress", action="store_true")
+    q.set_defaults(func=cmd_study_quantization)
+
+    t = sub.add_parser("tune", help="Bayesian hyperparameter search (Optuna)")
+    t.add_argument("task")
+    t.add_argument("--trials", type=int, required=True, help="trials this process runs")
+    t.add_argument("--storage", help="sqlite:///FILE.db, postgresql://..., or a journal file path "
+                                     "(default: DIR/tune.journal)")
+    t.add_argument("--study-name", help="default TASK-tune; workers sharing a storage and name share the study")
+    t.add_argument("--out", help="directory for trial runs and the summary (default runs/tune-TASK)")
+    t.add_argument("--iterations", type=int, default=30, help="training iterations per trial")
+    t.add_argument("--batch-size", type=int, default=32)
+    t.add_argument("--validation-batches", type=int, default=2)
+    t.add_argument("--task-option", action="append", metavar="KEY=VALUE",
+                   help="task constructor option, e.g. delay_ms=200 (repeatable)")
+    t.add_argument("--sampler", default="auto", choices=["auto", "gp", "tpe", "random"])
+    t.add_argument("--sampler-seed", type=int, help="sampler seed (give each worker its own)")
+    t.add_argument("--seed", type=int, default=0, help="training seed of every trial")
+    t.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    t.add_argument("--json", action="store_true")
+    t.set_defaults(func=cmd_tune)

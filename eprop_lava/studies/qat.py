@@ -1,0 +1,88 @@
+"""Quantization-aware training with a straight-through estimator (STE), and
+stochastic rounding for post-training quantization, both through public
+APIs (the float e-prop gradient and the fixed-point quantizer).
+
+The quantizer :func:`eprop_lava.engine.fixed_engine.quantize` scales each
+hidden layer so its largest afferent weight (input or recurrent) uses the
+whole mantissa, and the readout likewise. :func:`fake_quantize` applies the
+same grid in float: w_q = round(w s) / s, s = w_max_int / max|w|. QAT runs
+the float e-prop forward/gradient on w_q and applies the update to the
+float shadow weights w (dL/dw := dL/dw_q, the STE), so training sees the
+weight grid the chip will use. The neuron state stays float during QAT; only
+the weights are fake-quantized (the dominant error at low bit widths, see
+docs/studies.md).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from eprop_lava.engine import fixed_engine as fe
+from eprop_lava.engine.backend import make_ops
+from eprop_lava.engine.gradients import eprop_gradient
+from eprop_lava.eprop.learning_signal import adaptive_feedback_update
+from eprop_lava.eprop.optim import Optimizer
+from eprop_lava.fixed import FixedPointProfile
+
+
+def _wmax_int(profile: FixedPointProfile) -> int:
+    lo, hi = profile.weight_range
+    return min(-lo, hi)
+
+
+def fake_quantize(spec, params: dict, profile: FixedPointProfile) -> dict:
+    """The float weights the fixed-point network will hold, on the quantizer's grid."""
+    q = dict(params)
+    wmax_int = _wmax_int(profile)
+    for r, layer in enumerate(spec.layers):
+        names = [f"layers.{r}.w_in"] + ([f"layers.{r}.w_rec"] if layer.recurrent else [])
+        wmax = max(max(float(np.abs(params[n]).max()) for n in names), 1e-12)
+        s = wmax_int / wmax
+        for n in names:
+            q[n] = np.rint(params[n] * s) / s
+    wmax = max(float(np.abs(params["readout.w"]).max()), 1e-12)
+    s = wmax_int / wmax
+    q["readout.w"] = np.rint(params["readout.w"] * s) / s
+    return q
+
+
+def train_qat(task, spec, params: dict, profile: FixedPointProfile, iterations: int, batch_size: int,
+              seed: int) -> dict:
+    """``iterations`` steps of e-prop with Adam (spec.optimizer) on
+    fake-quantized weights, straight-through to the float weights."""
+    ops = make_ops("numpy", dtype="float64")
+    params = {k: np.array(v, dtype=np.float64) for k, v in params.items()}
+    optimizer = Optimizer(spec.optimizer)
+    rng = np.random.default_rng([seed, 21])
+    for _ in range(iterations):
+        batch = task.batch(rng, batch_size)
+        _, grads, _ = eprop_gradient(spec, fake_quantize(spec, params, profile), batch, ops)
+        grads = {k: ops.to_numpy(v) for k, v in grads.items()}
+        grads.pop("feedback.b", None)
+        deltas = optimizer.deltas(grads)
+        adaptive = spec.learning.variant == "adaptive"
+        for k, d in deltas.items():
+            if not (adaptive and k == "readout.w"):
+                params[k] = params[k] + d
+        if adaptive:
+            adaptive_feedback_update(params, deltas["readout.w"], spec.learning.adaptive_decay)
+    return params
+
+
+def stochastic_requantize(net: fe.FixedNetwork, params: dict, rng: np.random.Generator) -> fe.FixedNetwork:
+    """Replace the nearest-rounded integer weights of ``net`` (from
+    :func:`fe.quantize` of ``params``) by stochastically rounded ones on the
+    same grid: floor(w s + u), u ~ U[0, 1) per weight (unbiased)."""
+    out = net.copy()
+    lo, hi = out.profile.weight_range
+
+    def sr(w, s):
+        return np.clip(np.floor(np.asarray(w, dtype=np.float64) * s + rng.random(np.shape(w))), lo, hi).astype(np.int64)
+
+    for r, L in enumerate(out.layers):
+        L.w_in = sr(params[f"layers.{r}.w_in"], L.w_scale)
+        if L.w_rec is not None:
+            L.w_rec = sr(params[f"layers.{r}.w_rec"], L.w_scale)
+            np.fill_diagonal(L.w_rec, 0)
+    out.readout.w = sr(params["readout.w"], out.readout.y_scale / 64.0)
+    return out

@@ -1,0 +1,270 @@
+"""``eprop-lava tune``: Bayesian hyperparameter search with Optuna.
+
+Sampler: Gaussian-process Bayesian optimization (Optuna's ``GPSampler``, as
+the thesis of seed 000 used GP-BO) when PyTorch and SciPy are importable;
+otherwise TPE, with a printed notice. The check is made up front because
+``GPSampler`` constructs fine without torch and only fails at its first
+model-based trial (the 11th).
+
+Storage: a string. The default is a journal file in the output directory (no
+server; several processes on one machine may share it). ``sqlite:///x.db``
+uses SQLite; ``postgresql://user:pw@host/db`` or ``mysql://...`` a database
+server, which is how the same command scales out: start it on N machines
+with the same ``--storage`` and ``--study-name`` and they share one study.
+A plain path is a journal file (``.db``/``.sqlite`` suffix: SQLite).
+
+Search space: the option toolbox of seed 000 that the network spec exposes
+(:func:`suggest`): e-prop type, optimizer and learning rate, fraction ALIF,
+number of layers and their size, initial weight scaling, firing-rate
+regularization (strength and target), L2, and the pseudo-derivative
+dampening gamma. Weight dropout, bidirectional networks, the Traub fix and
+target delay are not options of the trainer and are not searched.
+
+Objective: the task's validation metric (lower is better) after a short
+training budget, from a fixed seed so trials differ only in their
+hyperparameters. The task's default configuration is enqueued as the first
+trial of a new study, so "default vs best" comes from the same budget.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from eprop_lava.errors import UserError
+
+SAMPLERS = ("auto", "gp", "tpe", "random")
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    """One search. ``iterations``/``batch_size``/``validation_batches``: the
+    training budget of each trial; ``task_options``: passed to the task."""
+
+    task: str = "evidence"
+    trials: int = 10
+    storage: str | None = None
+    study_name: str | None = None
+    out: str = "runs/tune"
+    iterations: int = 30
+    batch_size: int = 32
+    validation_batches: int = 2
+    seed: int = 0
+    sampler: str = "auto"
+    sampler_seed: int | None = None
+    task_options: dict = field(default_factory=dict)
+    enqueue_default: bool = True
+    timeout: float | None = None
+
+    def validated(self) -> "TuneConfig":
+        for name in ("trials", "iterations", "batch_size", "validation_batches"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise UserError(f"tune.{name}: expected a positive integer, got {v!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise UserError(f"tune.seed: expected a non-negative integer, got {self.seed!r}")
+        if self.sampler not in SAMPLERS:
+            raise UserError(f"tune.sampler: unknown {self.sampler!r}; choose one of {', '.join(SAMPLERS)}")
+        if self.timeout is not None and not self.timeout > 0:
+            raise UserError(f"tune.timeout: must be > 0 seconds, got {self.timeout!r}")
+        return self
+
+
+# ----------------------------------------------------------------- storage and sampler
+def has_gp_dependencies() -> bool:
+    """GPSampler needs torch and scipy; checked without importing them."""
+    return all(importlib.util.find_spec(m) is not None for m in ("torch", "scipy"))
+
+
+def make_sampler(kind: str, seed: int | None, notice: Callable[[str], None] = print):
+    """(sampler, name). "auto": GP when torch and scipy are present, else TPE."""
+    import optuna
+
+    if kind in ("auto", "gp"):
+        if has_gp_dependencies():
+            return optuna.samplers.GPSampler(seed=seed), "gp"
+        missing = [m for m in ("torch", "scipy") if importlib.util.find_spec(m) is None]
+        if kind == "gp":
+            raise UserError(f"--sampler gp needs {' and '.join(missing)} (pip install 'eprop-lava[torch]'); "
+                            "use --sampler tpe")
+        notice(f"note: {' and '.join(missing)} not installed, so Gaussian-process sampling (GPSampler) is "
+               "unavailable; using TPE instead (pip install 'eprop-lava[torch]' for GP)")
+    if kind == "random":
+        return optuna.samplers.RandomSampler(seed=seed), "random"
+    return optuna.samplers.TPESampler(seed=seed), "tpe"
+
+
+def resolve_storage(storage: str | None, out: Path):
+    """An Optuna storage for the --storage string (see the module docstring)."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    if storage is None:
+        out.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(out / "tune.journal"))), f"journal:{out / 'tune.journal'}"
+    if "://" in storage:
+        if storage.startswith("sqlite:///"):
+            Path(storage[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            return optuna.storages.RDBStorage(storage), storage
+        except ImportError as exc:  # a database driver (psycopg2, pymysql) is missing
+            raise UserError(f"--storage {storage}: {exc}") from None
+        except Exception as exc:  # sqlalchemy.exc.ArgumentError / OperationalError
+            raise UserError(f"--storage {storage}: cannot open ({type(exc).__name__}: {exc})") from None
+    path = Path(storage[len("journal:"):] if storage.startswith("journal:") else storage)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix in (".db", ".sqlite", ".sqlite3"):
+        url = f"sqlite:///{path}"
+        return optuna.storages.RDBStorage(url), url
+    return JournalStorage(JournalFileBackend(str(path))), f"journal:{path}"
+
+
+# ----------------------------------------------------------------- search space
+def default_params(task) -> dict:
+    """The task's default configuration in the search space's coordinates."""
+    spec = task.default_spec()
+    layer = spec.layers[0]
+    return {
+        "variant": spec.learning.variant,
+        "optimizer": spec.optimizer.kind,
+        "lr": spec.optimizer.lr,
+        "adaptive_fraction": layer.adaptive_fraction if layer.neuron in ("alif", "stdp_alif") else 0.0,
+        "n_layers": len(spec.layers),
+        "size": layer.size,
+        "weight_scale": layer.weight_scale,
+        "rate_coefficient": max(spec.regularization.coefficient, 1e-3),
+        "rate_target_hz": spec.regularization.target_hz,
+        "l2": spec.regularization.l2,
+        "gamma": layer.params.gamma,
+    }
+
+
+def suggest(trial) -> dict:
+    """Sample one configuration (names match :func:`default_params`)."""
+    return {
+        "variant": trial.suggest_categorical("variant", ["symmetric", "random", "adaptive"]),
+        "optimizer": trial.suggest_categorical("optimizer", ["adam", "sgd"]),
+        "lr": trial.suggest_float("lr", 1e-4, 5e-2, log=True),
+        "adaptive_fraction": trial.suggest_float("adaptive_fraction", 0.0, 1.0),
+        "n_layers": trial.suggest_int("n_layers", 1, 2),
+        "size": trial.suggest_int("size", 20, 200, step=4),
+        "weight_scale": trial.suggest_float("weight_scale", 0.5, 2.0),
+        "rate_coefficient": trial.suggest_float("rate_coefficient", 1e-3, 10.0, log=True),
+        "rate_target_hz": trial.suggest_float("rate_target_hz", 5.0, 20.0),
+        "l2": trial.suggest_float("l2", 0.0, 1e-3),
+        "gamma": trial.suggest_float("gamma", 0.1, 0.6),
+    }
+
+
+def spec_for(task, params: dict):
+    """The task's default spec with the sampled options applied."""
+    from eprop_lava.spec import NetworkSpec
+
+    tree = task.default_spec().to_dict()
+    layer = dict(tree["layers"][0])
+    layer["size"] = int(params["size"])
+    layer["weight_scale"] = float(params["weight_scale"])
+    if layer["neuron"] in ("alif", "stdp_alif", "lif"):
+        layer["neuron"] = "alif"
+        layer["adaptive_fraction"] = float(params["adaptive_fraction"])
+    layer["params"] = {**layer["params"], "gamma": float(params["gamma"])}
+    tree["layers"] = [dict(layer) for _ in range(int(params["n_layers"]))]
+    tree["learning"] = {**tree["learning"], "variant": params["variant"]}
+    tree["optimizer"] = {**tree["optimizer"], "kind": params["optimizer"], "lr": float(params["lr"])}
+    reg = tree["regularization"]
+    reg = {**reg, "coefficient": float(params["rate_coefficient"]), "target_hz": float(params["rate_target_hz"]),
+           "l2": float(params["l2"])}
+    if reg.get("form", "none") == "none":
+        reg["form"] = "bellec"
+    tree["regularization"] = reg
+    return NetworkSpec.from_dict(tree)
+
+
+# ----------------------------------------------------------------- the search
+def objective_for(config: TuneConfig, task, log: Callable[[str], None] | None = None):
+    from eprop_lava.training import TrainConfig, train
+
+    out = Path(config.out)
+
+    def objective(trial) -> float:
+        params = suggest(trial)
+        spec = spec_for(task, params).replace(seed=config.seed)
+        tc = TrainConfig(task=config.task, batch_size=config.batch_size, iterations=config.iterations,
+                         validate_every=config.iterations, validation_batches=config.validation_batches,
+                         early_stop=False, checkpoint_every=max(1, config.iterations), seed=config.seed,
+                         progress=False)
+        # one run directory per trial of this study (resume=False: a trial is never half-reused)
+        run_dir = out / "trials" / f"{trial.study.study_name}-{trial.number:04d}"
+        result = train(task, spec, tc, run_dir, resume=False)
+        value = float(result.final_validation[task.metric_name])
+        trial.set_user_attr("rate_hz", float(result.final_validation["rate_hz"]))
+        if not math.isfinite(value):
+            raise ValueError(f"trial {trial.number}: validation {task.metric_name} is {value}")
+        if log:
+            log(f"trial {trial.number}: {task.metric_name} {value:.4f} {json.dumps(params)}")
+        return value
+
+    return objective
+
+
+def run_tune(config: TuneConfig, log: Callable[[str], None] = print) -> dict:
+    """Run ``config.trials`` trials (in this process) and write tune_summary.json."""
+    import optuna
+
+    from eprop_lava.tasks import get_task
+    from eprop_lava.training import atomic_write_text
+
+    config = config.validated()
+    try:
+        task = get_task(config.task, **config.task_options)
+    except (ValueError, TypeError) as exc:
+        raise UserError(f"task: {exc}") from None
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    storage, storage_name = resolve_storage(config.storage, out)
+    sampler, sampler_name = make_sampler(config.sampler, config.sampler_seed, notice=log)
+    study_name = config.study_name or f"{config.task}-tune"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(storage=storage, sampler=sampler, study_name=study_name, direction="minimize",
+                                load_if_exists=True)
+    meta = {"task": config.task, "task_options": dict(config.task_options), "iterations": config.iterations,
+            "batch_size": config.batch_size, "validation_batches": config.validation_batches, "seed": config.seed}
+    stored = study.user_attrs.get("budget")
+    if stored is None:
+        study.set_user_attr("budget", meta)
+    elif stored != meta:
+        raise UserError(f"study {study_name!r} in {storage_name} was run with another task or budget "
+                        f"({json.dumps(stored)}); use another --study-name")
+    if config.enqueue_default and not study.trials:
+        study.enqueue_trial(default_params(task), user_attrs={"default": True})
+    log(f"tune {config.task}: {config.trials} trials, sampler {sampler_name}, storage {storage_name}, "
+        f"study {study_name!r}")
+    study.optimize(objective_for(config, task, log), n_trials=config.trials, timeout=config.timeout,
+                   catch=(FloatingPointError, ValueError))
+    summary = summarize_study(study, task)
+    summary.update(sampler=sampler_name, storage=storage_name, budget=meta)
+    atomic_write_text(out / f"{study_name}-summary.json", json.dumps(summary, indent=2))
+    return summary
+
+
+def summarize_study(study, task) -> dict:
+    import optuna
+
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    default = next((t for t in complete if t.user_attrs.get("default")), None)
+    best = min(complete, key=lambda t: t.value) if complete else None
+    return {
+        "study_name": study.study_name,
+        "metric": task.metric_name,
+        "trials_complete": len(complete),
+        "trials_total": len(study.trials),
+        "default": None if default is None else {"number": default.number, "value": default.value,
+                                                 "params": default.params},
+        "best": None if best is None else {"number": best.number, "value": best.value, "params": best.params},
+    }
