@@ -206,6 +206,9 @@ def populations(spec: NetworkSpec, weight_bits: dict | int = 8, learning: bool =
     default = weight_bits if isinstance(weight_bits, int) else 8
     pops = []
     for r, ls in enumerate(spec.layers):
+        if getattr(ls, "bidirectional", False):
+            raise MappingError(f"layers[{r}] is bidirectional: it reads the sequence backwards and cannot run "
+                               "online on a chip")
         bits = int(wb.get(f"layers.{r}", default))
         srcs = [("input" if r == 0 else f"layers.{r - 1}", spec.n_inputs if r == 0 else spec.layers[r - 1].size,
                  bits, learning)]

@@ -254,6 +254,11 @@ def quantize_network(spec: NetworkSpec, params: dict, weight_bits: Any = 8, prof
             "synaptic hop by one step and resets v to zero (LAVA_BRIEF §2.1-2.2). Train with "
             "--set spec.timing='\"loihi\"' --set spec.reset='\"zero\"', or compile with --loihi-timing to "
             "convert (the report then shows the float accuracy before and after)")
+    for r, ls in enumerate(spec.layers):
+        if getattr(ls, "bidirectional", False):
+            raise QuantizationError(f"layers[{r}] is bidirectional: its backward population reads the sequence "
+                                    "in reverse, which a chip running online cannot do; compile unidirectional "
+                                    "networks")
     prof = get_profile(profile)
     bits = _weight_bits(weight_bits, len(spec.layers))
     groups = _groups(spec, params)
