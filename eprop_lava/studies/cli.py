@@ -52,16 +52,18 @@ def cmd_tune(args: argparse.Namespace) -> int:
                         out=args.out or f"runs/tune-{args.task}", iterations=args.iterations,
                         batch_size=args.batch_size, validation_batches=args.validation_batches, seed=args.seed,
                         sampler=args.sampler, sampler_seed=args.sampler_seed, task_options=options,
-                        timeout=args.timeout)
+                        timeout=args.timeout, startup_trials=args.startup_trials)
     summary = run_tune(config, log=lambda m: print(m, file=sys.stderr))
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
         d, b = summary["default"], summary["best"]
         metric = summary["metric"]
-        print(f"{summary['study_name']}: {summary['trials_complete']} complete trials; "
-              f"default {metric} {d['value']:.4f}" if d else "default not evaluated", end="")
-        print(f"; best {metric} {b['value']:.4f} (trial {b['number']}) {json.dumps(b['params'])}" if b else "")
+        parts = [f"{summary['study_name']}: {summary['trials_complete']} complete trials"]
+        parts.append(f"default {metric} {d['value']:.4f}" if d else "default not evaluated")
+        if b:
+            parts.append(f"best {metric} {b['value']:.4f} (trial {b['number']}) {json.dumps(b['params'])}")
+        print("; ".join(parts))
     return 0
 
 
@@ -92,5 +94,7 @@ def register(sub) -> None:
     t.add_argument("--sampler-seed", type=int, help="sampler seed (give each worker its own)")
     t.add_argument("--seed", type=int, default=0, help="training seed of every trial")
     t.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    t.add_argument("--startup-trials", type=int, help="random trials before the sampler's model is used "
+                                                      "(default min(10, max(2, trials // 2)))")
     t.add_argument("--json", action="store_true")
     t.set_defaults(func=cmd_tune)

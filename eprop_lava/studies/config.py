@@ -62,6 +62,12 @@ def _list(path: str, value: Any, check, allow_empty: bool = False) -> tuple:
     return out
 
 
+def _check_seeds(obj: Any, path: str) -> None:
+    """``seeds`` of a sweep: None (the study's seeds) or a list of them."""
+    if obj.seeds is not None:
+        object.__setattr__(obj, "seeds", _list(f"{path}.seeds", obj.seeds, lambda p, v: _int(p, v, 0)))
+
+
 def _bits(path: str, v: Any) -> int:
     return _int(path, v, 1, 24)
 
@@ -124,10 +130,12 @@ class QATSweep:
     weight_bits: tuple = (2, 3, 4)
     iterations: int = 20
     batch_size: int = 32
+    seeds: tuple | None = None
 
     def validated(self, path: str) -> "QATSweep":
         if not isinstance(self.enabled, bool):
             raise StudyConfigError(f"{path}.enabled: expected true or false")
+        _check_seeds(self, path)
         _choice(f"{path}.profile", self.profile, tuple(PROFILES))
         object.__setattr__(self, "weight_bits", _list(f"{path}.weight_bits", self.weight_bits, _bits))
         _int(f"{path}.iterations", self.iterations)
@@ -161,10 +169,12 @@ class OnChipSweep:
     vary_modes: tuple = ("finetune",)
     vary: dict = field(default_factory=lambda: {"trace_storage": ["neuron"]})
     float_optimizers: tuple = ("sgd", "adam")
+    seeds: tuple | None = None
 
     def validated(self, path: str) -> "OnChipSweep":
         if not isinstance(self.enabled, bool):
             raise StudyConfigError(f"{path}.enabled: expected true or false")
+        _check_seeds(self, path)
         prof = lambda p, v: _choice(p, v, tuple(PROFILES))  # noqa: E731
         mode = lambda p, v: _choice(p, v, MODES)  # noqa: E731
         object.__setattr__(self, "modes", _list(f"{path}.modes", self.modes, mode))
@@ -231,6 +241,10 @@ class StudyConfig:
         self.ptq.validated("ptq")
         self.qat.validated("qat")
         self.onchip.validated("onchip")
+        for name in ("qat", "onchip"):
+            extra = set(getattr(self, name).seeds or ()) - set(self.seeds)
+            if extra:
+                raise StudyConfigError(f"{name}.seeds: {sorted(extra)} not in the study's seeds {list(self.seeds)}")
         return self
 
     # ------------------------------------------------------------- io

@@ -103,13 +103,13 @@ def plan(config: StudyConfig) -> list[dict]:
                              "weight_bits": bits, "rounding": rounding})
     if config.qat.enabled:
         q = config.qat
-        for seed in config.seeds:
+        for seed in q.seeds or config.seeds:
             for bits in q.weight_bits:
                 add({"kind": "qat", "seed": seed, "context": ctx_float, "profile": q.profile, "weight_bits": bits,
                      "iterations": q.iterations, "batch_size": q.batch_size})
     if config.onchip.enabled:
         oc = config.onchip
-        for seed in config.seeds:
+        for seed in oc.seeds or config.seeds:
             for mode in oc.modes:
                 ctx = ctx_float if mode == "finetune" else ctx_net
                 budget = {"batches": oc.batches, "batch_size": oc.batch_size}

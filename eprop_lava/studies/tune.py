@@ -60,6 +60,7 @@ class TuneConfig:
     task_options: dict = field(default_factory=dict)
     enqueue_default: bool = True
     timeout: float | None = None
+    startup_trials: int | None = None   # None: min(10, max(2, trials // 2))
 
     def validated(self) -> "TuneConfig":
         for name in ("trials", "iterations", "batch_size", "validation_batches"):
@@ -70,6 +71,9 @@ class TuneConfig:
             raise UserError(f"tune.seed: expected a non-negative integer, got {self.seed!r}")
         if self.sampler not in SAMPLERS:
             raise UserError(f"tune.sampler: unknown {self.sampler!r}; choose one of {', '.join(SAMPLERS)}")
+        if self.startup_trials is not None and (isinstance(self.startup_trials, bool)
+                                                or not isinstance(self.startup_trials, int) or self.startup_trials < 1):
+            raise UserError(f"tune.startup_trials: expected a positive integer, got {self.startup_trials!r}")
         if self.timeout is not None and not self.timeout > 0:
             raise UserError(f"tune.timeout: must be > 0 seconds, got {self.timeout!r}")
         return self
@@ -81,13 +85,15 @@ def has_gp_dependencies() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("torch", "scipy"))
 
 
-def make_sampler(kind: str, seed: int | None, notice: Callable[[str], None] = print):
-    """(sampler, name). "auto": GP when torch and scipy are present, else TPE."""
+def make_sampler(kind: str, seed: int | None, notice: Callable[[str], None] = print, startup_trials: int = 10):
+    """(sampler, name). "auto": GP when torch and scipy are present, else TPE.
+    ``startup_trials``: random trials before the model is used (Optuna's
+    default 10 would leave a 10-trial search without any modelling)."""
     import optuna
 
     if kind in ("auto", "gp"):
         if has_gp_dependencies():
-            return optuna.samplers.GPSampler(seed=seed), "gp"
+            return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup_trials), "gp"
         missing = [m for m in ("torch", "scipy") if importlib.util.find_spec(m) is None]
         if kind == "gp":
             raise UserError(f"--sampler gp needs {' and '.join(missing)} (pip install 'eprop-lava[torch]'); "
@@ -96,7 +102,7 @@ def make_sampler(kind: str, seed: int | None, notice: Callable[[str], None] = pr
                "unavailable; using TPE instead (pip install 'eprop-lava[torch]' for GP)")
     if kind == "random":
         return optuna.samplers.RandomSampler(seed=seed), "random"
-    return optuna.samplers.TPESampler(seed=seed), "tpe"
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup_trials), "tpe"
 
 
 def resolve_storage(storage: str | None, out: Path):
@@ -112,7 +118,7 @@ def resolve_storage(storage: str | None, out: Path):
         if storage.startswith("sqlite:///"):
             Path(storage[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
         try:
-            return optuna.storages.RDBStorage(storage), storage
+            return _rdb_storage(storage), storage
         except ImportError as exc:  # a database driver (psycopg2, pymysql) is missing
             raise UserError(f"--storage {storage}: {exc}") from None
         except Exception as exc:  # sqlalchemy.exc.ArgumentError / OperationalError
@@ -121,8 +127,25 @@ def resolve_storage(storage: str | None, out: Path):
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix in (".db", ".sqlite", ".sqlite3"):
         url = f"sqlite:///{path}"
-        return optuna.storages.RDBStorage(url), url
+        return _rdb_storage(url), url
     return JournalStorage(JournalFileBackend(str(path))), f"journal:{path}"
+
+
+def _rdb_storage(url: str, attempts: int = 8):
+    """RDBStorage, retrying while another worker is creating the same schema
+    (two workers starting together on a fresh database race on CREATE TABLE)."""
+    import time
+
+    import optuna
+    from sqlalchemy.exc import OperationalError
+
+    for i in range(attempts):
+        try:
+            return optuna.storages.RDBStorage(url)
+        except OperationalError as exc:
+            if i == attempts - 1 or "already exists" not in str(exc) and "locked" not in str(exc):
+                raise
+            time.sleep(0.2 * (i + 1))
 
 
 # ----------------------------------------------------------------- search space
@@ -228,7 +251,8 @@ def run_tune(config: TuneConfig, log: Callable[[str], None] = print) -> dict:
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     storage, storage_name = resolve_storage(config.storage, out)
-    sampler, sampler_name = make_sampler(config.sampler, config.sampler_seed, notice=log)
+    startup = config.startup_trials or min(10, max(2, config.trials // 2))
+    sampler, sampler_name = make_sampler(config.sampler, config.sampler_seed, notice=log, startup_trials=startup)
     study_name = config.study_name or f"{config.task}-tune"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(storage=storage, sampler=sampler, study_name=study_name, direction="minimize",
@@ -243,7 +267,8 @@ def run_tune(config: TuneConfig, log: Callable[[str], None] = print) -> dict:
                         f"({json.dumps(stored)}); use another --study-name")
     if config.enqueue_default and not study.trials:
         study.enqueue_trial(default_params(task), user_attrs={"default": True})
-    log(f"tune {config.task}: {config.trials} trials, sampler {sampler_name}, storage {storage_name}, "
+    log(f"tune {config.task}: {config.trials} trials, sampler {sampler_name} ({startup} random startup trials), "
+        f"storage {storage_name}, "
         f"study {study_name!r}")
     study.optimize(objective_for(config, task, log), n_trials=config.trials, timeout=config.timeout,
                    catch=(FloatingPointError, ValueError))

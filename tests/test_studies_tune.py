@@ -1,0 +1,97 @@
+"""tune: storage strings, sampler fallback without torch, default-vs-best
+summary, and two worker processes sharing one storage."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+optuna = pytest.importorskip("optuna")
+
+from eprop_lava.errors import UserError  # noqa: E402
+from eprop_lava.studies import tune  # noqa: E402
+from eprop_lava.tasks import get_task  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SHORT = {"n_cues": 3, "cue_ms": 20, "spacing_ms": 10, "delay_ms": 40, "recall_ms": 30}
+SHORT_ARGS = [a for k, v in SHORT.items() for a in ("--task-option", f"{k}={v}")]
+
+
+def test_storage_strings(tmp_path):
+    from optuna.storages import JournalStorage, RDBStorage
+
+    s, name = tune.resolve_storage(None, tmp_path / "out")
+    assert isinstance(s, JournalStorage) and name == f"journal:{tmp_path / 'out' / 'tune.journal'}"
+    s, name = tune.resolve_storage(str(tmp_path / "a" / "study.db"), tmp_path)
+    assert isinstance(s, RDBStorage) and name == f"sqlite:///{tmp_path / 'a' / 'study.db'}"
+    s, _ = tune.resolve_storage(f"sqlite:///{tmp_path / 'b.db'}", tmp_path)
+    assert isinstance(s, RDBStorage)
+    s, _ = tune.resolve_storage(f"journal:{tmp_path / 'j.log'}", tmp_path)
+    assert isinstance(s, JournalStorage)
+    with pytest.raises(UserError):
+        tune.resolve_storage("nosuchdialect://host/db", tmp_path)
+
+
+def test_sampler_falls_back_to_tpe_without_torch(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a))
+    notices = []
+    sampler, name = tune.make_sampler("auto", 0, notice=notices.append)
+    assert name == "tpe" and isinstance(sampler, optuna.samplers.TPESampler)
+    assert len(notices) == 1 and "torch" in notices[0] and "TPE" in notices[0]
+    with pytest.raises(UserError, match="torch"):
+        tune.make_sampler("gp", 0, notice=notices.append)
+
+
+@pytest.mark.skipif(not tune.has_gp_dependencies(), reason="needs torch and scipy")
+def test_gp_sampler_when_torch_present():
+    sampler, name = tune.make_sampler("auto", 0, notice=lambda m: None)
+    assert name == "gp" and isinstance(sampler, optuna.samplers.GPSampler)
+
+
+def test_default_configuration_lies_in_the_space_and_rebuilds_the_spec():
+    task = get_task("evidence")
+    params = tune.default_params(task)
+    spec = tune.spec_for(task, params)
+    assert spec.to_dict() == task.default_spec().to_dict()
+    study = optuna.create_study()
+    study.enqueue_trial(params)
+    trial = study.ask()
+    assert tune.suggest(trial) == params
+
+
+def test_tune_records_default_and_best(tmp_path):
+    cfg = tune.TuneConfig(task="evidence", trials=2, out=str(tmp_path), iterations=1, batch_size=4,
+                          validation_batches=1, sampler="tpe", sampler_seed=0, task_options=SHORT)
+    summary = tune.run_tune(cfg, log=lambda m: None)
+    assert summary["trials_complete"] == 2 and summary["default"]["number"] == 0
+    assert summary["best"]["value"] <= summary["default"]["value"]
+    saved = json.loads((tmp_path / "evidence-tune-summary.json").read_text())
+    assert saved["default"] == summary["default"]
+    # rerunning with another budget under the same study name is refused
+    with pytest.raises(UserError, match="another task or budget"):
+        tune.run_tune(tune.TuneConfig(**{**cfg.__dict__, "iterations": 2}), log=lambda m: None)
+
+
+@pytest.mark.parametrize("storage", ["shared.journal", "shared.db"])
+def test_two_workers_share_one_storage(tmp_path, storage):
+    store = tmp_path / storage
+    cmd = [sys.executable, "-m", "eprop_lava.cli", "tune", "evidence", "--trials", "2", "--iterations", "1",
+           "--batch-size", "4", "--validation-batches", "1", "--storage", str(store), "--study-name", "shared",
+           "--out", str(tmp_path), "--sampler", "tpe", *SHORT_ARGS]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs = [subprocess.Popen(cmd + ["--sampler-seed", str(i)], cwd=tmp_path, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    storage_obj, _ = tune.resolve_storage(str(store), tmp_path)
+    study = optuna.load_study(study_name="shared", storage=storage_obj)
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 4  # 2 trials from each worker, one study
+    assert len({t.number for t in complete}) == 4
+    assert len(list((tmp_path / "trials").glob("shared-*"))) == 4
