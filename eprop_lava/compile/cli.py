@@ -1,7 +1,7 @@
 """``eprop-lava compile`` and ``eprop-lava run`` (registered by eprop_lava.cli).
 
     eprop-lava compile CHECKPOINT --target loihi2|loihi1 [--weight-bits N] [--system NAME]
-                       [--learning] [--loihi-timing] [--no-search] --out DIR [--json]
+                       [--learning] [--loihi-timing] [--no-search] [--lr LR] --out DIR [--json]
     eprop-lava run DIR [--learn] [--steps N] [--samples S] [--no-lava] [--json]
     eprop-lava export-netx DIR --out FILE.h5
 """
@@ -39,7 +39,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
     s = compile_checkpoint(args.checkpoint, args.out, target=args.target, weight_bits=_weight_bits(args.weight_bits),
                            system=args.system, learning=args.learning, loihi_timing=args.loihi_timing,
-                           search=not args.no_search)
+                           search=not args.no_search, lr=args.lr)
     if args.json:
         print(json.dumps(s, indent=2))
         return 0
@@ -97,6 +97,8 @@ def register(sub) -> None:
     p.add_argument("--loihi-timing", action="store_true",
                    help="compile a network trained with timing=bellec/reset=subtract under Loihi's semantics")
     p.add_argument("--no-search", action="store_true", help="max-abs weight scaling instead of the error search")
+    p.add_argument("--lr", type=float, help="on-chip learning rate (SGD on the summed e-prop gradient, stored as "
+                                            "m 2^e); default: the spec's optimizer lr")
     p.add_argument("--out", required=True, help="artifact directory (written atomically)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_compile)

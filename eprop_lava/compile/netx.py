@@ -87,9 +87,9 @@ def check_netx(net: fe.FixedNetwork, learning: bool = False) -> None:
 
 def export_netx(net: fe.FixedNetwork, path: str | Path, learning: bool = False) -> dict:
     """Write the netx HDF5 file; returns what was written (and any rounding)."""
+    check_netx(net, learning)
     import h5py
 
-    check_netx(net, learning)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     last = fe.layer_slices(net.spec)[-1]
