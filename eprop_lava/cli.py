@@ -166,12 +166,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from eprop_lava.training import evaluate, load_checkpoint, task_from_config
+    from eprop_lava.training import evaluate, held_out, load_checkpoint, task_from_config
 
     ck = load_checkpoint(args.checkpoint)
     task = task_from_config(ck.config)
     rng = np.random.default_rng([ck.config.seed, 3])
-    batches = [task.batch(rng, ck.config.batch_size) for _ in range(args.batches)]
+    test = held_out(task, "test")
+    batches = [test.batch(rng, ck.config.batch_size) for _ in range(args.batches)]
     result = evaluate(task, ck.spec, ck.params, batches, ck.config)
     report = {"checkpoint": str(args.checkpoint), "task": ck.config.task, "iteration": ck.iteration,
               "test_batches": args.batches, "batch_size": ck.config.batch_size,

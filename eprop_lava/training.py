@@ -240,9 +240,21 @@ def alignment(spec: NetworkSpec, params: dict) -> dict:
             "alignment_trace": float(np.trace(params["readout.w"] @ params["feedback.b"]))}
 
 
+def held_out(task: Any, split: str) -> Any:
+    """The same task drawing from another split of its data ("valid", "test")
+    when it has data splits (speech); generated tasks are returned as they are
+    (their validation and test batches come from independent seeds)."""
+    import dataclasses
+
+    if dataclasses.is_dataclass(task) and any(f.name == "split" for f in dataclasses.fields(task)):
+        return dataclasses.replace(task, split=split)
+    return task
+
+
 def validation_batches(task: Any, config: TrainConfig, salt: int = 2) -> list[Batch]:
     rng = np.random.default_rng([config.seed, salt])
-    return [task.batch(rng, config.batch_size) for _ in range(config.validation_batches)]
+    source = held_out(task, "valid" if salt == 2 else "test")
+    return [source.batch(rng, config.batch_size) for _ in range(config.validation_batches)]
 
 
 def evaluate(task: Any, spec: NetworkSpec, params: dict, batches: list[Batch], config: TrainConfig | None = None) -> dict:
