@@ -135,8 +135,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         extra_train["algo"] = args.algo
     if args.seed is not None:
         extra_train["seed"] = args.seed
+    options = {}
+    for item in args.task_option or []:
+        if "=" not in item:
+            raise UserError(f"--task-option {item!r}: expected key=value, e.g. --task-option phones=61")
+        key, value = item.split("=", 1)
+        options[key.strip()] = _parse_value(value)
     if args.data:
-        extra_train["task_options"] = {"data": args.data}
+        options["data"] = args.data
+    if options:
+        extra_train["task_options"] = options
     if args.variant:
         extra_spec["learning"] = {"variant": args.variant}
     task, spec, config = resolve_run(args.task, args.config, args.set or [], extra_train, extra_spec)
@@ -242,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variant", choices=["symmetric", "random", "adaptive"])
     p.add_argument("--seed", type=int)
     p.add_argument("--data", help="data directory for data-driven tasks (speech: a built corpus or a TIMIT root)")
+    p.add_argument("--task-option", action="append", metavar="KEY=VALUE",
+                   help="an option of the task's constructor, e.g. phones=61 (repeatable)")
     p.add_argument("--out", help="run directory (default runs/TASK-ALGO-VARIANT-sSEED)")
     p.add_argument("--fresh", action="store_true", help="start over even if the run directory has a checkpoint")
     p.add_argument("--json", action="store_true")
