@@ -135,11 +135,21 @@ def _float_network(config: StudyConfig, seed: int, out: Path, task, spec) -> dic
     """Train (or resume, or just load) the float network of one seed."""
     from eprop_lava.training import TrainConfig, train
 
+    from eprop_lava.errors import CheckpointError
+    from eprop_lava.training import load_checkpoint
+
     tc = TrainConfig(task=config.task, batch_size=config.float.batch_size, iterations=config.float.iterations,
                      validate_every=max(1, min(25, config.float.iterations)), validation_batches=1,
                      early_stop=False, checkpoint_every=25, seed=seed, progress=False)
-    result = train(task, spec.replace(seed=seed), tc, out / "float" / f"seed{seed}", resume=True)
-    return result.params
+    run_dir = out / "float" / f"seed{seed}"
+    spec = spec.replace(seed=seed)
+    try:  # finished already: read it (train() would re-validate and re-save it)
+        ck = load_checkpoint(run_dir)
+        if ck.iteration == tc.iterations and ck.spec.to_dict() == spec.to_dict() and ck.config == tc:
+            return ck.params
+    except CheckpointError:
+        pass
+    return train(task, spec, tc, run_dir, resume=True).params
 
 
 def _test_batches(config: StudyConfig, task, seed: int) -> list:
