@@ -75,6 +75,12 @@ class Ops:
     def einsum(self, eq: str, *operands: Any) -> Any:
         return np.einsum(eq, *operands, optimize=True)
 
+    def project(self, x: Any, w_t: Any) -> Any:
+        """x[..., i] w_t[i, j] over a time-major array as one 2-D GEMM (numpy's
+        stacked matmul falls back to a slow loop for transposed operands)."""
+        out = x.reshape(-1, x.shape[-1]) @ w_t
+        return out.reshape(*x.shape[:-1], w_t.shape[-1])
+
     def sum_outer(self, a: Any, b: Any) -> Any:
         """sum over all leading axes of a[..., j] b[..., i] -> (J, I), as one GEMM.
 
@@ -100,6 +106,20 @@ class Ops:
 
     def detach(self, x: Any) -> Any:
         return x
+
+    def single_threaded(self):
+        """A context for loops of small matrix products: one BLAS thread.
+
+        Waking BLAS threads for a (B x N) x (N x N) product per time step costs
+        more than it saves, and on a loaded machine it is ruinous (measured:
+        10x slower per step with 2 threads when other processes compete)."""
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:  # pragma: no cover
+            import contextlib
+
+            return contextlib.nullcontext()
+        return threadpool_limits(limits=1, user_api="blas")
 
     # ------------------------------------------------------------ gradient semantics
     def spike(self, x: Any, value: Any, psi: Any) -> Any:
@@ -222,6 +242,11 @@ class TorchOps(Ops):
 
     def detach(self, x: Any) -> Any:
         return x.detach() if isinstance(x, self.torch.Tensor) else x
+
+    def single_threaded(self):
+        import contextlib
+
+        return contextlib.nullcontext()  # torch manages its own threads
 
     def spike(self, x: Any, value: Any, psi: Any) -> Any:
         # Straight-through form: the value is `value`, d/dx is `psi`.

@@ -108,7 +108,7 @@ def eprop_gradient(spec: NetworkSpec, params: dict, batch: Batch, ops: Ops | Non
     # dE/dz^t through the readout: Ybar^t (bellec) or Ybar^{t+1} (loihi: y^t sees z^{t-1}).
     if spec.timing == "loihi":
         ybar = ops.shift_backward(ybar)
-    signal = learning_signal(ybar, ops.asarray(feedback_matrix(spec, p)))
+    signal = learning_signal(ybar, ops.asarray(feedback_matrix(spec, p)), ops)
     rate_signal, online_rate = _regularization_terms(spec, traj, ops)
     if rate_signal is not None:
         signal = signal + rate_signal
@@ -142,7 +142,7 @@ def eprop_gradient_online(spec: NetworkSpec, params: dict, batch: Batch, ops: Op
     loss = total_loss(spec, traj, (x, target, mask), ops)
     error = output_error(spec.loss, traj.y, target, mask, ops)
     grads, _ = readout_gradients(spec, traj, error, ops)
-    signal = learning_signal(error, ops.asarray(feedback_matrix(spec, p)))  # unfiltered L^t
+    signal = learning_signal(error, ops.asarray(feedback_matrix(spec, p)), ops)  # unfiltered L^t
     rate_signal, online_rate = _regularization_terms(spec, traj, ops)
     kappa = spec.readout.kappa
     loihi = spec.timing == "loihi"

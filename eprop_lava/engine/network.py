@@ -167,17 +167,18 @@ def run_population(L: LayerRuntime, src: Any, ops: Any, loihi: bool, record: boo
     order). Returns (z, records, pre_in) with pre_in the signal W_in multiplies."""
     T, B = src.shape[:2]
     pre_in = ops.shift_forward(src) if loihi else src
-    external = ops.eprop_cut(pre_in) @ L.w_in_t     # one GEMM for the whole sequence
+    external = ops.project(ops.eprop_cut(pre_in), L.w_in_t)     # one GEMM for the whole sequence
     state = L.model.initial_state(B, L.w_in.shape[0], L.const, ops)
     zs, recs = [], []
-    for t in range(T):
-        current = external[t]
-        if L.w_rec_t is not None:
-            current = current + ops.eprop_cut(state["z"]) @ L.w_rec_t
-        z, state, rec = L.model.step(state, current, L.const, ops)
-        zs.append(z)
-        if record:
-            recs.append(rec)
+    with ops.single_threaded():
+        for t in range(T):
+            current = external[t]
+            if L.w_rec_t is not None:
+                current = current + ops.eprop_cut(state["z"]) @ L.w_rec_t
+            z, state, rec = L.model.step(state, current, L.const, ops)
+            zs.append(z)
+            if record:
+                recs.append(rec)
     stacked = None
     if record:
         stacked = {k: ops.stack([rc[k] for rc in recs]) for k in recs[0]}
@@ -214,7 +215,7 @@ def simulate(spec: NetworkSpec, params: dict, x: Any, ops: Any, record: bool = T
     forward = [i for i, P in enumerate(pops) if not P.reverse]
     spikes = ops.concat(z_layers, axis=-1) if len(z_layers) > 1 else z_layers[0]
     readout_in = ops.shift_forward(spikes) if loihi else spikes
-    y = ops.leaky_filter(readout_in @ params["readout.w"].T + params["readout.b"], spec.readout.kappa)
+    y = ops.leaky_filter(ops.project(readout_in, params["readout.w"].T) + params["readout.b"], spec.readout.kappa)
     return Trajectory(z=z_layers, records=[pop_records[i] for i in forward] if record else [],
                       pre_in=[pop_pre[i] for i in forward], readout_in=readout_in, y=y,
                       layers=[pops[i] for i in forward], populations=pops,

@@ -16,9 +16,11 @@ from __future__ import annotations
 from typing import Any
 
 
-def learning_signal(output_error: Any, feedback: Any) -> Any:
+def learning_signal(output_error: Any, feedback: Any, ops: Any = None) -> Any:
     """(T, B, K) x (N, K) -> (T, B, N)."""
-    return output_error @ feedback.T
+    if ops is None:
+        return output_error @ feedback.T
+    return ops.project(output_error, feedback.T)
 
 
 def adaptive_feedback_update(params: dict, delta_readout: Any, decay: float) -> None:
