@@ -188,6 +188,19 @@ def bptt_gradient(spec: NetworkSpec, params: dict, batch: Batch, graph: str = "f
     (resets, spikes into other neurons), so it must equal symmetric e-prop."""
     ops = make_ops("torch", dtype=dtype, device=device, graph=graph)
     torch = ops.torch
+    if ops.device.type == "cpu":
+        # Thousands of tiny per-step ops: intra-op threads only add overhead.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return _bptt(spec, params, batch, ops)
+        finally:
+            torch.set_num_threads(threads)
+    return _bptt(spec, params, batch, ops)
+
+
+def _bptt(spec: NetworkSpec, params: dict, batch: Batch, ops: Ops):
+    torch = ops.torch
     names = [k for k in params if k != "feedback.b"]
     p = {k: ops.asarray(v).requires_grad_(k in names) for k, v in params.items()}
     x, target, mask = _batch_on(batch, ops)
