@@ -251,6 +251,21 @@ def held_out(task: Any, split: str) -> Any:
     return task
 
 
+def apply_update(spec: NetworkSpec, params: dict, optimizer: Optimizer, grads: dict) -> dict:
+    """One optimizer step in place (the feedback matrix is never a gradient
+    target; adaptive e-prop moves it with W_out, seed 001 Eqs. 4.39-4.40).
+    Returns the deltas."""
+    grads = {k: v for k, v in grads.items() if k != "feedback.b"}
+    deltas = optimizer.deltas(grads)
+    adaptive = spec.learning.variant == "adaptive"
+    for k, d in deltas.items():
+        if not (adaptive and k == "readout.w"):
+            params[k] = params[k] + d
+    if adaptive:
+        adaptive_feedback_update(params, deltas["readout.w"], spec.learning.adaptive_decay)
+    return deltas
+
+
 def validation_batches(task: Any, config: TrainConfig, salt: int = 2) -> list[Batch]:
     rng = np.random.default_rng([config.seed, salt])
     source = held_out(task, "valid" if salt == 2 else "test")
@@ -361,14 +376,7 @@ def train(task: Any, spec: NetworkSpec, config: TrainConfig, run_dir: str | Path
             t0 = time.perf_counter()
             batch = task.batch(rng, config.batch_size)
             loss, grads, traj = grad_fn(spec, params, batch)
-            grads.pop("feedback.b", None)
-            deltas = optimizer.deltas(grads)
-            adaptive = spec.learning.variant == "adaptive"
-            for k, d in deltas.items():
-                if not (adaptive and k == "readout.w"):
-                    params[k] = params[k] + d
-            if adaptive:
-                adaptive_feedback_update(params, deltas["readout.w"], spec.learning.adaptive_decay)
+            apply_update(spec, params, optimizer, grads)
             step_times.append(time.perf_counter() - t0)
             it += 1
             if not writer:
