@@ -45,3 +45,17 @@ def test_online_learning_in_lava_matches_the_engine(tmp_path):
     assert sum(engine["changed_weights"].values()) > 0
     r = lava_learning(net, ts, engine["net"], None)
     assert r["samples"] == 1 and r["bit_exact"], r["weight_mismatches"]
+
+
+def test_lava_imports_after_the_start_method_was_fixed():
+    """Training's tqdm lock fixes multiprocessing's start method; Lava's import
+    then calls set_start_method('fork') without force (the demo hit this)."""
+    import subprocess
+    import sys
+
+    code = ("import multiprocessing as mp; mp.RLock(); "
+            "from eprop_lava.compile.deploy import lava_status; ok, why = lava_status(); "
+            "assert ok, why; print(mp.get_start_method())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().endswith("fork")

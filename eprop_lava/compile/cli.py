@@ -2,7 +2,7 @@
 
     eprop-lava compile CHECKPOINT --target loihi2|loihi1 [--weight-bits N] [--system NAME]
                        [--learning] [--loihi-timing] [--no-search] [--lr LR] --out DIR [--json]
-    eprop-lava run DIR [--learn] [--steps N] [--samples S] [--no-lava] [--json]
+    eprop-lava run DIR [--learn] [--steps N] [--samples S] [--lava-samples K] [--no-lava] [--json]
     eprop-lava export-netx DIR --out FILE.h5
 """
 
@@ -66,7 +66,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UserError(f"--steps: expected a positive integer, got {args.steps}")
     if args.samples < 1:
         raise UserError(f"--samples: expected a positive integer, got {args.samples}")
+    if args.lava_samples < 1:
+        raise UserError(f"--lava-samples: expected a positive integer, got {args.lava_samples}")
     r = run_artifact(args.artifact, samples=args.samples, steps=args.steps, learn=args.learn, lava=not args.no_lava,
+                     lava_samples=args.lava_samples,
                      log=None if args.json else (lambda m: print(m, file=sys.stderr, flush=True)))
     print(json.dumps(r, indent=2) if args.json else format_run(r))
     lv = r.get("lava", {})
@@ -105,7 +108,10 @@ def register(sub) -> None:
 
     p = sub.add_parser("run", help="run a compiled artifact: float, fixed-point engine and Lava fixed_pt")
     p.add_argument("artifact", help="directory written by eprop-lava compile")
-    p.add_argument("--samples", type=int, default=8, help="test samples (default 8)")
+    p.add_argument("--samples", type=int, default=64, help="test samples for the float and fixed-point engines "
+                                                           "(default 64)")
+    p.add_argument("--lava-samples", type=int, default=4, help="of those, how many run in Lava (default 4; "
+                                                               "~2 ms per step)")
     p.add_argument("--steps", type=int, help="cap on the Lava run's time steps (default: all samples)")
     p.add_argument("--learn", action="store_true", help="also run online fixed-point e-prop on the test samples")
     p.add_argument("--no-lava", action="store_true", help="skip the Lava run")

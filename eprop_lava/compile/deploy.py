@@ -35,10 +35,36 @@ MAX_SPIKE_READ = 120_000
 
 
 # ------------------------------------------------------------------ detection
+def import_lava(module: str = "eprop_lava.models") -> Any:
+    """Import a module that imports Lava, in a process that may already have
+    fixed multiprocessing's start method.
+
+    Lava's runtime calls ``multiprocessing.set_start_method('fork')`` without
+    ``force`` when it is first imported (magma/runtime/message_infrastructure/
+    multiprocessing.py), which raises "context has already been set" once
+    anything created a multiprocessing object — tqdm's progress-bar lock in
+    training does. Lava needs fork either way, so the call is made with
+    force=True for the duration of the import."""
+    import importlib
+    import multiprocessing as mp
+
+    if mp.get_start_method(allow_none=True) is None:
+        return importlib.import_module(module)
+    original = mp.set_start_method
+
+    def forced(method: str, force: bool = False) -> None:  # noqa: ARG001 - Lava passes no force
+        original(method, force=True)
+    mp.set_start_method = forced
+    try:
+        return importlib.import_module(module)
+    finally:
+        mp.set_start_method = original
+
+
 def lava_status() -> tuple[bool, str]:
     """(importable, reason) for the Lava processes and models of this package."""
     try:
-        import eprop_lava.models  # noqa: F401
+        import_lava("eprop_lava.models")
     except ImportError as exc:
         return False, f"Lava is not importable ({exc})"
     return True, "lava-nc importable"
@@ -48,6 +74,7 @@ def detect_hardware() -> dict:
     """LAVA_BRIEF §6: lava-loihi installed, SLURM's sinfo present and a partition available."""
     out = {"lava_loihi": False, "sinfo": shutil.which("sinfo") is not None, "slurm": False, "hardware": False}
     try:
+        import_lava("lava.magma.core.process.process")
         from lava.utils import loihi
     except ImportError:
         out["reason"] = "Lava is not installed"
@@ -127,6 +154,7 @@ def lava_run(net: fe.FixedNetwork, x: np.ndarray, steps: int | None = None, time
     """Run ``x`` (T, S, n_in) sample after sample on Lava (fixed_pt, CPU).
     ``steps`` caps the total number of time steps. Returns the readout y
     (steps, K) and, if affordable, the spikes per layer (steps, N_r)."""
+    import_lava("eprop_lava.models")
     from lava.proc.io.source import RingBuffer
 
     from eprop_lava.models.network import build_network, run_config, run_guarded

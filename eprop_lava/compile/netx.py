@@ -142,6 +142,9 @@ def run_netx(path: str | Path, x: np.ndarray, timeout: float = 300.0) -> dict:
     """Load the file with lava.lib.dl.netx.hdf5.Network and run x (T, n_in)
     in Loihi2SimCfg(select_tag='fixed_pt'): spikes of every hidden layer
     (T, N_r) and the readout voltage (T, K)."""
+    from eprop_lava.compile.deploy import import_lava
+
+    import_lava("lava.magma.core.process.process")
     from lava.lib.dl.netx import hdf5
     from lava.magma.core.run_conditions import RunSteps
     from lava.magma.core.run_configs import Loihi2SimCfg
