@@ -161,3 +161,18 @@ def test_cli_run_without_lava(artifact, capsys):
     assert r["lava"] == {"skipped": "disabled (--no-lava)"}
     assert 0 <= r["fixed_error"] <= 1 and 0 <= r["float_error"] <= 1
     assert "hardware" in r and r["hardware"]["hardware"] is False
+
+
+def test_cli_export_netx(artifact, tmp_path, capsys):
+    d, ck, _ = artifact
+    assert main(["export-netx", str(d / "compiled"), "--out", str(tmp_path / "n.h5")]) == 0
+    assert (tmp_path / "n.h5").is_file()
+    alif = make_checkpoint(tmp_path, small_spec("alif"))
+    compile_checkpoint(alif, tmp_path / "alif")
+    capsys.readouterr()
+    assert main(["export-netx", str(tmp_path / "alif"), "--out", str(tmp_path / "a.h5")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no adaptive-threshold neuron" in err
+    compile_checkpoint(ck, tmp_path / "learn", learning=True)
+    assert main(["export-netx", str(tmp_path / "learn"), "--out", str(tmp_path / "l.h5")]) == 2
+    assert "learning synapses" in capsys.readouterr().err

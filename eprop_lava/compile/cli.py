@@ -84,7 +84,7 @@ def cmd_export_netx(args: argparse.Namespace) -> int:
     from eprop_lava.compile.netx import export_netx
 
     art = load_artifact(args.artifact)
-    info = export_netx(art.net, Path(args.out))
+    info = export_netx(art.net, Path(args.out), learning=bool(art.manifest["target"].get("learning_synapses")))
     print(json.dumps(info, indent=2) if args.json else f"netx HDF5: {args.out} ({info['layers']} layers)")
     return 0
 
