@@ -103,10 +103,12 @@ class _NeuronFloat(_SampleClock, PyLoihiProcessModel):
         z, new, rec = self.model.step(state, current, self.const, self.ops)
         for k in self.names:
             getattr(self, k)[:] = new[k][0]
+        # psi is computed from the step's record (outside autograd) by the model's surrogate
+        psi = rec["psi"] if "psi" in rec else self.model.surrogate(rec, self.const, self.ops)
         self.s_out.send(z[0])
-        self.post_out.send(np.stack([rec["psi"][0], np.zeros_like(rec["psi"][0])]))
+        self.post_out.send(np.stack([psi[0], np.zeros_like(psi[0])]))
         self._record(self.z_rec, z[0])
-        self._record(self.psi_rec, rec["psi"][0])
+        self._record(self.psi_rec, psi[0])
 
     def run_post_mgmt(self) -> None:
         init = self.model.initial_state(1, self.proc_params["layer"].size, self.const, self.ops)

@@ -84,9 +84,14 @@ def run_config(tag: str, extra: dict | None = None) -> Loihi2SimCfg:
     return Loihi2SimCfg(select_tag=tag, select_sub_proc_model=True, exception_proc_model_map=mapping)
 
 
-def run_guarded(root: Any, steps: int, run_cfg: Any, read: Callable[[], Any], timeout: float = 120.0) -> Any:
+def run_guarded(root: Any, steps: int, run_cfg: Any, read: Callable[[], Any], timeout: float = 120.0,
+                stop_timeout: float = 20.0) -> Any:
     """root.run(RunSteps(steps)), then ``read()`` (Var.get() works only while the
-    runtime lives), under a timeout; root.stop() always runs afterwards."""
+    runtime lives), under a wall-clock timeout; root.stop() always runs
+    afterwards (also on exceptions and Ctrl-C). When a failed run leaves the
+    runtime unable to stop (stop() waits on a dead model forever), the model
+    processes are terminated after ``stop_timeout`` seconds instead, so
+    nothing is left running."""
     use_alarm = threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGALRM")
 
     def _expire(signum, frame):  # noqa: ARG001
@@ -101,11 +106,41 @@ def run_guarded(root: Any, steps: int, run_cfg: Any, read: Callable[[], Any], ti
     finally:
         if use_alarm:
             signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, old)
         try:
-            root.stop()
-        except Exception:  # noqa: BLE001 - the runtime may not have started; nothing left to stop
+            _stop(root, stop_timeout if use_alarm else None)
+        finally:
+            if use_alarm:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                signal.signal(signal.SIGALRM, old)
+
+
+def _stop(root: Any, limit: float | None) -> None:
+    runtime = getattr(root, "runtime", None)
+    if runtime is None:
+        return
+    if limit is not None:
+        signal.setitimer(signal.ITIMER_REAL, limit)
+    try:
+        root.stop()
+    except LavaTimeout:
+        _terminate(runtime)
+    except Exception:  # noqa: BLE001 - a runtime that failed to start cannot stop itself
+        _terminate(runtime)
+
+
+def _terminate(runtime: Any) -> None:
+    """Last resort after a hung stop(): end the model processes this run forked."""
+    infra = getattr(runtime, "_messaging_infrastructure", None)
+    for actor in list(getattr(infra, "_actors", []) or []):
+        try:
+            actor.terminate()
+            actor.join(timeout=5)
+        except Exception:  # noqa: BLE001
             pass
+    try:  # joins the (now ended) actors and releases the shared memory
+        infra.stop()
+    except Exception:  # noqa: BLE001
+        pass
 
 
 @dataclass

@@ -1,0 +1,216 @@
+"""Fixed-point specification, neuron steps and the batched fixed-point engine
+(no Lava needed). Values are hand-computed Loihi sequences."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from eprop_lava import fixed as F
+from eprop_lava.engine import fixed_engine as fe
+from eprop_lava.engine.gradients import eprop_gradient
+from eprop_lava.engine.network import Batch, init_params
+from eprop_lava.neurons import fixed as fx
+from eprop_lava.spec import LayerSpec, LearningSpec, NetworkSpec, NeuronParams, OptimizerSpec, RegularizationSpec
+
+
+# ----------------------------------------------------------------- profiles
+def test_profiles_declare_loihi2_widths():
+    p = F.loihi2_profile()
+    assert (p.trace_bits, p.weight_bits, p.tag_bits, p.accumulator_bits) == (7, 8, 8, 15)
+    assert p.weight_range == (-256, 255) and p.trace_max == 127 and p.lr_mantissa_range == (-8, 7)
+    w = F.wide_profile(trace_bits=20)
+    assert w.trace_bits == 20 and w.name == "wide"
+
+
+@pytest.mark.parametrize("field,value", [("trace_bits", 0), ("weight_bits", "8"), ("update_rounding", "up"),
+                                         ("trace_impulse", 200), ("update_interval", 0),
+                                         ("product_rounding", "stochastic")])
+def test_profile_rejects_bad_fields_by_name(field, value):
+    with pytest.raises(F.FixedPointError, match=field):
+        F.loihi2_profile(**{field: value})
+
+
+def test_unknown_profile_field_is_named():
+    with pytest.raises(F.FixedPointError, match="trace_width"):
+        F.loihi2_profile(trace_width=3)
+
+
+# ----------------------------------------------------------------- arithmetic
+def test_decay_rounds_toward_zero():
+    assert F.decay(np.array([6400, -6400]), 409, offset=1).tolist() == [5759, -5759]  # 6400*3686/4096 = 5759.4
+    assert F.decay(np.array([7, -7]), 2048).tolist() == [3, -3]
+    assert F.decay(np.array([100]), 4095, offset=1).tolist() == [0]  # du = 4095: no memory
+
+
+def test_wrap_and_saturation():
+    m = 1 << 23
+    assert F.wrap_u24(np.array([m, m + 1, -m, -m - 5])).tolist() == [m, -m + 1, m, m - 5]
+    assert F.clip_v24(np.array([m + 10, -m - 10])).tolist() == [m - 1, -(m - 1)]
+    assert F.wrap_int32(np.array([2 ** 31])).tolist() == [-(2 ** 31)]
+
+
+def test_rounding_helpers():
+    x = np.array([7, -7, 5, -5])
+    assert F.shift_toward_zero(x, 1).tolist() == [3, -3, 2, -2]
+    assert F.shift_floor(x, 1).tolist() == [3, -4, 2, -3]
+    assert F.shift_nearest(x, 1).tolist() == [4, -3, 3, -2]
+    rng = np.random.default_rng(0)
+    draws = F.shift_stochastic(np.full(200000, 3), 2, rng)  # 3/4 = 0.75
+    assert set(np.unique(draws)) == {0, 1} and abs(draws.mean() - 0.75) < 0.01
+    with pytest.raises(F.FixedPointError, match="Generator"):
+        F.shift_round(x, 1, "stochastic")
+
+
+def test_dense_weights_follow_lava_truncation():
+    w = np.array([[-300, -3, 3, 255, 300]])
+    assert F.dense_weights(w).tolist() == [[-256, -4, 2, 254, 254]]  # mixed: even, [-256, 254]
+    assert F.dense_weights(np.array([[3, 255, 300]])).tolist() == [[3, 255, 255]]  # excitatory keeps 8 bits
+    assert F.dense_weights(np.array([[37, 200]]), num_weight_bits=4).tolist() == [[32, 192]]  # drops 4 bits
+
+
+def test_learning_rate_is_mantissa_times_power_of_two():
+    p = F.loihi2_profile()
+    lr = F.learning_rate(0.001, p)
+    assert -8 <= lr.mantissa <= 7 and abs(lr.value - 0.001) / 0.001 < 0.08
+    assert F.learning_rate(7 * 2.0 ** -10, p).to_dict() == {"mantissa": 7, "exponent": -10}
+    with pytest.raises(F.FixedPointError, match="learning rate"):
+        F.learning_rate(-1.0, p)
+
+
+# ----------------------------------------------------------------- neurons
+def test_lif_hand_computed_sequence():
+    """Weight 100 spike at t=1 -> u(2)=6400, u(3)=floor(6400*3686/4096)=5759 (du=409)."""
+    p = fx.FixedNeuronParams("lif", 1, du=409, dv=0, vth=20000)
+    s = fx.initial_state(p, 1)
+    us, vs = [], []
+    for a in [0, 100, 0, 0]:
+        _, _, s = fx.lif_step(np.array([[a]]), s, p)
+        us.append(int(s["u"][0, 0])), vs.append(int(s["v"][0, 0]))
+    assert us == [0, 6400, 5759, 5182]
+    assert vs == [0, 6400, 12159, 17341]
+
+
+def test_lif_strict_threshold_and_reset_to_zero():
+    p = fx.FixedNeuronParams("lif", 2, du=4095, dv=0, vth=1)  # threshold 64
+    s = fx.initial_state(p, 1)
+    z, post, s = fx.lif_step(np.array([[1, 2]]), s, p)  # u = 64 and 128
+    assert z.tolist() == [[0, 1]]          # v = 64 is not > 64
+    assert s["v"].tolist() == [[64, 0]]    # the spiking neuron resets to 0
+    assert post["psi"][0, 0] == p.psi_max  # exactly at threshold: psi maximal
+
+
+def test_fixed_params_validation_names_fields():
+    with pytest.raises(F.FixedPointError, match="du"):
+        fx.FixedNeuronParams("lif", 3, du=5000)
+    with pytest.raises(F.FixedPointError, match="vth"):
+        fx.FixedNeuronParams("lif", 3, vth=1 << 17)
+    with pytest.raises(F.FixedPointError, match="n_ref"):
+        fx.FixedNeuronParams("stdp_alif", 3, n_ref=0)
+    with pytest.raises(F.FixedPointError, match="kind"):
+        fx.FixedNeuronParams("hh", 3)
+
+
+def test_alif_threshold_adapts_and_decays():
+    p = fx.FixedNeuronParams("alif", 1, du=4095, dv=0, vth=1, theta_step=1000, d_theta=2048)
+    s = fx.initial_state(p, 1)
+    z, _, s = fx.alif_step(np.array([[2]]), s, p)       # v = 128 > 64: spike
+    assert z[0, 0] == 1
+    _, _, s = fx.alif_step(np.array([[0]]), s, p)       # theta = 0/2 + 1000
+    assert s["theta"][0, 0] == 1000
+    _, _, s = fx.alif_step(np.array([[0]]), s, p)
+    assert s["theta"][0, 0] == 500
+
+
+def test_stdp_alif_resets_at_end_of_refractory_and_psi_negative():
+    p = fx.FixedNeuronParams("stdp_alif", 1, du=4095, dv=0, vth=1, n_ref=2)
+    s = fx.initial_state(p, 1)
+    z, post, s = fx.stdp_alif_step(np.array([[2]]), s, p)
+    assert z[0, 0] == 1
+    z, post, s = fx.stdp_alif_step(np.array([[1]]), s, p)   # refractory (ref=2)
+    assert z[0, 0] == 0 and post["psi"][0, 0] == -p.psi_max and s["v"][0, 0] == 64
+    z, post, s = fx.stdp_alif_step(np.array([[1]]), s, p)   # ref=1: period ends, v reset
+    assert post["psi"][0, 0] == -p.psi_max and s["v"][0, 0] == 0 and s["end"][0, 0] == 1
+
+
+def test_izhikevich_rest_step():
+    """v = c = -65 mV (Q8: -16640), u = b c = -13 mV: one step without input,
+    v' = v + 0.04 v^2 + 5 v + 140 - u = -65 + 169 - 325 + 140 + 13 = -68 mV."""
+    p = fx.FixedNeuronParams("izhikevich", 1)
+    s = fx.initial_state(p, 1)
+    z, post, s = fx.izhikevich_step(np.array([[0]]), s, p)
+    assert s["v"][0, 0] == -68 * 256 - 8  # 0.04 is 2621/2^16: 169 mV - 0.03 mV, floored
+    assert z[0, 0] == 0 and post["psi"][0, 0] == round(127 * np.exp(-98 / 30))
+
+
+# ----------------------------------------------------------------- engine
+def _spec(kind: str, loss: str = "mse", variant: str = "symmetric") -> NetworkSpec:
+    params = NeuronParams(n_ref=2)
+    return NetworkSpec(n_inputs=10, layers=(LayerSpec(20, kind, params=params, weight_scale=3.0),
+                                            LayerSpec(15, kind, params=params, weight_scale=3.0)),
+                       timing="loihi", reset="zero", loss=loss, learning=LearningSpec(variant=variant),
+                       regularization=RegularizationSpec(form="none"), optimizer=OptimizerSpec(kind="sgd", lr=1e-3))
+
+
+def _batch(T=60, B=4, seed=0):
+    rng = np.random.default_rng(seed)
+    x = (rng.random((T, B, 10)) < 0.2).astype(float)
+    return x, 0.3 * rng.standard_normal((T, B, 2)), np.ones((T, B))
+
+
+def test_quantize_rejects_bellec_timing():
+    spec = _spec("lif").replace(timing="bellec")
+    with pytest.raises(F.FixedPointError, match="timing"):
+        fe.quantize(spec, init_params(spec, 1))
+
+
+def test_batch_equals_single_samples_bit_for_bit():
+    spec = _spec("alif")
+    net = fe.quantize(spec, init_params(spec, 1), "loihi2")
+    x, _, _ = _batch(B=3)
+    full = fe.simulate(net, x)
+    for b in range(3):
+        one = fe.simulate(net, x[:, b:b + 1])
+        assert all(np.array_equal(full.z[r][:, b], one.z[r][:, 0]) for r in range(2))
+        assert np.array_equal(full.y[:, b], one.y[:, 0])
+
+
+@pytest.mark.parametrize("kind", ["lif", "alif", "stdp_alif"])
+def test_fixed_eprop_matches_float_eprop_in_wide_profile(kind):
+    """Fixed-point accumulators, scaled back, point along the float e-prop
+    gradient (the same equations; only quantization differs)."""
+    spec = _spec(kind)
+    params = init_params(spec, 1)
+    x, target, mask = _batch()
+    net = fe.quantize(spec, params, F.wide_profile())
+    g_fx = fe.accumulated_gradients(net, x, target, mask)
+    _, g, _ = eprop_gradient(spec, params, Batch(x, target, mask))
+    for key in ("layers.0.w_in", "layers.1.w_rec", "readout.w"):
+        a, b = g_fx[key].ravel(), g[key].ravel()
+        cos = a @ b / np.linalg.norm(a) / np.linalg.norm(b)
+        assert cos > 0.94, (key, cos)
+        assert 0.8 < np.linalg.norm(a) / np.linalg.norm(b) < 1.25, key
+
+
+def test_online_learning_changes_weights_reproducibly():
+    spec = _spec("lif", loss="cross_entropy", variant="random")
+    net = fe.quantize(spec, init_params(spec, 2), F.loihi2_profile(update_interval=20))
+    x, _, mask = _batch(T=40, B=1)
+    target = np.zeros((40, 1, 2))
+    target[..., 0] = 1
+    a, b = net.copy(), net.copy()
+    fe.train_online(a, [(x, target, mask)] * 2)
+    fe.train_online(b, [(x, target, mask)] * 2)
+    assert all(np.array_equal(a.weights()[k], b.weights()[k]) for k in a.weights())
+    changed = sum(int((a.weights()[k] != net.weights()[k]).sum()) for k in a.weights())
+    assert changed > 0
+    lo, hi = net.profile.weight_range
+    assert all(w.min() >= lo and w.max() <= hi for w in a.weights().values())
+    assert np.all(np.diag(a.layers[0].w_rec) == 0)
+
+
+def test_engine_rejects_non_spike_input():
+    spec = _spec("lif")
+    net = fe.quantize(spec, init_params(spec, 1))
+    with pytest.raises(F.FixedPointError, match="0/1"):
+        fe.simulate(net, np.full((5, 1, 10), 0.5))
