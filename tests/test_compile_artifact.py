@@ -176,3 +176,18 @@ def test_cli_export_netx(artifact, tmp_path, capsys):
     compile_checkpoint(ck, tmp_path / "learn", learning=True)
     assert main(["export-netx", str(tmp_path / "learn"), "--out", str(tmp_path / "l.h5")]) == 2
     assert "learning synapses" in capsys.readouterr().err
+
+
+def test_run_without_lava_reports_engines_and_why(artifact):
+    """With Lava not importable the run still compares float and fixed point."""
+    import subprocess
+    import sys
+
+    d, _, _ = artifact
+    code = ("import sys, json; sys.modules['lava'] = None; "
+            "from eprop_lava.compile.pipeline import run_artifact, format_run; "
+            f"r = run_artifact({str(d / 'compiled')!r}, samples=2); print(format_run(r))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "fixed-point engine error" in out.stdout and "float engine error" in out.stdout
+    assert "Lava run skipped: Lava is not importable" in out.stdout

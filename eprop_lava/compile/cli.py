@@ -55,6 +55,9 @@ def cmd_compile(args: argparse.Namespace) -> int:
         print(f"estimate: {s['energy_per_step_nj']:.2f} nJ per step, {s['energy_per_inference_uj']:.2f} uJ and "
               f"{s['latency_per_inference_ms']:.3f} ms per inference (Davies et al. 2018 Loihi 1 figures"
               + ("; Loihi 2 per-op figures are not public" if s["target"] == "loihi2" else "") + ")")
+    if s["target"] == "loihi1" and s["learning_synapses"]:
+        print("note: Loihi 1 cannot run e-prop on chip (its neuron cannot send psi, LAVA_BRIEF §3.5); the "
+              "learning-synapse figures are a memory estimate only")
     print(f"artifact: {s['artifact']} (report.md, core_map.png)")
     return 0
 
