@@ -37,7 +37,7 @@ LIF_CASES = {
     # name: (n_in, n, du, dv, vth, bias_mant, bias_exp, weight_exp, num_weight_bits, rate, w_in range, w_rec range)
     "regular": (6, 5, 409, 205, 600, 3, 2, 0, 8, 0.3, (-256, 255), (-120, 120)),
     "wrap_saturate": (6, 4, 0, 0, 131071, 0, 0, 7, 8, 0.6, (-256, 255), (-256, 255)),
-    "low_bits_inhibitory": (5, 4, 2048, 100, 40, 40, 2, -1, 5, 0.5, (-200, 0), (-30, 90)),
+    "low_bits_inhibitory": (5, 4, 2048, 100, 40, 200, 3, -1, 5, 0.1, (-60, 0), (-30, 90)),
 }
 
 

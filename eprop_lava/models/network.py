@@ -247,7 +247,11 @@ class PyEpropRSNNModel(AbstractSubProcessModel):
         if built.signal is not None:
             proc.in_ports.target_in.connect(built.signal.target_in)
         proc.lava_network = built
-        self.built = built
+        # Lava finds sub-processes among the model's attributes (find_sub_procs)
+        children = [*built.neurons, *built.dense_in, *built.dense_rec, *built.readout_dense, built.readout,
+                    built.signal]
+        for i, child in enumerate(c for c in children if c is not None):
+            setattr(self, f"child_{i}", child)
 
 
 def read_network(built: LavaNetwork, steps: int, weights: bool = False) -> dict:

@@ -31,13 +31,21 @@ from eprop_lava.neurons import fixed as fx
 from eprop_lava.neurons import get_model
 
 
+class _Validated(AbstractProcess):
+    """Our Processes validate their arguments before AbstractProcess.__init__;
+    a class-level runtime of None keeps Lava's __del__ (which calls stop())
+    quiet on an instance whose construction was refused."""
+
+    _runtime = None
+
+
 def _check_steps(name: str, value: Any, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
     return int(value)
 
 
-class EpropNeuron(AbstractProcess):
+class EpropNeuron(_Validated):
     """A layer of e-prop neurons (base class; use the four subclasses).
 
     Parameters: ``fixed`` (:class:`~eprop_lava.neurons.fixed.FixedNeuronParams`,
@@ -119,7 +127,7 @@ class EpropIzhikevich(EpropNeuron):
 NEURON_PROCESSES = {cls.kind: cls for cls in (EpropLIF, EpropALIF, EpropSTDPALIF, EpropIzhikevich)}
 
 
-class EpropDense(AbstractProcess):
+class EpropDense(_Validated):
     """Dense synapses with e-prop state (weights (n_post, n_pre) integers for
     fixed_pt, floats for floating_pt).
 
@@ -152,7 +160,7 @@ class EpropDense(AbstractProcess):
         self.weights = Var(shape=(n_post, n_pre), init=weights)
 
 
-class ReadoutDense(AbstractProcess):
+class ReadoutDense(_Validated):
     """Readout synapses W_out[:, slice of one layer] (K, n_pre) with the
     presynaptic trace z-bar; receive the output error ``err_in`` and send the
     actual weight changes on ``dw_out`` ((K, n_total), zero outside this
@@ -177,7 +185,7 @@ class ReadoutDense(AbstractProcess):
         self.weights = Var(shape=(K, n_pre), init=weights)
 
 
-class Readout(AbstractProcess):
+class Readout(_Validated):
     """Leaky non-spiking readout y^t = kappa y^{t-1} + a_in^t + b (seed 002
     Eq. 3.12). fixed_pt: ``fixed`` (:class:`~eprop_lava.engine.fixed_engine.FixedReadout`);
     floating_pt: ``kappa`` and ``bias``."""
@@ -195,7 +203,7 @@ class Readout(AbstractProcess):
         self.y_rec = Var(shape=(max(record_steps, 1), n_out), init=0)
 
 
-class LearningSignal(AbstractProcess):
+class LearningSignal(_Validated):
     """Error against the target stream and the learning signal L = B err
     (symmetric, random or adaptive B; softmax for cross-entropy). Runs off
     the neurocores on a chip. ``target_in`` carries (target_1..K, mask)."""
@@ -216,7 +224,7 @@ class LearningSignal(AbstractProcess):
         self.feedback = Var(shape=(n_total, n_out), init=feedback)
 
 
-class EpropRSNN(AbstractProcess):
+class EpropRSNN(_Validated):
     """A hierarchical multi-layer RSNN with readout and learning signal, built
     from a :class:`~eprop_lava.engine.fixed_engine.FixedNetwork` (fixed_pt) or
     a NetworkSpec and float parameters (floating_pt, inference).

@@ -20,6 +20,8 @@ from eprop_lava.fixed import PROFILES
 ROUNDINGS = ("nearest", "stochastic")
 MODES = ("scratch", "finetune")
 STORAGES = ("synapse", "neuron")
+#: PTQ voltage scaling (see studies.qat.ptq_network).
+SCALINGS = ("mantissa", "exponent")
 FLOAT_OPTIMIZERS = ("adam", "sgd")
 #: The fixed-point profile fields an on-chip point can vary (besides weight bits).
 VARY_KEYS = ("weight_bits", "trace_bits", "psi_bits", "signal_bits", "rounding", "trace_storage", "lr")
@@ -102,12 +104,16 @@ class TestSet:
 @dataclass(frozen=True)
 class PTQSweep:
     """(a) Post-training quantization: the float network run by the
-    fixed-point engine at each weight width, profile and weight rounding."""
+    fixed-point engine at each weight width, profile, weight rounding and
+    scaling ("mantissa": the reference quantizer, weight exponent 0;
+    "exponent": weights shifted by Dense's weight_exp so the thresholds keep
+    8-bit-weight resolution; see studies.qat.ptq_network)."""
 
     enabled: bool = True
     profiles: tuple = ("loihi2", "wide")
     weight_bits: tuple = (1, 2, 3, 4, 5, 6, 7, 8)
     roundings: tuple = ("nearest", "stochastic")
+    scalings: tuple = ("mantissa", "exponent")
 
     def validated(self, path: str) -> "PTQSweep":
         if not isinstance(self.enabled, bool):
@@ -117,6 +123,8 @@ class PTQSweep:
         object.__setattr__(self, "weight_bits", _list(f"{path}.weight_bits", self.weight_bits, _bits))
         object.__setattr__(self, "roundings", _list(f"{path}.roundings", self.roundings,
                                                     lambda p, v: _choice(p, v, ROUNDINGS)))
+        object.__setattr__(self, "scalings", _list(f"{path}.scalings", self.scalings,
+                                                   lambda p, v: _choice(p, v, SCALINGS)))
         return self
 
 
@@ -131,11 +139,13 @@ class QATSweep:
     iterations: int = 20
     batch_size: int = 32
     seeds: tuple | None = None
+    scaling: str = "mantissa"
 
     def validated(self, path: str) -> "QATSweep":
         if not isinstance(self.enabled, bool):
             raise StudyConfigError(f"{path}.enabled: expected true or false")
         _check_seeds(self, path)
+        _choice(f"{path}.scaling", self.scaling, SCALINGS)
         _choice(f"{path}.profile", self.profile, tuple(PROFILES))
         object.__setattr__(self, "weight_bits", _list(f"{path}.weight_bits", self.weight_bits, _bits))
         _int(f"{path}.iterations", self.iterations)

@@ -30,24 +30,35 @@ def _wmax_int(profile: FixedPointProfile) -> int:
     return min(-lo, hi)
 
 
-def fake_quantize(spec, params: dict, profile: FixedPointProfile) -> dict:
-    """The float weights the fixed-point network will hold, on the quantizer's grid."""
+def _shift(profile: FixedPointProfile, scaling: str, reference_bits: int = 8) -> int:
+    """The weight exponent k of :func:`ptq_network`."""
+    return 0 if scaling == "mantissa" else max(0, min(7, reference_bits - profile.weight_bits))
+
+
+def fake_quantize(spec, params: dict, profile: FixedPointProfile, scaling: str = "mantissa") -> dict:
+    """The float weights the fixed-point network of :func:`ptq_network` will
+    hold: w_q = clip(round(w s)) / s with s = (2^(b+k) - 1) / (2^k max|w|)
+    per hidden layer (input and recurrent together) and for the readout."""
     q = dict(params)
-    wmax_int = _wmax_int(profile)
+    k = _shift(profile, scaling)
+    scale_int = _wmax_int(profile.with_(weight_bits=profile.weight_bits + k)) / 2.0 ** k
+    lo, hi = profile.weight_range
+
+    def fq(w, s):
+        return np.clip(np.rint(w * s), lo, hi) / s
+
     for r, layer in enumerate(spec.layers):
         names = [f"layers.{r}.w_in"] + ([f"layers.{r}.w_rec"] if layer.recurrent else [])
         wmax = max(max(float(np.abs(params[n]).max()) for n in names), 1e-12)
-        s = wmax_int / wmax
         for n in names:
-            q[n] = np.rint(params[n] * s) / s
+            q[n] = fq(params[n], scale_int / wmax)
     wmax = max(float(np.abs(params["readout.w"]).max()), 1e-12)
-    s = wmax_int / wmax
-    q["readout.w"] = np.rint(params["readout.w"] * s) / s
+    q["readout.w"] = fq(params["readout.w"], scale_int / wmax)
     return q
 
 
 def train_qat(task, spec, params: dict, profile: FixedPointProfile, iterations: int, batch_size: int,
-              seed: int) -> dict:
+              seed: int, scaling: str = "mantissa") -> dict:
     """``iterations`` steps of e-prop with Adam (spec.optimizer) on
     fake-quantized weights, straight-through to the float weights."""
     ops = make_ops("numpy", dtype="float64")
@@ -56,7 +67,7 @@ def train_qat(task, spec, params: dict, profile: FixedPointProfile, iterations: 
     rng = np.random.default_rng([seed, 21])
     for _ in range(iterations):
         batch = task.batch(rng, batch_size)
-        _, grads, _ = eprop_gradient(spec, fake_quantize(spec, params, profile), batch, ops)
+        _, grads, _ = eprop_gradient(spec, fake_quantize(spec, params, profile, scaling), batch, ops)
         grads = {k: ops.to_numpy(v) for k, v in grads.items()}
         grads.pop("feedback.b", None)
         deltas = optimizer.deltas(grads)
@@ -67,6 +78,54 @@ def train_qat(task, spec, params: dict, profile: FixedPointProfile, iterations: 
         if adaptive:
             adaptive_feedback_update(params, deltas["readout.w"], spec.learning.adaptive_decay)
     return params
+
+
+SCALINGS = ("mantissa", "exponent")
+
+
+def ptq_network(spec, params: dict, profile: FixedPointProfile, rounding: str = "nearest",
+                scaling: str = "mantissa", rng: np.random.Generator | None = None,
+                reference_bits: int = 8) -> fe.FixedNetwork:
+    """Post-training quantization of ``params`` to ``profile.weight_bits``.
+
+    scaling="mantissa" is the reference quantizer (:func:`fe.quantize`):
+    weight exponent 0, so the voltage scale, and with it the threshold
+    mantissa vth = round(v_th S / 64), shrinks with the weight width; at 2-3
+    bits vth is a few units and its rounding error changes the dynamics.
+    scaling="exponent" keeps the voltage scale of a ``reference_bits``-bit
+    mapping and puts the difference k = reference_bits - weight_bits (at most
+    7, Loihi's largest weight exponent) into Dense's ``weight_exp``: integer
+    weights round(w S_ref / 2^k), sent as (sum w s) << k. Only the weights
+    are coarse; thresholds, decays and adaptation keep their resolution.
+
+    rounding: "nearest" or "stochastic" (floor(x + u), u ~ U[0, 1), unbiased),
+    applied once, from the float weights."""
+    if scaling not in SCALINGS:
+        raise ValueError(f"scaling: choose one of {', '.join(SCALINGS)}, got {scaling!r}")
+    bits = profile.weight_bits
+    k = _shift(profile, scaling, reference_bits)
+    net = fe.quantize(spec, params, profile.with_(weight_bits=bits + k) if k else profile)
+    if k == 0 and rounding == "nearest":
+        return net
+    if rounding == "stochastic" and rng is None:
+        raise ValueError("stochastic rounding needs rng")
+    lo, hi = profile.weight_range
+
+    def q(w, s):
+        x = np.asarray(w, dtype=np.float64) * s / 2.0 ** k
+        x = np.floor(x + rng.random(np.shape(x))) if rounding == "stochastic" else np.rint(x)
+        return np.clip(x, lo, hi).astype(np.int64)
+
+    for r, L in enumerate(net.layers):
+        L.w_in = q(params[f"layers.{r}.w_in"], L.w_scale)
+        if L.w_rec is not None:
+            L.w_rec = q(params[f"layers.{r}.w_rec"], L.w_scale)
+            np.fill_diagonal(L.w_rec, 0)
+        L.weight_exp = L.weight_exp + k
+    net.readout.w = q(params["readout.w"], net.readout.y_scale / 64.0)
+    net.readout.weight_exp = net.readout.weight_exp + k
+    net.profile = profile
+    return net
 
 
 def stochastic_requantize(net: fe.FixedNetwork, params: dict, rng: np.random.Generator) -> fe.FixedNetwork:

@@ -97,16 +97,18 @@ def plan(config: StudyConfig) -> list[dict]:
     if config.ptq.enabled:
         for seed in config.seeds:
             for profile in config.ptq.profiles:
-                for rounding in config.ptq.roundings:
-                    for bits in config.ptq.weight_bits:
-                        add({"kind": "ptq", "seed": seed, "context": ctx_float, "profile": profile,
-                             "weight_bits": bits, "rounding": rounding})
+                for scaling in config.ptq.scalings:
+                    for rounding in config.ptq.roundings:
+                        for bits in config.ptq.weight_bits:
+                            add({"kind": "ptq", "seed": seed, "context": ctx_float, "profile": profile,
+                                 "weight_bits": bits, "rounding": rounding, "scaling": scaling})
     if config.qat.enabled:
         q = config.qat
         for seed in q.seeds or config.seeds:
             for bits in q.weight_bits:
                 add({"kind": "qat", "seed": seed, "context": ctx_float, "profile": q.profile, "weight_bits": bits,
-                     "iterations": q.iterations, "batch_size": q.batch_size})
+                     "iterations": q.iterations, "batch_size": q.batch_size, "scaling": q.scaling,
+                     "rounding": "nearest"})
     if config.onchip.enabled:
         oc = config.onchip
         for seed in oc.seeds or config.seeds:
@@ -215,10 +217,10 @@ def run_point(point: dict, config: StudyConfig, out: Path) -> dict:
         params = _float_network(config, seed, out, task, spec)
         profile = get_profile(point["profile"], weight_bits=point["weight_bits"])
         if kind == "qat":
-            params = qat.train_qat(task, spec, params, profile, point["iterations"], point["batch_size"], seed)
-        net = fe.quantize(spec, params, profile)
-        if point.get("rounding") == "stochastic":
-            net = qat.stochastic_requantize(net, params, np.random.default_rng([seed, STOCHASTIC_WEIGHTS_SALT]))
+            params = qat.train_qat(task, spec, params, profile, point["iterations"], point["batch_size"], seed,
+                                   point["scaling"])
+        net = qat.ptq_network(spec, params, profile, point["rounding"], point["scaling"],
+                              np.random.default_rng([seed, STOCHASTIC_WEIGHTS_SALT]))
         res.update(metric=onchip.fixed_metric(task, net, test),
                    memory_bits=onchip.memory_bits_per_synapse(spec, profile, learning=False))
     elif kind in ("onchip", "float_eprop"):
@@ -379,14 +381,16 @@ def summarize(config: StudyConfig, records: list[dict]) -> dict:
     floats = aggregate(by_kind["float"], ("kind",))
     ref = floats[0]["score_mean"] if floats else None
     out: dict[str, Any] = {"float": floats[0] if floats else None, "knee_tolerance": tol}
-    ptq = aggregate(by_kind["ptq"], ("profile", "rounding", "weight_bits"))
-    out["ptq"] = sorted(ptq, key=lambda r: (r["profile"], r["rounding"], r["weight_bits"]))
+    ptq = aggregate(by_kind["ptq"], ("profile", "scaling", "rounding", "weight_bits"))
+    out["ptq"] = sorted(ptq, key=lambda r: (r["profile"], r["scaling"], r["rounding"], r["weight_bits"]))
     knees = {}
-    for (profile, rounding) in sorted({(r["profile"], r["rounding"]) for r in ptq}):
-        curve = {r["weight_bits"]: r["score_mean"] for r in ptq if (r["profile"], r["rounding"]) == (profile, rounding)}
-        knees[f"{profile}/{rounding}"] = None if ref is None else knee(curve, ref, tol)
+    for group in sorted({(r["profile"], r["scaling"], r["rounding"]) for r in ptq}):
+        curve = {r["weight_bits"]: r["score_mean"] for r in ptq
+                 if (r["profile"], r["scaling"], r["rounding"]) == group}
+        knees["/".join(group)] = None if ref is None else knee(curve, ref, tol)
     out["ptq_knees"] = knees
-    out["qat"] = sorted(aggregate(by_kind["qat"], ("profile", "weight_bits")), key=lambda r: r["weight_bits"])
+    out["qat"] = sorted(aggregate(by_kind["qat"], ("profile", "scaling", "weight_bits")),
+                        key=lambda r: r["weight_bits"])
     out["float_eprop"] = sorted(aggregate(by_kind["float_eprop"], ("mode", "optimizer")),
                                 key=lambda r: (r["mode"], r["optimizer"]))
     oc_keys = ("mode", "profile", "weight_bits", "trace_bits", "psi_bits", "signal_bits", "rounding", "trace_storage",
@@ -440,27 +444,32 @@ def markdown(config: StudyConfig, summary: dict, records: list[dict]) -> str:
     if summary["ptq"]:
         bits = sorted({r["weight_bits"] for r in summary["ptq"]})
         lines += ["## (a) Post-training quantization (inference in fixed point)", "",
-                  "| profile | weight rounding | " + " | ".join(f"{b} bit" for b in bits) + " | knee |",
-                  "|---|---|" + "---|" * (len(bits) + 1)]
+                  "| profile | scaling | weight rounding | " + " | ".join(f"{b} bit" for b in bits) + " | knee |",
+                  "|---|---|---|" + "---|" * (len(bits) + 1)]
         for key, k in summary["ptq_knees"].items():
-            profile, rounding = key.split("/")
+            profile, scaling, rounding = key.split("/")
             cells = []
             for b in bits:
-                row = next((r for r in summary["ptq"] if (r["profile"], r["rounding"], r["weight_bits"])
-                            == (profile, rounding, b)), None)
+                row = next((r for r in summary["ptq"] if (r["profile"], r["scaling"], r["rounding"], r["weight_bits"])
+                            == (profile, scaling, rounding, b)), None)
                 cells.append(_fmt(row))
-            lines.append(f"| {profile} | {rounding} | " + " | ".join(cells) + f" | {k if k is not None else '-'} |")
+            lines.append(f"| {profile} | {scaling} | {rounding} | " + " | ".join(cells)
+                         + f" | {k if k is not None else '-'} |")
         lines += ["", f"Knee: the lowest weight width from which every wider one is within "
                       f"{config.knee_tolerance:.2f} of the float {score}. Weight bits are magnitude bits "
-                      f"(a sign bit on top). Memory per synapse for inference is weight_bits + 1.", ""]
+                      f"(a sign bit on top). Memory per synapse for inference is weight_bits + 1. "
+                      f"Scaling 'mantissa': the reference quantizer (weight exponent 0, the threshold mantissa "
+                      f"shrinks with the weights); 'exponent': Dense's weight_exp carries 8 - bits so thresholds "
+                      f"keep their resolution.", ""]
     if summary["qat"]:
         lines += ["## Quantization-aware fine-tuning (STE) vs post-training quantization", "",
                   f"QAT: {config.qat.iterations} iterations at batch {config.qat.batch_size} from the float network, "
-                  f"weights fake-quantized to the {config.qat.profile} grid; PTQ: nearest rounding.", "",
+                  f"weights fake-quantized to the {config.qat.profile} grid ({config.qat.scaling} scaling); "
+                  f"PTQ: the same scaling, nearest rounding.", "",
                   "| weight bits | PTQ | QAT |", "|---|---|---|"]
         for r in summary["qat"]:
             p = next((x for x in summary["ptq"] if x["profile"] == r["profile"] and x["rounding"] == "nearest"
-                      and x["weight_bits"] == r["weight_bits"]), None)
+                      and x["scaling"] == r["scaling"] and x["weight_bits"] == r["weight_bits"]), None)
             lines.append(f"| {r['weight_bits']} | {_fmt(p)} | {_fmt(r)} |")
         lines.append("")
     if summary["onchip"]:
@@ -500,13 +509,13 @@ def write_report(config: StudyConfig, out: str | Path) -> dict:
     out = Path(out)
     records = current_records(config, out)
     summary = summarize(config, records)
-    columns = ["kind", "seed", "mode", "profile", "weight_bits", "trace_bits", "psi_bits", "signal_bits", "rounding",
+    columns = ["kind", "seed", "mode", "profile", "scaling", "weight_bits", "trace_bits", "psi_bits", "signal_bits", "rounding",
                "trace_storage", "optimizer", "lr", "iterations", "batches", "batch_size", "metric_name", "metric",
                "metric_before", "memory_bits", "seconds", "context"]
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
     w.writeheader()
-    for r in sorted(records, key=lambda r: (r["kind"], canonical({k: str(r.get(k)) for k in columns[1:12]}))):
+    for r in sorted(records, key=lambda r: (r["kind"], canonical({k: str(r.get(k)) for k in columns[1:13]}))):
         w.writerow(r)
     atomic_write_text(out / "results.csv", buf.getvalue())
     atomic_write_text(out / "results.json", json.dumps({"config": config.to_dict(), "summary": summary,
@@ -541,9 +550,11 @@ def plot_report(summary: dict, out: Path) -> list[Path]:
             ax.axhspan(fl["score_mean"] - fl["score_std"], fl["score_mean"] + fl["score_std"], color="k", alpha=0.08)
     groups = defaultdict(list)
     for r in summary["ptq"]:
-        groups[f"PTQ {r['profile']} {r['rounding']}"].append(r)
+        if r["profile"] == "wide" and any(x["profile"] == "loihi2" for x in summary["ptq"]):
+            continue  # identical to loihi2 at equal weight bits (inference uses Loihi's neuron widths in both)
+        groups[f"PTQ {r['scaling']} {r['rounding']}"].append(r)
     for r in summary["qat"]:
-        groups[f"QAT {r['profile']}"].append(r)
+        groups[f"QAT {r['profile']} {r['scaling']}"].append(r)
     for key in summary.get("onchip_knees", {}):
         mode, profile = key.split("/")
         for r in summary["onchip"]:
