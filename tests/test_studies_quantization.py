@@ -22,7 +22,7 @@ def tiny(**changes) -> StudyConfig:
     data = {
         "task_options": SHORT, "spec": {"layers": [{"size": 10}]}, "seeds": [0],
         "float": {"iterations": 2, "batch_size": 4}, "test": {"batches": 1, "batch_size": 8},
-        "ptq": {"profiles": ["loihi2"], "weight_bits": [2, 8], "roundings": ["nearest"]},
+        "ptq": {"profiles": ["loihi2"], "weight_bits": [2, 8], "roundings": ["nearest"], "scalings": ["mantissa"]},
         "qat": {"weight_bits": [2], "iterations": 1, "batch_size": 4},
         "onchip": {"batches": 1, "batch_size": 2, "float_optimizers": ["sgd"],
                    "vary": {"weight_bits": [3, 8], "trace_storage": ["neuron"]}},
@@ -38,6 +38,7 @@ def tiny(**changes) -> StudyConfig:
 # ----------------------------------------------------------------- config
 @pytest.mark.parametrize("data, field", [
     ({"ptq": {"weight_bits": [2, 0]}}, "ptq.weight_bits[1]"),
+    ({"ptq": {"scalings": ["log"]}}, "ptq.scalings[0]"),
     ({"onchip": {"vary": {"colour": [1]}}}, "onchip.vary.colour"),
     ({"onchip": {"vary": {"rounding": ["up"]}}}, "onchip.vary.rounding[0]"),
     ({"onchip": {"lr": -1}}, "onchip.lr"),
@@ -129,10 +130,10 @@ def test_report_tables_and_knees(tmp_path):
     run_study(cfg, tmp_path, progress=False, compute=fake_compute([]))
     results = json.loads((tmp_path / "results.json").read_text())
     summary = results["summary"]
-    assert summary["ptq_knees"] == {"loihi2/nearest": 3}  # 0.5 error at <= 2 bits: collapse below 3
+    assert summary["ptq_knees"] == {"loihi2/mantissa/nearest": 3}  # 0.5 error at <= 2 bits: collapse below 3
     assert summary["onchip_knees"]["finetune/loihi2"]["vs_own_widest"] == 3
     md = (tmp_path / "summary.md").read_text()
-    assert "| loihi2 | nearest |" in md and "knee" in md
+    assert "| loihi2 | mantissa | nearest |" in md and "knee" in md
     csv_rows = (tmp_path / "results.csv").read_text().strip().splitlines()
     assert len(csv_rows) == 1 + len(plan(cfg))
     assert (tmp_path / "plots" / "accuracy_vs_bits.png").stat().st_size > 1000
@@ -196,6 +197,28 @@ def test_fake_quantize_matches_quantizer_grid_and_stochastic_rounding_is_unbiase
                      for s in range(300)], axis=0)
     exact = np.clip(params["layers.0.w_in"] * L.w_scale, *prof.weight_range)
     assert np.abs(draws - exact).mean() < 0.05
+
+
+def test_exponent_scaling_keeps_thresholds_and_coarsens_only_weights():
+    _, spec, params = _small_net()
+    p8 = get_profile("loihi2")
+    ref = fe.quantize(spec, params, p8)
+    same = qat.ptq_network(spec, params, p8, "nearest", "exponent")
+    for k, w in ref.weights().items():
+        np.testing.assert_array_equal(w, same.weights()[k])  # 8 bits: k = 0, the reference quantizer
+    p3 = get_profile("loihi2", weight_bits=3)
+    mant = qat.ptq_network(spec, params, p3, "nearest", "mantissa")
+    expo = qat.ptq_network(spec, params, p3, "nearest", "exponent")
+    L, M = expo.layers[0], mant.layers[0]
+    assert L.weight_exp == 5 and M.weight_exp == 0
+    assert np.array_equal(L.neuron.vth, ref.layers[0].neuron.vth)  # threshold resolution of 8-bit weights
+    assert int(M.neuron.vth) < int(L.neuron.vth)
+    lo, hi = p3.weight_range
+    for w in (L.w_in, L.w_rec, expo.readout.w):
+        assert w.min() >= lo and w.max() <= hi
+    # the float grid QAT trains on is the one the network holds
+    fq = qat.fake_quantize(spec, params, p3, "exponent")
+    np.testing.assert_allclose(fq["layers.0.w_in"] * L.w_scale / 2 ** 5, L.w_in, atol=1e-9)
 
 
 def test_real_tiny_study_end_to_end(tmp_path):
