@@ -66,9 +66,10 @@ def test_default_configuration_lies_in_the_space_and_rebuilds_the_spec():
 
 def test_tune_records_default_and_best(tmp_path):
     cfg = tune.TuneConfig(task="evidence", trials=2, out=str(tmp_path), iterations=1, batch_size=4,
-                          validation_batches=1, sampler="tpe", sampler_seed=0, task_options=SHORT)
+                          validation_batches=1, sampler="tpe", sampler_seed=0, task_options=SHORT, repeats=2)
     summary = tune.run_tune(cfg, log=lambda m: None)
     assert summary["trials_complete"] == 2 and summary["default"]["number"] == 0
+    assert sorted(p.name for p in (tmp_path / "trials" / "evidence-tune-0000").iterdir()) == ["seed0", "seed1"]
     assert summary["best"]["value"] <= summary["default"]["value"]
     saved = json.loads((tmp_path / "evidence-tune-summary.json").read_text())
     assert saved["default"] == summary["default"]
@@ -94,4 +95,4 @@ def test_two_workers_share_one_storage(tmp_path, storage):
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(complete) == 4  # 2 trials from each worker, one study
     assert len({t.number for t in complete}) == 4
-    assert len(list((tmp_path / "trials").glob("shared-*"))) == 4
+    assert len(list((tmp_path / "trials").glob("shared-*/seed0"))) == 4

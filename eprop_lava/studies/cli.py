@@ -3,7 +3,7 @@
     eprop-lava study quantization [--config FILE] --out DIR [--workers N] [--report-only]
     eprop-lava tune TASK --trials N [--storage URL] [--study-name NAME] [--out DIR]
                          [--iterations K] [--batch-size B] [--task-option KEY=VALUE ...]
-                         [--sampler auto|gp|tpe|random] [--seed S]
+                         [--sampler auto|gp|tpe|random] [--seed S] [--repeats R]
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
                         out=args.out or f"runs/tune-{args.task}", iterations=args.iterations,
                         batch_size=args.batch_size, validation_batches=args.validation_batches, seed=args.seed,
                         sampler=args.sampler, sampler_seed=args.sampler_seed, task_options=options,
-                        timeout=args.timeout, startup_trials=args.startup_trials)
+                        timeout=args.timeout, startup_trials=args.startup_trials, repeats=args.repeats)
     summary = run_tune(config, log=lambda m: print(m, file=sys.stderr))
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -93,6 +93,8 @@ def register(sub) -> None:
     t.add_argument("--sampler", default="auto", choices=["auto", "gp", "tpe", "random"])
     t.add_argument("--sampler-seed", type=int, help="sampler seed (give each worker its own)")
     t.add_argument("--seed", type=int, default=0, help="training seed of every trial")
+    t.add_argument("--repeats", type=int, default=1,
+                   help="seeds per trial (seed, seed+1, ...); the objective is their mean")
     t.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     t.add_argument("--startup-trials", type=int, help="random trials before the sampler's model is used "
                                                       "(default min(10, max(2, trials // 2)))")

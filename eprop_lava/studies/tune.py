@@ -21,8 +21,9 @@ dampening gamma. Weight dropout, bidirectional networks, the Traub fix and
 target delay are not options of the trainer and are not searched.
 
 Objective: the task's validation metric (lower is better) after a short
-training budget, from a fixed seed so trials differ only in their
-hyperparameters. The task's default configuration is enqueued as the first
+training budget, from fixed seeds so trials differ only in their
+hyperparameters; ``repeats`` > 1 averages over that many seeds (a single
+short run is noisy enough that its "best" may not survive another seed). The task's default configuration is enqueued as the first
 trial of a new study, so "default vs best" comes from the same budget.
 """
 
@@ -61,9 +62,10 @@ class TuneConfig:
     enqueue_default: bool = True
     timeout: float | None = None
     startup_trials: int | None = None   # None: min(10, max(2, trials // 2))
+    repeats: int = 1                    # seeds per trial (seed, seed+1, ...); the objective is their mean
 
     def validated(self) -> "TuneConfig":
-        for name in ("trials", "iterations", "batch_size", "validation_batches"):
+        for name in ("trials", "iterations", "batch_size", "validation_batches", "repeats"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise UserError(f"tune.{name}: expected a positive integer, got {v!r}")
@@ -217,16 +219,22 @@ def objective_for(config: TuneConfig, task, log: Callable[[str], None] | None = 
 
     def objective(trial) -> float:
         params = suggest(trial)
-        spec = spec_for(task, params).replace(seed=config.seed)
-        tc = TrainConfig(task=config.task, batch_size=config.batch_size, iterations=config.iterations,
-                         validate_every=config.iterations, validation_batches=config.validation_batches,
-                         early_stop=False, checkpoint_every=max(1, config.iterations), seed=config.seed,
-                         progress=False)
-        # one run directory per trial of this study (resume=False: a trial is never half-reused)
-        run_dir = out / "trials" / f"{trial.study.study_name}-{trial.number:04d}"
-        result = train(task, spec, tc, run_dir, resume=False)
-        value = float(result.final_validation[task.metric_name])
-        trial.set_user_attr("rate_hz", float(result.final_validation["rate_hz"]))
+        values, rates = [], []
+        for i in range(config.repeats):
+            seed = config.seed + i
+            spec = spec_for(task, params).replace(seed=seed)
+            tc = TrainConfig(task=config.task, batch_size=config.batch_size, iterations=config.iterations,
+                             validate_every=config.iterations, validation_batches=config.validation_batches,
+                             early_stop=False, checkpoint_every=max(1, config.iterations), seed=seed,
+                             progress=False)
+            # one run directory per trial and seed (resume=False: a trial is never half-reused)
+            run_dir = out / "trials" / f"{trial.study.study_name}-{trial.number:04d}" / f"seed{seed}"
+            result = train(task, spec, tc, run_dir, resume=False)
+            values.append(float(result.final_validation[task.metric_name]))
+            rates.append(float(result.final_validation["rate_hz"]))
+        value = sum(values) / len(values)
+        trial.set_user_attr("values", values)
+        trial.set_user_attr("rate_hz", sum(rates) / len(rates))
         if not math.isfinite(value):
             raise ValueError(f"trial {trial.number}: validation {task.metric_name} is {value}")
         if log:
@@ -258,7 +266,8 @@ def run_tune(config: TuneConfig, log: Callable[[str], None] = print) -> dict:
     study = optuna.create_study(storage=storage, sampler=sampler, study_name=study_name, direction="minimize",
                                 load_if_exists=True)
     meta = {"task": config.task, "task_options": dict(config.task_options), "iterations": config.iterations,
-            "batch_size": config.batch_size, "validation_batches": config.validation_batches, "seed": config.seed}
+            "batch_size": config.batch_size, "validation_batches": config.validation_batches, "seed": config.seed,
+            "repeats": config.repeats}
     stored = study.user_attrs.get("budget")
     if stored is None:
         study.set_user_attr("budget", meta)
