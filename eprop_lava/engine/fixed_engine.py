@@ -245,8 +245,14 @@ def dense_output(w: np.ndarray, s: np.ndarray, weight_exp: int) -> np.ndarray:
     """Dense: (sum_i w_ji s_i) << weight_exp (>> -weight_exp, floor), sent as
     int32 (what Lava's channel holds). s (..., pre) 0/1; w (post, pre) int.
     float64 BLAS is exact here (integers far below 2^53)."""
-    acc = np.rint(np.asarray(s, dtype=np.float64) @ w.T.astype(np.float64)).astype(np.int64)
-    return wrap_int32(shift_left_or_right(acc, weight_exp))
+    n_pre = w.shape[1]
+    # float32 holds every partial sum exactly while |sum| <= 256 n_pre < 2^24
+    ftype = np.float32 if (int(np.abs(w).max(initial=0)) * n_pre) < (1 << 24) else np.float64
+    acc = (np.asarray(s, dtype=ftype) @ w.T.astype(ftype)).astype(np.int64)
+    out = shift_left_or_right(acc, weight_exp)
+    bound = int(np.abs(w).max(initial=0)) * n_pre
+    bound = bound << weight_exp if weight_exp > 0 else bound
+    return out if bound < (1 << 31) else wrap_int32(out)
 
 
 def readout_step(y: np.ndarray, a_in: np.ndarray, ro: FixedReadout) -> np.ndarray:

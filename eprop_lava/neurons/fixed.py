@@ -208,6 +208,8 @@ def voltage_update(v: np.ndarray, u: np.ndarray, p: FixedNeuronParams) -> np.nda
 
 def refractory(ref_prev: np.ndarray, z_prev: np.ndarray, n_ref: int) -> np.ndarray:
     """Remaining refractory steps (as :func:`eprop_lava.neurons.base.refractory_counter`)."""
+    if n_ref == 0:
+        return ref_prev  # always zero: no refractoriness (Lava's LIF)
     return np.where(z_prev > 0, n_ref, np.maximum(ref_prev - 1, 0))
 
 

@@ -234,12 +234,13 @@ def run_point(point: dict, config: StudyConfig, out: Path) -> dict:
             res.update(_float_metric(task, spec, params, test), memory_bits=32.0)
         else:
             rounding = "stochastic" if point["rounding"] == "stochastic" else "nearest"
-            profile = get_profile(point["profile"], weight_bits=point["weight_bits"], trace_bits=point["trace_bits"],
-                                  psi_bits=point["psi_bits"], signal_bits=point["signal_bits"],
-                                  update_rounding=rounding)
-            # the trace impulse must fit the trace width; keep the profile's ratio otherwise
-            if profile.trace_impulse > profile.trace_max:
-                profile = profile.with_(trace_impulse=max(1, profile.trace_max // 8))
+            base = get_profile(point["profile"])
+            # a narrower or wider trace keeps the profile's impulse-to-range ratio (loihi2: 16 of 127)
+            impulse = base.trace_impulse * 2.0 ** (point["trace_bits"] - base.trace_bits)
+            impulse = int(min(max(1, round(impulse)), (1 << point["trace_bits"]) - 1))
+            profile = base.with_(weight_bits=point["weight_bits"], trace_bits=point["trace_bits"],
+                                 trace_impulse=impulse, psi_bits=point["psi_bits"],
+                                 signal_bits=point["signal_bits"], update_rounding=rounding)
             net = fe.quantize(spec, start, profile, lr=point["lr"])
             if point["trace_storage"] == "neuron":
                 onchip.per_neuron_learning_rates(net, point["lr"])

@@ -1,0 +1,136 @@
+"""Sample-steps per second: Lava fixed_pt versus the batched fixed-point engine
+on the same network (40 -> 100 recurrent LIF -> 2, loihi2 profile), with
+bit-identical results checked on the sample Lava ran.
+
+    python benchmarks/bench_fixed_vs_lava.py [--steps 400] [--batch 1024] [--repeats 3]
+
+Writes benchmarks/results/fixed_vs_lava.json (medians of the repeats, machine
+and versions). Inference and online learning are measured separately.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from eprop_lava.engine import fixed_engine as fe
+from eprop_lava.engine.network import init_params
+from eprop_lava.fixed import loihi2_profile
+from eprop_lava.spec import LayerSpec, LearningSpec, NetworkSpec, NeuronParams, OptimizerSpec, RegularizationSpec
+
+OUT = Path(__file__).resolve().parent / "results" / "fixed_vs_lava.json"
+
+
+def network() -> fe.FixedNetwork:
+    spec = NetworkSpec(n_inputs=40, layers=(LayerSpec(100, "lif", params=NeuronParams(n_ref=0), weight_scale=2.0),),
+                       timing="loihi", reset="zero", loss="cross_entropy", learning=LearningSpec(variant="random"),
+                       regularization=RegularizationSpec(form="none"), optimizer=OptimizerSpec(kind="sgd", lr=1e-2))
+    return fe.quantize(spec, init_params(spec, 0), loihi2_profile())
+
+
+def lava_run(net: fe.FixedNetwork, x: np.ndarray, target: np.ndarray | None, learn: bool, warm: int) -> tuple[float, dict]:
+    """Seconds per step of a Lava fixed_pt run (compile and `warm` steps excluded) and its records."""
+    from lava.magma.core.run_conditions import RunSteps
+    from lava.proc.io.source import RingBuffer
+
+    from eprop_lava.models.network import build_network, read_network, run_config, run_guarded
+
+    T = x.shape[0]
+    built = build_network(net=net, learn=learn, sample_steps=T + warm, record_steps=T + warm)
+    xs = np.concatenate([np.zeros((warm, x.shape[1])), x]).T.copy()
+    src = RingBuffer(data=xs)
+    src.s_out.connect(built.dense_in[0].s_in)
+    if learn:
+        tm = np.concatenate([np.concatenate([np.zeros((warm, target.shape[1])), target]),
+                             np.ones((T + warm, 1))], axis=1)
+        tsrc = RingBuffer(data=tm.T.copy())
+        tsrc.s_out.connect(built.signal.target_in)
+    timing = {}
+
+    def body():
+        t0 = time.perf_counter()
+        src.run(condition=RunSteps(num_steps=T, blocking=True), run_cfg=None)
+        timing["s"] = (time.perf_counter() - t0) / T
+        return read_network(built, T + warm, weights=learn)
+
+    # the warm-up run compiles and starts the runtime; body() continues the same network
+    records = run_guarded(src, warm, run_config("fixed_pt"), body, timeout=600)
+    return timing["s"], records
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=400)
+    ap.add_argument("--batch", type=int, default=1024)
+    ap.add_argument("--learn-batch", type=int, default=16)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--out", type=Path, default=OUT)
+    args = ap.parse_args()
+    T, B, warm = args.steps, args.batch, 10
+    rng = np.random.default_rng(1)
+    x = (rng.random((T, B, 40)) < 0.05).astype(np.float64)
+    target = np.zeros((T, max(B, args.learn_batch), 2))
+    target[..., 0] = 1.0
+    base = network()
+    res: dict = {"network": "40 -> 100 recurrent LIF -> 2 readout, loihi2 profile", "steps": T}
+
+    # ---- inference
+    eng_t = []
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        run = fe.simulate(base, x)
+        eng_t.append(time.perf_counter() - t0)
+    lava_t, identical = [], True
+    for _ in range(max(2, args.repeats - 1)):
+        s, rec = lava_run(base, x[:, 0], None, False, warm)
+        lava_t.append(s)
+        identical &= bool(np.array_equal(rec["z"][0][warm:], run.z[0][:, 0])
+                          and np.array_equal(rec["y"][warm:], run.y[:, 0]))
+    e_sps = B * T / statistics.median(eng_t)
+    l_sps = 1.0 / statistics.median(lava_t)
+    res["inference"] = dict(engine_batch=B, engine_sample_steps_per_s=round(e_sps), lava_ms_per_step=round(
+        1e3 * statistics.median(lava_t), 3), lava_sample_steps_per_s=round(l_sps, 1), speedup=round(e_sps / l_sps, 1),
+        bit_identical=identical, engine_repeats_s=[round(t, 4) for t in eng_t],
+        lava_repeats_ms_per_step=[round(1e3 * t, 3) for t in lava_t])
+
+    # ---- online learning (one update at the end of the sample)
+    Bl = args.learn_batch
+    eng_t = []
+    for _ in range(args.repeats):
+        net = base.copy()
+        t0 = time.perf_counter()
+        fe.simulate(net, x[:, :Bl], target[:, :Bl], learn=True)
+        eng_t.append(time.perf_counter() - t0)
+    # bit identity with learning: Lava sample == engine with batch 1
+    net1 = base.copy()
+    ref = fe.simulate(net1, x[:, :1], target[:, :1], learn=True)
+    s, rec = lava_run(base, x[:, 0], target[:, 0], True, 1)  # one silent step: no spikes, no eligibility
+    identical = bool(np.array_equal(rec["z"][0][1:], ref.z[0][:, 0])
+                     and all(np.array_equal(net1.weights()[k], rec["weights"][k]) for k in rec["weights"]
+                             if k != "feedback.b"))
+    e_sps = Bl * T / statistics.median(eng_t)
+    res["learning"] = dict(engine_batch=Bl, engine_sample_steps_per_s=round(e_sps), lava_ms_per_step=round(1e3 * s, 3),
+                           lava_sample_steps_per_s=round(1.0 / s, 1), speedup=round(e_sps * s, 1),
+                           bit_identical=identical)
+    import lava  # noqa: F401
+
+    from importlib.metadata import version
+    res["machine"] = dict(platform=platform.platform(), processor=platform.processor() or platform.machine(),
+                          cpus=os.cpu_count(), python=sys.version.split()[0], numpy=np.__version__,
+                          lava_nc=version("lava-nc"))
+    res["date"] = time.strftime("%Y-%m-%d %H:%M")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(res, indent=2) + "\n")
+    print(json.dumps(res, indent=2))
+
+
+if __name__ == "__main__":
+    main()
