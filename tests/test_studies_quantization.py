@@ -222,7 +222,7 @@ def test_exponent_scaling_keeps_thresholds_and_coarsens_only_weights():
 
 
 def test_real_tiny_study_end_to_end(tmp_path):
-    cfg = tiny(qat={"enabled": False}, onchip={"vary": {"trace_storage": ["neuron"]}})
+    cfg = tiny(qat={"enabled": False}, onchip={"vary": {"trace_storage": ["neuron"], "trace_bits": [3]}})
     r = run_study(cfg, tmp_path, progress=False)
     assert r["computed"] == len(plan(cfg))
     recs = list(ResultStore(tmp_path).records())
