@@ -22,7 +22,7 @@ from typing import Any
 
 from eprop_lava.neurons.base import (
     Constants, adaptation_constants, decay, fire, leak_jacobian, membrane_update,
-    pseudo_derivative, refractory_counter,
+    not_refractory_psi, pseudo_derivative, refractory_counter,
 )
 
 name = "alif"
@@ -45,17 +45,17 @@ def step(state: dict, current: Any, const: Constants, ops: Any) -> tuple[Any, di
     v = membrane_update(state["v"], current, state["z"], const, ops)
     a = const.rho * state["a"] + state["z"]
     ref = refractory_counter(state["ref"], state["z"], const.n_ref, ops)
-    refractory = ref > 0
+    free = ref <= 0
     x = v - (const.v_th + const.beta * a)
-    record = dict(x=ops.detach(x), refractory=ops.as_float(refractory))
-    z = fire(x, refractory, record, surrogate, const, ops)
+    record = dict(x=ops.detach(x), free=free)
+    z = fire(x, free, record, surrogate, const, ops)
     record["z"] = ops.detach(z)
     return z, dict(v=v, a=a, z=z, ref=ref), record
 
 
 def surrogate(record: dict, const: Constants, ops: Any) -> Any:
     """psi (Eq. 2.18) with the adaptive threshold, 0 while refractory."""
-    return pseudo_derivative(record["x"], const.v_th, const.gamma, ops) * (1.0 - record["refractory"])
+    return not_refractory_psi(pseudo_derivative(record["x"], const.v_th, const.gamma, ops), record, ops)
 
 
 def transition_jacobian(record: dict, const: Constants) -> list:

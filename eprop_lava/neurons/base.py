@@ -29,17 +29,13 @@ from typing import Any
 import numpy as np
 
 
-@dataclass
 class Constants:
-    """Per-neuron constants of one layer (arrays of shape (N,) or scalars)."""
+    """Per-neuron constants of one layer (arrays of shape (N,) or scalars),
+    as plain attributes (read thousands of times per sequence)."""
 
-    values: dict
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self.values[name]
-        except KeyError:
-            raise AttributeError(name) from None
+    def __init__(self, values: dict):
+        self.values = dict(values)
+        self.__dict__.update(values)
 
 
 def decay(tau: float, dt: float) -> float:
@@ -55,12 +51,12 @@ def pseudo_derivative(x: Any, v_th: Any, gamma: float, ops: Any) -> Any:
     return gamma * ops.maximum(1.0 - ops.abs(ops.detach(x)) / v_th, 0.0)
 
 
-def fire(x: Any, refractory: Any, record: dict, surrogate: Any, const: Constants, ops: Any) -> Any:
-    """z = H(x) outside the refractory period (seed 001 Eq. 1.21: H(0) = 1).
+def fire(x: Any, free: Any, record: dict, surrogate: Any, const: Constants, ops: Any) -> Any:
+    """z = H(x) when not refractory (``free``) (seed 001 Eq. 1.21: H(0) = 1).
 
     Under autograd dz/dx = psi, the model's surrogate, which is then also
     stored in the record; otherwise psi is left to be computed afterwards."""
-    value = ops.as_float((ops.detach(x) >= 0) & ~refractory)
+    value = ops.as_float((ops.detach(x) >= 0) & free)
     if not ops.autograd:
         return value
     record["psi"] = surrogate(record, const, ops)
@@ -85,6 +81,11 @@ def membrane_update(v_prev: Any, current: Any, z_prev: Any, const: Constants, op
     if const.reset == "subtract":
         return const.alpha * v_prev + current - const.v_th * z_cut
     return const.alpha * v_prev * (1.0 - z_cut) + current
+
+
+def not_refractory_psi(psi: Any, record: dict, ops: Any) -> Any:
+    """psi = 0 while refractory (seed 002 Eq. 2.18: "set to 0 during the refractory period")."""
+    return ops.where(record["free"], psi, 0.0)
 
 
 def leak_jacobian(record: dict, const: Constants) -> Any:

@@ -53,19 +53,18 @@ def step(state: dict, current: Any, const: Constants, ops: Any) -> tuple[Any, di
     v = const.alpha * state["v"] * keep + current
     a = const.rho * state["a"] + state["z"]
     ref = refractory_counter(state["ref"], state["z"], const.n_ref, ops)
-    refractory = ref > 0
+    free = ref <= 0
     x = v - (const.v_th + const.beta * a)
     end = ops.as_float(ref == 1.0)
-    record = dict(x=ops.detach(x), refractory=ops.as_float(refractory), end=end)
-    z = fire(x, refractory, record, surrogate, const, ops)
+    record = dict(x=ops.detach(x), free=free, end=end)
+    z = fire(x, free, record, surrogate, const, ops)
     record["z"] = ops.detach(z)
     return z, dict(v=v, a=a, z=z, ref=ref, end=end), record
 
 
 def surrogate(record: dict, const: Constants, ops: Any) -> Any:
     """psi of Eq. 3.22: -gamma while refractory, Eq. 2.18 otherwise."""
-    r = record["refractory"]
-    return pseudo_derivative(record["x"], const.v_th, const.gamma, ops) * (1.0 - r) - const.gamma * r
+    return ops.where(record["free"], pseudo_derivative(record["x"], const.v_th, const.gamma, ops), -const.gamma)
 
 
 def transition_jacobian(record: dict, const: Constants) -> list:
