@@ -15,7 +15,12 @@
    identical spikes, outputs within 1e-9.
 
 It returns JSON-serializable mismatch counts; ``total_mismatches == 0`` means
-every check passed. When Lava is missing it returns ``{"skipped": reason}``.
+every check passed.
+
+Separately, and for information only (never counted as a mismatch), the
+``learning_engine`` entry reports how Lava's own learning engine running e-prop
+(:func:`eprop_lava.models.learning_engine.compare_learning_engine`) differs
+from the exact reference. When Lava is missing it returns ``{"skipped": reason}``.
 """
 
 from __future__ import annotations
@@ -246,8 +251,26 @@ def run_lava_checks(quick: bool = True, timeout: float = 240.0) -> dict:
     total = sum(_sum_mismatches(out[k]) for k in ("lif_bitacc", "networks_fixed", "networks_float"))
     out["total_mismatches"] = total
     out["ok"] = total == 0
+    # ---- information only: not part of total_mismatches / ok
+    out["learning_engine"] = learning_engine_info(quick=quick, timeout=timeout)
     out["wall_s"] = round(time.perf_counter() - t0, 1)
     return out
+
+
+def learning_engine_info(quick: bool = True, timeout: float = 240.0) -> dict:
+    """Informational: e-prop as Lava's Loihi3FLearningRule on LearningDense
+    (bit-approximate) against the exact reference (EpropDense, "loihi2"). The
+    learning engine is not expected to match; the report gives the measured
+    difference (cosine, relative error, sign agreement of the weight changes)
+    and its causes. Errors are reported, never raised."""
+    try:
+        from eprop_lava.models.learning_engine import compare_learning_engine
+
+        seeds = (0,) if quick else (0, 1, 2)
+        report = compare_learning_engine(seeds=seeds, extra_runs=not quick, timeout=timeout)
+    except Exception as exc:  # noqa: BLE001 - information only, must not fail verification
+        return {"informational": True, "error": f"{type(exc).__name__}: {exc}"}
+    return {"informational": True, "summary": report["summary"], "rule": report["rule"], "report": report}
 
 
 if __name__ == "__main__":  # pragma: no cover - convenience; the CLI is `eprop-lava verify --lava`

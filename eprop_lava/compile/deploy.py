@@ -30,37 +30,12 @@ import numpy as np
 
 from eprop_lava.engine import fixed_engine as fe
 from eprop_lava.errors import UserError
+from eprop_lava.lava_import import import_lava  # noqa: F401 - also re-exported for compile.netx
 
 MAX_SPIKE_READ = 120_000
 
 
 # ------------------------------------------------------------------ detection
-def import_lava(module: str = "eprop_lava.models") -> Any:
-    """Import a module that imports Lava, in a process that may already have
-    fixed multiprocessing's start method.
-
-    Lava's runtime calls ``multiprocessing.set_start_method('fork')`` without
-    ``force`` when it is first imported (magma/runtime/message_infrastructure/
-    multiprocessing.py), which raises "context has already been set" once
-    anything created a multiprocessing object — tqdm's progress-bar lock in
-    training does. Lava needs fork either way, so the call is made with
-    force=True for the duration of the import."""
-    import importlib
-    import multiprocessing as mp
-
-    if mp.get_start_method(allow_none=True) is None:
-        return importlib.import_module(module)
-    original = mp.set_start_method
-
-    def forced(method: str, force: bool = False) -> None:  # noqa: ARG001 - Lava passes no force
-        original(method, force=True)
-    mp.set_start_method = forced
-    try:
-        return importlib.import_module(module)
-    finally:
-        mp.set_start_method = original
-
-
 def lava_status() -> tuple[bool, str]:
     """(importable, reason) for the Lava processes and models of this package."""
     try:

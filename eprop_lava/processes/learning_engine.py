@@ -1,0 +1,206 @@
+"""E-prop for LIF as Lava's own learning engine: a ``Loihi3FLearningRule`` on
+``LearningDense`` and a ``LearningLIF`` that sends its traces.
+
+This is the form a Loihi 2 learning engine executes (LAVA_BRIEF §3.5); the
+exact reference is :class:`~eprop_lava.processes.EpropDense` with the
+"loihi2" profile. The mapping, per synapse i -> j, ``t_epoch = 1``:
+
+* ``x1``  presynaptic trace z-bar_i: impulse ``trace_impulse`` per spike,
+  decay ``exp(-1/x1_tau) = (4096 - dv) / 4096`` (the LIF's voltage decay);
+* ``y1``  psi_j, the graded pseudo-derivative (0..127), sent every step by
+  :class:`EpropLearningLIF`;
+* ``y2``, ``y3``  the learning signal split by sign, max(L_j, 0) and
+  max(-L_j, 0) (traces are non-negative 7-bit values), from the graded input
+  ``a_third_factor_in``;
+* ``d`` (tag_2) a one-step delay line of x1 (``dd = x1 - d``), so the tag
+  pairs psi^t with z-bar^{t-1} as e-prop does (Lava's x1 at step t already
+  contains the spike of step t, LAVA_BRIEF §3.5 (7)); ``pairing="raw"``
+  uses x1 directly (no d) and keeps that one-step offset;
+* ``t`` (tag_1) the kappa-filtered eligibility trace e-bar:
+  ``dt = c_e u0 y1 d - c_k u0 t``;
+* ``dw = -c_w u0 t y2 + c_w u0 t y3`` (descent on L e-bar, every step).
+
+Constants are scaled so the bit-approximate arithmetic of
+``PyLearningDenseModelBitApproximate`` (LAVA_BRIEF §3.3: each product is
+shifted right by max(0, sum of factor widths + 4 - 15) bits, then left by
+e + 7, and the 2^7-scaled sum is stochastically rounded) gives the reference's
+units: tag increment psi eps / 2^7 (``psi_bits = 7``) and weight change
+lr L e-bar / 2^product_shift.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from lava.magma.core.learning.constants import W_ACCUMULATOR_U, W_S_MANT
+from lava.magma.core.learning.learning_rule import Loihi3FLearningRule
+from lava.magma.core.process.variable import Var
+from lava.proc.lif.process import LearningLIF
+
+#: Factor widths of Lava's bit-approximate learning engine (constants.py:
+#: FACTOR_TO_WIDTH_DICT): 7-bit traces, 9-bit (8 + sign) synaptic variables.
+W_TRACE_FACTOR = 7
+W_SYNVAR_FACTOR = 9
+MANT_RANGE = (-8, 7)
+EXP_RANGE = (-7, 8)
+
+
+class LearningEngineError(ValueError):
+    """A constant of the learning-engine rule cannot be expressed as m * 2^e
+    with m in [-8, 7], e in [-7, 8]; the message names it."""
+
+
+def product_shift(*widths: int) -> int:
+    """Right shift the bit-approximate applier applies to one product:
+    max(0, sum of factor widths + 4 - 15) (learning_rule_applier.py)."""
+    return max(0, sum(widths) + W_S_MANT - W_ACCUMULATOR_U)
+
+
+def m2e(value: float, name: str) -> tuple[int, int]:
+    """The (m, e) with m * 2^e == value, m in [-8, 7], e in [-7, 8], with the
+    largest |m| (the mantissa multiplies before the product's right shift, so
+    a larger one keeps more low bits); raises
+    LearningEngineError when ``value`` is not exactly representable."""
+    if value == 0:
+        raise LearningEngineError(f"{name}: zero is not a usable rule constant")
+    for e in range(EXP_RANGE[0], EXP_RANGE[1] + 1):
+        m = value / 2.0 ** e
+        if m == round(m) and MANT_RANGE[0] <= m <= MANT_RANGE[1]:
+            return int(m), e
+    raise LearningEngineError(f"{name}: {value!r} is not m * 2^e with m in {list(MANT_RANGE)}, "
+                              f"e in {list(EXP_RANGE)} (LAVA_BRIEF §3.2)")
+
+
+def nearest_m2e(value: float) -> tuple[int, int]:
+    """The representable m * 2^e (m in [-8, 7], e in [-7, 8]) nearest to value > 0."""
+    best = None
+    for e in range(EXP_RANGE[1], EXP_RANGE[0] - 1, -1):
+        for m in range(1, MANT_RANGE[1] + 1):
+            err = abs(m * 2.0 ** e - value)
+            if best is None or err < best[0]:
+                best = (err, m, e)
+    return best[1], best[2]
+
+
+def _lit(m: int, e: int) -> str:
+    """A rule-string literal for m * 2^e (sign handled by the caller)."""
+    m = abs(m)
+    if e == 0:
+        return f"{m}"
+    return f"2^{e}" if m == 1 else f"{m}*2^{e}"
+
+
+@dataclass(frozen=True)
+class EpropRule:
+    """The e-prop rule strings and trace settings for one LearningDense, and
+    the quantities they were derived from (JSON-serializable via to_dict)."""
+
+    dw: str
+    dd: str | None
+    dt: str
+    x1_impulse: float
+    x1_tau: float
+    pairing: str
+    tag_increment: tuple        # (m, e) of the y1 * pre product
+    kappa_decay: tuple          # (m, e): tag decay per step, (1 - kappa) = m 2^e
+    kappa_target: float         # 1 - kappa of the reference (d_kappa / 4096)
+    lr: tuple                   # (m, e) of the weight products
+    rng_seed: int
+
+    def learning_rule(self) -> Loihi3FLearningRule:
+        """A fresh Lava rule object (one per LearningDense)."""
+        return Loihi3FLearningRule(dw=self.dw, dd=self.dd, dt=self.dt, x1_impulse=self.x1_impulse,
+                                   x1_tau=self.x1_tau, t_epoch=1, rng_seed=self.rng_seed)
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["kappa_decay"] = list(self.kappa_decay)
+        out["tag_increment"] = list(self.tag_increment)
+        out["lr"] = list(self.lr)
+        out["kappa_decay_value"] = self.kappa_decay[0] * 2.0 ** self.kappa_decay[1]
+        return out
+
+
+def eprop_learning_rule(*, dv: int, d_kappa: int, lr: Any, trace_impulse: int = 16, psi_bits: int = 7,
+                        product_shift_ref: int = 4, pairing: str = "delay", rng_seed: int = 0) -> EpropRule:
+    """E-prop (LIF) as a Loihi3FLearningRule matching the fixed-point reference.
+
+    dv: the LIF's 12-bit voltage decay (x1 decays by (4096 - dv) / 4096);
+    d_kappa: the reference's 12-bit kappa decay of e-bar; the tag decays by the
+    nearest representable m 2^e to d_kappa / 4096 (exact when d_kappa is
+    4096 m 2^e, e.g. 256 = 2^-4); lr: the reference's
+    :class:`~eprop_lava.fixed.LearningRate` (m, e): Delta w = -m 2^e sum_t
+    (L e-bar >> product_shift_ref); pairing: "delay" (psi^t with x1^{t-1} via
+    d) or "raw" (psi^t with x1^t, the one-step offset)."""
+    if pairing not in ("delay", "raw"):
+        raise LearningEngineError(f"pairing: expected 'delay' or 'raw', got {pairing!r}")
+    if not 0 <= int(dv) < 4096:
+        raise LearningEngineError(f"dv: expected a 12-bit decay in [0, 4095], got {dv!r}")
+    if not 0 < int(d_kappa) < 4096:
+        raise LearningEngineError(f"d_kappa: expected a decay in [1, 4095], got {d_kappa!r}")
+    alpha = (4096 - int(dv)) / 4096.0
+    # Lava: exp(-1/tau) per step; tau = 0 would clear the trace every step
+    x1_tau = 1e9 if dv == 0 else -1.0 / math.log(alpha)
+
+    # tag increment: c_e * (y1 * v >> s) * 2^7 / 2^7 == y1 * v / 2^psi_bits
+    if pairing == "delay":
+        s_e = product_shift(W_TRACE_FACTOR, W_SYNVAR_FACTOR)     # y1 * d: 7 + 9 + 4 - 15 = 5
+        pre = "d"
+    else:
+        s_e = product_shift(W_TRACE_FACTOR, W_TRACE_FACTOR)      # y1 * x1: 7 + 7 + 4 - 15 = 3
+        pre = "x1"
+    me, ee = m2e(2.0 ** (s_e - psi_bits), "tag increment")
+    mk, ek = nearest_m2e(int(d_kappa) / 4096.0)
+    # weight: c_w (t y >> 5) == lr.m 2^lr.e (L e-bar >> product_shift_ref)
+    s_w = product_shift(W_SYNVAR_FACTOR, W_TRACE_FACTOR)         # t * y2: 9 + 7 + 4 - 15 = 5
+    lr_m, lr_e = int(lr.mantissa), int(lr.exponent) + s_w - int(product_shift_ref)
+    m2e(lr_m * 2.0 ** lr_e, "learning rate")  # validates the range
+    if lr_m <= 0:
+        raise LearningEngineError(f"learning rate: expected a positive mantissa, got {lr_m}")
+    w_lit = _lit(lr_m, lr_e)
+    dt = f"{_lit(me, ee)}*u0*y1*{pre} - {_lit(mk, ek)}*u0*t"
+    dw = f"-{w_lit}*u0*t*y2 + {w_lit}*u0*t*y3"
+    dd = "u0*x1 - u0*d" if pairing == "delay" else None
+    return EpropRule(dw=dw, dd=dd, dt=dt, x1_impulse=float(trace_impulse), x1_tau=float(x1_tau), pairing=pairing,
+                     tag_increment=(me, ee), kappa_decay=(mk, ek), kappa_target=int(d_kappa) / 4096.0, lr=(lr_m, lr_e),
+                     rng_seed=int(rng_seed))
+
+
+class EpropLearningLIF(LearningLIF):
+    """Lava's LearningLIF (PyLifModelBitAcc dynamics) whose model sends, every
+    step, the post spike on ``s_out_bap``, psi on ``s_out_y1`` and the learning
+    signal received on ``a_third_factor_in`` split by sign on ``s_out_y2`` /
+    ``s_out_y3`` (Lava's own model sends none of them, and a LearningDense
+    waiting for them deadlocks). psi is the project's graded LIF
+    pseudo-derivative (:func:`eprop_lava.neurons.fixed.psi_lif`,
+    ``psi_bits`` magnitude bits) of v before the reset.
+
+    ``record_steps`` rows of psi, z and the received signal are kept in
+    ``psi_rec``, ``z_rec``, ``signal_rec`` for verification."""
+
+    def __init__(self, *, shape: tuple, du: int = 4095, dv: int = 0, vth: int = 100, bias_mant: Any = 0,
+                 bias_exp: Any = 0, learning_rule: Any = None, psi_bits: int = 7, record_steps: int = 0,
+                 name: str | None = None):
+        shape = tuple(int(s) for s in shape)
+        if len(shape) != 1 or shape[0] < 1:
+            raise ValueError(f"shape: expected (n,), got {shape!r}")
+        if not 1 <= int(psi_bits) <= 7:
+            raise ValueError(f"psi_bits: y1 is a 7-bit trace; expected 1..7, got {psi_bits!r}")
+        record_steps = int(record_steps)
+        if record_steps < 0:
+            raise ValueError(f"record_steps: expected >= 0, got {record_steps!r}")
+        super().__init__(shape=shape, du=du, dv=dv, vth=vth, bias_mant=bias_mant, bias_exp=bias_exp,
+                         learning_rule=learning_rule, name=name, psi_bits=int(psi_bits), record_steps=record_steps)
+        rows = max(record_steps, 1)
+        self.psi_rec = Var(shape=(rows, shape[0]), init=0)
+        self.z_rec = Var(shape=(rows, shape[0]), init=0)
+        self.signal_rec = Var(shape=(rows, shape[0]), init=0)
+
+
+def split_signal(signal: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(y2, y3) = (max(L, 0), max(-L, 0)), each clipped to the 7-bit trace range."""
+    s = np.asarray(signal, dtype=np.int64)
+    return np.clip(s, 0, 127), np.clip(-s, 0, 127)
