@@ -221,9 +221,41 @@ def as_int(x: Any) -> np.ndarray:
 
 
 def shift_toward_zero(x: Any, shift: int | np.ndarray) -> np.ndarray:
-    """sgn(x) * (|x| >> shift): Loihi's rounding toward zero."""
+    """sgn(x) * (|x| >> shift): Loihi's rounding toward zero.
+
+    Computed as (x + ((x >> 63) & (2^shift - 1))) >> shift (negative x get
+    2^shift - 1 added before the floor shift: the same integers, in four
+    in-place passes over one new array instead of five passes and four arrays)."""
     x = np.asarray(x, dtype=np.int64)
-    return np.sign(x) * np.right_shift(np.abs(x), shift)
+    t = np.right_shift(x, 63)
+    if np.ndim(shift) == 0:
+        if shift == 0:
+            return x.copy()
+        return _toward_zero_into(t, x, int(shift))
+    mask = np.left_shift(1, np.asarray(shift, dtype=np.int64)) - 1
+    return np.right_shift(x + (t & mask), shift)
+
+
+def _toward_zero_into(t: np.ndarray, x: np.ndarray, shift: int) -> np.ndarray:
+    """t = x >> 63 (owned, x's shape) becomes x shifted toward zero by ``shift``."""
+    t &= (1 << shift) - 1
+    t += x
+    t >>= shift
+    return t
+
+
+def _toward_zero_owned(x: np.ndarray, shift: int) -> np.ndarray:
+    """shift_toward_zero of an int64 array the caller owns (overwritten). The
+    correction term lives in an int32 array (half the memory: fresh full-size
+    int64 temporaries cost more in page faults than the arithmetic)."""
+    if shift > 31:
+        t = np.right_shift(x, 63)
+    else:
+        t = np.right_shift(x, 63, out=np.empty(x.shape, np.int32), casting="unsafe")
+    t &= (1 << shift) - 1
+    x += t
+    x >>= shift
+    return x
 
 
 def shift_floor(x: Any, shift: int | np.ndarray) -> np.ndarray:
@@ -250,6 +282,22 @@ def shift_stochastic(x: Any, shift: int, rng: np.random.Generator) -> np.ndarray
     return np.right_shift(x + r, shift)
 
 
+def shift_round_owned(x: np.ndarray, shift: int, mode: str) -> np.ndarray:
+    """shift_round with a deterministic mode of an int64 array the caller owns
+    (overwritten in place: no new full-size arrays)."""
+    if mode == "toward_zero":
+        return _toward_zero_owned(x, shift) if shift else x
+    if mode == "floor":
+        x >>= shift
+        return x
+    if mode == "nearest":
+        if shift:
+            x += 1 << (shift - 1)
+            x >>= shift
+        return x
+    return shift_round(x, shift, mode)
+
+
 def shift_round(x: Any, shift: int, mode: str, rng: np.random.Generator | None = None) -> np.ndarray:
     """Right shift with the named rounding (one of :data:`ROUNDINGS`)."""
     if mode == "toward_zero":
@@ -267,6 +315,11 @@ def shift_round(x: Any, shift: int, mode: str, rng: np.random.Generator | None =
 
 def saturate(x: Any, lo: int, hi: int) -> np.ndarray:
     return np.clip(np.asarray(x, dtype=np.int64), lo, hi)
+
+
+def saturate_owned(x: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """saturate in place, for an int64 array the caller owns."""
+    return np.clip(x, lo, hi, out=x)
 
 
 def saturate_signed(x: Any, bits: int) -> np.ndarray:
@@ -312,7 +365,14 @@ def decay(x: Any, d: Any, offset: int = 0) -> np.ndarray:
     sgn(x (4096 - d - offset)) * (|x (4096 - d - offset)| >> 12).
     offset=1 is the current's ds_offset (so du=4095 forgets u completely)."""
     factor = DECAY_UNITY - (np.asarray(d, dtype=np.int64) + offset)
-    return shift_toward_zero(np.asarray(x, dtype=np.int64) * factor, DECAY_SHIFT)
+    x = np.asarray(x, dtype=np.int64)
+    if factor.ndim == 0:
+        f = int(factor)
+        if f == 0:  # du = 4095 with offset 1: no memory
+            return np.zeros(np.broadcast_shapes(x.shape, factor.shape), dtype=np.int64)
+        if f == DECAY_UNITY:  # d = 0: no decay
+            return x.copy()
+    return _toward_zero_owned(x * factor, DECAY_SHIFT)
 
 
 def check_decay(name: str, d: Any) -> np.ndarray:

@@ -43,8 +43,8 @@ import numpy as np
 
 from eprop_lava.fixed import (
     ACT_SHIFT, FixedPointError, FixedPointProfile, LearningRate, apply_update, clip_v24, decay,
-    decay_constant, get_profile, learning_rate, saturate, shift_left_or_right, shift_round, update_rng,
-    wrap_int32,
+    decay_constant, get_profile, learning_rate, saturate, saturate_owned, shift_left_or_right, shift_round,
+    shift_round_owned, update_rng, wrap_int32,
 )
 from eprop_lava.neurons import fixed as fx
 from eprop_lava.neurons.base import adaptation_constants, decay as float_decay
@@ -246,11 +246,11 @@ def dense_output(w: np.ndarray, s: np.ndarray, weight_exp: int) -> np.ndarray:
     int32 (what Lava's channel holds). s (..., pre) 0/1; w (post, pre) int.
     float64 BLAS is exact here (integers far below 2^53)."""
     n_pre = w.shape[1]
+    bound = int(np.abs(w).max(initial=0)) * n_pre
     # float32 holds every partial sum exactly while |sum| <= 256 n_pre < 2^24
-    ftype = np.float32 if (int(np.abs(w).max(initial=0)) * n_pre) < (1 << 24) else np.float64
+    ftype = np.float32 if bound < (1 << 24) else np.float64
     acc = (np.asarray(s, dtype=ftype) @ w.T.astype(ftype)).astype(np.int64)
     out = shift_left_or_right(acc, weight_exp)
-    bound = int(np.abs(w).max(initial=0)) * n_pre
     bound = bound << weight_exp if weight_exp > 0 else bound
     return out if bound < (1 << 31) else wrap_int32(out)
 
@@ -312,11 +312,12 @@ def hidden_synapse_step(syn: dict, p: fx.FixedNeuronParams, record: dict, pre: n
     signal (B, post) the learning signal L^t."""
     eps, e = fx.eligibility_step(p, syn["eps"], syn["rec"], record, pre, profile)
     ebar = syn["ebar"]
-    prod = shift_round(signal[..., :, None] * ebar, profile.product_shift, profile.product_rounding)
+    prod = np.multiply(ebar, signal[..., :, None])  # (L_j ebar_ji) >> product_shift, in place
+    prod = shift_round_owned(prod, profile.product_shift, profile.product_rounding)
     acc = saturate(syn["acc"] + prod.sum(0), *profile.accumulator_range)
-    lo, hi = profile.tag_range
-    ebar = saturate(decay(ebar, d_kappa) + e, lo, hi)
-    return dict(eps=eps, ebar=ebar, acc=acc, rec=record)
+    ebar = decay(ebar, d_kappa)
+    ebar += e
+    return dict(eps=eps, ebar=saturate_owned(ebar, *profile.tag_range), acc=acc, rec=record)
 
 
 def new_readout_synapse(batch: int, n_out: int, n_pre: int) -> dict:
@@ -471,7 +472,8 @@ def simulate(net: FixedNetwork, x: np.ndarray, target: np.ndarray | None = None,
                 syn_out[r] = readout_synapse_step(syn_out[r], z_prev[r], err, ro.d_kappa, prof)
             if is_update_step(t + 1, T, prof.update_interval):
                 (on_update or _update_all)(net, syn_in, syn_rec, syn_out, rngs, slices)
-        x_prev = x[t].astype(np.int64)
+        if learn:
+            x_prev = x[t].astype(np.int64)
         z_prev = zs
     run = FixedRun(z=z_seq, y=y_seq, psi=psi_seq, err=err_seq)
     if record_state:

@@ -66,8 +66,9 @@ from typing import Any
 import numpy as np
 
 from eprop_lava.fixed import (
-    ACT_SHIFT, UV_BITS, VTH_SHIFT, FixedPointError, FixedPointProfile, check_decay, clip_v24, decay,
-    saturate, saturate_signed, shift_floor, shift_round, wrap_int32, wrap_u24,
+    ACT_SHIFT, DECAY_UNITY, UV_BITS, VTH_SHIFT, FixedPointError, FixedPointProfile, check_decay, clip_v24,
+    decay, saturate, saturate_owned, saturate_signed, shift_floor, shift_round, shift_round_owned, wrap_int32,
+    wrap_u24,
 )
 
 KINDS = ("lif", "alif", "stdp_alif", "izhikevich")
@@ -182,6 +183,15 @@ class FixedNeuronParams:
         return mul, shift
 
     @cached_property
+    def u_memoryless(self) -> bool:
+        """du = 4095 everywhere: decay(u, du, offset 1) is 0, u is this step's input."""
+        return bool(np.all(self.du + 1 == DECAY_UNITY))
+
+    @cached_property
+    def has_bias(self) -> bool:
+        return bool(np.any(self.bias != 0))
+
+    @cached_property
     def izh_psi_table(self) -> np.ndarray:
         mv = np.arange(IZH_PSI_LO, 31)
         return np.round(self.psi_max * np.exp((mv - 30.0) / 30.0)).astype(np.int64)
@@ -199,11 +209,20 @@ def current_update(u: np.ndarray, a_in: np.ndarray, p: FixedNeuronParams) -> np.
     """Lava's u update: int32 arithmetic (as numpy does it in PyLifModelBitAcc),
     then the one-sided 24-bit wrap."""
     act = wrap_int32(np.left_shift(np.asarray(a_in, dtype=np.int64), ACT_SHIFT))
-    return wrap_u24(wrap_int32(decay(u, p.du, offset=1) + act))
+    if p.u_memoryless:  # decay(u, 4095, offset 1) == 0: the sum is act (already int32)
+        return wrap_u24(act)
+    total = decay(u, p.du, offset=1)
+    total += act
+    return wrap_u24(wrap_int32(total))
 
 
 def voltage_update(v: np.ndarray, u: np.ndarray, p: FixedNeuronParams) -> np.ndarray:
-    return clip_v24(decay(v, p.dv) + u + p.bias)
+    """clip24(decay(v, dv) + u + bias), accumulated in place in decay's new array."""
+    out = decay(v, p.dv)
+    out += u
+    if p.has_bias:
+        out += p.bias
+    return saturate_owned(out, -((1 << (UV_BITS - 1)) - 1), (1 << (UV_BITS - 1)) - 1)
 
 
 def refractory(ref_prev: np.ndarray, z_prev: np.ndarray, n_ref: int) -> np.ndarray:
@@ -216,8 +235,13 @@ def refractory(ref_prev: np.ndarray, z_prev: np.ndarray, n_ref: int) -> np.ndarr
 def psi_lif(v: np.ndarray, threshold: np.ndarray, p: FixedNeuronParams) -> np.ndarray:
     """Graded psi / gamma of the LIF family (seed 002 Eq. 2.18)."""
     mul, shift = p.psi_scale
-    dist = np.maximum(p.vth_scaled - np.abs(v - threshold), 0)
-    return np.minimum(np.right_shift(dist * mul, shift), p.psi_max)
+    d = np.subtract(v, threshold)  # the one new array; the rest in place
+    np.abs(d, out=d)
+    np.subtract(p.vth_scaled, d, out=d)
+    np.maximum(d, 0, out=d)  # dist = max(vth - |v - A|, 0)
+    d *= mul
+    d >>= shift
+    return np.minimum(d, p.psi_max, out=d)
 
 
 # --------------------------------------------------------------- neuron steps
@@ -239,30 +263,39 @@ def lif_step(a_in: np.ndarray, state: dict, p: FixedNeuronParams):
     u = current_update(state["u"], a_in, p)
     v = voltage_update(state["v"], u, p)
     ref = refractory(state["ref"], state["z"], p.n_ref)
-    blocked = ref > 0
-    z = ((v > p.vth_scaled) & ~blocked).astype(np.int64)
-    psi = np.where(blocked, 0, psi_lif(v, p.vth_scaled, p))
-    v = np.where(z > 0, 0, v)
+    spike = v > p.vth_scaled
+    psi = psi_lif(v, p.vth_scaled, p)
+    if p.n_ref:  # without refractoriness nothing is blocked
+        free = ref <= 0
+        spike &= free
+        psi *= free
+    z = spike.astype(np.int64)
+    v *= ~spike  # v = 0 where it spiked (v is voltage_update's new array; a multiply beats a masked store)
     return z, dict(psi=psi), dict(u=u, v=v, z=z, ref=ref)
 
 
 def _adaptive_step(a_in: np.ndarray, state: dict, p: FixedNeuronParams, stdp: bool):
     u = current_update(state["u"], a_in, p)
     v = voltage_update(state["v"], u, p)
-    theta = saturate(decay(state["theta"], p.d_theta) + state["z"] * p.theta_step, 0, (1 << (UV_BITS - 1)) - 1)
+    theta = decay(state["theta"], p.d_theta)
+    theta += state["z"] * p.theta_step
+    saturate_owned(theta, 0, (1 << (UV_BITS - 1)) - 1)
     ref = refractory(state["ref"], state["z"], p.n_ref)
-    blocked = ref > 0
-    threshold = p.vth_scaled + theta
-    z = ((v > threshold) & ~blocked).astype(np.int64)
+    threshold = theta + p.vth_scaled
+    spike = v > threshold
     psi = psi_lif(v, threshold, p)
-    psi = np.where(blocked, -p.psi_max if stdp else 0, psi)
+    if p.n_ref:
+        free = ref <= 0
+        spike &= free
+        psi = np.where(free, psi, -p.psi_max) if stdp else np.multiply(psi, free, out=psi)
+    z = spike.astype(np.int64)
     new = dict(u=u, theta=theta, z=z, ref=ref)
     if stdp:
-        end = (ref == 1).astype(np.int64)
-        new["end"] = end
-        v = np.where((z > 0) | (end > 0), 0, v)
+        ending = ref == 1
+        new["end"] = ending.astype(np.int64)
+        v *= ~(spike | ending)
     else:
-        v = np.where(z > 0, 0, v)
+        v *= ~spike
     new["v"] = v
     return z, dict(psi=psi), new
 
@@ -356,16 +389,25 @@ def eligibility_step(p: FixedNeuronParams, eps: dict, record_prev: dict | None, 
         new_u = keep * shift_round(col(p.izh_ab) * ev, Q16, rnd) + eu - shift_round(col(p.izh_a) * eu, Q16, rnd)
         new = dict(v=saturate(new_v, -tmax, tmax), u=saturate(new_u, -tmax, tmax))
     else:
+        # decay(eps_v, dv) (1 - cut) + imp: the factor (1 - cut) in {1, 0, -1} goes into the
+        # decay's multiplier (rounding toward zero is odd, so the product is the same integer)
         cut = col(record_prev["z"])
         if p.kind == "stdp_alif":
             cut = cut + col(record_prev["end"])
-        ev = decay(eps["v"], col(p.dv)) * (1 - cut) + imp
-        new = dict(v=saturate(ev, -tmax, tmax))
+        ev = decay(eps["v"], DECAY_UNITY - (DECAY_UNITY - col(p.dv)) * (1 - cut))
+        ev += imp
+        new = dict(v=saturate_owned(ev, -tmax, tmax))
         if "th" in eps:
             eth = eps["th"]
             gain = col(p.bpsi_mul) * col(record_prev["psi"])
-            eth = decay(eth, col(p.d_theta)) + shift_round(gain * (eps["v"] - eth), int(p.bpsi_shift), rnd)
-            new["th"] = saturate(eth, -tmax, tmax)
-    diff = new["v"] - new["th"] if "th" in new else new["v"]
-    e = shift_round(col(record["psi"]) * diff, int(p.psi_bits), rnd)
-    return new, e
+            drive = np.subtract(eps["v"], eth)
+            drive *= gain
+            th = decay(eth, col(p.d_theta))
+            th += shift_round_owned(drive, int(p.bpsi_shift), rnd)
+            new["th"] = saturate_owned(th, -tmax, tmax)
+    if "th" in new:
+        e = np.subtract(new["v"], new["th"])
+        e *= col(record["psi"])
+    else:
+        e = np.multiply(new["v"], col(record["psi"]))
+    return new, shift_round_owned(e, int(p.psi_bits), rnd)
