@@ -226,7 +226,7 @@ def check_networks_float(S: int = 2, T: int = 30, timeout: float = 240.0) -> dic
     return results
 
 
-def _sum_mismatches(section: dict) -> int:
+def count_mismatches(section: dict) -> int:
     total = 0
     for entry in section.values():
         total += sum(int(v) for v in entry["mismatches"].values())
@@ -248,7 +248,7 @@ def run_lava_checks(quick: bool = True, timeout: float = 240.0) -> dict:
     out["lif_bitacc"] = check_lif_bitacc(steps=steps, timeout=timeout)
     out["networks_fixed"] = check_networks_fixed(S=S, T=T, timeout=timeout)
     out["networks_float"] = check_networks_float(S=S, T=T, timeout=timeout)
-    total = sum(_sum_mismatches(out[k]) for k in ("lif_bitacc", "networks_fixed", "networks_float"))
+    total = sum(count_mismatches(out[k]) for k in ("lif_bitacc", "networks_fixed", "networks_float"))
     out["total_mismatches"] = total
     out["ok"] = total == 0
     # ---- information only: not part of total_mismatches / ok
