@@ -44,9 +44,11 @@ def run_case(case: str, repeats: int, n: int, steps: int, batch: int, dtype: str
     spec = spec.replace(layers=(spec.layers[0].__class__(**{**spec.layers[0].__dict__, "size": n}),))
     params = init_params(spec)
     data = task.batch(np.random.default_rng(0), batch)
-    if steps < data.steps:
+    if steps != data.steps:  # a window of the task's sequence (tiled when longer), recall at the end
         from eprop_lava.engine.network import Batch
-        data = Batch(data.x[-steps:], data.target[-steps:], data.mask[-steps:], data.labels)
+        reps = -(-steps // data.steps)
+        tile = lambda a: np.concatenate([a] * reps, axis=0)[-steps:]
+        data = Batch(tile(data.x), tile(data.target), tile(data.mask), data.labels)
     ops = make_ops("numpy", dtype=dtype)
     p = {k: ops.asarray(v) for k, v in params.items()}
     x = ops.asarray(data.x)
@@ -124,6 +126,18 @@ def main() -> None:
         r = spawn("fast", 1, n, args.steps, args.batch, args.dtype)
         results["memory_scaling"].append(r)
         print(f"fast n={n:4d}: {r['median_seconds']:.3f} s, peak +{r['peak_extra_mb']:.0f} MB", flush=True)
+    # Scaling with network size at a short sequence (per-step cost and memory),
+    # and with sequence length at a fixed size.
+    results["size_scaling"] = []
+    for n in (100, 300, 1000, 3000, 10000):
+        r = spawn("fast", 1, n, 100, 8, args.dtype)
+        results["size_scaling"].append(r)
+        print(f"fast n={n:5d} T=100 B=8: {r['median_seconds']:.3f} s, peak +{r['peak_extra_mb']:.0f} MB", flush=True)
+    results["length_scaling"] = []
+    for steps in (250, 500, 1000, 2000):
+        r = spawn("fast", 1, 100, steps, args.batch, args.dtype)
+        results["length_scaling"].append(r)
+        print(f"fast n=100 T={steps}: {r['median_seconds']:.3f} s, peak +{r['peak_extra_mb']:.0f} MB", flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
