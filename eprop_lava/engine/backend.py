@@ -107,6 +107,12 @@ class Ops:
     def detach(self, x: Any) -> Any:
         return x
 
+    def zero_diagonal(self, m: Any) -> Any:
+        """m with its diagonal set to 0 (a copy; no N x N mask is built)."""
+        out = np.array(m, copy=True)
+        np.fill_diagonal(out, 0.0)
+        return out
+
     def single_threaded(self):
         """A context for loops of small matrix products: one BLAS thread.
 
@@ -242,6 +248,9 @@ class TorchOps(Ops):
 
     def detach(self, x: Any) -> Any:
         return x.detach() if isinstance(x, self.torch.Tensor) else x
+
+    def zero_diagonal(self, m: Any) -> Any:
+        return m - self.torch.diag_embed(self.torch.diagonal(m))
 
     def single_threaded(self):
         import contextlib

@@ -43,7 +43,7 @@ import numpy as np
 
 from eprop_lava.fixed import (
     ACT_SHIFT, FixedPointError, FixedPointProfile, LearningRate, apply_update, clip_v24, decay,
-    decay_constant, get_profile, learning_rate, saturate, saturate_owned, shift_left_or_right, shift_round,
+    decay_constant, decay_same_dtype, get_profile, learning_rate, saturate, saturate_owned, shift_left_or_right, shift_round,
     shift_round_owned, update_rng, wrap_int32,
 )
 from eprop_lava.neurons import fixed as fx
@@ -299,9 +299,14 @@ def learning_signal(err: np.ndarray, feedback: np.ndarray, shift: int, profile: 
     return np.clip(shift_round(acc, shift, "nearest"), lo, hi)
 
 
-def new_hidden_synapse(p: fx.FixedNeuronParams, batch: int, n_pre: int) -> dict:
+def new_hidden_synapse(p: fx.FixedNeuronParams, batch: int, n_pre: int,
+                       profile: FixedPointProfile | None = None) -> dict:
+    """Per-synapse state; with ``profile`` given, int32 arrays where
+    :func:`~eprop_lava.neurons.fixed.eligibility_fits_int32` proves it exact
+    (half the memory traffic), int64 otherwise."""
     shape = (batch, p.size, n_pre)
-    return dict(eps=fx.initial_eligibility(p, shape), ebar=np.zeros(shape, dtype=np.int64),
+    dtype = np.int32 if profile is not None and fx.eligibility_fits_int32(p, profile) else np.int64
+    return dict(eps=fx.initial_eligibility(p, shape, dtype), ebar=np.zeros(shape, dtype=dtype),
                 acc=np.zeros((p.size, n_pre), dtype=np.int64), rec=None)
 
 
@@ -312,10 +317,11 @@ def hidden_synapse_step(syn: dict, p: fx.FixedNeuronParams, record: dict, pre: n
     signal (B, post) the learning signal L^t."""
     eps, e = fx.eligibility_step(p, syn["eps"], syn["rec"], record, pre, profile)
     ebar = syn["ebar"]
-    prod = np.multiply(ebar, signal[..., :, None])  # (L_j ebar_ji) >> product_shift, in place
+    # (L_j ebar_ji) >> product_shift, in place, in the state's dtype (int32 where proven exact)
+    prod = np.multiply(ebar, signal[..., :, None], dtype=ebar.dtype)
     prod = shift_round_owned(prod, profile.product_shift, profile.product_rounding)
-    acc = saturate(syn["acc"] + prod.sum(0), *profile.accumulator_range)
-    ebar = decay(ebar, d_kappa)
+    acc = saturate(syn["acc"] + prod.sum(0, dtype=np.int64), *profile.accumulator_range)
+    ebar = decay_same_dtype(ebar, d_kappa)
     ebar += e
     return dict(eps=eps, ebar=saturate_owned(ebar, *profile.tag_range), acc=acc, rec=record)
 
@@ -418,8 +424,8 @@ def simulate(net: FixedNetwork, x: np.ndarray, target: np.ndarray | None = None,
     z_prev = [np.zeros((B, L.neuron.size), dtype=np.int64) for L in net.layers]
     x_prev = np.zeros((B, spec.n_inputs), dtype=np.int64)
     if learn:
-        syn_in = [new_hidden_synapse(L.neuron, B, L.w_in.shape[1]) for L in net.layers]
-        syn_rec = [new_hidden_synapse(L.neuron, B, L.neuron.size) if L.w_rec is not None else None
+        syn_in = [new_hidden_synapse(L.neuron, B, L.w_in.shape[1], prof) for L in net.layers]
+        syn_rec = [new_hidden_synapse(L.neuron, B, L.neuron.size, prof) if L.w_rec is not None else None
                    for L in net.layers]
         syn_out = [new_readout_synapse(B, K, L.neuron.size) for L in net.layers]
     # The first layer's Dense output depends only on x: one GEMM for all steps.

@@ -77,7 +77,7 @@ def _weight_terms(spec: NetworkSpec, params: dict, grads: dict, online_rate: Any
             if l2:
                 grads[key] = grads[key] + l2 * params[key]
             if name == "w_rec":
-                grads[key] = grads[key] * (1.0 - ops.asarray(np.eye(grads[key].shape[0])))
+                grads[key] = ops.zero_diagonal(grads[key])  # no self-connections
     if l2:
         grads["readout.w"] = grads["readout.w"] + l2 * params["readout.w"]
 
