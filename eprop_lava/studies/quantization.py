@@ -408,8 +408,9 @@ def summarize(config: StudyConfig, records: list[dict]) -> dict:
             prof = get_profile(profile)
             base = dict(mode=mode, profile=profile, trace_bits=prof.trace_bits, psi_bits=prof.psi_bits,
                         signal_bits=prof.signal_bits, rounding=oc.rounding, trace_storage=oc.trace_storage, lr=oc.lr)
-            curve = {r["weight_bits"]: r["score_mean"] for r in onchip_rows
-                     if all(r[k] == v for k, v in base.items())}
+            rows = [r for r in onchip_rows if all(r[k] == v for k, v in base.items())]
+            curve = {r["weight_bits"]: r["score_mean"] for r in rows}
+            spread = {str(r["weight_bits"]): r["score_std"] for r in rows}
             if len(curve) < 2:
                 continue
             fl = [r for r in out["float_eprop"] if r["mode"] == mode and r["optimizer"] == "sgd"]
@@ -417,7 +418,8 @@ def summarize(config: StudyConfig, records: list[dict]) -> dict:
             oc_knees[f"{mode}/{profile}"] = {
                 "vs_float_sgd": knee(curve, fl[0]["score_mean"], tol) if fl else None,
                 "vs_own_widest": knee(curve, plateau, tol),
-                "curve": {str(k): v for k, v in sorted(curve.items())}}
+                "curve": {str(k): v for k, v in sorted(curve.items())},
+                "curve_std": dict(sorted(spread.items(), key=lambda kv: int(kv[0])))}
     out["onchip_knees"] = oc_knees
     return out
 
@@ -556,11 +558,11 @@ def plot_report(summary: dict, out: Path) -> list[Path]:
         groups[f"PTQ {r['scaling']} {r['rounding']}"].append(r)
     for r in summary["qat"]:
         groups[f"QAT {r['profile']} {r['scaling']}"].append(r)
-    for key in summary.get("onchip_knees", {}):
+    for key, k in summary.get("onchip_knees", {}).items():
         mode, profile = key.split("/")
-        for r in summary["onchip"]:
-            if r["mode"] == mode and r["profile"] == profile and str(r["weight_bits"]) in summary["onchip_knees"][key]["curve"]:
-                groups[f"on-chip {mode} {profile}"].append(r)
+        groups[f"on-chip {mode} {profile}"] = [
+            {"weight_bits": int(b), "score_mean": v, "score_std": k.get("curve_std", {}).get(b, 0.0)}
+            for b, v in k["curve"].items()]
     for i, (label, rows) in enumerate(sorted(groups.items())):
         # one line per (label); several rows per bit width would mean other varied fields: keep the base only
         per_bits = {}
