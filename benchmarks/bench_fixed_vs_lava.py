@@ -2,10 +2,15 @@
 on the same network (40 -> 100 recurrent LIF -> 2, loihi2 profile), with
 bit-identical results checked on the sample Lava ran.
 
-    python benchmarks/bench_fixed_vs_lava.py [--steps 400] [--batch 1024] [--repeats 3]
+    python benchmarks/bench_fixed_vs_lava.py [--steps 300] [--batches 512,2048] [--repeats 3]
+        [--baseline-src DIR]
 
-Writes benchmarks/results/fixed_vs_lava.json (medians of the repeats, machine
-and versions). Inference and online learning are measured separately.
+Writes benchmarks/results/fixed_vs_lava.json (medians of the repeats, machine,
+versions, load average). Inference and online learning are measured
+separately; the engine and Lava run back to back in one process, so the
+ratio is taken under the same machine load. ``--baseline-src DIR`` (a source
+tree holding an older ``eprop_lava``, e.g. from ``git archive``) also times
+that engine on the same inputs in a subprocess: before/after under the same load.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -66,39 +72,88 @@ def lava_run(net: fe.FixedNetwork, x: np.ndarray, target: np.ndarray | None, lea
     return timing["s"], records
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=400)
-    ap.add_argument("--batch", type=int, default=1024)
-    ap.add_argument("--learn-batch", type=int, default=16)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--out", type=Path, default=OUT)
-    args = ap.parse_args()
-    T, B, warm = args.steps, args.batch, 10
+def engine_rates(x: np.ndarray, target: np.ndarray, batches: list, learn_batch: int, repeats: int) -> dict:
+    """Engine sample-steps per second (median of repeats) per inference batch and for learning."""
+    base = network()
+    T = x.shape[0]
+    out = {}
+    for B in batches:
+        ts = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fe.simulate(base, x[:, :B])
+            ts.append(time.perf_counter() - t0)
+        out[f"inference_batch_{B}"] = B * T / statistics.median(ts)
+    ts = []
+    for _ in range(repeats):
+        net = base.copy()
+        t0 = time.perf_counter()
+        fe.simulate(net, x[:, :learn_batch], target[:, :learn_batch], learn=True)
+        ts.append(time.perf_counter() - t0)
+    out[f"learning_batch_{learn_batch}"] = learn_batch * T / statistics.median(ts)
+    return out
+
+
+def inputs(T: int, B: int, learn_batch: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(1)
     x = (rng.random((T, B, 40)) < 0.05).astype(np.float64)
-    target = np.zeros((T, max(B, args.learn_batch), 2))
+    target = np.zeros((T, max(B, learn_batch), 2))
     target[..., 0] = 1.0
-    base = network()
-    res: dict = {"network": "40 -> 100 recurrent LIF -> 2 readout, loihi2 profile", "steps": T}
+    return x, target
 
-    # ---- inference
-    eng_t = []
-    for _ in range(args.repeats):
-        t0 = time.perf_counter()
-        run = fe.simulate(base, x)
-        eng_t.append(time.perf_counter() - t0)
+
+def baseline_rates(src: Path, args: argparse.Namespace) -> dict:
+    """engine_rates of the eprop_lava found in ``src``, in a fresh interpreter."""
+    code = ("import sys, json; sys.path.insert(0, sys.argv[1]); sys.path.insert(1, sys.argv[2]);"
+            "import bench_fixed_vs_lava as b; from eprop_lava.engine import fixed_engine as fe;"
+            "assert fe.__file__.startswith(sys.argv[1]), fe.__file__;"
+            "T, bs, lb, rep = json.loads(sys.argv[3]); x, tg = b.inputs(T, max(bs), lb);"
+            "print(json.dumps(b.engine_rates(x, tg, bs, lb, rep)))")
+    cfg = json.dumps([args.steps, args.batches, args.learn_batch, args.repeats])
+    out = subprocess.run([sys.executable, "-c", code, str(src.resolve()), str(Path(__file__).resolve().parent), cfg],
+                         capture_output=True, text=True, check=True, cwd=str(src))
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--batches", type=lambda s: [int(b) for b in s.split(",")], default=[512, 2048],
+                    help="engine inference batch sizes (comma-separated); the ratio uses the fastest")
+    ap.add_argument("--learn-batch", type=int, default=16)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--baseline-src", type=Path, default=None)
+    ap.add_argument("--out", type=Path, default=OUT)
+    args = ap.parse_args()
+    T, warm = args.steps, 10
+    x, target = inputs(T, max(args.batches), args.learn_batch)
+    base = network()
+    res: dict = {"network": "40 -> 100 recurrent LIF -> 2 readout, loihi2 profile", "steps": T,
+                 "load_average_start": [round(v, 2) for v in os.getloadavg()]}
+
+    # ---- inference: engine at each batch size, then Lava (one sample)
+    eng_sps = {}
+    for B in args.batches:
+        eng_t = []
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            run = fe.simulate(base, x[:, :B])
+            eng_t.append(time.perf_counter() - t0)
+        eng_sps[B] = (B * T / statistics.median(eng_t), eng_t)
+    B = max(eng_sps, key=lambda b: eng_sps[b][0])
     lava_t, identical = [], True
     for _ in range(max(2, args.repeats - 1)):
         s, rec = lava_run(base, x[:, 0], None, False, warm)
         lava_t.append(s)
         identical &= bool(np.array_equal(rec["z"][0][warm:], run.z[0][:, 0])
                           and np.array_equal(rec["y"][warm:], run.y[:, 0]))
-    e_sps = B * T / statistics.median(eng_t)
+    e_sps = eng_sps[B][0]
     l_sps = 1.0 / statistics.median(lava_t)
     res["inference"] = dict(engine_batch=B, engine_sample_steps_per_s=round(e_sps), lava_ms_per_step=round(
         1e3 * statistics.median(lava_t), 3), lava_sample_steps_per_s=round(l_sps, 1), speedup=round(e_sps / l_sps, 1),
-        bit_identical=identical, engine_repeats_s=[round(t, 4) for t in eng_t],
+        bit_identical=identical,
+        engine_sample_steps_per_s_by_batch={str(b): round(v[0]) for b, v in eng_sps.items()},
+        engine_repeats_s={str(b): [round(t, 4) for t in v[1]] for b, v in eng_sps.items()},
         lava_repeats_ms_per_step=[round(1e3 * t, 3) for t in lava_t])
 
     # ---- online learning (one update at the end of the sample)
@@ -120,6 +175,14 @@ def main() -> None:
     res["learning"] = dict(engine_batch=Bl, engine_sample_steps_per_s=round(e_sps), lava_ms_per_step=round(1e3 * s, 3),
                            lava_sample_steps_per_s=round(1.0 / s, 1), speedup=round(e_sps * s, 1),
                            bit_identical=identical)
+    if args.baseline_src is not None:
+        before = baseline_rates(args.baseline_src, args)
+        after = engine_rates(x, target, args.batches, Bl, args.repeats)
+        res["engine_before_after"] = dict(
+            baseline_src=str(args.baseline_src), note="sample-steps/s, measured back to back in this run",
+            before={k: round(v) for k, v in before.items()}, after={k: round(v) for k, v in after.items()},
+            gain={k: round(after[k] / before[k], 2) for k in after})
+    res["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
     import lava  # noqa: F401
 
     from importlib.metadata import version

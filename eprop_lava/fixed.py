@@ -248,10 +248,11 @@ def _toward_zero_owned(x: np.ndarray, shift: int) -> np.ndarray:
     """shift_toward_zero of an int64 array the caller owns (overwritten). The
     correction term lives in an int32 array (half the memory: fresh full-size
     int64 temporaries cost more in page faults than the arithmetic)."""
+    sign_bit = 8 * x.dtype.itemsize - 1
     if shift > 31:
-        t = np.right_shift(x, 63)
+        t = np.right_shift(x, sign_bit)
     else:
-        t = np.right_shift(x, 63, out=np.empty(x.shape, np.int32), casting="unsafe")
+        t = np.right_shift(x, sign_bit, out=np.empty(x.shape, np.int32), casting="unsafe")
     t &= (1 << shift) - 1
     x += t
     x >>= shift
@@ -364,15 +365,20 @@ def decay(x: Any, d: Any, offset: int = 0) -> np.ndarray:
     """Loihi's decay, rounding toward zero:
     sgn(x (4096 - d - offset)) * (|x (4096 - d - offset)| >> 12).
     offset=1 is the current's ds_offset (so du=4095 forgets u completely)."""
+    return decay_same_dtype(np.asarray(x, dtype=np.int64), d, offset)
+
+
+def decay_same_dtype(x: np.ndarray, d: Any, offset: int = 0) -> np.ndarray:
+    """:func:`decay` computed in x's integer dtype (int64, or int32 where the
+    caller has checked |x (4096 - d - offset)| < 2^31), as a new array."""
     factor = DECAY_UNITY - (np.asarray(d, dtype=np.int64) + offset)
-    x = np.asarray(x, dtype=np.int64)
     if factor.ndim == 0:
         f = int(factor)
         if f == 0:  # du = 4095 with offset 1: no memory
-            return np.zeros(np.broadcast_shapes(x.shape, factor.shape), dtype=np.int64)
+            return np.zeros(x.shape, dtype=x.dtype)
         if f == DECAY_UNITY:  # d = 0: no decay
             return x.copy()
-    return _toward_zero_owned(x * factor, DECAY_SHIFT)
+    return _toward_zero_owned(np.multiply(x, factor, dtype=x.dtype), DECAY_SHIFT)
 
 
 def check_decay(name: str, d: Any) -> np.ndarray:

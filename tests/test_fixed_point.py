@@ -214,3 +214,36 @@ def test_engine_rejects_non_spike_input():
     net = fe.quantize(spec, init_params(spec, 1))
     with pytest.raises(F.FixedPointError, match="0/1"):
         fe.simulate(net, np.full((5, 1, 10), 0.5))
+
+
+# ----------------------------------------------------------------- int32 synapse state
+def test_int32_eligibility_only_where_widths_allow():
+    lif = fx.FixedNeuronParams("lif", 4)
+    assert fx.eligibility_fits_int32(lif, F.loihi2_profile())
+    assert not fx.eligibility_fits_int32(lif, F.wide_profile())  # 20-bit tags: ebar * 4096 needs 33 bits
+    assert not fx.eligibility_fits_int32(fx.FixedNeuronParams("alif", 4), F.loihi2_profile())
+
+
+def test_int32_synapse_state_gives_the_int64_integers(monkeypatch):
+    spec = NetworkSpec(n_inputs=7, layers=(LayerSpec(9, "lif", params=NeuronParams(n_ref=1), weight_scale=3.0),
+                                           LayerSpec(6, "lif", params=NeuronParams(n_ref=0), weight_scale=3.0)),
+                       timing="loihi", reset="zero", loss="cross_entropy", learning=LearningSpec(variant="adaptive"),
+                       regularization=RegularizationSpec(form="none"), optimizer=OptimizerSpec(kind="sgd", lr=5e-2))
+    rng = np.random.default_rng(3)
+    x = (rng.random((50, 4, 7)) < 0.4).astype(np.float64)
+    target = np.zeros((50, 4, 2))
+    target[..., 1] = 1.0
+    results = []
+    for fits in (True, False):
+        if not fits:
+            monkeypatch.setattr(fx, "eligibility_fits_int32", lambda p, profile: False)
+        net = fe.quantize(spec, init_params(spec, 2), F.loihi2_profile(update_interval=9))
+        assert fe.new_hidden_synapse(net.layers[0].neuron, 1, 7, net.profile)["ebar"].dtype == (
+            np.int32 if fits else np.int64)
+        runs = fe.train_online(net, [(x, target, None), (x[::-1].copy(), target, None)])
+        results.append(([r.z[k] for r in runs for k in range(2)], [r.y for r in runs], net.weights()))
+    (z32, y32, w32), (z64, y64, w64) = results
+    assert all(np.array_equal(a, b) for a, b in zip(z32, z64)) and all(np.array_equal(a, b) for a, b in zip(y32, y64))
+    assert all(np.array_equal(w32[k], w64[k]) for k in w64)
+    assert any(not np.array_equal(w64[k], fe.quantize(spec, init_params(spec, 2), F.loihi2_profile()).weights()[k])
+               for k in w64)  # learning happened

@@ -385,6 +385,19 @@ class FixedRun:
     states: list = field(default_factory=list)  # per layer: dict of (T, B, N) (record_state=True)
 
 
+def _one_blas_thread():
+    """One BLAS thread for the per-step (B x N) x (N x N) products: waking a
+    second thread costs more than it saves, and on a loaded 2-core machine it
+    made the products ~6x slower (as engine.backend's single_threaded)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover
+        import contextlib
+
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
 def simulate(net: FixedNetwork, x: np.ndarray, target: np.ndarray | None = None, mask: np.ndarray | None = None,
              learn: bool = False, rngs: dict | None = None, record_state: bool = False,
              on_update: Any = None) -> FixedRun:
@@ -394,6 +407,12 @@ def simulate(net: FixedNetwork, x: np.ndarray, target: np.ndarray | None = None,
     update interval (rngs: from :func:`update_rngs`, kept across samples).
     on_update(net, syn_in, syn_rec, syn_out, rngs, slices) replaces the weight
     update (used by :func:`accumulated_gradients` to read the accumulators)."""
+    with _one_blas_thread():
+        return _simulate(net, x, target, mask, learn, rngs, record_state, on_update)
+
+
+def _simulate(net: FixedNetwork, x: np.ndarray, target: np.ndarray | None, mask: np.ndarray | None,
+              learn: bool, rngs: dict | None, record_state: bool, on_update: Any) -> FixedRun:
     x = np.asarray(x)
     if x.ndim != 3 or x.shape[2] != net.spec.n_inputs:
         raise FixedPointError(f"x: expected shape (T, B, n_inputs={net.spec.n_inputs}), got {x.shape}")

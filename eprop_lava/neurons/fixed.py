@@ -67,7 +67,7 @@ import numpy as np
 
 from eprop_lava.fixed import (
     ACT_SHIFT, DECAY_UNITY, UV_BITS, VTH_SHIFT, FixedPointError, FixedPointProfile, check_decay, clip_v24,
-    decay, saturate, saturate_owned, saturate_signed, shift_floor, shift_round, shift_round_owned, wrap_int32,
+    decay, decay_same_dtype, saturate, saturate_owned, saturate_signed, shift_floor, shift_round, shift_round_owned, wrap_int32,
     wrap_u24,
 )
 
@@ -343,8 +343,24 @@ def step(a_in: np.ndarray, state: dict, p: FixedNeuronParams):
 ELIGIBILITY_VARS = {"lif": ("v",), "alif": ("v", "th"), "stdp_alif": ("v", "th"), "izhikevich": ("v", "u")}
 
 
-def initial_eligibility(p: FixedNeuronParams, shape: tuple[int, ...]) -> dict:
-    return {k: np.zeros(shape, dtype=np.int64) for k in ELIGIBILITY_VARS[p.kind]}
+def initial_eligibility(p: FixedNeuronParams, shape: tuple[int, ...], dtype: Any = np.int64) -> dict:
+    return {k: np.zeros(shape, dtype=dtype) for k in ELIGIBILITY_VARS[p.kind]}
+
+
+def eligibility_fits_int32(p: FixedNeuronParams, profile: FixedPointProfile) -> bool:
+    """Whether a LIF synapse's eligibility state and every intermediate of
+    :func:`eligibility_step` and the engine's hidden synapse step stay below
+    2^31 in magnitude, so int32 arrays give the same integers as int64:
+    |eps_v| 4096, psi_max |eps_v|, |ebar| 4096 and |L| |ebar| (+ the rounding
+    offset of a "nearest" product shift). LIF only: the ALIF threshold
+    trace's gain bpsi_mul psi needs 64 bits."""
+    if p.kind != "lif" or profile.product_shift > 30:
+        return False
+    tmax, lim = profile.trace_max, 1 << 31
+    tag = -profile.tag_range[0]
+    sig = -profile.signal_range[0]
+    return (tmax * 4096 < lim and p.psi_max * tmax < lim and tag * 4096 < lim
+            and sig * tag + (1 << profile.product_shift) < lim)
 
 
 def post_record(p: FixedNeuronParams, z: np.ndarray, post: dict, record_prev: dict | None) -> dict:
@@ -378,10 +394,12 @@ def eligibility_step(p: FixedNeuronParams, eps: dict, record_prev: dict | None, 
         """A per-post factor (scalar, (post,) or (..., post)) broadcast over the pre axis."""
         x = np.asarray(x)
         return x if x.ndim == 0 else x[..., :, None]
+    dtype = eps["v"].dtype  # int64, or int32 when eligibility_fits_int32
     if record_prev is None:
-        zero = np.zeros(np.broadcast_shapes(eps["v"].shape, imp.shape), dtype=np.int64)
+        zero = np.zeros(np.broadcast_shapes(eps["v"].shape, imp.shape), dtype=dtype)
         new = {k: zero.copy() for k in eps}
-        new["v"] = saturate(imp + zero, -tmax, tmax)
+        new["v"] += imp
+        saturate_owned(new["v"], -tmax, tmax)
     elif p.kind == "izhikevich":
         keep = 1 - col(record_prev["z"])
         ev, eu = eps["v"], eps["u"]
@@ -394,7 +412,7 @@ def eligibility_step(p: FixedNeuronParams, eps: dict, record_prev: dict | None, 
         cut = col(record_prev["z"])
         if p.kind == "stdp_alif":
             cut = cut + col(record_prev["end"])
-        ev = decay(eps["v"], DECAY_UNITY - (DECAY_UNITY - col(p.dv)) * (1 - cut))
+        ev = decay_same_dtype(eps["v"], DECAY_UNITY - (DECAY_UNITY - col(p.dv)) * (1 - cut))
         ev += imp
         new = dict(v=saturate_owned(ev, -tmax, tmax))
         if "th" in eps:
@@ -409,5 +427,5 @@ def eligibility_step(p: FixedNeuronParams, eps: dict, record_prev: dict | None, 
         e = np.subtract(new["v"], new["th"])
         e *= col(record["psi"])
     else:
-        e = np.multiply(new["v"], col(record["psi"]))
+        e = np.multiply(new["v"], col(record["psi"]), dtype=dtype)
     return new, shift_round_owned(e, int(p.psi_bits), rnd)
