@@ -21,6 +21,12 @@ SHORT = {"n_cues": 3, "cue_ms": 20, "spacing_ms": 10, "delay_ms": 40, "recall_ms
 SHORT_ARGS = [a for k, v in SHORT.items() for a in ("--task-option", f"{k}={v}")]
 
 
+def test_missing_optuna_is_a_one_line_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "optuna", None)  # import optuna -> ImportError
+    with pytest.raises(UserError, match="pip install"):
+        tune.require_optuna()
+
+
 def test_storage_strings(tmp_path):
     from optuna.storages import JournalStorage, RDBStorage
 

@@ -4,7 +4,7 @@ read from one TOML or JSON file. Every error names the field
 the command line).
 
 A complete example with every field is docs/studies.md; the file the
-published numbers come from is benchmarks/quantization_evidence.toml.
+published numbers come from is benchmarks/results/quantization_evidence_config.json.
 """
 
 from __future__ import annotations
@@ -135,11 +135,11 @@ class QATSweep:
 
     enabled: bool = True
     profile: str = "loihi2"
-    weight_bits: tuple = (2, 3, 4)
+    weight_bits: tuple = (1, 2, 3)
     iterations: int = 20
     batch_size: int = 32
     seeds: tuple | None = None
-    scaling: str = "mantissa"
+    scaling: str = "exponent"
 
     def validated(self, path: str) -> "QATSweep":
         if not isinstance(self.enabled, bool):

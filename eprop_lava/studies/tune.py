@@ -81,6 +81,15 @@ class TuneConfig:
         return self
 
 
+def require_optuna():
+    """The optuna module, or a one-line error saying how to install it."""
+    try:
+        import optuna
+    except ImportError:
+        raise UserError("tune needs Optuna: pip install 'eprop-lava[tune]' (or pip install 'optuna>=4,<6')") from None
+    return optuna
+
+
 # ----------------------------------------------------------------- storage and sampler
 def has_gp_dependencies() -> bool:
     """GPSampler needs torch and scipy; checked without importing them."""
@@ -245,8 +254,8 @@ def objective_for(config: TuneConfig, task, log: Callable[[str], None] | None = 
 
 
 def run_tune(config: TuneConfig, log: Callable[[str], None] = print) -> dict:
-    """Run ``config.trials`` trials (in this process) and write tune_summary.json."""
-    import optuna
+    """Run ``config.trials`` trials (in this process) and write NAME-summary.json."""
+    optuna = require_optuna()
 
     from eprop_lava.tasks import get_task
     from eprop_lava.training import atomic_write_text
