@@ -320,7 +320,10 @@ def hidden_synapse_step(syn: dict, p: fx.FixedNeuronParams, record: dict, pre: n
     # (L_j ebar_ji) >> product_shift, in place, in the state's dtype (int32 where proven exact)
     prod = np.multiply(ebar, signal[..., :, None], dtype=ebar.dtype)
     prod = shift_round_owned(prod, profile.product_shift, profile.product_rounding)
-    acc = saturate(syn["acc"] + prod.sum(0, dtype=np.int64), *profile.accumulator_range)
+    # |prod| <= |L| |ebar|: the batch sum stays in the state's dtype when that bound times B fits
+    bound = -profile.signal_range[0] * -profile.tag_range[0] * max(prod.shape[0], 1)
+    sum_dtype = prod.dtype if bound < np.iinfo(prod.dtype).max else np.int64
+    acc = saturate(syn["acc"] + prod.sum(0, dtype=sum_dtype), *profile.accumulator_range)
     ebar = decay_same_dtype(ebar, d_kappa)
     ebar += e
     return dict(eps=eps, ebar=saturate_owned(ebar, *profile.tag_range), acc=acc, rec=record)
