@@ -9,9 +9,12 @@ skips finished points. The kinds of point:
 ``float``        the float e-prop network of one seed (trained by
                  :func:`eprop_lava.training.train` in ``DIR/float/seedS``,
                  itself resumable), scored in float: the baseline;
-``ptq``          (a) that network quantized (``fixed_engine.quantize`` at
-                 ``weight_bits``, nearest or stochastic weight rounding) and
-                 run by the fixed-point engine;
+``ptq``          (a) that network quantized at ``weight_bits`` (nearest or
+                 stochastic weight rounding; "mantissa" scaling is
+                 ``fixed_engine.quantize`` itself, "exponent" keeps the
+                 threshold resolution through Dense's weight_exp, see
+                 :func:`eprop_lava.studies.qat.ptq_network`) and run by the
+                 fixed-point engine;
 ``qat``          the float network fine-tuned with fake-quantized weights
                  (straight-through estimator), then quantized like ``ptq``;
 ``onchip``       (b) online fixed-point e-prop from scratch or fine-tuning
