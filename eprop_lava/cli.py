@@ -6,6 +6,12 @@
     eprop-lava plot RUN_DIR
     eprop-lava verify [--json] [--lava]
     eprop-lava demo
+    eprop-lava data speech --out DIR
+    eprop-lava compile CHECKPOINT --target loihi2|loihi1 [--weight-bits N] --out DIR
+    eprop-lava run DIR [--learn] [--steps N] [--json]
+    eprop-lava export-netx DIR --out FILE.h5
+    eprop-lava study quantization [--config FILE] --out DIR
+    eprop-lava tune TASK --trials N [--storage URL]
 
 A user mistake (unknown task, bad override, missing file, corrupt
 checkpoint) prints one line and exits with status 2, without a traceback.

@@ -20,7 +20,7 @@ import numpy as np
 from eprop_lava.engine import fixed_engine as fe
 from eprop_lava.engine.backend import make_ops
 from eprop_lava.engine.gradients import eprop_gradient
-from eprop_lava.eprop.learning_signal import adaptive_feedback_update
+from eprop_lava.training import apply_update
 from eprop_lava.eprop.optim import Optimizer
 from eprop_lava.fixed import FixedPointProfile
 
@@ -68,15 +68,7 @@ def train_qat(task, spec, params: dict, profile: FixedPointProfile, iterations: 
     for _ in range(iterations):
         batch = task.batch(rng, batch_size)
         _, grads, _ = eprop_gradient(spec, fake_quantize(spec, params, profile, scaling), batch, ops)
-        grads = {k: ops.to_numpy(v) for k, v in grads.items()}
-        grads.pop("feedback.b", None)
-        deltas = optimizer.deltas(grads)
-        adaptive = spec.learning.variant == "adaptive"
-        for k, d in deltas.items():
-            if not (adaptive and k == "readout.w"):
-                params[k] = params[k] + d
-        if adaptive:
-            adaptive_feedback_update(params, deltas["readout.w"], spec.learning.adaptive_decay)
+        apply_update(spec, params, optimizer, {k: ops.to_numpy(v) for k, v in grads.items()})
     return params
 
 
