@@ -217,7 +217,11 @@ def gradient_function(config: TrainConfig) -> Callable:
     ops = make_ops(config.backend, dtype=config.dtype, device=config.device)
 
     def grad(spec, params, batch):
-        loss, grads, traj = eprop_gradient(spec, params, batch, ops)
+        # One BLAS thread for the whole step: the few large products gain
+        # ~10% from a second thread on an idle 2-core machine, but lose 2-3x
+        # whenever other processes compete (measured; docs/benchmarks.md).
+        with ops.single_threaded():
+            loss, grads, traj = eprop_gradient(spec, params, batch, ops)
         return float(ops.to_numpy(loss)), {k: ops.to_numpy(v) for k, v in grads.items()}, traj
     return grad
 
