@@ -38,8 +38,12 @@ STAMP="$VENV/.eprop-lava-installed"
 WANT="$(cat "$ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
   echo "eprop-lava: installing the project and its dependencies into $VENV (first run takes a few minutes)" >&2
-  "$VENV/bin/python" -m pip install --quiet --upgrade pip >&2
-  "$VENV/bin/python" -m pip install --quiet -e "$ROOT[full]" >&2
+  LOG="$VENV/install.log"
+  if ! { "$VENV/bin/python" -m pip install --upgrade pip && "$VENV/bin/python" -m pip install -e "$ROOT[full]"; } >"$LOG" 2>&1; then
+    tail -n 30 "$LOG" >&2
+    echo "eprop-lava: installation failed; the full log is $LOG" >&2
+    exit 1
+  fi
   echo "$WANT" > "$STAMP"
 fi
 export PATH="$VENV/bin:$PATH"
