@@ -7,8 +7,12 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 PY="${PYTHON311:-}"
 if [ -z "$PY" ]; then
   if command -v python3.11 >/dev/null 2>&1; then PY="$(command -v python3.11)";
-  elif [ -x /root/.pyenv/versions/3.11.7/bin/python3.11 ]; then PY=/root/.pyenv/versions/3.11.7/bin/python3.11;
-  else echo "python3.11 not found; set PYTHON311=/path/to/python3.11" >&2; exit 1; fi
+  else
+    for candidate in "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.11*/bin/python3.11; do
+      if [ -x "$candidate" ]; then PY="$candidate"; break; fi
+    done
+  fi
+  if [ -z "$PY" ]; then echo "python3.11 not found; set PYTHON311=/path/to/python3.11" >&2; exit 1; fi
 fi
 cd "$ROOT"
 [ -x .venv-nest/bin/python ] || "$PY" -m venv .venv-nest
