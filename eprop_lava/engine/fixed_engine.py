@@ -401,21 +401,46 @@ def _one_blas_thread():
     return threadpool_limits(limits=1, user_api="blas")
 
 
+@dataclass(frozen=True)
+class SynapseRule:
+    """Where a hidden synapse's e-prop state lives, as three functions:
+
+    new(neuron, batch, n_pre, profile) -> state
+    record(neuron, z, post, state_in) -> the layer's postsynaptic record (or None)
+    step(state, neuron, record, post, pre, signal, d_kappa, profile) -> state
+
+    :data:`PER_SYNAPSE` is exact e-prop (eligibility per synapse); studies add
+    approximations such as ReckOn's per-neuron traces (studies/onchip.py)."""
+
+    new: Any
+    record: Any
+    step: Any
+
+
+PER_SYNAPSE = SynapseRule(
+    new=new_hidden_synapse,
+    record=lambda p, z, post, syn: fx.post_record(p, z, post, syn["rec"]),
+    step=lambda syn, p, rec, post, pre, sig, d_kappa, prof: hidden_synapse_step(syn, p, rec, pre, sig, d_kappa, prof),
+)
+
+
 def simulate(net: FixedNetwork, x: np.ndarray, target: np.ndarray | None = None, mask: np.ndarray | None = None,
              learn: bool = False, rngs: dict | None = None, record_state: bool = False,
-             on_update: Any = None) -> FixedRun:
+             on_update: Any = None, synapses: "SynapseRule | None" = None) -> FixedRun:
     """Run one sample per batch element, x (T, B, n_in) of 0/1 spikes.
 
     learn=True: online e-prop updates ``net``'s weights in place at every
     update interval (rngs: from :func:`update_rngs`, kept across samples).
     on_update(net, syn_in, syn_rec, syn_out, rngs, slices) replaces the weight
-    update (used by :func:`accumulated_gradients` to read the accumulators)."""
+    update (used by :func:`accumulated_gradients` to read the accumulators).
+    synapses: how hidden synapses keep their e-prop state (default
+    :data:`PER_SYNAPSE`, exact e-prop; studies pass other rules)."""
     with _one_blas_thread():
-        return _simulate(net, x, target, mask, learn, rngs, record_state, on_update)
+        return _simulate(net, x, target, mask, learn, rngs, record_state, on_update, synapses or PER_SYNAPSE)
 
 
 def _simulate(net: FixedNetwork, x: np.ndarray, target: np.ndarray | None, mask: np.ndarray | None,
-              learn: bool, rngs: dict | None, record_state: bool, on_update: Any) -> FixedRun:
+              learn: bool, rngs: dict | None, record_state: bool, on_update: Any, synapses: "SynapseRule") -> FixedRun:
     x = np.asarray(x)
     if x.ndim != 3 or x.shape[2] != net.spec.n_inputs:
         raise FixedPointError(f"x: expected shape (T, B, n_inputs={net.spec.n_inputs}), got {x.shape}")
@@ -446,8 +471,8 @@ def _simulate(net: FixedNetwork, x: np.ndarray, target: np.ndarray | None, mask:
     z_prev = [np.zeros((B, L.neuron.size), dtype=np.int64) for L in net.layers]
     x_prev = np.zeros((B, spec.n_inputs), dtype=np.int64)
     if learn:
-        syn_in = [new_hidden_synapse(L.neuron, B, L.w_in.shape[1], prof) for L in net.layers]
-        syn_rec = [new_hidden_synapse(L.neuron, B, L.neuron.size, prof) if L.w_rec is not None else None
+        syn_in = [synapses.new(L.neuron, B, L.w_in.shape[1], prof) for L in net.layers]
+        syn_rec = [synapses.new(L.neuron, B, L.neuron.size, prof) if L.w_rec is not None else None
                    for L in net.layers]
         syn_out = [new_readout_synapse(B, K, L.neuron.size) for L in net.layers]
     # The first layer's Dense output depends only on x: one GEMM for all steps.
@@ -493,10 +518,10 @@ def _simulate(net: FixedNetwork, x: np.ndarray, target: np.ndarray | None, mask:
                 p = L.neuron
                 sig = signal[:, slices[r]]
                 pre_in = x_prev if r == 0 else z_prev[r - 1]
-                rec = fx.post_record(p, zs[r], posts[r], syn_in[r]["rec"])
-                syn_in[r] = hidden_synapse_step(syn_in[r], p, rec, pre_in, sig, ro.d_kappa, prof)
+                rec = synapses.record(p, zs[r], posts[r], syn_in[r])  # shared by both matrices
+                syn_in[r] = synapses.step(syn_in[r], p, rec, posts[r], pre_in, sig, ro.d_kappa, prof)
                 if syn_rec[r] is not None:
-                    syn_rec[r] = hidden_synapse_step(syn_rec[r], p, rec, z_prev[r], sig, ro.d_kappa, prof)
+                    syn_rec[r] = synapses.step(syn_rec[r], p, rec, posts[r], z_prev[r], sig, ro.d_kappa, prof)
                 syn_out[r] = readout_synapse_step(syn_out[r], z_prev[r], err, ro.d_kappa, prof)
             if is_update_step(t + 1, T, prof.update_interval):
                 (on_update or _update_all)(net, syn_in, syn_rec, syn_out, rngs, slices)

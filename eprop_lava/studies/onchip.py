@@ -35,7 +35,7 @@ from typing import Iterable
 import numpy as np
 
 from eprop_lava.engine import fixed_engine as fe
-from eprop_lava.fixed import FixedPointError, decay, learning_rate, saturate, shift_round, wrap_int32
+from eprop_lava.fixed import FixedPointError, decay, learning_rate, saturate, shift_round
 from eprop_lava.neurons import fixed as fx
 
 TRACE_STORAGES = ("synapse", "neuron")
@@ -78,85 +78,22 @@ def per_neuron_learning_rates(net: fe.FixedNetwork, lr: float) -> None:
 
 
 # ----------------------------------------------------------------- the learning loop
+PER_NEURON = fe.SynapseRule(
+    new=lambda p, batch, n_pre, profile: new_neuron_synapse(p, batch, n_pre),
+    record=lambda p, z, post, syn: None,
+    step=lambda syn, p, rec, post, pre, sig, d_kappa, prof: neuron_synapse_step(syn, p, post["psi"], pre, sig, prof),
+)
+
+
 def learn_batch(net: fe.FixedNetwork, x: np.ndarray, target: np.ndarray, mask: np.ndarray,
                 rngs: dict, trace_storage: str = "synapse") -> None:
-    """One batch of online fixed-point e-prop, updating ``net`` in place.
-
-    The step order is that of :func:`eprop_lava.engine.fixed_engine.simulate`
-    (Dense buffers delay one step, readout sees z^{t-1}, the error and the
-    learning signal of step t, updates at the end of each update interval)."""
+    """One batch of online fixed-point e-prop, updating ``net`` in place: the
+    engine's own loop (:func:`eprop_lava.engine.fixed_engine.simulate`) with
+    the eligibility kept per synapse (exact) or per neuron (ReckOn)."""
     if trace_storage not in TRACE_STORAGES:
         raise FixedPointError(f"trace_storage: choose one of {', '.join(TRACE_STORAGES)}, got {trace_storage!r}")
-    x = np.asarray(x)
-    T, B, _ = x.shape
-    spec, prof, ro = net.spec, net.profile, net.readout
-    K = spec.readout.n_outputs
-    target = np.asarray(target, dtype=np.float64)
-    mask = np.asarray(mask, dtype=np.float64)
-    slices = fe.layer_slices(spec)
-    per_synapse = trace_storage == "synapse"
-    states = [fx.initial_state(L.neuron, B) for L in net.layers]
-    buf_in = [np.zeros((B, L.neuron.size), dtype=np.int64) for L in net.layers]
-    buf_rec = [np.zeros((B, L.neuron.size), dtype=np.int64) for L in net.layers]
-    buf_out = [np.zeros((B, K), dtype=np.int64) for _ in net.layers]
-    y = np.zeros((B, K), dtype=np.int64)
-    z_prev = [np.zeros((B, L.neuron.size), dtype=np.int64) for L in net.layers]
-    x_prev = np.zeros((B, spec.n_inputs), dtype=np.int64)
-    new_syn = fe.new_hidden_synapse if per_synapse else new_neuron_synapse
-    syn_in = [new_syn(L.neuron, B, L.w_in.shape[1]) for L in net.layers]
-    syn_rec = [new_syn(L.neuron, B, L.neuron.size) if L.w_rec is not None else None for L in net.layers]
-    syn_out = [fe.new_readout_synapse(B, K, L.neuron.size) for L in net.layers]
-    for t in range(T):
-        zs, posts = [], []
-        for r, L in enumerate(net.layers):
-            z, post, states[r] = fx.step(wrap_int32(buf_in[r] + buf_rec[r]), states[r], L.neuron)
-            zs.append(z)
-            posts.append(post)
-        a_out = buf_out[0]
-        for r in range(1, len(net.layers)):
-            a_out = a_out + buf_out[r]
-        y = fe.readout_step(y, wrap_int32(a_out), ro)
-        err = fe.output_error(y, target[t], mask[t], spec.loss, ro.y_scale, prof)
-        for r, L in enumerate(net.layers):
-            src = x[t] if r == 0 else zs[r - 1]
-            buf_in[r] = fe.dense_output(L.w_in, src, L.weight_exp)
-            if L.w_rec is not None:
-                buf_rec[r] = fe.dense_output(L.w_rec, zs[r], L.weight_exp)
-            buf_out[r] = fe.dense_output(ro.w[:, slices[r]], zs[r], ro.weight_exp)
-        signal = fe.learning_signal(err, net.feedback, net.signal_shift, prof)
-        for r, L in enumerate(net.layers):
-            p = L.neuron
-            sig = signal[:, slices[r]]
-            pre_in = x_prev if r == 0 else z_prev[r - 1]
-            if per_synapse:
-                rec = fx.post_record(p, zs[r], posts[r], syn_in[r]["rec"])
-                syn_in[r] = fe.hidden_synapse_step(syn_in[r], p, rec, pre_in, sig, ro.d_kappa, prof)
-                if syn_rec[r] is not None:
-                    syn_rec[r] = fe.hidden_synapse_step(syn_rec[r], p, rec, z_prev[r], sig, ro.d_kappa, prof)
-            else:
-                syn_in[r] = neuron_synapse_step(syn_in[r], p, posts[r]["psi"], pre_in, sig, prof)
-                if syn_rec[r] is not None:
-                    syn_rec[r] = neuron_synapse_step(syn_rec[r], p, posts[r]["psi"], z_prev[r], sig, prof)
-            syn_out[r] = fe.readout_synapse_step(syn_out[r], z_prev[r], err, ro.d_kappa, prof)
-        if fe.is_update_step(t + 1, T, prof.update_interval):
-            _update(net, syn_in, syn_rec, syn_out, rngs, slices)
-        x_prev = x[t].astype(np.int64)
-        z_prev = zs
-
-
-def _update(net: fe.FixedNetwork, syn_in, syn_rec, syn_out, rngs, slices) -> None:
-    """The engine's end-of-interval update (same generators, same order)."""
-    prof, ro = net.profile, net.readout
-    for r, L in enumerate(net.layers):
-        L.w_in, _ = fe.apply_interval_update(L.w_in, syn_in[r], L.lr, prof, rngs[(r, 0)])
-        if syn_rec[r] is not None:
-            L.w_rec, _ = fe.apply_interval_update(L.w_rec, syn_rec[r], L.lr, prof, rngs[(r, 1)],
-                                                  zero_diagonal=True)
-        w_new, delta = fe.apply_interval_update(ro.w[:, slices[r]], syn_out[r], ro.lr, prof,
-                                                rngs[(fe.READOUT_KEY, r)])
-        ro.w[:, slices[r]] = w_new
-        if net.spec.learning.variant != "random":
-            net.feedback[slices[r], :] = np.clip(net.feedback[slices[r], :] + delta.T, *prof.weight_range)
+    rule = fe.PER_SYNAPSE if trace_storage == "synapse" else PER_NEURON
+    fe.simulate(net, x, target, mask, learn=True, rngs=rngs, synapses=rule)
 
 
 def train_on_chip(net: fe.FixedNetwork, batches: Iterable, trace_storage: str = "synapse") -> fe.FixedNetwork:
