@@ -28,7 +28,8 @@ def test_pattern_shapes_and_spec(kind, n_in):
     assert b.x.shape == (1000, 3, n_in) and b.target.shape == (1000, 3, 1) and b.mask.shape == (1000, 3)
     spec = task.default_spec()
     assert spec.n_inputs == n_in and spec.loss == "mse" and spec.readout.n_outputs == 1
-    assert spec.layers[0].size == 600 and spec.layers[0].neuron == "lif"
+    assert spec.layers[0].size == 100 and spec.layers[0].neuron == "lif"   # the official code's size
+    assert PatternGeneration(input=kind, n_neurons=600).default_spec().layers[0].size == 600  # the thesis's
     assert spec.layers[0].params.v_th == 0.41 and spec.layers[0].params.n_ref == 3
     assert spec.optimizer.lr == 3e-3 and spec.optimizer.lr_decay == 0.7 and spec.optimizer.lr_decay_every == 100
     assert spec.learning.variant == "random" and spec.regularization.target_hz == 10.0
