@@ -148,13 +148,16 @@ def _rdb_storage(url: str, attempts: int = 8):
     import time
 
     import optuna
-    from sqlalchemy.exc import OperationalError
+    from sqlalchemy.exc import IntegrityError, OperationalError
 
+    racing = ("already exists", "locked", "UNIQUE constraint failed: alembic_version")
     for i in range(attempts):
         try:
             return optuna.storages.RDBStorage(url)
-        except OperationalError as exc:
-            if i == attempts - 1 or "already exists" not in str(exc) and "locked" not in str(exc):
+        except (OperationalError, IntegrityError) as exc:
+            # the other worker won the race to create the schema (tables or the
+            # version row): the next attempt finds it made
+            if i == attempts - 1 or not any(m in str(exc) for m in racing):
                 raise
             time.sleep(0.2 * (i + 1))
 
