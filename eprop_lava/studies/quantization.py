@@ -539,6 +539,16 @@ def _jsonable(x: Any) -> Any:
     raise TypeError(f"not JSON serializable: {type(x).__name__}")
 
 
+def _finish(plt, fig, ax, path: Path) -> Path:
+    """Legend, grid, layout, save as PNG, close; returns the path."""
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def plot_report(summary: dict, out: Path) -> list[Path]:
     """accuracy_vs_bits.png and memory_vs_accuracy.png."""
     import matplotlib
@@ -576,13 +586,7 @@ def plot_report(summary: dict, out: Path) -> list[Path]:
                     yerr=[per_bits[b]["score_std"] for b in xs], marker="o", ms=3, capsize=2, label=label)
     ax.set_xlabel("weight bits (magnitude, + sign)")
     ax.set_ylabel("test accuracy" if (fl or {}).get("score_mean", 0) <= 1 else "score")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    p = out / "accuracy_vs_bits.png"
-    fig.savefig(p, dpi=120)
-    plt.close(fig)
-    paths.append(p)
+    paths.append(_finish(plt, fig, ax, out / "accuracy_vs_bits.png"))
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for label, rows, marker in (("PTQ (inference)", summary["ptq"], "o"), ("QAT (inference)", summary["qat"], "s"),
@@ -595,11 +599,5 @@ def plot_report(summary: dict, out: Path) -> list[Path]:
     ax.set_xscale("log", base=2)
     ax.set_xlabel("memory per synapse (bits)")
     ax.set_ylabel("test accuracy")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    p = out / "memory_vs_accuracy.png"
-    fig.savefig(p, dpi=120)
-    plt.close(fig)
-    paths.append(p)
+    paths.append(_finish(plt, fig, ax, out / "memory_vs_accuracy.png"))
     return paths
