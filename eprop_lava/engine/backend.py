@@ -33,6 +33,8 @@ class Ops:
     # pseudo-derivative is needed inside each step as the spike's surrogate.
     # Otherwise it is computed once over the whole trajectory afterwards.
     autograd = False
+    # True when the compiled time loops of engine/fused.py may be used.
+    fused = False
 
     def __init__(self, dtype: Any = np.float64):
         self.dtype = np.dtype(dtype)
@@ -78,6 +80,12 @@ class Ops:
     def project(self, x: Any, w_t: Any) -> Any:
         """x[..., i] w_t[i, j] over a time-major array as one 2-D GEMM (numpy's
         stacked matmul falls back to a slow loop for transposed operands)."""
+        if self.fused:
+            from eprop_lava.engine import fused
+
+            out = fused.project_events(x, w_t)
+            if out is not None:  # x is sparse (spikes): only its events are visited
+                return out
         out = x.reshape(-1, x.shape[-1]) @ w_t
         return out.reshape(*x.shape[:-1], w_t.shape[-1])
 
@@ -85,6 +93,12 @@ class Ops:
         """sum over all leading axes of a[..., j] b[..., i] -> (J, I), as one GEMM.
         (A sparse product over the spikes measured slower: building the sparse
         matrix costs more than the dense GEMM it saves.)"""
+        if self.fused:
+            from eprop_lava.engine import fused
+
+            out = fused.sum_outer_events(a, b)
+            if out is not None:  # b is sparse (spikes): only its events are visited
+                return out
         return a.reshape(-1, a.shape[-1]).T @ b.reshape(-1, b.shape[-1])
 
     def logsumexp(self, x: Any, axis: int = -1) -> Any:
@@ -153,7 +167,15 @@ class Ops:
 
 
 class NumpyOps(Ops):
-    pass
+    """numpy; with ``fused`` (the default when numba is importable) the time
+    loops of LIF/ALIF populations and e-prop's adjoint run compiled
+    (:mod:`eprop_lava.engine.fused`), with the same results."""
+
+    def __init__(self, dtype: Any = np.float64, fused: bool | None = None):
+        super().__init__(dtype)
+        from eprop_lava.engine import fused as compiled
+
+        self.fused = compiled.available() if fused is None else bool(fused)
 
 
 class TorchOps(Ops):
@@ -281,11 +303,14 @@ class TorchOps(Ops):
         return self.torch.cat([u[1:], self.torch.zeros_like(u[:1])], dim=0)
 
 
-def make_ops(backend: str = "numpy", dtype: Any = "float64", device: str = "cpu", graph: str | None = None) -> Ops:
+def make_ops(backend: str = "numpy", dtype: Any = "float64", device: str = "cpu", graph: str | None = None,
+             fused: bool | None = None) -> Ops:
     """Build an Ops object: backend 'numpy' or 'torch'; graph ('full' or
-    'eprop') turns on autograd through the step functions (BPTT)."""
+    'eprop') turns on autograd through the step functions (BPTT); ``fused``
+    (numpy only) selects the compiled time loops (default: when numba is
+    importable), False the reference loops."""
     if backend == "numpy":
-        return NumpyOps(dtype)
+        return NumpyOps(dtype, fused=fused)
     if backend == "torch":
         try:
             import torch  # noqa: F401

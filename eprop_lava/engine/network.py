@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from eprop_lava.engine import fused
 from eprop_lava.neurons import get_model
 from eprop_lava.spec import NetworkSpec
 
@@ -168,6 +169,9 @@ def run_population(L: LayerRuntime, src: Any, ops: Any, loihi: bool, record: boo
     T, B = src.shape[:2]
     pre_in = ops.shift_forward(src) if loihi else src
     external = ops.project(ops.eprop_cut(pre_in), L.w_in_t)     # one GEMM for the whole sequence
+    if fused.supports(L.model, ops):  # the same equations, compiled (engine/fused.py)
+        z, stacked = fused.run_lif_family(L.model, L.const, external, L.w_rec_t)
+        return z, (stacked if record else None), pre_in
     state = L.model.initial_state(B, L.w_in.shape[0], L.const, ops)
     zs, recs = [], []
     with ops.single_threaded():

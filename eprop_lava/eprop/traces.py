@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from eprop_lava.engine import fused
+
 
 def local_adjoint(model: Any, const: Any, records: dict, signal: Any, ops: Any) -> Any:
     """delta^t = mu_v^t (T, B, N) for a learning signal (T, B, N) already
@@ -31,6 +33,10 @@ def local_adjoint(model: Any, const: Any, records: dict, signal: Any, ops: Any) 
     jac = model.transition_jacobian(records, const)  # jac built from record t is J^{t+1}
     d = len(dz_dh)
     lam = [None if D is None else signal * D for D in dz_dh]
+    if getattr(ops, "fused", False) and fused.available():
+        out = fused.adjoint(lam, jac, tuple(signal.shape), signal.dtype)
+        if out is not None:
+            return out
     zero = ops.zeros(signal.shape[1:])
     # (column c) -> [(row r, entry, entry varies over time)], resolved once
     terms = [[(r, jac[r][c], getattr(jac[r][c], "ndim", 0) >= 3) for r in range(d) if jac[r][c] is not None]

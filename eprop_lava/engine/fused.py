@@ -1,0 +1,239 @@
+"""Compiled time loops for the numpy backend (numba): the fast CPU path.
+
+The reference engine calls the neuron step functions once per time step, so a
+2,250-step sequence of a 100-neuron layer costs thousands of small numpy calls
+whose dispatch, not arithmetic, sets the time (docs/benchmarks.md). Two loops
+are compiled here:
+
+* :func:`run_lif_family`: the forward pass of a LIF/ALIF population. It is the
+  compiled form of :func:`eprop_lava.neurons.alif.step` (LIF is the case
+  beta = 0) with the membrane of :func:`eprop_lava.neurons.base.membrane_update`,
+  the refractory counter of :func:`~eprop_lava.neurons.base.refractory_counter`,
+  firing by :func:`~eprop_lava.neurons.base.fire` and psi by
+  :func:`~eprop_lava.neurons.base.pseudo_derivative` (seed 002 Eqs. 2.4-2.6,
+  2.18), evaluated in the same order so that each value equals the
+  reference's. Recurrent input is event-driven: a spike of neuron i adds
+  row i of W_rec^T, so the cost per step is (spikes x N), not N^2. Samples are
+  independent, so the batch is split over threads and each thread runs whole
+  sequences (no synchronization per step). ``tests/test_fused.py`` holds this
+  loop to the reference step functions for both neuron types, both resets and
+  both timings.
+* :func:`adjoint`: e-prop's per-neuron backward recursion
+  (:func:`eprop_lava.eprop.traces.local_adjoint`) for any neuron model: it
+  takes the Jacobian entries the model computes (``transition_jacobian``,
+  ``spike_jacobian`` evaluated on the whole trajectory), so no model's
+  equations are repeated here; only the loop is compiled.
+
+Without numba (e.g. a GPU machine without it), or with
+``EPROP_LAVA_FUSED=0``, the engine runs the reference loops unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+try:  # numba comes with librosa; the engine works without it
+    import numba
+    from numba import njit, prange
+except ImportError:  # pragma: no cover - exercised on machines without numba
+    numba = None
+
+FUSED_MODELS = ("lif", "alif")
+
+
+def available() -> bool:
+    """True when the compiled loops can be used (numba importable and not
+    switched off with EPROP_LAVA_FUSED=0)."""
+    return numba is not None and os.environ.get("EPROP_LAVA_FUSED", "1") != "0"
+
+
+if numba is not None:
+
+    @njit(parallel=True, cache=True)
+    def _lif_family(external, w_rec_t, has_rec, alpha, v_th, gamma, n_ref, subtract, beta, rho, one, zero,
+                    z_out, x_out, free_out, psi_out):  # pragma: no cover - compiled
+        # one, zero: constants of the array's dtype, so float32 arithmetic stays
+        # float32 as in numpy (a float64 literal would promote it).
+        T, B, N = external.shape
+        for b in prange(B):
+            v = np.zeros(N, external.dtype)
+            a = np.zeros(N, external.dtype)
+            z = np.zeros(N, external.dtype)
+            ref = np.zeros(N, external.dtype)
+            current = np.empty(N, external.dtype)
+            rec = np.zeros(N, external.dtype)
+            for t in range(T):
+                for j in range(N):
+                    current[j] = external[t, b, j]
+                if has_rec:
+                    # z^{t-1} W_rec^T, one row per presynaptic spike
+                    rec[:] = zero
+                    for i in range(N):
+                        if z[i] != zero:
+                            for j in range(N):
+                                rec[j] += w_rec_t[i, j]
+                    for j in range(N):
+                        current[j] = current[j] + rec[j]
+                for j in range(N):
+                    z_prev = z[j]
+                    if subtract:
+                        v[j] = alpha * v[j] + current[j] - v_th * z_prev
+                    else:
+                        v[j] = alpha * v[j] * (one - z_prev) + current[j]
+                    a[j] = rho[j] * a[j] + z_prev
+                    if z_prev > zero:
+                        ref[j] = n_ref
+                    else:
+                        ref[j] = max(ref[j] - one, zero)
+                    free = ref[j] <= zero
+                    x = v[j] - (v_th + beta[j] * a[j])
+                    z[j] = one if (x >= zero and free) else zero
+                    z_out[t, b, j] = z[j]
+                    x_out[t, b, j] = x
+                    free_out[t, b, j] = free
+                    psi_out[t, b, j] = gamma * max(one - abs(x) / v_th, zero) if free else zero
+
+    @njit(parallel=True, cache=True)
+    def _adjoint(lam0, lam1, j00, j01, j10, j11, used, d, out):  # pragma: no cover - compiled
+        # mu_c^t = lam_c^t + sum_r mu_r^{t+1} J_rc^t for hidden size d <= 2; the
+        # inputs may be zero-strided views (constant entries are not copied).
+        T, B, N = out.shape
+        for b in prange(B):
+            mu0 = np.empty(N, out.dtype)
+            mu1 = np.empty(N, out.dtype)
+            for j in range(N):
+                mu0[j] = lam0[T - 1, b, j]
+                mu1[j] = lam1[T - 1, b, j]  # a zero view when d = 1
+                out[T - 1, b, j] = mu0[j]
+            for t in range(T - 2, -1, -1):
+                for j in range(N):
+                    new0 = lam0[t, b, j]
+                    if used[0, 0]:
+                        new0 = new0 + mu0[j] * j00[t, b, j]
+                    if d > 1:
+                        if used[1, 0]:
+                            new0 = new0 + mu1[j] * j10[t, b, j]
+                        new1 = lam1[t, b, j]
+                        if used[0, 1]:
+                            new1 = new1 + mu0[j] * j01[t, b, j]
+                        if used[1, 1]:
+                            new1 = new1 + mu1[j] * j11[t, b, j]
+                        mu1[j] = new1
+                    mu0[j] = new0
+                    out[t, b, j] = new0
+
+
+    @njit(parallel=True, cache=True)
+    def _outer_events(delta, pre, chunks, out):  # pragma: no cover - compiled
+        # out[c, i, j] = sum over the rows of chunk c of pre[r, i] delta[r, j], pre[r, i] != 0
+        R, J = delta.shape
+        I = pre.shape[1]
+        for c in prange(chunks):
+            for r in range(c * R // chunks, (c + 1) * R // chunks):
+                for i in range(I):
+                    p = pre[r, i]
+                    if p != 0:
+                        for j in range(J):
+                            out[c, i, j] += p * delta[r, j]
+
+
+    @njit(parallel=True, cache=True)
+    def _project_events(x, w_t, out):  # pragma: no cover - compiled
+        # out[r, j] = sum_i x[r, i] w_t[i, j] over the nonzero x[r, i]
+        R, I = x.shape
+        J = w_t.shape[1]
+        for r in prange(R):
+            for j in range(J):
+                out[r, j] = 0
+            for i in range(I):
+                p = x[r, i]
+                if p != 0:
+                    for j in range(J):
+                        out[r, j] += p * w_t[i, j]
+
+
+def supports(model: Any, ops: Any) -> bool:
+    """Whether :func:`run_lif_family` can replace the reference loop."""
+    return (available() and getattr(ops, "fused", False) and not ops.autograd
+            and getattr(model, "name", None) in FUSED_MODELS)
+
+
+def run_lif_family(model: Any, const: Any, external: np.ndarray, w_rec_t: np.ndarray | None):
+    """Forward pass of one LIF/ALIF population on its input current
+    ``external`` (T, B, N) = W_in pre^t. Returns (z, records) exactly as the
+    reference loop in :func:`eprop_lava.engine.network.run_population`."""
+    T, B, N = external.shape
+    dtype = external.dtype
+    external = np.ascontiguousarray(external)
+    beta = np.broadcast_to(np.asarray(getattr(const, "beta", 0.0), dtype=dtype), (N,)).copy()
+    rho = np.broadcast_to(np.asarray(getattr(const, "rho", 0.0), dtype=dtype), (N,)).copy()
+    rec = np.zeros((1, N), dtype) if w_rec_t is None else np.ascontiguousarray(w_rec_t, dtype=dtype)
+    z = np.empty((T, B, N), dtype)
+    x = np.empty((T, B, N), dtype)
+    free = np.empty((T, B, N), np.bool_)
+    psi = np.empty((T, B, N), dtype)
+    _lif_family(external, rec, w_rec_t is not None, dtype.type(const.alpha), dtype.type(const.v_th),
+                dtype.type(const.gamma), dtype.type(const.n_ref), const.reset == "subtract", beta, rho,
+                dtype.type(1), dtype.type(0), z, x, free, psi)
+    return z, dict(x=x, free=free, z=z, psi=psi)
+
+
+def adjoint(lam: list, jac: list, shape: tuple, dtype: Any) -> np.ndarray | None:
+    """The backward recursion of :func:`eprop_lava.eprop.traces.local_adjoint`
+    over the model's Jacobian entries (None, scalars, per-neuron or (T, B, N)
+    arrays); None when the hidden state is larger than the compiled loop's
+    (d > 2), so the caller falls back to the reference loop."""
+    d = len(lam)
+    if d > 2:
+        return None
+    dtype = np.dtype(dtype)
+    zero = np.zeros((), dtype)
+
+    def view(entry):
+        return np.broadcast_to(zero if entry is None else np.asarray(entry, dtype=dtype), shape)
+
+    lam = list(lam) + [None] * (2 - d)
+    jac = [[jac[r][c] if r < d and c < d else None for c in range(2)] for r in range(2)]
+    used = np.array([[jac[r][c] is not None for c in range(2)] for r in range(2)])
+    out = np.empty(shape, dtype)
+    _adjoint(view(lam[0]), view(lam[1]), view(jac[0][0]), view(jac[0][1]), view(jac[1][0]), view(jac[1][1]),
+             used, d, out)
+    return out
+
+
+# Above this fraction of nonzero presynaptic values a dense GEMM is faster.
+EVENT_DENSITY = 0.1
+
+
+def sum_outer_events(delta: np.ndarray, pre: np.ndarray) -> np.ndarray | None:
+    """sum over (t, b) of delta[t, b, j] pre[t, b, i] -> (J, I), visiting only
+    the nonzero presynaptic values (spikes): the weight gradient of seed 002
+    Eq. 2.37 costs (spikes x J) instead of (T B I J). None when pre is too
+    dense for this to pay off."""
+    d2 = np.ascontiguousarray(delta.reshape(-1, delta.shape[-1]))
+    p2 = np.ascontiguousarray(pre.reshape(-1, pre.shape[-1]))
+    if not _sparse(p2):
+        return None
+    chunks = max(1, min(numba.get_num_threads(), d2.shape[0]))
+    out = np.zeros((chunks, p2.shape[1], d2.shape[1]), np.result_type(d2, p2))
+    _outer_events(d2, p2, chunks, out)
+    return out.sum(0).T
+
+
+def _sparse(rows: np.ndarray) -> bool:
+    sample = rows[:: max(1, rows.shape[0] // 2048)]  # the density of ~2,048 rows is enough to decide
+    return np.count_nonzero(sample) <= EVENT_DENSITY * sample.size
+
+
+def project_events(x: np.ndarray, w_t: np.ndarray) -> np.ndarray | None:
+    """x[..., i] w_t[i, j] visiting only the nonzero x (spikes): the synaptic
+    input of a whole sequence at (spikes x J) cost. None when x is too dense."""
+    x2 = np.ascontiguousarray(x.reshape(-1, x.shape[-1]))
+    if not _sparse(x2):
+        return None
+    out = np.empty((x2.shape[0], w_t.shape[1]), np.result_type(x2, w_t))
+    _project_events(x2, np.ascontiguousarray(w_t), out)
+    return out.reshape(*x.shape[:-1], w_t.shape[1])

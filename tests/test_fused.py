@@ -1,0 +1,107 @@
+"""The compiled time loops (engine/fused.py) against the reference loops: the
+same trajectories and gradients from two independent computations."""
+
+import numpy as np
+import pytest
+
+from eprop_lava.engine import fused
+from eprop_lava.engine.backend import make_ops
+from eprop_lava.engine.gradients import eprop_gradient
+from eprop_lava.engine.network import Batch, init_params, simulate
+from eprop_lava.engine.verify import _batch, _network
+
+needs_numba = pytest.mark.skipif(not fused.available(), reason="needs numba")
+
+
+def _sparse_batch(spec, steps, size, seed, rate=0.03):
+    b = _batch(spec, steps, size, seed)
+    x = (np.random.default_rng(seed + 100).random(b.x.shape) < rate).astype(float)
+    return Batch(x=x, target=b.target, mask=b.mask, labels=b.labels)
+
+
+@needs_numba
+@pytest.mark.parametrize("neuron", ["lif", "alif"])
+@pytest.mark.parametrize("timing,reset", [("bellec", "subtract"), ("loihi", "zero")])
+@pytest.mark.parametrize("density", ["dense", "sparse"])
+def test_compiled_equals_reference(neuron, timing, reset, density):
+    spec = _network(neuron, layers=2, recurrent=True, timing=timing, reset=reset, regularization="bellec", n=12)
+    spec = spec.replace(learning=spec.learning.__class__(variant="random"))
+    params = init_params(spec)
+    batch = (_sparse_batch if density == "sparse" else _batch)(spec, 200, 3, seed=4)
+    ref_ops, fast_ops = make_ops("numpy", fused=False), make_ops("numpy", fused=True)
+    loss_r, grads_r, traj_r = eprop_gradient(spec, params, batch, ref_ops)
+    loss_f, grads_f, traj_f = eprop_gradient(spec, params, batch, fast_ops)
+    spikes = sum(float(z.sum()) for z in traj_r.z)
+    assert spikes > 50  # the comparison means something only if neurons fire
+    for r in range(2):
+        np.testing.assert_array_equal(traj_f.z[r], traj_r.z[r])
+        for key in ("x", "psi", "free", "z"):
+            np.testing.assert_allclose(traj_f.records[r][key], traj_r.records[r][key], rtol=0, atol=1e-12)
+    assert loss_f == pytest.approx(loss_r, rel=1e-12)
+    for k in grads_r:
+        scale = np.abs(grads_r[k]).max()
+        assert scale > 0, k
+        assert np.abs(grads_f[k] - grads_r[k]).max() <= 1e-10 * scale, k
+
+
+@needs_numba
+@pytest.mark.parametrize("neuron", ["stdp_alif", "izhikevich"])
+def test_compiled_adjoint_serves_every_model(neuron):
+    # These neurons keep the reference forward loop; the compiled adjoint takes
+    # their own Jacobians, so the gradients must not change.
+    spec = _network(neuron, layers=1, recurrent=True, timing="bellec", reset="subtract", n=10)
+    params = init_params(spec)
+    batch = _batch(spec, 120, 2, seed=7)
+    _, g_r, _ = eprop_gradient(spec, params, batch, make_ops("numpy", fused=False))
+    _, g_f, _ = eprop_gradient(spec, params, batch, make_ops("numpy", fused=True))
+    for k in g_r:
+        assert np.abs(g_f[k] - g_r[k]).max() <= 1e-10 * max(np.abs(g_r[k]).max(), 1e-300), k
+    assert np.abs(g_r["layers.0.w_in"]).max() > 0
+
+
+@needs_numba
+def test_bidirectional_layer_runs_compiled():
+    spec = _network("alif", layers=1, recurrent=True, timing="bellec", reset="subtract", bidirectional=True)
+    params = init_params(spec)
+    batch = _sparse_batch(spec, 150, 2, seed=3, rate=0.05)
+    _, g_r, t_r = eprop_gradient(spec, params, batch, make_ops("numpy", fused=False))
+    _, g_f, t_f = eprop_gradient(spec, params, batch, make_ops("numpy", fused=True))
+    np.testing.assert_array_equal(t_f.z[0], t_r.z[0])
+    for k in g_r:
+        assert np.abs(g_f[k] - g_r[k]).max() <= 1e-10 * max(np.abs(g_r[k]).max(), 1e-300), k
+
+
+@needs_numba
+def test_event_products_equal_dense_products():
+    rng = np.random.default_rng(0)
+    spikes = (rng.random((40, 5, 30)) < 0.04) * rng.choice([1.0, 2.5], size=(40, 5, 30))
+    delta = rng.standard_normal((40, 5, 7))
+    w_t = rng.standard_normal((30, 7))
+    dense = delta.reshape(-1, 7).T @ spikes.reshape(-1, 30)
+    np.testing.assert_allclose(fused.sum_outer_events(delta, spikes), dense, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(fused.project_events(spikes, w_t), spikes @ w_t, rtol=1e-12, atol=1e-12)
+    # dense inputs are left to BLAS
+    full = rng.standard_normal((40, 5, 30))
+    assert fused.sum_outer_events(delta, full) is None
+    assert fused.project_events(full, w_t) is None
+
+
+@needs_numba
+def test_float32_forward_stays_float32_and_agrees():
+    spec = _network("alif", layers=1, recurrent=True, timing="bellec", reset="subtract", n=12)
+    params = init_params(spec)
+    batch = _sparse_batch(spec, 100, 2, seed=1, rate=0.1)
+    outs = []
+    for f in (False, True):
+        ops = make_ops("numpy", dtype="float32", fused=f)
+        traj = simulate(spec, {k: ops.asarray(v) for k, v in params.items()}, ops.asarray(batch.x), ops)
+        outs.append(traj)
+    assert outs[1].z[0].dtype == np.float32 and outs[1].records[0]["psi"].dtype == np.float32
+    np.testing.assert_array_equal(outs[1].z[0], outs[0].z[0])
+    np.testing.assert_allclose(outs[1].records[0]["x"], outs[0].records[0]["x"], rtol=0, atol=1e-5)
+
+
+def test_switch_off_by_environment(monkeypatch):
+    monkeypatch.setenv("EPROP_LAVA_FUSED", "0")
+    assert not fused.available()
+    assert make_ops("numpy").fused is False
