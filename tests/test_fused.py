@@ -105,3 +105,84 @@ def test_switch_off_by_environment(monkeypatch):
     monkeypatch.setenv("EPROP_LAVA_FUSED", "0")
     assert not fused.available()
     assert make_ops("numpy").fused is False
+
+
+# ----------------------------------------------------------------- fixed point
+from eprop_lava.engine import fixed_engine as fe  # noqa: E402
+from eprop_lava.fixed import wrap_int32  # noqa: E402
+from eprop_lava.neurons import fixed as fx  # noqa: E402
+
+
+def _reference_layer(p, ext, w_rec, weight_exp):
+    """The step-by-step numpy engine's equations for one layer."""
+    T, B, N = ext.shape
+    state = fx.initial_state(p, B)
+    zs, psis = [], []
+    for t in range(T):
+        rec = 0 if w_rec is None else fe.dense_output(w_rec, state["z"], weight_exp)
+        z, post, state = fx.step(wrap_int32(ext[t] + rec), state, p)
+        zs.append(z)
+        psis.append(post["psi"])
+    return np.stack(zs), np.stack(psis)
+
+
+@needs_numba
+@pytest.mark.parametrize("kind", ["lif", "alif"])
+@pytest.mark.parametrize("case", ["lava_lif", "leaky_u_refractory", "extremes"])
+def test_compiled_fixed_layer_is_bit_exact(kind, case):
+    rng = np.random.default_rng(11)
+    N, T, B = 9, 400, 3
+    kw = dict(kind=kind, size=N, vth=rng.integers(20, 200, N), psi_bits=7)
+    if kind == "alif":
+        kw.update(d_theta=rng.integers(1, 400, N), theta_step=rng.integers(0, 4000, N))
+    if case == "lava_lif":          # Lava's LIF: memoryless u, no bias, no refractoriness
+        kw.update(du=4095, dv=rng.integers(0, 800, N))
+        ext = rng.integers(-300, 900, (T, B, N))
+        w_rec, wexp = rng.integers(-255, 256, (N, N)), 0
+    elif case == "leaky_u_refractory":
+        kw.update(du=rng.integers(0, 4000, N), dv=rng.integers(0, 4000, N), bias_mant=rng.integers(-50, 50, N),
+                  bias_exp=2, n_ref=3)
+        ext = rng.integers(-400, 1200, (T, B, N))
+        w_rec, wexp = rng.integers(-255, 256, (N, N)), -2
+    else:                           # drive u past its 24-bit wrap, v into saturation, a_in past int32
+        kw.update(du=rng.integers(0, 4096, N).clip(0, 4095), dv=rng.integers(0, 100, N), n_ref=1)
+        ext = rng.integers(-(1 << 31), (1 << 31) - 1, (T, B, N))
+        ext[::3] = rng.integers(-(1 << 18), 1 << 18, ext[::3].shape)
+        w_rec, wexp = rng.integers(-255, 256, (N, N)) * 64, 6
+    p = fx.FixedNeuronParams(**kw)
+    np.fill_diagonal(w_rec, 0)
+    z_ref, psi_ref = _reference_layer(p, ext, w_rec, wexp)
+    z, psi = fused.run_fixed_lif_family(p, ext, w_rec, wexp)
+    assert 0 < z_ref.mean() < 0.9
+    np.testing.assert_array_equal(z, z_ref)
+    np.testing.assert_array_equal(psi, psi_ref)
+    if case == "extremes":          # the edge cases were really reached
+        a = ext.astype(np.int64)
+        assert np.any(np.left_shift(wrap_int32(a), 6) > (1 << 23))
+
+
+@needs_numba
+@pytest.mark.parametrize("kind", ["lif", "alif"])
+def test_compiled_fixed_network_equals_step_engine(kind):
+    from eprop_lava.spec import LayerSpec, LearningSpec, NetworkSpec, NeuronParams, OptimizerSpec, RegularizationSpec
+
+    params = NeuronParams(n_ref=2)
+    spec = NetworkSpec(n_inputs=10, layers=(LayerSpec(20, kind, params=params, weight_scale=3.0),
+                                            LayerSpec(15, kind, params=params, weight_scale=3.0)),
+                       timing="loihi", reset="zero", loss="cross_entropy", learning=LearningSpec(variant="random"),
+                       regularization=RegularizationSpec(form="none"), optimizer=OptimizerSpec(kind="sgd", lr=1e-3))
+    net = fe.quantize(spec, init_params(spec, 1), "loihi2")
+    assert fe.compiled_inference(net)
+    rng = np.random.default_rng(0)
+    x = (rng.random((120, 5, 10)) < 0.2).astype(float)
+    target = np.zeros((120, 5, 2))
+    target[..., 0] = 1.0
+    fast = fe.simulate(net, x, target)
+    ref = fe._simulate(net, x, target, None, False, None, False, None, fe.PER_SYNAPSE)
+    assert sum(int(z.sum()) for z in ref.z) > 100
+    for a, b in zip(fast.z, ref.z):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(fast.psi, ref.psi):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(fast.y, ref.y)
+    np.testing.assert_array_equal(fast.err, ref.err)

@@ -35,12 +35,15 @@ the firing-rate regularizers are not learned in fixed point.
 
 from __future__ import annotations
 
+import os
+
 import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
 import numpy as np
 
+from eprop_lava.engine import fused
 from eprop_lava.fixed import (
     ACT_SHIFT, FixedPointError, FixedPointProfile, LearningRate, apply_update, clip_v24, decay,
     decay_constant, decay_same_dtype, get_profile, learning_rate, saturate, saturate_owned, shift_left_or_right, shift_round,
@@ -241,15 +244,20 @@ def quantize(spec: NetworkSpec, params: dict, profile: FixedPointProfile | str =
 
 
 # ======================================================================= synapse functions
-def dense_output(w: np.ndarray, s: np.ndarray, weight_exp: int) -> np.ndarray:
+def dense_output(w: np.ndarray, s: np.ndarray, weight_exp: int, parallel: bool = False) -> np.ndarray:
     """Dense: (sum_i w_ji s_i) << weight_exp (>> -weight_exp, floor), sent as
     int32 (what Lava's channel holds). s (..., pre) 0/1; w (post, pre) int.
     float64 BLAS is exact here (integers far below 2^53)."""
     n_pre = w.shape[1]
     bound = int(np.abs(w).max(initial=0)) * n_pre
-    # float32 holds every partial sum exactly while |sum| <= 256 n_pre < 2^24
-    ftype = np.float32 if bound < (1 << 24) else np.float64
-    acc = (np.asarray(s, dtype=ftype) @ w.T.astype(ftype)).astype(np.int64)
+    # parallel=False by default: the step-by-step engine may already run in threads
+    acc = fused.project_events(s, w.T, parallel=parallel) if fused.available() else None
+    if acc is not None:  # sparse spikes: integer sums over the events (compiled)
+        acc = acc.astype(np.int64, copy=False)
+    else:
+        # float32 holds every partial sum exactly while |sum| <= 256 n_pre < 2^24
+        ftype = np.float32 if bound < (1 << 24) else np.float64
+        acc = (np.asarray(s, dtype=ftype) @ w.T.astype(ftype)).astype(np.int64)
     out = shift_left_or_right(acc, weight_exp)
     bound = bound << weight_exp if weight_exp > 0 else bound
     return out if bound < (1 << 31) else wrap_int32(out)
@@ -435,21 +443,43 @@ def simulate(net: FixedNetwork, x: np.ndarray, target: np.ndarray | None = None,
     update (used by :func:`accumulated_gradients` to read the accumulators).
     synapses: how hidden synapses keep their e-prop state (default
     :data:`PER_SYNAPSE`, exact e-prop; studies pass other rules)."""
+    synapses = synapses or PER_SYNAPSE
+    if not learn and not record_state and compiled_inference(net):
+        return _simulate_compiled(net, x, target, mask)
     with _one_blas_thread():
-        return _simulate(net, x, target, mask, learn, rngs, record_state, on_update, synapses or PER_SYNAPSE)
+        chunks = _inference_chunks(np.shape(x)[1] if np.ndim(x) == 3 else 0, learn)
+        if len(chunks) < 2:
+            return _simulate(net, x, target, mask, learn, rngs, record_state, on_update, synapses)
+        # Inference: samples are independent, and numpy releases the GIL inside
+        # each elementwise pass, so batch slices run in parallel threads with
+        # results identical to one pass (every operation is per sample).
+        from concurrent.futures import ThreadPoolExecutor
+
+        def part(sl: slice) -> FixedRun:
+            pick = (lambda a: None if a is None else np.asarray(a)[:, sl])
+            return _simulate(net, np.asarray(x)[:, sl], pick(target), pick(mask), False, None, record_state,
+                             None, synapses)
+
+        with ThreadPoolExecutor(len(chunks)) as pool:
+            runs = list(pool.map(part, chunks))
+        return _concat_runs(runs)
 
 
-def _simulate(net: FixedNetwork, x: np.ndarray, target: np.ndarray | None, mask: np.ndarray | None,
-              learn: bool, rngs: dict | None, record_state: bool, on_update: Any, synapses: "SynapseRule") -> FixedRun:
+def compiled_inference(net: "FixedNetwork") -> bool:
+    """True when inference can run layer by layer in compiled loops
+    (:func:`eprop_lava.engine.fused.run_fixed_lif_family`): numba present
+    and every layer LIF or ALIF."""
+    return fused.available() and all(L.neuron.kind in fused.FIXED_MODELS for L in net.layers)
+
+
+def _check_inputs(net: "FixedNetwork", x: np.ndarray, target, mask, need_error: bool):
     x = np.asarray(x)
     if x.ndim != 3 or x.shape[2] != net.spec.n_inputs:
         raise FixedPointError(f"x: expected shape (T, B, n_inputs={net.spec.n_inputs}), got {x.shape}")
     if np.any((x != 0) & (x != 1)):
         raise FixedPointError("x: the fixed-point engine takes 0/1 input spikes")
     T, B, _ = x.shape
-    spec, prof, ro = net.spec, net.profile, net.readout
-    K = spec.readout.n_outputs
-    need_error = learn or target is not None
+    K = net.spec.readout.n_outputs
     if need_error:
         if target is None:
             raise FixedPointError("target: learning needs a target (T, B, K)")
@@ -459,6 +489,96 @@ def _simulate(net: FixedNetwork, x: np.ndarray, target: np.ndarray | None, mask:
         mask = np.ones((T, B)) if mask is None else np.asarray(mask, dtype=np.float64)
         if mask.shape != (T, B):
             raise FixedPointError(f"mask: expected shape {(T, B)}, got {mask.shape}")
+    return x, target, mask
+
+
+def _delayed(a: np.ndarray, dtype: Any = None) -> np.ndarray:
+    """out^t = a^{t-1}, out^0 = 0: a Dense output arrives one step later."""
+    out = np.empty(a.shape, dtype or a.dtype)
+    out[0] = 0
+    out[1:] = a[:-1]
+    return out
+
+
+def _simulate_compiled(net: "FixedNetwork", x: np.ndarray, target, mask) -> "FixedRun":
+    """Inference layer by layer (a layer depends only on the previous layer's
+    spikes, one step delayed, and on its own past): each layer's input Dense
+    is one event-driven product over the whole sequence, its neurons one
+    compiled loop, and the readout the same :func:`readout_step` and
+    :func:`output_error` as the step-by-step engine, so the results are
+    identical to it."""
+    need_error = target is not None
+    x, target, mask = _check_inputs(net, x, target, mask, need_error)
+    spec, ro = net.spec, net.readout
+    src = x.astype(np.int8)
+    z_seq, psi_seq = [], []
+    for L in net.layers:
+        # Dense outputs are int32 (what Lava's channel holds): half the memory traffic of int64
+        ext = _delayed(dense_output(L.w_in, src, L.weight_exp, parallel=True), np.int32)
+        z, psi = fused.run_fixed_lif_family(L.neuron, ext, L.w_rec, L.weight_exp)
+        z_seq.append(z)
+        psi_seq.append(psi)
+        src = z
+    slices = layer_slices(spec)
+    a_out = dense_output(ro.w[:, slices[0]], z_seq[0], ro.weight_exp, parallel=True)
+    for r in range(1, len(net.layers)):
+        a_out = a_out + dense_output(ro.w[:, slices[r]], z_seq[r], ro.weight_exp, parallel=True)
+    a_out = wrap_int32(_delayed(a_out))   # the readout at t sees z^{t-1}
+    y_seq = np.empty(a_out.shape, np.int64)
+    y = np.zeros(a_out.shape[1:], np.int64)
+    for t in range(a_out.shape[0]):
+        y = readout_step(y, a_out[t], ro)
+        y_seq[t] = y
+    err = output_error(y_seq, target, mask, spec.loss, ro.y_scale, net.profile) if need_error else None
+    return FixedRun(z=z_seq, y=y_seq, psi=psi_seq, err=err)
+
+
+# Below this many samples per thread the per-step Python overhead dominates and
+# threads do not pay off.
+MIN_SAMPLES_PER_THREAD = 64
+
+
+def inference_threads() -> int:
+    """Threads for fixed-point inference: EPROP_LAVA_THREADS, else the CPUs
+    this process may use."""
+    env = os.environ.get("EPROP_LAVA_THREADS")
+    if env:
+        return max(1, int(env))
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _inference_chunks(batch: int, learn: bool) -> list:
+    if learn or batch < 2 * MIN_SAMPLES_PER_THREAD:
+        return []
+    n = min(inference_threads(), batch // MIN_SAMPLES_PER_THREAD)
+    if n < 2:
+        return []
+    edges = [batch * i // n for i in range(n + 1)]
+    return [slice(a, b) for a, b in zip(edges[:-1], edges[1:])]
+
+
+def _concat_runs(runs: list) -> "FixedRun":
+    def cat(items):
+        return None if items[0] is None else np.concatenate(items, axis=1)
+
+    first = runs[0]
+    out = FixedRun(z=[cat([r.z[i] for r in runs]) for i in range(len(first.z))], y=cat([r.y for r in runs]),
+                   psi=[cat([r.psi[i] for r in runs]) for i in range(len(first.psi))],
+                   err=cat([r.err for r in runs]), signal=cat([r.signal for r in runs]))
+    out.states = [{k: cat([r.states[i][k] for r in runs]) for k in first.states[i]} for i in range(len(first.states))]
+    return out
+
+
+def _simulate(net: FixedNetwork, x: np.ndarray, target: np.ndarray | None, mask: np.ndarray | None,
+              learn: bool, rngs: dict | None, record_state: bool, on_update: Any, synapses: "SynapseRule") -> FixedRun:
+    need_error = learn or target is not None
+    x, target, mask = _check_inputs(net, x, target, mask, need_error)
+    T, B, _ = x.shape
+    spec, prof, ro = net.spec, net.profile, net.readout
+    K = spec.readout.n_outputs
     if learn and rngs is None:
         rngs = update_rngs(net)
     slices = layer_slices(spec)

@@ -140,8 +140,7 @@ if numba is not None:
                             out[c, i, j] += p * delta[r, j]
 
 
-    @njit(parallel=True, cache=True)
-    def _project_events(x, w_t, out):  # pragma: no cover - compiled
+    def _project_events_impl(x, w_t, out):  # pragma: no cover - compiled
         # out[r, j] = sum_i x[r, i] w_t[i, j] over the nonzero x[r, i]
         R, I = x.shape
         J = w_t.shape[1]
@@ -153,6 +152,74 @@ if numba is not None:
                 if p != 0:
                     for j in range(J):
                         out[r, j] += p * w_t[i, j]
+
+    _project_events = njit(parallel=True, cache=True)(_project_events_impl)
+    # for callers that run their own threads (nested thread pools oversubscribe)
+    _project_events_serial = njit(nogil=True, cache=True)(_project_events_impl)
+
+
+    @njit(cache=True, inline="always")
+    def _decay(x, factor):  # pragma: no cover - compiled
+        # Loihi's decay toward zero: sgn(x f) (|x f| >> 12), f = 4096 - d - offset
+        # branch-free (so the neuron loop vectorizes): add 4095 to negatives, then floor-shift
+        y = x * factor
+        return (y + ((y >> 63) & 4095)) >> 12
+
+    @njit(cache=True, inline="always")
+    def _wrap_int32(x):  # pragma: no cover - compiled
+        return ((x + 2147483648) & 4294967295) - 2147483648
+
+    @njit(parallel=True, cache=True)
+    def _fixed_lif_family(ext, w_rec_t, has_rec, weight_exp, du_f, memoryless, dv_f, bias, vth, n_ref,
+                          adaptive, dth_f, theta_step, psi_mul, psi_shift, psi_max,
+                          z_out, psi_out):  # pragma: no cover - compiled
+        T, B, N = ext.shape
+        m24 = 1 << 23
+        for b in prange(B):
+            u = np.zeros(N, np.int64)
+            v = np.zeros(N, np.int64)
+            theta = np.zeros(N, np.int64)
+            ref = np.zeros(N, np.int64)
+            z = np.zeros(N, np.int64)
+            rec = np.zeros(N, w_rec_t.dtype)
+            for t in range(T):
+                rec[:] = 0
+                if has_rec:
+                    for i in range(N):
+                        if z[i] != 0:
+                            for j in range(N):
+                                rec[j] += w_rec_t[i, j]
+                for j in range(N):
+                    r = np.int64(rec[j])
+                    r = _wrap_int32(r << weight_exp if weight_exp >= 0 else r >> -weight_exp)
+                    a_in = _wrap_int32(np.int64(ext[t, b, j]) + r)
+                    act = _wrap_int32(a_in << 6)
+                    total = act if memoryless else _wrap_int32(_decay(u[j], du_f[j]) + act)
+                    if total > m24:  # Lava's one-sided 24-bit wrap of u
+                        total -= 2 * m24
+                    elif total <= -m24:
+                        total += 2 * m24
+                    u[j] = total
+                    vj = _decay(v[j], dv_f[j]) + total + bias[j]
+                    vj = min(max(vj, -(m24 - 1)), m24 - 1)
+                    z_prev = z[j]
+                    if n_ref > 0:
+                        ref[j] = n_ref if z_prev > 0 else max(ref[j] - 1, 0)
+                    threshold = vth[j]
+                    if adaptive:
+                        th = _decay(theta[j], dth_f[j]) + z_prev * theta_step[j]
+                        theta[j] = min(max(th, 0), m24 - 1)
+                        threshold = theta[j] + vth[j]
+                    spike = vj > threshold
+                    d = vth[j] - abs(vj - threshold)
+                    psi = min((max(d, 0) * psi_mul[j]) >> psi_shift, psi_max)
+                    if n_ref > 0 and ref[j] > 0:
+                        spike = False
+                        psi = 0
+                    z[j] = 1 if spike else 0
+                    v[j] = 0 if spike else vj
+                    z_out[t, b, j] = z[j]
+                    psi_out[t, b, j] = psi
 
 
 def supports(model: Any, ops: Any) -> bool:
@@ -228,12 +295,48 @@ def _sparse(rows: np.ndarray) -> bool:
     return np.count_nonzero(sample) <= EVENT_DENSITY * sample.size
 
 
-def project_events(x: np.ndarray, w_t: np.ndarray) -> np.ndarray | None:
+def project_events(x: np.ndarray, w_t: np.ndarray, parallel: bool = True) -> np.ndarray | None:
     """x[..., i] w_t[i, j] visiting only the nonzero x (spikes): the synaptic
-    input of a whole sequence at (spikes x J) cost. None when x is too dense."""
+    input of a whole sequence at (spikes x J) cost; exact for integer arrays.
+    None when x is too dense. parallel=False for callers in their own threads."""
     x2 = np.ascontiguousarray(x.reshape(-1, x.shape[-1]))
     if not _sparse(x2):
         return None
     out = np.empty((x2.shape[0], w_t.shape[1]), np.result_type(x2, w_t))
-    _project_events(x2, np.ascontiguousarray(w_t), out)
+    (_project_events if parallel else _project_events_serial)(x2, np.ascontiguousarray(w_t), out)
     return out.reshape(*x.shape[:-1], w_t.shape[1])
+
+
+FIXED_MODELS = ("lif", "alif")
+
+
+def run_fixed_lif_family(p: Any, ext: np.ndarray, w_rec: np.ndarray | None, weight_exp: int):
+    """Fixed-point inference of one LIF/ALIF layer over a whole sequence: the
+    compiled form of :func:`eprop_lava.neurons.fixed.lif_step` /
+    ``alif`` (Loihi arithmetic of :mod:`eprop_lava.fixed`: decay toward zero,
+    int32 and one-sided 24-bit wraps, 24-bit saturation, graded psi) with the
+    recurrent Dense (:func:`eprop_lava.engine.fixed_engine.dense_output`)
+    event-driven. ``ext`` (T, B, N) is this layer's input Dense output that
+    arrives at step t. Returns (z int8, psi int32), (T, B, N) each; bit for
+    bit the step-by-step engine's (tests/test_fused.py)."""
+    from eprop_lava.fixed import DECAY_UNITY
+
+    T, B, N = ext.shape
+    vec = lambda a: np.ascontiguousarray(np.broadcast_to(np.asarray(a, dtype=np.int64), (N,)))  # noqa: E731
+    mul, shift = p.psi_scale
+    z = np.empty((T, B, N), np.int8)
+    psi = np.empty((T, B, N), np.int32)
+    if w_rec is None:
+        rec = np.zeros((1, N), np.int32)
+    else:
+        w_rec = np.asarray(w_rec, np.int64)
+        # int32 sums (twice the SIMD width) when no partial sum can overflow them
+        small = int(np.abs(w_rec).max(initial=0)) * N < (1 << 31)
+        rec = np.ascontiguousarray(w_rec.T.astype(np.int32 if small else np.int64))
+    if ext.dtype not in (np.int32, np.int64):
+        ext = ext.astype(np.int64)
+    _fixed_lif_family(np.ascontiguousarray(ext), rec, w_rec is not None, int(weight_exp),
+                      vec(DECAY_UNITY - (np.asarray(p.du) + 1)), bool(p.u_memoryless), vec(DECAY_UNITY - p.dv),
+                      vec(p.bias), vec(p.vth_scaled), int(p.n_ref), p.kind == "alif",
+                      vec(DECAY_UNITY - p.d_theta), vec(p.theta_step), vec(mul), int(shift), int(p.psi_max), z, psi)
+    return z, psi

@@ -52,7 +52,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
                         out=args.out or f"runs/tune-{args.task}", iterations=args.iterations,
                         batch_size=args.batch_size, validation_batches=args.validation_batches, seed=args.seed,
                         sampler=args.sampler, sampler_seed=args.sampler_seed, task_options=options,
-                        timeout=args.timeout, startup_trials=args.startup_trials, repeats=args.repeats)
+                        timeout=args.timeout, startup_trials=args.startup_trials, repeats=args.repeats,
+                        confirm=args.confirm)
     summary = run_tune(config, log=lambda m: print(m, file=sys.stderr))
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -63,6 +64,11 @@ def cmd_tune(args: argparse.Namespace) -> int:
         parts.append(f"default {metric} {d['value']:.4f}" if d else "default not evaluated")
         if b:
             parts.append(f"best {metric} {b['value']:.4f} (trial {b['number']}) {json.dumps(b['params'])}")
+        c = summary.get("confirmation")
+        if c:
+            parts.append(f"on fresh seeds {c['seeds']}: default {c['default']['mean']:.4f} +- "
+                         f"{c['default']['std']:.4f}, best {c['best']['mean']:.4f} +- {c['best']['std']:.4f} "
+                         f"({'best wins' if c['best_beats_default'] else 'default holds'})")
         print("; ".join(parts))
     return 0
 
@@ -80,7 +86,7 @@ def register(sub) -> None:
 
     t = sub.add_parser("tune", help="Bayesian hyperparameter search (Optuna)")
     t.add_argument("task")
-    t.add_argument("--trials", type=int, required=True, help="trials this process runs")
+    t.add_argument("--trials", type=int, required=True, help="trials this process runs (0 with --confirm)")
     t.add_argument("--storage", help="sqlite:///FILE.db, postgresql://..., or a journal file path "
                                      "(default: DIR/tune.journal)")
     t.add_argument("--study-name", help="default TASK-tune; workers sharing a storage and name share the study")
@@ -95,6 +101,9 @@ def register(sub) -> None:
     t.add_argument("--seed", type=int, default=0, help="training seed of every trial")
     t.add_argument("--repeats", type=int, default=1,
                    help="seeds per trial (seed, seed+1, ...); the objective is their mean")
+    t.add_argument("--confirm", type=int, default=0, metavar="N",
+                   help="afterwards retrain the default and the best configuration on N fresh seeds "
+                        "(--trials 0: only confirm an existing study)")
     t.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     t.add_argument("--startup-trials", type=int, help="random trials before the sampler's model is used "
                                                       "(default min(10, max(2, trials // 2)))")

@@ -23,8 +23,10 @@ target delay are not options of the trainer and are not searched.
 Objective: the task's validation metric (lower is better) after a short
 training budget, from fixed seeds so trials differ only in their
 hyperparameters; ``repeats`` > 1 averages over that many seeds (a single
-short run is noisy enough that its "best" may not survive another seed). The task's default configuration is enqueued as the first
-trial of a new study, so "default vs best" comes from the same budget.
+short run is noisy enough that its "best" may not survive another seed).
+The task's default configuration is enqueued as the first trial of a new
+study, so "default vs best" comes from the same budget; ``confirm`` > 0
+then retrains both on fresh seeds (:func:`confirm_best`).
 """
 
 from __future__ import annotations
@@ -63,12 +65,19 @@ class TuneConfig:
     timeout: float | None = None
     startup_trials: int | None = None   # None: min(10, max(2, trials // 2))
     repeats: int = 1                    # seeds per trial (seed, seed+1, ...); the objective is their mean
+    confirm: int = 0                    # retrain default and best on this many fresh seeds afterwards
 
     def validated(self) -> "TuneConfig":
-        for name in ("trials", "iterations", "batch_size", "validation_batches", "repeats"):
+        for name in ("iterations", "batch_size", "validation_batches", "repeats"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise UserError(f"tune.{name}: expected a positive integer, got {v!r}")
+        for name in ("trials", "confirm"):  # trials = 0: only confirm an existing study
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise UserError(f"tune.{name}: expected a non-negative integer, got {v!r}")
+        if self.trials == 0 and self.confirm == 0:
+            raise UserError("tune.trials: 0 trials and no --confirm leaves nothing to do")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise UserError(f"tune.seed: expected a non-negative integer, got {self.seed!r}")
         if self.sampler not in SAMPLERS:
@@ -224,26 +233,52 @@ def spec_for(task, params: dict):
 
 
 # ----------------------------------------------------------------- the search
-def objective_for(config: TuneConfig, task, log: Callable[[str], None] | None = None):
+def evaluate(config: TuneConfig, task, params: dict, seeds: list, label: str) -> tuple[list, list]:
+    """Train ``params`` once per seed on the study's budget; (metric per seed,
+    firing rate per seed). Runs go to DIR/trials/LABEL/seedS."""
     from eprop_lava.training import TrainConfig, train
 
-    out = Path(config.out)
+    values, rates = [], []
+    for seed in seeds:
+        spec = spec_for(task, params).replace(seed=seed)
+        tc = TrainConfig(task=config.task, batch_size=config.batch_size, iterations=config.iterations,
+                         validate_every=config.iterations, validation_batches=config.validation_batches,
+                         early_stop=False, checkpoint_every=max(1, config.iterations), seed=seed,
+                         progress=False)
+        # resume=False: a run is never half-reused
+        result = train(task, spec, tc, Path(config.out) / "trials" / label / f"seed{seed}", resume=False)
+        values.append(float(result.final_validation[task.metric_name]))
+        rates.append(float(result.final_validation["rate_hz"]))
+    return values, rates
+
+
+def confirm_best(config: TuneConfig, task, summary: dict, log: Callable[[str], None] = print) -> dict | None:
+    """Retrain the default and the best configuration on ``config.confirm``
+    fresh seeds (never used by the search: seed + repeats, ...), so that "best
+    beats default" is not a winner's-curse artefact of the search seeds."""
+    if not config.confirm or not summary.get("best") or not summary.get("default"):
+        return None
+    seeds = [config.seed + config.repeats + k for k in range(config.confirm)]
+    out: dict = {"seeds": seeds}
+    for which in ("default", "best"):
+        params = dict(summary[which]["params"])
+        values, rates = evaluate(config, task, params, seeds, f"confirm-{summary['study_name']}-{which}")
+        mean = sum(values) / len(values)
+        std = math.sqrt(sum((v - mean) ** 2 for v in values) / max(1, len(values) - 1))
+        out[which] = {"trial": summary[which]["number"], "values": values, "mean": mean, "std": std,
+                      "rate_hz": sum(rates) / len(rates)}
+        log(f"confirm {which} (trial {summary[which]['number']}): {task.metric_name} "
+            f"{mean:.4f} +- {std:.4f} over seeds {seeds}")
+    out["best_beats_default"] = out["best"]["mean"] < out["default"]["mean"]
+    return out
+
+
+def objective_for(config: TuneConfig, task, log: Callable[[str], None] | None = None):
 
     def objective(trial) -> float:
         params = suggest(trial)
-        values, rates = [], []
-        for i in range(config.repeats):
-            seed = config.seed + i
-            spec = spec_for(task, params).replace(seed=seed)
-            tc = TrainConfig(task=config.task, batch_size=config.batch_size, iterations=config.iterations,
-                             validate_every=config.iterations, validation_batches=config.validation_batches,
-                             early_stop=False, checkpoint_every=max(1, config.iterations), seed=seed,
-                             progress=False)
-            # one run directory per trial and seed (resume=False: a trial is never half-reused)
-            run_dir = out / "trials" / f"{trial.study.study_name}-{trial.number:04d}" / f"seed{seed}"
-            result = train(task, spec, tc, run_dir, resume=False)
-            values.append(float(result.final_validation[task.metric_name]))
-            rates.append(float(result.final_validation["rate_hz"]))
+        seeds = [config.seed + i for i in range(config.repeats)]
+        values, rates = evaluate(config, task, params, seeds, f"{trial.study.study_name}-{trial.number:04d}")
         value = sum(values) / len(values)
         trial.set_user_attr("values", values)
         trial.set_user_attr("rate_hz", sum(rates) / len(rates))
@@ -295,6 +330,9 @@ def run_tune(config: TuneConfig, log: Callable[[str], None] = print) -> dict:
                    catch=(FloatingPointError, ValueError))
     summary = summarize_study(study, task)
     summary.update(sampler=sampler_name, storage=storage_name, budget=meta)
+    confirmation = confirm_best(config, task, summary, log)
+    if confirmation is not None:
+        summary["confirmation"] = confirmation
     atomic_write_text(out / f"{study_name}-summary.json", json.dumps(summary, indent=2))
     return summary
 
