@@ -35,6 +35,7 @@ class Ops:
     autograd = False
     # True when the compiled time loops of engine/fused.py may be used.
     fused = False
+    parallel = True
 
     def __init__(self, dtype: Any = np.float64):
         self.dtype = np.dtype(dtype)
@@ -83,7 +84,7 @@ class Ops:
         if self.fused:
             from eprop_lava.engine import fused
 
-            out = fused.project_events(x, w_t)
+            out = fused.project_events(x, w_t, self.parallel)
             if out is not None:  # x is sparse (spikes): only its events are visited
                 return out
         out = x.reshape(-1, x.shape[-1]) @ w_t
@@ -96,7 +97,7 @@ class Ops:
         if self.fused:
             from eprop_lava.engine import fused
 
-            out = fused.sum_outer_events(a, b)
+            out = fused.sum_outer_events(a, b, self.parallel)
             if out is not None:  # b is sparse (spikes): only its events are visited
                 return out
         return a.reshape(-1, a.shape[-1]).T @ b.reshape(-1, b.shape[-1])
@@ -171,11 +172,13 @@ class NumpyOps(Ops):
     loops of LIF/ALIF populations and e-prop's adjoint run compiled
     (:mod:`eprop_lava.engine.fused`), with the same results."""
 
-    def __init__(self, dtype: Any = np.float64, fused: bool | None = None):
+    def __init__(self, dtype: Any = np.float64, fused: bool | None = None, parallel: bool = True):
         super().__init__(dtype)
         from eprop_lava.engine import fused as compiled
 
         self.fused = compiled.available() if fused is None else bool(fused)
+        # False: compiled loops run on the calling thread only (the caller runs its own threads)
+        self.parallel = parallel
 
 
 class TorchOps(Ops):
@@ -303,14 +306,31 @@ class TorchOps(Ops):
         return self.torch.cat([u[1:], self.torch.zeros_like(u[:1])], dim=0)
 
 
+def cpu_threads() -> int:
+    """Threads the engine may use: EPROP_LAVA_THREADS, else the CPUs this
+    process may run on."""
+    import os
+
+    env = os.environ.get("EPROP_LAVA_THREADS")
+    if env:
+        try:
+            return max(1, int(env))
+        except ValueError:
+            raise ValueError(f"EPROP_LAVA_THREADS: expected a positive integer, got {env!r}") from None
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def make_ops(backend: str = "numpy", dtype: Any = "float64", device: str = "cpu", graph: str | None = None,
-             fused: bool | None = None) -> Ops:
+             fused: bool | None = None, parallel: bool = True) -> Ops:
     """Build an Ops object: backend 'numpy' or 'torch'; graph ('full' or
     'eprop') turns on autograd through the step functions (BPTT); ``fused``
     (numpy only) selects the compiled time loops (default: when numba is
     importable), False the reference loops."""
     if backend == "numpy":
-        return NumpyOps(dtype, fused=fused)
+        return NumpyOps(dtype, fused=fused, parallel=parallel)
     if backend == "torch":
         try:
             import torch  # noqa: F401

@@ -35,7 +35,6 @@ the firing-rate regularizers are not learned in fixed point.
 
 from __future__ import annotations
 
-import os
 
 import math
 from dataclasses import dataclass, field, replace
@@ -44,6 +43,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from eprop_lava.engine import fused
+from eprop_lava.engine.backend import cpu_threads
 from eprop_lava.fixed import (
     ACT_SHIFT, FixedPointError, FixedPointProfile, LearningRate, apply_update, clip_v24, decay,
     decay_constant, decay_same_dtype, get_profile, learning_rate, saturate, saturate_owned, shift_left_or_right, shift_round,
@@ -538,22 +538,10 @@ def _simulate_compiled(net: "FixedNetwork", x: np.ndarray, target, mask) -> "Fix
 MIN_SAMPLES_PER_THREAD = 64
 
 
-def inference_threads() -> int:
-    """Threads for fixed-point inference: EPROP_LAVA_THREADS, else the CPUs
-    this process may use."""
-    env = os.environ.get("EPROP_LAVA_THREADS")
-    if env:
-        return max(1, int(env))
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
-
-
 def _inference_chunks(batch: int, learn: bool) -> list:
     if learn or batch < 2 * MIN_SAMPLES_PER_THREAD:
         return []
-    n = min(inference_threads(), batch // MIN_SAMPLES_PER_THREAD)
+    n = min(cpu_threads(), batch // MIN_SAMPLES_PER_THREAD)
     if n < 2:
         return []
     edges = [batch * i // n for i in range(n + 1)]

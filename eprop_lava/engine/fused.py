@@ -18,7 +18,7 @@ are compiled here:
   sequences (no synchronization per step). ``tests/test_fused.py`` holds this
   loop to the reference step functions for both neuron types, both resets and
   both timings.
-* :func:`adjoint`: e-prop's per-neuron backward recursion
+* :func:`adjoint_block`: e-prop's per-neuron backward recursion
   (:func:`eprop_lava.eprop.traces.local_adjoint`) for any neuron model: it
   takes the Jacobian entries the model computes (``transition_jacobian``,
   ``spike_jacobian`` evaluated on the whole trajectory), so no model's
@@ -44,6 +44,19 @@ except ImportError:  # pragma: no cover - exercised on machines without numba
 FUSED_MODELS = ("lif", "alif")
 
 
+def _variants(fn):
+    """(parallel, serial) compiled versions of one loop: the parallel one
+    splits its prange over threads; the serial one (prange runs as range)
+    releases the GIL, for callers that run their own threads. The serial copy
+    gets its own name so numba's on-disk cache keeps the two apart."""
+    import types
+
+    clone = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial", fn.__defaults__,
+                               fn.__closure__)
+    clone.__qualname__ = fn.__qualname__ + "_serial"
+    return njit(parallel=True, cache=True)(fn), njit(nogil=True, cache=True)(clone)
+
+
 def available() -> bool:
     """True when the compiled loops can be used (numba importable and not
     switched off with EPROP_LAVA_FUSED=0)."""
@@ -52,7 +65,6 @@ def available() -> bool:
 
 if numba is not None:
 
-    @njit(parallel=True, cache=True)
     def _lif_family(external, w_rec_t, has_rec, alpha, v_th, gamma, n_ref, subtract, beta, rho, one, zero,
                     z_out, x_out, free_out, psi_out):  # pragma: no cover - compiled
         # one, zero: constants of the array's dtype, so float32 arithmetic stays
@@ -96,37 +108,32 @@ if numba is not None:
                     free_out[t, b, j] = free
                     psi_out[t, b, j] = gamma * max(one - abs(x) / v_th, zero) if free else zero
 
-    @njit(parallel=True, cache=True)
-    def _adjoint(lam0, lam1, j00, j01, j10, j11, used, d, out):  # pragma: no cover - compiled
-        # mu_c^t = lam_c^t + sum_r mu_r^{t+1} J_rc^t for hidden size d <= 2; the
-        # inputs may be zero-strided views (constant entries are not copied).
-        T, B, N = out.shape
+    def _adjoint_block(lam0, lam1, j00, j01, j10, j11, used, d, mu, out):  # pragma: no cover - compiled
+        # mu_c^t = lam_c^t + sum_r mu_r^{t+1} J_rc^t for hidden size d <= 2, for
+        # the block's steps from last to first; mu (2, B, N) carries mu^{t+1}
+        # in and leaves with the block's first mu. Inputs may be zero-strided.
+        S, B, N = out.shape
         for b in prange(B):
-            mu0 = np.empty(N, out.dtype)
-            mu1 = np.empty(N, out.dtype)
-            for j in range(N):
-                mu0[j] = lam0[T - 1, b, j]
-                mu1[j] = lam1[T - 1, b, j]  # a zero view when d = 1
-                out[T - 1, b, j] = mu0[j]
-            for t in range(T - 2, -1, -1):
+            for t in range(S - 1, -1, -1):
                 for j in range(N):
+                    m0 = mu[0, b, j]
+                    m1 = mu[1, b, j]
                     new0 = lam0[t, b, j]
                     if used[0, 0]:
-                        new0 = new0 + mu0[j] * j00[t, b, j]
+                        new0 = new0 + m0 * j00[t, b, j]
                     if d > 1:
                         if used[1, 0]:
-                            new0 = new0 + mu1[j] * j10[t, b, j]
+                            new0 = new0 + m1 * j10[t, b, j]
                         new1 = lam1[t, b, j]
                         if used[0, 1]:
-                            new1 = new1 + mu0[j] * j01[t, b, j]
+                            new1 = new1 + m0 * j01[t, b, j]
                         if used[1, 1]:
-                            new1 = new1 + mu1[j] * j11[t, b, j]
-                        mu1[j] = new1
-                    mu0[j] = new0
+                            new1 = new1 + m1 * j11[t, b, j]
+                        mu[1, b, j] = new1
+                    mu[0, b, j] = new0
                     out[t, b, j] = new0
 
 
-    @njit(parallel=True, cache=True)
     def _outer_events(delta, pre, chunks, out):  # pragma: no cover - compiled
         # out[c, i, j] = sum over the rows of chunk c of pre[r, i] delta[r, j], pre[r, i] != 0
         R, J = delta.shape
@@ -140,7 +147,7 @@ if numba is not None:
                             out[c, i, j] += p * delta[r, j]
 
 
-    def _project_events_impl(x, w_t, out):  # pragma: no cover - compiled
+    def _project_events(x, w_t, out):  # pragma: no cover - compiled
         # out[r, j] = sum_i x[r, i] w_t[i, j] over the nonzero x[r, i]
         R, I = x.shape
         J = w_t.shape[1]
@@ -153,9 +160,6 @@ if numba is not None:
                     for j in range(J):
                         out[r, j] += p * w_t[i, j]
 
-    _project_events = njit(parallel=True, cache=True)(_project_events_impl)
-    # for callers that run their own threads (nested thread pools oversubscribe)
-    _project_events_serial = njit(nogil=True, cache=True)(_project_events_impl)
 
 
     @njit(cache=True, inline="always")
@@ -169,7 +173,6 @@ if numba is not None:
     def _wrap_int32(x):  # pragma: no cover - compiled
         return ((x + 2147483648) & 4294967295) - 2147483648
 
-    @njit(parallel=True, cache=True)
     def _fixed_lif_family(ext, w_rec_t, has_rec, weight_exp, du_f, memoryless, dv_f, bias, vth, n_ref,
                           adaptive, dth_f, theta_step, psi_mul, psi_shift, psi_max,
                           z_out, psi_out):  # pragma: no cover - compiled
@@ -222,13 +225,22 @@ if numba is not None:
                     psi_out[t, b, j] = psi
 
 
+    KERNELS = {f.__name__: _variants(f) for f in (_lif_family, _adjoint_block, _outer_events, _project_events,
+                                                   _fixed_lif_family)}
+
+
+def _kernel(name: str, parallel: bool):
+    return KERNELS[name][0 if parallel else 1]
+
+
 def supports(model: Any, ops: Any) -> bool:
     """Whether :func:`run_lif_family` can replace the reference loop."""
     return (available() and getattr(ops, "fused", False) and not ops.autograd
             and getattr(model, "name", None) in FUSED_MODELS)
 
 
-def run_lif_family(model: Any, const: Any, external: np.ndarray, w_rec_t: np.ndarray | None):
+def run_lif_family(model: Any, const: Any, external: np.ndarray, w_rec_t: np.ndarray | None,
+                   parallel: bool = True):
     """Forward pass of one LIF/ALIF population on its input current
     ``external`` (T, B, N) = W_in pre^t. Returns (z, records) exactly as the
     reference loop in :func:`eprop_lava.engine.network.run_population`."""
@@ -242,21 +254,27 @@ def run_lif_family(model: Any, const: Any, external: np.ndarray, w_rec_t: np.nda
     x = np.empty((T, B, N), dtype)
     free = np.empty((T, B, N), np.bool_)
     psi = np.empty((T, B, N), dtype)
-    _lif_family(external, rec, w_rec_t is not None, dtype.type(const.alpha), dtype.type(const.v_th),
+    _kernel("_lif_family", parallel)(external, rec, w_rec_t is not None, dtype.type(const.alpha), dtype.type(const.v_th),
                 dtype.type(const.gamma), dtype.type(const.n_ref), const.reset == "subtract", beta, rho,
                 dtype.type(1), dtype.type(0), z, x, free, psi)
     return z, dict(x=x, free=free, z=z, psi=psi)
 
 
-def adjoint(lam: list, jac: list, shape: tuple, dtype: Any) -> np.ndarray | None:
-    """The backward recursion of :func:`eprop_lava.eprop.traces.local_adjoint`
-    over the model's Jacobian entries (None, scalars, per-neuron or (T, B, N)
-    arrays); None when the hidden state is larger than the compiled loop's
-    (d > 2), so the caller falls back to the reference loop."""
+# Elements (steps x batch x neurons) per block of the backward recursion:
+# small enough that a block's Jacobians stay in cache.
+ADJOINT_BLOCK_ELEMENTS = 1 << 16
+
+
+def adjoint_block(lam: list, jac: list, mu: np.ndarray, out: np.ndarray, parallel: bool = True) -> None:
+    """One block of :func:`eprop_lava.eprop.traces.local_adjoint`'s backward
+    recursion over the model's Jacobian entries for the block's steps (None,
+    scalars, per-neuron or (S, B, N) arrays; hidden size d <= 2). ``mu``
+    (2, B, N) holds mu^{t+1} of the step after the block and is updated in
+    place; out (S, B, N) receives mu_v."""
     d = len(lam)
     if d > 2:
-        return None
-    dtype = np.dtype(dtype)
+        raise ValueError(f"the compiled adjoint takes hidden sizes up to 2, got {d}")
+    shape, dtype = out.shape, out.dtype
     zero = np.zeros((), dtype)
 
     def view(entry):
@@ -265,17 +283,15 @@ def adjoint(lam: list, jac: list, shape: tuple, dtype: Any) -> np.ndarray | None
     lam = list(lam) + [None] * (2 - d)
     jac = [[jac[r][c] if r < d and c < d else None for c in range(2)] for r in range(2)]
     used = np.array([[jac[r][c] is not None for c in range(2)] for r in range(2)])
-    out = np.empty(shape, dtype)
-    _adjoint(view(lam[0]), view(lam[1]), view(jac[0][0]), view(jac[0][1]), view(jac[1][0]), view(jac[1][1]),
-             used, d, out)
-    return out
+    _kernel("_adjoint_block", parallel)(view(lam[0]), view(lam[1]), view(jac[0][0]), view(jac[0][1]), view(jac[1][0]),
+                   view(jac[1][1]), used, d, mu, out)
 
 
 # Above this fraction of nonzero presynaptic values a dense GEMM is faster.
 EVENT_DENSITY = 0.1
 
 
-def sum_outer_events(delta: np.ndarray, pre: np.ndarray) -> np.ndarray | None:
+def sum_outer_events(delta: np.ndarray, pre: np.ndarray, parallel: bool = True) -> np.ndarray | None:
     """sum over (t, b) of delta[t, b, j] pre[t, b, i] -> (J, I), visiting only
     the nonzero presynaptic values (spikes): the weight gradient of seed 002
     Eq. 2.37 costs (spikes x J) instead of (T B I J). None when pre is too
@@ -284,9 +300,9 @@ def sum_outer_events(delta: np.ndarray, pre: np.ndarray) -> np.ndarray | None:
     p2 = np.ascontiguousarray(pre.reshape(-1, pre.shape[-1]))
     if not _sparse(p2):
         return None
-    chunks = max(1, min(numba.get_num_threads(), d2.shape[0]))
+    chunks = max(1, min(numba.get_num_threads() if parallel else 1, d2.shape[0]))
     out = np.zeros((chunks, p2.shape[1], d2.shape[1]), np.result_type(d2, p2))
-    _outer_events(d2, p2, chunks, out)
+    _kernel("_outer_events", parallel)(d2, p2, chunks, out)
     return out.sum(0).T
 
 
@@ -303,14 +319,15 @@ def project_events(x: np.ndarray, w_t: np.ndarray, parallel: bool = True) -> np.
     if not _sparse(x2):
         return None
     out = np.empty((x2.shape[0], w_t.shape[1]), np.result_type(x2, w_t))
-    (_project_events if parallel else _project_events_serial)(x2, np.ascontiguousarray(w_t), out)
+    _kernel("_project_events", parallel)(x2, np.ascontiguousarray(w_t), out)
     return out.reshape(*x.shape[:-1], w_t.shape[1])
 
 
 FIXED_MODELS = ("lif", "alif")
 
 
-def run_fixed_lif_family(p: Any, ext: np.ndarray, w_rec: np.ndarray | None, weight_exp: int):
+def run_fixed_lif_family(p: Any, ext: np.ndarray, w_rec: np.ndarray | None, weight_exp: int,
+                         parallel: bool = True):
     """Fixed-point inference of one LIF/ALIF layer over a whole sequence: the
     compiled form of :func:`eprop_lava.neurons.fixed.lif_step` /
     ``alif`` (Loihi arithmetic of :mod:`eprop_lava.fixed`: decay toward zero,
@@ -335,7 +352,7 @@ def run_fixed_lif_family(p: Any, ext: np.ndarray, w_rec: np.ndarray | None, weig
         rec = np.ascontiguousarray(w_rec.T.astype(np.int32 if small else np.int64))
     if ext.dtype not in (np.int32, np.int64):
         ext = ext.astype(np.int64)
-    _fixed_lif_family(np.ascontiguousarray(ext), rec, w_rec is not None, int(weight_exp),
+    _kernel("_fixed_lif_family", parallel)(np.ascontiguousarray(ext), rec, w_rec is not None, int(weight_exp),
                       vec(DECAY_UNITY - (np.asarray(p.du) + 1)), bool(p.u_memoryless), vec(DECAY_UNITY - p.dv),
                       vec(p.bias), vec(p.vth_scaled), int(p.n_ref), p.kind == "alif",
                       vec(DECAY_UNITY - p.d_theta), vec(p.theta_step), vec(mul), int(shift), int(p.psi_max), z, psi)

@@ -29,14 +29,12 @@ def local_adjoint(model: Any, const: Any, records: dict, signal: Any, ops: Any) 
     """delta^t = mu_v^t (T, B, N) for a learning signal (T, B, N) already
     filtered as the trace it multiplies (see :func:`eprop_lava.engine.fast`)."""
     T = signal.shape[0]
+    if getattr(ops, "fused", False) and fused.available() and len(model.hidden) <= 2:
+        return _blocked_adjoint(model, const, records, signal, ops.parallel)
     dz_dh = model.spike_jacobian(records, const)
     jac = model.transition_jacobian(records, const)  # jac built from record t is J^{t+1}
     d = len(dz_dh)
     lam = [None if D is None else signal * D for D in dz_dh]
-    if getattr(ops, "fused", False) and fused.available():
-        out = fused.adjoint(lam, jac, tuple(signal.shape), signal.dtype)
-        if out is not None:
-            return out
     zero = ops.zeros(signal.shape[1:])
     # (column c) -> [(row r, entry, entry varies over time)], resolved once
     terms = [[(r, jac[r][c], getattr(jac[r][c], "ndim", 0) >= 3) for r in range(d) if jac[r][c] is not None]
@@ -54,6 +52,24 @@ def local_adjoint(model: Any, const: Any, records: dict, signal: Any, ops: Any) 
         mu = new
         out[t] = mu[0]
     return ops.stack(out)
+
+
+def _blocked_adjoint(model: Any, const: Any, records: dict, signal: Any, parallel: bool) -> Any:
+    """The same recursion with the loop compiled (:func:`eprop_lava.engine.fused.adjoint_block`),
+    backward over blocks of time steps: the model's Jacobians are evaluated
+    per block, so they stay in cache instead of filling (T, B, N) arrays."""
+    import numpy as np
+
+    T, B, N = signal.shape
+    out = np.empty(signal.shape, signal.dtype)
+    mu = np.zeros((2, B, N), signal.dtype)  # mu^{T} = 0, so mu^{T-1} = lam^{T-1}
+    block = max(1, fused.ADJOINT_BLOCK_ELEMENTS // max(1, B * N))
+    for t1 in range(T, 0, -block):
+        t0 = max(0, t1 - block)
+        rec = {k: v[t0:t1] for k, v in records.items()}
+        lam = [None if D is None else signal[t0:t1] * D for D in model.spike_jacobian(rec, const)]
+        fused.adjoint_block(lam, model.transition_jacobian(rec, const), mu, out[t0:t1], parallel)
+    return out
 
 
 def eligibility_step(model: Any, const: Any, eps: list, record_prev: dict | None, record: dict, pre: Any, ops: Any):
