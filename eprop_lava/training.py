@@ -27,6 +27,7 @@ from typing import Any, Callable
 import numpy as np
 
 from eprop_lava.engine.backend import make_ops
+from eprop_lava.engine.memory import retain_freed_memory
 from eprop_lava.engine.gradients import bptt_gradient, eprop_gradient
 from eprop_lava.engine.network import Batch, init_params, simulate
 from eprop_lava.eprop.learning_signal import adaptive_feedback_update
@@ -209,6 +210,9 @@ def _expected_shapes(spec: NetworkSpec) -> dict:
 
 # ------------------------------------------------------------------ training
 def gradient_function(config: TrainConfig) -> Callable:
+    # A training loop frees and reallocates the same large arrays every step;
+    # keeping them in the heap saves the page faults (engine/memory.py).
+    retain_freed_memory()
     if config.algo == "bptt":
         def grad(spec, params, batch):
             return bptt_gradient(spec, params, batch, graph=config.bptt_graph,

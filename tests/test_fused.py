@@ -186,3 +186,16 @@ def test_compiled_fixed_network_equals_step_engine(kind):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(fast.y, ref.y)
     np.testing.assert_array_equal(fast.err, ref.err)
+
+
+def test_retain_freed_memory_switch(monkeypatch):
+    import platform
+
+    from eprop_lava.engine import memory
+
+    monkeypatch.setattr(memory, "_done", False)
+    monkeypatch.setenv("EPROP_LAVA_RETAIN_MEMORY", "0")
+    assert memory.retain_freed_memory() is False
+    monkeypatch.delenv("EPROP_LAVA_RETAIN_MEMORY")
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert memory.retain_freed_memory() is True

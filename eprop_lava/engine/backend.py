@@ -103,13 +103,12 @@ class Ops:
         return a.reshape(-1, a.shape[-1]).T @ b.reshape(-1, b.shape[-1])
 
     def logsumexp(self, x: Any, axis: int = -1) -> Any:
-        m = np.max(x, axis=axis, keepdims=True)
-        return (m + np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True))).squeeze(axis)
+        m = _reduce_small(np.maximum, x, axis)
+        return (m + np.log(_reduce_small(np.add, np.exp(x - m), axis))).squeeze(axis)
 
     def softmax(self, x: Any, axis: int = -1) -> Any:
-        m = np.max(x, axis=axis, keepdims=True)
-        e = np.exp(x - m)
-        return e / np.sum(e, axis=axis, keepdims=True)
+        e = np.exp(x - _reduce_small(np.maximum, x, axis))
+        return e / _reduce_small(np.add, e, axis)
 
     def detach(self, x: Any) -> Any:
         return x
@@ -165,6 +164,21 @@ class Ops:
         out = np.zeros_like(u)
         out[:-1] = u[1:]
         return out
+
+
+def _reduce_small(ufunc: Any, x: Any, axis: int) -> Any:
+    """ufunc.reduce over ``axis`` with keepdims. Over a short axis (a few
+    readout classes) numpy's reduction is ~20x slower than combining the
+    slices elementwise (measured 2.4 ms vs 0.1 ms for (2250, 32, 2)); the
+    results are the same (max exactly; sums in the same left-to-right order)."""
+    n = x.shape[axis]
+    if n > 16:
+        return ufunc.reduce(x, axis=axis, keepdims=True)
+    parts = np.moveaxis(x, axis, 0)
+    out = parts[0].copy()
+    for k in range(1, n):
+        ufunc(out, parts[k], out=out)
+    return np.expand_dims(out, axis)
 
 
 class NumpyOps(Ops):

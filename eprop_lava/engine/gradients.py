@@ -119,7 +119,8 @@ def eprop_gradient(spec: NetworkSpec, params: dict, batch: Batch, ops: Ops | Non
         delta = local_adjoint(P.model, P.const, traj.pop_records[i], own, ops)
         grads[P.prefix + "w_in"] = ops.sum_outer(delta, traj.pop_pre_in[i])
         if P.w_rec is not None:
-            grads[P.prefix + "w_rec"] = ops.sum_outer(delta, ops.shift_forward(traj.pop_z[i]))
+            # sum_t delta^t z^{t-1}: slices instead of a shifted copy of the spikes
+            grads[P.prefix + "w_rec"] = ops.sum_outer(delta[1:], traj.pop_z[i][:-1])
     _weight_terms(spec, p, grads, online_rate, traj, ops)
     return loss, grads, traj
 
