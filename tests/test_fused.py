@@ -199,3 +199,21 @@ def test_retain_freed_memory_switch(monkeypatch):
     monkeypatch.delenv("EPROP_LAVA_RETAIN_MEMORY")
     if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
         assert memory.retain_freed_memory() is True
+
+
+@needs_numba
+def test_compiled_loops_leave_multiprocessing_start_method_unset():
+    """Lava sets the 'fork' start method at import and fails if it is already
+    set; numba's thread launch would set it. A fresh interpreter checks it."""
+    import subprocess
+    import sys
+
+    code = ("import multiprocessing as mp, numpy as np\n"
+            "from eprop_lava.engine import fused\n"
+            "x = np.zeros((100, 5)); x[3, 1] = 1.0\n"
+            "assert fused.project_events(x, np.ones((5, 3))) is not None\n"
+            "assert fused._threads_launched\n"
+            "print(mp.get_start_method(allow_none=True))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "None"

@@ -232,7 +232,36 @@ if numba is not None:
 
 
 def _kernel(name: str, parallel: bool):
+    if parallel:
+        _launch_threads()
     return KERNELS[name][0 if parallel else 1]
+
+
+_threads_launched = False
+
+
+def _launch_threads() -> None:
+    """Start numba's thread pool without fixing multiprocessing's start method.
+
+    numba's launch asks ``multiprocessing.get_start_method()``, which sets the
+    process-wide default context as a side effect; Lava then fails at import
+    with "context has already been set" (it calls set_start_method('fork')).
+    So an engine run followed by a Lava run in one process (``eprop-lava run``,
+    the benchmarks) would break. The launch happens once; if the start method
+    was unset before, it is unset again afterwards."""
+    global _threads_launched
+    if _threads_launched:
+        return
+    import multiprocessing.context as mp_context
+
+    from numba.np.ufunc import parallel as numba_parallel
+
+    default = mp_context._default_context
+    unset = getattr(default, "_actual_context", "unknown") is None
+    numba_parallel._launch_threads()
+    if unset:
+        default._actual_context = None
+    _threads_launched = True
 
 
 def supports(model: Any, ops: Any) -> bool:
