@@ -102,3 +102,38 @@ def test_two_workers_share_one_storage(tmp_path, storage):
     assert len(complete) == 4  # 2 trials from each worker, one study
     assert len({t.number for t in complete}) == 4
     assert len(list((tmp_path / "trials").glob("shared-*/seed0"))) == 4
+
+
+def test_core_space_samples_five_options_and_keeps_defaults():
+    optuna = pytest.importorskip("optuna")
+    from eprop_lava.studies.tune import OPTIONS, SPACES, default_params, suggest
+    from eprop_lava.tasks import get_task
+
+    task = get_task("evidence")
+    defaults = default_params(task)
+    trial = optuna.create_study().ask()
+    params = suggest(trial, "core", defaults)
+    assert set(trial.params) == set(SPACES["core"]) and set(params) == set(OPTIONS)
+    for name in set(OPTIONS) - set(SPACES["core"]):
+        assert params[name] == defaults[name]
+    with pytest.raises(ValueError, match="no default"):
+        suggest(optuna.create_study().ask(), "core", {})
+
+
+def test_confirm_retrains_default_and_best_on_unseen_seeds(tmp_path):
+    cfg = tune.TuneConfig(task="evidence", trials=2, out=str(tmp_path), iterations=1, batch_size=4,
+                          validation_batches=1, sampler="random", sampler_seed=0, task_options=SHORT, repeats=2,
+                          confirm=2, space="core")
+    summary = tune.run_tune(cfg, log=lambda m: None)
+    c = summary["confirmation"]
+    assert c["seeds"] == [2, 3]  # after the search's seeds 0 and 1
+    for which in ("default", "best"):
+        assert len(c[which]["values"]) == 2
+        assert c[which]["mean"] == pytest.approx(sum(c[which]["values"]) / 2)
+        assert (tmp_path / "trials" / f"confirm-evidence-tune-{which}" / "seed3").is_dir()
+    assert c["best_beats_default"] == (c["best"]["mean"] < c["default"]["mean"])
+    # trials=0 confirms an existing study without new trials
+    again = tune.run_tune(tune.TuneConfig(**{**cfg.__dict__, "trials": 0}), log=lambda m: None)
+    assert again["trials_total"] == 2 and again["confirmation"]["default"]["values"] == c["default"]["values"]
+    with pytest.raises(UserError, match="nothing to do"):
+        tune.TuneConfig(trials=0).validated()

@@ -53,7 +53,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
                         batch_size=args.batch_size, validation_batches=args.validation_batches, seed=args.seed,
                         sampler=args.sampler, sampler_seed=args.sampler_seed, task_options=options,
                         timeout=args.timeout, startup_trials=args.startup_trials, repeats=args.repeats,
-                        confirm=args.confirm)
+                        confirm=args.confirm, space=args.space)
     summary = run_tune(config, log=lambda m: print(m, file=sys.stderr))
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -101,6 +101,9 @@ def register(sub) -> None:
     t.add_argument("--seed", type=int, default=0, help="training seed of every trial")
     t.add_argument("--repeats", type=int, default=1,
                    help="seeds per trial (seed, seed+1, ...); the objective is their mean")
+    t.add_argument("--space", default="toolbox", choices=["toolbox", "core"],
+                   help="options searched: the whole toolbox (11) or the core five (e-prop type, lr, weight "
+                        "scale, gamma, rate regularization)")
     t.add_argument("--confirm", type=int, default=0, metavar="N",
                    help="afterwards retrain the default and the best configuration on N fresh seeds "
                         "(--trials 0: only confirm an existing study)")

@@ -66,6 +66,7 @@ class TuneConfig:
     startup_trials: int | None = None   # None: min(10, max(2, trials // 2))
     repeats: int = 1                    # seeds per trial (seed, seed+1, ...); the objective is their mean
     confirm: int = 0                    # retrain default and best on this many fresh seeds afterwards
+    space: str = "toolbox"              # which options are searched (SPACES)
 
     def validated(self) -> "TuneConfig":
         for name in ("iterations", "batch_size", "validation_batches", "repeats"):
@@ -80,6 +81,8 @@ class TuneConfig:
             raise UserError("tune.trials: 0 trials and no --confirm leaves nothing to do")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise UserError(f"tune.seed: expected a non-negative integer, got {self.seed!r}")
+        if self.space not in SPACES:
+            raise UserError(f"tune.space: unknown {self.space!r}; choose one of {', '.join(SPACES)}")
         if self.sampler not in SAMPLERS:
             raise UserError(f"tune.sampler: unknown {self.sampler!r}; choose one of {', '.join(SAMPLERS)}")
         if self.startup_trials is not None and (isinstance(self.startup_trials, bool)
@@ -191,21 +194,39 @@ def default_params(task) -> dict:
     }
 
 
-def suggest(trial) -> dict:
-    """Sample one configuration (names match :func:`default_params`)."""
-    return {
-        "variant": trial.suggest_categorical("variant", ["symmetric", "random", "adaptive"]),
-        "optimizer": trial.suggest_categorical("optimizer", ["adam", "sgd"]),
-        "lr": trial.suggest_float("lr", 1e-4, 5e-2, log=True),
-        "adaptive_fraction": trial.suggest_float("adaptive_fraction", 0.0, 1.0),
-        "n_layers": trial.suggest_int("n_layers", 1, 2),
-        "size": trial.suggest_int("size", 20, 200, step=4),
-        "weight_scale": trial.suggest_float("weight_scale", 0.5, 2.0),
-        "rate_coefficient": trial.suggest_float("rate_coefficient", 1e-3, 10.0, log=True),
-        "rate_target_hz": trial.suggest_float("rate_target_hz", 5.0, 20.0),
-        "l2": trial.suggest_float("l2", 0.0, 1e-3),
-        "gamma": trial.suggest_float("gamma", 0.1, 0.6),
-    }
+# Each option's sampler; names match :func:`default_params`.
+OPTIONS = {
+    "variant": lambda t: t.suggest_categorical("variant", ["symmetric", "random", "adaptive"]),
+    "optimizer": lambda t: t.suggest_categorical("optimizer", ["adam", "sgd"]),
+    "lr": lambda t: t.suggest_float("lr", 1e-4, 5e-2, log=True),
+    "adaptive_fraction": lambda t: t.suggest_float("adaptive_fraction", 0.0, 1.0),
+    "n_layers": lambda t: t.suggest_int("n_layers", 1, 2),
+    "size": lambda t: t.suggest_int("size", 20, 200, step=4),
+    "weight_scale": lambda t: t.suggest_float("weight_scale", 0.5, 2.0),
+    "rate_coefficient": lambda t: t.suggest_float("rate_coefficient", 1e-3, 10.0, log=True),
+    "rate_target_hz": lambda t: t.suggest_float("rate_target_hz", 5.0, 20.0),
+    "l2": lambda t: t.suggest_float("l2", 0.0, 1e-3),
+    "gamma": lambda t: t.suggest_float("gamma", 0.1, 0.6),
+}
+# "toolbox": everything above (seed 000's option toolbox); "core": the options
+# that move a short training run most, a space a few dozen trials can cover
+# (11 dimensions cannot be modelled from 16 trials; 5 can).
+SPACES = {
+    "toolbox": tuple(OPTIONS),
+    "core": ("variant", "lr", "weight_scale", "gamma", "rate_coefficient"),
+}
+
+
+def suggest(trial, space: str = "toolbox", defaults: dict | None = None) -> dict:
+    """Sample one configuration: the space's options from the trial, the
+    others from ``defaults`` (the task's default configuration)."""
+    names = SPACES[space]
+    out = dict(defaults or {})
+    out.update({name: OPTIONS[name](trial) for name in names})
+    missing = set(OPTIONS) - set(out)
+    if missing:
+        raise ValueError(f"suggest: no default for {sorted(missing)} outside the {space!r} space")
+    return out
 
 
 def spec_for(task, params: dict):
@@ -261,7 +282,7 @@ def confirm_best(config: TuneConfig, task, summary: dict, log: Callable[[str], N
     seeds = [config.seed + config.repeats + k for k in range(config.confirm)]
     out: dict = {"seeds": seeds}
     for which in ("default", "best"):
-        params = dict(summary[which]["params"])
+        params = {**default_params(task), **summary[which]["params"]}
         values, rates = evaluate(config, task, params, seeds, f"confirm-{summary['study_name']}-{which}")
         mean = sum(values) / len(values)
         std = math.sqrt(sum((v - mean) ** 2 for v in values) / max(1, len(values) - 1))
@@ -276,7 +297,7 @@ def confirm_best(config: TuneConfig, task, summary: dict, log: Callable[[str], N
 def objective_for(config: TuneConfig, task, log: Callable[[str], None] | None = None):
 
     def objective(trial) -> float:
-        params = suggest(trial)
+        params = suggest(trial, config.space, default_params(task))
         seeds = [config.seed + i for i in range(config.repeats)]
         values, rates = evaluate(config, task, params, seeds, f"{trial.study.study_name}-{trial.number:04d}")
         value = sum(values) / len(values)
@@ -315,6 +336,8 @@ def run_tune(config: TuneConfig, log: Callable[[str], None] = print) -> dict:
     meta = {"task": config.task, "task_options": dict(config.task_options), "iterations": config.iterations,
             "batch_size": config.batch_size, "validation_batches": config.validation_batches, "seed": config.seed,
             "repeats": config.repeats}
+    if config.space != "toolbox":  # (older studies have no entry: the toolbox space)
+        meta["space"] = config.space
     stored = study.user_attrs.get("budget")
     if stored is None:
         study.set_user_attr("budget", meta)
@@ -322,7 +345,8 @@ def run_tune(config: TuneConfig, log: Callable[[str], None] = print) -> dict:
         raise UserError(f"study {study_name!r} in {storage_name} was run with another task or budget "
                         f"({json.dumps(stored)}); use another --study-name")
     if config.enqueue_default and not study.trials:
-        study.enqueue_trial(default_params(task), user_attrs={"default": True})
+        defaults = default_params(task)
+        study.enqueue_trial({k: defaults[k] for k in SPACES[config.space]}, user_attrs={"default": True})
     log(f"tune {config.task}: {config.trials} trials, sampler {sampler_name} ({startup} random startup trials), "
         f"storage {storage_name}, "
         f"study {study_name!r}")
