@@ -60,6 +60,11 @@ def run_case(case: str, repeats: int, n: int, steps: int, batch: int, dtype: str
     }
     fn = fns[case]
     base = _rss_mb()
+    if case in ("forward", "fast"):
+        from eprop_lava.engine.memory import retain_freed_memory
+
+        retain_freed_memory()  # as the trainer does (engine/memory.py)
+        fn()  # warm-up: loads the compiled loops (numba's cache) outside the timing
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
