@@ -136,17 +136,25 @@ if numba is not None:
                     out[t, b, j] = new0
 
 
-    def _outer_events(delta, pre, chunks, out):  # pragma: no cover - compiled
-        # out[c, i, j] = sum over the rows of chunk c of pre[r, i] delta[r, j], pre[r, i] != 0
+    def _outer_events(delta, pre, chunks, split_rows, out):  # pragma: no cover - compiled
+        # out[., i, j] += pre[r, i] delta[r, j] over pre[r, i] != 0. split_rows: thread c
+        # takes rows c of chunks into its own out[c] (summed after); otherwise it
+        # takes a range of presynaptic i of one shared out[0] (no private copies).
         R, J = delta.shape
         I = pre.shape[1]
         for c in prange(chunks):
-            for r in range(c * R // chunks, (c + 1) * R // chunks):
-                for i in range(I):
+            ci = np.int64(c)  # prange's index is unsigned; mixed with 0 it would unify to float
+            k = ci if split_rows else 0
+            r0 = ci * R // chunks if split_rows else 0
+            r1 = (ci + 1) * R // chunks if split_rows else R
+            i0 = 0 if split_rows else ci * I // chunks
+            i1 = I if split_rows else (ci + 1) * I // chunks
+            for r in range(r0, r1):
+                for i in range(i0, i1):
                     p = pre[r, i]
                     if p != 0:
                         for j in range(J):
-                            out[c, i, j] += p * delta[r, j]
+                            out[k, i, j] += p * delta[r, j]
 
 
     def _project_events(x, w_t, out):  # pragma: no cover - compiled
@@ -331,10 +339,14 @@ def sum_outer_events(delta: np.ndarray, pre: np.ndarray, parallel: bool = True) 
     p2 = np.ascontiguousarray(pre.reshape(-1, pre.shape[-1]))
     if not _sparse(p2):
         return None
-    chunks = max(1, min(numba.get_num_threads() if parallel else 1, d2.shape[0]))
-    out = np.zeros((chunks, p2.shape[1], d2.shape[1]), np.result_type(d2, p2))
-    _kernel("_outer_events", parallel)(d2, p2, chunks, out)
-    return out.sum(0).T
+    chunks = max(1, min(numba.get_num_threads() if parallel else 1, p2.shape[1]))
+    dtype = np.result_type(d2, p2)
+    # Rows split over threads is faster, but needs a private (I, J) sum per
+    # thread: only while those copies are small next to the inputs.
+    split_rows = chunks > 1 and chunks * p2.shape[1] * d2.shape[1] <= d2.size
+    out = np.zeros((chunks if split_rows else 1, p2.shape[1], d2.shape[1]), dtype)
+    _kernel("_outer_events", parallel)(d2, p2, chunks, split_rows, out)
+    return (out.sum(0) if split_rows else out[0]).T
 
 
 def _sparse(rows: np.ndarray) -> bool:
