@@ -217,3 +217,26 @@ def test_compiled_loops_leave_multiprocessing_start_method_unset():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "None"
+
+
+@pytest.mark.parametrize("kind", ["stdp_alif", "izhikevich"])
+def test_step_engine_threads_over_the_batch_give_one_pass_results(kind, monkeypatch):
+    from eprop_lava.spec import LayerSpec, LearningSpec, NetworkSpec, NeuronParams, OptimizerSpec, RegularizationSpec
+
+    params = NeuronParams(n_ref=2)
+    scale = 80.0 if kind == "izhikevich" else 3.0  # Izhikevich needs millivolt-sized input
+    spec = NetworkSpec(n_inputs=10, layers=(LayerSpec(12, kind, params=params, weight_scale=scale),),
+                       timing="loihi", reset="zero", loss="mse", learning=LearningSpec(variant="symmetric"),
+                       regularization=RegularizationSpec(form="none"), optimizer=OptimizerSpec(kind="sgd", lr=1e-3))
+    net = fe.quantize(spec, init_params(spec, 1), "loihi2")
+    assert not fe.compiled_inference(net)  # these types keep the step engine
+    rng = np.random.default_rng(2)
+    x = (rng.random((40, 2 * fe.MIN_SAMPLES_PER_THREAD, 10)) < 0.2).astype(float)
+    monkeypatch.setenv("EPROP_LAVA_THREADS", "2")
+    assert len(fe._inference_chunks(x.shape[1], False)) == 2
+    threaded = fe.simulate(net, x)
+    one = fe._simulate(net, x, None, None, False, None, False, None, fe.PER_SYNAPSE)
+    assert one.z[0].sum() > 0
+    np.testing.assert_array_equal(threaded.z[0], one.z[0])
+    np.testing.assert_array_equal(threaded.psi[0], one.psi[0])
+    np.testing.assert_array_equal(threaded.y, one.y)
