@@ -83,12 +83,7 @@ if numba is not None:
                 for j in range(N):
                     current[j] = external[t, b, j]
                 if has_rec:
-                    # z^{t-1} W_rec^T, one row per presynaptic spike
-                    rec[:] = zero
-                    for i in range(N):
-                        if z[i] != zero:
-                            for j in range(N):
-                                rec[j] += w_rec_t[i, j]
+                    _recurrent_events(z, w_rec_t, rec)
                     for j in range(N):
                         current[j] = current[j] + rec[j]
                 for j in range(N):
@@ -173,6 +168,16 @@ if numba is not None:
 
 
     @njit(cache=True, inline="always")
+    def _recurrent_events(z, w_rec_t, rec):  # pragma: no cover - compiled
+        # rec = z^{t-1} W_rec^T as the sum of the rows of W_rec^T whose neuron
+        # spiked: (spikes x N) additions instead of N^2 multiply-adds
+        rec[:] = 0
+        for i in range(z.shape[0]):
+            if z[i] != 0:
+                for j in range(rec.shape[0]):
+                    rec[j] += w_rec_t[i, j]
+
+    @njit(cache=True, inline="always")
     def _decay(x, factor):  # pragma: no cover - compiled
         # Loihi's decay toward zero: sgn(x f) (|x f| >> 12), f = 4096 - d - offset
         # branch-free (so the neuron loop vectorizes): add 4095 to negatives, then floor-shift
@@ -196,12 +201,8 @@ if numba is not None:
             z = np.zeros(N, np.int64)
             rec = np.zeros(N, w_rec_t.dtype)
             for t in range(T):
-                rec[:] = 0
                 if has_rec:
-                    for i in range(N):
-                        if z[i] != 0:
-                            for j in range(N):
-                                rec[j] += w_rec_t[i, j]
+                    _recurrent_events(z, w_rec_t, rec)
                 for j in range(N):
                     r = np.int64(rec[j])
                     r = _wrap_int32(r << weight_exp if weight_exp >= 0 else r >> -weight_exp)
