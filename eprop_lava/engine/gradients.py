@@ -27,7 +27,7 @@ from eprop_lava.engine.backend import Ops, make_ops
 from eprop_lava.engine.network import Batch, Trajectory, feedback_matrix, simulate
 from eprop_lava.eprop.learning_signal import learning_signal
 from eprop_lava.eprop.loss import (
-    bellec_rate_loss, bellec_rate_signal, online_rate_signal, output_error, task_loss,
+    bellec_rate_loss, bellec_rate_signal, online_rate_signal, task_loss, task_loss_and_error,
 )
 from eprop_lava.eprop.traces import eligibility_step, local_adjoint
 from eprop_lava.spec import NetworkSpec
@@ -91,6 +91,16 @@ def total_loss(spec: NetworkSpec, traj: Trajectory, batch_on: tuple, ops: Ops) -
     return loss
 
 
+def loss_and_error(spec: NetworkSpec, traj: Trajectory, batch_on: tuple, ops: Ops) -> tuple[Any, Any]:
+    """(:func:`total_loss`, dE/dy) for the e-prop formulations, sharing one log-softmax."""
+    x, target, mask = batch_on
+    loss, error = task_loss_and_error(spec.loss, traj.y, target, mask, ops)
+    reg = spec.regularization
+    if reg.form == "bellec" and reg.coefficient:
+        loss = loss + bellec_rate_loss(_spikes(traj, ops), reg.target_hz, reg.coefficient, spec.dt)
+    return loss, error
+
+
 def _batch_on(batch: Batch, ops: Ops) -> tuple:
     return ops.asarray(batch.x), ops.asarray(batch.target), ops.asarray(batch.mask)
 
@@ -102,8 +112,7 @@ def eprop_gradient(spec: NetworkSpec, params: dict, batch: Batch, ops: Ops | Non
     p = _on(ops, params)
     x, target, mask = _batch_on(batch, ops)
     traj = simulate(spec, p, x, ops)
-    loss = total_loss(spec, traj, (x, target, mask), ops)
-    error = output_error(spec.loss, traj.y, target, mask, ops)
+    loss, error = loss_and_error(spec, traj, (x, target, mask), ops)
     grads, ybar = readout_gradients(spec, traj, error, ops)
     # dE/dz^t through the readout: Ybar^t (bellec) or Ybar^{t+1} (loihi: y^t sees z^{t-1}).
     if spec.timing == "loihi":
@@ -140,8 +149,7 @@ def eprop_gradient_online(spec: NetworkSpec, params: dict, batch: Batch, ops: Op
     # The neuron dynamics do not depend on learning within a sample, so the
     # forward trajectory supplies the per-step post-synaptic values.
     traj = simulate(spec, p, x, ops)
-    loss = total_loss(spec, traj, (x, target, mask), ops)
-    error = output_error(spec.loss, traj.y, target, mask, ops)
+    loss, error = loss_and_error(spec, traj, (x, target, mask), ops)
     grads, _ = readout_gradients(spec, traj, error, ops)
     signal = learning_signal(error, ops.asarray(feedback_matrix(spec, p)), ops)  # unfiltered L^t
     rate_signal, online_rate = _regularization_terms(spec, traj, ops)

@@ -35,6 +35,16 @@ def output_error(kind: str, y: Any, target: Any, mask: Any, ops: Any) -> Any:
     raise ValueError(f"unknown loss {kind!r}")
 
 
+def task_loss_and_error(kind: str, y: Any, target: Any, mask: Any, ops: Any) -> tuple[Any, Any]:
+    """(:func:`task_loss`, :func:`output_error`) from one log-softmax: the
+    e-prop path needs both and no autograd."""
+    if kind != "cross_entropy":
+        return task_loss(kind, y, target, mask, ops), output_error(kind, y, target, mask, ops)
+    log_p = y - ops.logsumexp(y, axis=-1)[..., None]
+    loss = -(mask * (target * log_p).sum(-1)).sum()
+    return loss, mask[..., None] * (ops.exp(log_p) - target)
+
+
 def firing_rate(z: Any, dt: float) -> Any:
     """Mean rate of each neuron over batch and time, in spikes per ms."""
     T, B = z.shape[:2]
