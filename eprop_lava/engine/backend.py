@@ -35,7 +35,6 @@ class Ops:
     autograd = False
     # True when the compiled time loops of engine/fused.py may be used.
     fused = False
-    parallel = True
 
     def __init__(self, dtype: Any = np.float64):
         self.dtype = np.dtype(dtype)
@@ -84,7 +83,7 @@ class Ops:
         if self.fused:
             from eprop_lava.engine import fused
 
-            out = fused.project_events(x, w_t, self.parallel)
+            out = fused.project_events(x, w_t)
             if out is not None:  # x is sparse (spikes): only its events are visited
                 return out
         out = x.reshape(-1, x.shape[-1]) @ w_t
@@ -97,7 +96,7 @@ class Ops:
         if self.fused:
             from eprop_lava.engine import fused
 
-            out = fused.sum_outer_events(a, b, self.parallel)
+            out = fused.sum_outer_events(a, b)
             if out is not None:  # b is sparse (spikes): only its events are visited
                 return out
         return a.reshape(-1, a.shape[-1]).T @ b.reshape(-1, b.shape[-1])
@@ -186,13 +185,11 @@ class NumpyOps(Ops):
     loops of LIF/ALIF populations and e-prop's adjoint run compiled
     (:mod:`eprop_lava.engine.fused`), with the same results."""
 
-    def __init__(self, dtype: Any = np.float64, fused: bool | None = None, parallel: bool = True):
+    def __init__(self, dtype: Any = np.float64, fused: bool | None = None):
         super().__init__(dtype)
         from eprop_lava.engine import fused as compiled
 
         self.fused = compiled.available() if fused is None else bool(fused)
-        # False: compiled loops run on the calling thread only (the caller runs its own threads)
-        self.parallel = parallel
 
 
 class TorchOps(Ops):
@@ -338,13 +335,13 @@ def cpu_threads() -> int:
 
 
 def make_ops(backend: str = "numpy", dtype: Any = "float64", device: str = "cpu", graph: str | None = None,
-             fused: bool | None = None, parallel: bool = True) -> Ops:
+             fused: bool | None = None) -> Ops:
     """Build an Ops object: backend 'numpy' or 'torch'; graph ('full' or
     'eprop') turns on autograd through the step functions (BPTT); ``fused``
     (numpy only) selects the compiled time loops (default: when numba is
     importable), False the reference loops."""
     if backend == "numpy":
-        return NumpyOps(dtype, fused=fused, parallel=parallel)
+        return NumpyOps(dtype, fused=fused)
     if backend == "torch":
         try:
             import torch  # noqa: F401

@@ -45,9 +45,10 @@ FUSED_MODELS = ("lif", "alif")
 
 
 def _variants(fn):
-    """(parallel, serial) compiled versions of one loop: the parallel one
-    splits its prange over threads; the serial one (prange runs as range)
-    releases the GIL, for callers that run their own threads. The serial copy
+    """(parallel, serial) compiled versions of one loop, each compiled on
+    first use: the parallel one splits its prange over threads; the serial one
+    (prange runs as range) releases the GIL, for callers that run their own
+    threads (the fixed-point step engine's Dense products). The serial copy
     gets its own name so numba's on-disk cache keeps the two apart."""
     import types
 
@@ -279,8 +280,7 @@ def supports(model: Any, ops: Any) -> bool:
             and getattr(model, "name", None) in FUSED_MODELS)
 
 
-def run_lif_family(model: Any, const: Any, external: np.ndarray, w_rec_t: np.ndarray | None,
-                   parallel: bool = True):
+def run_lif_family(model: Any, const: Any, external: np.ndarray, w_rec_t: np.ndarray | None):
     """Forward pass of one LIF/ALIF population on its input current
     ``external`` (T, B, N) = W_in pre^t. Returns (z, records) exactly as the
     reference loop in :func:`eprop_lava.engine.network.run_population`."""
@@ -294,7 +294,7 @@ def run_lif_family(model: Any, const: Any, external: np.ndarray, w_rec_t: np.nda
     x = np.empty((T, B, N), dtype)
     free = np.empty((T, B, N), np.bool_)
     psi = np.empty((T, B, N), dtype)
-    _kernel("_lif_family", parallel)(external, rec, w_rec_t is not None, dtype.type(const.alpha), dtype.type(const.v_th),
+    _kernel("_lif_family", True)(external, rec, w_rec_t is not None, dtype.type(const.alpha), dtype.type(const.v_th),
                 dtype.type(const.gamma), dtype.type(const.n_ref), const.reset == "subtract", beta, rho,
                 dtype.type(1), dtype.type(0), z, x, free, psi)
     return z, dict(x=x, free=free, z=z, psi=psi)
@@ -305,7 +305,7 @@ def run_lif_family(model: Any, const: Any, external: np.ndarray, w_rec_t: np.nda
 ADJOINT_BLOCK_ELEMENTS = 1 << 16
 
 
-def adjoint_block(lam: list, jac: list, mu: np.ndarray, out: np.ndarray, parallel: bool = True) -> None:
+def adjoint_block(lam: list, jac: list, mu: np.ndarray, out: np.ndarray) -> None:
     """One block of :func:`eprop_lava.eprop.traces.local_adjoint`'s backward
     recursion over the model's Jacobian entries for the block's steps (None,
     scalars, per-neuron or (S, B, N) arrays; hidden size d <= 2). ``mu``
@@ -323,7 +323,7 @@ def adjoint_block(lam: list, jac: list, mu: np.ndarray, out: np.ndarray, paralle
     lam = list(lam) + [None] * (2 - d)
     jac = [[jac[r][c] if r < d and c < d else None for c in range(2)] for r in range(2)]
     used = np.array([[jac[r][c] is not None for c in range(2)] for r in range(2)])
-    _kernel("_adjoint_block", parallel)(view(lam[0]), view(lam[1]), view(jac[0][0]), view(jac[0][1]), view(jac[1][0]),
+    _kernel("_adjoint_block", True)(view(lam[0]), view(lam[1]), view(jac[0][0]), view(jac[0][1]), view(jac[1][0]),
                    view(jac[1][1]), used, d, mu, out)
 
 
@@ -331,7 +331,7 @@ def adjoint_block(lam: list, jac: list, mu: np.ndarray, out: np.ndarray, paralle
 EVENT_DENSITY = 0.1
 
 
-def sum_outer_events(delta: np.ndarray, pre: np.ndarray, parallel: bool = True) -> np.ndarray | None:
+def sum_outer_events(delta: np.ndarray, pre: np.ndarray) -> np.ndarray | None:
     """sum over (t, b) of delta[t, b, j] pre[t, b, i] -> (J, I), visiting only
     the nonzero presynaptic values (spikes): the weight gradient of seed 002
     Eq. 2.37 costs (spikes x J) instead of (T B I J). None when pre is too
@@ -340,13 +340,13 @@ def sum_outer_events(delta: np.ndarray, pre: np.ndarray, parallel: bool = True) 
     p2 = np.ascontiguousarray(pre.reshape(-1, pre.shape[-1]))
     if not _sparse(p2):
         return None
-    chunks = max(1, min(numba.get_num_threads() if parallel else 1, p2.shape[1]))
+    chunks = max(1, min(numba.get_num_threads(), p2.shape[1]))
     dtype = np.result_type(d2, p2)
     # Rows split over threads is faster, but needs a private (I, J) sum per
     # thread: only while those copies are small next to the inputs.
     split_rows = chunks > 1 and chunks * p2.shape[1] * d2.shape[1] <= d2.size
     out = np.zeros((chunks if split_rows else 1, p2.shape[1], d2.shape[1]), dtype)
-    _kernel("_outer_events", parallel)(d2, p2, chunks, split_rows, out)
+    _kernel("_outer_events", True)(d2, p2, chunks, split_rows, out)
     return (out.sum(0) if split_rows else out[0]).T
 
 
@@ -370,8 +370,7 @@ def project_events(x: np.ndarray, w_t: np.ndarray, parallel: bool = True) -> np.
 FIXED_MODELS = ("lif", "alif")
 
 
-def run_fixed_lif_family(p: Any, ext: np.ndarray, w_rec: np.ndarray | None, weight_exp: int,
-                         parallel: bool = True):
+def run_fixed_lif_family(p: Any, ext: np.ndarray, w_rec: np.ndarray | None, weight_exp: int):
     """Fixed-point inference of one LIF/ALIF layer over a whole sequence: the
     compiled form of :func:`eprop_lava.neurons.fixed.lif_step` /
     ``alif`` (Loihi arithmetic of :mod:`eprop_lava.fixed`: decay toward zero,
@@ -396,7 +395,7 @@ def run_fixed_lif_family(p: Any, ext: np.ndarray, w_rec: np.ndarray | None, weig
         rec = np.ascontiguousarray(w_rec.T.astype(np.int32 if small else np.int64))
     if ext.dtype not in (np.int32, np.int64):
         ext = ext.astype(np.int64)
-    _kernel("_fixed_lif_family", parallel)(np.ascontiguousarray(ext), rec, w_rec is not None, int(weight_exp),
+    _kernel("_fixed_lif_family", True)(np.ascontiguousarray(ext), rec, w_rec is not None, int(weight_exp),
                       vec(DECAY_UNITY - (np.asarray(p.du) + 1)), bool(p.u_memoryless), vec(DECAY_UNITY - p.dv),
                       vec(p.bias), vec(p.vth_scaled), int(p.n_ref), p.kind == "alif",
                       vec(DECAY_UNITY - p.d_theta), vec(p.theta_step), vec(mul), int(shift), int(p.psi_max), z, psi)

@@ -170,7 +170,7 @@ def run_population(L: LayerRuntime, src: Any, ops: Any, loihi: bool, record: boo
     pre_in = ops.shift_forward(src) if loihi else src
     external = ops.project(ops.eprop_cut(pre_in), L.w_in_t)     # one GEMM for the whole sequence
     if fused.supports(L.model, ops):  # the same equations, compiled (engine/fused.py)
-        z, stacked = fused.run_lif_family(L.model, L.const, external, L.w_rec_t, ops.parallel)
+        z, stacked = fused.run_lif_family(L.model, L.const, external, L.w_rec_t)
         return z, (stacked if record else None), pre_in
     state = L.model.initial_state(B, L.w_in.shape[0], L.const, ops)
     zs, recs = [], []

@@ -30,7 +30,7 @@ def local_adjoint(model: Any, const: Any, records: dict, signal: Any, ops: Any) 
     filtered as the trace it multiplies (see :func:`eprop_lava.engine.fast`)."""
     T = signal.shape[0]
     if getattr(ops, "fused", False) and fused.available() and len(model.hidden) <= 2:
-        return _blocked_adjoint(model, const, records, signal, ops.parallel)
+        return _blocked_adjoint(model, const, records, signal)
     dz_dh = model.spike_jacobian(records, const)
     jac = model.transition_jacobian(records, const)  # jac built from record t is J^{t+1}
     d = len(dz_dh)
@@ -54,7 +54,7 @@ def local_adjoint(model: Any, const: Any, records: dict, signal: Any, ops: Any) 
     return ops.stack(out)
 
 
-def _blocked_adjoint(model: Any, const: Any, records: dict, signal: Any, parallel: bool) -> Any:
+def _blocked_adjoint(model: Any, const: Any, records: dict, signal: Any) -> Any:
     """The same recursion with the loop compiled (:func:`eprop_lava.engine.fused.adjoint_block`),
     backward over blocks of time steps: the model's Jacobians are evaluated
     per block, so they stay in cache instead of filling (T, B, N) arrays."""
@@ -68,7 +68,7 @@ def _blocked_adjoint(model: Any, const: Any, records: dict, signal: Any, paralle
         t0 = max(0, t1 - block)
         rec = {k: v[t0:t1] for k, v in records.items()}
         lam = [None if D is None else signal[t0:t1] * D for D in model.spike_jacobian(rec, const)]
-        fused.adjoint_block(lam, model.transition_jacobian(rec, const), mu, out[t0:t1], parallel)
+        fused.adjoint_block(lam, model.transition_jacobian(rec, const), mu, out[t0:t1])
     return out
 
 
