@@ -209,7 +209,7 @@ def feedback_gain(params: dict, variant: str) -> float:
 
 def adaptation(artifact, samples: int = 32, test_samples: int = 64, every: int | None = None,
                condition: dict | None = None, float_reference: bool = True, lr: float | None = None,
-               hidden_lr: float | None = None, log=None) -> dict:
+               hidden_lr: float | None = None, learn_stream: int | None = None, log=None) -> dict:
     """On-chip adaptation to a changed condition: the compiled (off-chip
     trained) network of ``artifact`` learns online on ``samples`` samples of
     the task with ``condition`` (task options; default: the evidence task's
@@ -219,7 +219,9 @@ def adaptation(artifact, samples: int = 32, test_samples: int = 64, every: int |
     condition (rng stream [seed, 3], disjoint from the learning stream
     [seed, 4]) before, along the way and after. ``lr``: the readout's SGD
     rate (default: the artifact's); ``hidden_lr``: the input and recurrent
-    rate (default lr * :func:`feedback_gain`); both engines use both."""
+    rate (default lr * :func:`feedback_gain`); both engines use both.
+    ``learn_stream``: the rng stream of the learning samples (default
+    deploy.LEARN_STREAM; repeats use others, never the test stream 3)."""
     import time
 
     from eprop_lava.compile import deploy
@@ -241,12 +243,16 @@ def adaptation(artifact, samples: int = 32, test_samples: int = 64, every: int |
     net = art.net.copy()
     fe.set_learning_rates(net, lr, hidden_lr)
     test = deploy.draw(task, seed, deploy.TEST_STREAM, test_samples)
-    train = deploy.draw(task, seed, deploy.LEARN_STREAM, samples)
+    learn_stream = deploy.LEARN_STREAM if learn_stream is None else int(learn_stream)
+    if learn_stream in (1, 2, deploy.TEST_STREAM):
+        raise FixedPointError(f"learn_stream: {learn_stream} is the training, validation or test stream")
+    train = deploy.draw(task, seed, learn_stream, samples)
     every = every or max(1, samples // 8)
     t0 = time.perf_counter()
     fixed = deploy.learn_run(net, train, test, task, every)
     out = {"task": src["task"], "condition": condition, "profile": art.net.profile.name, "samples": samples,
-           "test_samples": test_samples, "learning_rate": lr, "hidden_learning_rate": float(hidden_lr),
+           "test_samples": test_samples, "learn_stream": learn_stream, "learning_rate": lr,
+           "hidden_learning_rate": float(hidden_lr),
            "error_exp": int(art.net.error_bits),
            "signal_shift": int(art.net.signal_shift),
            "fixed": {"error_before": fixed["error_before"], "error_after": fixed["error_after"],
