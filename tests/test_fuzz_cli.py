@@ -149,7 +149,7 @@ CONFIGS = {
     "cfg_spec_list.json": '{"spec": [1, 2]}',
     "cfg_spec_null.json": '{"spec": null}',
     "cfg_unknown.json": '{"bogus": {}}',
-    "cfg_iter_str.json": '{"train": {"iterations": "many"}}',
+    "cfg_iter_str.json": '{"train": {"validate_every": "often"}}',
     "cfg_layers_str.json": '{"spec": {"layers": "x"}}',
     "cfg_task_options.json": '{"train": {"task_options": [1]}}',
     "cfg_truncated.json": '{"train": {"iterations": 1',
