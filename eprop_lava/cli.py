@@ -12,6 +12,8 @@
     eprop-lava export-netx DIR --out FILE.h5
     eprop-lava study quantization [--config FILE] --out DIR
     eprop-lava tune TASK --trials N [--storage URL]
+    eprop-lava export-nir RUN_OR_ARTIFACT --out net.nir [--discretisation exact|euler] [--dt S]
+    eprop-lava import-nir net.nir --out RUN --task TASK [--discretisation exact|euler] [--dt S]
 
 A user mistake (unknown task, bad override, missing file, corrupt
 checkpoint) prints one line and exits with status 2, without a traceback.
@@ -311,11 +313,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _extensions():
-    """Subcommands contributed by optional parts (speech data, compiler, studies)."""
+    """Subcommands contributed by optional parts (speech data, compiler, studies, NIR)."""
     out = []
     for module, attr in (("eprop_lava.tasks.speech.cli", "register"),
                          ("eprop_lava.compile.cli", "register"),
-                         ("eprop_lava.studies.cli", "register")):
+                         ("eprop_lava.studies.cli", "register"),
+                         ("eprop_lava.nir_io", "register")):
         try:
             mod = __import__(module, fromlist=[attr])
         except ModuleNotFoundError as exc:
