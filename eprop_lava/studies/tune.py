@@ -353,7 +353,7 @@ def run_tune(config: TuneConfig, log: Callable[[str], None] = print) -> dict:
     try:
         task = get_task(config.task, **config.task_options)
     except (ValueError, TypeError) as exc:
-        raise UserError(f"task: {exc}") from None
+        raise UserError(str(exc) if str(exc).startswith("task ") else f"task: {exc}") from None
     from eprop_lava.training import TrainConfig
     from eprop_lava.validate import check_memory
 
