@@ -16,7 +16,7 @@ from eprop_lava.compile.artifact import (
     jsonable, load_artifact, network_to, sha256_file, versions, write_artifact,
 )
 from eprop_lava.compile.mapping import Mapping, map_network
-from eprop_lava.compile.quantize import quantize_network
+from eprop_lava.compile.quantize import quantization_warnings, quantize_network
 from eprop_lava.compile.report import core_map_png, energy_estimate, markdown_report
 from eprop_lava.errors import UserError
 from eprop_lava.spec import NetworkSpec
@@ -63,6 +63,7 @@ def compile_checkpoint(checkpoint: str | Path, out: str | Path, target: str = "l
         ts = None  # a task this build does not know: no activity, no energy estimate, the profile's error bits
     net, qrep = quantize_network(spec, ck.params, weight_bits, search=search, lr=lr,
                                  loss_mask=None if ts is None else ts.mask)
+    warnings = quantization_warnings(qrep, net, ck.params)
     mapping = map_network(spec, target, system, qrep.weight_bits, learning, net.profile,
                           [L.neuron for L in net.layers])
     mapping_other = None
@@ -93,6 +94,7 @@ def compile_checkpoint(checkpoint: str | Path, out: str | Path, target: str = "l
                    "learning_rate": float(spec.optimizer.lr if lr is None else lr)},
         "weight_bits": qrep.weight_bits,
         "quantization": qrep.to_dict(),
+        "quantization_warnings": warnings,
         "network": desc,
         "mapping": mapping.to_dict(),
         "mapping_other_mode": mapping_other,
@@ -125,6 +127,7 @@ def summarize(manifest: dict) -> dict:
         "energy_per_inference_uj": None if not e else e["per_inference"]["energy_uj"],
         "latency_per_inference_ms": None if not e else e["per_inference"]["latency_ms"],
         "conversion": manifest.get("conversion"),
+        "warnings": manifest.get("quantization_warnings", []),
     }
 
 
