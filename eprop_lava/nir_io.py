@@ -357,20 +357,22 @@ def _graph_conventions(graph: Any, discretisation: str | None, dt: float | None)
 
 
 def import_nir(path: str | Path, discretisation: str | None = None, dt: float | None = None,
-               n_outputs: int | None = None, base: NetworkSpec | None = None) -> tuple[NetworkSpec, dict, list]:
-    """Read a NIR file as (NetworkSpec, params, notes).
-
-    ``base`` supplies what NIR does not describe (loss, learning, optimizer,
-    pseudo-derivative gamma); its structure is replaced by the graph's. A
-    graph whose output is a spiking layer (snnTorch's usual last Leaky) gets
-    a fresh readout of ``n_outputs`` leaky units (default: that layer's
-    size), named in the notes."""
-    graph = read_graph(path)
-    return network_from_graph(graph, discretisation, dt, n_outputs, base)
+               n_outputs: int | None = None, base: NetworkSpec | None = None) -> tuple[NetworkSpec, dict]:
+    """Read a NIR file as (NetworkSpec, params); see :func:`network_from_graph`."""
+    spec, params, _ = network_from_graph(read_graph(path), discretisation, dt, n_outputs, base)
+    return spec, params
 
 
 def network_from_graph(graph: Any, discretisation: str | None = None, dt: float | None = None,
-                       n_outputs: int | None = None, base: NetworkSpec | None = None):
+                       n_outputs: int | None = None, base: NetworkSpec | None = None) -> tuple[NetworkSpec, dict, list]:
+    """(NetworkSpec, params, notes) of a NIR graph.
+
+    discretisation and dt (seconds): how the graph's origin integrated it
+    (default: what this toolkit recorded in it). ``base`` supplies what NIR
+    does not describe (loss, learning, optimizer, pseudo-derivative gamma);
+    its structure is replaced by the graph's. A graph whose output is a
+    spiking layer (snnTorch's usual last Leaky) gets a fresh readout of
+    ``n_outputs`` leaky units (default: that layer's size), named in the notes."""
     nir = _nir()
     disc, step, dt_ms = _graph_conventions(graph, discretisation, dt)
     nodes, edges = _flatten(graph)
@@ -681,9 +683,9 @@ def cmd_import_nir(args: Any) -> int:
     if args.outputs is not None and args.outputs < 1:
         raise UserError(f"--outputs: expected a positive integer, got {args.outputs}")
     task = task_from_config(TrainConfig(task=args.task, task_options=options))
-    spec, params, notes = import_nir(args.graph, discretisation=args.discretisation, dt=args.dt,
-                                     n_outputs=args.outputs or task.default_spec().readout.n_outputs,
-                                     base=task.default_spec())
+    spec, params, notes = network_from_graph(read_graph(args.graph), discretisation=args.discretisation, dt=args.dt,
+                                             n_outputs=args.outputs or task.default_spec().readout.n_outputs,
+                                             base=task.default_spec())
     out = write_run(spec, params, args.out, args.task, options, origin=str(args.graph), train=train)
     summary = {"run_dir": str(out), "task": args.task, "layers": [L.size for L in spec.layers],
                "recurrent": [L.recurrent for L in spec.layers], "n_inputs": spec.n_inputs,

@@ -72,8 +72,7 @@ def test_round_trip_identical_spikes_and_parameters(tmp_path, topology, reset, t
     params["readout.b"] = np.array([0.1, -0.2, 0.05])
     export_nir((spec, params), tmp_path / "net.nir", discretisation=discretisation,
                dt=1e-4 if discretisation == "euler" else None)
-    spec2, params2, notes = import_nir(tmp_path / "net.nir")
-    assert notes == []
+    spec2, params2 = import_nir(tmp_path / "net.nir")
     assert spec2.to_dict() == spec.to_dict()
     want, got = _network_params(params), _network_params(params2)
     assert sorted(got) == sorted(want)
@@ -248,7 +247,7 @@ def test_snntorch_written_graph_runs_here_like_snntorch(tmp_path):
     import torch
     from snntorch.export_nir import export_to_nir
 
-    from eprop_lava.nir_io import import_nir
+    from eprop_lava.nir_io import network_from_graph, read_graph
 
     torch.manual_seed(0)
     fc1, fc2 = torch.nn.Linear(5, 16, bias=False), torch.nn.Linear(16, 12, bias=False)
@@ -269,7 +268,7 @@ def test_snntorch_written_graph_runs_here_like_snntorch(tmp_path):
     with torch.no_grad():
         z_snn = np.stack([net(torch.from_numpy(x[t]).float()).numpy() for t in range(T)])
     nir.write(tmp_path / "snntorch.nir", graph)
-    spec, params, notes = import_nir(tmp_path / "snntorch.nir", "euler", 1e-4, n_outputs=2)
+    spec, params, notes = network_from_graph(read_graph(tmp_path / "snntorch.nir"), "euler", 1e-4, n_outputs=2)
     assert [L.size for L in spec.layers] == [16, 12] and [L.recurrent for L in spec.layers] == [False, True]
     assert spec.reset == "zero" and spec.timing == "bellec"
     assert math.isclose(math.exp(-spec.dt / spec.layers[0].params.tau_m), 0.9, rel_tol=1e-6)
@@ -345,7 +344,7 @@ def test_alif_without_adaptive_neurons_exports_as_lif(tmp_path):
                        readout=ReadoutSpec(n_outputs=2))
     params = init_params(spec, 0)
     export_nir((spec, params), tmp_path / "a.nir")
-    spec2, params2, _ = import_nir(tmp_path / "a.nir")
+    spec2, params2 = import_nir(tmp_path / "a.nir")
     x = _input(3)
     assert all(np.array_equal(a, b) for a, b in zip(_run(spec, params, x)[0], _run(spec2, params2, x)[0]))
 
@@ -378,7 +377,7 @@ def _write(tmp_path, nodes, edges, name="g.nir", type_check=True):
 def test_minimal_foreign_graph_imports(tmp_path):
     from eprop_lava.nir_io import import_nir
 
-    spec, params, notes = import_nir(_write(tmp_path, *_base_graph()), "exact", 1e-3)
+    spec, params = import_nir(_write(tmp_path, *_base_graph()), "exact", 1e-3)
     assert spec.reset == "zero" and spec.dt == 1.0 and not spec.layers[0].recurrent
     assert math.isclose(spec.layers[0].params.tau_m, 20.0, rel_tol=1e-12)
     assert math.isclose(spec.readout.kappa, math.exp(-1 / 20.0), rel_tol=1e-14)
