@@ -420,16 +420,13 @@ def network_from_graph(graph: Any, discretisation: str | None = None, dt: float 
         raise NIRError(f"nodes {readouts}: more than one leaky integrator without a threshold; "
                        "this toolkit has one readout")
 
-    delays: list = []
-
-    def through_delay(name: str, owner: str) -> str:
+    def through_delay(name: str) -> str:
         """The source behind an optional Delay node (loihi timing)."""
         if isinstance(nodes[name], nir.Delay):
             d = nodes[name].delay
             if not np.allclose(d, step, rtol=1e-9, atol=0):
                 raise NIRError(f"node {name!r}: delay {np.ravel(d)[0]:g} s; only a delay of one step ({step:g} s) "
                                "maps (Loihi timing)")
-            delays.append(name)
             ps = pred[name]
             if len(ps) != 1:
                 raise NIRError(f"node {name!r}: a Delay needs exactly one source, it has {ps}")
@@ -447,7 +444,7 @@ def network_from_graph(graph: Any, discretisation: str | None = None, dt: float 
             ps = pred[w]
             if len(ps) != 1:
                 raise NIRError(f"node {w!r}: a weight node needs exactly one source, it has {len(ps)}")
-            src = through_delay(ps[0], w)
+            src = through_delay(ps[0])
             weight = np.asarray(node.weight, dtype=np.float64)
             if weight.ndim != 2:
                 raise NIRError(f"node {w!r}: weight has shape {weight.shape}; only 2-D (dense) weights map")
