@@ -19,6 +19,9 @@ snnTorch's importer groups nodes by the text before the first dot):
   ``layer{r}_spike`` (Threshold v_th) -> ``layer{r}_reset`` (Linear,
   diag(-v_th)) -> ``layer{r}_v``: the spike subtracts v_th one step later,
   v^{t+1} = alpha v^t + I^{t+1} - z^t v_th (seed 001 Eq. 1.19);
+* ALIF (subtractive reset): ``layer{r}_spike`` -> ``layer{r}_a`` (LI, decay
+  rho_j) -> ``layer{r}_adapt`` (Scale -beta_j) -> ``layer{r}_spike``, so the
+  Threshold sees v - beta_j a (seed 001 Eqs. 1.22-1.24);
 * ``layer{r}_w_rec``: Linear (N_r, N_r) from the layer's spikes back to its
   membrane, a cycle (one step of delay, seed 002 Eq. 3.10);
 * the readout ``readout`` (LI, y^t = kappa y^{t-1} + W_out z^t + b, seed 002
@@ -48,7 +51,7 @@ from typing import Any
 import numpy as np
 
 from eprop_lava.errors import UserError
-from eprop_lava.neurons.base import decay
+from eprop_lava.neurons.base import adaptation_constants, decay
 from eprop_lava.spec import LayerSpec, NetworkSpec, NeuronParams, ReadoutSpec, SpecError
 
 DISCRETISATIONS = ("exact", "euler")
@@ -112,10 +115,9 @@ def _exportable(spec: NetworkSpec) -> None:
         if layer.neuron == "stdp_alif":
             raise NIRError(f"{where}: STDP-ALIF's spike-timing-dependent threshold jump (seed 002 Eq. 3.15) "
                            "needs a product of state variables, which NIR cannot express")
-        if layer.neuron == "alif" and layer.n_adaptive:
-            raise NIRError(f"{where}: {layer.n_adaptive} adaptive neurons; NIR has no adaptive threshold and "
-                           "this exporter writes no adaptation subgraph. Only LIF layers (alif with "
-                           "adaptive_fraction=0) export")
+        if layer.neuron == "alif" and layer.n_adaptive and spec.reset == "zero":
+            raise NIRError(f"{where}: adaptive neurons with reset to zero; the adaptive threshold needs the "
+                           "LI + Threshold membrane, which can only subtract its reset (v (1 - z) is a product)")
         if layer.bidirectional:
             raise NIRError(f"{where}: a bidirectional layer reads the sequence backwards in time; "
                            "a NIR graph is causal")
@@ -126,6 +128,27 @@ def _exportable(spec: NetworkSpec) -> None:
 
 def _full(n: int, value: float) -> np.ndarray:
     return np.full(n, float(value), dtype=np.float64)
+
+
+def _adaptation_nodes(nir: Any, nodes: dict, edges: list, r: int, layer: LayerSpec, dt_ms: float, dt: float,
+                      discretisation: str) -> None:
+    """ALIF's threshold A^t = v_th + beta_j a^t, a^{t+1} = rho_j a^t + z^t
+    (seed 001 Eqs. 1.22-1.24): the spikes feed ``layer{r}_a`` (LI, decay
+    rho_j, gain 1), whose output enters the Threshold through
+    ``layer{r}_adapt`` (Scale -beta_j), added to the membrane v. The cycle
+    spike -> a -> Scale -> spike holds only time-invariant nodes, so its one
+    step of delay gives the same spikes wherever a reader puts it."""
+    beta, rho = adaptation_constants(layer, dt_ms)
+    tau_a = np.array([leak_to_tau(float(q), dt, discretisation) for q in rho])
+    r_a = np.array([unit_gain_r(float(q), float(t), dt, discretisation) for q, t in zip(rho, tau_a)])
+    p = layer.params
+    meta = {"tau_a_ms": float(p.tau_a), "tau_a_max_ms": float(p.tau_a_max if p.tau_a_max is not None else p.tau_a),
+            "beta": float(p.beta), "beta_scaling": p.beta_scaling, "adaptive_fraction": float(layer.adaptive_fraction),
+            "dt_ms": float(dt_ms)}
+    nodes[f"layer{r}_a"] = nir.LI(tau=tau_a, r=r_a, v_leak=np.zeros(layer.size), metadata=meta)
+    nodes[f"layer{r}_adapt"] = nir.Scale(scale=-beta)
+    edges += [(f"layer{r}_spike", f"layer{r}_a"), (f"layer{r}_a", f"layer{r}_adapt"),
+              (f"layer{r}_adapt", f"layer{r}_spike")]
 
 
 def build_graph(spec: NetworkSpec, params: dict, discretisation: str = "exact", dt: float | None = None):
@@ -156,8 +179,9 @@ def build_graph(spec: NetworkSpec, params: dict, discretisation: str = "exact", 
         gain_r = unit_gain_r(alpha, tau, dt, discretisation)
         meta = {"tau_m_ms": float(p.tau_m), "dt_ms": float(spec.dt), "gamma": float(p.gamma)}
         w_in = np.asarray(params[f"layers.{r}.w_in"], dtype=np.float64)
+        feed = delayed(src, n_src, f"layer{r}_delay")  # nodes in topological order (nirtorch runs them so)
         nodes[f"layer{r}_w_in"] = nir.Linear(weight=w_in)
-        edges.append((delayed(src, n_src, f"layer{r}_delay"), f"layer{r}_w_in"))
+        edges.append((feed, f"layer{r}_w_in"))
         if spec.reset == "zero":
             membrane = spike = f"layer{r}_lif"
             nodes[membrane] = nir.LIF(tau=_full(n, tau), r=_full(n, gain_r), v_leak=_full(n, 0.0),
@@ -170,6 +194,8 @@ def build_graph(spec: NetworkSpec, params: dict, discretisation: str = "exact", 
             nodes[f"layer{r}_reset"] = nir.Linear(weight=np.diag(_full(n, -p.v_th)))
             edges += [(f"layer{r}_w_in", membrane), (membrane, spike), (spike, f"layer{r}_reset"),
                       (f"layer{r}_reset", membrane)]
+            if layer.neuron == "alif" and layer.n_adaptive:
+                _adaptation_nodes(nir, nodes, edges, r, layer, spec.dt, dt, discretisation)
         if layer.recurrent:
             nodes[f"layer{r}_w_rec"] = nir.Linear(weight=np.asarray(params[f"layers.{r}.w_rec"], dtype=np.float64))
             edges += [(spike, f"layer{r}_w_rec"), (f"layer{r}_w_rec", membrane)]
@@ -185,9 +211,10 @@ def build_graph(spec: NetworkSpec, params: dict, discretisation: str = "exact", 
     for r, (start, stop) in enumerate(spec.layer_offsets()):
         name = f"readout_w{r}"
         w = np.ascontiguousarray(w_out[:, start:stop])
+        feed = delayed(spikes[r], spec.layers[r].size, f"readout_delay{r}")
         nodes[name] = (nir.Affine(weight=w, bias=np.asarray(params["readout.b"], dtype=np.float64)) if r == 0
                        else nir.Linear(weight=w))
-        edges += [(delayed(spikes[r], spec.layers[r].size, f"readout_delay{r}"), name), (name, "readout")]
+        edges += [(feed, name), (name, "readout")]
     nodes["output"] = nir.Output(output_type={"output": np.array([K])})
     edges.append(("readout", "output"))
     metadata = {METADATA_KEY: json.dumps({"discretisation": discretisation, "dt": dt, "timing": spec.timing,
@@ -397,25 +424,38 @@ def network_from_graph(graph: Any, discretisation: str | None = None, dt: float 
     if len(inputs) != 1 or len(outputs) != 1:
         raise NIRError(f"the graph needs exactly one Input and one Output node, it has {len(inputs)} and {len(outputs)}")
     supported = (nir.Input, nir.Output, nir.Linear, nir.Affine, nir.LIF, nir.LI, nir.Threshold, nir.CubaLIF,
-                 nir.Delay)
+                 nir.Delay, nir.Scale)
     for name, node in nodes.items():
         if not isinstance(node, supported):
             raise NIRError(f"node {name!r}: NIR type {type(node).__name__} has no counterpart here "
-                           "(supported: Input, Output, Linear, Affine, LIF, CubaLIF, LI, Threshold, Delay)")
+                           "(supported: Input, Output, Linear, Affine, LIF, CubaLIF, LI, Threshold, Scale, Delay)")
     n_in = int(np.prod(nodes[inputs[0]].input_type["input"]))
 
     # The spiking units: a LIF/CubaLIF, or an LI whose only successor is a Threshold.
     units: dict = {}   # membrane node -> spike node
+    adaptation: dict = {}   # membrane node -> (adaptation LI, Scale)
     for name, node in nodes.items():
         if isinstance(node, (nir.LIF, nir.CubaLIF)):
             units[name] = name
         elif isinstance(node, nir.Threshold):
             ps = pred[name]
-            if len(ps) != 1 or not isinstance(nodes[ps[0]], nir.LI):
-                raise NIRError(f"node {name!r}: a Threshold must be fed by exactly one LI (the membrane); "
-                               f"it is fed by {ps}")
-            units[ps[0]] = name
-    readouts = [k for k, v in nodes.items() if isinstance(v, nir.LI) and k not in units]
+            lis = [q for q in ps if isinstance(nodes[q], nir.LI)]
+            scales = [q for q in ps if isinstance(nodes[q], nir.Scale)]
+            if len(lis) != 1 or len(scales) > 1 or len(ps) != len(lis) + len(scales):
+                raise NIRError(f"node {name!r}: a Threshold must be fed by one LI (the membrane) and at most one "
+                               f"Scale (an adaptive threshold); it is fed by {ps}")
+            units[lis[0]] = name
+            if scales:
+                a = pred[scales[0]]
+                if len(a) != 1 or not isinstance(nodes[a[0]], nir.LI) or pred[a[0]] != [name]:
+                    raise NIRError(f"node {scales[0]!r}: an adaptive threshold is Threshold -> LI -> Scale -> "
+                                   f"Threshold; this Scale is fed by {a}")
+                adaptation[lis[0]] = (a[0], scales[0])
+    adaptive_lis = {a for a, _ in adaptation.values()}
+    for name, node in nodes.items():
+        if isinstance(node, nir.Scale) and not any(name == sc for _, sc in adaptation.values()):
+            raise NIRError(f"node {name!r}: a Scale maps only as the adaptation of a threshold")
+    readouts = [k for k, v in nodes.items() if isinstance(v, nir.LI) and k not in units and k not in adaptive_lis]
     if len(readouts) > 1:
         raise NIRError(f"nodes {readouts}: more than one leaky integrator without a threshold; "
                        "this toolkit has one readout")
@@ -541,9 +581,12 @@ def network_from_graph(graph: Any, discretisation: str | None = None, dt: float 
             chain_params[f"layers.{r}.w_rec"] = w_rec
         gamma = _meta(node).get("gamma")
         base_params = (base.layers[min(r, len(base.layers) - 1)].params if base is not None else NeuronParams())
-        layers.append(LayerSpec(size=n, neuron="lif", recurrent=recurrent,
-                                params=replace(base_params, tau_m=tau_ms, v_th=v_th, n_ref=0,
-                                               gamma=float(gamma) if gamma is not None else base_params.gamma)))
+        neuron_params = replace(base_params, tau_m=tau_ms, v_th=v_th, n_ref=0,
+                                gamma=float(gamma) if gamma is not None else base_params.gamma)
+        layer_spec = LayerSpec(size=n, neuron="lif", recurrent=recurrent, params=neuron_params)
+        if m in adaptation:
+            layer_spec = _adaptive_layer(nodes, adaptation[m], layer_spec, leak, step, disc, dt_ms)
+        layers.append(layer_spec)
         layer_spikes.append(spike)
         source, n_src = spike, n
         r += 1
@@ -619,6 +662,56 @@ def network_from_graph(graph: Any, discretisation: str | None = None, dt: float 
         if not L.recurrent:
             params.pop(f"layers.{r}.w_rec", None)
     return spec, params, notes
+
+
+def _adaptive_layer(nodes: dict, names: tuple, layer: LayerSpec, alpha: float, step: float, disc: str,
+                    dt_ms: float) -> LayerSpec:
+    """The ALIF layer whose (beta_j, rho_j) (base.adaptation_constants) are
+    the graph's: non-adaptive neurons first, tau_a spanning [tau_a, tau_a_max]
+    linearly, beta constant ("none") or beta (1 - rho_j)/(1 - alpha) ("bellec")."""
+    a_name, scale_name = names
+    li, scale = nodes[a_name], nodes[scale_name]
+    n = layer.size
+    if np.asarray(li.tau).size != n or np.asarray(scale.scale).size != n:
+        raise NIRError(f"node {a_name!r}: the adaptation has {np.asarray(li.tau).size} units, the layer {n}")
+    if np.any(li.v_leak != 0):
+        raise NIRError(f"node {a_name!r}: v_leak must be 0")
+    rho = tau_to_leak(li.tau, step, disc)
+    gain = input_gain(li.r, rho, li.tau, step, disc)
+    beta = -np.asarray(scale.scale, dtype=np.float64) * np.where(np.abs(gain - 1) <= GAIN_SNAP, 1.0, gain)
+    adaptive = beta != 0
+    n_ad = int(adaptive.sum())
+    if n_ad == 0:
+        return layer
+    if not np.all(adaptive[n - n_ad:]) or np.any(beta < 0):
+        raise NIRError(f"node {scale_name!r}: adaptive neurons must come last with beta > 0 "
+                       "(this toolkit's layer layout)")
+    m = _meta(li)
+    frac = n_ad / n
+    try:  # this toolkit's own values, when they give the graph's constants
+        candidate = replace(layer, neuron="alif", adaptive_fraction=float(m["adaptive_fraction"]), params=replace(
+            layer.params, tau_a=float(m["tau_a_ms"]), beta=float(m["beta"]), beta_scaling=str(m["beta_scaling"]),
+            tau_a_max=float(m["tau_a_max_ms"]) if float(m["tau_a_max_ms"]) != float(m["tau_a_ms"]) else None))
+        b2, r2 = adaptation_constants(candidate, dt_ms)
+        if float(m["dt_ms"]) == dt_ms and np.allclose(b2, beta, rtol=1e-12, atol=0) and \
+                np.allclose(r2[n - n_ad:], rho[n - n_ad:], rtol=1e-12, atol=0):
+            return candidate
+    except (KeyError, TypeError, ValueError, SpecError):
+        pass
+    rho_ad = rho[n - n_ad:]
+    if not np.all((rho_ad > 0) & (rho_ad < 1)):
+        raise NIRError(f"node {a_name!r}: adaptation decay outside (0, 1) at this dt")
+    taus = -dt_ms / np.log(rho_ad)
+    if not np.allclose(taus, np.linspace(taus[0], taus[-1], n_ad), rtol=1e-9, atol=0):
+        raise NIRError(f"node {a_name!r}: adaptation time constants do not span [tau_a, tau_a_max] linearly")
+    scaling, value = "none", beta[n - n_ad:]
+    if not np.allclose(value, value[0], rtol=1e-9, atol=0):
+        scaling, value = "bellec", value * (1 - alpha) / (1 - rho_ad)
+        if not np.allclose(value, value[0], rtol=1e-9, atol=0):
+            raise NIRError(f"node {scale_name!r}: beta is neither constant nor beta (1 - rho_j)/(1 - alpha)")
+    return replace(layer, neuron="alif", adaptive_fraction=frac, params=replace(
+        layer.params, tau_a=float(taus[0]), tau_a_max=float(taus[-1]) if taus[-1] != taus[0] else None,
+        beta=float(value[0]), beta_scaling=scaling))
 
 
 # ------------------------------------------------------------------ run directory
