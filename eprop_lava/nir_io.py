@@ -57,6 +57,7 @@ from eprop_lava.spec import LayerSpec, NetworkSpec, NeuronParams, ReadoutSpec, S
 DISCRETISATIONS = ("exact", "euler")
 MS = 1e-3            # NIR time constants are written in seconds; this toolkit's are in ms
 GAIN_SNAP = 1e-12    # an input gain within this of 1 is 1 (r is stored as a rounded float)
+MEMORYLESS = 1e-6    # a CubaLIF synaptic decay below this is none (float32 rounding of tau_syn = dt)
 METADATA_KEY = "eprop_lava"
 
 
@@ -422,7 +423,8 @@ def network_from_graph(graph: Any, discretisation: str | None = None, dt: float 
     inputs = [k for k, v in nodes.items() if isinstance(v, nir.Input)]
     outputs = [k for k, v in nodes.items() if isinstance(v, nir.Output)]
     if len(inputs) != 1 or len(outputs) != 1:
-        raise NIRError(f"the graph needs exactly one Input and one Output node, it has {len(inputs)} and {len(outputs)}")
+        raise NIRError(f"the graph needs exactly one Input and one Output node, it has {len(inputs)} "
+                       f"and {len(outputs)}")
     supported = (nir.Input, nir.Output, nir.Linear, nir.Affine, nir.LIF, nir.LI, nir.Threshold, nir.CubaLIF,
                  nir.Delay, nir.Scale)
     for name, node in nodes.items():
@@ -545,7 +547,8 @@ def network_from_graph(graph: Any, discretisation: str | None = None, dt: float 
         else:
             if isinstance(node, nir.CubaLIF):
                 syn_leak = tau_to_leak(node.tau_syn, step, disc)
-                if not np.all(np.abs(syn_leak) <= 1e-12):
+                # snnTorch writes tau_syn = dt / (1 - alpha) in float32: alpha = 0 comes back as ~1e-8
+                if not np.all(np.abs(syn_leak) <= MEMORYLESS):
                     raise NIRError(f"node {m!r}: CubaLIF filters its synaptic current (per-step decay "
                                    f"{np.ravel(syn_leak)[0]:g}); this toolkit's neurons have no current filter")
                 tau, r_ = node.tau_mem, node.r * node.w_in * input_gain(1.0, syn_leak, node.tau_syn, step, disc)

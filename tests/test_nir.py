@@ -267,7 +267,8 @@ def test_snntorch_written_graph_runs_here_like_snntorch(tmp_path):
     # per-neuron beta and threshold: snnTorch's exporter writes their shapes as the node's
     lif1 = snn.Leaky(beta=torch.full((16,), 0.9), threshold=torch.full((16,), 0.5), reset_mechanism="zero",
                      reset_delay=False, init_hidden=True)
-    lif2 = snn.RLeaky(beta=torch.full((12,), 0.8), threshold=torch.full((12,), 0.4), linear_features=12, reset_mechanism="zero", reset_delay=False,
+    lif2 = snn.RLeaky(beta=torch.full((12,), 0.8), threshold=torch.full((12,), 0.4), linear_features=12,
+                      reset_mechanism="zero", reset_delay=False,
                       init_hidden=True)
     with torch.no_grad():
         lif2.recurrent.bias.zero_()
@@ -618,3 +619,38 @@ def test_cli_errors_are_one_line_exit_2(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert err.startswith("eprop-lava: error: ") and "\n" not in err and "Traceback" not in err, err
     assert not any((tmp_path / n).exists() for n in ("a.nir", "b.nir", "c.nir", "r"))
+
+
+@needs_snntorch
+def test_snntorch_synaptic_with_memoryless_current_imports_as_lif(tmp_path):
+    """snnTorch's Synaptic with alpha = 0 is written as a CubaLIF whose
+    synaptic current has no memory (tau_syn = dt): it imports as LIF and
+    spikes like snnTorch; with alpha > 0 it is refused."""
+    import nir
+    import snntorch as snn
+    import torch
+    from snntorch.export_nir import export_to_nir
+
+    from eprop_lava.nir_io import NIRError, import_nir
+
+    def network(alpha):
+        torch.manual_seed(1)
+        fc = torch.nn.Linear(5, 16, bias=False)
+        with torch.no_grad():
+            fc.weight.mul_(3.0)
+        syn = snn.Synaptic(alpha=torch.full((16,), alpha), beta=torch.full((16,), 0.9),
+                           threshold=torch.full((16,), 0.5), reset_mechanism="zero", reset_delay=False,
+                           init_hidden=True)
+        return torch.nn.Sequential(fc, syn)
+
+    net = network(0.0)
+    nir.write(tmp_path / "syn.nir", export_to_nir(net, torch.zeros(1, 5), ignore_dims=[0]))
+    x = _input()
+    with torch.no_grad():
+        z_snn = np.stack([net(torch.from_numpy(x[t]).float()).numpy() for t in range(T)])
+    spec, params = import_nir(tmp_path / "syn.nir", "euler", 1e-4, n_outputs=2)
+    assert spec.layers[0].neuron == "lif" and z_snn.sum() > 100
+    assert int(np.sum(_run(spec, params, x)[0][0] != z_snn)) == 0
+    nir.write(tmp_path / "filtered.nir", export_to_nir(network(0.5), torch.zeros(1, 5), ignore_dims=[0]))
+    with pytest.raises(NIRError, match="filters its synaptic current"):
+        import_nir(tmp_path / "filtered.nir", "euler", 1e-4, n_outputs=2)
