@@ -19,12 +19,14 @@ from eprop_lava.engine.network import init_params, simulate
 from eprop_lava.spec import LayerSpec, NetworkSpec, NeuronParams, ReadoutSpec
 
 HAS_NIR = importlib.util.find_spec("nir") is not None
-HAS_SNNTORCH = HAS_NIR and importlib.util.find_spec("snntorch") is not None
-HAS_NORSE = HAS_NIR and importlib.util.find_spec("norse") is not None
+HAS_NIRTORCH = HAS_NIR and all(importlib.util.find_spec(m) is not None for m in ("torch", "nirtorch"))
+HAS_SNNTORCH = HAS_NIRTORCH and importlib.util.find_spec("snntorch") is not None
+HAS_NORSE = HAS_NIRTORCH and importlib.util.find_spec("norse") is not None
 
 pytestmark = pytest.mark.skipif(not HAS_NIR, reason="needs nir (pip install 'eprop-lava[nir]')")
-needs_snntorch = pytest.mark.skipif(not HAS_SNNTORCH, reason="needs snntorch (pip install 'eprop-lava[nir]')")
-needs_norse = pytest.mark.skipif(not HAS_NORSE, reason="needs norse (pip install 'eprop-lava[nir]')")
+needs_snntorch = pytest.mark.skipif(not HAS_SNNTORCH, reason="needs snntorch, nirtorch and torch "
+                                                               "(pip install 'eprop-lava[nir]')")
+needs_norse = pytest.mark.skipif(not HAS_NORSE, reason="needs norse, nirtorch and torch (pip install 'eprop-lava[nir]')")
 
 T, B = 300, 4
 
@@ -111,6 +113,32 @@ def test_graph_structure_names_primitives(tmp_path):
     assert math.isclose(math.exp(-1e-3 / tau), math.exp(-1.0 / 20.0), rel_tol=1e-14)
     assert math.isclose(g.nodes["layer0_v"].r[0] * (1 - math.exp(-1.0 / 20.0)), 1.0, rel_tol=1e-14)
     assert math.isclose(g.nodes["readout"].tau[0], 15e-3, rel_tol=1e-12)
+
+
+def test_exact_readout_is_the_solution_of_the_nir_ode(tmp_path):
+    """The exported LI, integrated as the ODE NIR states (tau dy/dt = -y + r u,
+    u held over each step) by scipy's solve_ivp: this toolkit's readout
+    y^t = kappa y^{t-1} + W z^t + b (seed 002 Eq. 3.12), to the solver's tolerance."""
+    import nir
+    from scipy.integrate import solve_ivp
+
+    from eprop_lava.nir_io import export_nir
+
+    spec = _spec("subtract", "bellec", TOPOLOGIES["two_layers_recurrent_then_feedforward"])
+    params = init_params(spec, 5)
+    params["readout.b"] = np.array([0.3, -0.1, 0.2])
+    export_nir((spec, params), tmp_path / "ode.nir")
+    li = nir.read(tmp_path / "ode.nir").nodes["readout"]
+    tau, r = li.tau[0], li.r[0]
+    x = _input(steps=60, batch=1)
+    traj = simulate(spec, params, x, make_ops("numpy", dtype="float64"), record=False)
+    u = np.asarray(traj.readout_in)[:, 0] @ params["readout.w"].T + params["readout.b"]
+    dt, y, ys = 1e-3, np.zeros(3), []
+    for t in range(60):
+        sol = solve_ivp(lambda _, v: (-v + r * u[t]) / tau, (0.0, dt), y, rtol=1e-11, atol=1e-12)
+        y = sol.y[:, -1]
+        ys.append(y)
+    assert np.allclose(np.array(ys), np.asarray(traj.y)[:, 0], rtol=1e-7, atol=1e-9)
 
 
 # ------------------------------------------------------------------ other simulators
