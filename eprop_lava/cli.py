@@ -190,13 +190,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import numpy as np
 
     from eprop_lava.training import evaluate, held_out, load_checkpoint, task_from_config
-    from eprop_lava.validate import check_batches_memory
+    from eprop_lava.validate import check_samples_memory
 
     if args.batches < 1:
         raise UserError(f"--batches: expected a positive integer, got {args.batches}")
     ck = load_checkpoint(args.checkpoint)
     task = task_from_config(ck.config)
-    check_batches_memory("--batches", args.batches, ck.config.batch_size, getattr(task, "steps", 1),
+    check_samples_memory("--batches", args.batches, args.batches * ck.config.batch_size, getattr(task, "steps", 1),
                          ck.spec.n_inputs + ck.spec.readout.n_outputs)
     rng = np.random.default_rng([ck.config.seed, 3])
     test = held_out(task, "test")

@@ -106,6 +106,11 @@ def test_set(task_name: str, seed: int, samples: int) -> tuple[Any, TestSet]:
 
 def draw(task: Any, seed: int, stream: int, samples: int) -> TestSet:
     """``samples`` samples of ``task`` from rng [seed, stream]."""
+    from eprop_lava.validate import check_samples_memory
+
+    spec = task.default_spec()
+    check_samples_memory("--samples", samples, samples, getattr(task, "steps", 1),
+                         spec.n_inputs + spec.readout.n_outputs)
     b = task.batch(np.random.default_rng([int(seed), int(stream)]), samples)
     return TestSet(np.asarray(b.x), np.asarray(b.target), np.asarray(b.mask), b.labels, b)
 
