@@ -127,14 +127,14 @@ def test_killed_lava_run_leaves_no_process_or_segment(tmp_path, how):
         rc = p.wait(timeout=60)
         gone = wait_until(lambda: not group_members(p.pid), 30)
         leftover = group_members(p.pid)
-        kept = wait_until(lambda: not [s for s in psm if os.path.exists(f"/dev/shm/{s}")], 30)
+        unlinked = wait_until(lambda: not [s for s in psm if os.path.exists(f"/dev/shm/{s}")], 30)
         left_segments = [s for s in psm if os.path.exists(f"/dev/shm/{s}")]
     finally:
         kill_leftovers([p.pid] + group_members(p.pid))
     for s in [s for s in psm if os.path.exists(f"/dev/shm/{s}")]:
         os.unlink(f"/dev/shm/{s}")
     assert gone and not leftover, f"{len(leftover)} processes left after {how}"
-    assert kept and not left_segments, f"{len(left_segments)} of {len(psm)} /dev/shm segments left after {how}"
+    assert unlinked and not left_segments, f"{len(left_segments)} of {len(psm)} /dev/shm segments left after {how}"
     if how in ("SIGTERM", "SIGINT"):  # unwound through runtime.stop(), like an error
         err = err_path.read_text()
         assert rc == (128 + signal.SIGTERM if how == "SIGTERM" else 130), err[-2000:]
