@@ -33,6 +33,8 @@ from eprop_lava.cli import main
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--set", "train.iterations=1", "--set", "train.batch_size=2", "--set", "train.validation_batches=1",
         "--set", "train.progress=false"]
+# the network of the scratch folder's run (small, with Loihi's timing so that it compiles)
+RUN_SPEC = ["--set", "spec.layers.0.size=8", "--set", "spec.timing=loihi", "--set", "spec.reset=zero"]
 
 
 # ------------------------------------------------------------------ the world
@@ -204,9 +206,7 @@ def world(tmp_path_factory):
     os.chdir(w)
     try:
         with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
-            assert main(["train", "evidence", "--out", str(w / "run"), *TINY,
-                         "--set", "spec.layers.0.size=8", "--set", "spec.timing=loihi",
-                         "--set", "spec.reset=zero"]) == 0
+            assert main(["train", "evidence", "--out", str(w / "run"), *TINY, *RUN_SPEC]) == 0
     finally:
         os.chdir(cwd)
     ck = w / "run" / "checkpoint.npz"
@@ -337,7 +337,9 @@ CASES += [
     ("eval:batches-huge", ["eval", "{w}/run", "--batches", "1000000000000"]),
     ("eval:batches-abc", ["eval", "{w}/run", "--batches", "abc"]),
 ]
-CASES += [(f"resume:{n}", ["train", "evidence", "--out", "{w}/resume_" + n, *TINY]) for n in ("nan", "adam_nan")]
+CASES += [(f"resume:{n}", ["train", "evidence", "--out", "{w}/resume_" + n, *TINY, *RUN_SPEC,
+                            "--set", "train.iterations=2"])
+          for n in ("nan", "adam_nan", "int", "extra_array", "no_rng_state", "adam_wrong_shape")]
 CASES += [(f"plot:{n}", ["plot", "{w}/" + n]) for n in (
     "metrics_garbage", "metrics_middle", "metrics_list", "metrics_empty", "metrics_no_keys",
     "metrics_iteration_str")]
