@@ -190,9 +190,10 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         meta = json.loads(arrays.pop("meta").tobytes().decode())
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"checkpoint {path} has unreadable metadata ({exc})") from None
-    if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"checkpoint {path}: unsupported format "
-                              f"{meta.get('format') if isinstance(meta, dict) else type(meta).__name__!r}")
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"checkpoint {path}: its metadata is a JSON {type(meta).__name__}, not an object")
+    if meta.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"checkpoint {path}: unsupported format {meta.get('format')!r}")
     check_checkpoint(f"checkpoint {path}", meta, arrays)
     try:
         spec = NetworkSpec.from_dict(meta["spec"])
