@@ -74,6 +74,7 @@ def python_env() -> dict:
     return env
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 def test_forked_child_dies_with_its_killed_parent(tmp_path):
     """No Lava: a process forks a child inside children_die_with_parent()
     and is then killed with SIGKILL; the child must go too (without the
