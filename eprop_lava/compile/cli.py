@@ -43,8 +43,12 @@ def cmd_compile(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(s, indent=2))
         return 0
+    if s.get("source_note"):
+        print(f"compiling {s['source_note']}")
     if s.get("conversion"):
         print(f"note: {s['conversion']}")
+    for gap in s.get("omitted", []):
+        print(f"note: left out the {gap['section']}: {gap['reason']}")
     errs = ", ".join(f"{k} {v:.4f}" for k, v in s["quantization_rel_rms_error"].items())
     clip = max(s["clipped_fraction"].values())
     print(f"compiled for {s['target']} ({s['system']}): {s['cores']} core(s) on {s['chips']} chip(s)"
@@ -56,7 +60,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
               f"{s['latency_per_inference_ms']:.3f} ms per inference (Davies et al. 2018 Loihi 1 figures"
               + ("; Loihi 2 per-op figures are not public" if s["target"] == "loihi2" else "") + ")")
     if s["target"] == "loihi1" and s["learning_synapses"]:
-        print("note: Loihi 1 cannot run e-prop on chip (its neuron cannot send psi, LAVA_BRIEF §3.5); the "
+        print("note: Loihi 1 cannot run e-prop on chip (its neuron cannot send psi, docs/lava_loihi.md §3.5); the "
               "learning-synapse figures are a memory estimate only")
     print(f"artifact: {s['artifact']} (report.md, core_map.png)")
     return 0

@@ -47,10 +47,11 @@ def compile_checkpoint(checkpoint: str | Path, out: str | Path, target: str = "l
                        system: str | None = None, learning: bool = False, loihi_timing: bool = False,
                        search: bool = True, lr: float | None = None, log: Any = None) -> dict:
     """Compile a training checkpoint into an artifact directory; returns the summary."""
-    from eprop_lava.training import load_checkpoint
+    from eprop_lava.training import load_checkpoint, select_checkpoint
 
     t0 = time.perf_counter()
-    ck = load_checkpoint(checkpoint)
+    ck_file, source_note = select_checkpoint(checkpoint)
+    ck = load_checkpoint(ck_file)
     spec, note = ck.spec, None
     if loihi_timing:
         spec, note = convert_timing(spec)
@@ -66,18 +67,18 @@ def compile_checkpoint(checkpoint: str | Path, out: str | Path, target: str = "l
     except UserError as exc:
         mapping_other = {"error": str(exc)}
     task_name, seed = ck.config.task, ck.config.seed
-    rates, steps = {}, None
+    rates, steps, omitted = {}, None, []
     try:
-        _, ts = deploy.test_set(task_name, seed, ACTIVITY_SAMPLES)
+        _, ts = deploy.test_set(task_name, seed, ACTIVITY_SAMPLES, ck.config.task_options)
         rates = activity(net, ts.x)
         steps = int(ts.x.shape[0])
-    except UserError:
-        pass  # a task this build does not know: no activity, no energy estimate
+    except UserError as exc:
+        # the activity needs the task's inputs (a speech run's data directory must still be there)
+        omitted.append({"section": "activity and energy/latency estimate",
+                        "reason": f"the test inputs of task {task_name!r} could not be built: {exc}"})
     energy = energy_estimate(mapping, rates, steps or 1, learning) if rates else None
     desc, arrays = network_to(net)
     arrays.update({f"float.{k}": np.asarray(v, dtype=np.float64) for k, v in ck.params.items()})
-    ck_path = Path(checkpoint)
-    ck_file = ck_path / "checkpoint.npz" if ck_path.is_dir() else ck_path
     manifest = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "versions": versions(),
@@ -95,6 +96,7 @@ def compile_checkpoint(checkpoint: str | Path, out: str | Path, target: str = "l
         "mapping_other_mode": mapping_other,
         "activity_spikes_per_step": rates,
         "energy": energy,
+        "omitted": omitted,
     }
     manifest = jsonable(manifest)
     report_md = markdown_report(manifest, mapping, energy)
@@ -102,6 +104,7 @@ def compile_checkpoint(checkpoint: str | Path, out: str | Path, target: str = "l
     out = write_artifact(out, manifest, arrays, {"report.md": report_md.encode(), "core_map.png": png})
     summary = summarize(manifest)
     summary["artifact"] = str(out)
+    summary["source_note"] = source_note
     summary["seconds"] = time.perf_counter() - t0
     return summary
 
@@ -122,6 +125,7 @@ def summarize(manifest: dict) -> dict:
         "energy_per_inference_uj": None if not e else e["per_inference"]["energy_uj"],
         "latency_per_inference_ms": None if not e else e["per_inference"]["latency_ms"],
         "conversion": manifest.get("conversion"),
+        "omitted": manifest.get("omitted", []),
     }
 
 
@@ -133,7 +137,8 @@ def run_artifact(path: str | Path, samples: int = 64, steps: int | None = None, 
     (``steps`` caps its time steps), compared bit for bit with the engine."""
     art = load_artifact(path)
     src = art.manifest["source"]
-    task, ts = deploy.test_set(src["task"], int(src["seed"]), samples)
+    task_name, task_options = deploy.source_task(src)
+    task, ts = deploy.test_set(task_name, int(src["seed"]), samples, task_options)
     out: dict = {"artifact": str(art.path), "task": src["task"], "samples": samples, "steps_per_sample":
                  int(ts.x.shape[0]), "target": art.target, "cores": art.manifest["mapping"]["n_cores"],
                  "metric": task.metric_name}

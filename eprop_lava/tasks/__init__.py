@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from eprop_lava.errors import did_you_mean
 from eprop_lava.tasks.evidence import EvidenceAccumulation
 from eprop_lava.tasks.pattern import PatternGeneration
 from eprop_lava.tasks.store_recall import StoreRecall
@@ -23,7 +24,8 @@ def get_task(name: str, **options):
     try:
         cls = TASKS[name]
     except KeyError:
-        raise ValueError(f"unknown task {name!r}; choose one of {', '.join(sorted(TASKS))}") from None
+        raise ValueError(f"unknown task {name!r}{did_you_mean(name, TASKS)}; "
+                         f"choose one of {', '.join(sorted(TASKS))}") from None
     if isinstance(cls, str):  # imported on demand: speech pulls in more dependencies
         import importlib
 
