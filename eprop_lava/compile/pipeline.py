@@ -19,6 +19,7 @@ from eprop_lava.compile.mapping import Mapping, map_network
 from eprop_lava.compile.quantize import quantize_network
 from eprop_lava.compile.report import core_map_png, energy_estimate, markdown_report
 from eprop_lava.errors import UserError
+from eprop_lava.fixed import FixedPointError
 from eprop_lava.spec import NetworkSpec
 
 ACTIVITY_SAMPLES = 4
@@ -32,6 +33,12 @@ def convert_timing(spec: NetworkSpec) -> tuple[NetworkSpec, str | None]:
     note = (f"trained with timing={spec.timing!r}, reset={spec.reset!r}; compiled with Loihi's timing='loihi' "
             "(one-step delay per synaptic hop) and reset='zero'")
     return spec.replace(timing="loihi", reset="zero"), note
+
+
+def analog_input_reason(task_name: str, exc: Exception) -> str:
+    """Why the fixed-point engine (and Loihi's Dense input) cannot run a task."""
+    return (f"{exc} (task {task_name!r} feeds real-valued features, not spikes; Loihi's input synapses "
+            "take spike events, so the fixed-point engine, Lava and the activity-based estimate cannot run it)")
 
 
 def activity(net: Any, x: np.ndarray) -> dict:
@@ -76,6 +83,9 @@ def compile_checkpoint(checkpoint: str | Path, out: str | Path, target: str = "l
         # the activity needs the task's inputs (a speech run's data directory must still be there)
         omitted.append({"section": "activity and energy/latency estimate",
                         "reason": f"the test inputs of task {task_name!r} could not be built: {exc}"})
+    except FixedPointError as exc:
+        omitted.append({"section": "activity and energy/latency estimate",
+                        "reason": analog_input_reason(task_name, exc)})
     energy = energy_estimate(mapping, rates, steps or 1, learning) if rates else None
     desc, arrays = network_to(net)
     arrays.update({f"float.{k}": np.asarray(v, dtype=np.float64) for k, v in ck.params.items()})
@@ -153,7 +163,15 @@ def run_artifact(path: str | Path, samples: int = 64, steps: int | None = None, 
         if art.manifest.get("conversion"):
             out[f"float_loihi_timing_{task.metric_name}"] = deploy.float_metric(task, art.spec, art.float_params, ts)
     t0 = time.perf_counter()
-    run = deploy.fixed_run(art.net, ts)
+    try:
+        run = deploy.fixed_run(art.net, ts)
+    except FixedPointError as exc:
+        reason = analog_input_reason(task_name, exc)
+        out["fixed_skipped"] = reason
+        out["lava"] = {"skipped": reason}
+        if learn:
+            out["learning"] = {"skipped": reason}
+        return jsonable(out)
     out[f"fixed_{task.metric_name}"] = deploy.fixed_metric(task, art.net, run, ts)
     out["fixed_seconds"] = time.perf_counter() - t0
     lr = None
@@ -198,6 +216,9 @@ def format_run(r: dict) -> str:
         lines.append(f"float engine {m}:       {r[f'float_{m}']:.4f}")
     if f"float_loihi_timing_{m}" in r:
         lines.append(f"float (Loihi timing) {m}: {r[f'float_loihi_timing_{m}']:.4f}")
+    if "fixed_skipped" in r:
+        lines.append(f"fixed-point engine skipped: {r['fixed_skipped']}")
+        return "\n".join(lines)
     lines.append(f"fixed-point engine {m}: {r[f'fixed_{m}']:.4f}")
     lv = r.get("lava", {})
     if "skipped" in lv:
