@@ -81,14 +81,14 @@ def _without_none(obj: Any) -> Any:
     return obj
 
 
-def default_config(task: str, overrides: Sequence[str] = ()) -> dict:
-    """A task's full configuration, ``{"train": ..., "spec": ...}`` (options
+def default_config(task: Any, overrides: Sequence[str] = ()) -> dict:
+    """A task's (or any :func:`configure` input's) full configuration, ``{"train": ..., "spec": ...}`` (options
     left at None are omitted: they are None by default, and TOML has no null)."""
     _, spec, config = configure(task, overrides)
     return {"train": _without_none(asdict(config)), "spec": spec.to_dict()}
 
 
-def config_toml(task: str, overrides: Sequence[str] = ()) -> str:
+def config_toml(task: Any, overrides: Sequence[str] = ()) -> str:
     """:func:`default_config` as TOML; ``--config`` reads it back unchanged."""
     import tomli_w
 

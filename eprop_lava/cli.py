@@ -134,15 +134,8 @@ def resolve_run(task_name: str, config_file: str | None, overrides: Sequence[str
 
 
 # ------------------------------------------------------------------ commands
-def cmd_train(args: argparse.Namespace) -> int:
-    from eprop_lava.training import train
-
-    extra_train: dict = {}
-    extra_spec: dict = {}
-    if args.algo:
-        extra_train["algo"] = args.algo
-    if args.seed is not None:
-        extra_train["seed"] = args.seed
+def _task_options(args: argparse.Namespace) -> dict:
+    """The task's constructor options from --task-option and --data."""
     options = {}
     for item in args.task_option or []:
         if "=" not in item:
@@ -152,6 +145,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.data:
         # absolute, so eval/compile/run started from another directory find the same data
         options["data"] = str(Path(args.data).resolve())
+    return options
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from eprop_lava.training import train
+
+    extra_train: dict = {}
+    extra_spec: dict = {}
+    if args.algo:
+        extra_train["algo"] = args.algo
+    if args.seed is not None:
+        extra_train["seed"] = args.seed
+    options = _task_options(args)
     if options:
         extra_train["task_options"] = options
     if args.variant:
@@ -200,7 +206,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_config_show(args: argparse.Namespace) -> int:
     from eprop_lava.api import config_toml
 
-    sys.stdout.write(config_toml(args.task, args.set or []))
+    options = _task_options(args)
+    sys.stdout.write(config_toml({"train": {"task": args.task, "task_options": options}} if options else args.task,
+                                 args.set or []))
     return 0
 
 
@@ -315,6 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
     q = configs.add_parser("show", help="print a task's full default configuration as TOML (a --config file)")
     q.add_argument("task", help="task name, as for train")
     q.add_argument("--set", action="append", metavar="KEY=VALUE", help="override values first, as for train")
+    q.add_argument("--data", metavar="DIR", help="data directory of a speech task, as for train")
+    q.add_argument("--task-option", action="append", metavar="KEY=VALUE", help="an option of the task, as for train")
     q.set_defaults(func=cmd_config_show)
 
     p = sub.add_parser("plot", help="write the figures of a run (PNG)")

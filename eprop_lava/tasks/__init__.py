@@ -34,4 +34,7 @@ def get_task(name: str, **options):
     try:
         return cls(**options)
     except TypeError as exc:
+        if "required positional argument: 'data'" in str(exc):
+            raise ValueError(f"task {name!r} needs its data directory: --data DIR (a corpus built by "
+                             "'eprop-lava data speech --out DIR', or a TIMIT root)") from None
         raise ValueError(f"task {name!r}: {exc}") from None
