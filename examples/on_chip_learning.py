@@ -1,6 +1,7 @@
 """On-chip learning: compile with learning synapses and run online e-prop in
-Loihi's fixed-point arithmetic, sample after sample, on the engine (and in
-Lava, compared weight by weight).
+Loihi's fixed-point arithmetic, sample after sample, on training samples of
+the engine, scored on held-out test samples (and in Lava, compared weight by
+weight).
 
     python examples/on_chip_learning.py [--small]
 """
@@ -26,9 +27,10 @@ try:
     use_lava = not SMALL  # Lava's learning graph costs ~15 ms per step
 except ImportError:
     use_lava = False
-result = run_artifact(f"{OUT}/loihi2", samples=4 if SMALL else 32, learn=True, lava=use_lava)
+result = run_artifact(f"{OUT}/loihi2", samples=4 if SMALL else 32, learn=True, learn_samples=4 if SMALL else 64,
+                      lava=use_lava)
 m, learning = result["metric"], result["learning"]
-print(f"fixed-point {m} before {result[f'fixed_{m}']:.3f}, after online e-prop {learning[f'fixed_{m}_after']:.3f}; "
-      f"{sum(learning['changed_weights'].values())} weights changed")
+print(f"held-out {m} before {learning['error_before']:.3f}, after online e-prop on {learning['samples']} training "
+      f"samples {learning['error_after']:.3f}; {learning['weights_changed']} weights changed")
 if "learning" in result.get("lava", {}):
     print(f"Lava: {sum(result['lava']['learning']['weight_mismatches'].values())} weight mismatches")
