@@ -111,7 +111,8 @@ def cmd_export_netx(args: argparse.Namespace) -> int:
 def register(sub) -> None:
     p = sub.add_parser("compile", help="quantize a checkpoint, map it onto Loihi cores, write an artifact")
     p.add_argument("checkpoint", help="checkpoint.npz or a run directory")
-    p.add_argument("--target", choices=["loihi2", "loihi1"], default="loihi2")
+    p.add_argument("--target", choices=["loihi2", "loihi1"], default="loihi2",
+                   help="chip generation whose limits the mapping respects (default loihi2)")
     p.add_argument("--weight-bits", default="8", help="1..8 for all weights, or layers.0=6,readout=8 (default 8)")
     p.add_argument("--system", help="kapoho_point (default for loihi2), oheo_gulch, hala_point; nahuku32 "
                                     "(default for loihi1), kapoho_bay, pohoiki_beach, pohoiki_springs; or a chip count")
@@ -122,7 +123,7 @@ def register(sub) -> None:
     p.add_argument("--lr", type=float, help="on-chip learning rate (SGD on the summed e-prop gradient, stored as "
                                             "m 2^e); default: the spec's optimizer lr")
     p.add_argument("--out", required=True, help="artifact directory (written atomically)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout (for scripts) instead of text")
     p.set_defaults(func=cmd_compile)
 
     p = sub.add_parser("run", help="run a compiled artifact: float, fixed-point engine and Lava fixed_pt")
@@ -143,11 +144,11 @@ def register(sub) -> None:
     p.add_argument("--figure", help="with --learn: learning-curve PNG (default: ARTIFACT-learning.png next to "
                                     "the artifact)")
     p.add_argument("--no-lava", action="store_true", help="skip the Lava run")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout (for scripts) instead of text")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("export-netx", help="export a LIF-only artifact as lava-dl netx HDF5")
-    p.add_argument("artifact")
-    p.add_argument("--out", required=True)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("artifact", help="directory written by eprop-lava compile (a LIF-only network)")
+    p.add_argument("--out", required=True, help="HDF5 file to write")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout (for scripts) instead of text")
     p.set_defaults(func=cmd_export_netx)

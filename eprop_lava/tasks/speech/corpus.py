@@ -500,7 +500,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--seed", type=int, help="seed of the recipe (default 0)")
     parser.add_argument("--overwrite", action="store_true", help="rebuild even if a corpus with other options is there")
     parser.add_argument("--no-verify", action="store_true", help="skip checksum verification when reusing")
-    parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
 
 
 def options_from_args(args) -> CorpusOptions:
