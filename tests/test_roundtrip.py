@@ -168,3 +168,17 @@ def test_train_records_the_data_directory_absolute(tmp_path, monkeypatch):
     assert ck.config.task_options["data"] == str((tmp_path / "timit").resolve())
     monkeypatch.chdir(ROOT)
     assert main(["eval", str(tmp_path / "run"), "--batches", "1"]) == 0
+
+
+def test_quantization_study_records_its_task_options(tmp_path):
+    """The study's float networks are trained, and recorded, on the study's task options."""
+    from eprop_lava.studies.config import StudyConfig
+    from eprop_lava.studies.quantization import _float_network, build_task_and_spec
+
+    config = StudyConfig.load(ROOT / "examples" / "quantization_small.toml")
+    task, spec = build_task_and_spec(config)
+    _float_network(config, 0, tmp_path, task, spec)
+    ck = load_checkpoint(tmp_path / "float" / "seed0")
+    assert ck.config.task_options == dict(config.task_options) == {
+        "n_cues": 3, "cue_ms": 20, "spacing_ms": 10, "delay_ms": 40, "recall_ms": 30}
+    assert get_task("evidence", **ck.config.task_options).steps == 3 * (20 + 10) + 40 + 30
