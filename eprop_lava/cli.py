@@ -267,13 +267,25 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(Path(args.out), quick=args.quick)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the closest match named for a mistyped command or choice."""
+
+    def error(self, message: str):
+        import re
+
+        wrong = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if wrong:
+            message += did_you_mean(wrong.group(1), re.findall(r"'([^']*)'", wrong.group(2)))
+        super().error(message)
+
+
 JSON_HELP = "print the result as one JSON object on stdout (for scripts) instead of text"
 
 
 def build_parser() -> argparse.ArgumentParser:
     from eprop_lava import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="eprop-lava",
         description="Train recurrent spiking networks with e-prop, verify them against BPTT, compile them "
                     "for Loihi and run them on Loihi's arithmetic.",

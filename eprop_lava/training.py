@@ -413,8 +413,11 @@ def _train(task: Any, spec: NetworkSpec, config: TrainConfig, run_dir: Path,
             log(f"resuming {run_dir} at iteration {start}")
     else:
         params = init_params(spec)
-        if writer and log_path.exists():
-            log_path.unlink()
+        if writer:
+            # a fresh start: an earlier run's log and best checkpoint must not be read as this run's
+            for stale in (log_path, run_dir / "best.npz"):
+                if stale.exists():
+                    stale.unlink()
     if writer:
         atomic_write_text(run_dir / "config.json",
                           json.dumps({"spec": spec.to_dict(), "train": asdict(config)}, indent=2))

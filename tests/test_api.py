@@ -155,6 +155,22 @@ def test_typos_get_the_closest_match(argv, hint, capsys, tmp_path, monkeypatch):
     assert hint in err and len(err.splitlines()) == 1 and "Traceback" not in err
 
 
+@pytest.mark.parametrize("argv, hint", [
+    (["trian", "evidence"], "did you mean 'train'?"),
+    (["train", "evidence", "--algo", "bpt"], "did you mean 'bptt'?"),
+])
+def test_mistyped_commands_and_choices_get_the_closest_match(argv, hint, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2 and hint in capsys.readouterr().err
+
+
+def test_mistyped_task_option_gets_the_closest_match(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "evidence", "--task-option", "n_cue=5"]) == 2
+    assert "unknown option 'n_cue' (did you mean 'n_cues'?)" in capsys.readouterr().err
+
+
 def test_resume_conflict_names_the_key_and_fresh(tmp_path, capsys):
     base = ["train", "evidence", "--out", str(tmp_path / "r"), "--task-option", "n_cues=3",
             *[a for s in FEW for a in ("--set", s)]]
@@ -162,4 +178,11 @@ def test_resume_conflict_names_the_key_and_fresh(tmp_path, capsys):
     assert main(base + ["--set", "spec.optimizer.lr=0.02"]) == 2
     err = capsys.readouterr().err
     assert "spec.optimizer.lr: 0.005 -> 0.02" in err and "--fresh" in err
-    assert main(base + ["--set", "spec.optimizer.lr=0.02", "--fresh"]) == 0
+    # --fresh starts over; a run that has not validated yet has no best checkpoint, so the
+    # earlier run's best.npz must not be taken for it
+    assert (tmp_path / "r" / "best.npz").is_file()
+    assert main(base + ["--set", "spec.optimizer.lr=0.02", "--set", "train.validate_every=5", "--fresh"]) == 0
+    from eprop_lava.training import load_checkpoint, select_checkpoint
+
+    path, _ = select_checkpoint(tmp_path / "r")
+    assert path.name == "checkpoint.npz" and load_checkpoint(path).spec.optimizer.lr == 0.02

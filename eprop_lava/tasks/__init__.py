@@ -37,4 +37,12 @@ def get_task(name: str, **options):
         if "required positional argument: 'data'" in str(exc):
             raise ValueError(f"task {name!r} needs its data directory: --data DIR (a corpus built by "
                              "'eprop-lava data speech --out DIR', or a TIMIT root)") from None
+        import dataclasses
+        import re
+
+        unknown = re.search(r"unexpected keyword argument '(\w+)'", str(exc))
+        if unknown and dataclasses.is_dataclass(cls):
+            known = [f.name for f in dataclasses.fields(cls) if f.init]
+            raise ValueError(f"task {name!r}: unknown option {unknown.group(1)!r}"
+                             f"{did_you_mean(unknown.group(1), known)} (options: {', '.join(known)})") from None
         raise ValueError(f"task {name!r}: {exc}") from None
