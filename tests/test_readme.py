@@ -7,6 +7,7 @@ README's own values; nothing else is changed."""
 import contextlib
 import io
 import json
+import re
 import shlex
 import shutil
 from pathlib import Path
@@ -115,3 +116,20 @@ def test_readme_commands_run_in_order(tmp_path, monkeypatch):
     assert (tmp_path / "runs" / "ev1-loihi2" / "report.md").is_file()
     ev2 = json.loads((tmp_path / "runs" / "ev2" / "config.json").read_text())
     assert ev2["spec"]["layers"][0]["size"] == 200 and ev2["spec"]["optimizer"]["lr"] == 0.01
+
+
+def _project_text_files():
+    for pattern in ("*.md", "eprop_lava/**/*.py", "docs/*.md", "examples/*", "benchmarks/**/*.md", "scripts/*.sh"):
+        for path in ROOT.glob(pattern):
+            if path.is_file() and path.suffix in (".md", ".py", ".toml", ".sh", ".ipynb"):
+                yield path
+
+
+def test_no_reference_to_documents_outside_the_repository():
+    outside = re.compile(r"LAVA_BRIEF|EPROP_ANCHORS|ECOSYSTEM\.md|NIR_HARDWARE|research notes")
+    cited = re.compile(r"\bdocs/([A-Za-z0-9_]+\.md)")
+    for path in _project_text_files():
+        text = path.read_text(errors="replace")
+        assert not outside.search(text), f"{path.relative_to(ROOT)} cites a document that is not in the repository"
+        for name in cited.findall(text):
+            assert (ROOT / "docs" / name).is_file(), f"{path.relative_to(ROOT)} cites docs/{name}, which is missing"

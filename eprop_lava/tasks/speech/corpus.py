@@ -1,7 +1,7 @@
 """The offline spoken corpus: eSpeak NG speech with TIMIT-style alignments.
 
 ``build_corpus(out_dir)`` synthesizes, once, a corpus that the speech tasks
-can use without TIMIT (issue 7, sec. 3; ECOSYSTEM.md sec. 1a):
+can use without TIMIT (docs/speech.md):
 
 * speakers are eSpeak NG voices ``<accent>+<variant>`` (8 English accents x
   24 variants by default); each utterance draws its own rate, pitch and
