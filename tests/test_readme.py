@@ -43,7 +43,7 @@ def small(argv: list[str]) -> list[str]:
             extra += ["--set", "spec.layers.0.size=20"]
         return argv + extra
     if command == "run":
-        return argv + ["--samples", "2", "--lava-samples", "1"]
+        return argv + ["--samples", "2", "--lava-samples", "1"] + (["--learn-samples", "2"] if "--learn" in argv else [])
     if command == "data":
         return argv + ["--small", "--quiet"]
     if command == "study":
