@@ -114,20 +114,24 @@ def train(config: Any = "evidence", out: str | Path | None = None, *, spec: Any 
     return train_run(task, net_spec, train_config, run_dir, resume=resume, log=log)
 
 
-def evaluate(checkpoint: str | Path, batches: int = 8) -> dict:
+def evaluate(checkpoint: str | Path, batches: int = 8, option: str = "batches") -> dict:
     """Test metric of a checkpoint (a run directory gives its best checkpoint,
     else its last) on ``batches`` fresh test batches of the task it was
-    trained on (its recorded options and test split, rng [seed, 3])."""
+    trained on (its recorded options and test split, rng [seed, 3]).
+    ``option`` names the batch count in messages (the CLI's "--batches")."""
     import numpy as np
 
     from eprop_lava.training import evaluate as evaluate_batches
     from eprop_lava.training import held_out, load_checkpoint, select_checkpoint, task_from_config
+    from eprop_lava.validate import check_batches_memory
 
     if isinstance(batches, bool) or not isinstance(batches, int) or batches < 1:
-        raise UserError(f"batches: expected a positive integer, got {batches!r}")
+        raise UserError(f"{option}: expected a positive integer, got {batches!r}")
     path, note = select_checkpoint(checkpoint)
     ck = load_checkpoint(path)
     task = task_from_config(ck.config)
+    check_batches_memory(option, batches, ck.config.batch_size, getattr(task, "steps", 1),
+                         ck.spec.n_inputs + ck.spec.readout.n_outputs)
     rng = np.random.default_rng([ck.config.seed, 3])
     test = held_out(task, "test")
     data = [test.batch(rng, ck.config.batch_size) for _ in range(batches)]

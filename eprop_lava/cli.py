@@ -91,6 +91,7 @@ def resolve_run(task_name: str, config_file: str | None, overrides: Sequence[str
     from eprop_lava.spec import NetworkSpec
     from eprop_lava.tasks import TASKS
     from eprop_lava.training import TrainConfig, task_from_config
+    from eprop_lava.validate import check_sections
 
     if task_name not in TASKS:
         raise UserError(f"unknown task {task_name!r}{did_you_mean(task_name, TASKS)}; "
@@ -107,10 +108,15 @@ def resolve_run(task_name: str, config_file: str | None, overrides: Sequence[str
             data = tomllib.loads(path.read_text()) if path.suffix == ".toml" else json.loads(path.read_text())
         except Exception as exc:
             raise UserError(f"config file {path} is malformed: {exc}") from None
+        check_sections(path, data, {"train": dict, "spec": dict})
         unknown = sorted(set(data) - {"train", "spec"})
         if unknown:
             raise UserError(f"config file {path}: unknown section [{unknown[0]}] (use [train] and [spec])")
         file_spec = data.get("spec", {})
+        file_task = data.get("train", {}).get("task", task_name)
+        if file_task != task_name:
+            raise UserError(f"config file {path}: [train] task = {file_task!r} conflicts with the task "
+                            f"{task_name!r} on the command line; remove one of them")
         train_tree.update(data.get("train", {}))
     train_tree.update(extra_train or {})
     spec_sets = []
@@ -194,7 +200,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from eprop_lava.api import evaluate
 
-    report = evaluate(args.checkpoint, args.batches)
+    report = evaluate(args.checkpoint, args.batches, option="--batches")
     m = report["metric"]
     if args.json:
         print(json.dumps(report, indent=2))

@@ -26,10 +26,8 @@ def test_every_public_name_resolves():
                                        "plots", "spec", "tasks", "NetworkSpec", "TrainConfig", "__version__"}
     for name in eprop_lava.__all__:
         assert getattr(eprop_lava, name) is not None, name
-    import eprop_lava.plots
-    import eprop_lava.tasks
-
-    assert eprop_lava.plots.__name__ == "eprop_lava.plots" and eprop_lava.tasks.get_task is eprop_lava.get_task
+    assert eprop_lava.plots.__name__ == "eprop_lava.plots"
+    assert eprop_lava.tasks.get_task is eprop_lava.get_task
 
 
 def test_version_is_the_project_version():
