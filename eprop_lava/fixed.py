@@ -108,7 +108,7 @@ class FixedPointProfile:
     def validate(self) -> "FixedPointProfile":
         if not isinstance(self.name, str) or not self.name:
             raise FixedPointError(f"name: expected a non-empty string, got {self.name!r}")
-        limits = dict(weight_bits=(1, 24), trace_bits=(1, 24), psi_bits=(1, 16), tag_bits=(1, 24),
+        limits = dict(weight_bits=(1, 24), trace_bits=(1, 32), psi_bits=(1, 16), tag_bits=(1, 34),
                       signal_bits=(1, 24), error_frac_bits=(1, 24), accumulator_bits=(8, 62),
                       product_shift=(0, 32),
                       lr_mantissa_bits=(2, 16), vth_bits=(1, 17), bias_bits=(1, 12))
@@ -187,12 +187,17 @@ def loihi2_profile(**changes: Any) -> FixedPointProfile:
 
 
 def wide_profile(**changes: Any) -> FixedPointProfile:
-    """A configurable wide profile for quantization studies: 16-bit traces,
-    psi, tags and signal, 12-bit weights, 40-bit accumulator, 8-bit
-    learning-rate mantissa. Any field can be overridden."""
-    base = FixedPointProfile(name="wide", weight_bits=12, trace_bits=16, trace_impulse=1 << 10,
-                             psi_bits=12, tag_bits=20, signal_bits=16, error_frac_bits=14,
-                             accumulator_bits=48, product_shift=0, lr_mantissa_bits=8)
+    """A configurable wide profile for quantization studies and for holding
+    fixed point against float e-prop: 32-bit eligibility traces (2^22 times
+    the impulse of headroom: an Izhikevich neuron's eligibility grows by
+    |6 + 0.08 v| per step, above 2^21 in tests/test_fixed_point.py's networks),
+    34-bit tags, a 20-bit learning signal (the MSE error to +-64 with 14
+    fractional bits), 12-bit psi and weights, a 60-bit accumulator and an 8-bit
+    learning-rate mantissa; every product stays below 2^55 (int64 arithmetic).
+    Any field can be overridden."""
+    base = FixedPointProfile(name="wide", weight_bits=12, trace_bits=32, trace_impulse=1 << 10,
+                             psi_bits=12, tag_bits=34, signal_bits=20, error_frac_bits=14,
+                             accumulator_bits=60, product_shift=0, lr_mantissa_bits=8)
     return base.with_(**changes) if changes else base
 
 

@@ -184,7 +184,10 @@ def quantize(spec: NetworkSpec, params: dict, profile: FixedPointProfile | str =
             feedback = np.clip(np.rint(b * b_scale_target), wlo, whi).astype(np.int64)
             b_scale = b_scale_target
     smax = profile.signal_range[1]
-    worst = max(int(np.abs(feedback).sum(1).max()), 1) * (1 << ef)
+    # signal_shift keeps L = B err unsaturated for the largest error it can carry: |err| <= 1
+    # for cross-entropy (softmax minus one-hot), the error's whole range for MSE (unbounded)
+    err_max = 1 if spec.loss == "cross_entropy" else 2 ** max(0, profile.signal_bits - ef)
+    worst = max(int(np.abs(feedback).sum(1).max()), 1) * (1 << ef) * err_max
     signal_shift = max(0, int(math.ceil(math.log2(worst / smax))))
     ps = profile.product_shift
     layers = []
@@ -194,13 +197,17 @@ def quantize(spec: NetworkSpec, params: dict, profile: FixedPointProfile | str =
         wmax = max(np.abs(w_in).max(), 0 if w_rec is None else np.abs(w_rec).max(), 1e-12)
         p = ls.params
         if ls.neuron == "izhikevich":
-            v_frac = 8
+            v_frac = 14
             v_scale = float(1 << v_frac)
-            wexp = max(-7, min(7, _wexp_for(wmax, v_scale, wmax_int)))
+            # weight_exp >= 0: a negative exponent floor-shifts every Dense sum, an error of up
+            # to 2^(6 + weight_exp) units per step that the Izhikevich upswing amplifies (see
+            # neurons/fixed.py); 2^14 units per mV leave the weights 1/256 mV of resolution
+            wexp = max(0, min(7, _wexp_for(wmax, v_scale, wmax_int)))
             q = lambda mv: int(round(mv * v_scale))  # noqa: E731
             neuron = fx.FixedNeuronParams(
                 "izhikevich", ls.size, psi_bits=profile.psi_bits, v_frac=v_frac,
-                izh_a=int(round(p.a * 65536)), izh_ab=int(round(p.a * p.b * 65536)), izh_c=q(p.c), izh_d=q(p.d),
+                izh_a=int(round(p.a * (1 << fx.IZH_FRAC))), izh_ab=int(round(p.a * p.b * (1 << fx.IZH_FRAC))),
+                izh_c=q(p.c), izh_d=q(p.d),
                 izh_b_c=q(p.b * p.c), v_peak=q(p.v_peak))
             gamma = p.gamma
         else:

@@ -38,11 +38,21 @@ with psi_mul / 2^psi_shift ~= psi_max / (vth << 6): one multiply and one
 shift per neuron, no division (what Loihi 2 microcode can do).
 
 Izhikevich (Eqs. 3.25-3.28) has no Lava or Loihi 1 reference; the chosen
-convention: v and u in Q``v_frac`` millivolts (default 2^8 per mV), 24-bit
-saturation, constants 0.04, a, a b in Q16, floor shifts, spike iff
-v >= v_peak (as the float model), reset folded into the next step; psi from a
-lookup table over whole millivolts (Eq. 3.35), and the neuron also sends
-``jac`` = 6 + 0.08 v in Q8, the factor its synapses need (Eq. 3.34).
+convention: v and u in Q``v_frac`` millivolts (default 2^14 per mV, so 24 bits
+hold +-512 mV), 24-bit saturation, the constants 0.04, a and a b in Q28, every
+product shifted back with rounding to nearest, spike iff v >= v_peak (as the
+float model), reset folded into the next step; psi from a lookup table over
+1/16 mV (Eq. 3.35), and the neuron also sends ``jac`` = 6 + 0.08 v in Q16, the
+factor its synapses need (Eq. 3.34).
+
+Why so fine: near threshold the Euler step of Eq. 3.27 multiplies a
+difference in v by 6 + 0.08 v ~ 8 per step, so an error of 0.03 mV (the
+0.04 v^2 term of Q16 constants with floor shifts, at v = -65 mV) grows to a
+different spike within a few steps, and fixed-point e-prop then follows
+other spikes than float e-prop on the same network. With Q14 millivolts, Q28
+constants and rounding to nearest, the rest step is exact (-65 mV -> -68 mV,
+tests/test_fixed_point.py) and spikes agree with the float model's on the
+dequantized network.
 
 Eligibility vectors (per synapse, trace units; ``impulse`` per pre spike,
 ``trace_bits`` saturation; see :func:`eligibility_step`):
@@ -51,8 +61,8 @@ Eligibility vectors (per synapse, trace units; ``impulse`` per pre spike,
 * ALIF/STDP:  eps_v as LIF (STDP: (1 - z - end)), and
               eps_th' = decay(eps_th, d_theta) + (bpsi_mul psi_prev (eps_v - eps_th)) >> bpsi_shift
               (eps_th = beta eps_a, seed 002 Eqs. 2.20-2.22)
-* Izhikevich: eps_v' = (1 - z) (jac eps_v >> 8) - eps_u + impulse pre ;
-              eps_u' = (1 - z) (ab eps_v >> 16) + eps_u - (a eps_u >> 16)
+* Izhikevich: eps_v' = (1 - z) (jac eps_v >> 16) - eps_u + impulse pre ;
+              eps_u' = (1 - z) (ab eps_v >> 24) + eps_u - (a eps_u >> 24)
 * e = (psi (eps_v - eps_th)) >> psi_bits  (Eq. 2.28; eps_th = 0 for LIF/Izhikevich).
 """
 
@@ -67,13 +77,16 @@ import numpy as np
 
 from eprop_lava.fixed import (
     ACT_SHIFT, DECAY_UNITY, UV_BITS, VTH_SHIFT, FixedPointError, FixedPointProfile, check_decay, clip_v24,
-    decay, decay_same_dtype, saturate, saturate_owned, saturate_signed, shift_floor, shift_round, shift_round_owned, wrap_int32,
+    decay, decay_same_dtype, saturate, saturate_owned, saturate_signed, shift_floor, shift_nearest, shift_round,
+    shift_round_owned, wrap_int32,
     wrap_u24,
 )
 
 KINDS = ("lif", "alif", "stdp_alif", "izhikevich")
-Q16 = 16
+IZH_FRAC = 28      # fractional bits of the Izhikevich constants 0.04, a, a b
+JAC_FRAC = 16      # fractional bits of the Izhikevich Jacobian factor jac = 6 + 0.08 v
 IZH_PSI_LO = -128  # lowest millivolt of the Izhikevich psi table (exp(-158/30) ~ 0.005)
+IZH_PSI_RES = 4    # the psi table holds 2^4 entries per millivolt
 
 
 def _arr(name: str, value: Any, size: int, lo: int, hi: int) -> np.ndarray:
@@ -116,13 +129,13 @@ class FixedNeuronParams:
     bpsi_mul: Any = 0
     bpsi_shift: int = 16
     # Izhikevich (v, u, c, d, v_peak in Q v_frac millivolts)
-    v_frac: int = 8
-    izh_a: Any = 1311        # round(0.02 * 2^16)
-    izh_ab: Any = 262        # round(0.004 * 2^16)
-    izh_c: Any = -65 * 256
-    izh_d: Any = 2 * 256
-    izh_b_c: Any = -13 * 256  # initial u = b c
-    v_peak: Any = 30 * 256
+    v_frac: int = 14
+    izh_a: Any = 5368709     # round(0.02 * 2^28)
+    izh_ab: Any = 1073742    # round(0.004 * 2^28)
+    izh_c: Any = -65 << 14
+    izh_d: Any = 2 << 14
+    izh_b_c: Any = -13 << 14  # initial u = b c
+    v_peak: Any = 30 << 14
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -151,11 +164,11 @@ class FixedNeuronParams:
         fix("bpsi_mul", _arr("bpsi_mul", self.bpsi_mul, n, 0, (1 << 24) - 1))
         if not isinstance(self.bpsi_shift, (int, np.integer)) or not 0 <= self.bpsi_shift <= 40:
             raise FixedPointError(f"bpsi_shift: expected an integer in [0, 40], got {self.bpsi_shift!r}")
-        if not isinstance(self.v_frac, (int, np.integer)) or not 0 <= self.v_frac <= 12:
-            raise FixedPointError(f"v_frac: expected an integer in [0, 12], got {self.v_frac!r}")
+        if not isinstance(self.v_frac, (int, np.integer)) or not 8 <= self.v_frac <= 14:
+            raise FixedPointError(f"v_frac: expected an integer in [8, 14], got {self.v_frac!r}")
         big = (1 << 23) - 1
         for name in ("izh_a", "izh_ab"):
-            fix(name, _arr(name, getattr(self, name), n, 0, 1 << Q16))
+            fix(name, _arr(name, getattr(self, name), n, 0, 1 << IZH_FRAC))
         for name in ("izh_c", "izh_d", "izh_b_c", "v_peak"):
             fix(name, _arr(name, getattr(self, name), n, -big, big))
 
@@ -193,7 +206,7 @@ class FixedNeuronParams:
 
     @cached_property
     def izh_psi_table(self) -> np.ndarray:
-        mv = np.arange(IZH_PSI_LO, 31)
+        mv = np.arange(IZH_PSI_LO << IZH_PSI_RES, (30 << IZH_PSI_RES) + 1) / float(1 << IZH_PSI_RES)
         return np.round(self.psi_max * np.exp((mv - 30.0) / 30.0)).astype(np.int64)
 
     def to_dict(self) -> dict:
@@ -318,16 +331,19 @@ def izhikevich_step(a_in: np.ndarray, state: dict, p: FixedNeuronParams):
     z_prev = state["z"] > 0
     vt = np.where(z_prev, p.izh_c, state["v"])
     ut = state["u"] + state["z"] * p.izh_d
-    k004 = round(0.04 * (1 << Q16))
-    square = shift_floor(vt * vt * k004, Q16 + f)
+    k004 = round(0.04 * (1 << IZH_FRAC))
+    # (vt^2 >> f) first: |vt| < 2^23 and f >= 8, so every product stays below 2^62
+    square = shift_nearest(shift_nearest(vt * vt, f) * k004, IZH_FRAC)
     act = np.left_shift(np.asarray(a_in, dtype=np.int64), ACT_SHIFT)
     v = saturate_signed(vt + square + 5 * vt + 140 * one - ut + act, UV_BITS - 1)
-    u = saturate_signed(ut + shift_floor(p.izh_ab * vt, Q16) - shift_floor(p.izh_a * ut, Q16), UV_BITS - 1)
+    u = saturate_signed(ut + shift_nearest(p.izh_ab * vt, IZH_FRAC) - shift_nearest(p.izh_a * ut, IZH_FRAC),
+                        UV_BITS - 1)
     z = (v >= p.v_peak).astype(np.int64)
-    mv = np.clip(shift_floor(v, f), IZH_PSI_LO, 30)
-    psi = p.izh_psi_table[mv - IZH_PSI_LO]
-    k008 = round(0.08 * (1 << Q16))
-    jac = (6 << 8) + shift_floor(v * k008, Q16 + f - 8)  # 6 + 0.08 v in Q8 (Eq. 3.34)
+    lo = IZH_PSI_LO << IZH_PSI_RES
+    level = np.clip(shift_floor(v, f - IZH_PSI_RES), lo, 30 << IZH_PSI_RES)
+    psi = p.izh_psi_table[level - lo]
+    k008 = round(0.08 * (1 << IZH_FRAC))
+    jac = (6 << JAC_FRAC) + shift_nearest(v * k008, f + IZH_FRAC - JAC_FRAC)  # 6 + 0.08 v in Q16 (Eq. 3.34)
     return z, dict(psi=psi, jac=jac), dict(v=v, u=u, z=z)
 
 
@@ -403,8 +419,9 @@ def eligibility_step(p: FixedNeuronParams, eps: dict, record_prev: dict | None, 
     elif p.kind == "izhikevich":
         keep = 1 - col(record_prev["z"])
         ev, eu = eps["v"], eps["u"]
-        new_v = keep * shift_round(col(record_prev["jac"]) * ev, 8, rnd) - eu + imp
-        new_u = keep * shift_round(col(p.izh_ab) * ev, Q16, rnd) + eu - shift_round(col(p.izh_a) * eu, Q16, rnd)
+        new_v = keep * shift_round(col(record_prev["jac"]) * ev, JAC_FRAC, rnd) - eu + imp
+        new_u = (keep * shift_round(col(p.izh_ab) * ev, IZH_FRAC, rnd) + eu
+                 - shift_round(col(p.izh_a) * eu, IZH_FRAC, rnd))
         new = dict(v=saturate(new_v, -tmax, tmax), u=saturate(new_u, -tmax, tmax))
     else:
         # decay(eps_v, dv) (1 - cut) + imp: the factor (1 - cut) in {1, 0, -1} goes into the
