@@ -164,7 +164,7 @@ def test_compiled_fixed_layer_is_bit_exact(kind, case):
         assert np.any(np.left_shift(wrap_int32(a), 6) > (1 << 23))
 
 
-def _network(kind, loss="cross_entropy", variant="random", sizes=(20, 15)):
+def _fixed_network(kind, loss="cross_entropy", variant="random", sizes=(20, 15)):
     from eprop_lava.spec import LayerSpec, LearningSpec, NetworkSpec, NeuronParams, OptimizerSpec, RegularizationSpec
 
     params = NeuronParams(n_ref=2)
@@ -177,7 +177,7 @@ def _network(kind, loss="cross_entropy", variant="random", sizes=(20, 15)):
 @needs_numba
 @pytest.mark.parametrize("kind", ["lif", "alif", "stdp_alif", "izhikevich"])
 def test_compiled_fixed_network_equals_step_engine(kind):
-    spec = _network(kind)
+    spec = _fixed_network(kind)
     net = fe.quantize(spec, init_params(spec, 1), "loihi2")
     assert fe.compiled_inference(net)
     rng = np.random.default_rng(0)
@@ -219,7 +219,7 @@ def test_compiled_learning_is_bit_exact_to_step_engine(kind, case):
     from eprop_lava import fixed as F
 
     variant = {"loihi2_interval": "adaptive", "wide_minibatch": "symmetric", "saturating": "random"}[case]
-    spec = _network(kind, loss="mse" if case == "wide_minibatch" else "cross_entropy", variant=variant)
+    spec = _fixed_network(kind, loss="mse" if case == "wide_minibatch" else "cross_entropy", variant=variant)
     prof = {"loihi2_interval": F.loihi2_profile(update_interval=7),
             "wide_minibatch": F.wide_profile(update_interval=25, product_rounding="nearest"),
             "saturating": F.loihi2_profile(update_interval=11, accumulator_bits=8, tag_bits=5, trace_bits=5,
@@ -309,3 +309,50 @@ def test_step_engine_threads_over_the_batch_give_one_pass_results(kind, monkeypa
     np.testing.assert_array_equal(threaded.z[0], one.z[0])
     np.testing.assert_array_equal(threaded.psi[0], one.psi[0])
     np.testing.assert_array_equal(threaded.y, one.y)
+
+
+@needs_numba
+def test_without_numba_the_same_kernels_run_in_numpy():
+    """A fresh interpreter where numba cannot be imported runs online learning
+    with the kernels in plain numpy (the step engine) and gets the weights the
+    compiled loops get here."""
+    import json
+    import subprocess
+    import sys
+
+    code = ("import sys, json; sys.modules['numba'] = None\n"
+            "import numpy as np\n"
+            "from eprop_lava.engine import fused, fixed_engine as fe\n"
+            "from eprop_lava.engine.network import init_params\n"
+            "sys.path.insert(0, 'tests'); from test_fused import _fixed_network, _learning_sample\n"
+            "assert not fused.available()\n"
+            "spec = _fixed_network('alif', variant='adaptive')\n"
+            "net = fe.quantize(spec, init_params(spec, 2), 'loihi2')\n"
+            "fe.train_online(net, [_learning_sample()] * 2)\n"
+            "print(json.dumps({k: v.tolist() for k, v in net.weights().items()}))\n")
+    import os
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    env = dict(os.environ, PYTHONPATH=f"{root}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=root, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    plain = json.loads(out.stdout.strip().splitlines()[-1])
+    spec = _fixed_network("alif", variant="adaptive")
+    net = fe.quantize(spec, init_params(spec, 2), "loihi2")
+    initial = net.weights()
+    fe.train_online(net, [_learning_sample()] * 2)
+    assert fe.compiled_inference(net)
+    changed = 0
+    for k, w in net.weights().items():
+        np.testing.assert_array_equal(w, np.array(plain[k]), err_msg=k)
+        changed += int((w != initial[k]).sum())
+    assert changed > 0
+
+
+def _learning_sample(T=60, B=1, seed=6):
+    rng = np.random.default_rng(seed)
+    x = (rng.random((T, B, 10)) < 0.25).astype(float)
+    target = np.zeros((T, B, 2))
+    target[..., 1] = 1.0
+    return x, target, None
