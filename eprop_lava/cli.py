@@ -12,6 +12,8 @@
     eprop-lava export-netx DIR --out FILE.h5
     eprop-lava study quantization [--config FILE] --out DIR
     eprop-lava tune TASK --trials N [--storage URL]
+    eprop-lava export-nir RUN_OR_ARTIFACT --out net.nir [--discretisation exact|euler] [--dt S]
+    eprop-lava import-nir net.nir --out RUN --task TASK [--discretisation exact|euler] [--dt S]
 
 A user mistake (unknown task, bad override, missing file, corrupt
 checkpoint) prints one line and exits with status 2, without a traceback.
@@ -26,9 +28,10 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from eprop_lava.errors import UserError
+from eprop_lava.errors import UserError, user_error_message
 
 EXIT_USAGE = 2
+EXIT_BUG = 70  # EX_SOFTWARE (sysexits.h)
 
 
 def _parse_value(text: str) -> Any:
@@ -87,6 +90,7 @@ def resolve_run(task_name: str, config_file: str | None, overrides: Sequence[str
     from eprop_lava.spec import NetworkSpec
     from eprop_lava.tasks import TASKS
     from eprop_lava.training import TrainConfig, task_from_config
+    from eprop_lava.validate import check_sections
 
     if task_name not in TASKS:
         raise UserError(f"unknown task {task_name!r}; choose one of {', '.join(sorted(TASKS))}")
@@ -102,10 +106,15 @@ def resolve_run(task_name: str, config_file: str | None, overrides: Sequence[str
             data = tomllib.loads(path.read_text()) if path.suffix == ".toml" else json.loads(path.read_text())
         except Exception as exc:
             raise UserError(f"config file {path} is malformed: {exc}") from None
+        check_sections(path, data, {"train": dict, "spec": dict})
         unknown = sorted(set(data) - {"train", "spec"})
         if unknown:
             raise UserError(f"config file {path}: unknown section [{unknown[0]}] (use [train] and [spec])")
         file_spec = data.get("spec", {})
+        file_task = data.get("train", {}).get("task", task_name)
+        if file_task != task_name:
+            raise UserError(f"config file {path}: [train] task = {file_task!r} conflicts with the task "
+                            f"{task_name!r} on the command line; remove one of them")
         train_tree.update(data.get("train", {}))
     train_tree.update(extra_train or {})
     spec_sets = []
@@ -181,9 +190,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import numpy as np
 
     from eprop_lava.training import evaluate, held_out, load_checkpoint, task_from_config
+    from eprop_lava.validate import check_batches_memory
 
+    if args.batches < 1:
+        raise UserError(f"--batches: expected a positive integer, got {args.batches}")
     ck = load_checkpoint(args.checkpoint)
     task = task_from_config(ck.config)
+    check_batches_memory("--batches", args.batches, ck.config.batch_size, getattr(task, "steps", 1),
+                         ck.spec.n_inputs + ck.spec.readout.n_outputs)
     rng = np.random.default_rng([ck.config.seed, 3])
     test = held_out(task, "test")
     batches = [test.batch(rng, ck.config.batch_size) for _ in range(args.batches)]
@@ -299,11 +313,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _extensions():
-    """Subcommands contributed by optional parts (speech data, compiler, studies)."""
+    """Subcommands contributed by optional parts (speech data, compiler, studies, NIR)."""
     out = []
     for module, attr in (("eprop_lava.tasks.speech.cli", "register"),
                          ("eprop_lava.compile.cli", "register"),
-                         ("eprop_lava.studies.cli", "register")):
+                         ("eprop_lava.studies.cli", "register"),
+                         ("eprop_lava.nir_io", "register")):
         try:
             mod = __import__(module, fromlist=[attr])
         except ModuleNotFoundError as exc:
@@ -315,16 +330,30 @@ def _extensions():
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from eprop_lava.lifetime import Terminated, terminate_as_interrupt
+
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
-    except UserError as exc:
-        print(f"eprop-lava: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        with terminate_as_interrupt():  # SIGTERM unwinds like Ctrl-C (cleanup in finally blocks)
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("eprop-lava: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("eprop-lava: terminated", file=sys.stderr)
+        return Terminated.exit_code
+    except Exception as exc:  # noqa: BLE001 - the one error boundary of the command line
+        message = user_error_message(exc)
+        if message is None:
+            import traceback
+
+            traceback.print_exc()
+            print(f"eprop-lava: internal error (a bug, not a problem with your input): "
+                  f"{type(exc).__name__}: {exc}", file=sys.stderr)
+            return EXIT_BUG
+        print(f"eprop-lava: error: {' '.join(message.split())}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":  # pragma: no cover

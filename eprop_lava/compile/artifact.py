@@ -22,6 +22,7 @@ process graph (:func:`eprop_lava.models.build_network`) is built from.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import io
 import json
@@ -114,6 +115,7 @@ def network_to(net: fe.FixedNetwork) -> tuple[dict, dict]:
     arrays["readout.bias"] = np.asarray(ro.bias, dtype=np.int64)
     arrays["feedback.b"] = net.feedback.astype(np.int64)
     desc = {"profile": net.profile.to_dict(), "layers": layers, "signal_shift": int(net.signal_shift),
+            "error_exp": None if net.error_exp is None else int(net.error_exp),
             "seed": int(net.seed),
             "readout": {"w": "readout.w", "bias": "readout.bias", "d_kappa": int(ro.d_kappa),
                         "y_scale": float(ro.y_scale), "weight_exp": int(ro.weight_exp), "lr": _lr(ro.lr),
@@ -143,8 +145,9 @@ def network_from(spec: NetworkSpec, desc: dict, arrays: dict) -> fe.FixedNetwork
     r = desc["readout"]
     readout = fe.FixedReadout(arr(r["w"]), int(r["d_kappa"]), arr(r["bias"]), float(r["y_scale"]),
                               int(r["weight_exp"]), lr(r["lr"]), float(r["grad_scale"]))
+    error_exp = desc.get("error_exp")  # absent in artifacts written before it was chosen: the profile's
     return fe.FixedNetwork(spec, profile, layers, readout, arr(desc["feedback"]), int(desc["signal_shift"]),
-                           int(desc["seed"]))
+                           int(desc["seed"]), None if error_exp is None else int(error_exp))
 
 
 # ------------------------------------------------------------------ writing
@@ -169,6 +172,31 @@ def _npy_bytes(a: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
+def remove_stale_siblings(out: Path) -> list[str]:
+    """Remove the temporary (``.NAME.PID-*.tmp``) and replaced
+    (``.NAME.old-PID-*``) directories that an interrupted write of the
+    artifact ``out`` left next to it, when the process that made them is gone."""
+    removed = []
+    for entry in out.parent.glob(f".{glob.escape(out.name)}.*"):
+        rest = entry.name[len(out.name) + 2:]
+        tag = rest[4:] if rest.startswith("old-") else (rest[:-4] if rest.endswith(".tmp") else "")
+        pid = tag.split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)) and entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry.name)
+    return sorted(removed)
+
+
 def write_artifact(out: str | Path, manifest: dict, arrays: dict, extra_files: dict | None = None) -> Path:
     """Write ``manifest`` (JSON-able), ``arrays`` and ``extra_files``
     ({name: bytes}: the report and the core-map PNG) atomically into ``out``.
@@ -180,7 +208,9 @@ def write_artifact(out: str | Path, manifest: dict, arrays: dict, extra_files: d
     if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).is_file():
         raise CheckpointError(f"--out {out} is a non-empty directory that is not an artifact; choose another")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    remove_stale_siblings(out)
+    # the writer's pid in the name tells a later writer whether it is still at work
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.{os.getpid()}-", suffix=".tmp", dir=out.parent))
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the artifact is an ordinary directory

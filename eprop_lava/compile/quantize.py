@@ -242,8 +242,11 @@ def quantize_bias(b_int: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
 
 # ------------------------------------------------------------------ the compiler's quantizer
 def quantize_network(spec: NetworkSpec, params: dict, weight_bits: Any = 8, profile: Any = "loihi2",
-                     search: bool = True, lr: float | None = None) -> tuple[fe.FixedNetwork, QuantizationReport]:
+                     search: bool = True, lr: float | None = None,
+                     loss_mask: Any = None) -> tuple[fe.FixedNetwork, QuantizationReport]:
     """Trained float parameters -> (FixedNetwork, QuantizationReport).
+    ``loss_mask`` (T, B): the task's loss mask, from which the output
+    error's exponent is chosen (:func:`eprop_lava.engine.fixed_engine.error_exponent`).
 
     ``weight_bits``: 1..8 for all groups, or {"layers.0": 6, "readout": 8,
     "default": 8}. ``search=False`` gives max-abs scaling (the reference
@@ -273,7 +276,7 @@ def quantize_network(spec: NetworkSpec, params: dict, weight_bits: Any = 8, prof
     sse = {key: [] for key, _ in groups}
     for j in range(n_steps + 1):
         levels = {key: max(gmax[key], 1e-12) * 2.0 ** (-j / 8.0) for key in gmax}
-        net = fe.quantize(spec, _clipped_params(fparams, groups, levels), prof, lr=lr)
+        net = fe.quantize(spec, _clipped_params(fparams, groups, levels), prof, lr=lr, loss_mask=loss_mask)
         for key, names in groups:
             scale = _group_scale(net, key)
             total = 0.0
@@ -284,7 +287,7 @@ def quantize_network(spec: NetworkSpec, params: dict, weight_bits: Any = 8, prof
     best = {key: int(np.argmin(v)) for key, v in sse.items()}
     levels = {key: max(gmax[key], 1e-12) * 2.0 ** (-best[key] / 8.0) for key in gmax}
     # 2. the reference quantizer at the chosen levels, then the Loihi grid
-    net = fe.quantize(spec, _clipped_params(fparams, groups, levels), prof, lr=lr)
+    net = fe.quantize(spec, _clipped_params(fparams, groups, levels), prof, lr=lr, loss_mask=loss_mask)
     report = QuantizationReport(weight_bits=bits, search="mse over clip levels" if search else "max-abs")
     scales = {}
     for key, names in groups:
@@ -331,14 +334,50 @@ def quantize_network(spec: NetworkSpec, params: dict, weight_bits: Any = 8, prof
             None if lrq is None else int(lrq.mantissa), None if lrq is None else int(lrq.exponent),
             None if lrq is None or not want else float(abs(lrq.value - want) / want)))
     report.learning = {"profile": prof.to_dict(), "signal_shift": int(net.signal_shift),
+                       "error_exp": int(net.error_bits),
                        "psi_bits": prof.psi_bits, "trace_impulse": prof.trace_impulse,
                        "readout_lr": None if net.readout.lr is None else net.readout.lr.to_dict(),
                        "note": "psi / gamma is sent as a psi_bits graded value (gamma folded into the "
                                "learning rate); a presynaptic spike adds trace_impulse to the trace; "
                                "learning rates are m 2^e with the profile's mantissa (LAVA_BRIEF §3.2-3.3)"}
     # validate the finished network again (shapes, ranges)
-    net = fe.FixedNetwork(net.spec, net.profile, net.layers, net.readout, net.feedback, net.signal_shift, net.seed)
+    net = fe.FixedNetwork(net.spec, net.profile, net.layers, net.readout, net.feedback, net.signal_shift, net.seed,
+                          net.error_exp)
     return net, report
+
+
+#: compile warns when more than this fraction of a matrix's non-zero weights
+#: quantize to zero ("mostly zero": the layer has lost most of its synapses)
+ZERO_FRACTION_WARNING = 0.5
+#: ... or when a matrix's relative RMS error ||w - q/scale|| / ||w|| exceeds this
+REL_ERROR_WARNING = 0.5
+
+
+def _stored(net: fe.FixedNetwork, name: str) -> np.ndarray:
+    if name == "readout.w":
+        return net.readout.w
+    _, r, which = name.split(".")
+    return getattr(net.layers[int(r)], which)
+
+
+def quantization_warnings(report: QuantizationReport, net: fe.FixedNetwork, params: dict,
+                          zero_limit: float = ZERO_FRACTION_WARNING,
+                          error_limit: float = REL_ERROR_WARNING) -> list[str]:
+    """One line per matrix that quantized badly: most of its non-zero float
+    weights became integer 0, or its relative RMS error is above ``error_limit``."""
+    out = []
+    for m in report.matrices:
+        w = np.asarray(params[m.name])
+        q = np.asarray(_stored(net, m.name))
+        nonzero = w != 0
+        zero_fraction = float(np.mean(q[nonzero] == 0)) if np.any(nonzero) else 0.0
+        if zero_fraction > zero_limit:
+            out.append(f"{m.name}: {100 * zero_fraction:.1f}% of its non-zero weights quantize to 0 at "
+                       f"{m.bits} bits (largest |w| {m.max_abs:.3g} sets the scale; the rest fall below one step)")
+        elif m.rel_rms_error > error_limit:
+            out.append(f"{m.name}: relative RMS quantization error {m.rel_rms_error:.2f} > {error_limit} "
+                       f"at {m.bits} bits")
+    return out
 
 
 def _store(net: fe.FixedNetwork, name: str, q: np.ndarray) -> None:
