@@ -497,7 +497,7 @@ if numba is not None:
 
     def _fixed_readout(a_out, y, dk_f, bias, y_out):  # pragma: no cover - compiled
         S, B, K = a_out.shape
-        for b in prange(B):
+        for b in range(B):  # K values per step: too little work to share out
             for t in range(S):
                 for k in range(K):
                     y[b, k] = k_readout(y[b, k], np.int64(a_out[t, b, k]), dk_f, bias[k])
