@@ -297,11 +297,14 @@ TASK_OPTION_GARBAGE = [
     ("store_recall", "input_hz=-3"), ("teacher_student", "n_inputs=0"), ("teacher_student", "neuron=bogus"),
     ("teacher_student", "duration_ms=NaN"), ("teacher_student", "input_hz=-1"),
     ("teacher_student", "target_std=abc"),
+    ("speech_phones", "require_complete=maybe"), ("speech_phones", "split=bogus"),
+    ("speech_phones", "max_utterances=0"), ("speech_phones", "phones=39.5"),
 ]
 
 CASES: list[tuple[str, list[str]]] = []
 CASES += [(f"set:{s}", _train("--set", s)) for s in SET_GARBAGE]
-CASES += [(f"task-option:{t}:{o}", ["train", t, "--out", "{w}/new_run", *TINY, "--task-option", o])
+CASES += [(f"task-option:{t}:{o}", ["train", t, "--out", "{w}/new_run", *TINY, "--task-option", o,
+                                     *(["--data", "{w}/timit"] if t.startswith("speech") else [])])
           for t, o in TASK_OPTION_GARBAGE]
 CASES += [(f"config:{name}", _train("--config", "{w}/" + name)) for name in [*CONFIGS, "cfg_binary.json"]]
 CASES += [

@@ -33,7 +33,7 @@ from eprop_lava.errors import UserError
 from eprop_lava.spec import (
     LayerSpec, LearningSpec, NetworkSpec, NeuronParams, OptimizerSpec, ReadoutSpec, RegularizationSpec,
 )
-from eprop_lava.tasks.base import classification_error
+from eprop_lava.tasks.base import check_option_types, classification_error
 from eprop_lava.tasks.speech.features import FeatureOptions, frame_labels, mfcc, normalize, stretch
 from eprop_lava.tasks.speech.phones import FOLD_61_TO_39, TIMIT39, TIMIT61, phone_set
 
@@ -80,6 +80,7 @@ class _SpeechTask:
     solved_below: float | None = None
 
     def __post_init__(self) -> None:
+        check_option_types(self)
         if self.split not in SPLITS:
             raise SpeechTaskError(f"{type(self).__name__}.split: unknown split {self.split!r}; "
                                   f"choose one of {', '.join(SPLITS)}")
