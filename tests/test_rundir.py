@@ -156,3 +156,33 @@ def test_stale_artifact_temporaries_of_dead_writers_are_removed(tmp_path):
     finally:
         alive.kill()
         alive.wait()
+
+
+def test_two_real_trains_on_one_directory(tmp_path, capsys):
+    """A train in progress (a subprocess) holds the run; a second train on the
+    same --out exits 2 and changes nothing; after the first is killed with
+    SIGKILL the second resumes from its last checkpoint and the log has
+    every iteration exactly once."""
+    import time
+
+    out = tmp_path / "run"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    first = subprocess.Popen([sys.executable, "-m", "eprop_lava.cli", "train", "evidence", "--out", str(out),
+                              "--set", "train.iterations=100000", *TINY],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # running: locked, and a few checkpoints written
+            log = out / "metrics.jsonl"
+            if (out / ".lock").is_file() and log.is_file() and len(log.read_text().splitlines()) >= 3:
+                break
+            time.sleep(0.2)
+        assert (out / ".lock").read_text().strip() == str(first.pid)
+        code, err = _train(out, 100000, capsys)
+        assert code == 2 and f"(pid {first.pid})" in err
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    assert _train(out, len(_rows(out / "metrics.jsonl")) + 2, capsys)[0] == 0
+    its = [r["iteration"] for r in _rows(out / "metrics.jsonl")]
+    assert its == list(range(1, len(its) + 1)) and len(its) >= 5
