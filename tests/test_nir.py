@@ -682,3 +682,39 @@ def test_snntorch_synaptic_with_memoryless_current_imports_as_lif(tmp_path):
     nir.write(tmp_path / "filtered.nir", export_to_nir(network(0.5), torch.zeros(1, 5), ignore_dims=[0]))
     with pytest.raises(NIRError, match="filters its synaptic current"):
         import_nir(tmp_path / "filtered.nir", "euler", 1e-4, n_outputs=2)
+
+
+@needs_snntorch
+def test_snntorch_network_fine_tunes_with_eprop_and_compiles(tmp_path, capsys):
+    """The issue's path: a network trained elsewhere (here built in snnTorch)
+    -> NIR -> import-nir -> e-prop fine-tuning -> Loihi fixed point."""
+    import nir
+    import snntorch as snn
+    import torch
+    from snntorch.export_nir import export_to_nir
+
+    from eprop_lava.cli import main
+    from eprop_lava.compile.pipeline import compile_checkpoint
+    from eprop_lava.training import load_checkpoint, task_from_config, train
+
+    torch.manual_seed(2)
+    fc = torch.nn.Linear(20, 12, bias=False)
+    lif = snn.RLeaky(beta=torch.full((12,), 0.95), threshold=torch.full((12,), 0.5), linear_features=12,
+                     reset_mechanism="zero", reset_delay=False, init_hidden=True)
+    with torch.no_grad():
+        lif.recurrent.bias.zero_()
+    nir.write(tmp_path / "snn.nir", export_to_nir(torch.nn.Sequential(fc, lif), torch.zeros(1, 20), ignore_dims=[0]))
+    capsys.readouterr()
+    assert main(["import-nir", str(tmp_path / "snn.nir"), "--out", str(tmp_path / "run"), "--task", "teacher_student",
+                 "--task-option", "duration_ms=100", "--task-option", "n_neurons=12", "--discretisation", "euler",
+                 "--dt", "1e-4", "--set", "train.batch_size=4", "--set", "train.validation_batches=1",
+                 "--set", "train.progress=false"]) == 0
+    assert "note: the graph has no leaky readout" in capsys.readouterr().out
+    ck = load_checkpoint(tmp_path / "run")
+    assert ck.spec.layers[0].recurrent and ck.spec.readout.n_outputs == 2
+    assert np.array_equal(ck.params["layers.0.w_in"], fc.weight.detach().numpy().astype(np.float64))
+    config = ck.config.__class__(**{**ck.config.__dict__, "iterations": 2})
+    result = train(task_from_config(config), ck.spec, config, tmp_path / "run")
+    assert result.iterations == 2 and not np.array_equal(result.params["layers.0.w_rec"], ck.params["layers.0.w_rec"])
+    summary = compile_checkpoint(tmp_path / "run", tmp_path / "artifact", loihi_timing=True, search=False)
+    assert summary["cores"] >= 1
