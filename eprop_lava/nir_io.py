@@ -258,9 +258,11 @@ def _atomic_write_graph(graph: Any, path: Path) -> None:
 def export_nir(source: Any, path: str | Path, discretisation: str = "exact", dt: float | None = None) -> dict:
     """Write the NIR file of a run, checkpoint, artifact or (spec, params);
     returns a summary (nodes, edges, discretisation, dt)."""
+    path = Path(path)
+    if path.is_dir():
+        raise NIRError(f"--out {path}: is a directory; give the NIR file to write, e.g. {path}/net.nir")
     spec, params = load_network(source)
     graph = build_graph(spec, params, discretisation, dt)
-    path = Path(path)
     _atomic_write_graph(graph, path)
     return {"path": str(path), "nodes": len(graph.nodes), "edges": len(graph.edges),
             "layers": len(spec.layers), "discretisation": discretisation,
