@@ -321,9 +321,12 @@ def _flatten(graph: Any, prefix: str = "") -> tuple[dict, list]:
 
 
 def _finite_arrays(name: str, node: Any) -> None:
-    for field, value in vars(node).items():
+    for field, value in list(vars(node).items()):
         if field in ("input_type", "output_type", "metadata"):
             continue
+        if hasattr(value, "detach") and hasattr(value, "numpy"):  # Norse's graphs hold torch tensors in memory
+            value = value.detach().cpu().numpy()
+            setattr(node, field, value)
         if isinstance(value, (np.ndarray, float, int)) and not isinstance(value, bool):
             a = np.asarray(value)
             if a.dtype.kind in "fiu" and not np.all(np.isfinite(a)):

@@ -718,3 +718,37 @@ def test_snntorch_network_fine_tunes_with_eprop_and_compiles(tmp_path, capsys):
     assert result.iterations == 2 and not np.array_equal(result.params["layers.0.w_rec"], ck.params["layers.0.w_rec"])
     summary = compile_checkpoint(tmp_path / "run", tmp_path / "artifact", loihi_timing=True, search=False)
     assert summary["cores"] >= 1
+
+
+@needs_norse
+def test_norse_written_graph_runs_here_like_norse(tmp_path):
+    """Norse's to_nir writes tau = dt / tau_mem_inv (= dt * tau, not tau) and
+    r = 1 (norse/torch/utils/export_nir.py) for v += dt tau_mem_inv (-v + I).
+    Read as euler at dt' = dt^2 = 1e-6, that is a = 1 - dt/tau and gain dt/tau:
+    Norse's own network, 0 mismatches against Norse's forward pass."""
+    import nir
+    import norse.torch as norse
+    import torch
+
+    from eprop_lava.nir_io import import_nir
+
+    torch.manual_seed(0)
+    fc = torch.nn.Linear(5, 16, bias=False)
+    with torch.no_grad():
+        fc.weight.mul_(20.0)
+    cell = norse.LIFBoxCell(norse.LIFBoxParameters(tau_mem_inv=torch.full((16,), 100.0), v_th=torch.full((16,), 0.5),
+                                                   v_leak=torch.zeros(16), v_reset=torch.zeros(16)))
+    model = norse.SequentialState(fc, cell)
+    nir.write(tmp_path / "norse.nir", norse.to_nir(model, torch.zeros(1, 5)))
+    x = _input()
+    state, zs = None, []
+    with torch.no_grad():
+        for t in range(T):
+            z, state = model(torch.from_numpy(x[t]).float(), state)
+            zs.append(z.numpy())
+    z_norse = np.stack(zs)
+    spec, params = import_nir(tmp_path / "norse.nir", "euler", 1e-6, n_outputs=2)
+    assert spec.reset == "zero" and not spec.layers[0].recurrent
+    assert math.isclose(math.exp(-spec.dt / spec.layers[0].params.tau_m), 0.9, rel_tol=1e-6)
+    assert z_norse.sum() > 100
+    assert int(np.sum(_run(spec, params, x)[0][0] != z_norse)) == 0
