@@ -576,9 +576,8 @@ def network_from_graph(graph: Any, discretisation: str | None = None, dt: float 
             if w.shape != (n, n):
                 raise NIRError(f"node {w_name_l!r}: recurrent weight shape {w.shape}, layer {m!r} needs ({n}, {n})")
         if reset == "subtract":
-            if not loop:
-                raise NIRError(f"node {m!r}: an LI with a Threshold needs its reset loop (Threshold -> "
-                               "Linear diag(-v_th) -> LI); without one it never resets")
+            # the loops' sum is W_rec - v_th I whatever they are: a loop without the
+            # reset (or none: a neuron that never resets) becomes +v_th on W_rec's diagonal
             w_rec = w_rec * gain + v_th * np.eye(n)
         else:
             w_rec = w_rec * gain

@@ -509,6 +509,34 @@ def test_minimal_foreign_graph_imports(tmp_path):
     assert math.isclose(spec.readout.kappa, math.exp(-1 / 20.0), rel_tol=1e-14)
 
 
+def test_non_resetting_threshold_neurons_match_a_hand_simulation(tmp_path):
+    """LI -> Threshold with no reset loop (never resets): imported as
+    subtractive reset with +v_th on W_rec's diagonal; its spikes equal a plain
+    loop over v^{t+1} = a v^t + W x^{t+1}, z = H(v - v_th)."""
+    import nir
+
+    from eprop_lava.nir_io import import_nir
+
+    n, a, v_th = 4, math.exp(-1e-3 / 0.02), 0.8
+    w = np.random.default_rng(3).normal(size=(n, 3))
+    nodes = {"input": nir.Input(input_type={"input": np.array([3])}), "w": nir.Linear(weight=w),
+             "v": nir.LI(tau=np.full(n, 0.02), r=np.full(n, 1 / (1 - a)), v_leak=np.zeros(n)),
+             "spike": nir.Threshold(threshold=np.full(n, v_th)),
+             "output": nir.Output(output_type={"output": np.array([n])})}
+    edges = [("input", "w"), ("w", "v"), ("v", "spike"), ("spike", "output")]
+    spec, params = import_nir(_write(tmp_path, nodes, edges), "exact", 1e-3, n_outputs=2)
+    assert spec.reset == "subtract" and spec.layers[0].recurrent
+    assert np.array_equal(params["layers.0.w_rec"], v_th * np.eye(n))
+    x = _input(3, steps=200, batch=1, p=0.3)
+    v, hand = np.zeros(n), []
+    for t in range(200):
+        v = a * v + w @ x[t, 0]
+        hand.append(v >= v_th)
+    hand = np.array(hand, dtype=float)
+    assert 0 < hand.mean() < 1
+    assert np.array_equal(_run(spec, params, x)[0][0][:, 0], hand)
+
+
 def _mutated(kind):
     import nir
 
