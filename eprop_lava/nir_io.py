@@ -36,8 +36,11 @@ picks tau and r so that the chosen rule at the chosen dt gives this
 network's alpha and unit gain; import inverts the same rule.
 
 Import (:func:`import_nir`) reads graphs in that form and the forms snnTorch
-writes (Linear/Affine -> LIF, recurrent LIF as a nested subgraph); anything
-else is refused with :class:`NIRError`, naming the node and the reason.
+and Norse write (Linear/Affine -> LIF or memoryless CubaLIF, recurrent LIF
+as a nested subgraph, torch tensors as parameters); anything else is refused
+with :class:`NIRError`, naming the node and the reason. :func:`write_run`
+turns the result into a run directory that ``train`` fine-tunes and
+``compile`` takes to Loihi fixed point.
 """
 
 from __future__ import annotations
