@@ -745,6 +745,13 @@ def write_run(spec: NetworkSpec, params: dict, out: str | Path, task: str, task_
     if want.n_inputs != spec.n_inputs or want.readout.n_outputs != spec.readout.n_outputs:
         raise NIRError(f"task {task!r} has {want.n_inputs} inputs and {want.readout.n_outputs} outputs; the graph's "
                        f"network has {spec.n_inputs} and {spec.readout.n_outputs}")
+    if hasattr(task_obj, "parameter_distance"):  # logged every iteration by train: it must accept these shapes
+        try:
+            task_obj.parameter_distance(params)
+        except ValueError as exc:
+            raise NIRError(f"task {task!r} compares the network with its teacher and cannot: {exc} "
+                           "(the teacher is the task's default network: match it with --task-option, e.g. n_neurons=N, "
+                           "or choose another task)") from None
     rng = np.random.default_rng([config.seed, 1])
     save_checkpoint(out / "checkpoint.npz", spec, config, params, Optimizer(spec.optimizer), 0,
                     rng.bit_generator.state, {"imported_from": origin})

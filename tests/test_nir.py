@@ -663,7 +663,15 @@ def test_cli_errors_are_one_line_exit_2(tmp_path, capsys):
     # the thesis networks' refractory period: not expressible in NIR
     spec = task.default_spec().replace(layers=(LayerSpec(size=50, neuron="lif", params=NeuronParams(n_ref=5)),))
     run = write_run(spec, init_params(spec), tmp_path / "refractory", "teacher_student", {"duration_ms": 100.0})
+    from eprop_lava.nir_io import export_nir
+
+    feedforward = NetworkSpec(n_inputs=20, layers=(LayerSpec(size=50, neuron="lif", recurrent=False,
+                                                             params=NeuronParams(n_ref=0)),),
+                              readout=ReadoutSpec(n_outputs=2))
+    export_nir((feedforward, init_params(feedforward)), tmp_path / "ff.nir")
     cases = [
+        # teacher-student's teacher is recurrent: train would fail on the first logged distance
+        ["import-nir", str(tmp_path / "ff.nir"), "--out", str(tmp_path / "r"), "--task", "teacher_student"],
         ["export-nir", str(run), "--out", str(tmp_path / "a.nir")],
         ["export-nir", str(tmp_path / "nothing"), "--out", str(tmp_path / "b.nir")],
         ["import-nir", str(tmp_path / "nothing.nir"), "--out", str(tmp_path / "r"), "--task", "teacher_student"],
