@@ -155,10 +155,12 @@ def _adaptation_nodes(nir: Any, nodes: dict, edges: list, r: int, layer: LayerSp
               (f"layer{r}_adapt", f"layer{r}_spike")]
 
 
-def build_graph(spec: NetworkSpec, params: dict, discretisation: str = "exact", dt: float | None = None):
+def build_graph(spec: NetworkSpec, params: dict, discretisation: str = "exact", dt: float | None = None,
+                readout: bool = True):
     """The NIR graph (a ``nir.NIRGraph``) of a network. dt: the simulator
     step in seconds the graph's time constants are written for (default:
-    the spec's own step)."""
+    the spec's own step). ``readout=False`` leaves the readout out: the
+    graph's output is the last layer's spikes."""
     nir = _nir()
     dt = spec.dt * MS if dt is None else float(dt)
     _check_discretisation(discretisation, dt)
@@ -206,21 +208,25 @@ def build_graph(spec: NetworkSpec, params: dict, discretisation: str = "exact", 
         spikes.append(spike)
         src, n_src = spike, n
 
-    K = spec.readout.n_outputs
-    kappa = spec.readout.kappa
-    tau_k = leak_to_tau(kappa, dt, discretisation)
-    nodes["readout"] = nir.LI(tau=_full(K, tau_k), r=_full(K, unit_gain_r(kappa, tau_k, dt, discretisation)),
-                              v_leak=_full(K, 0.0), metadata={"kappa": float(kappa), "loss": spec.loss})
-    w_out = np.asarray(params["readout.w"], dtype=np.float64)
-    for r, (start, stop) in enumerate(spec.layer_offsets()):
-        name = f"readout_w{r}"
-        w = np.ascontiguousarray(w_out[:, start:stop])
-        feed = delayed(spikes[r], spec.layers[r].size, f"readout_delay{r}")
-        nodes[name] = (nir.Affine(weight=w, bias=np.asarray(params["readout.b"], dtype=np.float64)) if r == 0
-                       else nir.Linear(weight=w))
-        edges += [(feed, name), (name, "readout")]
-    nodes["output"] = nir.Output(output_type={"output": np.array([K])})
-    edges.append(("readout", "output"))
+    if not readout:  # for readers without LI (snnTorch's and Norse's importers): the last layer's spikes
+        nodes["output"] = nir.Output(output_type={"output": np.array([spec.layers[-1].size])})
+        edges.append((spikes[-1], "output"))
+    else:
+        K = spec.readout.n_outputs
+        kappa = spec.readout.kappa
+        tau_k = leak_to_tau(kappa, dt, discretisation)
+        nodes["readout"] = nir.LI(tau=_full(K, tau_k), r=_full(K, unit_gain_r(kappa, tau_k, dt, discretisation)),
+                                  v_leak=_full(K, 0.0), metadata={"kappa": float(kappa), "loss": spec.loss})
+        w_out = np.asarray(params["readout.w"], dtype=np.float64)
+        for r, (start, stop) in enumerate(spec.layer_offsets()):
+            name = f"readout_w{r}"
+            w = np.ascontiguousarray(w_out[:, start:stop])
+            feed = delayed(spikes[r], spec.layers[r].size, f"readout_delay{r}")
+            nodes[name] = (nir.Affine(weight=w, bias=np.asarray(params["readout.b"], dtype=np.float64)) if r == 0
+                           else nir.Linear(weight=w))
+            edges += [(feed, name), (name, "readout")]
+        nodes["output"] = nir.Output(output_type={"output": np.array([K])})
+        edges.append(("readout", "output"))
     metadata = {METADATA_KEY: json.dumps({"discretisation": discretisation, "dt": dt, "timing": spec.timing,
                                           "reset": spec.reset, "dt_ms": spec.dt})}
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata)
@@ -258,18 +264,20 @@ def _atomic_write_graph(graph: Any, path: Path) -> None:
         raise
 
 
-def export_nir(source: Any, path: str | Path, discretisation: str = "exact", dt: float | None = None) -> dict:
+def export_nir(source: Any, path: str | Path, discretisation: str = "exact", dt: float | None = None,
+               readout: bool = True) -> dict:
     """Write the NIR file of a run, checkpoint, artifact or (spec, params);
     returns a summary (nodes, edges, discretisation, dt)."""
     path = Path(path)
     if path.is_dir():
         raise NIRError(f"--out {path}: is a directory; give the NIR file to write, e.g. {path}/net.nir")
     spec, params = load_network(source)
-    graph = build_graph(spec, params, discretisation, dt)
+    graph = build_graph(spec, params, discretisation, dt, readout)
     _atomic_write_graph(graph, path)
     return {"path": str(path), "nodes": len(graph.nodes), "edges": len(graph.edges),
             "layers": len(spec.layers), "discretisation": discretisation,
-            "dt_seconds": spec.dt * MS if dt is None else float(dt), "reset": spec.reset, "timing": spec.timing}
+            "dt_seconds": spec.dt * MS if dt is None else float(dt), "reset": spec.reset, "timing": spec.timing,
+            "readout": readout}
 
 
 # ------------------------------------------------------------------ import
@@ -761,7 +769,8 @@ def write_run(spec: NetworkSpec, params: dict, out: str | Path, task: str, task_
 
 # ------------------------------------------------------------------ command line
 def cmd_export_nir(args: Any) -> int:
-    info = export_nir(args.source, args.out, discretisation=args.discretisation, dt=args.dt)
+    info = export_nir(args.source, args.out, discretisation=args.discretisation, dt=args.dt,
+                      readout=not args.no_readout)
     if args.json:
         print(json.dumps(info, indent=2))
     else:
@@ -819,6 +828,9 @@ def register(sub: Any) -> None:
                         "(a = 1 - dt/tau, snnTorch and Norse)")
     p.add_argument("--dt", type=float, help="that simulator's time step in seconds (default: the network's own "
                                             "step; snnTorch's importer uses 1e-4)")
+    p.add_argument("--no-readout", action="store_true",
+                   help="leave the leaky readout out (the output is the last layer's spikes), for readers without "
+                        "an LI such as snnTorch's and Norse's importers")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_export_nir)
 

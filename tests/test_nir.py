@@ -142,18 +142,6 @@ def test_exact_readout_is_the_solution_of_the_nir_ode(tmp_path):
 
 
 # ------------------------------------------------------------------ other simulators
-def _strip_readout(graph, last_spike, size):
-    """snnTorch's and Norse's importers have no LI: compare the last layer's spikes."""
-    import nir
-
-    for k in [k for k in graph.nodes if k.startswith("readout")]:
-        del graph.nodes[k]
-    graph.edges = [e for e in graph.edges if not (e[0].startswith("readout") or e[1].startswith("readout"))]
-    graph.edges.append((last_spike, "output"))
-    graph.nodes["output"] = nir.Output(output_type={"output": np.array([size])})
-    return graph
-
-
 def _run_torch(module, x):
     import torch
 
@@ -170,20 +158,30 @@ def _run_torch(module, x):
 
 @needs_snntorch
 @pytest.mark.parametrize("topology", ["single_feedforward", "two_feedforward"])
-def test_snntorch_importer_gives_the_same_spikes(topology):
-    """Exported here, read by snnTorch's import_from_nir (Leaky, beta = 1 - dt/tau
-    at its fixed dt = 1e-4 s): 0 mismatches over 300 steps."""
+def test_snntorch_importer_gives_the_same_spikes(tmp_path, topology):
+    """Written by export-nir --discretisation euler --dt 1e-4 --no-readout (snnTorch's
+    importer has no LI), read by nir and snnTorch's import_from_nir (Leaky,
+    beta = 1 - dt/tau at its fixed dt = 1e-4 s): 0 mismatches over 300 steps."""
+    import nir
     from snntorch.import_nir import import_from_nir
 
-    from eprop_lava.nir_io import build_graph
+    from eprop_lava.cli import main
+    from eprop_lava.nir_io import write_run
 
     layers = ((20, False, 20.0, 0.3),) if topology == "single_feedforward" else \
         ((20, False, 20.0, 0.3), (10, False, 30.0, 0.25))
-    spec = _spec("zero", "bellec", layers)
+    spec = _spec("zero", "bellec", layers, n_inputs=20, K=1)
     params = init_params(spec, 1)
-    graph = _strip_readout(build_graph(spec, params, "euler", 1e-4), f"layer{len(layers) - 1}_lif", layers[-1][0])
-    module = import_from_nir(graph)
-    x = _input()
+    run = write_run(spec, params, tmp_path / "run", "pattern") if len(layers) == 1 else None
+    if run is not None:  # through the command line
+        assert main(["export-nir", str(run), "--out", str(tmp_path / "s.nir"), "--discretisation", "euler",
+                     "--dt", "1e-4", "--no-readout"]) == 0
+    else:
+        from eprop_lava.nir_io import export_nir
+
+        export_nir((spec, params), tmp_path / "s.nir", "euler", 1e-4, readout=False)
+    module = import_from_nir(nir.read(tmp_path / "s.nir"))
+    x = _input(20)
     z_snn = _run_torch(module, x)
     z_here = _run(spec, params, x)[0][-1]
     assert z_here.sum() > 200
@@ -331,7 +329,7 @@ def test_norse_importer_ignores_r_measured():
 
     spec = _spec("zero", "bellec", ((20, False, 20.0, 0.3),))
     params = init_params(spec, 1)
-    graph = _strip_readout(build_graph(spec, params, "euler", 1e-3), "layer0_lif", 20)
+    graph = build_graph(spec, params, "euler", 1e-3, readout=False)
     logging.disable(logging.WARNING)
     try:
         module = norse.from_nir(graph, dt=1e-3)
@@ -343,8 +341,8 @@ def test_norse_importer_ignores_r_measured():
     assert int(np.sum(z_norse != z_here)) > 1000
     # the network Norse runs: ours with every input scaled by dt/tau = 1 - alpha
     drive = 12.0  # enough input to fire at that gain
-    graph = _strip_readout(build_graph(spec, {**params, "layers.0.w_in": params["layers.0.w_in"] * drive},
-                                       "euler", 1e-3), "layer0_lif", 20)
+    graph = build_graph(spec, {**params, "layers.0.w_in": params["layers.0.w_in"] * drive}, "euler", 1e-3,
+                        readout=False)
     logging.disable(logging.WARNING)
     try:
         module = norse.from_nir(graph, dt=1e-3)
