@@ -188,6 +188,29 @@ def test_snntorch_importer_gives_the_same_spikes(tmp_path, topology):
     assert int(np.sum(z_snn != z_here)) == 0
 
 
+@needs_snntorch
+def test_snntorch_importer_miswires_recurrent_layers_measured(tmp_path):
+    """snnTorch 1.0.0's import_from_nir wraps a LIF <-> W_rec cycle in a
+    subgraph whose input feeds W_rec (``(f"{sg_key}.input", w_nk)`` in
+    _create_rnn_subgraph), so it runs I = W_rec (W_in x^t + z^{t-1}). Measured:
+    thousands of mismatches against this network, 0 against the network with
+    W_in replaced by W_rec W_in, which is what snnTorch computes."""
+    from snntorch.import_nir import import_from_nir
+
+    from eprop_lava.nir_io import build_graph
+
+    spec = _spec("zero", "bellec", ((20, True, 20.0, 0.3),))
+    params = init_params(spec, 1)
+    x = _input()
+    z_snn = _run_torch(import_from_nir(build_graph(spec, params, "euler", 1e-4, readout=False)), x)
+    z_here = _run(spec, params, x)[0][0]
+    assert int(np.sum(z_snn != z_here)) > 1000
+    miswired = {**params, "layers.0.w_in": params["layers.0.w_rec"] @ params["layers.0.w_in"]}
+    z_miswired = _run(spec, miswired, x)[0][0]
+    assert z_miswired.sum() > 100
+    assert int(np.sum(z_snn != z_miswired)) == 0
+
+
 def _snntorch_node_map(dt):
     """snnTorch's own NIR node conversions (Linear, LIF -> snn.Leaky), plus
     snn.Leaky without reset for LI (its membrane), a Heaviside for Threshold
