@@ -325,7 +325,8 @@ def test_whole_graph_in_nirtorch_with_snntorch_neurons(reset, timing):
 
 
 @needs_snntorch
-def test_snntorch_written_graph_runs_here_like_snntorch(tmp_path):
+@pytest.mark.parametrize("reset_delay", [False, True])
+def test_snntorch_written_graph_runs_here_like_snntorch(tmp_path, reset_delay):
     """A network built and exported by snnTorch (Linear -> Leaky -> Linear ->
     RLeaky, reset to zero), imported here with snnTorch's discretisation
     (euler, dt = 1e-4 s): the same spikes as snnTorch's own forward pass."""
@@ -342,14 +343,20 @@ def test_snntorch_written_graph_runs_here_like_snntorch(tmp_path):
         fc1.weight.mul_(3.0)
         fc2.weight.mul_(3.0)
     # per-neuron beta and threshold: snnTorch's exporter writes their shapes as the node's
+    # Leaky's reset_delay=True (snnTorch's default) zeroes v at the next step before the decay: the
+    # same spikes. RLeaky's drops that step's input as well (base - reset * base in rleaky.py):
+    # measured 1,704 of 19,200 mismatches, so the recurrent case uses reset_delay=False
     lif1 = snn.Leaky(beta=torch.full((16,), 0.9), threshold=torch.full((16,), 0.5), reset_mechanism="zero",
-                     reset_delay=False, init_hidden=True)
-    lif2 = snn.RLeaky(beta=torch.full((12,), 0.8), threshold=torch.full((12,), 0.4), linear_features=12,
-                      reset_mechanism="zero", reset_delay=False,
-                      init_hidden=True)
-    with torch.no_grad():
-        lif2.recurrent.bias.zero_()
-        lif2.recurrent.weight.mul_(2.0)
+                     reset_delay=reset_delay, init_hidden=True)
+    if reset_delay:
+        lif2 = snn.Leaky(beta=torch.full((12,), 0.8), threshold=torch.full((12,), 0.4), reset_mechanism="zero",
+                         reset_delay=True, init_hidden=True)
+    else:
+        lif2 = snn.RLeaky(beta=torch.full((12,), 0.8), threshold=torch.full((12,), 0.4), linear_features=12,
+                          reset_mechanism="zero", reset_delay=False, init_hidden=True)
+        with torch.no_grad():
+            lif2.recurrent.bias.zero_()
+            lif2.recurrent.weight.mul_(2.0)
     net = torch.nn.Sequential(fc1, lif1, fc2, lif2)
     graph = export_to_nir(net, torch.zeros(1, 5), ignore_dims=[0])
     x = _input()
@@ -357,7 +364,8 @@ def test_snntorch_written_graph_runs_here_like_snntorch(tmp_path):
         z_snn = np.stack([net(torch.from_numpy(x[t]).float()).numpy() for t in range(T)])
     nir.write(tmp_path / "snntorch.nir", graph)
     spec, params, notes = network_from_graph(read_graph(tmp_path / "snntorch.nir"), "euler", 1e-4, n_outputs=2)
-    assert [L.size for L in spec.layers] == [16, 12] and [L.recurrent for L in spec.layers] == [False, True]
+    assert [L.size for L in spec.layers] == [16, 12]
+    assert [L.recurrent for L in spec.layers] == [False, not reset_delay]
     assert spec.reset == "zero" and spec.timing == "bellec"
     assert math.isclose(math.exp(-spec.dt / spec.layers[0].params.tau_m), 0.9, rel_tol=1e-6)
     assert notes and "no leaky readout" in notes[0]
