@@ -831,7 +831,7 @@ def register(sub: Any) -> None:
     p.add_argument("--no-readout", action="store_true",
                    help="leave the leaky readout out (the output is the last layer's spikes), for readers without "
                         "an LI such as snnTorch's and Norse's importers")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout (for scripts) instead of text")
     p.set_defaults(func=cmd_export_nir)
 
     p = sub.add_parser("import-nir", help="turn a NIR graph into a run directory to fine-tune and compile")
@@ -847,5 +847,5 @@ def register(sub: Any) -> None:
                    help="training option recorded in the run, e.g. train.batch_size=16 (repeatable)")
     p.add_argument("--outputs", type=int, help="readout size when the graph has no leaky readout "
                                                 "(default: the task's)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout (for scripts) instead of text")
     p.set_defaults(func=cmd_import_nir)
