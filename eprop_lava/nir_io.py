@@ -232,11 +232,12 @@ def build_graph(spec: NetworkSpec, params: dict, discretisation: str = "exact", 
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata)
 
 
-def load_network(source: Any) -> tuple[NetworkSpec, dict]:
-    """(spec, float parameters) of a run directory, checkpoint file, compiled
-    artifact (its float parameters, as trained), or a (spec, params) pair."""
+def load_network(source: Any) -> tuple[NetworkSpec, dict, str]:
+    """(spec, float parameters, which) of a run directory (its best.npz when
+    it kept one, as compile takes it), checkpoint file, compiled artifact (its
+    float parameters, as trained), or a (spec, params) pair."""
     if isinstance(source, tuple) and len(source) == 2:
-        return source
+        return source[0], source[1], "the given parameters"
     path = Path(source)
     if (path / "manifest.json").is_file():
         from eprop_lava.compile.artifact import load_artifact
@@ -244,11 +245,12 @@ def load_network(source: Any) -> tuple[NetworkSpec, dict]:
         art = load_artifact(path)
         if not art.float_params:
             raise NIRError(f"artifact {path}: it holds no float parameters to export")
-        return art.spec, art.float_params
-    from eprop_lava.training import load_checkpoint
+        return art.spec, art.float_params, f"artifact {path} (its float parameters)"
+    from eprop_lava.training import load_checkpoint, select_checkpoint
 
-    ck = load_checkpoint(path)
-    return ck.spec, ck.params
+    ck_file, which = select_checkpoint(path)
+    ck = load_checkpoint(ck_file)
+    return ck.spec, ck.params, which
 
 
 def _atomic_write_graph(graph: Any, path: Path) -> None:
@@ -271,13 +273,13 @@ def export_nir(source: Any, path: str | Path, discretisation: str = "exact", dt:
     path = Path(path)
     if path.is_dir():
         raise NIRError(f"--out {path}: is a directory; give the NIR file to write, e.g. {path}/net.nir")
-    spec, params = load_network(source)
+    spec, params, which = load_network(source)
     graph = build_graph(spec, params, discretisation, dt, readout)
     _atomic_write_graph(graph, path)
     return {"path": str(path), "nodes": len(graph.nodes), "edges": len(graph.edges),
             "layers": len(spec.layers), "discretisation": discretisation,
             "dt_seconds": spec.dt * MS if dt is None else float(dt), "reset": spec.reset, "timing": spec.timing,
-            "readout": readout}
+            "readout": readout, "source": which}
 
 
 # ------------------------------------------------------------------ import
@@ -774,6 +776,7 @@ def cmd_export_nir(args: Any) -> int:
     if args.json:
         print(json.dumps(info, indent=2))
     else:
+        print(f"from {info['source']}")
         print(f"NIR graph: {info['path']} ({info['layers']} layer(s), {info['nodes']} nodes, {info['edges']} edges; "
               f"{info['discretisation']} at dt = {info['dt_seconds']:g} s, reset {info['reset']}, "
               f"timing {info['timing']})")

@@ -687,6 +687,7 @@ def test_cli_export_import_then_train_and_compile(tmp_path, capsys):
     assert main(["export-nir", str(run), "--out", str(tmp_path / "net.nir"), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["layers"] == 1 and info["discretisation"] == "exact"
+    assert "checkpoint.npz" in info["source"] and "no best.npz" in info["source"]
     assert main(["import-nir", str(tmp_path / "net.nir"), "--out", str(tmp_path / "imported"),
                  "--task", "teacher_student", "--task-option", "duration_ms=100", "--task-option", "n_neurons=12",
                  "--set", "train.batch_size=4", "--set", "train.validation_batches=1",
