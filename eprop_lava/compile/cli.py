@@ -39,7 +39,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
     s = compile_checkpoint(args.checkpoint, args.out, target=args.target, weight_bits=_weight_bits(args.weight_bits),
                            system=args.system, learning=args.learning, loihi_timing=args.loihi_timing,
-                           search=not args.no_search, lr=args.lr)
+                           search=not args.no_search, lr=args.lr, grid=args.grid)
     if args.json:
         print(json.dumps(s, indent=2))
         return 0
@@ -87,8 +87,15 @@ def cmd_export_netx(args: argparse.Namespace) -> int:
     from eprop_lava.compile.netx import export_netx
 
     art = load_artifact(args.artifact)
-    info = export_netx(art.net, Path(args.out), learning=bool(art.manifest["target"].get("learning_synapses")))
-    print(json.dumps(info, indent=2) if args.json else f"netx HDF5: {args.out} ({info['layers']} layers)")
+    info = export_netx(art.net, Path(args.out), learning=bool(art.manifest["target"].get("learning_synapses")),
+                       round_bias=args.round_bias)
+    v = info["verified"]
+    print(json.dumps(info, indent=2) if args.json else
+          f"netx HDF5: {args.out} ({info['layers']} layers); read back through lava-dl netx and run for "
+          f"{v['steps']} steps: {v['spike_mismatches']} spike, {v['readout_mismatches']} readout mismatches "
+          f"against the engine; readout y = last layer neuron.v / {info['readout']['y_scale']:g}"
+          + (f"; readout bias rounded by up to {info['readout_bias_rounding']}" if info["readout_bias_rounding"]
+             else ""))
     return 0
 
 
@@ -105,6 +112,9 @@ def register(sub) -> None:
     p.add_argument("--no-search", action="store_true", help="max-abs weight scaling instead of the error search")
     p.add_argument("--lr", type=float, help="on-chip learning rate (SGD on the summed e-prop gradient, stored as "
                                             "m 2^e); default: the spec's optimizer lr")
+    p.add_argument("--grid", choices=["dense", "netx"], default="dense",
+                   help="weight grid: each matrix on its own Lava Dense's grid (dense), or a layer's input and "
+                        "recurrent weights on one grid and the readout bias on 2^6, as lava-dl netx needs (netx)")
     p.add_argument("--out", required=True, help="artifact directory (written atomically)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_compile)
@@ -124,5 +134,7 @@ def register(sub) -> None:
     p = sub.add_parser("export-netx", help="export a LIF-only artifact as lava-dl netx HDF5")
     p.add_argument("artifact")
     p.add_argument("--out", required=True)
+    p.add_argument("--round-bias", action="store_true",
+                   help="round a readout bias off netx's 2^6 grid to the nearest multiple of 64 (reported)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_export_netx)

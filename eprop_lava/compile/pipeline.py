@@ -45,7 +45,8 @@ def activity(net: Any, x: np.ndarray) -> dict:
 
 def compile_checkpoint(checkpoint: str | Path, out: str | Path, target: str = "loihi2", weight_bits: Any = 8,
                        system: str | None = None, learning: bool = False, loihi_timing: bool = False,
-                       search: bool = True, lr: float | None = None, log: Any = None) -> dict:
+                       search: bool = True, lr: float | None = None, log: Any = None,
+                       grid: str = "dense") -> dict:
     """Compile a training checkpoint into an artifact directory; returns the summary."""
     from eprop_lava.training import load_checkpoint
 
@@ -56,7 +57,7 @@ def compile_checkpoint(checkpoint: str | Path, out: str | Path, target: str = "l
         spec, note = convert_timing(spec)
     if lr is not None and not (isinstance(lr, (int, float)) and np.isfinite(lr) and lr > 0):
         raise UserError(f"--lr: expected a positive number, got {lr!r}")
-    net, qrep = quantize_network(spec, ck.params, weight_bits, search=search, lr=lr)
+    net, qrep = quantize_network(spec, ck.params, weight_bits, search=search, lr=lr, grid=grid)
     mapping = map_network(spec, target, system, qrep.weight_bits, learning, net.profile,
                           [L.neuron for L in net.layers])
     mapping_other = None
