@@ -17,7 +17,7 @@ from eprop_lava.compile.artifact import (
 )
 from eprop_lava.compile.mapping import Mapping, map_network
 from eprop_lava.compile.quantize import quantize_network
-from eprop_lava.compile.report import core_map_png, energy_estimate, markdown_report
+from eprop_lava.compile.report import core_map_png, energy_from_run, markdown_report
 from eprop_lava.errors import UserError
 from eprop_lava.spec import NetworkSpec
 
@@ -67,14 +67,14 @@ def compile_checkpoint(checkpoint: str | Path, out: str | Path, target: str = "l
     except UserError as exc:
         mapping_other = {"error": str(exc)}
     task_name, seed = ck.config.task, ck.config.seed
-    rates, steps = {}, None
+    rates, energy = {}, None
     try:
         _, ts = deploy.test_set(task_name, seed, ACTIVITY_SAMPLES)
-        rates = activity(net, ts.x)
-        steps = int(ts.x.shape[0])
     except UserError:
-        pass  # a task this build does not know: no activity, no energy estimate
-    energy = energy_estimate(mapping, rates, steps or 1, learning) if rates else None
+        ts = None  # a task this build does not know: no activity, no energy estimate
+    if ts is not None:
+        rates = activity(net, ts.x)
+        energy = energy_from_run(net, mapping, ts.x, learning)
     desc, arrays = network_to(net)
     arrays.update({f"float.{k}": np.asarray(v, dtype=np.float64) for k, v in ck.params.items()})
     ck_path = Path(checkpoint)
