@@ -162,3 +162,66 @@ def test_non_finite_weights_are_refused():
     p["layers.0.w_in"][0, 0] = math.inf
     with pytest.raises(QuantizationError, match="not finite"):
         quantize_network(spec, p)
+
+
+def crafted_params(spec):
+    """All-positive input weights (odd values and 255 on their own grid),
+    mixed-sign recurrent weights, an all-negative readout."""
+    rng = np.random.default_rng(7)
+    p = params_for(spec)
+    p["layers.0.w_in"] = rng.uniform(0.0, 1.0, p["layers.0.w_in"].shape)
+    p["layers.0.w_in"][0, 0] = 1.0
+    p["layers.0.w_rec"] = rng.uniform(-0.7, 0.7, p["layers.0.w_rec"].shape)
+    p["readout.w"] = -rng.uniform(0.05, 1.0, p["readout.w"].shape)
+    return p
+
+
+def test_per_dense_grid_and_netx_grid():
+    spec = lif_spec(size=8, n_inputs=6)
+    dense, rep = quantize_network(spec, crafted_params(spec), 8, grid="dense")
+    modes = {m["name"]: m["sign_mode"] for m in rep.to_dict()["matrices"]}
+    assert modes == {"layers.0.w_in": "excitatory", "layers.0.w_rec": "mixed", "readout.w": "inhibitory"}
+    L = dense.layers[0]
+    assert L.w_in.max() == 255 and np.any(L.w_in % 2 == 1) and np.all(L.w_rec % 2 == 0)
+    netx_grid, rep = quantize_network(spec, crafted_params(spec), 8, grid="netx")
+    assert {m["sign_mode"] for m in rep.to_dict()["matrices"] if m["name"].startswith("layers")} == {"mixed"}
+    assert np.all(netx_grid.layers[0].w_in % 2 == 0) and netx_grid.layers[0].w_in.max() <= 254
+    with pytest.raises(QuantizationError, match="grid: expected one of dense, netx"):
+        quantize_network(spec, crafted_params(spec), 8, grid="nearest")
+
+
+@pytest.mark.lava
+@pytest.mark.parametrize("bits", [8, 5])
+def test_compiled_weights_are_bit_exact_in_lavas_dense(bits):
+    """Each compiled matrix, given to Lava's own Dense (bit-accurate model,
+    sign mode determined by Lava, num_weight_bits = the grid's), produces
+    exactly W s: no weight is changed by Lava's clipping or truncation."""
+    pytest.importorskip("lava")
+    from eprop_lava.compile.deploy import import_lava
+
+    import_lava("lava.magma.core.process.process")
+    from lava.magma.core.run_conditions import RunSteps
+    from lava.magma.core.run_configs import Loihi2SimCfg
+    from lava.proc import io
+    from lava.proc.dense.process import Dense
+
+    spec = lif_spec(size=8, n_inputs=6)
+    net, rep = quantize_network(spec, crafted_params(spec), bits, grid="dense")
+    mats = {"layers.0.w_in": net.layers[0].w_in, "layers.0.w_rec": net.layers[0].w_rec, "readout.w": net.readout.w}
+    T = 6
+    rng = np.random.default_rng(1)
+    for name, w in mats.items():  # three unconnected graphs: one Lava run each
+        s = (rng.random((w.shape[1], T)) < 0.5).astype(float)
+        src = io.source.RingBuffer(data=s)
+        d = Dense(weights=w.copy(), num_weight_bits=bits, weight_exp=0)
+        sink = io.sink.RingBuffer(shape=(w.shape[0],), buffer=T)
+        src.s_out.connect(d.s_in)
+        d.a_out.connect(sink.a_in)
+        src.run(condition=RunSteps(num_steps=T), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
+        try:
+            got = np.rint(sink.data.get()).astype(np.int64)
+        finally:
+            src.stop()
+        want = w @ s.astype(np.int64)
+        assert np.any(want != 0)
+        np.testing.assert_array_equal(got[:, 1:], want[:, :-1], err_msg=name)  # Dense delays one step
