@@ -225,3 +225,57 @@ def test_compiled_weights_are_bit_exact_in_lavas_dense(bits):
         want = w @ s.astype(np.int64)
         assert np.any(want != 0)
         np.testing.assert_array_equal(got[:, 1:], want[:, :-1], err_msg=name)  # Dense delays one step
+
+
+def _rec_exp_pair():
+    """A network and its twin whose recurrent Dense holds 2 w_rec with
+    weight_exp_rec = -1: (sum 2 w) >> 1 = sum w, so both must run identically."""
+    from dataclasses import replace
+
+    spec = lif_spec(size=12, n_inputs=6)
+    net = quantize_network(spec, params_for(spec, 3.0), 8)[0]
+    rng = np.random.default_rng(4)
+    L = net.layers[0]
+    L.w_rec[:] = rng.integers(-60, 61, L.w_rec.shape) * 2
+    np.fill_diagonal(L.w_rec, 0)
+    twin = net.copy()
+    twin.layers[0] = replace(twin.layers[0], w_rec=L.w_rec * 2, weight_exp_rec=-1)
+    return net, twin
+
+
+def test_separate_recurrent_exponent_is_exact():
+    from eprop_lava.engine import fixed_engine as fe
+
+    net, twin = _rec_exp_pair()
+    assert twin.layers[0].rec_exp == -1 and twin.layers[0].weight_exp == 0
+    lr = twin.layers[0].lr
+    assert twin.layers[0].rec_lr.exponent == lr.exponent + 1 and twin.layers[0].rec_lr.mantissa == lr.mantissa
+    x = (np.random.default_rng(0).random((300, 2, 6)) < 0.2).astype(float)
+    a, b = fe.simulate(net, x), fe.simulate(twin, x)
+    assert sum(int(z.sum()) for z in a.z) > 100
+    for za, zb in zip(a.z, b.z):
+        np.testing.assert_array_equal(za, zb)
+    np.testing.assert_array_equal(a.y, b.y)
+    # the step-by-step path (record_state) and the compiled loops agree too
+    np.testing.assert_array_equal(fe.simulate(twin, x, record_state=True).y, b.y)
+
+
+@pytest.mark.lava
+def test_separate_recurrent_exponent_in_the_lava_graph():
+    """The Lava process graph gives the recurrent EpropDense its own exponent:
+    an odd-valued w_rec with weight_exp_rec = -1 (floor shifts) runs bit
+    exactly against the engine."""
+    pytest.importorskip("lava")
+    from dataclasses import replace
+
+    from eprop_lava.compile import deploy
+    from eprop_lava.engine import fixed_engine as fe
+
+    _, twin = _rec_exp_pair()
+    twin.layers[0] = replace(twin.layers[0], w_rec=twin.layers[0].w_rec + np.sign(twin.layers[0].w_rec))
+    x = (np.random.default_rng(0).random((200, 1, 6)) < 0.2).astype(float)
+    lv = deploy.lava_run(twin, x)
+    run = fe.simulate(twin, x)
+    assert int(run.z[0].sum()) > 50
+    np.testing.assert_array_equal(lv["y"], run.y[:, 0, :])
+    np.testing.assert_array_equal(lv["z"][0], run.z[0][:, 0, :])

@@ -102,8 +102,9 @@ def check_netx(net: fe.FixedNetwork, learning: bool = False, round_bias: bool = 
             raise NetxError(f"layer {r} has a refractory period of {p.n_ref} steps: Lava's LIF has none; "
                             f"train with spec.layers.{r}.params.n_ref=0 to export")
         _check_bias(f"layer {r}", np.asarray(p.bias), round_bias=False)
-        if L.weight_exp != 0:
-            raise NetxError(f"layer {r}: weight_exp = {L.weight_exp}; netx chooses its own exponent, export needs 0")
+        if L.weight_exp != 0 or L.rec_exp != 0:
+            raise NetxError(f"layer {r}: weight_exp = {L.weight_exp} (recurrent {L.rec_exp}); netx chooses its own "
+                            "exponent, export needs 0")
         for name in ("w_in", "w_rec"):
             w = getattr(L, name)
             if w is not None and w.size and not np.array_equal(dense_weights(w, 8), w):
