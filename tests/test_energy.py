@@ -110,3 +110,22 @@ def test_one_core_mapping_has_no_hops_and_learning_counts_synapses():
     # learning synapses: 2 x 3 input + 3 x 3 recurrent + 3 x 1 readout, each updated every step
     assert ev.learning_updates == (6 + 9 + 3) * 6
     assert price_events(ev)["energy_pj"]["learning_pj"] == pytest.approx(18 * 6 * 120.0)
+
+
+@pytest.mark.parametrize("target", ["loihi1", "loihi2"])
+def test_compartment_steps_are_the_mappers_compartments(target):
+    """Every compartment the mapper placed is accessed once per step: on Loihi
+    1 an ALIF neuron's second compartment too."""
+    spec = NetworkSpec(n_inputs=5, layers=(LayerSpec(size=10, neuron="alif", adaptive_fraction=0.4,
+                                                     params=NeuronParams(n_ref=0)),),
+                       readout=ReadoutSpec(n_outputs=2), timing="loihi", reset="zero", seed=1)
+    params = {k: np.asarray(v, dtype=np.float64) * (3.0 if k.endswith("w_in") else 1.0)
+              for k, v in init_params(spec).items()}
+    net = quantize_network(spec, params, 8)[0]
+    m = map_network(spec, target)
+    x = (np.random.default_rng(0).random((50, 2, 5)) < 0.3).astype(float)
+    ev = count_events(net, m, x)
+    n_comp = sum(c.compartments for c in m.cores)
+    assert n_comp == (10 + 4 + 2 if target == "loihi1" else 10 + 2)
+    assert ev.neurons_inactive + ev.neurons_active + ev.neurons_spiking == n_comp * 50 * 2
+    assert ev.neurons_spiking > 0

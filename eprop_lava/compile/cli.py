@@ -54,8 +54,10 @@ def cmd_compile(args: argparse.Namespace) -> int:
     print(f"quantization (relative RMS error): {errs}; at most {100 * clip:.2f}% of a matrix clipped")
     if s["energy_per_step_nj"] is not None:
         print(f"estimate: {s['energy_per_step_nj']:.2f} nJ per step, {s['energy_per_inference_uj']:.2f} uJ and "
-              f"{s['latency_per_inference_ms']:.3f} ms per inference (Davies et al. 2018 Loihi 1 figures"
-              + ("; Loihi 2 per-op figures are not public" if s["target"] == "loihi2" else "") + ")")
+              f"{s['latency_per_inference_ms']:.3f} ms per inference (events counted on 4 test samples, priced "
+              "with SANA-FE's Loihi 1 calibration of Davies et al. 2018"
+              + ("; Loihi 2 per-event figures are not public: all assumed" if s["target"] == "loihi2" else "")
+              + "; see report.md)")
     if s["target"] == "loihi1" and s["learning_synapses"]:
         print("note: Loihi 1 cannot run e-prop on chip (its neuron cannot send psi, LAVA_BRIEF §3.5); the "
               "learning-synapse figures are a memory estimate only")
@@ -98,13 +100,23 @@ def cmd_export_netx(args: argparse.Namespace) -> int:
     from eprop_lava.compile.artifact import load_artifact
     from eprop_lava.compile.netx import export_netx
 
+    from eprop_lava.compile import deploy
+    from eprop_lava.errors import UserError
+
     art = load_artifact(args.artifact)
+    src = art.manifest["source"]
+    x = None  # without the task: netx.verification_input's Bernoulli spikes
+    try:
+        _, ts = deploy.test_set(src["task"], int(src["seed"]), 1)
+        x = ts.x[:, 0, :]
+    except (UserError, KeyError, TypeError, ValueError):
+        pass
     info = export_netx(art.net, Path(args.out), learning=bool(art.manifest["target"].get("learning_synapses")),
-                       round_bias=args.round_bias)
+                       round_bias=args.round_bias, x=x)
     v = info["verified"]
     print(json.dumps(info, indent=2) if args.json else
           f"netx HDF5: {args.out} ({info['layers']} layers); read back through lava-dl netx and run for "
-          f"{v['steps']} steps: {v['spike_mismatches']} spike, {v['readout_mismatches']} readout mismatches "
+          f"{v['steps']} steps ({'a test sample' if x is not None else 'random input'}): {v['spike_mismatches']} spike, {v['readout_mismatches']} readout mismatches "
           f"against the engine; readout y = last layer neuron.v / {info['readout']['y_scale']:g}"
           + (f"; readout bias rounded by up to {info['readout_bias_rounding']}" if info["readout_bias_rounding"]
              else ""))

@@ -12,7 +12,8 @@ cores the mapper chose):
   state zero before and after the step: the compartment is only read),
   *active* (some state u, v, threshold or refractory counter non-zero
   before or after the step, no spike) and *spiking*; the readout's
-  compartments count like neurons that never spike;
+  compartments count like neurons that never spike; on Loihi 1 an adaptive
+  neuron's second compartment counts as active or inactive with its neuron;
 * **spike messages**: one packet per (spike, destination core) from the
   hidden neurons' cores, and the **hops** each packet travels on the mesh
   (east-west and north-south separately; cores in tiles of 4, tiles on an
@@ -152,26 +153,31 @@ def count_events(net: Any, mapping: Mapping, x: np.ndarray, learning: bool | Non
     spikes = {"input": x.astype(np.int64)}
     for r, z in enumerate(run.z):
         spikes[f"layers.{r}"] = np.asarray(z, dtype=np.int64)
-    # neuron updates
+    # neuron updates; on Loihi 1 an adaptive neuron's second compartment (its
+    # threshold) is updated with it and never spikes
     y = np.asarray(run.y)
     y_state = {"v": y}
+    aux = int(mapping.limits.get("adaptive_compartments", 1)) - 1
     for key in mapping.layers:
         if key == "readout":
-            z, states = np.zeros_like(y, dtype=np.int64), y_state
+            z, states, n_adaptive = np.zeros_like(y, dtype=np.int64), y_state, 0
         else:
             r = int(key.split(".")[1])
-            z, states = spikes[key], run.states[r]
+            z, states, n_adaptive = spikes[key], run.states[r], net.spec.layers[r].n_adaptive
         core = _core_of(mapping, key, z.shape[2])
         act = _active(states, z)
         spk = z != 0
         ev.neurons_spiking += int(spk.sum())
         ev.neurons_active += int((act & ~spk).sum())
         ev.neurons_inactive += int((~act).sum())
+        second = np.arange(z.shape[2]) >= z.shape[2] - n_adaptive if aux else np.zeros(z.shape[2], dtype=bool)
+        ev.neurons_active += int(act[:, :, second].sum())
+        ev.neurons_inactive += int((~act[:, :, second]).sum())
         for c in np.unique(core):
             on = core == c
             pc = per_core[int(c)]
-            pc["access"] += on.sum()
-            pc["active"] += act[:, :, on].sum(axis=2)
+            pc["access"] += on.sum() + (on & second).sum()
+            pc["active"] += act[:, :, on].sum(axis=2) + act[:, :, on & second].sum(axis=2)
             pc["spiking"] += spk[:, :, on].sum(axis=2)
     # synaptic events: each source spike reaches every block of the populations it feeds
     for c in mapping.cores:
