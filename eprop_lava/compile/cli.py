@@ -40,7 +40,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
     s = compile_checkpoint(args.checkpoint, args.out, target=args.target, weight_bits=_weight_bits(args.weight_bits),
                            system=args.system, learning=args.learning, loihi_timing=args.loihi_timing,
-                           search=not args.no_search, lr=args.lr, grid=args.grid)
+                           search=not args.no_search, lr=args.lr, grid=args.grid,
+                           deploy_target=args.deploy)
     if args.json:
         print(json.dumps(s, indent=2))
         return 0
@@ -90,7 +91,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                      log=None if args.json else (lambda m: print(m, file=sys.stderr, flush=True)))
     print(json.dumps(r, indent=2) if args.json else format_run(r))
     lv = r.get("lava", {})
-    exact = lv.get("comparison", {}).get("bit_exact", True)
+    exact = lv.get("comparison", {}).get("bit_exact", True) and r.get("native", {}).get("bit_exact", True)
     if isinstance(lv.get("learning"), dict):
         exact = exact and lv["learning"]["bit_exact"]
     return 0 if exact else 1
@@ -139,6 +140,9 @@ def register(sub) -> None:
     p.add_argument("--grid", choices=["dense", "netx"], default="dense",
                    help="weight grid: each matrix on its own Lava Dense's grid (dense), or a layer's input and "
                         "recurrent weights on one grid and the readout bias on 2^6, as lava-dl netx needs (netx)")
+    p.add_argument("--deploy", choices=["eprop", "native"], default="eprop",
+                   help="eprop: the e-prop processes (CPU models); native: inference as Lava standard processes "
+                        "(Dense, LIF) that have neurocore implementations, LIF networks only")
     p.add_argument("--out", required=True, help="artifact directory (written atomically)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_compile)

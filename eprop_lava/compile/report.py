@@ -420,6 +420,11 @@ def markdown_report(manifest: dict, mapping: Mapping, energy: dict | None, accur
                   "Figures per event: " + "; ".join(f"{k} {f['value']:g} {f['unit']} ({f['what']})"
                                                     for k, f in energy["figures"].items()) + ".",
                   f"Source: {energy['source']}. Assumptions: " + "; ".join(energy["assumptions"]) + ".", ""]
+    if manifest.get("native"):
+        lines += ["## Native deployment: what runs where on a Loihi 2 system", "",
+                  "| process | where | why |", "|---|---|---|"]
+        lines += [f"| {r['process']} | {r['where']} | {r['why']} |" for r in manifest["native"]["placement"]]
+        lines += ["", manifest["native"]["note"] + ".", ""]
     if accuracy:
         lines += ["## Accuracy", ""] + [f"- {k}: {v}" for k, v in accuracy.items()] + [""]
     return "\n".join(lines)
