@@ -42,6 +42,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
                            system=args.system, learning=args.learning, loihi_timing=args.loihi_timing,
                            search=not args.no_search, lr=args.lr, grid=args.grid,
                            deploy_target=args.deploy)
+    for line in s.get("warnings", []):
+        print(f"eprop-lava: warning: {line}", file=sys.stderr)
     if args.json:
         print(json.dumps(s, indent=2))
         return 0
