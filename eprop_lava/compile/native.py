@@ -18,8 +18,15 @@ Graph (one step of the fixed-point engine, :mod:`eprop_lava.engine.fixed_engine`
 * input: a ``RingBuffer`` source on the host; spikes and v are read with
   ``RingBuffer`` sinks and a ``Monitor`` (host).
 
-Refused, with the reason: ALIF / STDP-ALIF (no standard Lava process was
-measured to match the engine's threshold adaptation), Izhikevich (no Lava
+Where lava-loihi and a Loihi system are present (``deploy.detect_hardware``)
+the graph runs with ``Loihi2HwCfg``; that path is untested (no system was
+available), in particular whether the host-side sinks and the Monitor probe
+of the readout's v work unchanged on a chip. Everywhere else it runs with
+``Loihi2SimCfg(select_tag='fixed_pt')``.
+
+Refused, with the reason: ALIF / STDP-ALIF (Lava's ATRLIF, its only
+adaptive-threshold process, keeps v after a spike and adds a refractory
+term instead, by its documented dynamics; not measured), Izhikevich (no Lava
 process), refractory periods (the standard LIF has none), learning
 synapses (on-chip e-prop as a native graph is not built: the exact
 per-synapse eligibility of EpropDense has no learning-engine form here, and
@@ -87,8 +94,10 @@ def check_native(net: fe.FixedNetwork, learning: bool = False) -> None:
     for r, L in enumerate(net.layers):
         p = L.neuron
         if p.kind in ("alif", "stdp_alif"):
-            raise NativeError(f"layer {r} is {p.kind}: no standard Lava process was measured to match the "
-                              "engine's adaptive threshold; native inference needs LIF layers")
+            raise NativeError(f"layer {r} is {p.kind}: no standard Lava process matches the engine's ALIF: "
+                              "Lava's adaptive-threshold ATRLIF (lava/proc/atrlif) does not reset v after a spike "
+                              "(it adds a refractory term r = 2 theta) and fires at v - r >= theta, where the engine "
+                              "resets v to 0 and fires at v > vth + theta; native inference needs LIF layers")
         if p.kind == "izhikevich":
             raise NativeError(f"layer {r} is izhikevich: Lava has no Izhikevich process")
         if np.any(np.asarray(p.n_ref) != 0):
@@ -168,11 +177,25 @@ def build_native(net: fe.FixedNetwork, steps: int) -> dict:
     return {"layers": layers, "dense_in": dense_in, "readout": readout}
 
 
-def run_native(net: fe.FixedNetwork, x: np.ndarray) -> dict:
-    """Run x (T, n_in) through the native graph in Loihi2SimCfg(select_tag='fixed_pt'):
-    spikes per layer (T, N_r), the readout v (T, K) and y in float units."""
+def run_config(hardware: bool | None = None) -> tuple[Any, str]:
+    """Loihi2HwCfg where lava-loihi and a Loihi system are present (UNTESTED:
+    no system was available to this project), else Loihi2SimCfg(fixed_pt)."""
+    from eprop_lava.compile.deploy import detect_hardware
+    from lava.magma.core.run_configs import Loihi2HwCfg, Loihi2SimCfg
+
+    if hardware is None:
+        hardware = bool(detect_hardware()["hardware"])
+    if hardware:
+        return Loihi2HwCfg(), "Loihi2HwCfg on a Loihi 2 system (untested path)"
+    return (Loihi2SimCfg(select_tag="fixed_pt"),
+            "Loihi2SimCfg(select_tag='fixed_pt'), CPU (no Loihi system: Loihi2HwCfg is not exercised)")
+
+
+def run_native(net: fe.FixedNetwork, x: np.ndarray, hardware: bool | None = None) -> dict:
+    """Run x (T, n_in) through the native graph: spikes per layer (T, N_r),
+    the readout v (T, K) and y in float units. ``hardware``: None detects a
+    Loihi system (:func:`run_config`)."""
     from lava.magma.core.run_conditions import RunSteps
-    from lava.magma.core.run_configs import Loihi2SimCfg
     from lava.proc import io
     from lava.proc.monitor.process import Monitor
 
@@ -188,9 +211,10 @@ def run_native(net: fe.FixedNetwork, x: np.ndarray) -> dict:
         sinks.append(sink)
     mon = Monitor()
     mon.probe(g["readout"].v, T)
+    cfg, backend = run_config(hardware)
     t0 = time.perf_counter()
     try:
-        src.run(condition=RunSteps(num_steps=T), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
+        src.run(condition=RunSteps(num_steps=T), run_cfg=cfg)
         z = [np.rint(s.data.get()).astype(np.int64).T for s in sinks]
         v = np.rint(mon.get_data()[g["readout"].name]["v"]).astype(np.int64).reshape(T, -1)
     finally:
@@ -198,7 +222,8 @@ def run_native(net: fe.FixedNetwork, x: np.ndarray) -> dict:
             src.stop()
         except Exception:  # noqa: BLE001 - the runtime may not have started
             pass
-    return {"z": z, "y_fixed": v, "y": v / float(net.readout.y_scale), "seconds": time.perf_counter() - t0}
+    return {"z": z, "y_fixed": v, "y": v / float(net.readout.y_scale), "seconds": time.perf_counter() - t0,
+            "backend": backend}
 
 
 def compare_native(net: fe.FixedNetwork, x: np.ndarray) -> dict:
@@ -209,4 +234,4 @@ def compare_native(net: fe.FixedNetwork, x: np.ndarray) -> dict:
     return {"steps": int(np.shape(x)[0]), "spike_mismatches": spikes,
             "spikes_engine": int(sum(z.sum() for z in run.z)),
             "readout_mismatches": int(np.sum(nv["y_fixed"] != run.y[:, 0, :])), "seconds": nv["seconds"],
-            "backend": "Loihi2SimCfg(select_tag='fixed_pt'), CPU; lava-loihi's Loihi2HwCfg is not exercised"}
+            "backend": nv["backend"]}
