@@ -196,7 +196,12 @@ def _neuron(g: Any, i_decay: int, v_decay: int, vth: int) -> None:
 def _lava():
     from eprop_lava.compile.deploy import import_lava
 
-    import_lava("lava.magma.core.process.process")
+    try:
+        import_lava("lava.magma.core.process.process")
+        import_lava("lava.lib.dl.netx.hdf5")
+    except ImportError as exc:
+        raise NetxError(f"export-netx checks the file by loading and running it with lava-dl netx, which is not "
+                        f"importable ({exc}); install eprop-lava[lava] (Python 3.10)") from None
 
 
 def netx_weight_problems(net: fe.FixedNetwork, path: str | Path) -> list[str]:
