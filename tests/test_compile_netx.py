@@ -120,7 +120,8 @@ def test_255_is_refused_and_the_netx_grid_converts_it(tmp_path):
     assert conv.layers[0].w_in.max() == 254 and not np.any(conv.layers[0].w_in % 2)
     one = conv.copy()
     one.layers[0].w_in[0, 0] = 255  # a single 255: netx clips it
-    with pytest.raises(NetxError, match=r"layer 0 w_in: 1 weight\(s\) differ, e.g. \[0, 0\]: engine 255, netx applies 254"):
+    with pytest.raises(NetxError, match=r"layer 0 w_in: 1 weight\(s\) differ, e.g. \[0, 0\]: "
+                                        r"engine 255, netx applies 254"):
         export_netx(one, tmp_path / "n.h5")
     info = export_netx(conv, tmp_path / "n.h5")
     v = info["verified"]

@@ -407,13 +407,15 @@ def markdown_report(manifest: dict, mapping: Mapping, energy: dict | None, accur
                   "| event | count per step | energy per step |", "|---|---|---|",
                   f"| synaptic spike events | {ev['synaptic_events'] / n:.1f} | {e['synaptic_pj'] / n / 1e3:.3f} nJ |",
                   f"| neuron updates inactive / active / spiking | {ev['neurons_inactive'] / n:.1f} / "
-                  f"{ev['neurons_active'] / n:.1f} / {ev['neurons_spiking'] / n:.2f} | {e['neuron_pj'] / n / 1e3:.3f} nJ |",
+                  f"{ev['neurons_active'] / n:.1f} / {ev['neurons_spiking'] / n:.2f} | "
+                  f"{e['neuron_pj'] / n / 1e3:.3f} nJ |",
                   f"| spike packets (and input packets) | {ev['packets'] / n:.2f} ({ev['input_packets'] / n:.2f}) | "
                   f"{e['packet_pj'] / n / 1e3:.3f} nJ |",
                   f"| tile hops east-west / north-south | {ev['hops_ew'] / n:.2f} / {ev['hops_ns'] / n:.2f} | "
                   f"{e['hop_pj'] / n / 1e3:.4f} nJ |",
                   f"| barriers | {ev['barriers'] / n:.0f} | not priced |",
-                  f"| learning-engine updates | {ev['learning_updates'] / n:.0f} | {e['learning_pj'] / n / 1e3:.3f} nJ |",
+                  f"| learning-engine updates | {ev['learning_updates'] / n:.0f} | "
+                  f"{e['learning_pj'] / n / 1e3:.3f} nJ |",
                   "",
                   f"Per step: {s['energy_pj'] / 1e3:.2f} nJ, latency {s['latency_ns']:.0f} ns. "
                   f"Per inference ({i['steps']} steps): {i['energy_uj']:.3f} uJ, {i['latency_ms']:.3f} ms.", "",
