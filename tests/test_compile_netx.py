@@ -188,3 +188,18 @@ def test_trained_network_round_trip(tmp_path):
     v = info["verified"]
     assert v["steps"] == x.shape[0] and v["spikes_engine"] > 40, v
     assert v["spike_mismatches"] == 0 and v["readout_mismatches"] == 0
+
+
+@pytest.mark.lava
+@needs_lava
+def test_two_layer_chain_round_trip(tmp_path):
+    from eprop_lava.engine import fixed_engine as fe
+
+    net = net_of(layers=2, size=8, n_in=5)
+    net.readout.w[:, fe.layer_slices(net.spec)[0]] = 0  # netx's chain: only the last layer drives the readout
+    x = netx.verification_input(5, steps=150, rate=0.3)
+    assert all(z.sum() > 100 for z in fe.simulate(net, x[:, None, :]).z)  # both layers spike
+    info = export_netx(net, tmp_path / "n.h5", x=x)
+    v = info["verified"]
+    assert info["layers"] == 3
+    assert v["spike_mismatches"] == 0 and v["readout_mismatches"] == 0
