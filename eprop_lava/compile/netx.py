@@ -46,7 +46,7 @@ What it cannot express, refused before anything is written:
 
 * ALIF / STDP-ALIF (netx has no adaptive-threshold neuron: ``get_neuron_params``
   has no ALIF branch), Izhikevich (no such neuron in Lava), refractory
-  periods (Lava's LIF has none);
+  periods (Lava's LIF has none, docs/lava_loihi.md §2.3);
 * learning synapses (netx describes static Dense weights);
 * a readout fed by layers other than the last (netx layers form a chain);
 * weights off Lava's Dense grid or with ``weight_exp != 0``.
@@ -94,13 +94,13 @@ def check_netx(net: fe.FixedNetwork, learning: bool = False, round_bias: bool = 
         p = L.neuron
         if p.kind in ("alif", "stdp_alif"):
             raise NetxError(f"layer {r} is {p.kind}: netx has no adaptive-threshold neuron (lava-dl "
-                            "netx/hdf5.py get_neuron_params has no ALIF branch). Only LIF "
+                            "netx/hdf5.py get_neuron_params has no ALIF branch; docs/lava_loihi.md §5.1). Only LIF "
                             "(CUBA) networks export; use 'eprop-lava run' for ALIF networks")
         if p.kind == "izhikevich":
-            raise NetxError(f"layer {r} is izhikevich: Lava and netx have no Izhikevich neuron")
+            raise NetxError(f"layer {r} is izhikevich: Lava and netx have no Izhikevich neuron (docs/lava_loihi.md §2.3)")
         if p.n_ref != 0:
-            raise NetxError(f"layer {r} has a refractory period of {p.n_ref} steps: Lava's LIF has none; "
-                            f"train with spec.layers.{r}.params.n_ref=0 to export")
+            raise NetxError(f"layer {r} has a refractory period of {p.n_ref} steps: Lava's LIF has none "
+                            f"(docs/lava_loihi.md §2.3); train with --set spec.layers.{r}.params.n_ref=0 to export")
         _check_bias(f"layer {r}", np.asarray(p.bias), round_bias=False)
         if L.weight_exp != 0 or L.rec_exp != 0:
             raise NetxError(f"layer {r}: weight_exp = {L.weight_exp} (recurrent {L.rec_exp}); netx chooses its own "

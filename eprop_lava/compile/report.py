@@ -427,6 +427,8 @@ def markdown_report(manifest: dict, mapping: Mapping, energy: dict | None, accur
                   "| process | where | why |", "|---|---|---|"]
         lines += [f"| {r['process']} | {r['where']} | {r['why']} |" for r in manifest["native"]["placement"]]
         lines += ["", manifest["native"]["note"] + ".", ""]
+    for gap in manifest.get("omitted") or []:
+        lines += [f"## Left out: {gap['section']}", "", f"Not in this report: {gap['reason']}.", ""]
     if accuracy:
         lines += ["## Accuracy", ""] + [f"- {k}: {v}" for k, v in accuracy.items()] + [""]
     return "\n".join(lines)
