@@ -119,13 +119,13 @@ def test_killed_lava_run_leaves_no_process_or_segment(tmp_path, how):
             members = group_members(p.pid)
             segments.update(mapped_shm(members))
             return "in Lava" in err_path.read_text() and len(members) >= 8 and segments
-        assert wait_until(lava_running, 120, 0.2), f"Lava phase never started: {err_path.read_text()[-2000:]}"
+        assert wait_until(lava_running, 240, 0.2), f"Lava phase never started: {err_path.read_text()[-2000:]}"
         time.sleep(1.0)  # the runtime is stepping now
         segments.update(mapped_shm(group_members(p.pid)))
         psm = {s for s in segments if s.startswith("psm_")}
         assert psm, f"no Lava channel segments seen among {sorted(segments)[:5]}"
         os.kill(p.pid, getattr(signal, how))
-        rc = p.wait(timeout=60)
+        rc = p.wait(timeout=120)
         gone = wait_until(lambda: not group_members(p.pid), 30)
         leftover = group_members(p.pid)
         unlinked = wait_until(lambda: not [s for s in psm if os.path.exists(f"/dev/shm/{s}")], 30)
