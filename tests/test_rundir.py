@@ -186,3 +186,22 @@ def test_two_real_trains_on_one_directory(tmp_path, capsys):
     assert _train(out, len(_rows(out / "metrics.jsonl")) + 2, capsys)[0] == 0
     its = [r["iteration"] for r in _rows(out / "metrics.jsonl")]
     assert its == list(range(1, len(its) + 1)) and len(its) >= 5
+
+
+def test_a_full_disk_names_the_file_and_keeps_the_old_one(tmp_path, monkeypatch):
+    import errno
+
+    from eprop_lava.errors import user_error_message
+    from eprop_lava.training import atomic_write_text
+
+    target = tmp_path / "config.json"
+    target.write_text("old")
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError) as err:
+        atomic_write_text(target, "new")
+    assert user_error_message(err.value) == f"{target}: No space left on device"
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["config.json"]
