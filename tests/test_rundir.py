@@ -205,3 +205,29 @@ def test_a_full_disk_names_the_file_and_keeps_the_old_one(tmp_path, monkeypatch)
         atomic_write_text(target, "new")
     assert user_error_message(err.value) == f"{target}: No space left on device"
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["config.json"]
+
+
+def test_sigterm_ends_a_train_cleanly_and_it_resumes(tmp_path, capsys):
+    import time
+
+    out = tmp_path / "run"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    p = subprocess.Popen([sys.executable, "-m", "eprop_lava.cli", "train", "evidence", "--out", str(out),
+                          "--set", "train.iterations=100000", *TINY],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        log = out / "metrics.jsonl"
+        while time.monotonic() < deadline and not (log.is_file() and len(log.read_text().splitlines()) >= 3):
+            time.sleep(0.2)
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 143 and "Traceback" not in err, err[-2000:]
+    assert err.strip().splitlines()[-1] == "eprop-lava: terminated"
+    assert _train(out, len(_rows(out / "metrics.jsonl")) + 1, capsys)[0] == 0  # the lock went with it
+    its = [r["iteration"] for r in _rows(out / "metrics.jsonl")]
+    assert its == list(range(1, len(its) + 1))
