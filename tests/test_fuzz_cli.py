@@ -436,6 +436,8 @@ CASES += [
     ("more:tune-task-option-garbage", ["tune", "evidence", "--trials", "1", "--task-option", "cue_hz=abc",
                                        "--out", "{w}/tune"]),
     ("more:data-accents-empty", ["data", "speech", "--out", "{w}/corpus", "--accents", ",,", "--small", "--quiet"]),
+    ("more:study-out-user-dir", ["study", "quantization", "--out", "{w}/userdir"]),
+    ("more:tune-out-user-dir", ["tune", "evidence", "--trials", "1", "--out", "{w}/userdir"]),
     ("cli:no-command", []),
     ("cli:unknown-command", ["bogus"]),
     ("cli:train-no-task", ["train"]),

@@ -274,8 +274,9 @@ def run_study(config: StudyConfig, out: str | Path, workers: int = 1, progress: 
     networks first, since the other points read them). ``compute`` replaces
     :func:`run_point` (tests use it to count calls). Returns
     {"planned", "skipped", "computed", "report"}."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    from eprop_lava.rundir import check_output_dir
+
+    out = check_output_dir(out, lambda d: (d / "study_config.json").is_file(), "a quantization study")
     from eprop_lava.training import atomic_write_text
 
     atomic_write_text(out / "study_config.json", json.dumps(config.to_dict(), indent=2))

@@ -359,8 +359,10 @@ def run_tune(config: TuneConfig, log: Callable[[str], None] = print) -> dict:
 
     check_memory(task.default_spec(), TrainConfig(batch_size=config.batch_size), getattr(task, "steps", None),
                  what=f"--batch-size {config.batch_size}: the task's network")
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
+    from eprop_lava.rundir import check_output_dir
+
+    out = check_output_dir(config.out, lambda d: (d / "trials").is_dir() or (d / "tune.journal").is_file()
+                           or any(d.glob("*-summary.json")), "a tune output")
     storage, storage_name = resolve_storage(config.storage, out)
     startup = config.startup_trials or min(10, max(2, config.trials // 2))
     sampler, sampler_name = make_sampler(config.sampler, config.sampler_seed, notice=log, startup_trials=startup)
