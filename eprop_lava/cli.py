@@ -1,10 +1,11 @@
 """The ``eprop-lava`` command.
 
     eprop-lava train TASK [--config FILE] [--set key=value ...] [--algo eprop|bptt]
-                          [--variant symmetric|random|adaptive] [--out DIR] [--json]
+                          [--variant symmetric|random|adaptive] [--init-params FILE.npz]
+                          [--out DIR] [--json]
     eprop-lava eval CHECKPOINT [--json] [--batches N]
     eprop-lava plot RUN_DIR
-    eprop-lava verify [--json] [--lava]
+    eprop-lava verify [--json] [--lava] [--conventions eprop-lava|tf|nest-bsshslm-2020]
     eprop-lava demo
     eprop-lava data speech --out DIR
     eprop-lava compile CHECKPOINT --target loihi2|loihi1 [--weight-bits N] --out DIR
@@ -157,7 +158,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("runs") / f"{args.task}-{config.algo}-{spec.learning.variant}-s{config.seed}"
     t0 = time.perf_counter()
     result = train(task, spec, config, out, resume=not args.fresh,
-                   log=lambda m: print(m, file=sys.stderr))
+                   log=lambda m: print(m, file=sys.stderr), init=args.init_params)
     summary = {
         "run_dir": str(result.run_dir),
         "task": config.task, "algo": config.algo, "variant": spec.learning.variant,
@@ -211,7 +212,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     from eprop_lava.engine.verify import run_checks
 
-    results = [r.to_dict() for r in run_checks()]
+    results = [r.to_dict() for r in run_checks(conventions=args.conventions)]
     lava_report = None
     if args.lava:
         try:
@@ -269,6 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="an option of the task's constructor, e.g. phones=61 (repeatable)")
     p.add_argument("--out", help="run directory (default runs/TASK-ALGO-VARIANT-sSEED)")
     p.add_argument("--fresh", action="store_true", help="start over even if the run directory has a checkpoint")
+    p.add_argument("--init-params", metavar="FILE.npz",
+                   help="initial parameters (arrays named layers.0.w_in, layers.0.w_rec, readout.w, ...; "
+                        "readout.b and feedback.b optional) instead of the spec's random initialization")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_train)
 
@@ -285,6 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify", help="numerical verification of e-prop (and Lava with --lava)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--lava", action="store_true", help="also run the Lava bit-exactness checks (slow)")
+    p.add_argument("--conventions", default="eprop-lava", choices=["eprop-lava", "tf", "nest-bsshslm-2020"],
+                   help="run the gradient checks under a convention preset (README: Conventions)")
     p.add_argument("--full", action="store_true", help="with --lava: longer runs (more steps and samples)")
     p.set_defaults(func=cmd_verify)
 

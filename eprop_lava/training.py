@@ -28,7 +28,7 @@ import numpy as np
 
 from eprop_lava.engine.backend import make_ops
 from eprop_lava.engine.memory import retain_freed_memory
-from eprop_lava.engine.gradients import bptt_gradient, eprop_gradient
+from eprop_lava.engine.gradients import bptt_gradient, eprop_gradient, rate_loss
 from eprop_lava.engine.network import Batch, init_params, simulate
 from eprop_lava.eprop.learning_signal import adaptive_feedback_update
 from eprop_lava.eprop.optim import Optimizer
@@ -262,11 +262,23 @@ def held_out(task: Any, split: str) -> Any:
     return task
 
 
+def make_optimizer(spec: NetworkSpec) -> Optimizer:
+    """The spec's optimizer in the spec's Adam form (conventions.adam)."""
+    return Optimizer(spec.optimizer, spec.conventions.adam)
+
+
+def trained_names(spec: NetworkSpec, names: Any) -> list[str]:
+    """The parameters the optimizer moves: not the feedback matrix (never a
+    gradient target; adaptive e-prop moves it with W_out, seed 001 Eqs.
+    4.39-4.40), and not the readout bias under conventions.readout_bias = "untrained"."""
+    fixed = {"feedback.b"} | ({"readout.b"} if spec.conventions.readout_bias == "untrained" else set())
+    return [k for k in names if k not in fixed]
+
+
 def apply_update(spec: NetworkSpec, params: dict, optimizer: Optimizer, grads: dict) -> dict:
-    """One optimizer step in place (the feedback matrix is never a gradient
-    target; adaptive e-prop moves it with W_out, seed 001 Eqs. 4.39-4.40).
-    Returns the deltas."""
-    grads = {k: v for k, v in grads.items() if k != "feedback.b"}
+    """One optimizer step in place on :func:`trained_names`. Returns the deltas."""
+    keep = set(trained_names(spec, grads))
+    grads = {k: v for k, v in grads.items() if k in keep}
     deltas = optimizer.deltas(grads)
     adaptive = spec.learning.variant == "adaptive"
     for k, d in deltas.items():
@@ -275,6 +287,50 @@ def apply_update(spec: NetworkSpec, params: dict, optimizer: Optimizer, grads: d
     if adaptive:
         adaptive_feedback_update(params, deltas["readout.w"], spec.learning.adaptive_decay)
     return deltas
+
+
+def load_init_params(spec: NetworkSpec, source: Any) -> dict[str, np.ndarray]:
+    """Initial parameters from a dict or an .npz file (keys named as the
+    parameters, e.g. ``layers.0.w_in``, ``readout.w``; an eprop-lava checkpoint's
+    ``param/...`` keys are accepted too). Every parameter of the spec must be
+    there with its shape, except ``readout.b`` (0 when absent) and
+    ``feedback.b`` (drawn as usual when absent, for random feedback);
+    unknown keys are an error. Values are copied as float64."""
+    where = "init params"
+    if not isinstance(source, dict):
+        path = Path(source)
+        where = str(path)
+        if not path.is_file():
+            raise UserError(f"--init-params {path}: file not found")
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                source = {k: data[k] for k in data.files}
+        except Exception as exc:  # zipfile.BadZipFile, ValueError, OSError ...
+            raise UserError(f"--init-params {path}: not a readable .npz file ({type(exc).__name__}: {exc})") from None
+        source.pop("meta", None)
+        if any(k.startswith("param/") for k in source):
+            source = {k[len("param/"):]: v for k, v in source.items() if k.startswith("param/")}
+    defaults = init_params(spec)
+    unknown = sorted(set(source) - set(defaults))
+    if unknown:
+        raise UserError(f"{where}: unknown parameter {unknown[0]!r} (the spec has {', '.join(defaults)})")
+    out = {}
+    for name, default in defaults.items():
+        if name not in source:
+            if name == "readout.b":
+                out[name] = np.zeros_like(default)
+                continue
+            if name == "feedback.b":
+                out[name] = default
+                continue
+            raise UserError(f"{where}: parameter {name!r} is missing")
+        value = np.asarray(source[name], dtype=np.float64)
+        if value.shape != default.shape:
+            raise UserError(f"{where}: parameter {name!r} has shape {value.shape}, the spec needs {default.shape}")
+        if not np.all(np.isfinite(value)):
+            raise UserError(f"{where}: parameter {name!r} has non-finite values")
+        out[name] = value.copy()
+    return out
 
 
 def validation_batches(task: Any, config: TrainConfig, salt: int = 2) -> list[Batch]:
@@ -317,10 +373,15 @@ def _read_log(path: Path, upto: int) -> list[dict]:
 
 
 def train(task: Any, spec: NetworkSpec, config: TrainConfig, run_dir: str | Path,
-          resume: bool = True, log: Callable[[str], None] | None = None) -> RunResult:
+          resume: bool = True, log: Callable[[str], None] | None = None,
+          init: Any = None) -> RunResult:
     """Train (or resume) a run in run_dir. Under ``config.distributed`` every
-    rank computes its shard, gradients are summed, and only rank 0 writes."""
+    rank computes its shard, gradients are summed, and only rank 0 writes.
+    ``init``: initial parameters (a dict or an .npz path, see
+    :func:`load_init_params`) instead of :func:`init_params`; a resumed run
+    continues from its checkpoint."""
     config = config.validated()
+    initial = None if init is None else load_init_params(spec, init)
     run_dir = Path(run_dir)
     group = None
     if config.distributed:
@@ -335,7 +396,7 @@ def train(task: Any, spec: NetworkSpec, config: TrainConfig, run_dir: str | Path
         run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = run_dir / "checkpoint.npz"
     log_path = run_dir / "metrics.jsonl"
-    optimizer = Optimizer(spec.optimizer)
+    optimizer = make_optimizer(spec)
     rng = np.random.default_rng([config.seed, 1])
     start = 0
     best = math.inf
@@ -359,7 +420,7 @@ def train(task: Any, spec: NetworkSpec, config: TrainConfig, run_dir: str | Path
         if log:
             log(f"resuming {run_dir} at iteration {start}")
     else:
-        params = init_params(spec)
+        params = init_params(spec) if initial is None else initial
         if writer and log_path.exists():
             log_path.unlink()
     if writer:
@@ -396,7 +457,11 @@ def train(task: Any, spec: NetworkSpec, config: TrainConfig, run_dir: str | Path
                 continue
             y = traj.y if isinstance(traj.y, np.ndarray) else make_ops("torch").to_numpy(traj.y)
             train_batch = batch if group is None else _local(batch, group)
-            row = {"iteration": it, "loss": float(loss), "lr": optimizer.learning_rate(),
+            reg_loss = _rate_loss(spec, traj)
+            task_value = float(loss) - reg_loss
+            logged = task_value if spec.conventions.logged_loss == "task" else float(loss)
+            row = {"iteration": it, "loss": logged, "task_loss": task_value, "rate_loss": reg_loss,
+                   "lr": optimizer.learning_rate(),
                    f"train_{task.metric_name}": float(task.metric(np.asarray(y, dtype=np.float64), train_batch)),
                    "seconds": step_times[-1]}
             row.update(alignment(spec, params))
@@ -415,7 +480,7 @@ def train(task: Any, spec: NetworkSpec, config: TrainConfig, run_dir: str | Path
             logf.flush()
             if progress is not None:
                 progress.update(1)
-                post = {"loss": f"{loss:.3f}"}
+                post = {"loss": f"{logged:.3f}"}
                 if last_val:
                     post[f"val_{task.metric_name}"] = f"{last_val[task.metric_name]:.3f}"
                 progress.set_postfix(post)
@@ -433,6 +498,17 @@ def train(task: Any, spec: NetworkSpec, config: TrainConfig, run_dir: str | Path
         last_val = evaluate(task, spec, params, val, config)
     return RunResult(run_dir, it, solved_at, last_val,
                      float(np.median(step_times)) if step_times else float("nan"), params)
+
+
+def _rate_loss(spec: NetworkSpec, traj: Any) -> float:
+    """The rate regularizer of a training step's trajectory (on its own
+    backend), for logging it apart from the task loss. Under distributed
+    training it is this rank's shard's."""
+    if spec.regularization.form != "bellec" or not spec.regularization.coefficient:
+        return 0.0
+    z = traj.z[0]
+    ops = make_ops("torch") if not isinstance(z, np.ndarray) else make_ops("numpy")
+    return float(ops.to_numpy(rate_loss(spec, traj, ops)))
 
 
 def _local(batch: Batch, group: Any) -> Batch:

@@ -7,7 +7,8 @@ are compiled here:
 
 * :func:`run_lif_family`: the forward pass of a LIF/ALIF population. It is the
   compiled form of :func:`eprop_lava.neurons.alif.step` (LIF is the case
-  beta = 0) with the membrane of :func:`eprop_lava.neurons.base.membrane_update`,
+  beta = 0) with the membrane of :func:`eprop_lava.neurons.base.membrane_update`
+  (its input gain included),
   the refractory counter of :func:`~eprop_lava.neurons.base.refractory_counter`,
   firing by :func:`~eprop_lava.neurons.base.fire` and psi by
   :func:`~eprop_lava.neurons.base.pseudo_derivative` (seed 002 Eqs. 2.4-2.6,
@@ -68,7 +69,7 @@ def available() -> bool:
 
 if numba is not None:
 
-    def _lif_family(external, w_rec_t, has_rec, alpha, v_th, gamma, n_ref, subtract, beta, rho, one, zero,
+    def _lif_family(external, w_rec_t, has_rec, alpha, gain, v_th, gamma, n_ref, subtract, beta, rho, one, zero,
                     z_out, x_out, free_out, psi_out):  # pragma: no cover - compiled
         # one, zero: constants of the array's dtype, so float32 arithmetic stays
         # float32 as in numpy (a float64 literal would promote it).
@@ -90,9 +91,9 @@ if numba is not None:
                 for j in range(N):
                     z_prev = z[j]
                     if subtract:
-                        v[j] = alpha * v[j] + current[j] - v_th * z_prev
+                        v[j] = alpha * v[j] + gain * current[j] - v_th * z_prev
                     else:
-                        v[j] = alpha * v[j] * (one - z_prev) + current[j]
+                        v[j] = alpha * v[j] * (one - z_prev) + gain * current[j]
                     a[j] = rho[j] * a[j] + z_prev
                     if z_prev > zero:
                         ref[j] = n_ref
@@ -294,7 +295,8 @@ def run_lif_family(model: Any, const: Any, external: np.ndarray, w_rec_t: np.nda
     x = np.empty((T, B, N), dtype)
     free = np.empty((T, B, N), np.bool_)
     psi = np.empty((T, B, N), dtype)
-    _kernel("_lif_family", True)(external, rec, w_rec_t is not None, dtype.type(const.alpha), dtype.type(const.v_th),
+    _kernel("_lif_family", True)(external, rec, w_rec_t is not None, dtype.type(const.alpha),
+                dtype.type(getattr(const, "input_gain", 1.0)), dtype.type(const.v_th),
                 dtype.type(const.gamma), dtype.type(const.n_ref), const.reset == "subtract", beta, rho,
                 dtype.type(1), dtype.type(0), z, x, free, psi)
     return z, dict(x=x, free=free, z=z, psi=psi)

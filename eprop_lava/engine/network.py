@@ -7,7 +7,7 @@ quantize):
     layers.{r}.w_rec  (N_r, N_r)     recurrent weights, zero diagonal
     layers.{r}.rev_w_in, rev_w_rec   the backward direction of a bidirectional layer
     readout.w         (K, N_total)   readout from all layers (seed 002 Eq. 3.12)
-    readout.b         (K,)
+    readout.b         (K,)           (held at its initial value with conventions.readout_bias = "untrained")
     feedback.b        (N_total, K)   random / adaptive e-prop only
 
 The forward pass (seed 002 Eqs. 3.10-3.14) follows the spec's timing:
@@ -94,6 +94,19 @@ def init_params(spec: NetworkSpec, rng: np.random.Generator | int | None = None)
     return params
 
 
+def readout_gain(spec: NetworkSpec) -> float:
+    """The factor on the readout's input: 1 (seed 002 Eq. 3.12), or 1 - kappa
+    with conventions.readout_input_scaling = "one_minus_kappa" (TF, NEST):
+
+        y^t = kappa y^{t-1} + g (W_out z^t + b)
+
+    dy^t/d(W_out z^t) = g, so the readout gradients and the learning signal
+    carry g as well (engine/gradients.py)."""
+    if spec.conventions.readout_input_scaling == "one_minus_kappa":
+        return 1.0 - spec.readout.kappa
+    return 1.0
+
+
 def feedback_matrix(spec: NetworkSpec, params: dict) -> Any:
     """B (N_total, K): W_out^T for symmetric e-prop, else the stored matrix."""
     if spec.learning.variant == "symmetric":
@@ -153,7 +166,7 @@ def build_layers(spec: NetworkSpec, params: dict, ops: Any) -> list[LayerRuntime
     offsets = spec.layer_offsets()
     for r, layer in enumerate(spec.layers):
         model = get_model(layer.neuron)
-        const = model.constants(layer, spec.dt, spec.reset, ops)
+        const = model.constants(layer, spec.dt, spec.reset, ops, spec.conventions)
         start = offsets[r][0]
         for reverse in ((False, True) if layer.bidirectional else (False,)):
             prefix = f"layers.{r}.rev_" if reverse else f"layers.{r}."
@@ -219,7 +232,9 @@ def simulate(spec: NetworkSpec, params: dict, x: Any, ops: Any, record: bool = T
     forward = [i for i, P in enumerate(pops) if not P.reverse]
     spikes = ops.concat(z_layers, axis=-1) if len(z_layers) > 1 else z_layers[0]
     readout_in = ops.shift_forward(spikes) if loihi else spikes
-    y = ops.leaky_filter(ops.project(readout_in, params["readout.w"].T) + params["readout.b"], spec.readout.kappa)
+    drive = ops.project(readout_in, params["readout.w"].T) + params["readout.b"]
+    gain = readout_gain(spec)
+    y = ops.leaky_filter(drive if gain == 1.0 else gain * drive, spec.readout.kappa)
     return Trajectory(z=z_layers, records=[pop_records[i] for i in forward] if record else [],
                       pre_in=[pop_pre[i] for i in forward], readout_in=readout_in, y=y,
                       layers=[pops[i] for i in forward], populations=pops,
