@@ -56,7 +56,13 @@ def compile_checkpoint(checkpoint: str | Path, out: str | Path, target: str = "l
         spec, note = convert_timing(spec)
     if lr is not None and not (isinstance(lr, (int, float)) and np.isfinite(lr) and lr > 0):
         raise UserError(f"--lr: expected a positive number, got {lr!r}")
-    net, qrep = quantize_network(spec, ck.params, weight_bits, search=search, lr=lr)
+    task_name, seed = ck.config.task, ck.config.seed
+    try:
+        _, ts = deploy.test_set(task_name, seed, ACTIVITY_SAMPLES)
+    except UserError:
+        ts = None  # a task this build does not know: no activity, no energy estimate, the profile's error bits
+    net, qrep = quantize_network(spec, ck.params, weight_bits, search=search, lr=lr,
+                                 loss_mask=None if ts is None else ts.mask)
     mapping = map_network(spec, target, system, qrep.weight_bits, learning, net.profile,
                           [L.neuron for L in net.layers])
     mapping_other = None
@@ -65,14 +71,10 @@ def compile_checkpoint(checkpoint: str | Path, out: str | Path, target: str = "l
                                     [L.neuron for L in net.layers]).to_dict()
     except UserError as exc:
         mapping_other = {"error": str(exc)}
-    task_name, seed = ck.config.task, ck.config.seed
     rates, steps = {}, None
-    try:
-        _, ts = deploy.test_set(task_name, seed, ACTIVITY_SAMPLES)
+    if ts is not None:
         rates = activity(net, ts.x)
         steps = int(ts.x.shape[0])
-    except UserError:
-        pass  # a task this build does not know: no activity, no energy estimate
     energy = energy_estimate(mapping, rates, steps or 1, learning) if rates else None
     desc, arrays = network_to(net)
     arrays.update({f"float.{k}": np.asarray(v, dtype=np.float64) for k, v in ck.params.items()})
@@ -87,7 +89,8 @@ def compile_checkpoint(checkpoint: str | Path, out: str | Path, target: str = "l
         "trained_spec": ck.spec.to_dict(),
         "conversion": note,
         "target": {"name": target, "system": mapping.system, "chips": mapping.system_chips,
-                   "learning_synapses": learning, "limits": mapping.limits},
+                   "learning_synapses": learning, "limits": mapping.limits,
+                   "learning_rate": float(spec.optimizer.lr if lr is None else lr)},
         "weight_bits": qrep.weight_bits,
         "quantization": qrep.to_dict(),
         "network": desc,
@@ -126,11 +129,23 @@ def summarize(manifest: dict) -> dict:
 
 
 # ------------------------------------------------------------------ run
+LEARN_SAMPLES = 64
+CURVE_POINTS = 8
+
+
 def run_artifact(path: str | Path, samples: int = 64, steps: int | None = None, learn: bool = False,
-                 lava: bool = True, lava_samples: int = 4, log: Any = None) -> dict:
+                 lava: bool = True, lava_samples: int = 4, log: Any = None, learn_samples: int = LEARN_SAMPLES,
+                 curve_every: int | None = None, figure: str | Path | None = None) -> dict:
     """Float engine and fixed-point engine on ``samples`` test samples; Lava
     (fixed_pt, ~2 ms per step on CPU) on the first ``lava_samples`` of them
-    (``steps`` caps its time steps), compared bit for bit with the engine."""
+    (``steps`` caps its time steps), compared bit for bit with the engine.
+
+    learn=True: on-chip online e-prop (fixed-point engine, batch 1) on
+    ``learn_samples`` training samples drawn from the artifact's task with
+    rng stream :data:`deploy.LEARN_STREAM` (never the test samples); the
+    held-out test error before, every ``curve_every`` samples and after
+    (``figure``: the learning curve as PNG). Lava then learns on its first
+    sample(s) and is compared with the engine bit for bit."""
     art = load_artifact(path)
     src = art.manifest["source"]
     task, ts = deploy.test_set(src["task"], int(src["seed"]), samples)
@@ -151,14 +166,30 @@ def run_artifact(path: str | Path, samples: int = 64, steps: int | None = None, 
     run = deploy.fixed_run(art.net, ts)
     out[f"fixed_{task.metric_name}"] = deploy.fixed_metric(task, art.net, run, ts)
     out["fixed_seconds"] = time.perf_counter() - t0
+    out["v_saturation"] = deploy.v_saturation(art.net, ts.x)
     lr = None
     if learn:
-        lr = deploy.learn_run(art.net, ts)
-        run2 = deploy.fixed_run(lr["net"], ts)
-        out["learning"] = {"where": "fixed-point engine, online e-prop sample after sample (batch 1), then "
-                                    "evaluated on the same samples",
-                           "changed_weights": lr["changed_weights"],
-                           f"fixed_{task.metric_name}_after": deploy.fixed_metric(task, lr["net"], run2, ts)}
+        lr_train = deploy.draw(task, int(src["seed"]), deploy.LEARN_STREAM, learn_samples)
+        every = curve_every or max(1, learn_samples // CURVE_POINTS)
+        t1 = time.perf_counter()
+        lr = deploy.learn_run(art.net, lr_train, ts, task, every)
+        seconds = time.perf_counter() - t1
+        sig = lr["signal"]
+        out["learning"] = {
+            "where": "fixed-point engine, online e-prop sample after sample (batch 1) on training samples "
+                     f"(rng stream [seed, {deploy.LEARN_STREAM}]); error on the held-out test samples "
+                     f"(rng stream [seed, {deploy.TEST_STREAM}])",
+            "samples": learn_samples, "test_samples": samples, "curve_every": every,
+            "error_before": lr["error_before"], "error_after": lr["error_after"],
+            "weights_changed": int(sum(lr["changed_weights"].values())),
+            "changed_weights": lr["changed_weights"],
+            "signal_underflow": sig["signal"]["underflow_fraction"],
+            "signal_saturated": sig["signal"]["saturated_fraction"],
+            "signal_counts": sig, "error_exp": int(art.net.error_bits), "signal_shift": int(art.net.signal_shift),
+            "curve": lr["curve"], "seconds": seconds}
+        if figure is not None:
+            out["learning"]["figure"] = str(learning_curve_png(lr["curve"], figure, task.metric_name,
+                                                              learn_samples, samples))
     ok, why = deploy.lava_status()
     if not lava:
         out["lava"] = {"skipped": "disabled (--no-lava)"}
@@ -180,8 +211,38 @@ def run_artifact(path: str | Path, samples: int = 64, steps: int | None = None, 
                                                                                       slice(0, n_done))
                        if n_done else None}
         if learn:
-            out["lava"]["learning"] = lava_learning(art.net, ts, lr["net"], steps)
+            out["lava"]["learning"] = lava_learning(art.net, lr_train, steps)
     return jsonable(out)
+
+
+def learning_curve_png(curve: list, path: str | Path, metric: str, n_train: int, n_test: int) -> Path:
+    """The held-out learning curve as a PNG (written atomically)."""
+    import os
+    import tempfile
+
+    from eprop_lava.plots import _pyplot
+
+    plt = _pyplot()
+    path = Path(path)
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    ax.plot([c["samples"] for c in curve], [c["error" if "error" in c else metric] for c in curve], "o-", ms=4)
+    ax.set(xlabel="on-chip training samples learned (batch 1)",
+           ylabel=f"held-out {metric} (fraction of {n_test} test samples)",
+           title=f"online fixed-point e-prop, {n_train} samples")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format="png", dpi=110)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
 
 
 def format_run(r: dict) -> str:
@@ -194,6 +255,9 @@ def format_run(r: dict) -> str:
     if f"float_loihi_timing_{m}" in r:
         lines.append(f"float (Loihi timing) {m}: {r[f'float_loihi_timing_{m}']:.4f}")
     lines.append(f"fixed-point engine {m}: {r[f'fixed_{m}']:.4f}")
+    if r.get("v_saturation"):
+        lines.append("v at the 24-bit limit: " + ", ".join(
+            f"layer {s['layer']} {s['saturated']} of {s['values']} neuron-steps" for s in r["v_saturation"]))
     lv = r.get("lava", {})
     if "skipped" in lv:
         lines.append(f"Lava run skipped: {lv['skipped']}")
@@ -208,36 +272,72 @@ def format_run(r: dict) -> str:
                      f"{c['readout_values']}, {spikes} ({lv['steps']} steps, {lv['seconds']:.1f} s)")
     if "learning" in r:
         L = r["learning"]
-        lines.append(f"online e-prop (fixed-point engine): {sum(L['changed_weights'].values())} weights changed; "
-                     f"{m} after {L[f'fixed_{m}_after']:.4f}")
+        c = L["signal_counts"]
+        lines.append(f"on-chip e-prop (fixed-point engine, batch 1) on {L['samples']} training samples: "
+                     f"held-out {m} {L['error_before']:.4f} -> {L['error_after']:.4f} "
+                     f"({L['test_samples']} test samples, never learned on); {L['weights_changed']} weights changed; "
+                     f"{L['seconds']:.1f} s")
+        lines.append(f"learning signal: {c['signal']['underflow']} of {c['signal']['values']} non-zero values "
+                     f"underflowed to 0 ({100 * L['signal_underflow']:.2f}%), {c['signal']['saturated']} saturated; "
+                     f"output error (2^{L['error_exp']} per unit): {c['error']['underflow']} of "
+                     f"{c['error']['values']} underflowed, {c['error']['saturated']} saturated")
+        lines.append(f"held-out {m} every {L['curve_every']} samples: "
+                     + " ".join(f"{p['error']:.3f}" for p in L["curve"])
+                     + (f" (figure: {L['figure']})" if L.get("figure") else ""))
         ll = lv.get("learning") if isinstance(lv, dict) else None
         if ll:
-            lines.append(f"online e-prop in Lava over {ll['samples']} sample(s): "
-                         f"{sum(ll['weight_mismatches'].values())} weight mismatches vs the engine "
-                         f"({ll['seconds']:.1f} s)")
+            note = "; ".join(f"{k} {v}" for k, v in ll.get("notes", {}).items())
+            lines.append(f"online e-prop in Lava over {ll['samples']} training sample(s): "
+                         f"{sum(ll['weight_mismatches'].values())} weight mismatches of {ll['compared_values']} vs "
+                         f"the engine ({'bit-exact' if ll['bit_exact'] else 'NOT bit-exact'}; "
+                         f"{ll['seconds']:.1f} s)" + (f" [{note}]" if note else ""))
     return "\n".join(lines)
 
 
-def lava_learning(net: Any, ts: Any, engine_net: Any, steps: int | None) -> dict:
-    """Online e-prop in Lava (fixed_pt learning graph) on the same samples;
-    the final weights are compared with the engine's bit for bit."""
+def lava_learning(net: Any, ts: Any, steps: int | None) -> dict:
+    """Online e-prop in Lava (fixed_pt learning graph) and in the engine on
+    the first sample(s) of ``ts``; the final weights compared bit for bit.
+
+    The feedback B (symmetric and adaptive feedback follow W_out's changes)
+    is compared after its one-update lag: Lava's LearningSignal receives
+    W_out's change on the step after the update (before it next computes a
+    signal, so every signal during the run uses the engine's B), and the last
+    change of the run is still in the channel when the run stops. Lava's B
+    must therefore equal the engine's B just before its last update."""
+    from eprop_lava.compile.deploy import TestSet, learn_run
     from eprop_lava.models.network import run_network
 
     T, S = ts.x.shape[0], ts.x.shape[1]
     # the learning graph costs ~15 ms per step on CPU: one sample unless --steps asks for more
     n = 1 if steps is None else max(1, min(S, int(steps) // T))
-    if n < S:
-        from eprop_lava.compile.deploy import TestSet, learn_run
-
-        sub = TestSet(ts.x[:, :n], ts.target[:, :n], ts.mask[:, :n], None)
-        engine_net = learn_run(net, sub)["net"]
+    sub = TestSet(ts.x[:, :n], ts.target[:, :n], ts.mask[:, :n], None)
+    engine = learn_run(net, sub)
     t0 = time.perf_counter()
-    res = run_network(np.transpose(ts.x[:, :n], (1, 0, 2)), net=net, target=np.transpose(ts.target[:, :n], (1, 0, 2)),
-                      mask=ts.mask[:, :n].T, learn=True, weights=True, timeout=540.0)
-    eng = engine_net.weights()
-    mism = {k: int(np.sum(np.asarray(v) != eng[k])) for k, v in res["weights"].items() if k in eng}
-    return {"samples": n, "seconds": time.perf_counter() - t0, "weight_mismatches": mism,
-            "bit_exact": all(v == 0 for v in mism.values())}
+    res = run_network(np.transpose(sub.x, (1, 0, 2)), net=net, target=np.transpose(sub.target, (1, 0, 2)),
+                      mask=sub.mask.T, learn=True, weights=True, timeout=540.0)
+    return {"samples": n, "seconds": time.perf_counter() - t0,
+            **compare_learned(res["weights"], engine, net.spec.learning.variant != "random")}
+
+
+def compare_learned(lava_weights: dict, engine: dict, feedback_follows: bool) -> dict:
+    """Mismatch counts of Lava's learned weights against the engine's
+    (:func:`deploy.learn_run`'s result); with ``feedback_follows`` (symmetric
+    or adaptive B) Lava's B against the engine's B before its last update
+    (see :func:`lava_learning`)."""
+    eng = engine["net"].weights()
+    mism = {k: int(np.sum(np.asarray(v) != eng[k])) for k, v in lava_weights.items()
+            if k in eng and k != "feedback.b"}
+    notes = {}
+    if "feedback.b" in lava_weights:
+        if feedback_follows:
+            mism["feedback.b"] = int(np.sum(np.asarray(lava_weights["feedback.b"])
+                                            != engine["feedback_before_last_update"]))
+            notes["feedback.b"] = "compared with the engine's B before its last update (one-update lag)"
+        else:
+            mism["feedback.b"] = int(np.sum(np.asarray(lava_weights["feedback.b"]) != eng["feedback.b"]))
+    return {"weight_mismatches": mism, "compared_values": int(sum(np.asarray(v).size for k, v in lava_weights.items()
+                                                                 if k in mism)),
+            "notes": notes, "bit_exact": all(v == 0 for v in mism.values())}
 
 
 # ------------------------------------------------------------------ the main job
