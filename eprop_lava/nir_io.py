@@ -211,7 +211,9 @@ def load_network(source: Any) -> tuple[NetworkSpec, dict]:
     from eprop_lava.training import load_checkpoint
 
     ck = load_checkpoint(path)
-    return ck.spec, ck.params
+    from eprop_lava.engine.network import fold_conventions
+
+    return fold_conventions(ck.spec, ck.params)  # NIR's LIF/LI have no (1 - alpha) / (1 - kappa) input factor
 
 
 def _atomic_write_graph(graph: Any, path: Path) -> None:

@@ -311,3 +311,24 @@ def test_init_params_errors(tmp_path):
                            "--set", "train.iterations=1", "--out", str(out)], capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "bad.npz" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_folding_the_conventions_keeps_the_forward_pass():
+    # Paths with only the default dynamics (fixed point, Lava, NIR) get TF's factors folded into the weights.
+    from eprop_lava.engine.network import fold_conventions
+
+    spec = _small_spec("tf").replace(learning=LearningSpec(variant="random"))
+    params = init_params(spec)
+    params = {k: (v * 20 if k.startswith("layers.") else v) for k, v in params.items()}
+    params["readout.b"] = np.array([0.3, -0.2])
+    folded_spec, folded = fold_conventions(spec, params)
+    assert folded_spec.conventions.input_scaling == "none" and folded_spec.conventions.adam == "epsilon_hat"
+    assert folded_spec.layers[0].params.n_ref == 2
+    x = _small_batch(spec, B=2, T=80).x
+    ops = make_ops("numpy", dtype="float64")
+    a, b = simulate(spec, params, x, ops), simulate(folded_spec, folded, x, ops)
+    assert a.z[0].sum() > 20
+    np.testing.assert_array_equal(a.z[0], b.z[0])
+    np.testing.assert_allclose(b.y, a.y, rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(b.records[0]["psi"], a.records[0]["psi"], rtol=1e-12, atol=1e-13)
+    assert fold_conventions(_small_spec("eprop-lava"), params)[1] is params

@@ -4,6 +4,8 @@ Lava runs; and the main job's demo stage (:func:`deploy_demo`)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import json
 import time
 from pathlib import Path
@@ -51,7 +53,12 @@ def compile_checkpoint(checkpoint: str | Path, out: str | Path, target: str = "l
 
     t0 = time.perf_counter()
     ck = load_checkpoint(checkpoint)
-    spec, note = ck.spec, None
+    from eprop_lava.engine.network import fold_conventions
+
+    # the fixed-point models implement the default conventions: fold TF's scalings into the weights
+    spec, params = fold_conventions(ck.spec, ck.params)
+    ck = replace(ck, spec=spec, params=params)
+    note = None
     if loihi_timing:
         spec, note = convert_timing(spec)
     if lr is not None and not (isinstance(lr, (int, float)) and np.isfinite(lr) and lr > 0):

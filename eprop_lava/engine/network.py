@@ -18,7 +18,7 @@ The forward pass (seed 002 Eqs. 3.10-3.14) follows the spec's timing:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -105,6 +105,49 @@ def readout_gain(spec: NetworkSpec) -> float:
     if spec.conventions.readout_input_scaling == "one_minus_kappa":
         return 1.0 - spec.readout.kappa
     return 1.0
+
+
+def fold_conventions(spec: NetworkSpec, params: dict) -> tuple[NetworkSpec, dict]:
+    """The same network under this toolkit's default dynamics conventions, for
+    paths that implement only those (fixed point, Lava, NIR):
+
+    * input_scaling "one_minus_alpha": W_in, W_rec <- (1 - alpha_r) W (g I = (g W) pre);
+    * readout_input_scaling "one_minus_kappa": W_out, b, and a random or
+      adaptive B <- (1 - kappa) times themselves (the learning signal
+      (1 - kappa) B Ybar is then B' Ybar);
+    * refractory_count "t_ref_steps": n_ref <- max(n_ref - 1, 0) blocked steps;
+    * surrogate_scale "gamma_over_v_th": gamma <- gamma / v_th.
+
+    The forward pass (spikes, psi, readout) is the same; gradients with
+    respect to a folded weight are 1 / g those of the original. The training
+    conventions (Adam form, batch reduction, rates, bias, logged loss) are kept."""
+    from eprop_lava.neurons.base import decay
+
+    conv = spec.conventions
+    dynamics = dict(input_scaling="none", readout_input_scaling="none", refractory_count="blocked_steps",
+                    surrogate_scale="gamma")
+    if all(getattr(conv, k) == v for k, v in dynamics.items()):
+        return spec, params
+    params = dict(params)
+    layers = []
+    for r, layer in enumerate(spec.layers):
+        p = layer.params
+        changes = {}
+        if conv.refractory_count == "t_ref_steps" and layer.neuron != "izhikevich":
+            changes["n_ref"] = max(int(p.n_ref) - 1, 0)
+        if conv.surrogate_scale == "gamma_over_v_th" and layer.neuron != "izhikevich":
+            changes["gamma"] = p.gamma / p.v_th
+        if conv.input_scaling == "one_minus_alpha":
+            gain = 1.0 - decay(p.tau_m, spec.dt)
+            for key in [k for k in params if k.startswith(f"layers.{r}.")]:
+                params[key] = gain * np.asarray(params[key])
+        layers.append(replace(layer, params=replace(p, **changes)) if changes else layer)
+    if conv.readout_input_scaling == "one_minus_kappa":
+        gain = 1.0 - spec.readout.kappa
+        for key in ("readout.w", "readout.b") + (("feedback.b",) if "feedback.b" in params else ()):
+            params[key] = gain * np.asarray(params[key])
+    folded = replace(conv, **dynamics)
+    return spec.replace(layers=tuple(layers), conventions=folded), params
 
 
 def feedback_matrix(spec: NetworkSpec, params: dict) -> Any:
