@@ -215,7 +215,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     from eprop_lava.engine.verify import run_checks
 
-    results = [r.to_dict() for r in run_checks(conventions=args.conventions)]
+    checks = run_checks() if args.conventions == "eprop-lava" else run_checks(conventions=args.conventions)
+    results = [r.to_dict() for r in checks]
     lava_report = None
     if args.lava:
         try:
