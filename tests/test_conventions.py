@@ -332,3 +332,20 @@ def test_folding_the_conventions_keeps_the_forward_pass():
     np.testing.assert_allclose(b.y, a.y, rtol=1e-12, atol=1e-13)
     np.testing.assert_allclose(b.records[0]["psi"], a.records[0]["psi"], rtol=1e-12, atol=1e-13)
     assert fold_conventions(_small_spec("eprop-lava"), params)[1] is params
+
+
+def test_teacher_student_study_bptt_on_eprop_graph_equals_symmetric_eprop(tmp_path):
+    # The study's check column: autograd on e-prop's graph and the e-prop engine are two independent
+    # computations of the same gradient, so their students must follow the same weights.
+    from eprop_lava.studies.teacher_student import TeacherStudentStudy, run_study
+
+    config = TeacherStudentStudy(iterations=3, starts=1, batch_size=2, duration_ms=100.0, eval_every=3,
+                                 eval_batch=2, algorithms=("bptt_eprop_graph", "eprop_symmetric", "eprop_random"))
+    summary = run_study(config, tmp_path)
+    s = summary["sizes"]["2"]
+    a = np.array(s["algorithms"]["bptt_eprop_graph"]["trajectory_start0"])
+    b = np.array(s["algorithms"]["eprop_symmetric"]["trajectory_start0"])
+    assert a.shape == (4, len(s["parameters"])) == (4, 15)   # w_in 2x4, w_rec 2x2, readout 1x2, bias 1
+    assert np.abs(a[-1] - a[0]).max() > 1e-4                  # the weights moved
+    np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+    assert (tmp_path / "weights_n2.png").stat().st_size > 0 and (tmp_path / "summary.md").exists()
