@@ -375,15 +375,17 @@ def train(task: Any, spec: NetworkSpec, config: TrainConfig, run_dir: str | Path
     directory must be new, empty or an earlier run (eprop_lava/rundir.py)."""
     config = config.validated()
     initial = None if init is None else load_init_params(spec, init)
+    source = None if init is None else ("dict" if isinstance(init, dict) else str(init))
     if config.distributed and os.environ.get("RANK", "0").strip() not in ("", "0"):
-        return _train(task, spec, config, Path(run_dir), resume, log, initial)
+        return _train(task, spec, config, Path(run_dir), resume, log, initial, source)
     with RunLock(check_run_dir(run_dir)):
         remove_stale_temporaries(run_dir)
-        return _train(task, spec, config, Path(run_dir), resume, log, initial)
+        return _train(task, spec, config, Path(run_dir), resume, log, initial, source)
 
 
 def _train(task: Any, spec: NetworkSpec, config: TrainConfig, run_dir: Path,
-           resume: bool, log: Callable[[str], None] | None, initial: dict | None = None) -> RunResult:
+           resume: bool, log: Callable[[str], None] | None, initial: dict | None = None,
+           init_source: str | None = None) -> RunResult:
     run_dir = Path(run_dir)
     group = None
     if config.distributed:
@@ -426,8 +428,18 @@ def _train(task: Any, spec: NetworkSpec, config: TrainConfig, run_dir: Path,
         if writer and log_path.exists():
             log_path.unlink()
     if writer:
-        atomic_write_text(run_dir / "config.json",
-                          json.dumps({"spec": spec.to_dict(), "train": asdict(config)}, indent=2))
+        record = {"spec": spec.to_dict(), "train": asdict(config)}
+        if start == 0:
+            if initial is not None:
+                record["init_params"] = init_source  # where the initial parameters came from
+        elif (run_dir / "config.json").exists():     # a resumed run keeps the record of its start
+            try:
+                earlier = json.loads((run_dir / "config.json").read_text()).get("init_params")
+            except (OSError, json.JSONDecodeError):
+                earlier = None
+            if earlier is not None:
+                record["init_params"] = earlier
+        atomic_write_text(run_dir / "config.json", json.dumps(record, indent=2))
     val = validation_batches(task, config)
     target = config.target_metric if config.target_metric is not None else task.solved_below
 

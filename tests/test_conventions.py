@@ -264,6 +264,7 @@ def test_train_on_given_arrays_and_initial_params(tmp_path):
     result = train(get_task("arrays", data=str(path), order="sequential"), spec, config, tmp_path / "run",
                    init=init_path)
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["init_params"] == str(init_path)
     # iteration 1's loss is computed from the given parameters on samples 0-2, independently here
     first = Batch(x=x[:3].transpose(1, 0, 2).astype(float), target=target[:3].transpose(1, 0, 2),
                   mask=mask[:3].T, labels=labels[:3])
