@@ -19,8 +19,9 @@ from eprop_lava.compile.artifact import (
 )
 from eprop_lava.compile.mapping import Mapping, map_network
 from eprop_lava.compile.quantize import quantization_warnings, quantize_network
-from eprop_lava.compile.report import core_map_png, energy_estimate, markdown_report
+from eprop_lava.compile.report import core_map_png, energy_from_run, markdown_report
 from eprop_lava.errors import UserError
+from eprop_lava.fixed import FixedPointError
 from eprop_lava.spec import NetworkSpec
 
 ACTIVITY_SAMPLES = 4
@@ -36,6 +37,12 @@ def convert_timing(spec: NetworkSpec) -> tuple[NetworkSpec, str | None]:
     return spec.replace(timing="loihi", reset="zero"), note
 
 
+def analog_input_reason(task_name: str, exc: Exception) -> str:
+    """Why the fixed-point engine (and Loihi's Dense input) cannot run a task."""
+    return (f"{exc} (task {task_name!r} feeds real-valued features, not spikes; Loihi's input synapses "
+            "take spike events, so the fixed-point engine, Lava and the activity-based estimate cannot run it)")
+
+
 def activity(net: Any, x: np.ndarray) -> dict:
     """Mean spikes per step of the input and of every layer (fixed-point engine)."""
     run = deploy.fixed_run(net, deploy.TestSet(x, None, None, None))
@@ -47,12 +54,14 @@ def activity(net: Any, x: np.ndarray) -> dict:
 
 def compile_checkpoint(checkpoint: str | Path, out: str | Path, target: str = "loihi2", weight_bits: Any = 8,
                        system: str | None = None, learning: bool = False, loihi_timing: bool = False,
-                       search: bool = True, lr: float | None = None, log: Any = None) -> dict:
+                       search: bool = True, lr: float | None = None, log: Any = None,
+                       grid: str = "dense", deploy_target: str = "eprop") -> dict:
     """Compile a training checkpoint into an artifact directory; returns the summary."""
-    from eprop_lava.training import load_checkpoint
+    from eprop_lava.training import load_checkpoint, select_checkpoint
 
     t0 = time.perf_counter()
-    ck = load_checkpoint(checkpoint)
+    ck_file, source_note = select_checkpoint(checkpoint)
+    ck = load_checkpoint(ck_file)
     from eprop_lava.engine.network import fold_conventions
 
     # the fixed-point models implement the default conventions: fold TF's scalings into the weights
@@ -64,12 +73,27 @@ def compile_checkpoint(checkpoint: str | Path, out: str | Path, target: str = "l
     if lr is not None and not (isinstance(lr, (int, float)) and np.isfinite(lr) and lr > 0):
         raise UserError(f"--lr: expected a positive number, got {lr!r}")
     task_name, seed = ck.config.task, ck.config.seed
+    omitted = []
     try:
-        _, ts = deploy.test_set(task_name, seed, ACTIVITY_SAMPLES)
-    except UserError:
-        ts = None  # a task this build does not know: no activity, no energy estimate, the profile's error bits
+        _, ts = deploy.test_set(task_name, seed, ACTIVITY_SAMPLES, ck.config.task_options)
+    except UserError as exc:
+        # no inputs (a speech run's data directory must still be there): no activity, no energy
+        # estimate, the profile's error bits
+        ts = None
+        omitted.append({"section": "activity and energy/latency estimate",
+                        "reason": f"the test inputs of task {task_name!r} could not be built: {exc}"})
     net, qrep = quantize_network(spec, ck.params, weight_bits, search=search, lr=lr,
-                                 loss_mask=None if ts is None else ts.mask)
+                                 loss_mask=None if ts is None else ts.mask, grid=grid)
+    native_info = None
+    if deploy_target == "native":
+        from eprop_lava.compile import native
+
+        native.check_native(net, learning)
+        native_info = {"placement": native.placement(net),
+                       "note": "Lava standard processes only (Dense, LIF); `eprop-lava run` simulates this graph "
+                               "with Loihi2SimCfg and compares it with the engine; Loihi2HwCfg is not exercised"}
+    elif deploy_target != "eprop":
+        raise UserError(f"--deploy: expected eprop or native, got {deploy_target!r}")
     warnings = quantization_warnings(qrep, net, ck.params)
     mapping = map_network(spec, target, system, qrep.weight_bits, learning, net.profile,
                           [L.neuron for L in net.layers])
@@ -79,15 +103,16 @@ def compile_checkpoint(checkpoint: str | Path, out: str | Path, target: str = "l
                                     [L.neuron for L in net.layers]).to_dict()
     except UserError as exc:
         mapping_other = {"error": str(exc)}
-    rates, steps = {}, None
+    rates, energy = {}, None
     if ts is not None:
-        rates = activity(net, ts.x)
-        steps = int(ts.x.shape[0])
-    energy = energy_estimate(mapping, rates, steps or 1, learning) if rates else None
+        try:
+            rates = activity(net, ts.x)
+            energy = energy_from_run(net, mapping, ts.x, learning)
+        except FixedPointError as exc:
+            omitted.append({"section": "activity and energy/latency estimate",
+                            "reason": analog_input_reason(task_name, exc)})
     desc, arrays = network_to(net)
     arrays.update({f"float.{k}": np.asarray(v, dtype=np.float64) for k, v in ck.params.items()})
-    ck_path = Path(checkpoint)
-    ck_file = ck_path / "checkpoint.npz" if ck_path.is_dir() else ck_path
     manifest = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "versions": versions(),
@@ -98,7 +123,8 @@ def compile_checkpoint(checkpoint: str | Path, out: str | Path, target: str = "l
         "conversion": note,
         "target": {"name": target, "system": mapping.system, "chips": mapping.system_chips,
                    "learning_synapses": learning, "limits": mapping.limits,
-                   "learning_rate": float(spec.optimizer.lr if lr is None else lr)},
+                   "learning_rate": float(spec.optimizer.lr if lr is None else lr), "deploy": deploy_target},
+        "native": native_info,
         "weight_bits": qrep.weight_bits,
         "quantization": qrep.to_dict(),
         "quantization_warnings": warnings,
@@ -107,6 +133,7 @@ def compile_checkpoint(checkpoint: str | Path, out: str | Path, target: str = "l
         "mapping_other_mode": mapping_other,
         "activity_spikes_per_step": rates,
         "energy": energy,
+        "omitted": omitted,
     }
     manifest = jsonable(manifest)
     report_md = markdown_report(manifest, mapping, energy)
@@ -114,6 +141,7 @@ def compile_checkpoint(checkpoint: str | Path, out: str | Path, target: str = "l
     out = write_artifact(out, manifest, arrays, {"report.md": report_md.encode(), "core_map.png": png})
     summary = summarize(manifest)
     summary["artifact"] = str(out)
+    summary["source_note"] = source_note
     summary["seconds"] = time.perf_counter() - t0
     return summary
 
@@ -134,6 +162,7 @@ def summarize(manifest: dict) -> dict:
         "energy_per_inference_uj": None if not e else e["per_inference"]["energy_uj"],
         "latency_per_inference_ms": None if not e else e["per_inference"]["latency_ms"],
         "conversion": manifest.get("conversion"),
+        "omitted": manifest.get("omitted", []),
         "warnings": manifest.get("quantization_warnings", []),
     }
 
@@ -161,7 +190,8 @@ def run_artifact(path: str | Path, samples: int = 64, steps: int | None = None, 
     sample(s) and is compared with the engine bit for bit."""
     art = load_artifact(path)
     src = art.manifest["source"]
-    task, ts = deploy.test_set(src["task"], int(src["seed"]), samples)
+    task_name, task_options = deploy.source_task(src)
+    task, ts = deploy.test_set(task_name, int(src["seed"]), samples, task_options)
     out: dict = {"artifact": str(art.path), "task": src["task"], "samples": samples, "steps_per_sample":
                  int(ts.x.shape[0]), "target": art.target, "cores": art.manifest["mapping"]["n_cores"],
                  "metric": task.metric_name}
@@ -176,7 +206,15 @@ def run_artifact(path: str | Path, samples: int = 64, steps: int | None = None, 
         if art.manifest.get("conversion"):
             out[f"float_loihi_timing_{task.metric_name}"] = deploy.float_metric(task, art.spec, art.float_params, ts)
     t0 = time.perf_counter()
-    run = deploy.fixed_run(art.net, ts)
+    try:
+        run = deploy.fixed_run(art.net, ts)
+    except FixedPointError as exc:
+        reason = analog_input_reason(task_name, exc)
+        out["fixed_skipped"] = reason
+        out["lava"] = {"skipped": reason}
+        if learn:
+            out["learning"] = {"skipped": reason}
+        return jsonable(out)
     out[f"fixed_{task.metric_name}"] = deploy.fixed_metric(task, art.net, run, ts)
     out["fixed_seconds"] = time.perf_counter() - t0
     # post hoc from the step engine's state records (the compiled inference keeps no v): a subset bounds the cost
@@ -226,7 +264,29 @@ def run_artifact(path: str | Path, samples: int = 64, steps: int | None = None, 
                        if n_done else None}
         if learn:
             out["lava"]["learning"] = lava_learning(art.net, lr_train, steps)
+        if art.manifest["target"].get("deploy") == "native":
+            out["native"] = native_run(art.net, ts.x[:, :max(1, min(lava_samples, samples))], steps)
     return jsonable(out)
+
+
+def native_run(net: Any, x: np.ndarray, steps: int | None = None) -> dict:
+    """The native graph (Lava standard processes) on each sample of x (T, S,
+    n_in), one Lava run per sample (the engine starts each sample from rest),
+    compared with the engine; ``steps`` caps the first sample."""
+    from eprop_lava.compile import native
+
+    rows = []
+    for s in range(x.shape[1]):
+        xs = x[:, s] if steps is None else x[:min(int(steps), x.shape[0]), s]
+        rows.append(native.compare_native(net, xs))
+        if steps is not None:
+            break
+    return {"backend": rows[0]["backend"], "samples": len(rows), "steps": sum(r["steps"] for r in rows),
+            "spikes_engine": sum(r["spikes_engine"] for r in rows),
+            "spike_mismatches": sum(r["spike_mismatches"] for r in rows),
+            "readout_mismatches": sum(r["readout_mismatches"] for r in rows),
+            "seconds": sum(r["seconds"] for r in rows),
+            "bit_exact": all(r["spike_mismatches"] == 0 and r["readout_mismatches"] == 0 for r in rows)}
 
 
 def learning_curve_png(curve: list, path: str | Path, metric: str, n_train: int, n_test: int) -> Path:
@@ -268,6 +328,9 @@ def format_run(r: dict) -> str:
         lines.append(f"float engine {m}:       {r[f'float_{m}']:.4f}")
     if f"float_loihi_timing_{m}" in r:
         lines.append(f"float (Loihi timing) {m}: {r[f'float_loihi_timing_{m}']:.4f}")
+    if "fixed_skipped" in r:
+        lines.append(f"fixed-point engine skipped: {r['fixed_skipped']}")
+        return "\n".join(lines)
     lines.append(f"fixed-point engine {m}: {r[f'fixed_{m}']:.4f}")
     if r.get("v_saturation"):
         lines.append(f"v at the 24-bit limit (first {r['v_saturation'][0]['samples']} test samples): " + ", ".join(
@@ -284,6 +347,12 @@ def format_run(r: dict) -> str:
                   else f"{c['spike_mismatches']} spike mismatches of {c['spike_values']}")
         lines.append(f"Lava fixed_pt {m}:      {acc}; vs engine: {c['readout_mismatches']} readout mismatches of "
                      f"{c['readout_values']}, {spikes} ({lv['steps']} steps, {lv['seconds']:.1f} s)")
+    if r.get("native"):
+        nv = r["native"]
+        lines.append(f"native graph (Lava Dense + LIF only, {nv['backend']}): {nv['samples']} sample(s), "
+                     f"{nv['steps']} steps, {nv['spike_mismatches']} spike mismatches ({nv['spikes_engine']} spikes) "
+                     f"and {nv['readout_mismatches']} readout mismatches vs the engine "
+                     f"({'bit-exact' if nv['bit_exact'] else 'NOT bit-exact'}; {nv['seconds']:.1f} s)")
     if "learning" in r:
         L = r["learning"]
         c = L["signal_counts"]
