@@ -132,6 +132,10 @@ def resolve_run(task_name: str, config_file: str | None, overrides: Sequence[str
             _set_path(train_tree, key[6:], _parse_value(value), f"--set {key}")
         else:
             raise UserError(f"--set {key}: keys start with 'train.' or 'spec.' (e.g. spec.optimizer.lr=0.01)")
+    options = train_tree.get("task_options")
+    if isinstance(options, dict) and isinstance(options.get("data"), str):
+        # recorded absolute, so eval/compile/run started from another directory find the same data
+        train_tree["task_options"] = {**options, "data": str(Path(options["data"]).resolve())}
     config = TrainConfig.from_dict(train_tree)
     task = task_from_config(config)
     spec_tree = _deep_merge(_deep_merge(task.default_spec().to_dict(), file_spec), extra_spec or {})
@@ -153,8 +157,7 @@ def _task_options(args: argparse.Namespace) -> dict:
         key, value = item.split("=", 1)
         options[key.strip()] = _parse_value(value)
     if args.data:
-        # absolute, so eval/compile/run started from another directory find the same data
-        options["data"] = str(Path(args.data).resolve())
+        options["data"] = args.data
     return options
 
 
