@@ -8,9 +8,9 @@ numbers for readers.
 
 Integers are carried in numpy ``int64`` arrays; the declared widths are
 enforced explicitly (wrap or saturate, as the profile says), because Lava's
-``precision=`` annotations are documentation only (LAVA_BRIEF §1.1).
+``precision=`` annotations are documentation only (docs/lava_loihi.md §1.1).
 
-Loihi's arithmetic reproduced here (LAVA_BRIEF §2.1, Lava ``PyLifModelBitAcc``):
+Loihi's arithmetic reproduced here (docs/lava_loihi.md §2.1, Lava ``PyLifModelBitAcc``):
 
 * decay of a state x by a 12-bit constant d, rounding toward zero::
 
@@ -35,7 +35,7 @@ import numpy as np
 ROUNDINGS = ("toward_zero", "floor", "nearest", "stochastic")
 OVERFLOWS = ("saturate", "wrap")
 
-#: Loihi constants (LAVA_BRIEF §2.1). Not profile fields: Lava's bit-accurate
+#: Loihi constants (docs/lava_loihi.md §2.1). Not profile fields: Lava's bit-accurate
 #: LIF and Dense hard-code them, and the equivalence check depends on them.
 DECAY_SHIFT = 12
 DECAY_UNITY = 1 << DECAY_SHIFT
@@ -77,7 +77,7 @@ class FixedPointProfile:
     ``accumulator_bits`` per-synapse sum of L * e-bar between weight updates,
                         saturating; each product is first shifted right by
                         ``product_shift`` (Loihi drops low bits of products
-                        the same way, LAVA_BRIEF §3.3).
+                        the same way, docs/lava_loihi.md §3.3).
     ``lr_mantissa_bits`` learning rates are m * 2^e with m in
                         [-2^(b-1), 2^(b-1) - 1] (Loihi: 4 bits, m in [-8, 7]).
     ``update_rounding`` rounding of the weight update ("stochastic" uses a
@@ -177,7 +177,7 @@ class FixedPointProfile:
 
 
 def loihi2_profile(**changes: Any) -> FixedPointProfile:
-    """Loihi 2's learning engine widths (LAVA_BRIEF §3.3): 7-bit traces,
+    """Loihi 2's learning engine widths (docs/lava_loihi.md §3.3): 7-bit traces,
     8-bit + sign weights and tags, 15-bit + sign accumulator, learning-rate
     constants m * 2^e with m in [-8, 7]."""
     base = FixedPointProfile(name="loihi2", weight_bits=8, trace_bits=7, trace_impulse=16, psi_bits=7,
@@ -435,7 +435,7 @@ def dense_sign_mode(weights: np.ndarray) -> str:
 
 
 def dense_weights(weights: Any, num_weight_bits: int = 8, sign_mode: str | None = None) -> np.ndarray:
-    """The weights Lava's PyDenseModelBitAcc actually uses (LAVA_BRIEF §2.2):
+    """The weights Lava's PyDenseModelBitAcc actually uses (docs/lava_loihi.md §2.2):
     clip to 8 bits for the sign mode, then drop ``8 - num_weight_bits + mixed``
     low bits (floor). Mixed-sign 8-bit weights become even, in [-256, 254]."""
     w = as_int(weights)
@@ -456,7 +456,7 @@ def dense_weights(weights: Any, num_weight_bits: int = 8, sign_mode: str | None 
 # ------------------------------------------------------------------ learning rates
 @dataclass(frozen=True)
 class LearningRate:
-    """A learning-rate constant m * 2^e (Loihi: m in [-8, 7], LAVA_BRIEF §3.2)."""
+    """A learning-rate constant m * 2^e (Loihi: m in [-8, 7], docs/lava_loihi.md §3.2)."""
 
     mantissa: int
     exponent: int

@@ -197,7 +197,7 @@ def mask_extent(mask: np.ndarray) -> tuple[float, float]:
 
 def quantize(spec: NetworkSpec, params: dict, profile: FixedPointProfile | str = "loihi2",
              lr: float | None = None, seed: int | None = None, loss_mask: np.ndarray | None = None) -> FixedNetwork:
-    """The reference float -> fixed mapping (LAVA_BRIEF §2.1 "Float->fixed mapping").
+    """The reference float -> fixed mapping (docs/lava_loihi.md §2.1 "Float->fixed mapping").
 
     LIF family: weight exponent 0 and the voltage scale chosen so the largest
     afferent weight uses the whole mantissa; vth = v_th S / 64, dv from alpha,

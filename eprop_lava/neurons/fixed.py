@@ -11,7 +11,7 @@ its afferent synapses (``psi``; ``jac`` for Izhikevich).
 
 Conventions
 -----------
-LIF (Lava-exact, LAVA_BRIEF §2.1; ``PyLifModelBitAcc`` bit for bit when
+LIF (Lava-exact, docs/lava_loihi.md §2.1; ``PyLifModelBitAcc`` bit for bit when
 ``n_ref = 0``)::
 
     u   = wrap24( decay(u, du, offset 1) + (a_in << 6) )
