@@ -2,7 +2,7 @@
 
 The reference engine calls the neuron step functions once per time step, so a
 2,250-step sequence of a 100-neuron layer costs thousands of small numpy calls
-whose dispatch, not arithmetic, sets the time (docs/benchmarks.md). Two loops
+whose dispatch, not arithmetic, sets the time (docs/benchmarks.md). These loops
 are compiled here:
 
 * :func:`run_lif_family`: the forward pass of a LIF/ALIF population. It is the
@@ -23,6 +23,10 @@ are compiled here:
   takes the Jacobian entries the model computes (``transition_jacobian``,
   ``spike_jacobian`` evaluated on the whole trajectory), so no model's
   equations are repeated here; only the loop is compiled.
+* the fixed-point loops (inference and online e-prop learning of all four
+  neuron types): they call the elementwise kernels of :mod:`eprop_lava.fixed`
+  and :mod:`eprop_lava.neurons.fixed`, compiled by :func:`compiled` from the
+  very functions the step engine and the Lava models run in numpy.
 
 Without numba (e.g. a GPU machine without it), or with
 ``EPROP_LAVA_FUSED=0``, the engine runs the reference loops unchanged.
@@ -372,7 +376,11 @@ def _fixed_loop(fn, constants: dict | None = None):
     name = "_".join([fn.__name__, _source_tag()] + [f"{k.lower()}{int(v)}" for k, v in sorted(constants.items())])
     clone = types.FunctionType(fn.__code__, glb, name, fn.__defaults__, fn.__closure__)
     clone.__qualname__ = name
-    return njit(parallel=True, cache=True, error_model="numpy")(clone)
+    # the readout has K values per step: too little work to share out over threads
+    return njit(parallel=fn.__name__ not in SERIAL_LOOPS, cache=True, error_model="numpy")(clone)
+
+
+SERIAL_LOOPS = ("_fixed_readout",)
 
 
 if numba is not None:
@@ -498,7 +506,7 @@ if numba is not None:
 
     def _fixed_readout(a_out, y, dk_f, bias, y_out):  # pragma: no cover - compiled
         S, B, K = a_out.shape
-        for b in range(B):  # K values per step: too little work to share out
+        for b in range(B):
             for t in range(S):
                 for k in range(K):
                     y[b, k] = k_readout(y[b, k], np.int64(a_out[t, b, k]), dk_f, bias[k])
