@@ -668,11 +668,12 @@ def _simulate_compiled(net: "FixedNetwork", x: np.ndarray, target, mask, learn: 
         blocks = []
         for r, L in enumerate(net.layers):
             # the input arriving at t: sent at t - 1 (the first step's was sent in the previous block)
-            ext = np.empty((t1 - t0, B, L.neuron.size), np.int64)
+            # int32: what Dense sends (dense_output wraps to 32 bits), half the memory traffic of int64
+            ext = np.empty((t1 - t0, B, L.neuron.size), np.int32)
             ext[0] = sent_in[r]
             if t1 - t0 > 1:
                 ext[1:] = dense_output(L.w_in, src[:-1], L.weight_exp, parallel=True)
-            out = fused.run_fixed_layer(L.neuron, ext, L.w_rec, L.rec_exp, states[r], sent_rec[r])
+            out = fused.run_fixed_layer(L.neuron, ext, L.w_rec, L.rec_exp, states[r], sent_rec[r], learn)
             z_seq[r][t0:t1] = out["z"]
             psi_seq[r][t0:t1] = out["psi"]
             blocks.append((src, last_src, out))
