@@ -154,13 +154,14 @@ def resolve_storage(storage: str | None, out: Path):
         if storage.startswith("sqlite:///"):
             check_storage_file(storage, Path(storage[len("sqlite:///"):]), "sqlite")
             Path(storage[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        shown = hide_password(storage)  # the name printed and written to the summary
         try:
-            return _rdb_storage(storage), storage
+            return _rdb_storage(storage), shown
         except ImportError as exc:  # a database driver (psycopg2, pymysql) is missing
             hint = " (pip install 'eprop-lava[tune]')" if storage.startswith("postgres") else ""
-            raise UserError(f"--storage {storage}: {exc}{hint}") from None
+            raise UserError(f"--storage {shown}: {exc}{hint}") from None
         except Exception as exc:  # sqlalchemy.exc.ArgumentError / OperationalError
-            raise UserError(f"--storage {storage}: cannot open ({_first_line(exc)})") from None
+            raise UserError(f"--storage {shown}: cannot open ({_first_line(exc)})") from None
     path = Path(storage[len("journal:"):] if storage.startswith("journal:") else storage)
     check_storage_file(storage, path, "sqlite" if path.suffix in (".db", ".sqlite", ".sqlite3") else "journal")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -196,6 +197,14 @@ def check_storage_file(storage: str, path: Path, kind: str) -> None:
     if not ok:
         raise UserError(f"--storage {storage}: {path} exists and is not an Optuna journal (its first line is not "
                         "a journal record); choose a new file")
+
+
+def hide_password(url: str) -> str:
+    """``url`` as typed, with the password of ``scheme://user:password@host``
+    (if any) shown as ***."""
+    import re
+
+    return re.sub(r"^([A-Za-z][\w+.-]*://[^:/@?#]*):[^@/?#]*@", r"\1:***@", url)
 
 
 def _first_line(exc: BaseException) -> str:
