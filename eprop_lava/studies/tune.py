@@ -42,6 +42,7 @@ import json
 import math
 import os
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -453,16 +454,23 @@ def run_workers(config: TuneConfig, study_name: str, startup: int, log: Callable
     Each worker takes one trial at a time from a shared count of trials
     still to start, so the total is exact (Optuna's ``MaxTrialsCallback``
     stops a worker only after its trial ends, when the others may already
-    have started more). Worker ``i`` seeds its sampler with
-    ``sampler_seed + i``: equal seeds would propose the same points."""
+    have started more). Taking a trial (the count and Optuna's ``ask``) is
+    done under one lock: on SQLite, which has no row locks, two workers
+    asking at once can both be handed the same enqueued trial (seen here
+    with the default configuration, trial 0). Worker ``i`` seeds its sampler
+    with ``sampler_seed + i``: equal seeds would propose the same points."""
     import multiprocessing as mp
 
     # spawn, not fork: a forked child would inherit the parent's open database
     # connections and whatever threads torch/numba started
     ctx = mp.get_context("spawn")
-    remaining = ctx.Value("i", config.trials)
+    remaining = ctx.Value("i", config.trials)  # its lock also serialises ask()
+    # every worker opens the storage, then they start claiming together: a
+    # worker still importing torch would otherwise find the first one had
+    # taken every trial
+    ready = ctx.Barrier(config.workers)
     deadline = None if config.timeout is None else time.time() + config.timeout
-    procs = [ctx.Process(target=_worker_main, args=(config, study_name, startup, i, remaining, deadline),
+    procs = [ctx.Process(target=_worker_main, args=(config, study_name, startup, i, remaining, ready, deadline),
                          name=f"tune-worker-{i}") for i in range(config.workers)]
     try:
         for p in procs:
@@ -482,16 +490,38 @@ def run_workers(config: TuneConfig, study_name: str, startup: int, log: Callable
                         f"in {storage_name}")
 
 
-def _claim_trial(remaining) -> bool:
-    """Take one trial from the shared count; False when none is left."""
+WORKER_START_TIMEOUT_S = 600
+
+
+def _claim_trial(study, remaining):
+    """Take one trial from the shared count and ask the study for it; None
+    when none is left."""
     with remaining.get_lock():
         if remaining.value <= 0:
-            return False
+            return None
         remaining.value -= 1
-        return True
+        return study.ask()
 
 
-def _worker_main(config: TuneConfig, study_name: str, startup: int, index: int, remaining,
+def _run_trial(study, trial, objective, log) -> None:
+    """``objective(trial)`` told back to the study, failures as in
+    ``study.optimize(catch=CAUGHT)``: a caught error fails the trial and the
+    search goes on; anything else fails it and stops the worker."""
+    from optuna.trial import TrialState
+
+    try:
+        value = objective(trial)
+    except CAUGHT as exc:
+        log(f"trial {trial.number} failed: {' '.join(str(exc).split())}")
+        study.tell(trial, state=TrialState.FAIL)
+        return
+    except BaseException:
+        study.tell(trial, state=TrialState.FAIL)
+        raise
+    study.tell(trial, value)
+
+
+def _worker_main(config: TuneConfig, study_name: str, startup: int, index: int, remaining, ready,
                  deadline: float | None) -> None:
     """One worker process: open the storage itself, then run trials while
     the shared count lasts (and the deadline has not passed)."""
@@ -512,11 +542,22 @@ def _worker_main(config: TuneConfig, study_name: str, startup: int, index: int, 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         study = optuna.load_study(study_name=study_name, storage=storage, sampler=sampler)
         objective = objective_for(config, task, log)
-        while (deadline is None or time.time() < deadline) and _claim_trial(remaining):
-            study.optimize(objective, n_trials=1, catch=CAUGHT)
+        try:
+            ready.wait(timeout=WORKER_START_TIMEOUT_S)
+        except threading.BrokenBarrierError:
+            pass  # another worker failed to start or is stuck: go on with the ones here
+        while deadline is None or time.time() < deadline:
+            trial = _claim_trial(study, remaining)
+            if trial is None:
+                break
+            _run_trial(study, trial, objective, log)
     except UserError as exc:
+        ready.abort()  # the others must not wait for this worker
         log(f"error: {' '.join(str(exc).split())}")
         sys.exit(EXIT_USAGE)
+    except BaseException:
+        ready.abort()
+        raise
 
 
 def summarize_study(study, task) -> dict:
