@@ -217,7 +217,7 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(orig or exc).__name__}: {lines[0] if lines else ''}"
 
 
-CONNECT_TIMEOUT_S = 10  # a server that does not answer is reported, not waited on for minutes
+CONNECT_TIMEOUT_S = 10  # a server that does not answer is reported, not waited on indefinitely
 
 
 def _rdb_storage(url: str, attempts: int = 8):
