@@ -4,7 +4,7 @@
     eprop-lava study teacher-student --out DIR [--sizes 2 4 8] [--iterations N] [--starts S]
     eprop-lava tune TASK --trials N [--storage URL] [--study-name NAME] [--out DIR]
                          [--iterations K] [--batch-size B] [--task-option KEY=VALUE ...]
-                         [--sampler auto|gp|tpe|random] [--seed S] [--repeats R]
+                         [--sampler auto|gp|tpe|random] [--seed S] [--repeats R] [--workers W]
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
                         batch_size=args.batch_size, validation_batches=args.validation_batches, seed=args.seed,
                         sampler=args.sampler, sampler_seed=args.sampler_seed, task_options=options,
                         timeout=args.timeout, startup_trials=args.startup_trials, repeats=args.repeats,
-                        confirm=args.confirm, space=args.space)
+                        confirm=args.confirm, space=args.space, workers=args.workers)
     summary = run_tune(config, log=lambda m: print(m, file=sys.stderr))
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -111,7 +111,10 @@ def register(sub) -> None:
 
     t = sub.add_parser("tune", help="Bayesian hyperparameter search (Optuna)")
     t.add_argument("task", help="task name, as for train (evidence, pattern, ...)")
-    t.add_argument("--trials", type=int, required=True, help="trials this process runs (0 with --confirm)")
+    t.add_argument("--trials", type=int, required=True,
+                   help="trials this command runs, over all its workers (0 with --confirm)")
+    t.add_argument("--workers", type=int, default=1,
+                   help="processes on this machine sharing the storage and the trials (default 1)")
     t.add_argument("--storage", help="sqlite:///FILE.db, postgresql://..., or a journal file path "
                                      "(default: DIR/tune.journal)")
     t.add_argument("--study-name", help="default TASK-tune; workers sharing a storage and name share the study")
