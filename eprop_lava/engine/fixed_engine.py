@@ -16,7 +16,8 @@ One step t of a network (seed 002 Eqs. 3.10-3.14, fixed point):
 2. the Dense buffers for t+1: D = (W s^t) << weight_exp (floor shift if < 0);
 3. the readout integrates y^t = decay(y^{t-1}, d_kappa) + (W_out z^{t-1} << 6) + b;
 4. the error dE/dy^t (softmax for cross-entropy: off-chip, float, quantized to
-   ``error_frac_bits``) and the learning signal L^t = (B err^t) >> signal_shift;
+   the network's error exponent, chosen from the loss mask by
+   :func:`error_exponent`) and the learning signal L^t = (B err^t) >> signal_shift;
 5. each learning synapse (per sample b, post j, pre i) updates its eligibility
    vector eps^t, accumulates acc += (L_j^t ebar_ji^{t-1}) >> product_shift
    (loihi timing: L^t pairs with ebar^{t-1}, as the float engine's online
