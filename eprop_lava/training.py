@@ -392,7 +392,7 @@ def train(task: Any, spec: NetworkSpec, config: TrainConfig, run_dir: str | Path
             it += 1
             if not writer:
                 if config.early_stop:
-                    solved_at = _broadcast_solved(solved_at)  # collective: matches rank 0's call
+                    solved_at = _broadcast_solved(solved_at, group)  # collective: matches rank 0's call
                 continue
             y = traj.y if isinstance(traj.y, np.ndarray) else make_ops("torch").to_numpy(traj.y)
             train_batch = batch if group is None else _local(batch, group)
@@ -422,7 +422,7 @@ def train(task: Any, spec: NetworkSpec, config: TrainConfig, run_dir: str | Path
             if it % config.checkpoint_every == 0 or solved_at == it:
                 checkpoint(ckpt_path, it)
             if group is not None and config.early_stop:
-                solved_at = _broadcast_solved(solved_at)
+                solved_at = _broadcast_solved(solved_at, group)
     finally:
         if progress is not None:
             progress.close()
@@ -441,11 +441,9 @@ def _local(batch: Batch, group: Any) -> Batch:
     return shard(batch, group)
 
 
-def _broadcast_solved(solved_at: int | None) -> int | None:
-    """Rank 0 decides early stopping; the others follow."""
-    import torch
-    import torch.distributed as dist
+def _broadcast_solved(solved_at: int | None, group: Any) -> int | None:
+    """Rank 0 decides early stopping; the others follow (on the group's
+    collective device: NCCL needs a CUDA tensor)."""
+    from eprop_lava.engine.distributed import broadcast_from_main
 
-    t = torch.tensor([-1 if solved_at is None else solved_at], dtype=torch.int64)
-    dist.broadcast(t, src=0)
-    return None if int(t) < 0 else int(t)
+    return broadcast_from_main(solved_at, group.device)
