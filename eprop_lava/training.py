@@ -373,23 +373,36 @@ def train(task: Any, spec: NetworkSpec, config: TrainConfig, run_dir: str | Path
             save_checkpoint(path, spec, config, params, optimizer, iteration, rng.bit_generator.state,
                             {"best": best, "solved_at": solved_at})
 
+    from eprop_lava.progress import Progress, format_seconds, log_file, note
+
+    # a bar on a terminal, else a line every EPROP_LAVA_LOG_SECONDS; both also go to RUN/log.txt
+    run_log = log_file(run_dir / "log.txt" if writer else None)
     progress = None
-    if config.progress and writer:
-        from tqdm import tqdm
-        progress = tqdm(total=config.iterations, initial=start, unit="it", dynamic_ncols=True,
-                        leave=False, disable=None)
     step_times = []
     last_val: dict = {}
     it = start
     logf = open(log_path, "a") if writer else None
+    run_log.__enter__()
     try:
+        if writer:
+            progress = Progress(config.iterations, f"train {config.task}", unit="it", initial=start,
+                                enabled=config.progress)
         while it < config.iterations and not (config.early_stop and solved_at is not None):
             t0 = time.perf_counter()
             batch = task.batch(rng, config.batch_size)
+            if it == start and writer and config.algo == "bptt":
+                note(bptt_cost_note(batch, config.iterations - start), echo=config.progress)
             loss, grads, traj = grad_fn(spec, params, batch)
             apply_update(spec, params, optimizer, grads)
             step_times.append(time.perf_counter() - t0)
             it += 1
+            left = config.iterations - it
+            if writer and len(step_times) == 3 and left > 0:
+                # steps 2-3: the first one also paid for compilation and warm-up
+                per = float(np.median(step_times[1:]))
+                if per * left > 60:
+                    note(f"measured {per:.2f} s per iteration: ~{format_seconds(per * left)} "
+                         f"for the remaining {left} iteration(s)", echo=config.progress)
             if not writer:
                 if config.early_stop:
                     solved_at = _broadcast_solved(solved_at, group)  # collective: matches rank 0's call
@@ -414,11 +427,10 @@ def train(task: Any, spec: NetworkSpec, config: TrainConfig, run_dir: str | Path
             logf.write(json.dumps(row) + "\n")
             logf.flush()
             if progress is not None:
-                progress.update(1)
                 post = {"loss": f"{loss:.3f}"}
                 if last_val:
                     post[f"val_{task.metric_name}"] = f"{last_val[task.metric_name]:.3f}"
-                progress.set_postfix(post)
+                progress.update(1, **post)
             if it % config.checkpoint_every == 0 or solved_at == it:
                 checkpoint(ckpt_path, it)
             if group is not None and config.early_stop:
@@ -428,11 +440,18 @@ def train(task: Any, spec: NetworkSpec, config: TrainConfig, run_dir: str | Path
             progress.close()
         if logf is not None:
             logf.close()
+        run_log.__exit__(None, None, None)
     checkpoint(ckpt_path, it)
     if not last_val or it % config.validate_every != 0:
         last_val = evaluate(task, spec, params, val, config)
     return RunResult(run_dir, it, solved_at, last_val,
                      float(np.median(step_times)) if step_times else float("nan"), params)
+
+
+def bptt_cost_note(batch: Batch, iterations: int) -> str:
+    from eprop_lava.progress import bptt_estimate
+
+    return bptt_estimate(batch.size, batch.steps, iterations)
 
 
 def _local(batch: Batch, group: Any) -> Batch:

@@ -125,10 +125,12 @@ def fixed_metric(task: Any, net: fe.FixedNetwork, run: fe.FixedRun, ts: TestSet,
 
 
 def lava_run(net: fe.FixedNetwork, x: np.ndarray, steps: int | None = None, timeout: float = 540.0,
-             read_spikes: bool | None = None) -> dict:
+             read_spikes: bool | None = None, progress: Any = None) -> dict:
     """Run ``x`` (T, S, n_in) sample after sample on Lava (fixed_pt, CPU).
     ``steps`` caps the total number of time steps. Returns the readout y
-    (steps, K) and, if affordable, the spikes per layer (steps, N_r)."""
+    (steps, K) and, if affordable, the spikes per layer (steps, N_r).
+    ``progress`` (a :class:`eprop_lava.progress.Progress` over steps) makes
+    the run advance one sample (T steps) per Lava run call and report it."""
     import_lava("eprop_lava.models")
     from lava.proc.io.source import RingBuffer
 
@@ -155,7 +157,9 @@ def lava_run(net: fe.FixedNetwork, x: np.ndarray, steps: int | None = None, time
         return out
 
     t0 = time.perf_counter()
-    out = run_guarded(src, total, run_config("fixed_pt"), read, timeout=timeout)
+    out = run_guarded(src, total, run_config("fixed_pt"), read, timeout=timeout,
+                      chunk=T if progress is not None else None,
+                      progress=None if progress is None else progress.update)
     out["seconds"] = time.perf_counter() - t0
     out["read_seconds"] = timing.get("read_s", 0.0)
     out["steps"] = total
@@ -200,14 +204,17 @@ def lava_metric(task: Any, net: fe.FixedNetwork, lava: dict, ts: TestSet) -> flo
     return float(task.metric(y, sub))
 
 
-def learn_run(net: fe.FixedNetwork, ts: TestSet) -> dict:
+def learn_run(net: fe.FixedNetwork, ts: TestSet, progress: Any = None) -> dict:
     """On-chip-style online e-prop on the fixed-point engine, sample after
-    sample (batch 1): weights before/after and the metric after."""
+    sample (batch 1): weights before/after and the metric after.
+    ``progress`` (a :class:`eprop_lava.progress.Progress`) advances per sample."""
     probe = net.copy()
     before = {k: v.copy() for k, v in probe.weights().items()}
     rngs = fe.update_rngs(probe)
     for s in range(ts.x.shape[1]):
         fe.simulate(probe, ts.x[:, s:s + 1], ts.target[:, s:s + 1], ts.mask[:, s:s + 1], learn=True, rngs=rngs)
+        if progress is not None:
+            progress.update(1)
     after = probe.weights()
     changed = {k: int(np.sum(after[k] != before[k])) for k in before}
     return {"net": probe, "changed_weights": changed}

@@ -127,11 +127,23 @@ def summarize(manifest: dict) -> dict:
 
 # ------------------------------------------------------------------ run
 def run_artifact(path: str | Path, samples: int = 64, steps: int | None = None, learn: bool = False,
-                 lava: bool = True, lava_samples: int = 4, log: Any = None) -> dict:
+                 lava: bool = True, lava_samples: int = 4, log: Any = None, progress: bool = True) -> dict:
     """Float engine and fixed-point engine on ``samples`` test samples; Lava
     (fixed_pt, ~2 ms per step on CPU) on the first ``lava_samples`` of them
-    (``steps`` caps its time steps), compared bit for bit with the engine."""
+    (``steps`` caps its time steps), compared bit for bit with the engine.
+    Progress (bars on a terminal, lines otherwise) goes to stderr when
+    ``progress``, and to ARTIFACT/log.txt."""
+    from eprop_lava.progress import log_file
+
     art = load_artifact(path)
+    with log_file(art.path / "log.txt"):
+        return _run_artifact(art, samples, steps, learn, lava, lava_samples, log, progress)
+
+
+def _run_artifact(art: Any, samples: int, steps: int | None, learn: bool, lava: bool, lava_samples: int,
+                  log: Any, progress: bool) -> dict:
+    from eprop_lava.progress import Progress, lava_estimate, note
+
     src = art.manifest["source"]
     task, ts = deploy.test_set(src["task"], int(src["seed"]), samples)
     out: dict = {"artifact": str(art.path), "task": src["task"], "samples": samples, "steps_per_sample":
@@ -151,9 +163,12 @@ def run_artifact(path: str | Path, samples: int = 64, steps: int | None = None, 
     run = deploy.fixed_run(art.net, ts)
     out[f"fixed_{task.metric_name}"] = deploy.fixed_metric(task, art.net, run, ts)
     out["fixed_seconds"] = time.perf_counter() - t0
+    note(f"float and fixed-point engines: {samples} samples x {ts.x.shape[0]} steps in "
+         f"{out['fixed_seconds']:.1f} s (fixed point)", echo=progress)
     lr = None
     if learn:
-        lr = deploy.learn_run(art.net, ts)
+        with Progress(samples, "online e-prop (fixed-point engine)", unit="sample", enabled=progress) as bar:
+            lr = deploy.learn_run(art.net, ts, progress=bar)
         run2 = deploy.fixed_run(lr["net"], ts)
         out["learning"] = {"where": "fixed-point engine, online e-prop sample after sample (batch 1), then "
                                     "evaluated on the same samples",
@@ -165,11 +180,11 @@ def run_artifact(path: str | Path, samples: int = 64, steps: int | None = None, 
     elif not ok:
         out["lava"] = {"skipped": why}
     else:
-        if log:
-            total = steps if steps is not None else max(1, min(lava_samples, samples)) * ts.x.shape[0]
-            log(f"running {total} steps in Lava's fixed-point CPU simulation (~2 ms per step)...")
         k = max(1, min(lava_samples, samples))
-        lv = deploy.lava_run(art.net, ts.x[:, :k], steps)
+        total = min(steps, k * ts.x.shape[0]) if steps is not None else k * ts.x.shape[0]
+        note(lava_estimate(total), echo=progress or bool(log))
+        with Progress(total, "Lava fixed_pt", unit="step", enabled=progress) as bar:
+            lv = deploy.lava_run(art.net, ts.x[:, :k], steps, progress=bar)
         cmp = deploy.compare_lava(run, lv)
         n_done = lv["steps"] // lv["sample_steps"]
         out["lava"] = {"backend": "Loihi2SimCfg(select_tag='fixed_pt'), CPU", "steps": lv["steps"],
@@ -180,7 +195,7 @@ def run_artifact(path: str | Path, samples: int = 64, steps: int | None = None, 
                                                                                       slice(0, n_done))
                        if n_done else None}
         if learn:
-            out["lava"]["learning"] = lava_learning(art.net, ts, lr["net"], steps)
+            out["lava"]["learning"] = lava_learning(art.net, ts, lr["net"], steps, progress)
     return jsonable(out)
 
 
@@ -218,7 +233,7 @@ def format_run(r: dict) -> str:
     return "\n".join(lines)
 
 
-def lava_learning(net: Any, ts: Any, engine_net: Any, steps: int | None) -> dict:
+def lava_learning(net: Any, ts: Any, engine_net: Any, steps: int | None, progress: bool = False) -> dict:
     """Online e-prop in Lava (fixed_pt learning graph) on the same samples;
     the final weights are compared with the engine's bit for bit."""
     from eprop_lava.models.network import run_network
@@ -231,9 +246,14 @@ def lava_learning(net: Any, ts: Any, engine_net: Any, steps: int | None) -> dict
 
         sub = TestSet(ts.x[:, :n], ts.target[:, :n], ts.mask[:, :n], None)
         engine_net = learn_run(net, sub)["net"]
+    from eprop_lava.progress import Progress, lava_estimate, note
+
+    note(lava_estimate(n * T, learning=True), echo=progress)
     t0 = time.perf_counter()
-    res = run_network(np.transpose(ts.x[:, :n], (1, 0, 2)), net=net, target=np.transpose(ts.target[:, :n], (1, 0, 2)),
-                      mask=ts.mask[:, :n].T, learn=True, weights=True, timeout=540.0)
+    with Progress(n * T, "Lava fixed_pt learning", unit="step", enabled=progress) as bar:
+        res = run_network(np.transpose(ts.x[:, :n], (1, 0, 2)), net=net,
+                          target=np.transpose(ts.target[:, :n], (1, 0, 2)), mask=ts.mask[:, :n].T, learn=True,
+                          weights=True, timeout=540.0, progress=bar)
     eng = engine_net.weights()
     mism = {k: int(np.sum(np.asarray(v) != eng[k])) for k, v in res["weights"].items() if k in eng}
     return {"samples": n, "seconds": time.perf_counter() - t0, "weight_mismatches": mism,

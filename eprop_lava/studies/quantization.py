@@ -285,14 +285,12 @@ def run_study(config: StudyConfig, out: str | Path, workers: int = 1, progress: 
     skipped = len(points) - len(todo)
     if log:
         log(f"{len(points)} points, {skipped} already done, {len(todo)} to compute -> {out}")
-    bar = None
-    if progress:
-        from tqdm import tqdm
+    from eprop_lava.progress import Progress, log_file
 
-        bar = tqdm(total=len(points), initial=skipped, unit="pt", dynamic_ncols=True, disable=None)
+    bar = Progress(len(points), "quantization study", unit="point", initial=skipped, enabled=progress)
     compute = compute or run_point
     done = 0
-    try:
+    with log_file(out / "log.txt"), bar:
         phases = [[p for p in todo if p["kind"] == "float"], [p for p in todo if p["kind"] != "float"]]
         for phase in phases:
             if workers > 1 and compute is run_point and len(phase) > 1:
@@ -309,17 +307,13 @@ def run_study(config: StudyConfig, out: str | Path, workers: int = 1, progress: 
                     store.put(point, compute(point, config, out))
                     done += 1
                     _tick(bar, point)
-    finally:
-        if bar is not None:
-            bar.close()
     report = write_report(config, out)
     return {"planned": len(points), "skipped": skipped, "computed": done, "report": report}
 
 
 def _tick(bar, point: dict) -> None:
     if bar is not None:
-        bar.set_postfix_str(_label(point), refresh=False)
-        bar.update(1)
+        bar.update(1, point=_label(point))
 
 
 def _label(p: dict) -> str:

@@ -1,0 +1,110 @@
+"""Progress feedback: plain lines when stderr is not a terminal (throttled),
+a tqdm.auto bar on a terminal, every line appended to the run's log.txt, and
+the documented cost estimates scaled by hand-computed factors."""
+
+import io
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from eprop_lava import progress as P
+
+
+class FakeTTY(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_plain_lines_when_not_a_terminal_are_throttled_and_logged(tmp_path, monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr(P.time, "perf_counter", lambda: clock[0])
+    stream = io.StringIO()
+    with P.log_file(tmp_path / "log.txt"):
+        bar = P.Progress(10, "train evidence", unit="it", stream=stream, every_seconds=30.0)
+        for i in range(10):
+            clock[0] += 10.0          # 10 s per iteration
+            bar.update(1, loss=0.5)
+        bar.close()
+    lines = stream.getvalue().splitlines()
+    # first update, then every 30 s (iterations 4, 7, 10 at 40, 70, 100 s); close adds nothing new
+    assert [l.split(":")[1].split()[0] for l in lines] == ["1/10", "4/10", "7/10", "10/10"]
+    assert lines[1] == "train evidence: 4/10 it (40%), 40 s elapsed, 10 s/it, ~60 s left, loss=0.5"
+    logged = (tmp_path / "log.txt").read_text().splitlines()
+    assert len(logged) == 4
+    assert all(re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ train evidence: ", l) for l in logged)
+    assert logged[-1].endswith("10/10 it (100%), 1.7 min elapsed, 10 s/it, ~0.0 s left, loss=0.5")
+
+
+def test_close_logs_the_final_count(tmp_path, monkeypatch):
+    clock = [0.0]
+    monkeypatch.setattr(P.time, "perf_counter", lambda: clock[0])
+    stream = io.StringIO()
+    bar = P.Progress(3, "run", unit="sample", stream=stream, every_seconds=1000.0)
+    for _ in range(3):
+        clock[0] += 1.0
+        bar.update(1)
+    bar.close()
+    assert [l.split()[1] for l in stream.getvalue().splitlines()] == ["1/3", "3/3"]
+
+
+def test_terminal_gets_a_tqdm_auto_bar_and_no_plain_lines(tmp_path):
+    stream = FakeTTY()
+    with P.log_file(tmp_path / "log.txt"):
+        bar = P.Progress(4, "Lava fixed_pt", unit="step", stream=stream)
+        from tqdm.auto import tqdm
+
+        assert isinstance(bar.bar, tqdm)
+        bar.update(2)
+        bar.update(2)
+        assert bar.bar.n == 4 and bar.bar.total == 4
+        bar.close()
+    out = stream.getvalue()
+    assert "Lava fixed_pt:" in out and "step/s" in out        # drawn by tqdm
+    assert "elapsed," not in out                               # no plain log lines on a terminal
+    assert len((tmp_path / "log.txt").read_text().splitlines()) == 2  # the log file still gets them
+
+
+def test_disabled_progress_writes_only_the_log_file(tmp_path):
+    stream = io.StringIO()
+    with P.log_file(tmp_path / "log.txt"):
+        with P.Progress(2, "x", stream=stream, enabled=False) as bar:
+            bar.update(2)
+    assert stream.getvalue() == ""
+    assert "x: 2/2 it" in (tmp_path / "log.txt").read_text()
+
+
+def test_append_line_appends_whole_lines(tmp_path):
+    path = tmp_path / "sub" / "log.txt"
+    P.append_line(path, "one")
+    P.append_line(path, "two\n")
+    assert path.read_text() == "one\ntwo\n"
+
+
+def test_log_seconds_from_the_environment(monkeypatch):
+    monkeypatch.setenv("EPROP_LAVA_LOG_SECONDS", "5")
+    assert P.log_seconds() == 5.0
+    monkeypatch.setenv("EPROP_LAVA_LOG_SECONDS", "soon")
+    assert P.log_seconds() == P.DEFAULT_LOG_SECONDS
+
+
+def test_cost_estimates_scale_the_documented_figures():
+    # batch 16 x 1125 steps is a quarter of the reference 32 x 2250: 17-27 s -> 4.25-6.75 s
+    text = P.bptt_estimate(16, 1125, 100)
+    assert "documented" in text and "~4.2 s-6.8 s per iteration" in text and "~7.1 min-11 min for 100" in text
+    # 1000 steps at 1.3-2.2 ms -> 1.3-2.2 s; learning 10-15 ms -> 10-15 s
+    assert "~1.3 s-2.2 s" in P.lava_estimate(1000)
+    assert "~10 s-15 s" in P.lava_estimate(1000, learning=True)
+
+
+def test_training_logs_to_the_run_directory(tmp_path):
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_training import ShortEvidence, _config, small_spec
+    from eprop_lava.training import train
+
+    task = ShortEvidence()
+    train(task, small_spec(task), _config(iterations=3, algo="bptt"), tmp_path / "run", resume=False)
+    log = (tmp_path / "run" / "log.txt").read_text()
+    assert "BPTT on CPU costs 17-27 s per iteration" in log
+    assert "train evidence: 1/3 it" in log and "train evidence: 3/3 it (100%)" in log
