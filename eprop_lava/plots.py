@@ -56,6 +56,13 @@ def save_figure(fig: Any, path: str | Path, dpi: int = 120) -> Path:
     return path
 
 
+def figure_png(fig: Any, dpi: int = 120) -> bytes:
+    """The PNG bytes of a figure (for files written with others, atomically)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
+
+
 def read_metrics(run_dir: Path) -> list[dict]:
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
@@ -271,10 +278,13 @@ def weight_histograms(before: Mapping, after: Mapping) -> Any:
     return fig
 
 
-def quantization(float_weights: Mapping, quantized_weights: Mapping, bits: Mapping | None = None) -> Any:
+def quantization(float_weights: Mapping, quantized_weights: Mapping, bits: Mapping | None = None,
+                 steps: Mapping | None = None) -> Any:
     """Per matrix: quantized (dequantized to float units) against float
-    weights, and the histogram of the error quantized - float, with the
-    relative RMS error ||q - w|| / ||w||."""
+    weights, and the histogram of the error quantized - float (log counts),
+    with the relative RMS error ||q - w|| / ||w||. ``steps`` (float size of
+    one integer step per matrix) marks +-half a step, the rounding error's
+    bound: errors beyond it come from clipping."""
     names = [k for k in float_weights if k in quantized_weights]
     fig = new_figure(4.0 * len(names), 7.0)
     axes = np.asarray(fig.subplots(2, len(names), squeeze=False))
@@ -291,17 +301,38 @@ def quantization(float_weights: Mapping, quantized_weights: Mapping, bits: Mappi
                title=f"{k}" + (f", {bits[k]} bits" if bits and k in bits else ""))
         ax.legend(fontsize=7, loc="upper left")
         ax = axes[1, j]
-        ax.hist(err, bins=50, color="tab:purple")
-        ax.set(xlabel="quantized - float", ylabel="synapses", title=f"error: relative RMS {rel:.4f}")
+        ax.hist(err, bins=50, color="tab:purple", label="synapses")
+        ax.set_yscale("log")
+        title = f"error: relative RMS {rel:.4f}"
+        if steps and k in steps:
+            half = 0.5 * steps[k]
+            ax.axvline(-half, color="k", ls=":", lw=1.0, label="+-half a step (rounding)")
+            ax.axvline(half, color="k", ls=":", lw=1.0)
+            clipped = int(np.sum(np.abs(err) > half * (1 + 1e-9)))
+            title += f", {clipped} clipped"
+        ax.set(xlabel="quantized - float (float units)", ylabel="synapses", title=title)
+        ax.ticklabel_format(axis="x", style="sci", scilimits=(-2, 2))
+        ax.legend(fontsize=7)
     fig.suptitle("float against quantized weights", fontsize=11)
     fig.tight_layout()
     return fig
 
 
+def quantization_of_network(float_params: Mapping, net: Any, report: Mapping) -> Any:
+    """:func:`quantization` for a compiled network: its integer weights
+    divided by each matrix's scale (compile.quantize: w_int ~= w * scale)
+    against the trained float weights (the error includes clipping)."""
+    ints = net.weights()
+    matrices = [m for m in report["matrices"] if m["name"] in ints and m["name"] in float_params]
+    deq = {m["name"]: np.asarray(ints[m["name"]], dtype=np.float64) / m["scale"] for m in matrices}
+    return quantization({k: float_params[k] for k in deq}, deq, {m["name"]: m["bits"] for m in matrices},
+                        {m["name"]: m["step"] / m["scale"] for m in matrices})
+
+
 # ------------------------------------------------------------------ readouts and learning on chip
 def readouts(t_ms: np.ndarray, outputs: Mapping[str, np.ndarray], target: np.ndarray | None = None,
              phases: Sequence[tuple] = (), channels: Sequence[int] | None = None,
-             names: Sequence[str] | None = None) -> Any:
+             names: Sequence[str] | None = None, title: str | None = None) -> Any:
     """Readouts of one sample from several engines overlaid (y: (T, K) each,
     same units), one panel per output channel (at most 4), target dashed."""
     first = np.asarray(next(iter(outputs.values())))
@@ -318,11 +349,12 @@ def readouts(t_ms: np.ndarray, outputs: Mapping[str, np.ndarray], target: np.nda
             ax.plot(np.asarray(t_ms)[:y.shape[0]], y[:, c], color=f"C{i}", label=source, **style)
         if target is not None:
             ax.plot(t_ms, np.asarray(target)[:, c], color="k", lw=0.8, ls="-.", label="target")
-        ax.set_ylabel(f"y {names[c] if names else c}")
-        ax.legend(fontsize=8, loc="upper left", ncol=len(outputs) + 1)
+        ax.set_ylabel(f"readout y: {names[c] if names else c}")
+        legend_outside(ax)
     shade_phases(axes, phases, axes[0])
     axes[-1].set_xlabel("time (ms)")
-    fig.suptitle("readout of one sample: " + " / ".join(outputs), fontsize=11)
+    fig.align_ylabels(axes)
+    fig.suptitle(f"readout of {title or 'one sample'}: " + " / ".join(outputs), fontsize=11)
     fig.tight_layout()
     return fig
 
@@ -356,7 +388,7 @@ def confusion_counts(labels: np.ndarray, predictions: np.ndarray, n_classes: int
 
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, n_classes: int | None = None,
-                     class_names: Sequence[str] | None = None) -> Any:
+                     class_names: Sequence[str] | None = None, title: str = "confusion matrix") -> Any:
     """Rows: true class, columns: predicted class; colour = fraction of the
     row, numbers = sample counts (up to 12 classes)."""
     labels, predictions = np.asarray(labels, dtype=int), np.asarray(predictions, dtype=int)
@@ -379,7 +411,7 @@ def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, n_classes: int
         ax.set_yticks(ticks, names, fontsize=7 if n > 12 else 9)
     accuracy = np.trace(counts) / max(counts.sum(), 1)
     ax.set(xlabel="predicted class", ylabel="true class",
-           title=f"confusion matrix\n{counts.sum()} samples, accuracy {accuracy:.3f}")
+           title=f"{title}\n{counts.sum()} samples, accuracy {accuracy:.3f}")
     fig.tight_layout()
     return fig
 
@@ -521,6 +553,45 @@ def _class_names(task: Any, K: int) -> list[str]:
     return [f"output {k}" for k in range(K)]
 
 
+# ------------------------------------------------------------------ a compiled artifact's run
+def artifact_run_figures(task: Any, ts: Any, spec: Any, float_params: Mapping | None, net: Any, run: Any,
+                         lava: Mapping | None = None, curve: Sequence | Mapping | None = None,
+                         sample: int = 0) -> dict:
+    """Figures of ``eprop-lava run``: the readout of one test sample from the
+    float engine (``spec``, the compiled semantics), the fixed-point engine
+    and Lava (when it ran that sample) overlaid in float units (y_fx / y_scale);
+    the fixed-point engine's confusion matrix (classification tasks); the
+    on-chip learning curve when ``curve`` holds one."""
+    from eprop_lava.tasks.base import window_decision
+    from eprop_lava.training import forward_outputs
+
+    T = ts.x.shape[0]
+    K = spec.readout.n_outputs
+    names = _class_names(task, K)
+    t_ms = np.arange(T) * spec.dt
+    outputs = {}
+    if float_params:
+        y, _ = forward_outputs(spec, dict(float_params), ts.batch)
+        outputs["float"] = np.asarray(y)[:, sample]
+    y_fixed = np.asarray(run.y) / net.readout.y_scale
+    outputs["fixed point"] = y_fixed[:, sample]
+    if lava is not None and sample == 0 and lava.get("steps", 0) > 0:
+        outputs["Lava"] = np.asarray(lava["y"][:T]) / net.readout.y_scale
+    target = None if spec.loss == "cross_entropy" else ts.target[:, sample]
+    labels = ts.labels if ts.labels is not None else getattr(ts.batch, "labels", None)
+    title = f"test sample {sample}"
+    if labels is not None and np.asarray(labels).ndim == 1:
+        title += f" (class {names[int(np.asarray(labels)[sample])]})"
+    figs = {"readouts": readouts(t_ms, outputs, target, task_phases(task, ts.batch, sample), names=names,
+                                 title=title)}
+    if labels is not None and np.asarray(labels).ndim == 1:
+        figs["confusion_fixed_point"] = confusion_matrix(labels, window_decision(y_fixed, ts.mask), K, names,
+                                                         "fixed-point engine, test samples")
+    if curve:
+        figs["onchip_learning"] = learning_curve_onchip(curve, getattr(task, "metric_name", "error"))
+    return figs
+
+
 # ------------------------------------------------------------------ a run directory
 def run_figures(run_dir: str | Path) -> dict:
     """Every figure of a training run that its data supports: name -> Figure."""
@@ -549,7 +620,7 @@ def run_figures(run_dir: str | Path) -> dict:
         K = ck.spec.readout.n_outputs
         if np.asarray(test.labels).ndim == 1:
             figs["confusion"] = confusion_matrix(test.labels, window_decision(np.asarray(y_test), test.mask), K,
-                                                 _class_names(task, K))
+                                                 _class_names(task, K), "float network, test samples")
     return figs
 
 

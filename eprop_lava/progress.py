@@ -35,10 +35,11 @@ COSTS = {
     # torch autograd, full graph, 100 ALIF/LIF neurons, batch 32 x 2250 steps (evidence):
     # 16.7-18.6 s idle, up to ~27 s while other processes share the two cores
     "bptt_iteration_evidence": (17.0, 27.0),
-    # Lava Loihi2SimCfg(select_tag="fixed_pt") on CPU, per time step of one sample:
-    # inference 1.3 ms idle - 2.2 ms under load; the on-chip learning graph ~15 ms
+    # Lava Loihi2SimCfg(select_tag="fixed_pt") on CPU, per time step of one sample
+    # (docs/benchmarks.md idle, docs/fixed_point.md under load): inference 1.3-2.2 ms,
+    # online e-prop learning 2.7-5.4 ms
     "lava_inference_step": (1.3e-3, 2.2e-3),
-    "lava_learning_step": (10e-3, 15e-3),
+    "lava_learning_step": (2.7e-3, 5.4e-3),
 }
 BPTT_REFERENCE_SAMPLE_STEPS = 32 * 2250   # the batch x steps that bptt_iteration_evidence was measured at
 
@@ -135,7 +136,7 @@ def bptt_estimate(batch_size: int, steps: int, iterations: int) -> str:
 def lava_estimate(steps: int, learning: bool = False) -> str:
     low, high = COSTS["lava_learning_step" if learning else "lava_inference_step"]
     what = "learning" if learning else "inference"
-    return (f"Lava fixed_pt on CPU: {steps} steps at {low * 1e3:.1f}-{high * 1e3:.0f} ms per step ({what}, documented, "
+    return (f"Lava fixed_pt on CPU: {steps} steps at {low * 1e3:.1f}-{high * 1e3:.1f} ms per step ({what}, documented, "
             f"docs/benchmarks.md) -> ~{format_range(low * steps, high * steps)} plus start-up")
 
 

@@ -93,9 +93,9 @@ def test_cost_estimates_scale_the_documented_figures():
     # batch 16 x 1125 steps is a quarter of the reference 32 x 2250: 17-27 s -> 4.25-6.75 s
     text = P.bptt_estimate(16, 1125, 100)
     assert "documented" in text and "~4.2 s-6.8 s per iteration" in text and "~7.1 min-11 min for 100" in text
-    # 1000 steps at 1.3-2.2 ms -> 1.3-2.2 s; learning 10-15 ms -> 10-15 s
-    assert "~1.3 s-2.2 s" in P.lava_estimate(1000)
-    assert "~10 s-15 s" in P.lava_estimate(1000, learning=True)
+    # 1000 steps at 1.3-2.2 ms -> 1.3-2.2 s; learning 2.7-5.4 ms -> 2.7-5.4 s
+    assert "1.3-2.2 ms per step" in P.lava_estimate(1000) and "~1.3 s-2.2 s" in P.lava_estimate(1000)
+    assert "~2.7 s-5.4 s" in P.lava_estimate(1000, learning=True)
 
 
 def test_training_logs_to_the_run_directory(tmp_path):
