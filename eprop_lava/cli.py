@@ -12,6 +12,8 @@
     eprop-lava export-netx DIR --out FILE.h5
     eprop-lava study quantization [--config FILE] --out DIR
     eprop-lava tune TASK --trials N [--storage URL]
+    eprop-lava export-nir RUN_OR_ARTIFACT --out net.nir [--discretisation exact|euler] [--dt S]
+    eprop-lava import-nir net.nir --out RUN --task TASK [--discretisation exact|euler] [--dt S]
 
 A user mistake (unknown task, bad override, missing file, corrupt
 checkpoint) prints one line and exits with status 2, without a traceback.
@@ -26,9 +28,10 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from eprop_lava.errors import UserError
+from eprop_lava.errors import UserError, user_error_message
 
 EXIT_USAGE = 2
+EXIT_BUG = 70  # EX_SOFTWARE (sysexits.h)
 
 
 def _parse_value(text: str) -> Any:
@@ -299,11 +302,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _extensions():
-    """Subcommands contributed by optional parts (speech data, compiler, studies)."""
+    """Subcommands contributed by optional parts (speech data, compiler, studies, NIR)."""
     out = []
     for module, attr in (("eprop_lava.tasks.speech.cli", "register"),
                          ("eprop_lava.compile.cli", "register"),
-                         ("eprop_lava.studies.cli", "register")):
+                         ("eprop_lava.studies.cli", "register"),
+                         ("eprop_lava.nir_io", "register")):
         try:
             mod = __import__(module, fromlist=[attr])
         except ModuleNotFoundError as exc:
@@ -315,16 +319,30 @@ def _extensions():
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from eprop_lava.lifetime import Terminated, terminate_as_interrupt
+
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
-    except UserError as exc:
-        print(f"eprop-lava: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        with terminate_as_interrupt():  # SIGTERM unwinds like Ctrl-C (cleanup in finally blocks)
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("eprop-lava: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("eprop-lava: terminated", file=sys.stderr)
+        return Terminated.exit_code
+    except Exception as exc:  # noqa: BLE001 - the one error boundary of the command line
+        message = user_error_message(exc)
+        if message is None:
+            import traceback
+
+            traceback.print_exc()
+            print(f"eprop-lava: internal error (a bug, not a problem with your input): "
+                  f"{type(exc).__name__}: {exc}", file=sys.stderr)
+            return EXIT_BUG
+        print(f"eprop-lava: error: {' '.join(message.split())}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -11,3 +11,26 @@ class UserError(Exception):
 
 class CheckpointError(UserError):
     """A checkpoint or artifact is missing, truncated, edited or incompatible."""
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One line for a filesystem error: the path and what is wrong with it."""
+    names = [n for n in (exc.filename, getattr(exc, "filename2", None)) if n is not None]
+    what = exc.strerror or type(exc).__name__
+    if names:
+        return f"{' -> '.join(str(n) for n in names)}: {what}"
+    return f"{what} ({exc})" if str(exc) and str(exc) != what else what
+
+
+def user_error_message(exc: BaseException) -> str | None:
+    """The one-line message for an exception that is the user's to fix
+    (a UserError, a filesystem error, memory the requested sizes do not fit
+    in), or None for a bug."""
+    if isinstance(exc, UserError):
+        return str(exc)
+    if isinstance(exc, MemoryError):
+        detail = f" ({exc})" if str(exc) else ""
+        return f"out of memory{detail}: the requested sizes do not fit in this machine's memory"
+    if isinstance(exc, OSError) and (exc.filename is not None or exc.errno is not None):
+        return describe_os_error(exc)
+    return None

@@ -359,22 +359,28 @@ def readouts(t_ms: np.ndarray, outputs: Mapping[str, np.ndarray], target: np.nda
     return fig
 
 
-def learning_curve_onchip(curves: Mapping[str, Sequence[tuple]] | Sequence[tuple], metric: str = "error",
-                          reference: Mapping[str, float] | None = None) -> Any:
+def learning_curve_onchip(curves: Mapping[str, Sequence] | Sequence, metric: str = "error",
+                          reference: Mapping[str, float] | None = None, xlabel: str = "training samples",
+                          ylabel: str | None = None, title: str | None = None) -> Any:
     """On-chip (online, batch 1) learning: ``metric`` against the number of
-    training samples seen. ``curves`` is a list of (samples, value) or a
-    mapping label -> such a list; ``reference`` draws horizontal lines
-    (e.g. {"float, trained offline": 0.05})."""
+    training samples seen. ``curves`` is a list of points or a mapping
+    label -> such a list; a point is (samples, value) or a dict with
+    "samples" and ``metric`` (or "error"), as ``eprop-lava run --learn``
+    records them. ``reference`` draws horizontal lines (e.g.
+    {"float, trained offline": 0.05})."""
     if not isinstance(curves, Mapping):
         curves = {"on-chip e-prop": curves}
     fig = new_figure(6.5, 4.2)
     ax = fig.subplots()
     for i, (label, pts) in enumerate(curves.items()):
-        pts = sorted(pts)
+        pts = sorted((p["samples"], p.get(metric, p.get("error"))) if isinstance(p, Mapping) else tuple(p)
+                     for p in pts)
         ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", ms=3, color=f"C{i}", label=label)
     for j, (label, value) in enumerate((reference or {}).items()):
         ax.axhline(value, color=f"C{len(curves) + j}", ls="--", lw=1.0, label=label)
-    ax.set(xlabel="training samples", ylabel=metric, title=f"on-chip learning: {metric} against samples")
+    ax.set(xlabel=xlabel, ylabel=ylabel or metric, title=title or f"on-chip learning: {metric} against samples")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig

@@ -33,7 +33,9 @@ from eprop_lava.engine.network import Batch, init_params, simulate
 from eprop_lava.eprop.learning_signal import adaptive_feedback_update
 from eprop_lava.eprop.optim import Optimizer
 from eprop_lava.errors import CheckpointError, UserError
+from eprop_lava.rundir import RunLock, check_run_dir, read_metrics, remove_stale_temporaries
 from eprop_lava.spec import NetworkSpec, SpecError
+from eprop_lava.validate import check_checkpoint
 
 ALGOS = ("eprop", "bptt")
 BACKENDS = ("numpy", "torch")
@@ -184,8 +186,10 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         meta = json.loads(arrays.pop("meta").tobytes().decode())
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"checkpoint {path} has unreadable metadata ({exc})") from None
-    if meta.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"checkpoint {path}: unsupported format {meta.get('format')!r}")
+    if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"checkpoint {path}: unsupported format "
+                              f"{meta.get('format') if isinstance(meta, dict) else type(meta).__name__!r}")
+    check_checkpoint(f"checkpoint {path}", meta, arrays)
     try:
         spec = NetworkSpec.from_dict(meta["spec"])
     except SpecError as exc:
@@ -302,25 +306,23 @@ class RunResult:
     params: dict = field(repr=False, default_factory=dict)
 
 
-def _read_log(path: Path, upto: int) -> list[dict]:
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            break  # a torn last line after a crash
-        if row.get("iteration", 0) <= upto:
-            rows.append(row)
-    return rows
-
-
 def train(task: Any, spec: NetworkSpec, config: TrainConfig, run_dir: str | Path,
           resume: bool = True, log: Callable[[str], None] | None = None) -> RunResult:
     """Train (or resume) a run in run_dir. Under ``config.distributed`` every
-    rank computes its shard, gradients are summed, and only rank 0 writes."""
+    rank computes its shard, gradients are summed, and only rank 0 writes.
+
+    The writer holds the run directory's lock for the whole run; the
+    directory must be new, empty or an earlier run (eprop_lava/rundir.py)."""
     config = config.validated()
+    if config.distributed and os.environ.get("RANK", "0").strip() not in ("", "0"):
+        return _train(task, spec, config, Path(run_dir), resume, log)
+    with RunLock(check_run_dir(run_dir)):
+        remove_stale_temporaries(run_dir)
+        return _train(task, spec, config, Path(run_dir), resume, log)
+
+
+def _train(task: Any, spec: NetworkSpec, config: TrainConfig, run_dir: Path,
+           resume: bool, log: Callable[[str], None] | None) -> RunResult:
     run_dir = Path(run_dir)
     group = None
     if config.distributed:
@@ -354,7 +356,7 @@ def train(task: Any, spec: NetworkSpec, config: TrainConfig, run_dir: str | Path
         solved_at = ck.extra.get("solved_at")
         if writer:
             # drop rows logged after the checkpoint (they will be produced again)
-            history = _read_log(log_path, start)
+            history = read_metrics(log_path, start)
             atomic_write_text(log_path, "".join(json.dumps(r) + "\n" for r in history))
         if log:
             log(f"resuming {run_dir} at iteration {start}")

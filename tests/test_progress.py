@@ -108,3 +108,42 @@ def test_training_logs_to_the_run_directory(tmp_path):
     log = (tmp_path / "run" / "log.txt").read_text()
     assert "BPTT on CPU costs 17-27 s per iteration" in log
     assert "train evidence: 1/3 it" in log and "train evidence: 3/3 it (100%)" in log
+
+
+@pytest.mark.lava
+def test_lava_runs_in_reported_chunks_stay_bit_exact(tmp_path):
+    """With a progress bar the Lava run advances one sample per run call;
+    inference and online learning still match the fixed-point engine bit for bit."""
+    from conftest import HAS_LAVA
+
+    if not HAS_LAVA:
+        pytest.skip("needs lava-nc (Python 3.10)")
+    import numpy as np
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_compile_artifact import make_checkpoint, small_spec
+    from eprop_lava.compile import deploy
+    from eprop_lava.compile.artifact import load_artifact
+    from eprop_lava.compile.pipeline import compile_checkpoint
+    from eprop_lava.models.network import run_network
+
+    ck = make_checkpoint(tmp_path, small_spec("lif"))
+    compile_checkpoint(ck, tmp_path / "art", target="loihi2", learning=True, lr=2.0)
+    net = load_artifact(tmp_path / "art").net
+    _, ts = deploy.test_set("evidence", 2, 2)
+    ts = deploy.TestSet(ts.x[-300:], ts.target[-300:], (ts.mask[-300:] > 0).astype(float), None)
+    stream = io.StringIO()
+    with P.Progress(600, "Lava fixed_pt", unit="step", stream=stream, every_seconds=0.0) as bar:
+        lv = deploy.lava_run(net, ts.x, progress=bar)
+    assert [l.split()[1] for l in stream.getvalue().splitlines()] == ["300/600", "600/600"]
+    cmp = deploy.compare_lava(deploy.fixed_run(net, ts), lv)
+    assert cmp["steps"] == 600 and cmp["bit_exact"], cmp
+    engine = deploy.learn_run(net, ts)["net"].weights()
+    with P.Progress(600, "learning", unit="step", stream=io.StringIO()) as bar:
+        res = run_network(np.transpose(ts.x, (1, 0, 2)), net=net, target=np.transpose(ts.target, (1, 0, 2)),
+                          mask=ts.mask.T, learn=True, weights=True, timeout=300.0, progress=bar)
+        assert bar.count == 600
+    assert sum(int(np.sum(engine[k] != net.weights()[k])) for k in engine) > 0   # it learned
+    for k, w in res["weights"].items():
+        if k in engine:
+            np.testing.assert_array_equal(np.asarray(w), engine[k], err_msg=k)

@@ -114,6 +114,7 @@ def network_to(net: fe.FixedNetwork) -> tuple[dict, dict]:
     arrays["readout.bias"] = np.asarray(ro.bias, dtype=np.int64)
     arrays["feedback.b"] = net.feedback.astype(np.int64)
     desc = {"profile": net.profile.to_dict(), "layers": layers, "signal_shift": int(net.signal_shift),
+            "error_exp": None if net.error_exp is None else int(net.error_exp),
             "seed": int(net.seed),
             "readout": {"w": "readout.w", "bias": "readout.bias", "d_kappa": int(ro.d_kappa),
                         "y_scale": float(ro.y_scale), "weight_exp": int(ro.weight_exp), "lr": _lr(ro.lr),
@@ -143,8 +144,9 @@ def network_from(spec: NetworkSpec, desc: dict, arrays: dict) -> fe.FixedNetwork
     r = desc["readout"]
     readout = fe.FixedReadout(arr(r["w"]), int(r["d_kappa"]), arr(r["bias"]), float(r["y_scale"]),
                               int(r["weight_exp"]), lr(r["lr"]), float(r["grad_scale"]))
+    error_exp = desc.get("error_exp")  # absent in artifacts written before it was chosen: the profile's
     return fe.FixedNetwork(spec, profile, layers, readout, arr(desc["feedback"]), int(desc["signal_shift"]),
-                           int(desc["seed"]))
+                           int(desc["seed"]), None if error_exp is None else int(error_exp))
 
 
 # ------------------------------------------------------------------ writing

@@ -2,7 +2,8 @@
 
     eprop-lava compile CHECKPOINT --target loihi2|loihi1 [--weight-bits N] [--system NAME]
                        [--learning] [--loihi-timing] [--no-search] [--lr LR] --out DIR [--json]
-    eprop-lava run DIR [--learn] [--steps N] [--samples S] [--lava-samples K] [--no-lava] [--json]
+    eprop-lava run DIR [--learn [--learn-samples N] [--curve-every K] [--figure PNG]] [--steps N]
+                   [--samples S] [--lava-samples K] [--no-lava] [--json]
     eprop-lava export-netx DIR --out FILE.h5
 """
 
@@ -71,8 +72,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UserError(f"--samples: expected a positive integer, got {args.samples}")
     if args.lava_samples < 1:
         raise UserError(f"--lava-samples: expected a positive integer, got {args.lava_samples}")
+    if args.learn_samples < 1:
+        raise UserError(f"--learn-samples: expected a positive integer, got {args.learn_samples}")
+    if args.curve_every is not None and args.curve_every < 1:
+        raise UserError(f"--curve-every: expected a positive integer, got {args.curve_every}")
+    figure = None
+    if args.learn:
+        art = Path(args.artifact)
+        figure = Path(args.figure) if args.figure else art.parent / f"{art.name.rstrip('/') or 'artifact'}-learning.png"
+        if figure.exists() and figure.is_dir():
+            raise UserError(f"--figure {figure}: is a directory; give a .png file path")
     r = run_artifact(args.artifact, samples=args.samples, steps=args.steps, learn=args.learn, lava=not args.no_lava,
-                     lava_samples=args.lava_samples,
+                     lava_samples=args.lava_samples, learn_samples=args.learn_samples,
+                     curve_every=args.curve_every, figure=figure,
                      log=None if args.json else (lambda m: print(m, file=sys.stderr, flush=True)))
     print(json.dumps(r, indent=2) if args.json else format_run(r))
     lv = r.get("lava", {})
@@ -116,7 +128,16 @@ def register(sub) -> None:
     p.add_argument("--lava-samples", type=int, default=4, help="of those, how many run in Lava (default 4; "
                                                                "~2 ms per step)")
     p.add_argument("--steps", type=int, help="cap on the Lava run's time steps (default: all samples)")
-    p.add_argument("--learn", action="store_true", help="also run online fixed-point e-prop on the test samples")
+    p.add_argument("--learn", action="store_true",
+                   help="on-chip learning experiment: online fixed-point e-prop on training samples of the "
+                        "artifact's task, held-out test error before, during and after")
+    p.add_argument("--learn-samples", type=int, default=64,
+                   help="with --learn: training samples learned one after another (default 64; drawn from rng "
+                        "stream [seed, 4], disjoint from the test samples)")
+    p.add_argument("--curve-every", type=int, help="with --learn: held-out error every K samples (default: 8 "
+                                                   "points over the run)")
+    p.add_argument("--figure", help="with --learn: learning-curve PNG (default: ARTIFACT-learning.png next to "
+                                    "the artifact)")
     p.add_argument("--no-lava", action="store_true", help="skip the Lava run")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_run)

@@ -87,6 +87,12 @@ class TestSet:
     batch: Any = field(repr=False, default=None)
 
 
+#: rng streams [seed, stream] of the data: training 1 and validation 2 (training.py), test 3
+#: (``eprop-lava eval``), and the on-chip learning stream, disjoint from all of them.
+TEST_STREAM = 3
+LEARN_STREAM = 4
+
+
 def test_set(task_name: str, seed: int, samples: int) -> tuple[Any, TestSet]:
     """The task's test batch (rng [seed, 3], as ``eprop-lava eval``)."""
     from eprop_lava.tasks import get_task
@@ -95,9 +101,13 @@ def test_set(task_name: str, seed: int, samples: int) -> tuple[Any, TestSet]:
         task = get_task(task_name)
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    rng = np.random.default_rng([seed, 3])
-    b = task.batch(rng, samples)
-    return task, TestSet(np.asarray(b.x), np.asarray(b.target), np.asarray(b.mask), b.labels, b)
+    return task, draw(task, seed, TEST_STREAM, samples)
+
+
+def draw(task: Any, seed: int, stream: int, samples: int) -> TestSet:
+    """``samples`` samples of ``task`` from rng [seed, stream]."""
+    b = task.batch(np.random.default_rng([int(seed), int(stream)]), samples)
+    return TestSet(np.asarray(b.x), np.asarray(b.target), np.asarray(b.mask), b.labels, b)
 
 
 # ------------------------------------------------------------------ runs
@@ -204,17 +214,82 @@ def lava_metric(task: Any, net: fe.FixedNetwork, lava: dict, ts: TestSet) -> flo
     return float(task.metric(y, sub))
 
 
-def learn_run(net: fe.FixedNetwork, ts: TestSet, progress: Any = None) -> dict:
-    """On-chip-style online e-prop on the fixed-point engine, sample after
-    sample (batch 1): weights before/after and the metric after.
-    ``progress`` (a :class:`eprop_lava.progress.Progress`) advances per sample."""
+def learn_run(net: fe.FixedNetwork, train: TestSet, test: TestSet | None = None, task: Any = None,
+              every: int | None = None, progress: Any = None) -> dict:
+    """On-chip online e-prop on the fixed-point engine, sample after sample
+    (batch 1, as one chip learns) over the samples of ``train``; ``net`` is
+    not changed. With ``test`` and ``task``: the held-out metric before, every
+    ``every`` samples (the learning curve) and after; ``test`` must not hold
+    the samples learned on (draw them from another rng stream).
+
+    Returns net (the learned copy), changed_weights (per matrix), signal
+    (counts of error and learning-signal values, underflows to 0 and
+    saturations, :func:`eprop_lava.engine.fixed_engine.learning_signal`),
+    feedback_before_last_update (B just before the last weight update: what
+    Lava's LearningSignal holds at the end, as it receives W_out's change one
+    step later), and with a test set error_before, error_after and curve."""
     probe = net.copy()
     before = {k: v.copy() for k, v in probe.weights().items()}
     rngs = fe.update_rngs(probe)
-    for s in range(ts.x.shape[1]):
-        fe.simulate(probe, ts.x[:, s:s + 1], ts.target[:, s:s + 1], ts.mask[:, s:s + 1], learn=True, rngs=rngs)
-        if progress is not None:
-            progress.update(1)
+    stats: dict = {}
+    last_b = {"b": probe.feedback.copy()}
+
+    def update(netx, *args):  # the engine's own update, with B kept just before it
+        last_b["b"] = netx.feedback.copy()
+        fe._update_all(netx, *args)
+
+    def held_out(n: int) -> dict:
+        y = fe.simulate(probe, test.x).y / probe.readout.y_scale
+        return {"samples": n, "error": float(task.metric(y, test.batch))}
+
+    scoring = test is not None and task is not None
+    curve = [held_out(0)] if scoring else []
+    S = train.x.shape[1]
+    for s in range(S):
+        sl = slice(s, s + 1)
+        fe.simulate(probe, train.x[:, sl], train.target[:, sl], train.mask[:, sl], learn=True, rngs=rngs,
+                    stats=stats, on_update=update)
+        if scoring and every and (s + 1) % every == 0 and s + 1 < S:
+            curve.append(held_out(s + 1))
+        if progress:
+            progress(s + 1, S)
+    if scoring:
+        curve.append(held_out(S))
     after = probe.weights()
     changed = {k: int(np.sum(after[k] != before[k])) for k in before}
-    return {"net": probe, "changed_weights": changed}
+    out = {"net": probe, "changed_weights": changed, "signal": signal_summary(stats),
+           "feedback_before_last_update": last_b["b"]}
+    if scoring:
+        out.update(error_before=curve[0]["error"], error_after=curve[-1]["error"], curve=curve)
+    return out
+
+
+def signal_summary(stats: dict) -> dict:
+    """Counts of fixed_engine's output_error / learning_signal statistics with
+    the fractions of non-zero values that underflowed to 0 or saturated."""
+    out = {}
+    for name in ("error", "signal"):
+        n = int(stats.get(f"{name}_values", 0))
+        u, s = int(stats.get(f"{name}_underflow", 0)), int(stats.get(f"{name}_saturated", 0))
+        out[name] = {"values": n, "underflow": u, "saturated": s,
+                     "underflow_fraction": u / n if n else 0.0, "saturated_fraction": s / n if n else 0.0}
+    return out
+
+
+def v_saturation(net: fe.FixedNetwork, x: np.ndarray, chunk: int = 8) -> list[dict]:
+    """Per layer: how many neuron-steps held v at the 24-bit limit
+    +-(2^23 - 1) (post hoc from the step engine's state records, ``chunk``
+    samples at a time to bound memory)."""
+    from eprop_lava.fixed import UV_BITS
+
+    vmax = (1 << (UV_BITS - 1)) - 1
+    counts = [0] * len(net.layers)
+    total = [0] * len(net.layers)
+    for a in range(0, x.shape[1], chunk):
+        run = fe.simulate(net, x[:, a:a + chunk], record_state=True)
+        for r, st in enumerate(run.states):
+            v = st["v"]
+            counts[r] += int(np.count_nonzero(np.abs(v) >= vmax))
+            total[r] += int(v.size)
+    return [{"layer": r, "saturated": c, "values": n, "fraction": c / n if n else 0.0}
+            for r, (c, n) in enumerate(zip(counts, total))]

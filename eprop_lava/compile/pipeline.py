@@ -56,7 +56,13 @@ def compile_checkpoint(checkpoint: str | Path, out: str | Path, target: str = "l
         spec, note = convert_timing(spec)
     if lr is not None and not (isinstance(lr, (int, float)) and np.isfinite(lr) and lr > 0):
         raise UserError(f"--lr: expected a positive number, got {lr!r}")
-    net, qrep = quantize_network(spec, ck.params, weight_bits, search=search, lr=lr)
+    task_name, seed = ck.config.task, ck.config.seed
+    try:
+        _, ts = deploy.test_set(task_name, seed, ACTIVITY_SAMPLES)
+    except UserError:
+        ts = None  # a task this build does not know: no activity, no energy estimate, the profile's error bits
+    net, qrep = quantize_network(spec, ck.params, weight_bits, search=search, lr=lr,
+                                 loss_mask=None if ts is None else ts.mask)
     mapping = map_network(spec, target, system, qrep.weight_bits, learning, net.profile,
                           [L.neuron for L in net.layers])
     mapping_other = None
@@ -65,14 +71,10 @@ def compile_checkpoint(checkpoint: str | Path, out: str | Path, target: str = "l
                                     [L.neuron for L in net.layers]).to_dict()
     except UserError as exc:
         mapping_other = {"error": str(exc)}
-    task_name, seed = ck.config.task, ck.config.seed
     rates, steps = {}, None
-    try:
-        _, ts = deploy.test_set(task_name, seed, ACTIVITY_SAMPLES)
+    if ts is not None:
         rates = activity(net, ts.x)
         steps = int(ts.x.shape[0])
-    except UserError:
-        pass  # a task this build does not know: no activity, no energy estimate
     energy = energy_estimate(mapping, rates, steps or 1, learning) if rates else None
     desc, arrays = network_to(net)
     arrays.update({f"float.{k}": np.asarray(v, dtype=np.float64) for k, v in ck.params.items()})
@@ -87,7 +89,8 @@ def compile_checkpoint(checkpoint: str | Path, out: str | Path, target: str = "l
         "trained_spec": ck.spec.to_dict(),
         "conversion": note,
         "target": {"name": target, "system": mapping.system, "chips": mapping.system_chips,
-                   "learning_synapses": learning, "limits": mapping.limits},
+                   "learning_synapses": learning, "limits": mapping.limits,
+                   "learning_rate": float(spec.optimizer.lr if lr is None else lr)},
         "weight_bits": qrep.weight_bits,
         "quantization": qrep.to_dict(),
         "network": desc,
@@ -130,22 +133,36 @@ def summarize(manifest: dict) -> dict:
 
 
 # ------------------------------------------------------------------ run
+LEARN_SAMPLES = 64
+CURVE_POINTS = 8
+
+
 def run_artifact(path: str | Path, samples: int = 64, steps: int | None = None, learn: bool = False,
-                 lava: bool = True, lava_samples: int = 4, log: Any = None, progress: bool = True) -> dict:
+                 lava: bool = True, lava_samples: int = 4, log: Any = None, learn_samples: int = LEARN_SAMPLES,
+                 curve_every: int | None = None, figure: str | Path | None = None, progress: bool = True) -> dict:
     """Float engine and fixed-point engine on ``samples`` test samples; Lava
     (fixed_pt, ~2 ms per step on CPU) on the first ``lava_samples`` of them
     (``steps`` caps its time steps), compared bit for bit with the engine.
+
+    learn=True: on-chip online e-prop (fixed-point engine, batch 1) on
+    ``learn_samples`` training samples drawn from the artifact's task with
+    rng stream :data:`deploy.LEARN_STREAM` (never the test samples); the
+    held-out test error before, every ``curve_every`` samples and after
+    (``figure``: the learning curve as PNG). Lava then learns on its first
+    sample(s) and is compared with the engine bit for bit.
+
     Progress (bars on a terminal, lines otherwise) goes to stderr when
-    ``progress``, and to ARTIFACT/log.txt."""
+    ``progress``, and to ARTIFACT/log.txt; figures to ARTIFACT/plots/."""
     from eprop_lava.progress import log_file
 
     art = load_artifact(path)
     with log_file(art.path / "log.txt"):
-        return _run_artifact(art, samples, steps, learn, lava, lava_samples, log, progress)
+        return _run_artifact(art, samples, steps, learn, lava, lava_samples, log, learn_samples, curve_every,
+                             figure, progress)
 
 
 def _run_artifact(art: Any, samples: int, steps: int | None, learn: bool, lava: bool, lava_samples: int,
-                  log: Any, progress: bool) -> dict:
+                  log: Any, learn_samples: int, curve_every: int | None, figure: Any, progress: bool) -> dict:
     from eprop_lava.progress import Progress, lava_estimate, note
 
     src = art.manifest["source"]
@@ -167,17 +184,33 @@ def _run_artifact(art: Any, samples: int, steps: int | None, learn: bool, lava: 
     run = deploy.fixed_run(art.net, ts)
     out[f"fixed_{task.metric_name}"] = deploy.fixed_metric(task, art.net, run, ts)
     out["fixed_seconds"] = time.perf_counter() - t0
+    out["v_saturation"] = deploy.v_saturation(art.net, ts.x)
     note(f"float and fixed-point engines: {samples} samples x {ts.x.shape[0]} steps in "
          f"{out['fixed_seconds']:.1f} s (fixed point)", echo=progress)
     lr = None
     if learn:
-        with Progress(samples, "online e-prop (fixed-point engine)", unit="sample", enabled=progress) as bar:
-            lr = deploy.learn_run(art.net, ts, progress=bar)
-        run2 = deploy.fixed_run(lr["net"], ts)
-        out["learning"] = {"where": "fixed-point engine, online e-prop sample after sample (batch 1), then "
-                                    "evaluated on the same samples",
-                           "changed_weights": lr["changed_weights"],
-                           f"fixed_{task.metric_name}_after": deploy.fixed_metric(task, lr["net"], run2, ts)}
+        lr_train = deploy.draw(task, int(src["seed"]), deploy.LEARN_STREAM, learn_samples)
+        every = curve_every or max(1, learn_samples // CURVE_POINTS)
+        t1 = time.perf_counter()
+        with Progress(learn_samples, "online e-prop (fixed-point engine)", unit="sample", enabled=progress) as bar:
+            lr = deploy.learn_run(art.net, lr_train, ts, task, every, progress=lambda done, total: bar.update(1))
+        seconds = time.perf_counter() - t1
+        sig = lr["signal"]
+        out["learning"] = {
+            "where": "fixed-point engine, online e-prop sample after sample (batch 1) on training samples "
+                     f"(rng stream [seed, {deploy.LEARN_STREAM}]); error on the held-out test samples "
+                     f"(rng stream [seed, {deploy.TEST_STREAM}])",
+            "samples": learn_samples, "test_samples": samples, "curve_every": every,
+            "error_before": lr["error_before"], "error_after": lr["error_after"],
+            "weights_changed": int(sum(lr["changed_weights"].values())),
+            "changed_weights": lr["changed_weights"],
+            "signal_underflow": sig["signal"]["underflow_fraction"],
+            "signal_saturated": sig["signal"]["saturated_fraction"],
+            "signal_counts": sig, "error_exp": int(art.net.error_bits), "signal_shift": int(art.net.signal_shift),
+            "curve": lr["curve"], "seconds": seconds}
+        if figure is not None:
+            out["learning"]["figure"] = str(learning_curve_png(lr["curve"], figure, task.metric_name,
+                                                              learn_samples, samples))
     ok, why = deploy.lava_status()
     lv = None
     if not lava:
@@ -200,18 +233,28 @@ def _run_artifact(art: Any, samples: int, steps: int | None, learn: bool, lava: 
                                                                                       slice(0, n_done))
                        if n_done else None}
         if learn:
-            out["lava"]["learning"] = lava_learning(art.net, ts, lr["net"], steps, progress)
-    out["figures"] = save_run_figures(art, task, ts, run, lv, out.get("learning"))
+            out["lava"]["learning"] = lava_learning(art.net, lr_train, steps, progress)
+    out["figures"] = save_run_figures(art, task, ts, run, lv)
     return jsonable(out)
 
 
-def save_run_figures(art: Any, task: Any, ts: Any, run: Any, lava: dict | None, learning: dict | None) -> list:
+def save_run_figures(art: Any, task: Any, ts: Any, run: Any, lava: dict | None) -> list:
     """ARTIFACT/plots/*.png of a run (plots.artifact_run_figures); the paths."""
     from eprop_lava.plots import artifact_run_figures, save_figure
 
-    curve = (learning or {}).get("curve")
-    figs = artifact_run_figures(task, ts, art.spec, art.float_params, art.net, run, lava, curve)
+    figs = artifact_run_figures(task, ts, art.spec, art.float_params, art.net, run, lava)
     return [str(save_figure(fig, art.path / "plots" / f"{name}.png")) for name, fig in figs.items()]
+
+
+def learning_curve_png(curve: list, path: str | Path, metric: str, n_train: int, n_test: int) -> Path:
+    """The held-out learning curve as a PNG (written atomically)."""
+    from eprop_lava.plots import learning_curve_onchip, save_figure
+
+    fig = learning_curve_onchip({"online fixed-point e-prop": curve}, metric,
+                                xlabel="on-chip training samples learned (batch 1)",
+                                ylabel=f"held-out {metric} (fraction of {n_test} test samples)",
+                                title=f"online fixed-point e-prop, {n_train} samples")
+    return save_figure(fig, path, dpi=110)
 
 
 def format_run(r: dict) -> str:
@@ -224,6 +267,9 @@ def format_run(r: dict) -> str:
     if f"float_loihi_timing_{m}" in r:
         lines.append(f"float (Loihi timing) {m}: {r[f'float_loihi_timing_{m}']:.4f}")
     lines.append(f"fixed-point engine {m}: {r[f'fixed_{m}']:.4f}")
+    if r.get("v_saturation"):
+        lines.append("v at the 24-bit limit: " + ", ".join(
+            f"layer {s['layer']} {s['saturated']} of {s['values']} neuron-steps" for s in r["v_saturation"]))
     lv = r.get("lava", {})
     if "skipped" in lv:
         lines.append(f"Lava run skipped: {lv['skipped']}")
@@ -240,41 +286,76 @@ def format_run(r: dict) -> str:
         lines.append("figures: " + ", ".join(r["figures"]))
     if "learning" in r:
         L = r["learning"]
-        lines.append(f"online e-prop (fixed-point engine): {sum(L['changed_weights'].values())} weights changed; "
-                     f"{m} after {L[f'fixed_{m}_after']:.4f}")
+        c = L["signal_counts"]
+        lines.append(f"on-chip e-prop (fixed-point engine, batch 1) on {L['samples']} training samples: "
+                     f"held-out {m} {L['error_before']:.4f} -> {L['error_after']:.4f} "
+                     f"({L['test_samples']} test samples, never learned on); {L['weights_changed']} weights changed; "
+                     f"{L['seconds']:.1f} s")
+        lines.append(f"learning signal: {c['signal']['underflow']} of {c['signal']['values']} non-zero values "
+                     f"underflowed to 0 ({100 * L['signal_underflow']:.2f}%), {c['signal']['saturated']} saturated; "
+                     f"output error (2^{L['error_exp']} per unit): {c['error']['underflow']} of "
+                     f"{c['error']['values']} underflowed, {c['error']['saturated']} saturated")
+        lines.append(f"held-out {m} every {L['curve_every']} samples: "
+                     + " ".join(f"{p['error']:.3f}" for p in L["curve"])
+                     + (f" (figure: {L['figure']})" if L.get("figure") else ""))
         ll = lv.get("learning") if isinstance(lv, dict) else None
         if ll:
-            lines.append(f"online e-prop in Lava over {ll['samples']} sample(s): "
-                         f"{sum(ll['weight_mismatches'].values())} weight mismatches vs the engine "
-                         f"({ll['seconds']:.1f} s)")
+            note = "; ".join(f"{k} {v}" for k, v in ll.get("notes", {}).items())
+            lines.append(f"online e-prop in Lava over {ll['samples']} training sample(s): "
+                         f"{sum(ll['weight_mismatches'].values())} weight mismatches of {ll['compared_values']} vs "
+                         f"the engine ({'bit-exact' if ll['bit_exact'] else 'NOT bit-exact'}; "
+                         f"{ll['seconds']:.1f} s)" + (f" [{note}]" if note else ""))
     return "\n".join(lines)
 
 
-def lava_learning(net: Any, ts: Any, engine_net: Any, steps: int | None, progress: bool = False) -> dict:
-    """Online e-prop in Lava (fixed_pt learning graph) on the same samples;
-    the final weights are compared with the engine's bit for bit."""
+def lava_learning(net: Any, ts: Any, steps: int | None, progress: bool = False) -> dict:
+    """Online e-prop in Lava (fixed_pt learning graph) and in the engine on
+    the first sample(s) of ``ts``; the final weights compared bit for bit.
+
+    The feedback B (symmetric and adaptive feedback follow W_out's changes)
+    is compared after its one-update lag: Lava's LearningSignal receives
+    W_out's change on the step after the update (before it next computes a
+    signal, so every signal during the run uses the engine's B), and the last
+    change of the run is still in the channel when the run stops. Lava's B
+    must therefore equal the engine's B just before its last update."""
+    from eprop_lava.compile.deploy import TestSet, learn_run
     from eprop_lava.models.network import run_network
 
     T, S = ts.x.shape[0], ts.x.shape[1]
-    # the learning graph costs 2.7-5.4 ms per step on CPU (progress.COSTS): one sample unless --steps asks for more
-    n = 1 if steps is None else max(1, min(S, int(steps) // T))
-    if n < S:
-        from eprop_lava.compile.deploy import TestSet, learn_run
-
-        sub = TestSet(ts.x[:, :n], ts.target[:, :n], ts.mask[:, :n], None)
-        engine_net = learn_run(net, sub)["net"]
     from eprop_lava.progress import Progress, lava_estimate, note
 
+    # the learning graph costs 2.7-5.4 ms per step on CPU (progress.COSTS): one sample unless --steps asks for more
+    n = 1 if steps is None else max(1, min(S, int(steps) // T))
+    sub = TestSet(ts.x[:, :n], ts.target[:, :n], ts.mask[:, :n], None)
+    engine = learn_run(net, sub)
     note(lava_estimate(n * T, learning=True), echo=progress)
     t0 = time.perf_counter()
     with Progress(n * T, "Lava fixed_pt learning", unit="step", enabled=progress) as bar:
-        res = run_network(np.transpose(ts.x[:, :n], (1, 0, 2)), net=net,
-                          target=np.transpose(ts.target[:, :n], (1, 0, 2)), mask=ts.mask[:, :n].T, learn=True,
-                          weights=True, timeout=540.0, progress=bar)
-    eng = engine_net.weights()
-    mism = {k: int(np.sum(np.asarray(v) != eng[k])) for k, v in res["weights"].items() if k in eng}
-    return {"samples": n, "seconds": time.perf_counter() - t0, "weight_mismatches": mism,
-            "bit_exact": all(v == 0 for v in mism.values())}
+        res = run_network(np.transpose(sub.x, (1, 0, 2)), net=net, target=np.transpose(sub.target, (1, 0, 2)),
+                          mask=sub.mask.T, learn=True, weights=True, timeout=540.0, progress=bar)
+    return {"samples": n, "seconds": time.perf_counter() - t0,
+            **compare_learned(res["weights"], engine, net.spec.learning.variant != "random")}
+
+
+def compare_learned(lava_weights: dict, engine: dict, feedback_follows: bool) -> dict:
+    """Mismatch counts of Lava's learned weights against the engine's
+    (:func:`deploy.learn_run`'s result); with ``feedback_follows`` (symmetric
+    or adaptive B) Lava's B against the engine's B before its last update
+    (see :func:`lava_learning`)."""
+    eng = engine["net"].weights()
+    mism = {k: int(np.sum(np.asarray(v) != eng[k])) for k, v in lava_weights.items()
+            if k in eng and k != "feedback.b"}
+    notes = {}
+    if "feedback.b" in lava_weights:
+        if feedback_follows:
+            mism["feedback.b"] = int(np.sum(np.asarray(lava_weights["feedback.b"])
+                                            != engine["feedback_before_last_update"]))
+            notes["feedback.b"] = "compared with the engine's B before its last update (one-update lag)"
+        else:
+            mism["feedback.b"] = int(np.sum(np.asarray(lava_weights["feedback.b"]) != eng["feedback.b"]))
+    return {"weight_mismatches": mism, "compared_values": int(sum(np.asarray(v).size for k, v in lava_weights.items()
+                                                                 if k in mism)),
+            "notes": notes, "bit_exact": all(v == 0 for v in mism.values())}
 
 
 # ------------------------------------------------------------------ the main job

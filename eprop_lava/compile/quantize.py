@@ -242,8 +242,11 @@ def quantize_bias(b_int: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
 
 # ------------------------------------------------------------------ the compiler's quantizer
 def quantize_network(spec: NetworkSpec, params: dict, weight_bits: Any = 8, profile: Any = "loihi2",
-                     search: bool = True, lr: float | None = None) -> tuple[fe.FixedNetwork, QuantizationReport]:
+                     search: bool = True, lr: float | None = None,
+                     loss_mask: Any = None) -> tuple[fe.FixedNetwork, QuantizationReport]:
     """Trained float parameters -> (FixedNetwork, QuantizationReport).
+    ``loss_mask`` (T, B): the task's loss mask, from which the output
+    error's exponent is chosen (:func:`eprop_lava.engine.fixed_engine.error_exponent`).
 
     ``weight_bits``: 1..8 for all groups, or {"layers.0": 6, "readout": 8,
     "default": 8}. ``search=False`` gives max-abs scaling (the reference
@@ -273,7 +276,7 @@ def quantize_network(spec: NetworkSpec, params: dict, weight_bits: Any = 8, prof
     sse = {key: [] for key, _ in groups}
     for j in range(n_steps + 1):
         levels = {key: max(gmax[key], 1e-12) * 2.0 ** (-j / 8.0) for key in gmax}
-        net = fe.quantize(spec, _clipped_params(fparams, groups, levels), prof, lr=lr)
+        net = fe.quantize(spec, _clipped_params(fparams, groups, levels), prof, lr=lr, loss_mask=loss_mask)
         for key, names in groups:
             scale = _group_scale(net, key)
             total = 0.0
@@ -284,7 +287,7 @@ def quantize_network(spec: NetworkSpec, params: dict, weight_bits: Any = 8, prof
     best = {key: int(np.argmin(v)) for key, v in sse.items()}
     levels = {key: max(gmax[key], 1e-12) * 2.0 ** (-best[key] / 8.0) for key in gmax}
     # 2. the reference quantizer at the chosen levels, then the Loihi grid
-    net = fe.quantize(spec, _clipped_params(fparams, groups, levels), prof, lr=lr)
+    net = fe.quantize(spec, _clipped_params(fparams, groups, levels), prof, lr=lr, loss_mask=loss_mask)
     report = QuantizationReport(weight_bits=bits, search="mse over clip levels" if search else "max-abs")
     scales = {}
     for key, names in groups:
@@ -331,13 +334,15 @@ def quantize_network(spec: NetworkSpec, params: dict, weight_bits: Any = 8, prof
             None if lrq is None else int(lrq.mantissa), None if lrq is None else int(lrq.exponent),
             None if lrq is None or not want else float(abs(lrq.value - want) / want)))
     report.learning = {"profile": prof.to_dict(), "signal_shift": int(net.signal_shift),
+                       "error_exp": int(net.error_bits),
                        "psi_bits": prof.psi_bits, "trace_impulse": prof.trace_impulse,
                        "readout_lr": None if net.readout.lr is None else net.readout.lr.to_dict(),
                        "note": "psi / gamma is sent as a psi_bits graded value (gamma folded into the "
                                "learning rate); a presynaptic spike adds trace_impulse to the trace; "
                                "learning rates are m 2^e with the profile's mantissa (LAVA_BRIEF §3.2-3.3)"}
     # validate the finished network again (shapes, ranges)
-    net = fe.FixedNetwork(net.spec, net.profile, net.layers, net.readout, net.feedback, net.signal_shift, net.seed)
+    net = fe.FixedNetwork(net.spec, net.profile, net.layers, net.readout, net.feedback, net.signal_shift, net.seed,
+                          net.error_exp)
     return net, report
 
 

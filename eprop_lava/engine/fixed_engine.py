@@ -96,6 +96,14 @@ class FixedNetwork:
     feedback: np.ndarray     # (N_total, K) B in integer units
     signal_shift: int
     seed: int = 0
+    #: fractional bits of the output error (err_fx = err 2^error_exp); None:
+    #: the profile's error_frac_bits. :func:`error_exponent` chooses it from
+    #: the loss mask so the quantized error is not rounded away.
+    error_exp: int | None = None
+
+    @property
+    def error_bits(self) -> int:
+        return self.profile.error_frac_bits if self.error_exp is None else int(self.error_exp)
 
     def __post_init__(self) -> None:
         if len(self.layers) != len(self.spec.layers):
@@ -149,8 +157,47 @@ def _wexp_for(wmax: float, v_scale: float, wmax_int: int) -> int:
     return int(math.ceil(math.log2(wmax * v_scale / 64.0 / wmax_int)))
 
 
+def error_exponent(profile: FixedPointProfile, mask_max: float, mask_sum: float) -> int:
+    """Fractional bits E of the output error err_fx = round(mask (p - t) 2^E),
+    chosen from the loss mask (|p - t| <= 1 for cross-entropy, the unit of
+    MSE errors), as the largest E with
+
+    * no saturation of the error itself: mask_max 2^E <= 2^signal_bits - 1;
+    * no saturation of a readout accumulator over one sample even in the worst
+      case (|p - t| = 1 at every masked step, trace z-bar at its maximum):
+      mask_sum 2^E trace_max / 2^product_shift <= 2^accumulator_bits - 1.
+
+    mask_max is the largest per-step weight, mask_sum the largest per-sample
+    sum of the mask. For the evidence task (mask 1/150 over 150 steps) in the
+    loihi2 profile: E = min(14, 12) = 12, so a fully wrong step gives 27
+    levels where 7 fixed fractional bits gave at most one."""
+    if not (mask_max > 0 and math.isfinite(mask_max) and mask_sum > 0 and math.isfinite(mask_sum)):
+        raise FixedPointError(f"loss mask: expected positive finite weights, got max {mask_max}, sum {mask_sum}")
+    hi = profile.signal_range[1]
+    by_range = math.floor(math.log2(hi / mask_max))
+    by_acc = math.floor(math.log2(profile.accumulator_range[1] * 2.0 ** profile.product_shift
+                                  / (mask_sum * profile.trace_max)))
+    return int(max(0, min(by_range, by_acc, 24)))
+
+
+def signal_shift_for(feedback: np.ndarray, err_max: int, profile: FixedPointProfile) -> int:
+    """The right shift of L = (B err) >> shift: the smallest with
+    max_j sum_k |B_jk| err_max <= 2^signal_bits - 1 (L never saturates).
+    err_max is the largest error magnitude in integer levels."""
+    worst = max(int(np.abs(feedback).sum(1).max(initial=0)), 1) * max(int(err_max), 1)
+    return max(0, int(math.ceil(math.log2(worst / profile.signal_range[1]))))
+
+
+def mask_extent(mask: np.ndarray) -> tuple[float, float]:
+    """(largest per-step weight, largest per-sample sum) of a (T, B) loss mask."""
+    m = np.abs(np.asarray(mask, dtype=np.float64))
+    if m.ndim == 1:
+        m = m[:, None]
+    return float(m.max(initial=0.0)), float(m.sum(0).max(initial=0.0))
+
+
 def quantize(spec: NetworkSpec, params: dict, profile: FixedPointProfile | str = "loihi2",
-             lr: float | None = None, seed: int | None = None) -> FixedNetwork:
+             lr: float | None = None, seed: int | None = None, loss_mask: np.ndarray | None = None) -> FixedNetwork:
     """The reference float -> fixed mapping (LAVA_BRIEF §2.1 "Float->fixed mapping").
 
     LIF family: weight exponent 0 and the voltage scale chosen so the largest
@@ -158,7 +205,13 @@ def quantize(spec: NetworkSpec, params: dict, profile: FixedPointProfile | str =
     du = 4095 (no synaptic filter: Bellec's LIF), theta_step = beta S.
     Izhikevich: 2^v_frac units per mV and weight_exp chosen to fit.
     Learning rates: ``lr`` (default spec.optimizer.lr, read as an SGD rate on
-    the summed gradient) mapped to m 2^e per matrix."""
+    the summed gradient) mapped to m 2^e per matrix.
+    loss_mask (T, B): the task's loss mask; given, the output error's
+    fractional bits come from :func:`error_exponent` (otherwise the
+    profile's error_frac_bits) and the learning signal's shift from
+    :func:`signal_shift_for` with the largest error the mask allows.
+    The learning rates absorb both scales (grad_scale), so an accumulated
+    update means the same float gradient step whatever exponent is chosen."""
     if spec.timing != "loihi" or spec.reset != "zero":
         raise FixedPointError("timing/reset: the fixed-point engine implements timing='loihi' and reset='zero' "
                               f"(Loihi's Dense delay and LIF reset), got timing={spec.timing!r}, reset={spec.reset!r}")
@@ -166,7 +219,15 @@ def quantize(spec: NetworkSpec, params: dict, profile: FixedPointProfile | str =
     lr = spec.optimizer.lr if lr is None else lr
     wlo, whi = profile.weight_range
     wmax_int = min(-wlo, whi)
-    ef = profile.error_frac_bits
+    if loss_mask is not None:
+        mask_max, mask_sum = mask_extent(loss_mask)
+        ef = error_exponent(profile, mask_max, mask_sum)
+        err_max = min(profile.signal_range[1], int(math.ceil(mask_max * 2.0 ** ef)))
+        error_exp: int | None = ef
+    else:
+        ef = profile.error_frac_bits
+        err_max = 1 << ef
+        error_exp = None
     imp = profile.trace_impulse
     # readout and feedback first: the hidden learning rates depend on the signal scale
     w_out = np.asarray(params["readout.w"], dtype=np.float64)
@@ -183,9 +244,7 @@ def quantize(spec: NetworkSpec, params: dict, profile: FixedPointProfile | str =
             b_scale_target = y_scale / 64.0
             feedback = np.clip(np.rint(b * b_scale_target), wlo, whi).astype(np.int64)
             b_scale = b_scale_target
-    smax = profile.signal_range[1]
-    worst = max(int(np.abs(feedback).sum(1).max()), 1) * (1 << ef)
-    signal_shift = max(0, int(math.ceil(math.log2(worst / smax))))
+    signal_shift = signal_shift_for(feedback, err_max, profile)
     ps = profile.product_shift
     layers = []
     for r, ls in enumerate(spec.layers):
@@ -240,7 +299,7 @@ def quantize(spec: NetworkSpec, params: dict, profile: FixedPointProfile | str =
                            np.rint(np.asarray(params["readout.b"]) * y_scale).astype(np.int64), y_scale, 0,
                            learning_rate(lr * (y_scale / 64.0) * out_grad_scale, profile), out_grad_scale)
     return FixedNetwork(spec, profile, layers, readout, feedback, signal_shift,
-                        spec.seed if seed is None else seed)
+                        spec.seed if seed is None else seed, error_exp)
 
 
 # ======================================================================= synapse functions
@@ -283,10 +342,13 @@ def _softmax_fixed_order(x: np.ndarray) -> np.ndarray:
 
 
 def output_error(y: np.ndarray, target: np.ndarray, mask: np.ndarray, loss: str, y_scale: float,
-                 profile: FixedPointProfile) -> np.ndarray:
+                 profile: FixedPointProfile, error_exp: int | None = None, stats: dict | None = None) -> np.ndarray:
     """err^t = mask (softmax(y) - target) (cross-entropy, seed 002 Eq. 2.32) or
-    mask (y - target) (MSE), quantized to error_frac_bits (nearest) and the
-    signal range. Runs off the neurocores (host): the softmax is float."""
+    mask (y - target) (MSE), times 2^error_exp (default: the profile's
+    error_frac_bits), rounded to nearest and saturated to the signal range.
+    Runs off the neurocores (host): the softmax is float.
+    stats: a dict whose counts "error_values", "error_underflow" (non-zero
+    error rounded to 0) and "error_saturated" are incremented."""
     yf = np.asarray(y, dtype=np.float64) / y_scale
     if loss == "cross_entropy":
         err = _softmax_fixed_order(yf) - target
@@ -296,15 +358,35 @@ def output_error(y: np.ndarray, target: np.ndarray, mask: np.ndarray, loss: str,
         raise FixedPointError(f"loss: unknown {loss!r}")
     err = np.asarray(mask, dtype=np.float64)[..., None] * err
     lo, hi = profile.signal_range
-    return np.clip(np.rint(err * float(1 << profile.error_frac_bits)), lo, hi).astype(np.int64)
+    exact = err * float(1 << (profile.error_frac_bits if error_exp is None else int(error_exp)))
+    q = np.rint(exact)
+    out = np.clip(q, lo, hi).astype(np.int64)
+    if stats is not None:
+        _count(stats, "error", exact != 0, q == 0, q != out)
+    return out
 
 
-def learning_signal(err: np.ndarray, feedback: np.ndarray, shift: int, profile: FixedPointProfile) -> np.ndarray:
+def _count(stats: dict, name: str, live: np.ndarray, zero: np.ndarray, clipped: np.ndarray) -> None:
+    """values: non-zero before quantization; underflow: of those, 0 after;
+    saturated: clipped to the range."""
+    stats[f"{name}_values"] = stats.get(f"{name}_values", 0) + int(np.count_nonzero(live))
+    stats[f"{name}_underflow"] = stats.get(f"{name}_underflow", 0) + int(np.count_nonzero(live & zero))
+    stats[f"{name}_saturated"] = stats.get(f"{name}_saturated", 0) + int(np.count_nonzero(clipped))
+
+
+def learning_signal(err: np.ndarray, feedback: np.ndarray, shift: int, profile: FixedPointProfile,
+                    stats: dict | None = None) -> np.ndarray:
     """L^t = (B err^t) >> signal_shift (nearest), saturated to signal_bits:
-    the graded third factor each neuron's synapses receive."""
+    the graded third factor each neuron's synapses receive.
+    stats: counts "signal_values" (B err != 0), "signal_underflow" (of
+    those, L = 0) and "signal_saturated" (L clipped) are incremented."""
     acc = np.rint(np.asarray(err, dtype=np.float64) @ feedback.T.astype(np.float64)).astype(np.int64)
     lo, hi = profile.signal_range
-    return np.clip(shift_round(acc, shift, "nearest"), lo, hi)
+    shifted = shift_round(acc, shift, "nearest")
+    out = np.clip(shifted, lo, hi)
+    if stats is not None:
+        _count(stats, "signal", acc != 0, shifted == 0, shifted != out)
+    return out
 
 
 def new_hidden_synapse(p: fx.FixedNeuronParams, batch: int, n_pre: int,
@@ -434,7 +516,7 @@ PER_SYNAPSE = SynapseRule(
 
 def simulate(net: FixedNetwork, x: np.ndarray, target: np.ndarray | None = None, mask: np.ndarray | None = None,
              learn: bool = False, rngs: dict | None = None, record_state: bool = False,
-             on_update: Any = None, synapses: "SynapseRule | None" = None) -> FixedRun:
+             on_update: Any = None, synapses: "SynapseRule | None" = None, stats: dict | None = None) -> FixedRun:
     """Run one sample per batch element, x (T, B, n_in) of 0/1 spikes.
 
     learn=True: online e-prop updates ``net``'s weights in place at every
@@ -442,14 +524,16 @@ def simulate(net: FixedNetwork, x: np.ndarray, target: np.ndarray | None = None,
     on_update(net, syn_in, syn_rec, syn_out, rngs, slices) replaces the weight
     update (used by :func:`accumulated_gradients` to read the accumulators).
     synapses: how hidden synapses keep their e-prop state (default
-    :data:`PER_SYNAPSE`, exact e-prop; studies pass other rules)."""
+    :data:`PER_SYNAPSE`, exact e-prop; studies pass other rules).
+    stats (learn=True): a dict in which :func:`output_error` and
+    :func:`learning_signal` count values, underflows and saturations."""
     synapses = synapses or PER_SYNAPSE
     if not learn and not record_state and compiled_inference(net):
         return _simulate_compiled(net, x, target, mask)
     with _one_blas_thread():
         chunks = _inference_chunks(np.shape(x)[1] if np.ndim(x) == 3 else 0, learn)
         if len(chunks) < 2:
-            return _simulate(net, x, target, mask, learn, rngs, record_state, on_update, synapses)
+            return _simulate(net, x, target, mask, learn, rngs, record_state, on_update, synapses, stats)
         # Inference: samples are independent, and numpy releases the GIL inside
         # each elementwise pass, so batch slices run in parallel threads with
         # results identical to one pass (every operation is per sample).
@@ -529,7 +613,8 @@ def _simulate_compiled(net: "FixedNetwork", x: np.ndarray, target, mask) -> "Fix
     for t in range(a_out.shape[0]):
         y = readout_step(y, a_out[t], ro)
         y_seq[t] = y
-    err = output_error(y_seq, target, mask, spec.loss, ro.y_scale, net.profile) if need_error else None
+    err = (output_error(y_seq, target, mask, spec.loss, ro.y_scale, net.profile, net.error_exp)
+           if need_error else None)
     return FixedRun(z=z_seq, y=y_seq, psi=psi_seq, err=err)
 
 
@@ -561,7 +646,8 @@ def _concat_runs(runs: list) -> "FixedRun":
 
 
 def _simulate(net: FixedNetwork, x: np.ndarray, target: np.ndarray | None, mask: np.ndarray | None,
-              learn: bool, rngs: dict | None, record_state: bool, on_update: Any, synapses: "SynapseRule") -> FixedRun:
+              learn: bool, rngs: dict | None, record_state: bool, on_update: Any, synapses: "SynapseRule",
+              stats: dict | None = None) -> FixedRun:
     need_error = learn or target is not None
     x, target, mask = _check_inputs(net, x, target, mask, need_error)
     T, B, _ = x.shape
@@ -609,7 +695,8 @@ def _simulate(net: FixedNetwork, x: np.ndarray, target: np.ndarray | None, mask:
         y = readout_step(y, wrap_int32(a_out), ro)
         y_seq[t] = y
         if need_error:
-            err = output_error(y, target[t], mask[t], spec.loss, ro.y_scale, prof)
+            err = output_error(y, target[t], mask[t], spec.loss, ro.y_scale, prof, net.error_exp,
+                               stats if learn else None)
             err_seq[t] = err
         # Dense buffers for t+1 (weights before this step's update)
         for r, L in enumerate(net.layers):
@@ -621,7 +708,7 @@ def _simulate(net: FixedNetwork, x: np.ndarray, target: np.ndarray | None, mask:
                 buf_rec[r] = dense_output(L.w_rec, zs[r], L.weight_exp)
             buf_out[r] = dense_output(ro.w[:, slices[r]], zs[r], ro.weight_exp)
         if learn:
-            signal = learning_signal(err, net.feedback, net.signal_shift, prof)
+            signal = learning_signal(err, net.feedback, net.signal_shift, prof, stats)
             for r, L in enumerate(net.layers):
                 p = L.neuron
                 sig = signal[:, slices[r]]

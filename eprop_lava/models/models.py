@@ -374,7 +374,7 @@ class PyLearningSignalModelFixed(PyLoihiProcessModel):
         y = self.y_in.recv().astype(I64)[None]
         tm = self.target_in.recv().astype(np.float64)
         K = pp["n_out"]
-        err = fe.output_error(y, tm[None, :K], tm[None, K], pp["loss"], pp["y_scale"], prof)
+        err = fe.output_error(y, tm[None, :K], tm[None, K], pp["loss"], pp["y_scale"], prof, pp.get("error_exp"))
         signal = fe.learning_signal(err, self.feedback.astype(I64), pp["signal_shift"], prof)
         self.err_out.send(err[0])
         self.signal_out.send(signal[0])

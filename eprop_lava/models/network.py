@@ -28,6 +28,7 @@ from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 from lava.proc.io.source import PySendModelFloat, RingBuffer
 
 from eprop_lava.engine.fixed_engine import READOUT_KEY, layer_slices
+from eprop_lava.lifetime import children_die_with_parent, deferred_signals, raise_for, terminate_as_interrupt
 from eprop_lava.models import models as M
 from eprop_lava.processes.process import (
     NEURON_PROCESSES, EpropDense, EpropRSNN, LearningSignal, Readout, ReadoutDense,
@@ -89,7 +90,7 @@ def run_guarded(root: Any, steps: int, run_cfg: Any, read: Callable[[], Any], ti
                 progress: Callable[[int], None] | None = None) -> Any:
     """root.run(RunSteps(steps)), then ``read()`` (Var.get() works only while the
     runtime lives), under a wall-clock timeout; root.stop() always runs
-    afterwards (also on exceptions and Ctrl-C). When a failed run leaves the
+    afterwards (also on exceptions, Ctrl-C and SIGTERM). When a failed run leaves the
     runtime unable to stop (stop() waits on a dead model forever), the model
     processes are terminated after ``stop_timeout`` seconds instead, so
     nothing is left running. With ``chunk`` the steps run as consecutive
@@ -100,27 +101,32 @@ def run_guarded(root: Any, steps: int, run_cfg: Any, read: Callable[[], Any], ti
     def _expire(signum, frame):  # noqa: ARG001
         raise LavaTimeout(f"Lava run of {steps} steps exceeded {timeout:.0f} s")
 
-    old = signal.signal(signal.SIGALRM, _expire) if use_alarm else None
-    try:
-        if use_alarm:
-            signal.setitimer(signal.ITIMER_REAL, timeout)
-        done = 0
-        while done < steps:
-            n = steps - done if not chunk else min(int(chunk), steps - done)
-            root.run(condition=RunSteps(num_steps=n, blocking=True), run_cfg=run_cfg)
-            done += n
-            if progress is not None:
-                progress(n)
-        return read()
-    finally:
-        if use_alarm:
-            signal.setitimer(signal.ITIMER_REAL, 0)
+    # SIGTERM unwinds like an error (stop() below); the forked model processes
+    # die with this one even when it is killed with SIGKILL (eprop_lava/lifetime.py).
+    with children_die_with_parent(), terminate_as_interrupt():
+        old = signal.signal(signal.SIGALRM, _expire) if use_alarm else None
         try:
-            _stop(root, stop_timeout if use_alarm else None)
+            if use_alarm:
+                signal.setitimer(signal.ITIMER_REAL, timeout)
+            done = 0
+            while done < steps:
+                n = steps - done if not chunk else min(int(chunk), steps - done)
+                root.run(condition=RunSteps(num_steps=n, blocking=True), run_cfg=run_cfg)
+                done += n
+                if progress is not None:
+                    progress(n)
+            return read()
         finally:
             if use_alarm:
                 signal.setitimer(signal.ITIMER_REAL, 0)
-                signal.signal(signal.SIGALRM, old)
+            with deferred_signals() as arrived:  # a second Ctrl-C or SIGTERM must not cut stop() short
+                try:
+                    _stop(root, stop_timeout if use_alarm else None)
+                finally:
+                    if use_alarm:
+                        signal.setitimer(signal.ITIMER_REAL, 0)
+                        signal.signal(signal.SIGALRM, old)
+            raise_for(arrived)
 
 
 def _stop(root: Any, limit: float | None) -> None:
@@ -223,7 +229,7 @@ def build_network(net: Any = None, spec: Any = None, params: dict | None = None,
     if learn:
         update_fb = spec.learning.variant != "random"
         ls = LearningSignal(n_out=K, n_total=n_total, feedback=net.feedback, loss=spec.loss,
-                            signal_shift=net.signal_shift, profile=prof, y_scale=ro.y_scale,
+                            signal_shift=net.signal_shift, profile=prof, y_scale=ro.y_scale, error_exp=net.error_exp,
                             update_feedback=update_fb, name="learning_signal")
         readout.y_out.connect(ls.y_in)
         for r in range(len(spec.layers)):

@@ -210,12 +210,13 @@ class LearningSignal(_Validated):
 
     def __init__(self, *, n_out: int, n_total: int, feedback: np.ndarray, loss: str = "cross_entropy",
                  signal_shift: int = 0, profile: Any = None, y_scale: float = 1.0, update_feedback: bool = False,
-                 name: str | None = None):
+                 error_exp: int | None = None, name: str | None = None):
         feedback = np.asarray(feedback)
         if feedback.shape != (n_total, n_out):
             raise ValueError(f"feedback: expected shape {(n_total, n_out)}, got {feedback.shape}")
         super().__init__(n_out=int(n_out), n_total=int(n_total), loss=loss, signal_shift=int(signal_shift),
-                         profile=profile, y_scale=float(y_scale), update_feedback=bool(update_feedback), name=name)
+                         profile=profile, y_scale=float(y_scale), update_feedback=bool(update_feedback),
+                         error_exp=None if error_exp is None else int(error_exp), name=name)
         self.y_in = InPort(shape=(n_out,))
         self.target_in = InPort(shape=(n_out + 1,))
         self.dw_in = InPort(shape=(n_out, n_total))

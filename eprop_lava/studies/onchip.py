@@ -145,3 +145,109 @@ def memory_bits_per_synapse(spec, profile, learning: bool, trace_storage: str = 
     count += K * N
     total_bits += K * N * (w + acc) + N * trace
     return total_bits / count
+
+
+# ----------------------------------------------------------------- on-chip adaptation
+def float_online_eprop(spec, params: dict, train, lr: float, test=None, task=None, every: int | None = None,
+                       progress=None) -> dict:
+    """The float reference of on-chip learning: e-prop on the float engine
+    (:func:`eprop_lava.engine.gradients.eprop_gradient`), one sample at a time
+    (batch 1), plain SGD ``w -= lr dE/dw`` after each sample, as the
+    fixed-point engine updates at the end of each sample. It learns what the
+    fixed-point engine learns: the input, recurrent and readout weights from
+    the task loss alone (no readout bias, no firing-rate regularizer; for adaptive
+    feedback B receives W_out's change, without the Kolen-Pollack decay). ``train``/``test``: deploy.TestSet.
+    Returns params, and with test/task the held-out curve."""
+    from dataclasses import replace
+
+    from eprop_lava.compile.deploy import float_metric
+    from eprop_lava.engine.gradients import eprop_gradient
+    from eprop_lava.engine.network import Batch
+
+    spec = spec.replace(regularization=replace(spec.regularization, coefficient=0.0, l2=0.0))
+    params = {k: np.array(v, dtype=np.float64) for k, v in params.items()}
+    learned = [k for k in params if k.endswith((".w_in", ".w_rec")) or k == "readout.w"]
+    scoring = test is not None and task is not None
+    curve = [{"samples": 0, "error": float_metric(task, spec, params, test)}] if scoring else []
+    S = train.x.shape[1]
+    for s in range(S):
+        sl = slice(s, s + 1)
+        b = Batch(x=train.x[:, sl], target=train.target[:, sl], mask=train.mask[:, sl], labels=None)
+        _, grads, _ = eprop_gradient(spec, params, b)
+        deltas = {k: -lr * np.asarray(grads[k], dtype=np.float64) for k in learned}
+        for k, d in deltas.items():
+            params[k] = params[k] + d
+        if spec.learning.variant == "adaptive":  # B receives W_out's change, as in the fixed-point engine
+            params["feedback.b"] = params["feedback.b"] + deltas["readout.w"].T
+        if scoring and every and (s + 1) % every == 0 and s + 1 < S:
+            curve.append({"samples": s + 1, "error": float_metric(task, spec, params, test)})
+        if progress:
+            progress(s + 1, S)
+    if scoring:
+        curve.append({"samples": S, "error": float_metric(task, spec, params, test)})
+    out = {"params": params}
+    if scoring:
+        out.update(error_before=curve[0]["error"], error_after=curve[-1]["error"], curve=curve)
+    return out
+
+
+def adaptation(artifact, samples: int = 32, test_samples: int = 64, every: int | None = None,
+               condition: dict | None = None, float_reference: bool = True, log=None) -> dict:
+    """On-chip adaptation to a changed condition: the compiled (off-chip
+    trained) network of ``artifact`` learns online on ``samples`` samples of
+    the task with ``condition`` (task options; default: the evidence task's
+    cue sides swapped) in the artifact's fixed-point profile; the same samples
+    with float e-prop (:func:`float_online_eprop`, same learning rate, from the
+    artifact's float parameters) are the reference. Held-out error on the new
+    condition (rng stream [seed, 3], disjoint from the learning stream
+    [seed, 4]) before, along the way and after."""
+    import time
+
+    from eprop_lava.compile import deploy
+    from eprop_lava.compile.artifact import load_artifact
+    from eprop_lava.tasks import get_task
+
+    art = load_artifact(artifact)
+    src = art.manifest["source"]
+    seed = int(src["seed"])
+    condition = {"swap_sides": True} if condition is None else dict(condition)
+    options = {**(src.get("train", {}).get("task_options") or {}), **condition}
+    task = get_task(src["task"], **options)
+    lr = art.manifest["target"].get("learning_rate")
+    if lr is None:
+        raise FixedPointError(f"artifact {artifact}: no learning rate recorded (compile it again)")
+    test = deploy.draw(task, seed, deploy.TEST_STREAM, test_samples)
+    train = deploy.draw(task, seed, deploy.LEARN_STREAM, samples)
+    every = every or max(1, samples // 8)
+    t0 = time.perf_counter()
+    fixed = deploy.learn_run(art.net, train, test, task, every)
+    out = {"task": src["task"], "condition": condition, "profile": art.net.profile.name, "samples": samples,
+           "test_samples": test_samples, "learning_rate": float(lr), "error_exp": int(art.net.error_bits),
+           "signal_shift": int(art.net.signal_shift),
+           "fixed": {"error_before": fixed["error_before"], "error_after": fixed["error_after"],
+                     "curve": fixed["curve"], "weights_changed": int(sum(fixed["changed_weights"].values())),
+                     "signal": fixed["signal"], "seconds": time.perf_counter() - t0}}
+    if log:
+        log(f"adaptation, fixed point ({art.net.profile.name}): held-out error {fixed['error_before']:.3f} -> "
+            f"{fixed['error_after']:.3f} after {samples} on-chip samples")
+    if float_reference and art.float_params:
+        t0 = time.perf_counter()
+        ref = float_online_eprop(art.spec, art.float_params, train, float(lr), test, task, every)
+        out["float"] = {"error_before": ref["error_before"], "error_after": ref["error_after"],
+                        "curve": ref["curve"], "seconds": time.perf_counter() - t0}
+        out["fixed_minus_float_after"] = fixed["error_after"] - ref["error_after"]
+    return out
+
+
+def format_adaptation(r: dict) -> str:
+    cond = ", ".join(f"{k}={v}" for k, v in r["condition"].items())
+    lines = [f"on-chip adaptation ({r['task']}, {cond}): held-out error on the new condition "
+             f"({r['test_samples']} test samples), {r['samples']} online samples, lr {r['learning_rate']:g}",
+             f"  fixed point ({r['profile']}): before {r['fixed']['error_before']:.3f}, after "
+             f"{r['fixed']['error_after']:.3f} ({r['fixed']['weights_changed']} weights changed, "
+             f"{r['fixed']['seconds']:.0f} s)"]
+    if "float" in r:
+        lines.append(f"  float e-prop reference: before {r['float']['error_before']:.3f}, after "
+                     f"{r['float']['error_after']:.3f} (fixed - float: {r['fixed_minus_float_after']:+.3f}; "
+                     f"{r['float']['seconds']:.0f} s)")
+    return "\n".join(lines)

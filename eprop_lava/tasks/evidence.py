@@ -12,6 +12,11 @@ code does. Loss: cross-entropy over the recall window; the decision averages
 the softmax over that window. Network: 50 LIF + 50 ALIF, tau_m = 20 ms,
 v_th = 0.6, n_ref = 5, tau_a = 2000 ms, beta = 1.7 (1 - rho)/(1 - alpha),
 two readouts with tau_out = 20 ms; Adam lr 5e-3; firing-rate target 10 Hz.
+
+``swap_sides=True`` is a changed condition for on-chip adaptation: the two
+cue populations trade places (a left cue drives the inputs that carried
+right cues), so a network trained on the original task answers the wrong
+side until it adapts. Labels still name the side that got more cues.
 """
 
 from __future__ import annotations
@@ -40,6 +45,11 @@ class EvidenceAccumulation:
     noise_hz: float = 10.0
     left_probabilities: tuple = (0.3, 0.7)
     dt: float = 1.0
+    swap_sides: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.swap_sides, bool):
+            raise ValueError(f"swap_sides: expected true or false, got {self.swap_sides!r}")
 
     name = "evidence"
     metric_name = "error"
@@ -77,7 +87,7 @@ class EvidenceAccumulation:
         for k in range(self.n_cues):
             start = k * period
             for b in range(batch_size):
-                group = 0 if cue_left[b, k] else 1
+                group = int(cue_left[b, k]) if self.swap_sides else int(not cue_left[b, k])
                 rate[start:start + cue_len, b, group * n:(group + 1) * n] = self.cue_hz * dt / 1000.0
         recall = int(round(self.recall_ms / dt))
         rate[T - recall:, :, 2 * n:3 * n] = self.cue_hz * dt / 1000.0
