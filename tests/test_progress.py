@@ -135,7 +135,7 @@ def test_lava_runs_in_reported_chunks_stay_bit_exact(tmp_path):
     stream = io.StringIO()
     with P.Progress(600, "Lava fixed_pt", unit="step", stream=stream, every_seconds=0.0) as bar:
         lv = deploy.lava_run(net, ts.x, progress=bar)
-    assert [l.split()[1] for l in stream.getvalue().splitlines()] == ["300/600", "600/600"]
+    assert [l.split()[2] for l in stream.getvalue().splitlines()] == ["300/600", "600/600"]
     cmp = deploy.compare_lava(deploy.fixed_run(net, ts), lv)
     assert cmp["steps"] == 600 and cmp["bit_exact"], cmp
     engine = deploy.learn_run(net, ts)["net"].weights()
