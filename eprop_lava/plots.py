@@ -23,7 +23,6 @@ its own); :func:`save_figure` writes one atomically when asked.
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -64,16 +63,13 @@ def figure_png(fig: Any, dpi: int = 120) -> bytes:
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
+    """The rows of RUN/metrics.jsonl (eprop_lava.rundir.read_metrics)."""
+    from eprop_lava.rundir import read_metrics as read_log
+
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
         raise UserError(f"{run_dir} has no metrics.jsonl; is it a training run directory?")
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
-    return rows
+    return read_log(path)
 
 
 # ------------------------------------------------------------------ task phases
@@ -517,9 +513,18 @@ def anatomy(spec: Any, params: dict, batch: Any, task: Any = None, n_show: int =
         ylabel = "softmax output"
     K = y.shape[1]
     names = _class_names(task, K)
-    for k in range(min(K, 6)):
-        axes[2].plot(T, y[:, k], color=f"C{k}", lw=1.0, label=f"{names[k]}")
-        axes[2].plot(T, batch.target[:, sample, k], color=f"C{k}", ls="--", lw=0.8, label=f"{names[k]} target")
+    target = np.asarray(batch.target[:, sample])
+    if K <= 4:
+        shown = list(range(K))
+    else:  # the target's classes, then the strongest outputs
+        order = list(np.argsort(-np.abs(target).sum(0), kind="stable")[:2]) + \
+            list(np.argsort(-y.mean(0), kind="stable"))
+        shown = list(dict.fromkeys(int(k) for k in order))[:4]
+    for i, k in enumerate(shown):
+        axes[2].plot(T, y[:, k], color=f"C{i}", lw=1.0, label=names[k])
+        axes[2].plot(T, target[:, k], color=f"C{i}", ls="--", lw=0.8, label=f"{names[k]} target")
+    if len(shown) < K:
+        axes[2].plot([], [], " ", label=f"({K - len(shown)} other outputs not shown)")
     axes[2].set_ylabel(ylabel)
     legend_outside(axes[2])
     for i, j in enumerate(post):
@@ -537,7 +542,7 @@ def anatomy(spec: Any, params: dict, batch: Any, task: Any = None, n_show: int =
         eps_a_seq = np.asarray(eps_a_seq)
         for i, (j, k) in enumerate(zip(post, pre)):
             axes[5].plot(T, eps_a_seq[:, i], color=f"C{i}", lw=0.9,
-                         label=f"input {k} -> neuron {j}" + (" (LIF: 0)" if not adaptive[j] else ""))
+                         label=f"input {k} -> neuron {j}" + (" (LIF: beta = 0, unused)" if not adaptive[j] else ""))
         axes[5].set_ylabel(f"slow component eps_{layer.model.hidden[1]}")
         legend_outside(axes[5])
     shade_phases(axes, phases, axes[0])
