@@ -392,7 +392,8 @@ def deploy_demo(out_dir: Path, train_result: Any, task: Any, spec: NetworkSpec, 
                    f"test_fixed_{m}": r[f"fixed_{m}"], "test_samples": samples, "lava": r["lava"],
                    "artifact": str(out_dir / "compiled-loihi2")})
     for target in ("loihi2", "loihi1"):
-        print(f"figure: {out_dir / f'compiled-{target}' / 'core_map.png'}")
+        for name in ("core_map.png", "quantization.png"):
+            print(f"figure: {out_dir / f'compiled-{target}' / name}")
     (out_dir / "deploy.json").write_text(json.dumps(jsonable(r), indent=2))
     return report
 
