@@ -243,3 +243,31 @@ def test_plot_run_writes_every_figure(tmp_path):
     paths = plots.plot_run(tmp_path / "run")
     assert sorted(p.name for p in paths) == sorted(f"{k}.png" for k in figs)
     assert all(p.read_bytes()[:4] == b"\x89PNG" for p in paths)
+
+
+def test_plot_of_an_artifact_shows_its_quantization_and_readouts(tmp_path):
+    from test_compile_artifact import make_checkpoint, small_spec as compile_spec
+    from eprop_lava.compile import deploy
+    from eprop_lava.compile.artifact import load_artifact
+    from eprop_lava.compile.pipeline import compile_checkpoint
+
+    ck = make_checkpoint(tmp_path, compile_spec("alif"))
+    compile_checkpoint(ck, tmp_path / "art", target="loihi2")
+    figs = plots.artifact_figures(tmp_path / "art", samples=4)
+    assert set(figs) == {"quantization", "readouts", "confusion_fixed_point"}
+    art = load_artifact(tmp_path / "art")
+    _, ts = deploy.test_set(art.manifest["source"]["task"], int(art.manifest["source"]["seed"]), 4)
+    y = deploy.fixed_run(art.net, ts).y[:, 0] / art.net.readout.y_scale
+    ax = figs["readouts"].axes[0]
+    fixed = [l for l in ax.get_lines() if l.get_label() == "fixed point"][0]
+    np.testing.assert_array_equal(fixed.get_ydata(), y[:, 0])
+    q = figs["quantization"]
+    scale = {m["name"]: m["scale"] for m in art.manifest["quantization"]["matrices"]}
+    pts = [l for l in q.axes[0].get_lines() if l.get_label() == "synapses"][0]
+    name = q.axes[0].get_title().split(",")[0]
+    np.testing.assert_array_equal(pts.get_ydata(), np.ravel(art.net.weights()[name]) / scale[name])
+    paths = plots.plot_directory(tmp_path / "art")
+    assert sorted(p.name for p in paths) == ["confusion_fixed_point.png", "quantization.png", "readouts.png"]
+    from eprop_lava.cli import main
+
+    assert main(["plot", str(tmp_path / "missing")]) == 2
