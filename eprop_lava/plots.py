@@ -642,3 +642,35 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     for name, fig in run_figures(run_dir).items():
         paths.append(save_figure(fig, out / f"{name}.png"))
     return paths
+
+
+def artifact_figures(path: str | Path, samples: int = 16) -> dict:
+    """Figures of a compiled artifact without Lava: float against quantized
+    weights, and the float and fixed-point readouts and the fixed-point
+    confusion matrix on ``samples`` test samples (``eprop-lava run`` adds
+    Lava's readout)."""
+    from eprop_lava.compile import deploy
+    from eprop_lava.compile.artifact import load_artifact
+
+    art = load_artifact(path)
+    src = art.manifest["source"]
+    task, ts = deploy.test_set(src["task"], int(src["seed"]), samples)
+    figs = {}
+    if art.float_params:
+        figs["quantization"] = quantization_of_network(art.float_params, art.net, art.manifest["quantization"])
+    figs.update(artifact_run_figures(task, ts, art.spec, art.float_params, art.net, deploy.fixed_run(art.net, ts)))
+    return figs
+
+
+def plot_directory(path: str | Path) -> list[Path]:
+    """``eprop-lava plot DIR``: a training run's figures (RUN/plots/), or a
+    compiled artifact's (ARTIFACT/plots/)."""
+    from eprop_lava.compile.artifact import MANIFEST
+
+    path = Path(path)
+    if not path.is_dir():
+        raise UserError(f"run directory not found: {path} (plot takes a run directory from train or an "
+                        "artifact directory from compile)")
+    if (path / MANIFEST).is_file():
+        return [save_figure(fig, path / "plots" / f"{name}.png") for name, fig in artifact_figures(path).items()]
+    return plot_run(path)
