@@ -90,6 +90,7 @@ def resolve_run(task_name: str, config_file: str | None, overrides: Sequence[str
     from eprop_lava.spec import NetworkSpec
     from eprop_lava.tasks import TASKS
     from eprop_lava.training import TrainConfig, task_from_config
+    from eprop_lava.validate import check_sections
 
     if task_name not in TASKS:
         raise UserError(f"unknown task {task_name!r}; choose one of {', '.join(sorted(TASKS))}")
@@ -105,10 +106,15 @@ def resolve_run(task_name: str, config_file: str | None, overrides: Sequence[str
             data = tomllib.loads(path.read_text()) if path.suffix == ".toml" else json.loads(path.read_text())
         except Exception as exc:
             raise UserError(f"config file {path} is malformed: {exc}") from None
+        check_sections(path, data, {"train": dict, "spec": dict})
         unknown = sorted(set(data) - {"train", "spec"})
         if unknown:
             raise UserError(f"config file {path}: unknown section [{unknown[0]}] (use [train] and [spec])")
         file_spec = data.get("spec", {})
+        file_task = data.get("train", {}).get("task", task_name)
+        if file_task != task_name:
+            raise UserError(f"config file {path}: [train] task = {file_task!r} conflicts with the task "
+                            f"{task_name!r} on the command line; remove one of them")
         train_tree.update(data.get("train", {}))
     train_tree.update(extra_train or {})
     spec_sets = []
@@ -184,9 +190,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import numpy as np
 
     from eprop_lava.training import evaluate, held_out, load_checkpoint, task_from_config
+    from eprop_lava.validate import check_batches_memory
 
+    if args.batches < 1:
+        raise UserError(f"--batches: expected a positive integer, got {args.batches}")
     ck = load_checkpoint(args.checkpoint)
     task = task_from_config(ck.config)
+    check_batches_memory("--batches", args.batches, ck.config.batch_size, getattr(task, "steps", 1),
+                         ck.spec.n_inputs + ck.spec.readout.n_outputs)
     rng = np.random.default_rng([ck.config.seed, 3])
     test = held_out(task, "test")
     batches = [test.batch(rng, ck.config.batch_size) for _ in range(args.batches)]

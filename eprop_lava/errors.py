@@ -15,8 +15,13 @@ class CheckpointError(UserError):
 
 def describe_os_error(exc: OSError) -> str:
     """One line for a filesystem error: the path and what is wrong with it."""
+    import errno
+    import os
+
     names = [n for n in (exc.filename, getattr(exc, "filename2", None)) if n is not None]
     what = exc.strerror or type(exc).__name__
+    if exc.errno in (errno.EEXIST, errno.ENOTDIR) and names and os.path.isfile(names[0]):
+        what = "is a file, so no directory can be made there or under it"
     if names:
         return f"{' -> '.join(str(n) for n in names)}: {what}"
     return f"{what} ({exc})" if str(exc) and str(exc) != what else what

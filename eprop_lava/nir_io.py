@@ -19,6 +19,9 @@ snnTorch's importer groups nodes by the text before the first dot):
   ``layer{r}_spike`` (Threshold v_th) -> ``layer{r}_reset`` (Linear,
   diag(-v_th)) -> ``layer{r}_v``: the spike subtracts v_th one step later,
   v^{t+1} = alpha v^t + I^{t+1} - z^t v_th (seed 001 Eq. 1.19);
+* ALIF (subtractive reset): ``layer{r}_spike`` -> ``layer{r}_a`` (LI, decay
+  rho_j) -> ``layer{r}_adapt`` (Scale -beta_j) -> ``layer{r}_spike``, so the
+  Threshold sees v - beta_j a (seed 001 Eqs. 1.22-1.24);
 * ``layer{r}_w_rec``: Linear (N_r, N_r) from the layer's spikes back to its
   membrane, a cycle (one step of delay, seed 002 Eq. 3.10);
 * the readout ``readout`` (LI, y^t = kappa y^{t-1} + W_out z^t + b, seed 002
@@ -48,12 +51,13 @@ from typing import Any
 import numpy as np
 
 from eprop_lava.errors import UserError
-from eprop_lava.neurons.base import decay
+from eprop_lava.neurons.base import adaptation_constants, decay
 from eprop_lava.spec import LayerSpec, NetworkSpec, NeuronParams, ReadoutSpec, SpecError
 
 DISCRETISATIONS = ("exact", "euler")
 MS = 1e-3            # NIR time constants are written in seconds; this toolkit's are in ms
 GAIN_SNAP = 1e-12    # an input gain within this of 1 is 1 (r is stored as a rounded float)
+MEMORYLESS = 1e-6    # a CubaLIF synaptic decay below this is none (float32 rounding of tau_syn = dt)
 METADATA_KEY = "eprop_lava"
 
 
@@ -112,10 +116,9 @@ def _exportable(spec: NetworkSpec) -> None:
         if layer.neuron == "stdp_alif":
             raise NIRError(f"{where}: STDP-ALIF's spike-timing-dependent threshold jump (seed 002 Eq. 3.15) "
                            "needs a product of state variables, which NIR cannot express")
-        if layer.neuron == "alif" and layer.n_adaptive:
-            raise NIRError(f"{where}: {layer.n_adaptive} adaptive neurons; NIR has no adaptive threshold and "
-                           "this exporter writes no adaptation subgraph. Only LIF layers (alif with "
-                           "adaptive_fraction=0) export")
+        if layer.neuron == "alif" and layer.n_adaptive and spec.reset == "zero":
+            raise NIRError(f"{where}: adaptive neurons with reset to zero; the adaptive threshold needs the "
+                           "LI + Threshold membrane, which can only subtract its reset (v (1 - z) is a product)")
         if layer.bidirectional:
             raise NIRError(f"{where}: a bidirectional layer reads the sequence backwards in time; "
                            "a NIR graph is causal")
@@ -126,6 +129,27 @@ def _exportable(spec: NetworkSpec) -> None:
 
 def _full(n: int, value: float) -> np.ndarray:
     return np.full(n, float(value), dtype=np.float64)
+
+
+def _adaptation_nodes(nir: Any, nodes: dict, edges: list, r: int, layer: LayerSpec, dt_ms: float, dt: float,
+                      discretisation: str) -> None:
+    """ALIF's threshold A^t = v_th + beta_j a^t, a^{t+1} = rho_j a^t + z^t
+    (seed 001 Eqs. 1.22-1.24): the spikes feed ``layer{r}_a`` (LI, decay
+    rho_j, gain 1), whose output enters the Threshold through
+    ``layer{r}_adapt`` (Scale -beta_j), added to the membrane v. The cycle
+    spike -> a -> Scale -> spike holds only time-invariant nodes, so its one
+    step of delay gives the same spikes wherever a reader puts it."""
+    beta, rho = adaptation_constants(layer, dt_ms)
+    tau_a = np.array([leak_to_tau(float(q), dt, discretisation) for q in rho])
+    r_a = np.array([unit_gain_r(float(q), float(t), dt, discretisation) for q, t in zip(rho, tau_a)])
+    p = layer.params
+    meta = {"tau_a_ms": float(p.tau_a), "tau_a_max_ms": float(p.tau_a_max if p.tau_a_max is not None else p.tau_a),
+            "beta": float(p.beta), "beta_scaling": p.beta_scaling, "adaptive_fraction": float(layer.adaptive_fraction),
+            "dt_ms": float(dt_ms)}
+    nodes[f"layer{r}_a"] = nir.LI(tau=tau_a, r=r_a, v_leak=np.zeros(layer.size), metadata=meta)
+    nodes[f"layer{r}_adapt"] = nir.Scale(scale=-beta)
+    edges += [(f"layer{r}_spike", f"layer{r}_a"), (f"layer{r}_a", f"layer{r}_adapt"),
+              (f"layer{r}_adapt", f"layer{r}_spike")]
 
 
 def build_graph(spec: NetworkSpec, params: dict, discretisation: str = "exact", dt: float | None = None):
@@ -156,8 +180,9 @@ def build_graph(spec: NetworkSpec, params: dict, discretisation: str = "exact", 
         gain_r = unit_gain_r(alpha, tau, dt, discretisation)
         meta = {"tau_m_ms": float(p.tau_m), "dt_ms": float(spec.dt), "gamma": float(p.gamma)}
         w_in = np.asarray(params[f"layers.{r}.w_in"], dtype=np.float64)
+        feed = delayed(src, n_src, f"layer{r}_delay")  # nodes in topological order (nirtorch runs them so)
         nodes[f"layer{r}_w_in"] = nir.Linear(weight=w_in)
-        edges.append((delayed(src, n_src, f"layer{r}_delay"), f"layer{r}_w_in"))
+        edges.append((feed, f"layer{r}_w_in"))
         if spec.reset == "zero":
             membrane = spike = f"layer{r}_lif"
             nodes[membrane] = nir.LIF(tau=_full(n, tau), r=_full(n, gain_r), v_leak=_full(n, 0.0),
@@ -170,6 +195,8 @@ def build_graph(spec: NetworkSpec, params: dict, discretisation: str = "exact", 
             nodes[f"layer{r}_reset"] = nir.Linear(weight=np.diag(_full(n, -p.v_th)))
             edges += [(f"layer{r}_w_in", membrane), (membrane, spike), (spike, f"layer{r}_reset"),
                       (f"layer{r}_reset", membrane)]
+            if layer.neuron == "alif" and layer.n_adaptive:
+                _adaptation_nodes(nir, nodes, edges, r, layer, spec.dt, dt, discretisation)
         if layer.recurrent:
             nodes[f"layer{r}_w_rec"] = nir.Linear(weight=np.asarray(params[f"layers.{r}.w_rec"], dtype=np.float64))
             edges += [(spike, f"layer{r}_w_rec"), (f"layer{r}_w_rec", membrane)]
@@ -185,9 +212,10 @@ def build_graph(spec: NetworkSpec, params: dict, discretisation: str = "exact", 
     for r, (start, stop) in enumerate(spec.layer_offsets()):
         name = f"readout_w{r}"
         w = np.ascontiguousarray(w_out[:, start:stop])
+        feed = delayed(spikes[r], spec.layers[r].size, f"readout_delay{r}")
         nodes[name] = (nir.Affine(weight=w, bias=np.asarray(params["readout.b"], dtype=np.float64)) if r == 0
                        else nir.Linear(weight=w))
-        edges += [(delayed(spikes[r], spec.layers[r].size, f"readout_delay{r}"), name), (name, "readout")]
+        edges += [(feed, name), (name, "readout")]
     nodes["output"] = nir.Output(output_type={"output": np.array([K])})
     edges.append(("readout", "output"))
     metadata = {METADATA_KEY: json.dumps({"discretisation": discretisation, "dt": dt, "timing": spec.timing,
@@ -247,7 +275,9 @@ def read_graph(path: str | Path):
     if not path.is_file():
         raise NIRError(f"NIR file not found: {path}")
     try:
-        return nir.read(path)
+        # nir's own type check would add Input nodes in front of dangling
+        # nodes; the checks below name them instead
+        return nir.read(path, type_check=False)
     except Exception as exc:  # noqa: BLE001 - h5py, assertion and type errors all mean a bad file
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise NIRError(f"{path}: not a readable NIR graph ({type(exc).__name__}: {text})") from None
@@ -355,20 +385,22 @@ def _graph_conventions(graph: Any, discretisation: str | None, dt: float | None)
 
 
 def import_nir(path: str | Path, discretisation: str | None = None, dt: float | None = None,
-               n_outputs: int | None = None, base: NetworkSpec | None = None) -> tuple[NetworkSpec, dict, list]:
-    """Read a NIR file as (NetworkSpec, params, notes).
-
-    ``base`` supplies what NIR does not describe (loss, learning, optimizer,
-    pseudo-derivative gamma); its structure is replaced by the graph's. A
-    graph whose output is a spiking layer (snnTorch's usual last Leaky) gets
-    a fresh readout of ``n_outputs`` leaky units (default: that layer's
-    size), named in the notes."""
-    graph = read_graph(path)
-    return network_from_graph(graph, discretisation, dt, n_outputs, base)
+               n_outputs: int | None = None, base: NetworkSpec | None = None) -> tuple[NetworkSpec, dict]:
+    """Read a NIR file as (NetworkSpec, params); see :func:`network_from_graph`."""
+    spec, params, _ = network_from_graph(read_graph(path), discretisation, dt, n_outputs, base)
+    return spec, params
 
 
 def network_from_graph(graph: Any, discretisation: str | None = None, dt: float | None = None,
-                       n_outputs: int | None = None, base: NetworkSpec | None = None):
+                       n_outputs: int | None = None, base: NetworkSpec | None = None) -> tuple[NetworkSpec, dict, list]:
+    """(NetworkSpec, params, notes) of a NIR graph.
+
+    discretisation and dt (seconds): how the graph's origin integrated it
+    (default: what this toolkit recorded in it). ``base`` supplies what NIR
+    does not describe (loss, learning, optimizer, pseudo-derivative gamma);
+    its structure is replaced by the graph's. A graph whose output is a
+    spiking layer (snnTorch's usual last Leaky) gets a fresh readout of
+    ``n_outputs`` leaky units (default: that layer's size), named in the notes."""
     nir = _nir()
     disc, step, dt_ms = _graph_conventions(graph, discretisation, dt)
     nodes, edges = _flatten(graph)
@@ -383,44 +415,60 @@ def network_from_graph(graph: Any, discretisation: str | None = None, dt: float 
     for a, b in edges:
         succ[a].append(b)
         pred[b].append(a)
+    for name, node in nodes.items():
+        if not pred[name] and not isinstance(node, nir.Input):
+            raise NIRError(f"node {name!r} ({type(node).__name__}): no edge leads into it")
+        if not succ[name] and not isinstance(node, nir.Output):
+            raise NIRError(f"node {name!r} ({type(node).__name__}): no edge leaves it")
     inputs = [k for k, v in nodes.items() if isinstance(v, nir.Input)]
     outputs = [k for k, v in nodes.items() if isinstance(v, nir.Output)]
     if len(inputs) != 1 or len(outputs) != 1:
-        raise NIRError(f"the graph needs exactly one Input and one Output node, it has {len(inputs)} and {len(outputs)}")
+        raise NIRError(f"the graph needs exactly one Input and one Output node, it has {len(inputs)} "
+                       f"and {len(outputs)}")
     supported = (nir.Input, nir.Output, nir.Linear, nir.Affine, nir.LIF, nir.LI, nir.Threshold, nir.CubaLIF,
-                 nir.Delay)
+                 nir.Delay, nir.Scale)
     for name, node in nodes.items():
         if not isinstance(node, supported):
             raise NIRError(f"node {name!r}: NIR type {type(node).__name__} has no counterpart here "
-                           "(supported: Input, Output, Linear, Affine, LIF, CubaLIF, LI, Threshold, Delay)")
+                           "(supported: Input, Output, Linear, Affine, LIF, CubaLIF, LI, Threshold, Scale, Delay)")
     n_in = int(np.prod(nodes[inputs[0]].input_type["input"]))
 
     # The spiking units: a LIF/CubaLIF, or an LI whose only successor is a Threshold.
     units: dict = {}   # membrane node -> spike node
+    adaptation: dict = {}   # membrane node -> (adaptation LI, Scale)
     for name, node in nodes.items():
         if isinstance(node, (nir.LIF, nir.CubaLIF)):
             units[name] = name
         elif isinstance(node, nir.Threshold):
             ps = pred[name]
-            if len(ps) != 1 or not isinstance(nodes[ps[0]], nir.LI):
-                raise NIRError(f"node {name!r}: a Threshold must be fed by exactly one LI (the membrane); "
-                               f"it is fed by {ps}")
-            units[ps[0]] = name
-    readouts = [k for k, v in nodes.items() if isinstance(v, nir.LI) and k not in units]
+            lis = [q for q in ps if isinstance(nodes[q], nir.LI)]
+            scales = [q for q in ps if isinstance(nodes[q], nir.Scale)]
+            if len(lis) != 1 or len(scales) > 1 or len(ps) != len(lis) + len(scales):
+                raise NIRError(f"node {name!r}: a Threshold must be fed by one LI (the membrane) and at most one "
+                               f"Scale (an adaptive threshold); it is fed by {ps}")
+            units[lis[0]] = name
+            if scales:
+                a = pred[scales[0]]
+                if len(a) != 1 or not isinstance(nodes[a[0]], nir.LI) or pred[a[0]] != [name]:
+                    raise NIRError(f"node {scales[0]!r}: an adaptive threshold is Threshold -> LI -> Scale -> "
+                                   f"Threshold; this Scale is fed by {a}")
+                adaptation[lis[0]] = (a[0], scales[0])
+    adaptive_lis = {a for a, _ in adaptation.values()}
+    for name, node in nodes.items():
+        if isinstance(node, nir.Scale) and not any(name == sc for _, sc in adaptation.values()):
+            raise NIRError(f"node {name!r}: a Scale maps only as the adaptation of a threshold")
+    readouts = [k for k, v in nodes.items() if isinstance(v, nir.LI) and k not in units and k not in adaptive_lis]
     if len(readouts) > 1:
         raise NIRError(f"nodes {readouts}: more than one leaky integrator without a threshold; "
                        "this toolkit has one readout")
 
-    delays: list = []
-
-    def through_delay(name: str, owner: str) -> str:
+    def through_delay(name: str) -> str:
         """The source behind an optional Delay node (loihi timing)."""
         if isinstance(nodes[name], nir.Delay):
             d = nodes[name].delay
             if not np.allclose(d, step, rtol=1e-9, atol=0):
                 raise NIRError(f"node {name!r}: delay {np.ravel(d)[0]:g} s; only a delay of one step ({step:g} s) "
                                "maps (Loihi timing)")
-            delays.append(name)
             ps = pred[name]
             if len(ps) != 1:
                 raise NIRError(f"node {name!r}: a Delay needs exactly one source, it has {ps}")
@@ -438,7 +486,7 @@ def network_from_graph(graph: Any, discretisation: str | None = None, dt: float 
             ps = pred[w]
             if len(ps) != 1:
                 raise NIRError(f"node {w!r}: a weight node needs exactly one source, it has {len(ps)}")
-            src = through_delay(ps[0], w)
+            src = through_delay(ps[0])
             weight = np.asarray(node.weight, dtype=np.float64)
             if weight.ndim != 2:
                 raise NIRError(f"node {w!r}: weight has shape {weight.shape}; only 2-D (dense) weights map")
@@ -499,7 +547,8 @@ def network_from_graph(graph: Any, discretisation: str | None = None, dt: float 
         else:
             if isinstance(node, nir.CubaLIF):
                 syn_leak = tau_to_leak(node.tau_syn, step, disc)
-                if not np.all(np.abs(syn_leak) <= 1e-12):
+                # snnTorch writes tau_syn = dt / (1 - alpha) in float32: alpha = 0 comes back as ~1e-8
+                if not np.all(np.abs(syn_leak) <= MEMORYLESS):
                     raise NIRError(f"node {m!r}: CubaLIF filters its synaptic current (per-step decay "
                                    f"{np.ravel(syn_leak)[0]:g}); this toolkit's neurons have no current filter")
                 tau, r_ = node.tau_mem, node.r * node.w_in * input_gain(1.0, syn_leak, node.tau_syn, step, disc)
@@ -535,9 +584,12 @@ def network_from_graph(graph: Any, discretisation: str | None = None, dt: float 
             chain_params[f"layers.{r}.w_rec"] = w_rec
         gamma = _meta(node).get("gamma")
         base_params = (base.layers[min(r, len(base.layers) - 1)].params if base is not None else NeuronParams())
-        layers.append(LayerSpec(size=n, neuron="lif", recurrent=recurrent,
-                                params=replace(base_params, tau_m=tau_ms, v_th=v_th, n_ref=0,
-                                               gamma=float(gamma) if gamma is not None else base_params.gamma)))
+        neuron_params = replace(base_params, tau_m=tau_ms, v_th=v_th, n_ref=0,
+                                gamma=float(gamma) if gamma is not None else base_params.gamma)
+        layer_spec = LayerSpec(size=n, neuron="lif", recurrent=recurrent, params=neuron_params)
+        if m in adaptation:
+            layer_spec = _adaptive_layer(nodes, adaptation[m], layer_spec, leak, step, disc, dt_ms)
+        layers.append(layer_spec)
         layer_spikes.append(spike)
         source, n_src = spike, n
         r += 1
@@ -615,6 +667,56 @@ def network_from_graph(graph: Any, discretisation: str | None = None, dt: float 
     return spec, params, notes
 
 
+def _adaptive_layer(nodes: dict, names: tuple, layer: LayerSpec, alpha: float, step: float, disc: str,
+                    dt_ms: float) -> LayerSpec:
+    """The ALIF layer whose (beta_j, rho_j) (base.adaptation_constants) are
+    the graph's: non-adaptive neurons first, tau_a spanning [tau_a, tau_a_max]
+    linearly, beta constant ("none") or beta (1 - rho_j)/(1 - alpha) ("bellec")."""
+    a_name, scale_name = names
+    li, scale = nodes[a_name], nodes[scale_name]
+    n = layer.size
+    if np.asarray(li.tau).size != n or np.asarray(scale.scale).size != n:
+        raise NIRError(f"node {a_name!r}: the adaptation has {np.asarray(li.tau).size} units, the layer {n}")
+    if np.any(li.v_leak != 0):
+        raise NIRError(f"node {a_name!r}: v_leak must be 0")
+    rho = tau_to_leak(li.tau, step, disc)
+    gain = input_gain(li.r, rho, li.tau, step, disc)
+    beta = -np.asarray(scale.scale, dtype=np.float64) * np.where(np.abs(gain - 1) <= GAIN_SNAP, 1.0, gain)
+    adaptive = beta != 0
+    n_ad = int(adaptive.sum())
+    if n_ad == 0:
+        return layer
+    if not np.all(adaptive[n - n_ad:]) or np.any(beta < 0):
+        raise NIRError(f"node {scale_name!r}: adaptive neurons must come last with beta > 0 "
+                       "(this toolkit's layer layout)")
+    m = _meta(li)
+    frac = n_ad / n
+    try:  # this toolkit's own values, when they give the graph's constants
+        candidate = replace(layer, neuron="alif", adaptive_fraction=float(m["adaptive_fraction"]), params=replace(
+            layer.params, tau_a=float(m["tau_a_ms"]), beta=float(m["beta"]), beta_scaling=str(m["beta_scaling"]),
+            tau_a_max=float(m["tau_a_max_ms"]) if float(m["tau_a_max_ms"]) != float(m["tau_a_ms"]) else None))
+        b2, r2 = adaptation_constants(candidate, dt_ms)
+        if float(m["dt_ms"]) == dt_ms and np.allclose(b2, beta, rtol=1e-12, atol=0) and \
+                np.allclose(r2[n - n_ad:], rho[n - n_ad:], rtol=1e-12, atol=0):
+            return candidate
+    except (KeyError, TypeError, ValueError, SpecError):
+        pass
+    rho_ad = rho[n - n_ad:]
+    if not np.all((rho_ad > 0) & (rho_ad < 1)):
+        raise NIRError(f"node {a_name!r}: adaptation decay outside (0, 1) at this dt")
+    taus = -dt_ms / np.log(rho_ad)
+    if not np.allclose(taus, np.linspace(taus[0], taus[-1], n_ad), rtol=1e-9, atol=0):
+        raise NIRError(f"node {a_name!r}: adaptation time constants do not span [tau_a, tau_a_max] linearly")
+    scaling, value = "none", beta[n - n_ad:]
+    if not np.allclose(value, value[0], rtol=1e-9, atol=0):
+        scaling, value = "bellec", value * (1 - alpha) / (1 - rho_ad)
+        if not np.allclose(value, value[0], rtol=1e-9, atol=0):
+            raise NIRError(f"node {scale_name!r}: beta is neither constant nor beta (1 - rho_j)/(1 - alpha)")
+    return replace(layer, neuron="alif", adaptive_fraction=frac, params=replace(
+        layer.params, tau_a=float(taus[0]), tau_a_max=float(taus[-1]) if taus[-1] != taus[0] else None,
+        beta=float(value[0]), beta_scaling=scaling))
+
+
 # ------------------------------------------------------------------ run directory
 def write_run(spec: NetworkSpec, params: dict, out: str | Path, task: str, task_options: dict | None = None,
               origin: str = "", train: dict | None = None) -> Path:
@@ -674,9 +776,9 @@ def cmd_import_nir(args: Any) -> int:
     if args.outputs is not None and args.outputs < 1:
         raise UserError(f"--outputs: expected a positive integer, got {args.outputs}")
     task = task_from_config(TrainConfig(task=args.task, task_options=options))
-    spec, params, notes = import_nir(args.graph, discretisation=args.discretisation, dt=args.dt,
-                                     n_outputs=args.outputs or task.default_spec().readout.n_outputs,
-                                     base=task.default_spec())
+    spec, params, notes = network_from_graph(read_graph(args.graph), discretisation=args.discretisation, dt=args.dt,
+                                             n_outputs=args.outputs or task.default_spec().readout.n_outputs,
+                                             base=task.default_spec())
     out = write_run(spec, params, args.out, args.task, options, origin=str(args.graph), train=train)
     summary = {"run_dir": str(out), "task": args.task, "layers": [L.size for L in spec.layers],
                "recurrent": [L.recurrent for L in spec.layers], "n_inputs": spec.n_inputs,

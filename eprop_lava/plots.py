@@ -63,13 +63,23 @@ def figure_png(fig: Any, dpi: int = 120) -> bytes:
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
-    """The rows of RUN/metrics.jsonl (eprop_lava.rundir.read_metrics)."""
-    from eprop_lava.rundir import read_metrics as read_log
+    """The rows of a run's metrics log (a torn last line dropped), each with
+    the iteration and loss the learning curves plot."""
+    from eprop_lava.rundir import RunDirError, read_metrics as read_log
 
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
         raise UserError(f"{run_dir} has no metrics.jsonl; is it a training run directory?")
-    return read_log(path)
+    rows = read_log(path)
+    if not rows:
+        raise UserError(f"{path}: no metrics rows to plot")
+    for number, row in enumerate(rows, start=1):
+        for key in ("iteration", "loss"):
+            value = row.get(key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise RunDirError(f"{path}: line {number} has no numeric {key!r} (got {value!r}); "
+                                  "not a metrics log written by train")
+    return rows
 
 
 # ------------------------------------------------------------------ task phases

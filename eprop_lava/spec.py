@@ -78,7 +78,8 @@ def _open_unit(path: str, value: Any) -> float:
 
 
 def _count(path: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+            or (isinstance(value, float) and not math.isfinite(value)) or int(value) != value):
         raise SpecError(f"{path}: expected an integer, got {value!r}")
     value = int(value)
     if value < minimum:

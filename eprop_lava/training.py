@@ -35,7 +35,9 @@ from eprop_lava.eprop.optim import Optimizer
 from eprop_lava.errors import CheckpointError, UserError
 from eprop_lava.rundir import RunLock, check_run_dir, read_metrics, remove_stale_temporaries
 from eprop_lava.spec import NetworkSpec, SpecError
-from eprop_lava.validate import check_checkpoint
+from eprop_lava.validate import (
+    check_checkpoint, check_environment, check_memory, check_spec_for_task, check_train_fields,
+)
 
 ALGOS = ("eprop", "bptt")
 BACKENDS = ("numpy", "torch")
@@ -85,6 +87,7 @@ class TrainConfig:
             raise UserError(f"train.task_options: expected a table, got {self.task_options!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise UserError(f"train.seed: expected a non-negative integer, got {self.seed!r}")
+        check_train_fields(self)
         return self
 
     @classmethod
@@ -103,7 +106,8 @@ def task_from_config(config: TrainConfig) -> Any:
     try:
         return get_task(config.task, **config.task_options)
     except ValueError as exc:
-        raise UserError(str(exc)) from None
+        message = str(exc)
+        raise UserError(message if message.startswith("task ") else f"task {config.task!r}: {message}") from None
 
 
 # ------------------------------------------------------------------ atomic files
@@ -314,6 +318,9 @@ def train(task: Any, spec: NetworkSpec, config: TrainConfig, run_dir: str | Path
     The writer holds the run directory's lock for the whole run; the
     directory must be new, empty or an earlier run (eprop_lava/rundir.py)."""
     config = config.validated()
+    check_environment(config)
+    check_spec_for_task(spec, task, config.task)
+    check_memory(spec, config, getattr(task, "steps", None))
     if config.distributed and os.environ.get("RANK", "0").strip() not in ("", "0"):
         return _train(task, spec, config, Path(run_dir), resume, log)
     with RunLock(check_run_dir(run_dir)):

@@ -16,6 +16,7 @@ CheckpointError) whose one-line message names the input and the problem:
 from __future__ import annotations
 
 import math
+import os
 from typing import Any, Mapping
 
 import numpy as np
@@ -172,6 +173,63 @@ def check_memory(spec: Any, config: Any, steps: int | None = None, what: str = "
         raise UserError(f"{what} needs at least {need / 2**30:.1f} GiB ({spec.n_neurons} neurons, batch "
                         f"{config.batch_size}{'' if steps is None else f', {steps} steps'}); "
                         f"{have / 2**30:.1f} GiB are available")
+
+
+def check_batches_memory(option: str, n_batches: int, batch_size: int, steps: int, channels: int) -> None:
+    """Refuse to draw more batches (steps x samples x input and target
+    channels, float32 or wider) than fit in memory at once."""
+    need = int(n_batches) * int(batch_size) * int(steps) * int(channels) * 4
+    have = available_memory()
+    if have is not None and need > have:
+        raise UserError(f"{option}={n_batches}: {n_batches} batches of {batch_size} samples need at least "
+                        f"{need / 2**30:.1f} GiB; {have / 2**30:.1f} GiB are available")
+
+
+# ------------------------------------------------------------------ training options
+DEVICES = ("cpu", "cuda", "cuda:N")
+
+
+def check_train_fields(config: Any) -> None:
+    """The TrainConfig fields TrainConfig.validated does not cover: switches,
+    the target metric and the device (with the backend that can use it)."""
+    for name in ("early_stop", "progress", "distributed"):
+        if not isinstance(getattr(config, name), bool):
+            raise UserError(f"train.{name}: expected true or false, got {getattr(config, name)!r}")
+    target = config.target_metric
+    if target is not None and (isinstance(target, bool) or not isinstance(target, (int, float))
+                               or not math.isfinite(target)):
+        raise UserError(f"train.target_metric: expected a finite number (or leave it out for the task's own "
+                        f"level), got {target!r}")
+    device = config.device
+    if not isinstance(device, str) or not (device in ("cpu", "cuda") or
+                                           (device.startswith("cuda:") and device[5:].isdigit())):
+        raise UserError(f"train.device: unknown device {device!r}; choose one of {', '.join(DEVICES)}")
+    if device != "cpu" and config.algo == "eprop" and config.backend == "numpy":
+        raise UserError(f"train.device={device!r}: the numpy backend runs on the CPU; "
+                        "set train.backend=torch to use the GPU")
+    if not isinstance(config.task, str):
+        raise UserError(f"train.task: expected a task name, got {config.task!r}")
+
+
+def check_environment(config: Any) -> None:
+    """What the machine must provide for this run: a CUDA device, torchrun's
+    process group."""
+    if config.device != "cpu":
+        try:
+            import torch
+        except ImportError:
+            raise UserError(f"train.device={config.device!r} needs PyTorch (pip install 'eprop-lava[torch]')") from None
+        if not torch.cuda.is_available():
+            raise UserError(f"train.device={config.device!r}: no CUDA device is available on this machine")
+        index = int(config.device[5:]) if ":" in config.device else 0
+        if index >= torch.cuda.device_count():
+            raise UserError(f"train.device={config.device!r}: this machine has {torch.cuda.device_count()} "
+                            "CUDA device(s)")
+    if config.distributed:
+        missing = [v for v in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT") if v not in os.environ]
+        if missing:
+            raise UserError("train.distributed=true: start the run with torchrun (e.g. torchrun --nproc-per-node 2 "
+                            f"-m eprop_lava.cli train ...); {missing[0]} is not set")
 
 
 # ------------------------------------------------------------------ config files

@@ -22,6 +22,7 @@ process graph (:func:`eprop_lava.models.build_network`) is built from.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import io
 import json
@@ -171,6 +172,31 @@ def _npy_bytes(a: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
+def remove_stale_siblings(out: Path) -> list[str]:
+    """Remove the temporary (``.NAME.PID-*.tmp``) and replaced
+    (``.NAME.old-PID-*``) directories that an interrupted write of the
+    artifact ``out`` left next to it, when the process that made them is gone."""
+    removed = []
+    for entry in out.parent.glob(f".{glob.escape(out.name)}.*"):
+        rest = entry.name[len(out.name) + 2:]
+        tag = rest[4:] if rest.startswith("old-") else (rest[:-4] if rest.endswith(".tmp") else "")
+        pid = tag.split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)) and entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry.name)
+    return sorted(removed)
+
+
 def write_artifact(out: str | Path, manifest: dict, arrays: dict, extra_files: dict | None = None) -> Path:
     """Write ``manifest`` (JSON-able), ``arrays`` and ``extra_files``
     ({name: bytes}: the report and the core-map PNG) atomically into ``out``.
@@ -182,7 +208,9 @@ def write_artifact(out: str | Path, manifest: dict, arrays: dict, extra_files: d
     if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).is_file():
         raise CheckpointError(f"--out {out} is a non-empty directory that is not an artifact; choose another")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    remove_stale_siblings(out)
+    # the writer's pid in the name tells a later writer whether it is still at work
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.{os.getpid()}-", suffix=".tmp", dir=out.parent))
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the artifact is an ordinary directory

@@ -41,6 +41,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
     s = compile_checkpoint(args.checkpoint, args.out, target=args.target, weight_bits=_weight_bits(args.weight_bits),
                            system=args.system, learning=args.learning, loihi_timing=args.loihi_timing,
                            search=not args.no_search, lr=args.lr)
+    for line in s.get("warnings", []):
+        print(f"eprop-lava: warning: {line}", file=sys.stderr)
     if args.json:
         print(json.dumps(s, indent=2))
         return 0

@@ -291,5 +291,5 @@ def v_saturation(net: fe.FixedNetwork, x: np.ndarray, chunk: int = 8) -> list[di
             v = st["v"]
             counts[r] += int(np.count_nonzero(np.abs(v) >= vmax))
             total[r] += int(v.size)
-    return [{"layer": r, "saturated": c, "values": n, "fraction": c / n if n else 0.0}
+    return [{"layer": r, "samples": int(x.shape[1]), "saturated": c, "values": n, "fraction": c / n if n else 0.0}
             for r, (c, n) in enumerate(zip(counts, total))]

@@ -16,7 +16,7 @@ from eprop_lava.compile.artifact import (
     jsonable, load_artifact, network_to, sha256_file, versions, write_artifact,
 )
 from eprop_lava.compile.mapping import Mapping, map_network
-from eprop_lava.compile.quantize import quantize_network
+from eprop_lava.compile.quantize import quantization_warnings, quantize_network
 from eprop_lava.compile.report import core_map_png, energy_estimate, markdown_report
 from eprop_lava.errors import UserError
 from eprop_lava.spec import NetworkSpec
@@ -63,6 +63,7 @@ def compile_checkpoint(checkpoint: str | Path, out: str | Path, target: str = "l
         ts = None  # a task this build does not know: no activity, no energy estimate, the profile's error bits
     net, qrep = quantize_network(spec, ck.params, weight_bits, search=search, lr=lr,
                                  loss_mask=None if ts is None else ts.mask)
+    warnings = quantization_warnings(qrep, net, ck.params)
     mapping = map_network(spec, target, system, qrep.weight_bits, learning, net.profile,
                           [L.neuron for L in net.layers])
     mapping_other = None
@@ -93,6 +94,7 @@ def compile_checkpoint(checkpoint: str | Path, out: str | Path, target: str = "l
                    "learning_rate": float(spec.optimizer.lr if lr is None else lr)},
         "weight_bits": qrep.weight_bits,
         "quantization": qrep.to_dict(),
+        "quantization_warnings": warnings,
         "network": desc,
         "mapping": mapping.to_dict(),
         "mapping_other_mode": mapping_other,
@@ -129,12 +131,16 @@ def summarize(manifest: dict) -> dict:
         "energy_per_inference_uj": None if not e else e["per_inference"]["energy_uj"],
         "latency_per_inference_ms": None if not e else e["per_inference"]["latency_ms"],
         "conversion": manifest.get("conversion"),
+        "warnings": manifest.get("quantization_warnings", []),
     }
 
 
 # ------------------------------------------------------------------ run
 LEARN_SAMPLES = 64
 CURVE_POINTS = 8
+V_SATURATION_SAMPLES = 16
+ADAPTATION_SAMPLES = 16
+ADAPTATION_LR = 0.03
 
 
 def run_artifact(path: str | Path, samples: int = 64, steps: int | None = None, learn: bool = False,
@@ -184,7 +190,8 @@ def _run_artifact(art: Any, samples: int, steps: int | None, learn: bool, lava: 
     run = deploy.fixed_run(art.net, ts)
     out[f"fixed_{task.metric_name}"] = deploy.fixed_metric(task, art.net, run, ts)
     out["fixed_seconds"] = time.perf_counter() - t0
-    out["v_saturation"] = deploy.v_saturation(art.net, ts.x)
+    # post hoc from the step engine's state records (the compiled inference keeps no v): a subset bounds the cost
+    out["v_saturation"] = deploy.v_saturation(art.net, ts.x[:, :V_SATURATION_SAMPLES])
     note(f"float and fixed-point engines: {samples} samples x {ts.x.shape[0]} steps in "
          f"{out['fixed_seconds']:.1f} s (fixed point)", echo=progress)
     lr = None
@@ -268,7 +275,7 @@ def format_run(r: dict) -> str:
         lines.append(f"float (Loihi timing) {m}: {r[f'float_loihi_timing_{m}']:.4f}")
     lines.append(f"fixed-point engine {m}: {r[f'fixed_{m}']:.4f}")
     if r.get("v_saturation"):
-        lines.append("v at the 24-bit limit: " + ", ".join(
+        lines.append(f"v at the 24-bit limit (first {r['v_saturation'][0]['samples']} test samples): " + ", ".join(
             f"layer {s['layer']} {s['saturated']} of {s['values']} neuron-steps" for s in r["v_saturation"]))
     lv = r.get("lava", {})
     if "skipped" in lv:
@@ -350,7 +357,9 @@ def compare_learned(lava_weights: dict, engine: dict, feedback_follows: bool) ->
         if feedback_follows:
             mism["feedback.b"] = int(np.sum(np.asarray(lava_weights["feedback.b"])
                                             != engine["feedback_before_last_update"]))
-            notes["feedback.b"] = "compared with the engine's B before its last update (one-update lag)"
+            lagging = int(np.sum(np.asarray(lava_weights["feedback.b"]) != eng["feedback.b"]))
+            notes["feedback.b"] = ("compared with the engine's B before its last update (one-update lag; "
+                                   f"{lagging} values differ from the engine's final B)")
         else:
             mism["feedback.b"] = int(np.sum(np.asarray(lava_weights["feedback.b"]) != eng["feedback.b"]))
     return {"weight_mismatches": mism, "compared_values": int(sum(np.asarray(v).size for k, v in lava_weights.items()
@@ -395,6 +404,21 @@ def deploy_demo(out_dir: Path, train_result: Any, task: Any, spec: NetworkSpec, 
         for name in ("core_map.png", "quantization.png"):
             print(f"figure: {out_dir / f'compiled-{target}' / name}")
     (out_dir / "deploy.json").write_text(json.dumps(jsonable(r), indent=2))
+    from eprop_lava.studies.onchip import adaptation, format_adaptation
+
+    n_adapt, n_test = (2, 8) if quick else (ADAPTATION_SAMPLES, 64)
+    print(f"on-chip adaptation: the cue sides swapped; {n_adapt} online samples in the fixed-point engine "
+          f"(loihi2) and in float e-prop...", flush=True)
+    ad = adaptation(out_dir / "compiled-loihi2", samples=n_adapt, test_samples=n_test, every=max(1, n_adapt // 2),
+                    lr=ADAPTATION_LR)
+    print(format_adaptation(ad), flush=True)
+    (out_dir / "adaptation.json").write_text(json.dumps(jsonable(ad), indent=2))
+    report["adaptation"] = {k: ad[k] for k in ("condition", "samples", "test_samples", "learning_rate",
+                                               "hidden_learning_rate")}
+    report["adaptation"].update({"fixed_error_before": ad["fixed"]["error_before"],
+                                 "fixed_error_after": ad["fixed"]["error_after"],
+                                 "float_error_before": ad.get("float", {}).get("error_before"),
+                                 "float_error_after": ad.get("float", {}).get("error_after")})
     return report
 
 

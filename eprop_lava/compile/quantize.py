@@ -346,6 +346,40 @@ def quantize_network(spec: NetworkSpec, params: dict, weight_bits: Any = 8, prof
     return net, report
 
 
+#: compile warns when more than this fraction of a matrix's non-zero weights
+#: quantize to zero ("mostly zero": the layer has lost most of its synapses)
+ZERO_FRACTION_WARNING = 0.5
+#: ... or when a matrix's relative RMS error ||w - q/scale|| / ||w|| exceeds this
+REL_ERROR_WARNING = 0.5
+
+
+def _stored(net: fe.FixedNetwork, name: str) -> np.ndarray:
+    if name == "readout.w":
+        return net.readout.w
+    _, r, which = name.split(".")
+    return getattr(net.layers[int(r)], which)
+
+
+def quantization_warnings(report: QuantizationReport, net: fe.FixedNetwork, params: dict,
+                          zero_limit: float = ZERO_FRACTION_WARNING,
+                          error_limit: float = REL_ERROR_WARNING) -> list[str]:
+    """One line per matrix that quantized badly: most of its non-zero float
+    weights became integer 0, or its relative RMS error is above ``error_limit``."""
+    out = []
+    for m in report.matrices:
+        w = np.asarray(params[m.name])
+        q = np.asarray(_stored(net, m.name))
+        nonzero = w != 0
+        zero_fraction = float(np.mean(q[nonzero] == 0)) if np.any(nonzero) else 0.0
+        if zero_fraction > zero_limit:
+            out.append(f"{m.name}: {100 * zero_fraction:.1f}% of its non-zero weights quantize to 0 at "
+                       f"{m.bits} bits (largest |w| {m.max_abs:.3g} sets the scale; the rest fall below one step)")
+        elif m.rel_rms_error > error_limit:
+            out.append(f"{m.name}: relative RMS quantization error {m.rel_rms_error:.2f} > {error_limit} "
+                       f"at {m.bits} bits")
+    return out
+
+
 def _store(net: fe.FixedNetwork, name: str, q: np.ndarray) -> None:
     if name == "readout.w":
         net.readout.w = q

@@ -292,14 +292,27 @@ def quantize(spec: NetworkSpec, params: dict, profile: FixedPointProfile | str =
         per_acc = (imp * psi_max / (gamma * (1 << profile.psi_bits))) * ((1 << ef) * b_scale
                                                                           / 2.0 ** signal_shift) / 2.0 ** ps
         grad_scale = 1.0 / per_acc
-        layers.append(FixedLayer(neuron, w_in_fx, w_rec_fx, wexp, learning_rate(lr * w_scale * grad_scale, profile),
-                                 w_scale, grad_scale))
+        layers.append(FixedLayer(neuron, w_in_fx, w_rec_fx, wexp, None, w_scale, grad_scale))
     out_grad_scale = 2.0 ** ps / ((1 << ef) * imp)
     readout = FixedReadout(w_out_fx, decay_constant(spec.readout.kappa),
                            np.rint(np.asarray(params["readout.b"]) * y_scale).astype(np.int64), y_scale, 0,
-                           learning_rate(lr * (y_scale / 64.0) * out_grad_scale, profile), out_grad_scale)
-    return FixedNetwork(spec, profile, layers, readout, feedback, signal_shift,
-                        spec.seed if seed is None else seed, error_exp)
+                           None, out_grad_scale)
+    net = FixedNetwork(spec, profile, layers, readout, feedback, signal_shift, spec.seed if seed is None else seed,
+                       error_exp)
+    set_learning_rates(net, lr)
+    return net
+
+
+def set_learning_rates(net: FixedNetwork, lr: float, hidden_lr: float | None = None) -> None:
+    """Map float SGD rates (on the summed e-prop gradient) to each matrix's
+    m 2^e, in place: the update m acc 2^e of an accumulator acc ~= dE/dW /
+    grad_scale, in integer weight units (w_fx = w w_scale), is the float step
+    lr dE/dW w_scale, so m 2^e = lr w_scale grad_scale. ``hidden_lr``: the
+    input and recurrent rate (default ``lr``); the readout takes ``lr``."""
+    for L in net.layers:
+        L.lr = learning_rate((lr if hidden_lr is None else hidden_lr) * L.w_scale * L.grad_scale, net.profile)
+    ro = net.readout
+    ro.lr = learning_rate(lr * (ro.y_scale / 64.0) / 2.0 ** ro.weight_exp * ro.grad_scale, net.profile)
 
 
 # ======================================================================= synapse functions

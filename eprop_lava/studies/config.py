@@ -287,14 +287,18 @@ class StudyConfig:
         path = Path(path)
         if not path.is_file():
             raise StudyConfigError(f"study config not found: {path}")
-        text = path.read_text()
         try:
+            text = path.read_text()
             if path.suffix == ".toml":
                 from eprop_lava.spec import tomllib
 
                 data = tomllib.loads(text)
             else:
                 data = json.loads(text)
+        except UnicodeDecodeError:
+            raise StudyConfigError(f"study config {path} is not text (binary file?)") from None
         except Exception as exc:  # TOMLDecodeError / JSONDecodeError
             raise StudyConfigError(f"study config {path} is malformed: {exc}") from None
+        if not isinstance(data, Mapping):
+            raise StudyConfigError(f"study config {path}: expected a table of study fields, got {type(data).__name__}")
         return cls.from_dict(data)

@@ -35,7 +35,7 @@ from typing import Iterable
 import numpy as np
 
 from eprop_lava.engine import fixed_engine as fe
-from eprop_lava.fixed import FixedPointError, decay, learning_rate, saturate, shift_round
+from eprop_lava.fixed import FixedPointError, decay, saturate, shift_round
 from eprop_lava.neurons import fixed as fx
 
 TRACE_STORAGES = ("synapse", "neuron")
@@ -72,9 +72,7 @@ def neuron_synapse_step(syn: dict, p: fx.FixedNeuronParams, psi: np.ndarray, pre
 
 def per_neuron_learning_rates(net: fe.FixedNetwork, lr: float) -> None:
     """Scale the hidden learning rates by 1 / (1 - kappa) (see module docstring)."""
-    gain = 1.0 / (1.0 - net.spec.readout.kappa)
-    for L in net.layers:
-        L.lr = learning_rate(lr * L.w_scale * L.grad_scale * gain, net.profile)
+    fe.set_learning_rates(net, lr, lr / (1.0 - net.spec.readout.kappa))
 
 
 # ----------------------------------------------------------------- the learning loop
@@ -149,15 +147,17 @@ def memory_bits_per_synapse(spec, profile, learning: bool, trace_storage: str = 
 
 # ----------------------------------------------------------------- on-chip adaptation
 def float_online_eprop(spec, params: dict, train, lr: float, test=None, task=None, every: int | None = None,
-                       progress=None) -> dict:
+                       progress=None, hidden_lr: float | None = None) -> dict:
     """The float reference of on-chip learning: e-prop on the float engine
     (:func:`eprop_lava.engine.gradients.eprop_gradient`), one sample at a time
     (batch 1), plain SGD ``w -= lr dE/dw`` after each sample, as the
     fixed-point engine updates at the end of each sample. It learns what the
     fixed-point engine learns: the input, recurrent and readout weights from
-    the task loss alone (no readout bias, no firing-rate regularizer; for adaptive
-    feedback B receives W_out's change, without the Kolen-Pollack decay). ``train``/``test``: deploy.TestSet.
-    Returns params, and with test/task the held-out curve."""
+    the task loss alone (no readout bias, no firing-rate regularizer; for
+    adaptive feedback B receives W_out's change, without the Kolen-Pollack
+    decay). ``train``/``test``: deploy.TestSet; ``hidden_lr``: the rate of the
+    input and recurrent weights (default lr). Returns params, and with
+    test/task the held-out curve."""
     from dataclasses import replace
 
     from eprop_lava.compile.deploy import float_metric
@@ -174,7 +174,8 @@ def float_online_eprop(spec, params: dict, train, lr: float, test=None, task=Non
         sl = slice(s, s + 1)
         b = Batch(x=train.x[:, sl], target=train.target[:, sl], mask=train.mask[:, sl], labels=None)
         _, grads, _ = eprop_gradient(spec, params, b)
-        deltas = {k: -lr * np.asarray(grads[k], dtype=np.float64) for k in learned}
+        deltas = {k: -(lr if k == "readout.w" or hidden_lr is None else hidden_lr) * np.asarray(grads[k], dtype=np.float64)
+                  for k in learned}
         for k, d in deltas.items():
             params[k] = params[k] + d
         if spec.learning.variant == "adaptive":  # B receives W_out's change, as in the fixed-point engine
@@ -191,8 +192,24 @@ def float_online_eprop(spec, params: dict, train, lr: float, test=None, task=Non
     return out
 
 
+def feedback_gain(params: dict, variant: str) -> float:
+    """rms(W_out) / rms(B): how much larger a hidden neuron's learning
+    signal L = B err is with this feedback than with B = W_out^T (symmetric
+    e-prop, gain 1). A random B drawn with std 1 is ~10x a trained readout,
+    so plain SGD at the readout's rate moves the hidden weights ~10x further
+    than symmetric e-prop would and, online at batch 1, destroys what the
+    network had learned; scaling the hidden rate by this gain keeps the
+    hidden steps at the symmetric size."""
+    if variant == "symmetric":
+        return 1.0
+    w = np.asarray(params["readout.w"], dtype=np.float64)
+    b = np.asarray(params["feedback.b"], dtype=np.float64)
+    return float(np.sqrt(np.mean(w * w)) / max(np.sqrt(np.mean(b * b)), 1e-300))
+
+
 def adaptation(artifact, samples: int = 32, test_samples: int = 64, every: int | None = None,
-               condition: dict | None = None, float_reference: bool = True, log=None) -> dict:
+               condition: dict | None = None, float_reference: bool = True, lr: float | None = None,
+               hidden_lr: float | None = None, learn_stream: int | None = None, log=None) -> dict:
     """On-chip adaptation to a changed condition: the compiled (off-chip
     trained) network of ``artifact`` learns online on ``samples`` samples of
     the task with ``condition`` (task options; default: the evidence task's
@@ -200,7 +217,11 @@ def adaptation(artifact, samples: int = 32, test_samples: int = 64, every: int |
     with float e-prop (:func:`float_online_eprop`, same learning rate, from the
     artifact's float parameters) are the reference. Held-out error on the new
     condition (rng stream [seed, 3], disjoint from the learning stream
-    [seed, 4]) before, along the way and after."""
+    [seed, 4]) before, along the way and after. ``lr``: the readout's SGD
+    rate (default: the artifact's); ``hidden_lr``: the input and recurrent
+    rate (default lr * :func:`feedback_gain`); both engines use both.
+    ``learn_stream``: the rng stream of the learning samples (default
+    deploy.LEARN_STREAM; repeats use others, never the test stream 3)."""
     import time
 
     from eprop_lava.compile import deploy
@@ -213,16 +234,26 @@ def adaptation(artifact, samples: int = 32, test_samples: int = 64, every: int |
     condition = {"swap_sides": True} if condition is None else dict(condition)
     options = {**(src.get("train", {}).get("task_options") or {}), **condition}
     task = get_task(src["task"], **options)
-    lr = art.manifest["target"].get("learning_rate")
+    lr = art.manifest["target"].get("learning_rate") if lr is None else lr
     if lr is None:
-        raise FixedPointError(f"artifact {artifact}: no learning rate recorded (compile it again)")
+        raise FixedPointError(f"artifact {artifact}: no learning rate recorded (compile it again or give lr)")
+    lr = float(lr)
+    if hidden_lr is None:
+        hidden_lr = lr * feedback_gain(art.float_params, art.spec.learning.variant) if art.float_params else lr
+    net = art.net.copy()
+    fe.set_learning_rates(net, lr, hidden_lr)
     test = deploy.draw(task, seed, deploy.TEST_STREAM, test_samples)
-    train = deploy.draw(task, seed, deploy.LEARN_STREAM, samples)
+    learn_stream = deploy.LEARN_STREAM if learn_stream is None else int(learn_stream)
+    if learn_stream in (1, 2, deploy.TEST_STREAM):
+        raise FixedPointError(f"learn_stream: {learn_stream} is the training, validation or test stream")
+    train = deploy.draw(task, seed, learn_stream, samples)
     every = every or max(1, samples // 8)
     t0 = time.perf_counter()
-    fixed = deploy.learn_run(art.net, train, test, task, every)
+    fixed = deploy.learn_run(net, train, test, task, every)
     out = {"task": src["task"], "condition": condition, "profile": art.net.profile.name, "samples": samples,
-           "test_samples": test_samples, "learning_rate": float(lr), "error_exp": int(art.net.error_bits),
+           "test_samples": test_samples, "learn_stream": learn_stream, "learning_rate": lr,
+           "hidden_learning_rate": float(hidden_lr),
+           "error_exp": int(art.net.error_bits),
            "signal_shift": int(art.net.signal_shift),
            "fixed": {"error_before": fixed["error_before"], "error_after": fixed["error_after"],
                      "curve": fixed["curve"], "weights_changed": int(sum(fixed["changed_weights"].values())),
@@ -232,7 +263,7 @@ def adaptation(artifact, samples: int = 32, test_samples: int = 64, every: int |
             f"{fixed['error_after']:.3f} after {samples} on-chip samples")
     if float_reference and art.float_params:
         t0 = time.perf_counter()
-        ref = float_online_eprop(art.spec, art.float_params, train, float(lr), test, task, every)
+        ref = float_online_eprop(art.spec, art.float_params, train, lr, test, task, every, hidden_lr=hidden_lr)
         out["float"] = {"error_before": ref["error_before"], "error_after": ref["error_after"],
                         "curve": ref["curve"], "seconds": time.perf_counter() - t0}
         out["fixed_minus_float_after"] = fixed["error_after"] - ref["error_after"]
@@ -242,7 +273,8 @@ def adaptation(artifact, samples: int = 32, test_samples: int = 64, every: int |
 def format_adaptation(r: dict) -> str:
     cond = ", ".join(f"{k}={v}" for k, v in r["condition"].items())
     lines = [f"on-chip adaptation ({r['task']}, {cond}): held-out error on the new condition "
-             f"({r['test_samples']} test samples), {r['samples']} online samples, lr {r['learning_rate']:g}",
+             f"({r['test_samples']} test samples), {r['samples']} online samples, SGD rate {r['learning_rate']:g} "
+             f"(readout), {r['hidden_learning_rate']:.3g} (hidden)",
              f"  fixed point ({r['profile']}): before {r['fixed']['error_before']:.3f}, after "
              f"{r['fixed']['error_after']:.3f} ({r['fixed']['weights_changed']} weights changed, "
              f"{r['fixed']['seconds']:.0f} s)"]

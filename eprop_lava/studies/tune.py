@@ -139,6 +139,7 @@ def resolve_storage(storage: str | None, out: Path):
         return JournalStorage(JournalFileBackend(str(out / "tune.journal"))), f"journal:{out / 'tune.journal'}"
     if "://" in storage:
         if storage.startswith("sqlite:///"):
+            check_storage_file(storage, Path(storage[len("sqlite:///"):]), "sqlite")
             Path(storage[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
         try:
             return _rdb_storage(storage), storage
@@ -147,11 +148,40 @@ def resolve_storage(storage: str | None, out: Path):
         except Exception as exc:  # sqlalchemy.exc.ArgumentError / OperationalError
             raise UserError(f"--storage {storage}: cannot open ({type(exc).__name__}: {exc})") from None
     path = Path(storage[len("journal:"):] if storage.startswith("journal:") else storage)
+    check_storage_file(storage, path, "sqlite" if path.suffix in (".db", ".sqlite", ".sqlite3") else "journal")
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix in (".db", ".sqlite", ".sqlite3"):
         url = f"sqlite:///{path}"
         return _rdb_storage(url), url
     return JournalStorage(JournalFileBackend(str(path))), f"journal:{path}"
+
+
+SQLITE_MAGIC = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
+
+
+def check_storage_file(storage: str, path: Path, kind: str) -> None:
+    """Refuse, before anything is written, a storage file that exists and is
+    not a SQLite database or an Optuna journal (one JSON record with an
+    ``op_code`` per line): opening it would append to the user's file."""
+    if path.is_dir():
+        raise UserError(f"--storage {storage}: {path} is a directory, not a storage file")
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    if kind == "sqlite":
+        if not head.startswith(SQLITE_MAGIC):
+            raise UserError(f"--storage {storage}: {path} exists and is not a SQLite database; choose a new file")
+        return
+    first = head.split(b"\n", 1)[0]
+    try:
+        record = json.loads(first)
+        ok = isinstance(record, dict) and "op_code" in record
+    except ValueError:
+        ok = False
+    if not ok:
+        raise UserError(f"--storage {storage}: {path} exists and is not an Optuna journal (its first line is not "
+                        "a journal record); choose a new file")
 
 
 def _rdb_storage(url: str, attempts: int = 8):
@@ -323,7 +353,12 @@ def run_tune(config: TuneConfig, log: Callable[[str], None] = print) -> dict:
     try:
         task = get_task(config.task, **config.task_options)
     except (ValueError, TypeError) as exc:
-        raise UserError(f"task: {exc}") from None
+        raise UserError(str(exc) if str(exc).startswith("task ") else f"task: {exc}") from None
+    from eprop_lava.training import TrainConfig
+    from eprop_lava.validate import check_memory
+
+    check_memory(task.default_spec(), TrainConfig(batch_size=config.batch_size), getattr(task, "steps", None),
+                 what=f"--batch-size {config.batch_size}: the task's network")
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     storage, storage_name = resolve_storage(config.storage, out)

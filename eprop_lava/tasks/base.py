@@ -15,7 +15,9 @@ A task is an object with
 
 from __future__ import annotations
 
-from typing import Protocol
+import dataclasses
+import math
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -54,3 +56,46 @@ def poisson_spikes(rng: np.random.Generator, rate_per_step: np.ndarray) -> np.nd
     """Bernoulli spikes with the given per-step probability (same shape), as
     float32 0/1 (exact in every engine dtype; half the memory of float64)."""
     return (rng.random(rate_per_step.shape) < rate_per_step).astype(np.float32)
+
+
+def check_option_types(task: Any) -> None:
+    """Each constructor option has the type of its default: integers are
+    integers (not 2.5, not true), numbers are finite reals, switches are
+    true/false, names are strings, lists are lists (stored as tuples). A
+    task calls this first in ``__post_init__``, then checks its ranges."""
+    name = getattr(task, "name", type(task).__name__)
+    for f in dataclasses.fields(task):
+        if not f.init or f.default is dataclasses.MISSING:
+            continue
+        default, value = f.default, getattr(task, f.name)
+        if value is None or value is default:
+            continue
+        where = f"task {name!r}: option {f.name}"
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+            kind = "true or false"
+        elif isinstance(default, int):
+            ok = isinstance(value, int) and not isinstance(value, bool)
+            kind = "an integer"
+        elif isinstance(default, float):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            kind = "a finite number"
+        elif isinstance(default, str):
+            ok = isinstance(value, str)
+            kind = "a string"
+        elif isinstance(default, tuple):
+            ok = isinstance(value, (list, tuple))
+            kind = "a list"
+            if ok:
+                object.__setattr__(task, f.name, tuple(value))
+        else:
+            continue
+        if not ok:
+            raise ValueError(f"{where}: expected {kind}, got {value!r}")
+
+
+def require(task: Any, option: str, condition: bool, what: str) -> None:
+    """Raise the task's one-line option error unless ``condition``."""
+    if not condition:
+        raise ValueError(f"task {getattr(task, 'name', type(task).__name__)!r}: option {option} {what}, "
+                         f"got {getattr(task, option)!r}")

@@ -30,7 +30,7 @@ from eprop_lava.engine.network import Batch
 from eprop_lava.spec import (
     LayerSpec, LearningSpec, NetworkSpec, NeuronParams, OptimizerSpec, ReadoutSpec, RegularizationSpec,
 )
-from eprop_lava.tasks.base import classification_error, poisson_spikes
+from eprop_lava.tasks.base import check_option_types, classification_error, poisson_spikes, require
 
 
 @dataclass
@@ -54,6 +54,24 @@ class EvidenceAccumulation:
     name = "evidence"
     metric_name = "error"
     solved_below = 0.07
+
+    def __post_init__(self) -> None:
+        check_option_types(self)
+        require(self, "dt", self.dt > 0, "must be > 0 ms")
+        for option in ("n_cues", "n_per_group"):
+            require(self, option, getattr(self, option) >= 1, "must be >= 1")
+        for option in ("cue_ms", "recall_ms"):
+            require(self, option, getattr(self, option) >= self.dt, f"must last at least one step ({self.dt} ms)")
+        for option in ("spacing_ms", "delay_ms"):
+            require(self, option, getattr(self, option) >= 0, "must be >= 0 ms")
+        for option in ("cue_hz", "noise_hz"):  # a rate is a spike probability per step
+            require(self, option, 0 <= getattr(self, option) * self.dt / 1000.0 <= 1,
+                    f"must give a spike probability in [0, 1] per step (0 to {1000.0 / self.dt:g} Hz)")
+        require(self, "cue_hz", self.cue_hz > 0, "must be > 0 Hz (the cues carry the evidence)")
+        probs = self.left_probabilities
+        require(self, "left_probabilities", len(probs) >= 1 and all(
+            isinstance(p, (int, float)) and not isinstance(p, bool) and 0 <= p <= 1 for p in probs),
+            "must be a non-empty list of probabilities in [0, 1]")
 
     @property
     def steps(self) -> int:

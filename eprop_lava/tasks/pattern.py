@@ -75,7 +75,7 @@ from eprop_lava.engine.network import Batch
 from eprop_lava.spec import (
     LayerSpec, LearningSpec, NetworkSpec, NeuronParams, OptimizerSpec, ReadoutSpec, RegularizationSpec,
 )
-from eprop_lava.tasks.base import poisson_spikes
+from eprop_lava.tasks.base import check_option_types, poisson_spikes
 
 INPUTS = ("clock", "poisson")
 
@@ -116,6 +116,7 @@ class PatternGeneration:
     solved_below = 0.03
 
     def __post_init__(self) -> None:
+        check_option_types(self)
         if self.input not in INPUTS:
             raise ValueError(f"input: unknown value {self.input!r}; choose one of {', '.join(INPUTS)}")
         if self.dt <= 0:

@@ -62,7 +62,7 @@ from eprop_lava.engine.network import Batch
 from eprop_lava.spec import (
     LayerSpec, LearningSpec, NetworkSpec, NeuronParams, OptimizerSpec, ReadoutSpec, RegularizationSpec,
 )
-from eprop_lava.tasks.base import classification_error, poisson_spikes
+from eprop_lava.tasks.base import check_option_types, classification_error, poisson_spikes
 
 VALUE0, VALUE1, STORE, RECALL = 0, 1, 2, 3
 
@@ -82,6 +82,7 @@ class StoreRecall:
     solved_below = 0.05
 
     def __post_init__(self) -> None:
+        check_option_types(self)
         if self.dt <= 0:
             raise ValueError(f"dt: must be > 0, got {self.dt}")
         if self.char_steps < 1:

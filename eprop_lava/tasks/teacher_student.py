@@ -65,7 +65,7 @@ from eprop_lava.engine.network import Batch, init_params, simulate
 from eprop_lava.spec import (
     LayerSpec, LearningSpec, NetworkSpec, NeuronParams, OptimizerSpec, ReadoutSpec, RegularizationSpec,
 )
-from eprop_lava.tasks.base import poisson_spikes
+from eprop_lava.tasks.base import check_option_types, poisson_spikes
 
 NEURONS = ("lif", "alif")
 
@@ -129,6 +129,7 @@ class TeacherStudent:
     solved_below = None
 
     def __post_init__(self) -> None:
+        check_option_types(self)
         if self.neuron not in NEURONS:
             raise ValueError(f"neuron: unknown value {self.neuron!r}; choose one of {', '.join(NEURONS)}")
         for name in ("n_inputs", "n_neurons", "n_outputs", "calibration_batch"):

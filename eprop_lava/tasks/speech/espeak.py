@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from eprop_lava.errors import UserError
+
 # speak_lib.h constants (copied so that no header is needed)
 AUDIO_OUTPUT_SYNCHRONOUS = 2
 INITIALIZE_PHONEME_EVENTS = 0x0001
@@ -33,8 +35,9 @@ EVENT_LIST_TERMINATED, EVENT_WORD, EVENT_END, EVENT_PHONEME = 0, 1, 5, 7
 RATE, VOLUME, PITCH, RANGE = 1, 2, 3, 4
 
 
-class ESpeakError(RuntimeError):
-    """eSpeak NG is missing or refused a request."""
+class ESpeakError(UserError, RuntimeError):
+    """eSpeak NG is missing or refused a request (an unknown voice or accent,
+    an out-of-range parameter): the user's to fix, so a one-line error."""
 
 
 class _Id(ctypes.Union):

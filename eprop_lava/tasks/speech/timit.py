@@ -160,7 +160,8 @@ def read_segments(path: str | Path, vocabulary: tuple[str, ...] | None = None) -
     """Read a TIMIT .PHN or .WRD file: lines ``start end label`` (samples).
 
     Checks that starts and ends are integers with start < end, in order, and
-    (for .PHN) that each phone is one of the 61 TIMIT phones.
+    (for .PHN) that phones do not overlap and each is one of the 61 TIMIT
+    phones (TIMIT's .WRD segments may overlap and are not checked for it).
     """
     path = Path(path)
     try:
@@ -183,6 +184,9 @@ def read_segments(path: str | Path, vocabulary: tuple[str, ...] | None = None) -
             raise TimitError(f"{path}:{i}: empty or negative segment {start}..{end}")
         if out and start < out[-1][0]:
             raise TimitError(f"{path}:{i}: segments out of order (starts at {start} after {out[-1][0]})")
+        if vocabulary is not None and out and start < out[-1][1]:  # phones tile the utterance; words may overlap
+            raise TimitError(f"{path}:{i}: phone segment {start}..{end} overlaps the previous one "
+                             f"({out[-1][0]}..{out[-1][1]})")
         if vocabulary is not None and label not in vocabulary:
             raise TimitError(f"{path}:{i}: unknown phone {parts[2]!r}")
         out.append((start, end, label))
