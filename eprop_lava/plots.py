@@ -438,7 +438,7 @@ def _input_panel(ax: Any, fig: Any, x: np.ndarray, T: np.ndarray, task: Any = No
     if _is_spikes(x):
         ti, ii = np.nonzero(x)
         groups = getattr(task, "n_per_group", None)
-        if groups and x.shape[1] == 4 * groups:
+        if getattr(task, "name", "") == "evidence" and groups and x.shape[1] == 4 * groups:
             names = ("left cues", "right cues", "recall cue", "noise")
             for g, name in enumerate(names):
                 sel = (ii >= g * groups) & (ii < (g + 1) * groups)
