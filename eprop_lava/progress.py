@@ -4,8 +4,9 @@ everywhere else, and the expected cost before slow work starts.
 * On a terminal (stderr is a TTY) :class:`Progress` draws a ``tqdm.auto``
   bar (a widget in a notebook).
 * When stderr is not a terminal (nohup, SLURM, a subprocess, a pipe) it
-  writes one plain line to stderr at the first update, then at most every
-  ``EPROP_LAVA_LOG_SECONDS`` seconds (default 30), and at the end::
+  writes one plain line to stderr once the work has lasted 10 s, then at
+  most every ``EPROP_LAVA_LOG_SECONDS`` seconds (default 30), and at the
+  end (work that ends within 10 s stays quiet, as does the bar)::
 
       train evidence: 40/300 it (13%), 9.1 s elapsed, 0.23 s/it, ~60 s left, loss=0.412
 
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any, Iterator, TextIO
 
 DEFAULT_LOG_SECONDS = 30.0
+DEFAULT_DELAY_SECONDS = 10.0   # no progress on stderr for work that ends sooner
 
 # (low, high) seconds, documented measurements (docs/benchmarks.md):
 COSTS = {
@@ -148,7 +150,8 @@ class Progress:
     the loss) next to the counts."""
 
     def __init__(self, total: int | None, desc: str, unit: str = "it", initial: int = 0, enabled: bool = True,
-                 stream: TextIO | None = None, every_seconds: float | None = None) -> None:
+                 stream: TextIO | None = None, every_seconds: float | None = None,
+                 delay_seconds: float = DEFAULT_DELAY_SECONDS) -> None:
         self.total = total
         self.desc = desc
         self.unit = unit
@@ -157,6 +160,8 @@ class Progress:
         self.enabled = enabled
         self.stream = sys.stderr if stream is None else stream
         self.every = log_seconds() if every_seconds is None else every_seconds
+        self.delay = delay_seconds     # stderr stays quiet for work shorter than this
+        self.echoed = False
         self.t0 = time.perf_counter()
         self.last_line = -float("inf")
         self.lines = 0
@@ -167,7 +172,7 @@ class Progress:
             from tqdm.auto import tqdm
 
             self.bar = tqdm(total=total, initial=initial, desc=desc, unit=unit, dynamic_ncols=True, leave=False,
-                            file=self.stream)
+                            file=self.stream, delay=delay_seconds)
         self.plain = enabled and self.bar is None   # plain lines on stderr (not a terminal)
 
     def __enter__(self) -> "Progress":
@@ -191,12 +196,19 @@ class Progress:
         parts += [f"{k}={v}" for k, v in self.info.items()]
         return ", ".join(parts)
 
-    def _emit(self) -> None:
+    def _elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def _emit(self, final: bool = False) -> None:
         text = self.line()
         self.last_line = time.perf_counter()
         self.lines += 1
         self.emitted_count = self.count
-        note(text, self.stream, echo=self.plain)
+        # on stderr only once the work has lasted delay_seconds (short work stays quiet),
+        # then the final line too; the log file gets every line
+        echo = self.plain and (self.echoed or self._elapsed() >= self.delay)
+        self.echoed = self.echoed or echo
+        note(text, self.stream, echo=echo)
 
     def update(self, n: int = 1, **info: Any) -> None:
         self.count += n
@@ -206,7 +218,9 @@ class Progress:
             self.bar.update(n)
             if self.info:
                 self.bar.set_postfix(self.info, refresh=False)
-        if self.lines == 0 or time.perf_counter() - self.last_line >= self.every:
+        now = time.perf_counter()
+        if (self.lines == 0 or now - self.last_line >= self.every
+                or (self.plain and not self.echoed and now - self.t0 >= self.delay)):
             self._emit()
 
     def close(self) -> None:

@@ -41,7 +41,7 @@ def test_close_logs_the_final_count(tmp_path, monkeypatch):
     clock = [0.0]
     monkeypatch.setattr(P.time, "perf_counter", lambda: clock[0])
     stream = io.StringIO()
-    bar = P.Progress(3, "run", unit="sample", stream=stream, every_seconds=1000.0)
+    bar = P.Progress(3, "run", unit="sample", stream=stream, every_seconds=1000.0, delay_seconds=0.0)
     for _ in range(3):
         clock[0] += 1.0
         bar.update(1)
@@ -49,10 +49,28 @@ def test_close_logs_the_final_count(tmp_path, monkeypatch):
     assert [l.split()[1] for l in stream.getvalue().splitlines()] == ["1/3", "3/3"]
 
 
+def test_short_work_stays_quiet_on_stderr_but_is_logged(tmp_path, monkeypatch):
+    clock = [0.0]
+    monkeypatch.setattr(P.time, "perf_counter", lambda: clock[0])
+    stream = io.StringIO()
+    with P.log_file(tmp_path / "log.txt"):
+        with P.Progress(3, "MFCC features (valid)", unit="utt", stream=stream, every_seconds=0.0) as bar:
+            for _ in range(3):
+                clock[0] += 1.0          # 3 s in all: below the 10 s delay
+                bar.update(1)
+        assert stream.getvalue() == ""
+        assert len((tmp_path / "log.txt").read_text().splitlines()) == 3
+        with P.Progress(3, "train", stream=stream, every_seconds=1000.0) as bar:
+            for _ in range(3):
+                clock[0] += 6.0          # the delay passes during the second step
+                bar.update(1)
+    assert [l.split()[1] for l in stream.getvalue().splitlines()] == ["2/3", "3/3"]
+
+
 def test_terminal_gets_a_tqdm_auto_bar_and_no_plain_lines(tmp_path):
     stream = FakeTTY()
     with P.log_file(tmp_path / "log.txt"):
-        bar = P.Progress(4, "Lava fixed_pt", unit="step", stream=stream)
+        bar = P.Progress(4, "Lava fixed_pt", unit="step", stream=stream, delay_seconds=0.0)
         from tqdm.auto import tqdm
 
         assert isinstance(bar.bar, tqdm)
@@ -133,7 +151,7 @@ def test_lava_runs_in_reported_chunks_stay_bit_exact(tmp_path):
     _, ts = deploy.test_set("evidence", 2, 2)
     ts = deploy.TestSet(ts.x[-300:], ts.target[-300:], (ts.mask[-300:] > 0).astype(float), None)
     stream = io.StringIO()
-    with P.Progress(600, "Lava fixed_pt", unit="step", stream=stream, every_seconds=0.0) as bar:
+    with P.Progress(600, "Lava fixed_pt", unit="step", stream=stream, every_seconds=0.0, delay_seconds=0.0) as bar:
         lv = deploy.lava_run(net, ts.x, progress=bar)
     assert [l.split()[2] for l in stream.getvalue().splitlines()] == ["300/600", "600/600"]
     cmp = deploy.compare_lava(deploy.fixed_run(net, ts), lv)

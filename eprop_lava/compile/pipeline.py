@@ -193,7 +193,7 @@ def _run_artifact(art: Any, samples: int, steps: int | None, learn: bool, lava: 
     # post hoc from the step engine's state records (the compiled inference keeps no v): a subset bounds the cost
     out["v_saturation"] = deploy.v_saturation(art.net, ts.x[:, :V_SATURATION_SAMPLES])
     note(f"float and fixed-point engines: {samples} samples x {ts.x.shape[0]} steps in "
-         f"{out['fixed_seconds']:.1f} s (fixed point)", echo=progress)
+         f"{out['fixed_seconds']:.1f} s (fixed point)", echo=False)
     lr = None
     if learn:
         lr_train = deploy.draw(task, int(src["seed"]), deploy.LEARN_STREAM, learn_samples)
