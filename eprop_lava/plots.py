@@ -400,17 +400,19 @@ def confusion_counts(labels: np.ndarray, predictions: np.ndarray, n_classes: int
 
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, n_classes: int | None = None,
-                     class_names: Sequence[str] | None = None, title: str = "confusion matrix") -> Any:
+                     class_names: Sequence[str] | None = None, title: str = "confusion matrix",
+                     unit: str = "samples") -> Any:
     """Rows: true class, columns: predicted class; colour = fraction of the
     row, numbers = sample counts (up to 12 classes)."""
     labels, predictions = np.asarray(labels, dtype=int), np.asarray(predictions, dtype=int)
     n = n_classes or int(max(labels.max(), predictions.max()) + 1)
     counts = confusion_counts(labels, predictions, n)
     frac = counts / np.maximum(counts.sum(1, keepdims=True), 1)
-    fig = new_figure(max(4.5, 0.45 * n + 2.5), max(4.0, 0.45 * n + 2.0))
+    side = min(max(4.0, 0.45 * n + 2.0), 10.0)
+    fig = new_figure(side + 1.0, side)
     ax = fig.subplots()
     im = ax.imshow(frac, cmap="Blues", vmin=0, vmax=1)
-    fig.colorbar(im, ax=ax, label="fraction of the true class")
+    fig.colorbar(im, ax=ax, label="fraction of the true class", shrink=0.8)
     if n <= 12:
         for i in range(n):
             for j in range(n):
@@ -419,11 +421,11 @@ def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, n_classes: int
     ticks = np.arange(n)
     names = list(class_names) if class_names is not None else [str(i) for i in ticks]
     if n <= 40:
-        ax.set_xticks(ticks, names, rotation=90 if n > 12 else 0, fontsize=7 if n > 12 else 9)
-        ax.set_yticks(ticks, names, fontsize=7 if n > 12 else 9)
+        ax.set_xticks(ticks, names, rotation=90 if n > 12 else 0, fontsize=6 if n > 12 else 9)
+        ax.set_yticks(ticks, names, fontsize=6 if n > 12 else 9)
     accuracy = np.trace(counts) / max(counts.sum(), 1)
     ax.set(xlabel="predicted class", ylabel="true class",
-           title=f"{title}\n{counts.sum()} samples, accuracy {accuracy:.3f}")
+           title=f"{title}\n{counts.sum()} {unit}, accuracy {accuracy:.3f}")
     fig.tight_layout()
     return fig
 
@@ -635,13 +637,20 @@ def run_figures(run_dir: str | Path) -> dict:
     if ck.spec.layers[0].neuron in ("lif", "alif", "stdp_alif"):
         figs["membrane"] = membrane_traces(ck.spec, ck.params, batch.x, phases=phases)
     figs["weights"] = weight_histograms(init_params(ck.spec), ck.params)
-    if batch.labels is not None:
-        test = task.batch(np.random.default_rng([ck.config.seed, 3]), max(64, ck.config.batch_size))
-        y_test, _ = forward_outputs(ck.spec, ck.params, test)
+    if ck.spec.loss == "cross_entropy":
+        from eprop_lava.training import held_out
+
+        test = held_out(task, "test").batch(np.random.default_rng([ck.config.seed, 3]), max(64, ck.config.batch_size))
+        y_test = np.asarray(forward_outputs(ck.spec, ck.params, test)[0])
         K = ck.spec.readout.n_outputs
-        if np.asarray(test.labels).ndim == 1:
-            figs["confusion"] = confusion_matrix(test.labels, window_decision(np.asarray(y_test), test.mask), K,
-                                                 _class_names(task, K), "float network, test samples")
+        names = _class_names(task, K)
+        if test.labels is not None and np.asarray(test.labels).ndim == 1:
+            figs["confusion"] = confusion_matrix(test.labels, window_decision(y_test, test.mask), K, names,
+                                                 "float network, test samples")
+        else:  # frame-wise targets (phone classification): every scored step
+            scored = np.asarray(test.mask) > 0
+            figs["confusion"] = confusion_matrix(np.argmax(test.target, -1)[scored], np.argmax(y_test, -1)[scored],
+                                                 K, names, "float network, test utterances", unit="frames")
     return figs
 
 

@@ -162,6 +162,8 @@ class Progress:
         self.every = log_seconds() if every_seconds is None else every_seconds
         self.delay = delay_seconds     # stderr stays quiet for work shorter than this
         self.echoed = False
+        self.first_done: int | None = None   # units and time of the first update
+        self.t_first = 0.0
         self.t0 = time.perf_counter()
         self.last_line = -float("inf")
         self.lines = 0
@@ -189,9 +191,11 @@ class Progress:
             parts[0] += f" ({100.0 * self.count / self.total:.0f}%)"
         parts.append(f"{format_seconds(elapsed)} elapsed")
         if done > 0:
-            per = elapsed / done
+            # the rate after the first update: the first one also pays for start-up and compilation
+            later = done - self.first_done
+            per = (time.perf_counter() - self.t_first) / later if later > 0 else elapsed / done
             parts.append(f"{per:.3g} s/{self.unit}")
-            if self.total:
+            if self.total and (later > 0 or self.count >= self.total):
                 parts.append(f"~{format_seconds(per * max(self.total - self.count, 0))} left")
         parts += [f"{k}={v}" for k, v in self.info.items()]
         return ", ".join(parts)
@@ -212,6 +216,8 @@ class Progress:
 
     def update(self, n: int = 1, **info: Any) -> None:
         self.count += n
+        if self.first_done is None:
+            self.first_done, self.t_first = n, time.perf_counter()
         if info:
             self.info = {k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in info.items()}
         if self.bar is not None:

@@ -165,3 +165,20 @@ def test_lava_runs_in_reported_chunks_stay_bit_exact(tmp_path):
     for k, w in res["weights"].items():
         if k in engine:
             np.testing.assert_array_equal(np.asarray(w), engine[k], err_msg=k)
+
+
+def test_rate_leaves_out_the_first_update(monkeypatch):
+    """The first step pays for start-up (imports, compilation): the rate and
+    the time left come from the steps after it."""
+    clock = [0.0]
+    monkeypatch.setattr(P.time, "perf_counter", lambda: clock[0])
+    stream = io.StringIO()
+    bar = P.Progress(12, "MFCC features (train)", unit="utt", stream=stream, every_seconds=0.0, delay_seconds=0.0)
+    clock[0] = 20.0
+    bar.update(1)
+    for _ in range(3):
+        clock[0] += 2.0
+        bar.update(1)
+    lines = stream.getvalue().splitlines()
+    assert lines[0] == "MFCC features (train): 1/12 utt (8%), 20 s elapsed, 20 s/utt"   # no estimate yet
+    assert lines[-1] == "MFCC features (train): 4/12 utt (33%), 26 s elapsed, 2 s/utt, ~16 s left"

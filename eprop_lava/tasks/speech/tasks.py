@@ -91,6 +91,11 @@ class _SpeechTask:
         self._cache: dict[str, list[_Utt]] = {}
 
     # --------------------------------------------------------- subclass API
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """Names of the readout's classes (phones or keywords), in output order."""
+        return self._classes()
+
     def _classes(self) -> tuple[str, ...]:
         raise NotImplementedError
 
