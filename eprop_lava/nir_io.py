@@ -805,7 +805,7 @@ def register(sub: Any) -> None:
                         "(a = 1 - dt/tau, snnTorch and Norse)")
     p.add_argument("--dt", type=float, help="that simulator's time step in seconds (default: the network's own "
                                             "step; snnTorch's importer uses 1e-4)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout (for scripts) instead of text")
     p.set_defaults(func=cmd_export_nir)
 
     p = sub.add_parser("import-nir", help="turn a NIR graph into a run directory to fine-tune and compile")
@@ -821,5 +821,5 @@ def register(sub: Any) -> None:
                    help="training option recorded in the run, e.g. train.batch_size=16 (repeatable)")
     p.add_argument("--outputs", type=int, help="readout size when the graph has no leaky readout "
                                                 "(default: the task's)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout (for scripts) instead of text")
     p.set_defaults(func=cmd_import_nir)

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping
 
-from eprop_lava.errors import UserError
+from eprop_lava.errors import UserError, did_you_mean
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -89,7 +89,8 @@ def _count(path: str, value: Any, minimum: int = 1) -> int:
 
 def _choice(path: str, value: Any, options: tuple[str, ...]) -> str:
     if value not in options:
-        raise SpecError(f"{path}: unknown value {value!r}; choose one of {', '.join(options)}")
+        raise SpecError(f"{path}: unknown value {value!r}{did_you_mean(value, options)}; "
+                        f"choose one of {', '.join(options)}")
     return value
 
 
@@ -408,7 +409,8 @@ def _build(cls: type, data: Any, path: str) -> Any:
     unknown = sorted(set(data) - known)
     if unknown:
         where = f"{path}." if path else ""
-        raise SpecError(f"{where}{unknown[0]}: unknown field (known: {', '.join(sorted(known))})")
+        raise SpecError(f"{where}{unknown[0]}: unknown field{did_you_mean(unknown[0], known)} "
+                        f"(known: {', '.join(sorted(known))})")
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         sub = f"{path}.{key}" if path else key

@@ -32,7 +32,7 @@ from eprop_lava.engine.gradients import bptt_gradient, eprop_gradient
 from eprop_lava.engine.network import Batch, init_params, simulate
 from eprop_lava.eprop.learning_signal import adaptive_feedback_update
 from eprop_lava.eprop.optim import Optimizer
-from eprop_lava.errors import CheckpointError, UserError
+from eprop_lava.errors import CheckpointError, UserError, did_you_mean
 from eprop_lava.rundir import RunLock, check_run_dir, read_metrics, remove_stale_temporaries
 from eprop_lava.spec import NetworkSpec, SpecError
 from eprop_lava.validate import (
@@ -72,9 +72,11 @@ class TrainConfig:
 
     def validated(self) -> "TrainConfig":
         if self.algo not in ALGOS:
-            raise UserError(f"train.algo: unknown value {self.algo!r}; choose one of {', '.join(ALGOS)}")
+            raise UserError(f"train.algo: unknown value {self.algo!r}{did_you_mean(self.algo, ALGOS)}; "
+                            f"choose one of {', '.join(ALGOS)}")
         if self.backend not in BACKENDS:
-            raise UserError(f"train.backend: unknown value {self.backend!r}; choose one of {', '.join(BACKENDS)}")
+            raise UserError(f"train.backend: unknown value {self.backend!r}{did_you_mean(self.backend, BACKENDS)}; "
+                            f"choose one of {', '.join(BACKENDS)}")
         for name in ("batch_size", "iterations", "validate_every", "validation_batches", "checkpoint_every"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -95,7 +97,8 @@ class TrainConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise UserError(f"train.{unknown[0]}: unknown option (known: {', '.join(sorted(known))})")
+            raise UserError(f"train.{unknown[0]}: unknown option{did_you_mean(unknown[0], known)} "
+                            f"(known: {', '.join(sorted(known))})")
         return cls(**data).validated()
 
 
@@ -210,6 +213,50 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
            "m": {k[len("adam_m/"):]: v for k, v in arrays.items() if k.startswith("adam_m/")},
            "v": {k[len("adam_v/"):]: v for k, v in arrays.items() if k.startswith("adam_v/")}}
     return Checkpoint(spec, config, params, opt, int(meta["iteration"]), meta["rng_state"], meta.get("extra", {}))
+
+
+def select_checkpoint(path: str | Path) -> tuple[Path, str]:
+    """The checkpoint file a path names, and a sentence saying which it is.
+
+    A run directory gives its ``best.npz`` (the parameters with the best
+    validation metric) when the run kept one, else its last ``checkpoint.npz``;
+    a file is taken as it is."""
+    path = Path(path)
+    if not path.is_dir():
+        return path, f"checkpoint {path}"
+    best, last = path / "best.npz", path / "checkpoint.npz"
+    if not best.is_file():
+        if not last.is_file():
+            raise CheckpointError(f"{path}: no checkpoint.npz or best.npz in this directory; not a run directory")
+        return last, f"{last} (the last checkpoint; the run kept no best.npz)"
+    ck = load_checkpoint(best)
+    metric = ck.extra.get("metric", "metric")
+    value = ck.extra.get("best")
+    score = f"validation {metric} {value:.4g}" if isinstance(value, (int, float)) else "best validation"
+    note = f"{best} (best {score} at iteration {ck.iteration}"
+    if last.is_file():
+        note += f"; the last checkpoint, {last.name}, is at iteration {load_checkpoint(last).iteration}"
+    return best, note + ")"
+
+
+def differences(old: Any, new: Any, path: str = "") -> list[str]:
+    """'path: old -> new' for every leaf where two JSON-like trees differ."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in list(old) + [k for k in new if k not in old]:
+            sub = f"{path}.{key}" if path else str(key)
+            if key not in new:
+                out.append(f"{sub}: {old[key]!r} -> (absent)")
+            elif key not in old:
+                out.append(f"{sub}: (absent) -> {new[key]!r}")
+            else:
+                out.extend(differences(old[key], new[key], sub))
+        return out
+    if isinstance(old, (list, tuple)) and isinstance(new, (list, tuple)) and len(old) == len(new):
+        return [d for i, (a, b) in enumerate(zip(old, new)) for d in differences(a, b, f"{path}.{i}")]
+    if isinstance(old, (list, tuple)) and isinstance(new, (list, tuple)):
+        return [f"{path}: {len(old)} entries -> {len(new)}"]
+    return [] if old == new else [f"{path}: {old!r} -> {new!r}"]
 
 
 def _expected_shapes(spec: NetworkSpec) -> dict:
@@ -352,9 +399,13 @@ def _train(task: Any, spec: NetworkSpec, config: TrainConfig, run_dir: Path,
     if resume and ckpt_path.exists():
         ck = load_checkpoint(ckpt_path)
         ignore = {"iterations": 0, "progress": True}
-        if ck.spec.to_dict() != spec.to_dict() or asdict(ck.config) | ignore != asdict(config) | ignore:
-            raise UserError(f"{run_dir} holds a run with a different spec or configuration; "
-                            "use another --out directory or delete it")
+        differ = (differences(ck.spec.to_dict(), spec.to_dict(), "spec")
+                  + differences(asdict(ck.config) | ignore, asdict(config) | ignore, "train"))
+        if differ:
+            shown = "; ".join(differ[:3]) + (f"; and {len(differ) - 3} more" if len(differ) > 3 else "")
+            raise UserError(f"{run_dir} holds a run with a different configuration ({shown}); "
+                            "resume with the same settings, use another --out directory, "
+                            "or pass --fresh to start over there")
         params = ck.params
         optimizer.load_state_dict(ck.optimizer_state)
         rng.bit_generator.state = ck.rng_state
@@ -369,8 +420,11 @@ def _train(task: Any, spec: NetworkSpec, config: TrainConfig, run_dir: Path,
             log(f"resuming {run_dir} at iteration {start}")
     else:
         params = init_params(spec)
-        if writer and log_path.exists():
-            log_path.unlink()
+        if writer:
+            # a fresh start: an earlier run's log and best checkpoint must not be read as this run's
+            for stale in (log_path, run_dir / "best.npz"):
+                if stale.exists():
+                    stale.unlink()
     if writer:
         atomic_write_text(run_dir / "config.json",
                           json.dumps({"spec": spec.to_dict(), "train": asdict(config)}, indent=2))
@@ -380,7 +434,7 @@ def _train(task: Any, spec: NetworkSpec, config: TrainConfig, run_dir: Path,
     def checkpoint(path: Path, iteration: int) -> None:
         if writer:
             save_checkpoint(path, spec, config, params, optimizer, iteration, rng.bit_generator.state,
-                            {"best": best, "solved_at": solved_at})
+                            {"best": best, "solved_at": solved_at, "metric": task.metric_name})
 
     from eprop_lava.progress import Progress, format_seconds, log_file, note
 

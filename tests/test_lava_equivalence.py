@@ -1,4 +1,4 @@
-"""Lava equivalence (issue 4 section 4): Lava fixed_pt == our fixed-point code
+"""Lava equivalence: Lava fixed_pt == our fixed-point code
 bit for bit, floating_pt == the float engine. Marked ``lava``; skipped with a
 reason when lava-nc is not importable. Lava runs are shared through
 module-scoped fixtures (about 1-2 minutes on 2 cores)."""

@@ -46,8 +46,12 @@ def cmd_compile(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(s, indent=2))
         return 0
+    if s.get("source_note"):
+        print(f"compiling {s['source_note']}")
     if s.get("conversion"):
         print(f"note: {s['conversion']}")
+    for gap in s.get("omitted", []):
+        print(f"note: left out the {gap['section']}: {gap['reason']}")
     errs = ", ".join(f"{k} {v:.4f}" for k, v in s["quantization_rel_rms_error"].items())
     clip = max(s["clipped_fraction"].values())
     print(f"compiled for {s['target']} ({s['system']}): {s['cores']} core(s) on {s['chips']} chip(s)"
@@ -59,7 +63,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
               f"{s['latency_per_inference_ms']:.3f} ms per inference (Davies et al. 2018 Loihi 1 figures"
               + ("; Loihi 2 per-op figures are not public" if s["target"] == "loihi2" else "") + ")")
     if s["target"] == "loihi1" and s["learning_synapses"]:
-        print("note: Loihi 1 cannot run e-prop on chip (its neuron cannot send psi, LAVA_BRIEF §3.5); the "
+        print("note: Loihi 1 cannot run e-prop on chip (its neuron cannot send psi, docs/lava_loihi.md §3.5); the "
               "learning-synapse figures are a memory estimate only")
     print(f"artifact: {s['artifact']} (report.md, core_map.png, quantization.png)")
     return 0
@@ -109,7 +113,8 @@ def cmd_export_netx(args: argparse.Namespace) -> int:
 def register(sub) -> None:
     p = sub.add_parser("compile", help="quantize a checkpoint, map it onto Loihi cores, write an artifact")
     p.add_argument("checkpoint", help="checkpoint.npz or a run directory")
-    p.add_argument("--target", choices=["loihi2", "loihi1"], default="loihi2")
+    p.add_argument("--target", choices=["loihi2", "loihi1"], default="loihi2",
+                   help="chip generation whose limits the mapping respects (default loihi2)")
     p.add_argument("--weight-bits", default="8", help="1..8 for all weights, or layers.0=6,readout=8 (default 8)")
     p.add_argument("--system", help="kapoho_point (default for loihi2), oheo_gulch, hala_point; nahuku32 "
                                     "(default for loihi1), kapoho_bay, pohoiki_beach, pohoiki_springs; or a chip count")
@@ -120,7 +125,7 @@ def register(sub) -> None:
     p.add_argument("--lr", type=float, help="on-chip learning rate (SGD on the summed e-prop gradient, stored as "
                                             "m 2^e); default: the spec's optimizer lr")
     p.add_argument("--out", required=True, help="artifact directory (written atomically)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout (for scripts) instead of text")
     p.set_defaults(func=cmd_compile)
 
     p = sub.add_parser("run", help="run a compiled artifact: float, fixed-point engine and Lava fixed_pt")
@@ -141,11 +146,11 @@ def register(sub) -> None:
     p.add_argument("--figure", help="with --learn: learning-curve PNG (default: ARTIFACT-learning.png next to "
                                     "the artifact)")
     p.add_argument("--no-lava", action="store_true", help="skip the Lava run")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout (for scripts) instead of text")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("export-netx", help="export a LIF-only artifact as lava-dl netx HDF5")
-    p.add_argument("artifact")
-    p.add_argument("--out", required=True)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("artifact", help="directory written by eprop-lava compile (a LIF-only network)")
+    p.add_argument("--out", required=True, help="HDF5 file to write")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout (for scripts) instead of text")
     p.set_defaults(func=cmd_export_netx)

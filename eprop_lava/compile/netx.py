@@ -1,4 +1,4 @@
-"""Export to lava-dl's netx HDF5 format (LAVA_BRIEF §5) and run it back.
+"""Export to lava-dl's netx HDF5 format (docs/lava_loihi.md §5) and run it back.
 
 What netx can express, and therefore what is exported:
 
@@ -16,7 +16,7 @@ What it cannot, with the reason in the error:
 
 * ALIF / STDP-ALIF (netx has no adaptive-threshold neuron: ``get_neuron_params``
   has no ALIF branch), Izhikevich (no such neuron in Lava), refractory
-  periods (Lava's LIF has none, LAVA_BRIEF §2.3);
+  periods (Lava's LIF has none, docs/lava_loihi.md §2.3);
 * learning synapses (netx describes static Dense weights);
 * a readout fed by layers other than the last (netx layers form a chain);
 * weights off Lava's Dense grid or with ``weight_exp != 0`` (netx derives
@@ -58,13 +58,13 @@ def check_netx(net: fe.FixedNetwork, learning: bool = False) -> None:
         p = L.neuron
         if p.kind in ("alif", "stdp_alif"):
             raise NetxError(f"layer {r} is {p.kind}: netx has no adaptive-threshold neuron (lava-dl "
-                            "netx/hdf5.py get_neuron_params has no ALIF branch; LAVA_BRIEF §5.1). Only LIF "
+                            "netx/hdf5.py get_neuron_params has no ALIF branch; docs/lava_loihi.md §5.1). Only LIF "
                             "(CUBA) networks export; use 'eprop-lava run' for ALIF networks")
         if p.kind == "izhikevich":
-            raise NetxError(f"layer {r} is izhikevich: Lava and netx have no Izhikevich neuron (LAVA_BRIEF §2.3)")
+            raise NetxError(f"layer {r} is izhikevich: Lava and netx have no Izhikevich neuron (docs/lava_loihi.md §2.3)")
         if p.n_ref != 0:
             raise NetxError(f"layer {r} has a refractory period of {p.n_ref} steps: Lava's LIF has none "
-                            "(LAVA_BRIEF §2.3); train with spec.layers.{r}.params.n_ref=0 to export")
+                            f"(docs/lava_loihi.md §2.3); train with --set spec.layers.{r}.params.n_ref=0 to export")
         if np.any(p.bias != 0) and np.any(p.bias % (1 << NETX_BIAS_EXP) != 0):
             raise NetxError(f"layer {r}: biases must be multiples of 2^6 (netx fixes bias_exp = 6)")
         if L.weight_exp != 0:

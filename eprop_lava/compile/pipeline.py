@@ -19,6 +19,7 @@ from eprop_lava.compile.mapping import Mapping, map_network
 from eprop_lava.compile.quantize import quantization_warnings, quantize_network
 from eprop_lava.compile.report import core_map_png, energy_estimate, markdown_report
 from eprop_lava.errors import UserError
+from eprop_lava.fixed import FixedPointError
 from eprop_lava.spec import NetworkSpec
 
 ACTIVITY_SAMPLES = 4
@@ -34,6 +35,12 @@ def convert_timing(spec: NetworkSpec) -> tuple[NetworkSpec, str | None]:
     return spec.replace(timing="loihi", reset="zero"), note
 
 
+def analog_input_reason(task_name: str, exc: Exception) -> str:
+    """Why the fixed-point engine (and Loihi's Dense input) cannot run a task."""
+    return (f"{exc} (task {task_name!r} feeds real-valued features, not spikes; Loihi's input synapses "
+            "take spike events, so the fixed-point engine, Lava and the activity-based estimate cannot run it)")
+
+
 def activity(net: Any, x: np.ndarray) -> dict:
     """Mean spikes per step of the input and of every layer (fixed-point engine)."""
     run = deploy.fixed_run(net, deploy.TestSet(x, None, None, None))
@@ -47,20 +54,26 @@ def compile_checkpoint(checkpoint: str | Path, out: str | Path, target: str = "l
                        system: str | None = None, learning: bool = False, loihi_timing: bool = False,
                        search: bool = True, lr: float | None = None, log: Any = None) -> dict:
     """Compile a training checkpoint into an artifact directory; returns the summary."""
-    from eprop_lava.training import load_checkpoint
+    from eprop_lava.training import load_checkpoint, select_checkpoint
 
     t0 = time.perf_counter()
-    ck = load_checkpoint(checkpoint)
+    ck_file, source_note = select_checkpoint(checkpoint)
+    ck = load_checkpoint(ck_file)
     spec, note = ck.spec, None
     if loihi_timing:
         spec, note = convert_timing(spec)
     if lr is not None and not (isinstance(lr, (int, float)) and np.isfinite(lr) and lr > 0):
         raise UserError(f"--lr: expected a positive number, got {lr!r}")
     task_name, seed = ck.config.task, ck.config.seed
+    omitted = []
     try:
-        _, ts = deploy.test_set(task_name, seed, ACTIVITY_SAMPLES)
-    except UserError:
-        ts = None  # a task this build does not know: no activity, no energy estimate, the profile's error bits
+        _, ts = deploy.test_set(task_name, seed, ACTIVITY_SAMPLES, ck.config.task_options)
+    except UserError as exc:
+        # no inputs (a speech run's data directory must still be there): no activity, no energy
+        # estimate, the profile's error bits
+        ts = None
+        omitted.append({"section": "activity and energy/latency estimate",
+                        "reason": f"the test inputs of task {task_name!r} could not be built: {exc}"})
     net, qrep = quantize_network(spec, ck.params, weight_bits, search=search, lr=lr,
                                  loss_mask=None if ts is None else ts.mask)
     warnings = quantization_warnings(qrep, net, ck.params)
@@ -74,13 +87,15 @@ def compile_checkpoint(checkpoint: str | Path, out: str | Path, target: str = "l
         mapping_other = {"error": str(exc)}
     rates, steps = {}, None
     if ts is not None:
-        rates = activity(net, ts.x)
-        steps = int(ts.x.shape[0])
+        try:
+            rates = activity(net, ts.x)
+            steps = int(ts.x.shape[0])
+        except FixedPointError as exc:
+            omitted.append({"section": "activity and energy/latency estimate",
+                            "reason": analog_input_reason(task_name, exc)})
     energy = energy_estimate(mapping, rates, steps or 1, learning) if rates else None
     desc, arrays = network_to(net)
     arrays.update({f"float.{k}": np.asarray(v, dtype=np.float64) for k, v in ck.params.items()})
-    ck_path = Path(checkpoint)
-    ck_file = ck_path / "checkpoint.npz" if ck_path.is_dir() else ck_path
     manifest = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "versions": versions(),
@@ -100,6 +115,7 @@ def compile_checkpoint(checkpoint: str | Path, out: str | Path, target: str = "l
         "mapping_other_mode": mapping_other,
         "activity_spikes_per_step": rates,
         "energy": energy,
+        "omitted": omitted,
     }
     manifest = jsonable(manifest)
     report_md = markdown_report(manifest, mapping, energy)
@@ -111,6 +127,7 @@ def compile_checkpoint(checkpoint: str | Path, out: str | Path, target: str = "l
                                                  "quantization.png": quant_png})
     summary = summarize(manifest)
     summary["artifact"] = str(out)
+    summary["source_note"] = source_note
     summary["seconds"] = time.perf_counter() - t0
     return summary
 
@@ -131,6 +148,7 @@ def summarize(manifest: dict) -> dict:
         "energy_per_inference_uj": None if not e else e["per_inference"]["energy_uj"],
         "latency_per_inference_ms": None if not e else e["per_inference"]["latency_ms"],
         "conversion": manifest.get("conversion"),
+        "omitted": manifest.get("omitted", []),
         "warnings": manifest.get("quantization_warnings", []),
     }
 
@@ -172,7 +190,8 @@ def _run_artifact(art: Any, samples: int, steps: int | None, learn: bool, lava: 
     from eprop_lava.progress import Progress, lava_estimate, note
 
     src = art.manifest["source"]
-    task, ts = deploy.test_set(src["task"], int(src["seed"]), samples)
+    task_name, task_options = deploy.source_task(src)
+    task, ts = deploy.test_set(task_name, int(src["seed"]), samples, task_options)
     out: dict = {"artifact": str(art.path), "task": src["task"], "samples": samples, "steps_per_sample":
                  int(ts.x.shape[0]), "target": art.target, "cores": art.manifest["mapping"]["n_cores"],
                  "metric": task.metric_name}
@@ -187,7 +206,15 @@ def _run_artifact(art: Any, samples: int, steps: int | None, learn: bool, lava: 
         if art.manifest.get("conversion"):
             out[f"float_loihi_timing_{task.metric_name}"] = deploy.float_metric(task, art.spec, art.float_params, ts)
     t0 = time.perf_counter()
-    run = deploy.fixed_run(art.net, ts)
+    try:
+        run = deploy.fixed_run(art.net, ts)
+    except FixedPointError as exc:
+        reason = analog_input_reason(task_name, exc)
+        out["fixed_skipped"] = reason
+        out["lava"] = {"skipped": reason}
+        if learn:
+            out["learning"] = {"skipped": reason}
+        return jsonable(out)
     out[f"fixed_{task.metric_name}"] = deploy.fixed_metric(task, art.net, run, ts)
     out["fixed_seconds"] = time.perf_counter() - t0
     # post hoc from the step engine's state records (the compiled inference keeps no v): a subset bounds the cost
@@ -273,6 +300,9 @@ def format_run(r: dict) -> str:
         lines.append(f"float engine {m}:       {r[f'float_{m}']:.4f}")
     if f"float_loihi_timing_{m}" in r:
         lines.append(f"float (Loihi timing) {m}: {r[f'float_loihi_timing_{m}']:.4f}")
+    if "fixed_skipped" in r:
+        lines.append(f"fixed-point engine skipped: {r['fixed_skipped']}")
+        return "\n".join(lines)
     lines.append(f"fixed-point engine {m}: {r[f'fixed_{m}']:.4f}")
     if r.get("v_saturation"):
         lines.append(f"v at the 24-bit limit (first {r['v_saturation'][0]['samples']} test samples): " + ", ".join(

@@ -2,7 +2,7 @@
 and an account of what quantization costs.
 
 Builds on the reference quantizer :func:`eprop_lava.engine.fixed_engine.quantize`
-(LAVA_BRIEF §2.1 "Float->fixed mapping": ``dv`` from alpha, ``du = 4095``,
+(docs/lava_loihi.md §2.1 "Float->fixed mapping": ``dv`` from alpha, ``du = 4095``,
 ``vth = v_th S / 64``, ``theta_step = beta S``, learning-rate constants
 m 2^e, psi and trace scaling of the loihi2 profile). That quantizer scales
 every layer by its largest weight (max-abs). Here:
@@ -16,7 +16,7 @@ every layer by its largest weight (max-abs). Here:
   theta_step, learning rates, gradient scales, feedback) follows from the
   chosen scale through the one implementation of those equations.
 * **Loihi weight grid.** Weights are rounded to nearest on the grid Lava's
-  ``Dense`` actually uses (LAVA_BRIEF §2.2, :func:`eprop_lava.fixed.dense_weights`):
+  ``Dense`` actually uses (docs/lava_loihi.md §2.2, :func:`eprop_lava.fixed.dense_weights`):
   ``num_weight_bits`` b in 1..8; mixed-sign matrices hold multiples of
   2^(9-b) in [-256, 256 - 2^(9-b)] (8-bit mixed: even values), one-signed
   matrices multiples of 2^(8-b) in [0, 256 - 2^(8-b)] (or the negatives).
@@ -24,7 +24,7 @@ every layer by its largest weight (max-abs). Here:
   identity, so the engine, our Lava processes and lava-dl netx agree.
 * **Biases** (the readout's) become ``mant << exp`` with a 13-bit signed
   mantissa (|mant| <= 4095) and the smallest exponent in 0..7 that fits
-  (Lava's ``bias_mant``/``bias_exp``, LAVA_BRIEF §2.1).
+  (Lava's ``bias_mant``/``bias_exp``, docs/lava_loihi.md §2.1).
 
 The report gives, per matrix, the relative RMS error, the largest absolute
 error (float units), the fraction of clipped weights and the grid; per layer
@@ -58,7 +58,7 @@ class QuantizationError(UserError):
 @dataclass(frozen=True)
 class WeightGrid:
     """Integer weights Lava's Dense holds for ``bits`` (1..8) and a sign mode
-    (LAVA_BRIEF §2.2): multiples of ``step`` in [lo, hi]."""
+    (docs/lava_loihi.md §2.2): multiples of ``step`` in [lo, hi]."""
 
     bits: int
     sign_mode: str
@@ -232,7 +232,7 @@ def _group_scale(net: fe.FixedNetwork, key: str) -> float:
 
 def quantize_bias(b_int: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(mant, exp, value) with value = mant << exp, |mant| <= 4095, the
-    smallest exp in 0..7 that fits (Loihi's bias, LAVA_BRIEF §2.1)."""
+    smallest exp in 0..7 that fits (Loihi's bias, docs/lava_loihi.md §2.1)."""
     b = np.asarray(b_int, dtype=np.float64)
     exp = np.array([next((e for e in range(BIAS_EXP_MAX + 1) if abs(v) / 2.0 ** e <= BIAS_MANT_MAX + 0.5),
                          BIAS_EXP_MAX) for v in b.ravel()], dtype=np.int64).reshape(b.shape)
@@ -254,9 +254,9 @@ def quantize_network(spec: NetworkSpec, params: dict, weight_bits: Any = 8, prof
     if spec.timing != "loihi" or spec.reset != "zero":
         raise QuantizationError(
             f"the network was trained with timing={spec.timing!r}, reset={spec.reset!r}; Loihi delays every "
-            "synaptic hop by one step and resets v to zero (LAVA_BRIEF §2.1-2.2). Train with "
-            "--set spec.timing='\"loihi\"' --set spec.reset='\"zero\"', or compile with --loihi-timing to "
-            "convert (the report then shows the float accuracy before and after)")
+            "synaptic hop by one step and resets v to zero (docs/lava_loihi.md §2.1-2.2). Compile it with "
+            "--loihi-timing to convert (run then reports the float metric before and after), or train it "
+            "for the chip with --set spec.timing=loihi --set spec.reset=zero")
     for r, ls in enumerate(spec.layers):
         if getattr(ls, "bidirectional", False):
             raise QuantizationError(f"layers[{r}] is bidirectional: its backward population reads the sequence "
@@ -339,7 +339,7 @@ def quantize_network(spec: NetworkSpec, params: dict, weight_bits: Any = 8, prof
                        "readout_lr": None if net.readout.lr is None else net.readout.lr.to_dict(),
                        "note": "psi / gamma is sent as a psi_bits graded value (gamma folded into the "
                                "learning rate); a presynaptic spike adds trace_impulse to the trace; "
-                               "learning rates are m 2^e with the profile's mantissa (LAVA_BRIEF §3.2-3.3)"}
+                               "learning rates are m 2^e with the profile's mantissa (docs/lava_loihi.md §3.2-3.3)"}
     # validate the finished network again (shapes, ranges)
     net = fe.FixedNetwork(net.spec, net.profile, net.layers, net.readout, net.feedback, net.signal_shift, net.seed,
                           net.error_exp)

@@ -20,8 +20,8 @@ measured on Loihi 1 at 0.75 V):
 
 Not counted: static (leakage) power, host and inter-chip I/O, the off-chip
 softmax/learning signal. The 23.6 pJ and 120 pJ figures are checked against
-the paper; the other per-operation figures are quoted from the same table
-as recalled in LAVA_BRIEF §4 and flagged ``checked=False`` below.
+the paper; the other per-operation figures are from the same table (docs/lava_loihi.md
+§4) and flagged ``checked=False`` below.
 **Per-operation figures for Loihi 2 are not public** (Orchard et al. 2021
 report algorithmic gains on emulated Loihi 2, not per-op energies): a
 Loihi 2 estimate applies the Loihi 1 figures unchanged and is labelled so.
@@ -277,6 +277,8 @@ def markdown_report(manifest: dict, mapping: Mapping, energy: dict | None, accur
                   + f"), latency {s['latency_ns']:.0f} ns.",
                   f"Per inference ({i['steps']} steps): {i['energy_uj']:.2f} uJ, {i['latency_ms']:.3f} ms.", "",
                   f"Figures: {energy['source']}. Assumptions: " + "; ".join(energy["assumptions"]) + ".", ""]
+    for gap in manifest.get("omitted") or []:
+        lines += [f"## Left out: {gap['section']}", "", f"Not in this report: {gap['reason']}.", ""]
     if accuracy:
         lines += ["## Accuracy", ""] + [f"- {k}: {v}" for k, v in accuracy.items()] + [""]
     return "\n".join(lines)

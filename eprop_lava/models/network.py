@@ -8,7 +8,7 @@
   and by :func:`run_network`.
 * :func:`run_guarded`: every run under a wall-clock timeout, with ``stop()``
   in ``finally`` (also on exceptions and Ctrl-C), so no OS processes or
-  shared memory leak (LAVA_BRIEF §1.6).
+  shared memory leak (docs/lava_loihi.md §1.6).
 """
 
 from __future__ import annotations

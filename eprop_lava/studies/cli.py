@@ -81,22 +81,25 @@ def register(sub) -> None:
     q.add_argument("--out", required=True, help="study directory (rerun to resume)")
     q.add_argument("--workers", type=int, default=1, help="processes computing points in parallel")
     q.add_argument("--report-only", action="store_true", help="rewrite tables and plots from stored points")
-    q.add_argument("--no-progress", action="store_true")
+    q.add_argument("--no-progress", action="store_true", help="no progress bar")
     q.set_defaults(func=cmd_study_quantization)
 
     t = sub.add_parser("tune", help="Bayesian hyperparameter search (Optuna)")
-    t.add_argument("task")
+    t.add_argument("task", help="task name, as for train (evidence, pattern, ...)")
     t.add_argument("--trials", type=int, required=True, help="trials this process runs (0 with --confirm)")
     t.add_argument("--storage", help="sqlite:///FILE.db, postgresql://..., or a journal file path "
                                      "(default: DIR/tune.journal)")
     t.add_argument("--study-name", help="default TASK-tune; workers sharing a storage and name share the study")
     t.add_argument("--out", help="directory for trial runs and the summary (default runs/tune-TASK)")
     t.add_argument("--iterations", type=int, default=30, help="training iterations per trial")
-    t.add_argument("--batch-size", type=int, default=32)
-    t.add_argument("--validation-batches", type=int, default=2)
+    t.add_argument("--batch-size", type=int, default=32, help="minibatch size of every trial (default 32)")
+    t.add_argument("--validation-batches", type=int, default=2,
+                   help="validation batches scoring each trial (default 2)")
     t.add_argument("--task-option", action="append", metavar="KEY=VALUE",
                    help="task constructor option, e.g. delay_ms=200 (repeatable)")
-    t.add_argument("--sampler", default="auto", choices=["auto", "gp", "tpe", "random"])
+    t.add_argument("--sampler", default="auto", choices=["auto", "gp", "tpe", "random"],
+                   help="Optuna sampler: gp (Gaussian process), tpe, random; auto: gp when its dependencies "
+                        "are installed, else tpe")
     t.add_argument("--sampler-seed", type=int, help="sampler seed (give each worker its own)")
     t.add_argument("--seed", type=int, default=0, help="training seed of every trial")
     t.add_argument("--repeats", type=int, default=1,
@@ -110,5 +113,5 @@ def register(sub) -> None:
     t.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     t.add_argument("--startup-trials", type=int, help="random trials before the sampler's model is used "
                                                       "(default min(10, max(2, trials // 2)))")
-    t.add_argument("--json", action="store_true")
+    t.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout (for scripts) instead of text")
     t.set_defaults(func=cmd_tune)

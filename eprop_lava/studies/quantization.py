@@ -143,7 +143,7 @@ def _float_network(config: StudyConfig, seed: int, out: Path, task, spec) -> dic
     from eprop_lava.errors import CheckpointError
     from eprop_lava.training import load_checkpoint
 
-    tc = TrainConfig(task=config.task, batch_size=config.float.batch_size, iterations=config.float.iterations,
+    tc = TrainConfig(task=config.task, task_options=dict(config.task_options), batch_size=config.float.batch_size, iterations=config.float.iterations,
                      validate_every=max(1, min(25, config.float.iterations)), validation_batches=1,
                      early_stop=False, checkpoint_every=25, seed=seed, progress=False)
     run_dir = out / "float" / f"seed{seed}"

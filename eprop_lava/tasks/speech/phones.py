@@ -7,7 +7,7 @@ Schmidhuber (2005) and the Kaldi/ESPnet TIMIT recipes: closures, pauses and
 epenthetic silence become ``sil``; ``q`` (glottal stop) is deleted, which for
 frame-wise classification means its frames carry no target (masked).
 
-eSpeak NG (ECOSYSTEM.md sec. 1a) names phonemes with Kirshenbaum-like
+eSpeak NG (https://github.com/espeak-ng/espeak-ng) names phonemes with Kirshenbaum-like
 mnemonics (``s 'E v @ n``). Version 1.52 (the espeakng-loader wheel) puts the
 stress marks ``'`` and ``,`` into the name, 1.51 does not, so names are
 normalised before lookup. The map targets the 39-phone set so that models

@@ -333,7 +333,7 @@ class KeywordClassification(_SpeechTask):
 
 def default_spec(n_inputs: int = 39, n_outputs: int = 39, step_ms: float = 1.0) -> NetworkSpec:
     """A network like Bellec et al.'s TIMIT LSNN (official
-    ``solve_timit_with_framewise_lsnn.py``; EPROP_ANCHORS.md sec. 1.3), one
+    ``solve_timit_with_framewise_lsnn.py`` of github.com/IGITUGraz/eligibility_propagation), one
     direction: 300 LIF + 100 ALIF, tau_m = 20 ms, tau_a = 200 ms, beta = 1.8
     with Bellec's scaling (about 0.18), n_ref = 2, readout tau_out = 3 steps;
     each 10-ms frame lasts 5 steps of 1 ms (their n_repeat = 5, our stretch);
