@@ -53,6 +53,9 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "compile_checkpoint": ("eprop_lava.api", "compile_checkpoint"),
     "run_artifact": ("eprop_lava.api", "run_artifact"),
     "load_artifact": ("eprop_lava.compile.artifact", "load_artifact"),
+    # NIR graphs in and out (docs/nir.md)
+    "export_nir": ("eprop_lava.nir_io", "export_nir"),
+    "import_nir": ("eprop_lava.nir_io", "import_nir"),
     # figures
     "plots": ("eprop_lava.plots", None),
     "UserError": ("eprop_lava.errors", "UserError"),

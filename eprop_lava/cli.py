@@ -13,7 +13,7 @@
     eprop-lava export-netx DIR --out FILE.h5
     eprop-lava study quantization [--config FILE] --out DIR
     eprop-lava tune TASK --trials N [--storage URL]
-    eprop-lava export-nir RUN_OR_ARTIFACT --out net.nir [--discretisation exact|euler] [--dt S]
+    eprop-lava export-nir RUN_OR_ARTIFACT --out net.nir [--discretisation exact|euler] [--dt S] [--no-readout]
     eprop-lava import-nir net.nir --out RUN --task TASK [--discretisation exact|euler] [--dt S]
 
 A user mistake (unknown task, bad override, missing file, corrupt

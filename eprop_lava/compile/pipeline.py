@@ -17,7 +17,7 @@ from eprop_lava.compile.artifact import (
 )
 from eprop_lava.compile.mapping import Mapping, map_network
 from eprop_lava.compile.quantize import quantization_warnings, quantize_network
-from eprop_lava.compile.report import core_map_png, energy_estimate, markdown_report
+from eprop_lava.compile.report import core_map_png, energy_from_run, markdown_report
 from eprop_lava.errors import UserError
 from eprop_lava.fixed import FixedPointError
 from eprop_lava.spec import NetworkSpec
@@ -52,7 +52,8 @@ def activity(net: Any, x: np.ndarray) -> dict:
 
 def compile_checkpoint(checkpoint: str | Path, out: str | Path, target: str = "loihi2", weight_bits: Any = 8,
                        system: str | None = None, learning: bool = False, loihi_timing: bool = False,
-                       search: bool = True, lr: float | None = None, log: Any = None) -> dict:
+                       search: bool = True, lr: float | None = None, log: Any = None,
+                       grid: str = "dense", deploy_target: str = "eprop") -> dict:
     """Compile a training checkpoint into an artifact directory; returns the summary."""
     from eprop_lava.training import load_checkpoint, select_checkpoint
 
@@ -75,7 +76,17 @@ def compile_checkpoint(checkpoint: str | Path, out: str | Path, target: str = "l
         omitted.append({"section": "activity and energy/latency estimate",
                         "reason": f"the test inputs of task {task_name!r} could not be built: {exc}"})
     net, qrep = quantize_network(spec, ck.params, weight_bits, search=search, lr=lr,
-                                 loss_mask=None if ts is None else ts.mask)
+                                 loss_mask=None if ts is None else ts.mask, grid=grid)
+    native_info = None
+    if deploy_target == "native":
+        from eprop_lava.compile import native
+
+        native.check_native(net, learning)
+        native_info = {"placement": native.placement(net),
+                       "note": "Lava standard processes only (Dense, LIF); `eprop-lava run` simulates this graph "
+                               "with Loihi2SimCfg and compares it with the engine; Loihi2HwCfg is not exercised"}
+    elif deploy_target != "eprop":
+        raise UserError(f"--deploy: expected eprop or native, got {deploy_target!r}")
     warnings = quantization_warnings(qrep, net, ck.params)
     mapping = map_network(spec, target, system, qrep.weight_bits, learning, net.profile,
                           [L.neuron for L in net.layers])
@@ -85,15 +96,14 @@ def compile_checkpoint(checkpoint: str | Path, out: str | Path, target: str = "l
                                     [L.neuron for L in net.layers]).to_dict()
     except UserError as exc:
         mapping_other = {"error": str(exc)}
-    rates, steps = {}, None
+    rates, energy = {}, None
     if ts is not None:
         try:
             rates = activity(net, ts.x)
-            steps = int(ts.x.shape[0])
+            energy = energy_from_run(net, mapping, ts.x, learning)
         except FixedPointError as exc:
             omitted.append({"section": "activity and energy/latency estimate",
                             "reason": analog_input_reason(task_name, exc)})
-    energy = energy_estimate(mapping, rates, steps or 1, learning) if rates else None
     desc, arrays = network_to(net)
     arrays.update({f"float.{k}": np.asarray(v, dtype=np.float64) for k, v in ck.params.items()})
     manifest = {
@@ -106,7 +116,8 @@ def compile_checkpoint(checkpoint: str | Path, out: str | Path, target: str = "l
         "conversion": note,
         "target": {"name": target, "system": mapping.system, "chips": mapping.system_chips,
                    "learning_synapses": learning, "limits": mapping.limits,
-                   "learning_rate": float(spec.optimizer.lr if lr is None else lr)},
+                   "learning_rate": float(spec.optimizer.lr if lr is None else lr), "deploy": deploy_target},
+        "native": native_info,
         "weight_bits": qrep.weight_bits,
         "quantization": qrep.to_dict(),
         "quantization_warnings": warnings,
@@ -268,6 +279,8 @@ def _run_artifact(art: Any, samples: int, steps: int | None, learn: bool, lava: 
                        if n_done else None}
         if learn:
             out["lava"]["learning"] = lava_learning(art.net, lr_train, steps, progress)
+        if art.manifest["target"].get("deploy") == "native":
+            out["native"] = native_run(art.net, ts.x[:, :max(1, min(lava_samples, samples))], steps)
     out["figures"] = save_run_figures(art, task, ts, run, lv)
     return jsonable(out)
 
@@ -278,6 +291,26 @@ def save_run_figures(art: Any, task: Any, ts: Any, run: Any, lava: dict | None) 
 
     figs = artifact_run_figures(task, ts, art.spec, art.float_params, art.net, run, lava)
     return [str(save_figure(fig, art.path / "plots" / f"{name}.png")) for name, fig in figs.items()]
+
+
+def native_run(net: Any, x: np.ndarray, steps: int | None = None) -> dict:
+    """The native graph (Lava standard processes) on each sample of x (T, S,
+    n_in), one Lava run per sample (the engine starts each sample from rest),
+    compared with the engine; ``steps`` caps the first sample."""
+    from eprop_lava.compile import native
+
+    rows = []
+    for s in range(x.shape[1]):
+        xs = x[:, s] if steps is None else x[:min(int(steps), x.shape[0]), s]
+        rows.append(native.compare_native(net, xs))
+        if steps is not None:
+            break
+    return {"backend": rows[0]["backend"], "samples": len(rows), "steps": sum(r["steps"] for r in rows),
+            "spikes_engine": sum(r["spikes_engine"] for r in rows),
+            "spike_mismatches": sum(r["spike_mismatches"] for r in rows),
+            "readout_mismatches": sum(r["readout_mismatches"] for r in rows),
+            "seconds": sum(r["seconds"] for r in rows),
+            "bit_exact": all(r["spike_mismatches"] == 0 and r["readout_mismatches"] == 0 for r in rows)}
 
 
 def learning_curve_png(curve: list, path: str | Path, metric: str, n_train: int, n_test: int) -> Path:
@@ -319,6 +352,12 @@ def format_run(r: dict) -> str:
                   else f"{c['spike_mismatches']} spike mismatches of {c['spike_values']}")
         lines.append(f"Lava fixed_pt {m}:      {acc}; vs engine: {c['readout_mismatches']} readout mismatches of "
                      f"{c['readout_values']}, {spikes} ({lv['steps']} steps, {lv['seconds']:.1f} s)")
+    if r.get("native"):
+        nv = r["native"]
+        lines.append(f"native graph (Lava Dense + LIF only, {nv['backend']}): {nv['samples']} sample(s), "
+                     f"{nv['steps']} steps, {nv['spike_mismatches']} spike mismatches ({nv['spikes_engine']} spikes) "
+                     f"and {nv['readout_mismatches']} readout mismatches vs the engine "
+                     f"({'bit-exact' if nv['bit_exact'] else 'NOT bit-exact'}; {nv['seconds']:.1f} s)")
     if r.get("figures"):
         lines.append("figures: " + ", ".join(r["figures"]))
     if "learning" in r:

@@ -69,6 +69,19 @@ class FixedLayer:
     lr: LearningRate | None = None
     w_scale: float = 1.0
     grad_scale: float = 1.0
+    weight_exp_rec: int | None = None   # the recurrent Dense's own exponent (None: weight_exp)
+
+    @property
+    def rec_exp(self) -> int:
+        """Exponent of the recurrent Dense: float w_rec = w_int 2^(rec_exp - weight_exp) / w_scale."""
+        return self.weight_exp if self.weight_exp_rec is None else int(self.weight_exp_rec)
+
+    @property
+    def rec_lr(self) -> LearningRate | None:
+        """The learning rate in w_rec's integer units (2^(weight_exp - rec_exp) times w_in's)."""
+        if self.lr is None or self.rec_exp == self.weight_exp:
+            return self.lr
+        return LearningRate(self.lr.mantissa, self.lr.exponent + self.weight_exp - self.rec_exp)
 
 
 @dataclass(eq=False)
@@ -659,7 +672,7 @@ def _simulate_compiled(net: "FixedNetwork", x: np.ndarray, target, mask, learn: 
             ext[0] = sent_in[r]
             if t1 - t0 > 1:
                 ext[1:] = dense_output(L.w_in, src[:-1], L.weight_exp, parallel=True)
-            out = fused.run_fixed_layer(L.neuron, ext, L.w_rec, L.weight_exp, states[r], sent_rec[r])
+            out = fused.run_fixed_layer(L.neuron, ext, L.w_rec, L.rec_exp, states[r], sent_rec[r])
             z_seq[r][t0:t1] = out["z"]
             psi_seq[r][t0:t1] = out["psi"]
             blocks.append((src, last_src, out))
@@ -682,7 +695,7 @@ def _simulate_compiled(net: "FixedNetwork", x: np.ndarray, target, mask, learn: 
             z_last = z_seq[r][t1 - 1]
             sent_in[r] = dense_output(L.w_in, blocks[r][0][-1], L.weight_exp)
             if L.w_rec is not None:
-                sent_rec[r] = dense_output(L.w_rec, z_last, L.weight_exp)
+                sent_rec[r] = dense_output(L.w_rec, z_last, L.rec_exp)
             sent_out = sent_out + dense_output(ro.w[:, slices[r]], z_last, ro.weight_exp)
         sent_out = wrap_int32(sent_out)
         if learn:
@@ -820,7 +833,7 @@ def _simulate(net: FixedNetwork, x: np.ndarray, target: np.ndarray | None, mask:
             else:
                 buf_in[r] = dense_output(L.w_in, zs[r - 1], L.weight_exp)
             if L.w_rec is not None:
-                buf_rec[r] = dense_output(L.w_rec, zs[r], L.weight_exp)
+                buf_rec[r] = dense_output(L.w_rec, zs[r], L.rec_exp)
             buf_out[r] = dense_output(ro.w[:, slices[r]], zs[r], ro.weight_exp)
         if learn:
             signal = learning_signal(err, net.feedback, net.signal_shift, prof, stats)
@@ -849,7 +862,7 @@ def _update_all(net: FixedNetwork, syn_in, syn_rec, syn_out, rngs, slices) -> No
     for r, L in enumerate(net.layers):
         L.w_in, _ = apply_interval_update(L.w_in, syn_in[r], L.lr, prof, rngs[(r, 0)])
         if syn_rec[r] is not None:
-            L.w_rec, _ = apply_interval_update(L.w_rec, syn_rec[r], L.lr, prof, rngs[(r, 1)], zero_diagonal=True)
+            L.w_rec, _ = apply_interval_update(L.w_rec, syn_rec[r], L.rec_lr, prof, rngs[(r, 1)], zero_diagonal=True)
         w_new, delta = apply_interval_update(ro.w[:, slices[r]], syn_out[r], ro.lr, prof, rngs[(READOUT_KEY, r)])
         ro.w[:, slices[r]] = w_new
         if net.spec.learning.variant != "random":

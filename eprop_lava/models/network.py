@@ -197,7 +197,8 @@ def build_network(net: Any = None, spec: Any = None, params: dict | None = None,
                           sample_steps=sample_steps)
             dense_in.append(EpropDense(weights=L.w_in, rng_key=(net.seed, r, 0), name=f"w_in{r}", **common))
             dense_rec.append(EpropDense(weights=L.w_rec, rng_key=(net.seed, r, 1), zero_diagonal=True,
-                                        name=f"w_rec{r}", **common) if L.w_rec is not None else None)
+                                        name=f"w_rec{r}", **(common | dict(weight_exp=L.rec_exp, lr=L.rec_lr)))
+                             if L.w_rec is not None else None)
             rdense.append(ReadoutDense(weights=ro.w[:, slices[r]], weight_exp=ro.weight_exp, learn=learn,
                                        profile=prof, d_kappa=ro.d_kappa, lr=ro.lr,
                                        rng_key=(net.seed, READOUT_KEY, r), col_slice=(slices[r].start, slices[r].stop),

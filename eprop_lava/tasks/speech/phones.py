@@ -95,7 +95,8 @@ def fold(phone: str) -> str | None:
 
 
 # ---------------------------------------------------------------- eSpeak NG
-# eSpeak NG English mnemonics (phsource/ph_english*, docs/phonemes.md) -> 39-set.
+# eSpeak NG English mnemonics (espeak-ng/phsource/ph_english*, espeak-ng/docs/phonemes.md at
+# github.com/espeak-ng/espeak-ng) -> 39-set.
 # Vowels are mapped by their nucleus as TIMIT transcribers would label the
 # frames: r-coloured nuclei (A@, o@, O@, e@, i@, U@) to the vowel, because
 # eSpeak emits the following /r/ as its own phoneme in rhotic accents.
