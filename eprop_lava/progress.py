@@ -157,7 +157,6 @@ class Progress:
         self.unit = unit
         self.count = initial
         self.initial = initial
-        self.enabled = enabled
         self.stream = sys.stderr if stream is None else stream
         self.every = log_seconds() if every_seconds is None else every_seconds
         self.delay = delay_seconds     # stderr stays quiet for work shorter than this
@@ -203,7 +202,7 @@ class Progress:
     def _elapsed(self) -> float:
         return time.perf_counter() - self.t0
 
-    def _emit(self, final: bool = False) -> None:
+    def _emit(self) -> None:
         text = self.line()
         self.last_line = time.perf_counter()
         self.lines += 1
