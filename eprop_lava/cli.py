@@ -226,9 +226,9 @@ def cmd_config_show(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from eprop_lava.plots import plot_run
+    from eprop_lava.plots import plot_directory
 
-    for path in plot_run(args.run_dir):
+    for path in plot_directory(args.run_dir):
         print(path)
     return 0
 
@@ -356,8 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--task-option", action="append", metavar="KEY=VALUE", help="an option of the task, as for train")
     q.set_defaults(func=cmd_config_show)
 
-    p = sub.add_parser("plot", help="write the figures of a run (PNG)")
-    p.add_argument("run_dir", help="run directory written by train")
+    p = sub.add_parser("plot", help="write the figures of a training run or a compiled artifact (PNG in DIR/plots)")
+    p.add_argument("run_dir", help="a run directory (from train) or an artifact directory (from compile)")
     p.set_defaults(func=cmd_plot)
 
     p = sub.add_parser("verify", help="numerical verification of e-prop (and Lava with --lava)")

@@ -509,26 +509,39 @@ def _train(task: Any, spec: NetworkSpec, config: TrainConfig, run_dir: Path,
             save_checkpoint(path, spec, config, params, optimizer, iteration, rng.bit_generator.state,
                             {"best": best, "solved_at": solved_at, "metric": task.metric_name})
 
+    from eprop_lava.progress import Progress, format_seconds, log_file, note
+
+    # a bar on a terminal, else a line every EPROP_LAVA_LOG_SECONDS; both also go to RUN/log.txt
+    run_log = log_file(run_dir / "log.txt" if writer else None)
     progress = None
-    if config.progress and writer:
-        from tqdm import tqdm
-        progress = tqdm(total=config.iterations, initial=start, unit="it", dynamic_ncols=True,
-                        leave=False, disable=None)
     step_times = []
     last_val: dict = {}
     it = start
     logf = open(log_path, "a") if writer else None
+    run_log.__enter__()
     try:
+        if writer:
+            progress = Progress(config.iterations, f"train {config.task}", unit="it", initial=start,
+                                enabled=config.progress)
         while it < config.iterations and not (config.early_stop and solved_at is not None):
             t0 = time.perf_counter()
             batch = task.batch(rng, config.batch_size)
+            if it == start and writer and config.algo == "bptt":
+                note(bptt_cost_note(batch, config.iterations - start), echo=config.progress)
             loss, grads, traj = grad_fn(spec, params, batch)
             apply_update(spec, params, optimizer, grads)
             step_times.append(time.perf_counter() - t0)
             it += 1
+            left = config.iterations - it
+            if writer and len(step_times) == 3 and left > 0:
+                # steps 2-3: the first one also paid for compilation and warm-up
+                per = float(np.median(step_times[1:]))
+                if per * left > 60:
+                    note(f"measured {per:.2f} s per iteration: ~{format_seconds(per * left)} "
+                         f"for the remaining {left} iteration(s)", echo=config.progress)
             if not writer:
                 if config.early_stop:
-                    solved_at = _broadcast_solved(solved_at)  # collective: matches rank 0's call
+                    solved_at = _broadcast_solved(solved_at, group)  # collective: matches rank 0's call
                 continue
             y = traj.y if isinstance(traj.y, np.ndarray) else make_ops("torch").to_numpy(traj.y)
             train_batch = batch if group is None else _local(batch, group)
@@ -554,20 +567,20 @@ def _train(task: Any, spec: NetworkSpec, config: TrainConfig, run_dir: Path,
             logf.write(json.dumps(row) + "\n")
             logf.flush()
             if progress is not None:
-                progress.update(1)
                 post = {"loss": f"{logged:.3f}"}
                 if last_val:
                     post[f"val_{task.metric_name}"] = f"{last_val[task.metric_name]:.3f}"
-                progress.set_postfix(post)
+                progress.update(1, **post)
             if it % config.checkpoint_every == 0 or solved_at == it:
                 checkpoint(ckpt_path, it)
             if group is not None and config.early_stop:
-                solved_at = _broadcast_solved(solved_at)
+                solved_at = _broadcast_solved(solved_at, group)
     finally:
         if progress is not None:
             progress.close()
         if logf is not None:
             logf.close()
+        run_log.__exit__(None, None, None)
     checkpoint(ckpt_path, it)
     if not last_val or it % config.validate_every != 0:
         last_val = evaluate(task, spec, params, val, config)
@@ -586,17 +599,21 @@ def _rate_loss(spec: NetworkSpec, traj: Any) -> float:
     return float(ops.to_numpy(rate_loss(spec, traj, ops)))
 
 
+def bptt_cost_note(batch: Batch, iterations: int) -> str:
+    from eprop_lava.progress import bptt_estimate
+
+    return bptt_estimate(batch.size, batch.steps, iterations)
+
+
 def _local(batch: Batch, group: Any) -> Batch:
     from eprop_lava.engine.distributed import shard
 
     return shard(batch, group)
 
 
-def _broadcast_solved(solved_at: int | None) -> int | None:
-    """Rank 0 decides early stopping; the others follow."""
-    import torch
-    import torch.distributed as dist
+def _broadcast_solved(solved_at: int | None, group: Any) -> int | None:
+    """Rank 0 decides early stopping; the others follow (on the group's
+    collective device: NCCL needs a CUDA tensor)."""
+    from eprop_lava.engine.distributed import broadcast_from_main
 
-    t = torch.tensor([-1 if solved_at is None else solved_at], dtype=torch.int64)
-    dist.broadcast(t, src=0)
-    return None if int(t) < 0 else int(t)
+    return broadcast_from_main(solved_at, group.device)
