@@ -102,16 +102,18 @@ def default_run_dir(config: Any, spec: Any) -> Path:
 
 # ------------------------------------------------------------------ training and evaluation
 def train(config: Any = "evidence", out: str | Path | None = None, *, spec: Any = None,
-          overrides: Sequence[str] = (), resume: bool = True, log: Any = None):
+          overrides: Sequence[str] = (), resume: bool = True, log: Any = None, init_params: Any = None):
     """Train (or resume) a run; returns :class:`~eprop_lava.training.RunResult`.
 
     ``config`` as in :func:`configure`: the task is built from it, so nothing
-    has to be matched by hand. ``out`` defaults to runs/TASK-ALGO-VARIANT-sSEED."""
+    has to be matched by hand. ``out`` defaults to runs/TASK-ALGO-VARIANT-sSEED.
+    ``init_params``: starting parameters, an .npz file or a dict (``train
+    --init-params``; see :func:`eprop_lava.training.load_init_params`)."""
     from eprop_lava.training import train as train_run
 
     task, net_spec, train_config = configure(config, overrides, spec)
     run_dir = Path(out) if out is not None else default_run_dir(train_config, net_spec)
-    return train_run(task, net_spec, train_config, run_dir, resume=resume, log=log)
+    return train_run(task, net_spec, train_config, run_dir, resume=resume, log=log, init=init_params)
 
 
 def evaluate(checkpoint: str | Path, batches: int = 8, option: str = "batches") -> dict:

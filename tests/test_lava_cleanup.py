@@ -2,7 +2,7 @@
 ``eprop-lava run`` in the middle of its Lava phase end every Lava worker,
 the resource tracker and the /dev/shm segments the run had mapped.
 
-The run is started in its own session, so every process it forks (Lava's
+The run is started in a process group of its own (setsid), so every process it forks (Lava's
 model processes, runtime services, shared-memory manager and
 multiprocessing's resource tracker) carries its process-group id; they are
 counted through /proc, and the shared-memory segments are the /dev/shm

@@ -131,7 +131,7 @@ def test_stale_temporaries_are_removed_by_the_next_run(tmp_path, capsys):
     assert _train(out, 2, capsys)[0] == 0
     assert not [p for p in stale if p.exists()]
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
-        "best.npz", "checkpoint.npz", "config.json", "metrics.jsonl"]
+        "best.npz", "checkpoint.npz", "config.json", "log.txt", "metrics.jsonl"]
 
 
 def test_stale_artifact_temporaries_of_dead_writers_are_removed(tmp_path):

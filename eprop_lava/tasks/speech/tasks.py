@@ -92,6 +92,11 @@ class _SpeechTask:
         self._cache: dict[str, list[_Utt]] = {}
 
     # --------------------------------------------------------- subclass API
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """Names of the readout's classes (phones or keywords), in output order."""
+        return self._classes()
+
     def _classes(self) -> tuple[str, ...]:
         raise NotImplementedError
 
@@ -156,10 +161,14 @@ class _SpeechTask:
                        for a, b, l in zip(cuts[:-1], cuts[1:], z["labels"])]
             self._cache[split] = out
             return out
+        from eprop_lava.progress import Progress
+
         ids, silence = self._phone_ids()
         opts = self.features
         out = []
-        for utt in self.utterances(split):
+        utterances = self.utterances(split)
+        bar = Progress(len(utterances), f"MFCC features ({split})", unit="utt")
+        for utt in utterances:
             samples, sr, segments = utt.load()
             if sr != opts.sample_rate:
                 raise SpeechTaskError(f"{utt.id}: {sr} Hz audio, FeatureOptions.sample_rate is {opts.sample_rate}")
@@ -173,6 +182,8 @@ class _SpeechTask:
                 feats, lab = feats[:keep], lab[:keep]
             out.append(_Utt(normalize(feats, opts).astype(np.float32), lab.astype(np.int16),
                             self._utterance_label(utt)))
+            bar.update(1)
+        bar.close()
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(path.name + ".tmp.npz")
