@@ -1,6 +1,7 @@
 """Subcommands ``study`` and ``tune`` (registered by :mod:`eprop_lava.cli`).
 
     eprop-lava study quantization [--config FILE] --out DIR [--workers N] [--report-only]
+    eprop-lava study teacher-student --out DIR [--sizes 2 4 8] [--iterations N] [--starts S]
     eprop-lava tune TASK --trials N [--storage URL] [--study-name NAME] [--out DIR]
                          [--iterations K] [--batch-size B] [--task-option KEY=VALUE ...]
                          [--sampler auto|gp|tpe|random] [--seed S] [--repeats R] [--workers W]
@@ -44,6 +45,19 @@ def cmd_study_quantization(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_study_teacher_student(args: argparse.Namespace) -> int:
+    from eprop_lava.studies.teacher_student import config_from_args, run_study
+
+    summary = run_study(config_from_args(args), args.out, log=lambda m: print(m, file=sys.stderr))
+    for n, s in summary["sizes"].items():
+        for a, r in s["algorithms"].items():
+            print(f"{n} hidden, {a}: distance {sum(r['distance_start']) / len(r['distance_start']):.3f} -> "
+                  f"{sum(r['distance_end']) / len(r['distance_end']):.3f}, held-out MSE "
+                  f"{sum(r['mse_start']) / len(r['mse_start']):.3f} -> {sum(r['mse_end']) / len(r['mse_end']):.3f}")
+    print(f"-> {Path(args.out) / 'summary.md'}")
+    return 0
+
+
 def cmd_tune(args: argparse.Namespace) -> int:
     from eprop_lava.studies.tune import TuneConfig, run_tune
 
@@ -83,6 +97,17 @@ def register(sub) -> None:
     q.add_argument("--report-only", action="store_true", help="rewrite tables and plots from stored points")
     q.add_argument("--no-progress", action="store_true", help="no progress bar")
     q.set_defaults(func=cmd_study_quantization)
+    ts = studies.add_parser("teacher-student", help="seed 004: do students trained by BPTT / e-prop recover "
+                                                    "a tiny teacher's weights?")
+    ts.add_argument("--out", required=True, help="study directory (results.json, summary.md, figures)")
+    ts.add_argument("--sizes", type=int, nargs="+", help="hidden-layer sizes of the teachers (default 2)")
+    ts.add_argument("--iterations", type=int, help="training iterations per student (default 150)")
+    ts.add_argument("--starts", type=int, help="students per algorithm (different starts)")
+    ts.add_argument("--start-noise", type=float, help="start = teacher + this x RMS Gaussian noise")
+    ts.add_argument("--batch-size", type=int, help="fresh input sequences per iteration (default 8)")
+    ts.add_argument("--n-inputs", type=int, help="Poisson inputs of teacher and students (default 4)")
+    ts.add_argument("--seed", type=int, help="seed of the data and the students' starts (default 0)")
+    ts.set_defaults(func=cmd_study_teacher_student)
 
     t = sub.add_parser("tune", help="Bayesian hyperparameter search (Optuna)")
     t.add_argument("task", help="task name, as for train (evidence, pattern, ...)")

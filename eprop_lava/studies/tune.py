@@ -400,8 +400,10 @@ def run_tune(config: TuneConfig, log: Callable[[str], None] = print) -> dict:
 
     check_memory(task.default_spec(), TrainConfig(batch_size=config.batch_size), getattr(task, "steps", None),
                  what=f"--batch-size {config.batch_size}: the task's network")
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
+    from eprop_lava.rundir import check_output_dir
+
+    out = check_output_dir(config.out, lambda d: (d / "trials").is_dir() or (d / "tune.journal").is_file()
+                           or any(d.glob("*-summary.json")), "a tune output")
     storage, storage_name = resolve_storage(config.storage, out)
     startup = config.startup_trials or min(10, max(2, config.trials // 2))
     sampler, sampler_name = make_sampler(config.sampler, config.sampler_seed, notice=log, startup_trials=startup,
@@ -427,12 +429,20 @@ def run_tune(config: TuneConfig, log: Callable[[str], None] = print) -> dict:
     log(f"tune {config.task}: {config.trials} trials, sampler {sampler_name} ({startup} random startup trials), "
         f"storage {storage_name}, "
         f"study {study_name!r}" + (f", {config.workers} workers" if config.workers > 1 else ""))
+    from eprop_lava.progress import Progress, log_file
+
     if config.workers > 1 and config.trials > 0:
-        run_workers(config, study_name, startup, log, storage_name)
+        with log_file(out / "log.txt"):
+            run_workers(config, study_name, startup, log, storage_name)
         study = optuna.load_study(study_name=study_name, storage=storage)  # the workers' trials, read back
     else:
-        study.optimize(objective_for(config, task, log), n_trials=config.trials, timeout=config.timeout,
-                       catch=CAUGHT)
+        def advance(study, trial) -> None:  # optuna callback after every finished trial
+            best = [t.value for t in study.trials if t.value is not None]
+            bar.update(1, **({f"best_{task.metric_name}": min(best)} if best else {}))
+
+        with log_file(out / "log.txt"), Progress(config.trials, f"tune {config.task}", unit="trial") as bar:
+            study.optimize(objective_for(config, task, log), n_trials=config.trials, timeout=config.timeout,
+                           catch=CAUGHT, callbacks=[advance])
     summary = summarize_study(study, task)
     summary.update(sampler=sampler_name, storage=storage_name, budget=meta)
     confirmation = confirm_best(config, task, summary, log)
