@@ -168,3 +168,17 @@ def test_workers_option_runs_exactly_the_trials_in_two_processes(tmp_path):
     assert json.loads(done.stdout)["best"]["value"] == best
     with pytest.raises(UserError, match="workers"):
         tune.TuneConfig(workers=0).validated()
+
+
+def test_storage_url_password_is_hidden_and_threads_are_shared_out(monkeypatch):
+    assert tune.hide_password("postgresql://ann:pa55@db.example:5432/tune") == "postgresql://ann:***@db.example:5432/tune"
+    assert tune.hide_password("postgresql+psycopg2://ann:a%40b@h/t?sslmode=require") == \
+        "postgresql+psycopg2://ann:***@h/t?sslmode=require"
+    for plain in ("postgresql://ann@h/t", "postgresql://@/t?host=/tmp/s", "sqlite:///runs/a.db", "runs/x.journal"):
+        assert tune.hide_password(plain) == plain
+    for v in tune.THREAD_VARIABLES:
+        monkeypatch.delenv(v, raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    assert [tune.worker_threads(w) for w in (1, 2, 3, 8, 16)] == [8, 4, 2, 1, 1]
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's choice is kept
+    assert tune.worker_threads(2) is None
