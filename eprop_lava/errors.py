@@ -13,6 +13,15 @@ class CheckpointError(UserError):
     """A checkpoint or artifact is missing, truncated, edited or incompatible."""
 
 
+def did_you_mean(word: object, options) -> str:
+    """' (did you mean 'x'?)' naming the closest of ``options`` to a mistyped
+    ``word`` (difflib's ratio, cutoff 0.6), or '' when none is close."""
+    import difflib
+
+    close = difflib.get_close_matches(str(word), [str(o) for o in options], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def describe_os_error(exc: OSError) -> str:
     """One line for a filesystem error: the path and what is wrong with it."""
     import errno

@@ -8,9 +8,9 @@ numbers for readers.
 
 Integers are carried in numpy ``int64`` arrays; the declared widths are
 enforced explicitly (wrap or saturate, as the profile says), because Lava's
-``precision=`` annotations are documentation only (LAVA_BRIEF §1.1).
+``precision=`` annotations are documentation only (docs/lava_loihi.md §1.1).
 
-Loihi's arithmetic reproduced here (LAVA_BRIEF §2.1, Lava ``PyLifModelBitAcc``):
+Loihi's arithmetic reproduced here (docs/lava_loihi.md §2.1, Lava ``PyLifModelBitAcc``):
 
 * decay of a state x by a 12-bit constant d, rounding toward zero::
 
@@ -35,7 +35,7 @@ import numpy as np
 ROUNDINGS = ("toward_zero", "floor", "nearest", "stochastic")
 OVERFLOWS = ("saturate", "wrap")
 
-#: Loihi constants (LAVA_BRIEF §2.1). Not profile fields: Lava's bit-accurate
+#: Loihi constants (docs/lava_loihi.md §2.1). Not profile fields: Lava's bit-accurate
 #: LIF and Dense hard-code them, and the equivalence check depends on them.
 DECAY_SHIFT = 12
 DECAY_UNITY = 1 << DECAY_SHIFT
@@ -77,7 +77,7 @@ class FixedPointProfile:
     ``accumulator_bits`` per-synapse sum of L * e-bar between weight updates,
                         saturating; each product is first shifted right by
                         ``product_shift`` (Loihi drops low bits of products
-                        the same way, LAVA_BRIEF §3.3).
+                        the same way, docs/lava_loihi.md §3.3).
     ``lr_mantissa_bits`` learning rates are m * 2^e with m in
                         [-2^(b-1), 2^(b-1) - 1] (Loihi: 4 bits, m in [-8, 7]).
     ``update_rounding`` rounding of the weight update ("stochastic" uses a
@@ -108,7 +108,7 @@ class FixedPointProfile:
     def validate(self) -> "FixedPointProfile":
         if not isinstance(self.name, str) or not self.name:
             raise FixedPointError(f"name: expected a non-empty string, got {self.name!r}")
-        limits = dict(weight_bits=(1, 24), trace_bits=(1, 24), psi_bits=(1, 16), tag_bits=(1, 24),
+        limits = dict(weight_bits=(1, 24), trace_bits=(1, 32), psi_bits=(1, 16), tag_bits=(1, 34),
                       signal_bits=(1, 24), error_frac_bits=(1, 24), accumulator_bits=(8, 62),
                       product_shift=(0, 32),
                       lr_mantissa_bits=(2, 16), vth_bits=(1, 17), bias_bits=(1, 12))
@@ -177,7 +177,7 @@ class FixedPointProfile:
 
 
 def loihi2_profile(**changes: Any) -> FixedPointProfile:
-    """Loihi 2's learning engine widths (LAVA_BRIEF §3.3): 7-bit traces,
+    """Loihi 2's learning engine widths (docs/lava_loihi.md §3.3): 7-bit traces,
     8-bit + sign weights and tags, 15-bit + sign accumulator, learning-rate
     constants m * 2^e with m in [-8, 7]."""
     base = FixedPointProfile(name="loihi2", weight_bits=8, trace_bits=7, trace_impulse=16, psi_bits=7,
@@ -187,12 +187,17 @@ def loihi2_profile(**changes: Any) -> FixedPointProfile:
 
 
 def wide_profile(**changes: Any) -> FixedPointProfile:
-    """A configurable wide profile for quantization studies: 16-bit traces,
-    psi, tags and signal, 12-bit weights, 40-bit accumulator, 8-bit
-    learning-rate mantissa. Any field can be overridden."""
-    base = FixedPointProfile(name="wide", weight_bits=12, trace_bits=16, trace_impulse=1 << 10,
-                             psi_bits=12, tag_bits=20, signal_bits=16, error_frac_bits=14,
-                             accumulator_bits=48, product_shift=0, lr_mantissa_bits=8)
+    """A configurable wide profile for quantization studies and for holding
+    fixed point against float e-prop: 32-bit eligibility traces (2^22 times
+    the impulse of headroom: an Izhikevich neuron's eligibility grows by
+    |6 + 0.08 v| per step, above 2^21 in tests/test_fixed_point.py's networks),
+    34-bit tags, a 20-bit learning signal (the MSE error to +-64 with 14
+    fractional bits), 12-bit psi and weights, a 60-bit accumulator and an 8-bit
+    learning-rate mantissa; every product stays below 2^55 (int64 arithmetic).
+    Any field can be overridden."""
+    base = FixedPointProfile(name="wide", weight_bits=12, trace_bits=32, trace_impulse=1 << 10,
+                             psi_bits=12, tag_bits=34, signal_bits=20, error_frac_bits=14,
+                             accumulator_bits=60, product_shift=0, lr_mantissa_bits=8)
     return base.with_(**changes) if changes else base
 
 
@@ -220,46 +225,87 @@ def as_int(x: Any) -> np.ndarray:
     return arr.astype(np.int64)
 
 
+# ------------------------------------------------------------------ elementwise kernels
+#
+# The fixed-point equations are written once, as elementwise kernels: functions
+# of integers built from operators (+ - * >> << & comparisons) and the three
+# primitives select / minimum / maximum only. Called with numpy int64 arrays they
+# run vectorized (the step engine, the Lava ProcessModels, and everything when
+# numba is absent). :func:`eprop_lava.engine.fused.compiled` compiles the same
+# function objects with numba, binding the primitives to scalar versions, so the
+# compiled per-element loops run this source, not a copy of it.
+
+KERNEL_ATTR = "_fixed_point_kernel"
+#: integer codes of the deterministic roundings inside kernels
+ROUND_TOWARD_ZERO, ROUND_FLOOR, ROUND_NEAREST = 0, 1, 2
+ROUND_CODES = {"toward_zero": ROUND_TOWARD_ZERO, "floor": ROUND_FLOOR, "nearest": ROUND_NEAREST}
+V_MAX = (1 << (UV_BITS - 1)) - 1  # 24-bit saturation of v (and the other neuron states)
+
+
+def kernel(fn):
+    """Mark ``fn`` as an elementwise kernel (see above)."""
+    setattr(fn, KERNEL_ATTR, True)
+    return fn
+
+
+def select(cond, a, b):
+    """a where cond else b (a kernel primitive; scalar ``a if cond else b`` when compiled)."""
+    return np.where(cond, a, b)
+
+
+minimum = np.minimum  # kernel primitives (scalar min / max when compiled)
+maximum = np.maximum
+
+
+@kernel
+def k_clip(x, lo, hi):
+    """Saturation to [lo, hi]."""
+    return minimum(maximum(x, lo), hi)
+
+
+@kernel
+def k_shift(x, shift, mode):
+    """x / 2^shift with a deterministic rounding (mode: ROUND_* code):
+    toward zero sgn(x) (|x| >> shift) = (x + ((x >> 63) & (2^shift - 1))) >> shift
+    (Loihi's), floor x >> shift, nearest (x + 2^(shift - 1)) >> shift."""
+    if shift == 0:
+        return x + 0
+    if mode == 0:
+        return (x + ((x >> 63) & ((1 << shift) - 1))) >> shift
+    if mode == 1:
+        return x >> shift
+    return (x + (1 << (shift - 1))) >> shift
+
+
+@kernel
+def k_decay(x, factor):
+    """Loihi's decay toward zero with factor = 4096 - d - offset:
+    sgn(x factor) (|x factor| >> 12)."""
+    y = x * factor
+    return (y + ((y >> 63) & 4095)) >> 12
+
+
+@kernel
+def k_wrap_int32(x):
+    """What a C cast to int32 does (two's complement modulo 2^32)."""
+    return ((x + 2147483648) & 4294967295) - 2147483648
+
+
+@kernel
+def k_wrap_u24(x):
+    """Lava's one-sided 24-bit wrap of the current u (PyLifModelBitAcc):
+    u > 2^23 -> u - 2^24; u <= -2^23 -> u + 2^24 (one correction only)."""
+    return select(x > 8388608, x - 16777216, select(x <= -8388608, x + 16777216, x))
+
+
 def shift_toward_zero(x: Any, shift: int | np.ndarray) -> np.ndarray:
-    """sgn(x) * (|x| >> shift): Loihi's rounding toward zero.
-
-    Computed as (x + ((x >> 63) & (2^shift - 1))) >> shift (negative x get
-    2^shift - 1 added before the floor shift: the same integers, in four
-    in-place passes over one new array instead of five passes and four arrays)."""
+    """sgn(x) * (|x| >> shift): Loihi's rounding toward zero (:func:`k_shift`;
+    ``shift`` may be an array)."""
     x = np.asarray(x, dtype=np.int64)
-    t = np.right_shift(x, 63)
     if np.ndim(shift) == 0:
-        if shift == 0:
-            return x.copy()
-        return _toward_zero_into(t, x, int(shift))
+        return k_shift(x, int(shift), ROUND_TOWARD_ZERO)
     mask = np.left_shift(1, np.asarray(shift, dtype=np.int64)) - 1
-    return np.right_shift(x + (t & mask), shift)
-
-
-def _toward_zero_into(t: np.ndarray, x: np.ndarray, shift: int) -> np.ndarray:
-    """t = x >> 63 (owned, x's shape) becomes x shifted toward zero by ``shift``."""
-    t &= (1 << shift) - 1
-    t += x
-    t >>= shift
-    return t
-
-
-def _toward_zero_owned(x: np.ndarray, shift: int) -> np.ndarray:
-    """shift_toward_zero of an int64 array the caller owns (overwritten). The
-    correction term lives in an int32 array (half the memory: fresh full-size
-    int64 temporaries cost more in page faults than the arithmetic)."""
-    if x.size and x.min() >= 0:  # nothing negative (e.g. LIF traces): the floor shift, one pass
-        x >>= shift
-        return x
-    sign_bit = 8 * x.dtype.itemsize - 1
-    if shift > 31:
-        t = np.right_shift(x, sign_bit)
-    else:
-        t = np.right_shift(x, sign_bit, out=np.empty(x.shape, np.int32), casting="unsafe")
-    t &= (1 << shift) - 1
-    x += t
-    x >>= shift
-    return x
+    return np.right_shift(x + (np.right_shift(x, 63) & mask), shift)
 
 
 def shift_floor(x: Any, shift: int | np.ndarray) -> np.ndarray:
@@ -268,11 +314,8 @@ def shift_floor(x: Any, shift: int | np.ndarray) -> np.ndarray:
 
 
 def shift_nearest(x: Any, shift: int) -> np.ndarray:
-    """(x + 2^(shift-1)) >> shift: round half up."""
-    x = np.asarray(x, dtype=np.int64)
-    if np.all(np.asarray(shift) == 0):
-        return x
-    return np.right_shift(x + np.left_shift(1, np.asarray(shift) - 1), shift)
+    """(x + 2^(shift-1)) >> shift: round half up (:func:`k_shift`)."""
+    return k_shift(np.asarray(x, dtype=np.int64), int(shift), ROUND_NEAREST)
 
 
 def shift_stochastic(x: Any, shift: int, rng: np.random.Generator) -> np.ndarray:
@@ -286,30 +329,10 @@ def shift_stochastic(x: Any, shift: int, rng: np.random.Generator) -> np.ndarray
     return np.right_shift(x + r, shift)
 
 
-def shift_round_owned(x: np.ndarray, shift: int, mode: str) -> np.ndarray:
-    """shift_round with a deterministic mode of an int64 array the caller owns
-    (overwritten in place: no new full-size arrays)."""
-    if mode == "toward_zero":
-        return _toward_zero_owned(x, shift) if shift else x
-    if mode == "floor":
-        x >>= shift
-        return x
-    if mode == "nearest":
-        if shift:
-            x += 1 << (shift - 1)
-            x >>= shift
-        return x
-    return shift_round(x, shift, mode)
-
-
 def shift_round(x: Any, shift: int, mode: str, rng: np.random.Generator | None = None) -> np.ndarray:
     """Right shift with the named rounding (one of :data:`ROUNDINGS`)."""
-    if mode == "toward_zero":
-        return shift_toward_zero(x, shift)
-    if mode == "floor":
-        return shift_floor(x, shift)
-    if mode == "nearest":
-        return shift_nearest(x, shift)
+    if mode in ROUND_CODES:
+        return k_shift(np.asarray(x, dtype=np.int64), int(shift), ROUND_CODES[mode])
     if mode == "stochastic":
         if rng is None:
             raise FixedPointError("stochastic rounding needs a seeded numpy Generator (rng)")
@@ -319,11 +342,6 @@ def shift_round(x: Any, shift: int, mode: str, rng: np.random.Generator | None =
 
 def saturate(x: Any, lo: int, hi: int) -> np.ndarray:
     return np.clip(np.asarray(x, dtype=np.int64), lo, hi)
-
-
-def saturate_owned(x: np.ndarray, lo: int, hi: int) -> np.ndarray:
-    """saturate in place, for an int64 array the caller owns."""
-    return np.clip(x, lo, hi, out=x)
 
 
 def saturate_signed(x: Any, bits: int) -> np.ndarray:
@@ -340,23 +358,21 @@ def wrap_signed(x: Any, bits: int) -> np.ndarray:
 
 
 def wrap_int32(x: Any) -> np.ndarray:
-    """What numpy int32 arithmetic does in Lava's models (a C cast wraps
-    modulo 2^32; two passes instead of wrap_signed's three). A no-op when
-    every value already fits, checked cheaply first."""
+    """What numpy int32 arithmetic does in Lava's models (:func:`k_wrap_int32`).
+    A no-op when every value already fits, checked cheaply first."""
     x = np.asarray(x, dtype=np.int64)
     if x.size and -(1 << 31) <= x.min() and x.max() < (1 << 31):
         return x
-    return x.astype(np.int32).astype(np.int64)
+    return k_wrap_int32(x)
 
 
 def wrap_u24(x: Any) -> np.ndarray:
-    """Lava's one-sided 24-bit wrap of the current u (PyLifModelBitAcc):
-    u > 2^23 -> u - 2^24; u <= -2^23 -> u + 2^24 (one correction only)."""
+    """Lava's one-sided 24-bit wrap of the current u (:func:`k_wrap_u24`)."""
     x = np.asarray(x, dtype=np.int64)
     m = 1 << (UV_BITS - 1)
     if x.size and -m < x.min() and x.max() <= m:
-        return x  # nothing to wrap (the common case): two passes instead of five
-    return np.where(x > m, x - 2 * m, np.where(x <= -m, x + 2 * m, x))
+        return x  # nothing to wrap (the common case)
+    return k_wrap_u24(x)
 
 
 def clip_v24(x: Any) -> np.ndarray:
@@ -365,23 +381,11 @@ def clip_v24(x: Any) -> np.ndarray:
 
 
 def decay(x: Any, d: Any, offset: int = 0) -> np.ndarray:
-    """Loihi's decay, rounding toward zero:
+    """Loihi's decay, rounding toward zero (:func:`k_decay`):
     sgn(x (4096 - d - offset)) * (|x (4096 - d - offset)| >> 12).
     offset=1 is the current's ds_offset (so du=4095 forgets u completely)."""
-    return decay_same_dtype(np.asarray(x, dtype=np.int64), d, offset)
-
-
-def decay_same_dtype(x: np.ndarray, d: Any, offset: int = 0) -> np.ndarray:
-    """:func:`decay` computed in x's integer dtype (int64, or int32 where the
-    caller has checked |x (4096 - d - offset)| < 2^31), as a new array."""
     factor = DECAY_UNITY - (np.asarray(d, dtype=np.int64) + offset)
-    if factor.ndim == 0:
-        f = int(factor)
-        if f == 0:  # du = 4095 with offset 1: no memory
-            return np.zeros(x.shape, dtype=x.dtype)
-        if f == DECAY_UNITY:  # d = 0: no decay
-            return x.copy()
-    return _toward_zero_owned(np.multiply(x, factor, dtype=x.dtype), DECAY_SHIFT)
+    return k_decay(np.asarray(x, dtype=np.int64), factor)
 
 
 def check_decay(name: str, d: Any) -> np.ndarray:
@@ -403,12 +407,20 @@ def decay_constant(factor: float) -> int:
     return int(DECAY_UNITY - round(DECAY_UNITY * factor))
 
 
+@kernel
+def k_weight_exp(x, exp):
+    """x << exp for exp >= 0, x >> -exp (floor) otherwise: Dense's weight_exp."""
+    if exp >= 0:
+        return x << exp
+    return x >> -exp
+
+
 def shift_left_or_right(x: Any, exp: int) -> np.ndarray:
-    """x << exp for exp > 0, x >> -exp (floor) otherwise: Dense's weight_exp."""
+    """x << exp for exp > 0, x >> -exp (floor) otherwise (:func:`k_weight_exp`)."""
     x = np.asarray(x, dtype=np.int64)
     if exp == 0:
         return x
-    return np.left_shift(x, exp) if exp > 0 else np.right_shift(x, -exp)
+    return k_weight_exp(x, int(exp))
 
 
 # ------------------------------------------------------------------ Dense weights
@@ -423,7 +435,7 @@ def dense_sign_mode(weights: np.ndarray) -> str:
 
 
 def dense_weights(weights: Any, num_weight_bits: int = 8, sign_mode: str | None = None) -> np.ndarray:
-    """The weights Lava's PyDenseModelBitAcc actually uses (LAVA_BRIEF §2.2):
+    """The weights Lava's PyDenseModelBitAcc actually uses (docs/lava_loihi.md §2.2):
     clip to 8 bits for the sign mode, then drop ``8 - num_weight_bits + mixed``
     low bits (floor). Mixed-sign 8-bit weights become even, in [-256, 254]."""
     w = as_int(weights)
@@ -444,7 +456,7 @@ def dense_weights(weights: Any, num_weight_bits: int = 8, sign_mode: str | None 
 # ------------------------------------------------------------------ learning rates
 @dataclass(frozen=True)
 class LearningRate:
-    """A learning-rate constant m * 2^e (Loihi: m in [-8, 7], LAVA_BRIEF §3.2)."""
+    """A learning-rate constant m * 2^e (Loihi: m in [-8, 7], docs/lava_loihi.md §3.2)."""
 
     mantissa: int
     exponent: int

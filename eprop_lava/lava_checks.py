@@ -1,4 +1,4 @@
-"""Equivalence checks between Lava and the engines (issue 4, section 4).
+"""Equivalence checks between Lava and the engines.
 
 :func:`run_lava_checks` runs
 

@@ -36,8 +36,11 @@ picks tau and r so that the chosen rule at the chosen dt gives this
 network's alpha and unit gain; import inverts the same rule.
 
 Import (:func:`import_nir`) reads graphs in that form and the forms snnTorch
-writes (Linear/Affine -> LIF, recurrent LIF as a nested subgraph); anything
-else is refused with :class:`NIRError`, naming the node and the reason.
+and Norse write (Linear/Affine -> LIF or memoryless CubaLIF, recurrent LIF
+as a nested subgraph, torch tensors as parameters); anything else is refused
+with :class:`NIRError`, naming the node and the reason. :func:`write_run`
+turns the result into a run directory that ``train`` fine-tunes and
+``compile`` takes to Loihi fixed point.
 """
 
 from __future__ import annotations
@@ -152,10 +155,12 @@ def _adaptation_nodes(nir: Any, nodes: dict, edges: list, r: int, layer: LayerSp
               (f"layer{r}_adapt", f"layer{r}_spike")]
 
 
-def build_graph(spec: NetworkSpec, params: dict, discretisation: str = "exact", dt: float | None = None):
+def build_graph(spec: NetworkSpec, params: dict, discretisation: str = "exact", dt: float | None = None,
+                readout: bool = True):
     """The NIR graph (a ``nir.NIRGraph``) of a network. dt: the simulator
     step in seconds the graph's time constants are written for (default:
-    the spec's own step)."""
+    the spec's own step). ``readout=False`` leaves the readout out: the
+    graph's output is the last layer's spikes."""
     nir = _nir()
     dt = spec.dt * MS if dt is None else float(dt)
     _check_discretisation(discretisation, dt)
@@ -203,31 +208,36 @@ def build_graph(spec: NetworkSpec, params: dict, discretisation: str = "exact", 
         spikes.append(spike)
         src, n_src = spike, n
 
-    K = spec.readout.n_outputs
-    kappa = spec.readout.kappa
-    tau_k = leak_to_tau(kappa, dt, discretisation)
-    nodes["readout"] = nir.LI(tau=_full(K, tau_k), r=_full(K, unit_gain_r(kappa, tau_k, dt, discretisation)),
-                              v_leak=_full(K, 0.0), metadata={"kappa": float(kappa), "loss": spec.loss})
-    w_out = np.asarray(params["readout.w"], dtype=np.float64)
-    for r, (start, stop) in enumerate(spec.layer_offsets()):
-        name = f"readout_w{r}"
-        w = np.ascontiguousarray(w_out[:, start:stop])
-        feed = delayed(spikes[r], spec.layers[r].size, f"readout_delay{r}")
-        nodes[name] = (nir.Affine(weight=w, bias=np.asarray(params["readout.b"], dtype=np.float64)) if r == 0
-                       else nir.Linear(weight=w))
-        edges += [(feed, name), (name, "readout")]
-    nodes["output"] = nir.Output(output_type={"output": np.array([K])})
-    edges.append(("readout", "output"))
+    if not readout:  # for readers without LI (snnTorch's and Norse's importers): the last layer's spikes
+        nodes["output"] = nir.Output(output_type={"output": np.array([spec.layers[-1].size])})
+        edges.append((spikes[-1], "output"))
+    else:
+        K = spec.readout.n_outputs
+        kappa = spec.readout.kappa
+        tau_k = leak_to_tau(kappa, dt, discretisation)
+        nodes["readout"] = nir.LI(tau=_full(K, tau_k), r=_full(K, unit_gain_r(kappa, tau_k, dt, discretisation)),
+                                  v_leak=_full(K, 0.0), metadata={"kappa": float(kappa), "loss": spec.loss})
+        w_out = np.asarray(params["readout.w"], dtype=np.float64)
+        for r, (start, stop) in enumerate(spec.layer_offsets()):
+            name = f"readout_w{r}"
+            w = np.ascontiguousarray(w_out[:, start:stop])
+            feed = delayed(spikes[r], spec.layers[r].size, f"readout_delay{r}")
+            nodes[name] = (nir.Affine(weight=w, bias=np.asarray(params["readout.b"], dtype=np.float64)) if r == 0
+                           else nir.Linear(weight=w))
+            edges += [(feed, name), (name, "readout")]
+        nodes["output"] = nir.Output(output_type={"output": np.array([K])})
+        edges.append(("readout", "output"))
     metadata = {METADATA_KEY: json.dumps({"discretisation": discretisation, "dt": dt, "timing": spec.timing,
                                           "reset": spec.reset, "dt_ms": spec.dt})}
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata)
 
 
-def load_network(source: Any) -> tuple[NetworkSpec, dict]:
-    """(spec, float parameters) of a run directory, checkpoint file, compiled
-    artifact (its float parameters, as trained), or a (spec, params) pair."""
+def load_network(source: Any) -> tuple[NetworkSpec, dict, str]:
+    """(spec, float parameters, which) of a run directory (its best.npz when
+    it kept one, as compile takes it), checkpoint file, compiled artifact (its
+    float parameters, as trained), or a (spec, params) pair."""
     if isinstance(source, tuple) and len(source) == 2:
-        return source
+        return source[0], source[1], "the given parameters"
     path = Path(source)
     if (path / "manifest.json").is_file():
         from eprop_lava.compile.artifact import load_artifact
@@ -235,11 +245,15 @@ def load_network(source: Any) -> tuple[NetworkSpec, dict]:
         art = load_artifact(path)
         if not art.float_params:
             raise NIRError(f"artifact {path}: it holds no float parameters to export")
-        return art.spec, art.float_params
-    from eprop_lava.training import load_checkpoint
+        return art.spec, art.float_params, f"artifact {path} (its float parameters)"
+    from eprop_lava.training import load_checkpoint, select_checkpoint
 
-    ck = load_checkpoint(path)
-    return ck.spec, ck.params
+    ck_file, which = select_checkpoint(path)
+    ck = load_checkpoint(ck_file)
+    from eprop_lava.engine.network import fold_conventions
+
+    spec, params = fold_conventions(ck.spec, ck.params)  # NIR's LIF/LI have no (1 - alpha) / (1 - kappa) factor
+    return spec, params, which
 
 
 def _atomic_write_graph(graph: Any, path: Path) -> None:
@@ -255,16 +269,20 @@ def _atomic_write_graph(graph: Any, path: Path) -> None:
         raise
 
 
-def export_nir(source: Any, path: str | Path, discretisation: str = "exact", dt: float | None = None) -> dict:
+def export_nir(source: Any, path: str | Path, discretisation: str = "exact", dt: float | None = None,
+               readout: bool = True) -> dict:
     """Write the NIR file of a run, checkpoint, artifact or (spec, params);
     returns a summary (nodes, edges, discretisation, dt)."""
-    spec, params = load_network(source)
-    graph = build_graph(spec, params, discretisation, dt)
     path = Path(path)
+    if path.is_dir():
+        raise NIRError(f"--out {path}: is a directory; give the NIR file to write, e.g. {path}/net.nir")
+    spec, params, which = load_network(source)
+    graph = build_graph(spec, params, discretisation, dt, readout)
     _atomic_write_graph(graph, path)
     return {"path": str(path), "nodes": len(graph.nodes), "edges": len(graph.edges),
             "layers": len(spec.layers), "discretisation": discretisation,
-            "dt_seconds": spec.dt * MS if dt is None else float(dt), "reset": spec.reset, "timing": spec.timing}
+            "dt_seconds": spec.dt * MS if dt is None else float(dt), "reset": spec.reset, "timing": spec.timing,
+            "readout": readout, "source": which}
 
 
 # ------------------------------------------------------------------ import
@@ -319,9 +337,12 @@ def _flatten(graph: Any, prefix: str = "") -> tuple[dict, list]:
 
 
 def _finite_arrays(name: str, node: Any) -> None:
-    for field, value in vars(node).items():
+    for field, value in list(vars(node).items()):
         if field in ("input_type", "output_type", "metadata"):
             continue
+        if hasattr(value, "detach") and hasattr(value, "numpy"):  # Norse's graphs hold torch tensors in memory
+            value = value.detach().cpu().numpy()
+            setattr(node, field, value)
         if isinstance(value, (np.ndarray, float, int)) and not isinstance(value, bool):
             a = np.asarray(value)
             if a.dtype.kind in "fiu" and not np.all(np.isfinite(a)):
@@ -571,9 +592,8 @@ def network_from_graph(graph: Any, discretisation: str | None = None, dt: float 
             if w.shape != (n, n):
                 raise NIRError(f"node {w_name_l!r}: recurrent weight shape {w.shape}, layer {m!r} needs ({n}, {n})")
         if reset == "subtract":
-            if not loop:
-                raise NIRError(f"node {m!r}: an LI with a Threshold needs its reset loop (Threshold -> "
-                               "Linear diag(-v_th) -> LI); without one it never resets")
+            # the loops' sum is W_rec - v_th I whatever they are: a loop without the
+            # reset (or none: a neuron that never resets) becomes +v_th on W_rec's diagonal
             w_rec = w_rec * gain + v_th * np.eye(n)
         else:
             w_rec = w_rec * gain
@@ -738,6 +758,13 @@ def write_run(spec: NetworkSpec, params: dict, out: str | Path, task: str, task_
     if want.n_inputs != spec.n_inputs or want.readout.n_outputs != spec.readout.n_outputs:
         raise NIRError(f"task {task!r} has {want.n_inputs} inputs and {want.readout.n_outputs} outputs; the graph's "
                        f"network has {spec.n_inputs} and {spec.readout.n_outputs}")
+    if hasattr(task_obj, "parameter_distance"):  # logged every iteration by train: it must accept these shapes
+        try:
+            task_obj.parameter_distance(params)
+        except ValueError as exc:
+            raise NIRError(f"task {task!r} compares the network with its teacher and cannot: {exc} "
+                           "(the teacher is the task's default network: match it with --task-option, e.g. n_neurons=N, "
+                           "or choose another task)") from None
     rng = np.random.default_rng([config.seed, 1])
     save_checkpoint(out / "checkpoint.npz", spec, config, params, Optimizer(spec.optimizer), 0,
                     rng.bit_generator.state, {"imported_from": origin})
@@ -747,10 +774,12 @@ def write_run(spec: NetworkSpec, params: dict, out: str | Path, task: str, task_
 
 # ------------------------------------------------------------------ command line
 def cmd_export_nir(args: Any) -> int:
-    info = export_nir(args.source, args.out, discretisation=args.discretisation, dt=args.dt)
+    info = export_nir(args.source, args.out, discretisation=args.discretisation, dt=args.dt,
+                      readout=not args.no_readout)
     if args.json:
         print(json.dumps(info, indent=2))
     else:
+        print(f"from {info['source']}")
         print(f"NIR graph: {info['path']} ({info['layers']} layer(s), {info['nodes']} nodes, {info['edges']} edges; "
               f"{info['discretisation']} at dt = {info['dt_seconds']:g} s, reset {info['reset']}, "
               f"timing {info['timing']})")
@@ -805,7 +834,10 @@ def register(sub: Any) -> None:
                         "(a = 1 - dt/tau, snnTorch and Norse)")
     p.add_argument("--dt", type=float, help="that simulator's time step in seconds (default: the network's own "
                                             "step; snnTorch's importer uses 1e-4)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--no-readout", action="store_true",
+                   help="leave the leaky readout out (the output is the last layer's spikes), for readers without "
+                        "an LI such as snnTorch's and Norse's importers")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout (for scripts) instead of text")
     p.set_defaults(func=cmd_export_nir)
 
     p = sub.add_parser("import-nir", help="turn a NIR graph into a run directory to fine-tune and compile")
@@ -821,5 +853,5 @@ def register(sub: Any) -> None:
                    help="training option recorded in the run, e.g. train.batch_size=16 (repeatable)")
     p.add_argument("--outputs", type=int, help="readout size when the graph has no leaky readout "
                                                 "(default: the task's)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout (for scripts) instead of text")
     p.set_defaults(func=cmd_import_nir)

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import HAS_LAVA
 from eprop_lava.cli import main
 from eprop_lava.compile.artifact import load_artifact
 from eprop_lava.compile.pipeline import compile_checkpoint
@@ -165,8 +166,9 @@ def test_cli_run_without_lava(artifact, capsys):
 
 def test_cli_export_netx(artifact, tmp_path, capsys):
     d, ck, _ = artifact
-    assert main(["export-netx", str(d / "compiled"), "--out", str(tmp_path / "n.h5")]) == 0
-    assert (tmp_path / "n.h5").is_file()
+    if HAS_LAVA:  # the export runs the file in lava-dl netx before it reports success
+        assert main(["export-netx", str(d / "compiled"), "--out", str(tmp_path / "n.h5")]) == 0
+        assert (tmp_path / "n.h5").is_file()
     alif = make_checkpoint(tmp_path, small_spec("alif"))
     compile_checkpoint(alif, tmp_path / "alif")
     capsys.readouterr()

@@ -162,3 +162,120 @@ def test_non_finite_weights_are_refused():
     p["layers.0.w_in"][0, 0] = math.inf
     with pytest.raises(QuantizationError, match="not finite"):
         quantize_network(spec, p)
+
+
+def crafted_params(spec):
+    """All-positive input weights (odd values and 255 on their own grid),
+    mixed-sign recurrent weights, an all-negative readout."""
+    rng = np.random.default_rng(7)
+    p = params_for(spec)
+    p["layers.0.w_in"] = rng.uniform(0.0, 1.0, p["layers.0.w_in"].shape)
+    p["layers.0.w_in"][0, 0] = 1.0
+    p["layers.0.w_rec"] = rng.uniform(-0.7, 0.7, p["layers.0.w_rec"].shape)
+    p["readout.w"] = -rng.uniform(0.05, 1.0, p["readout.w"].shape)
+    return p
+
+
+def test_per_dense_grid_and_netx_grid():
+    spec = lif_spec(size=8, n_inputs=6)
+    dense, rep = quantize_network(spec, crafted_params(spec), 8, grid="dense")
+    modes = {m["name"]: m["sign_mode"] for m in rep.to_dict()["matrices"]}
+    assert modes == {"layers.0.w_in": "excitatory", "layers.0.w_rec": "mixed", "readout.w": "inhibitory"}
+    L = dense.layers[0]
+    assert L.w_in.max() == 255 and np.any(L.w_in % 2 == 1) and np.all(L.w_rec % 2 == 0)
+    netx_grid, rep = quantize_network(spec, crafted_params(spec), 8, grid="netx")
+    assert {m["sign_mode"] for m in rep.to_dict()["matrices"] if m["name"].startswith("layers")} == {"mixed"}
+    assert np.all(netx_grid.layers[0].w_in % 2 == 0) and netx_grid.layers[0].w_in.max() <= 254
+    with pytest.raises(QuantizationError, match="grid: expected one of dense, netx"):
+        quantize_network(spec, crafted_params(spec), 8, grid="nearest")
+
+
+@pytest.mark.lava
+@pytest.mark.parametrize("bits", [8, 5])
+def test_compiled_weights_are_bit_exact_in_lavas_dense(bits):
+    """Each compiled matrix, given to Lava's own Dense (bit-accurate model,
+    sign mode determined by Lava, num_weight_bits = the grid's), produces
+    exactly W s: no weight is changed by Lava's clipping or truncation."""
+    pytest.importorskip("lava")
+    from eprop_lava.compile.deploy import import_lava
+
+    import_lava("lava.magma.core.process.process")
+    from lava.magma.core.run_conditions import RunSteps
+    from lava.magma.core.run_configs import Loihi2SimCfg
+    from lava.proc import io
+    from lava.proc.dense.process import Dense
+
+    spec = lif_spec(size=8, n_inputs=6)
+    net, rep = quantize_network(spec, crafted_params(spec), bits, grid="dense")
+    mats = {"layers.0.w_in": net.layers[0].w_in, "layers.0.w_rec": net.layers[0].w_rec, "readout.w": net.readout.w}
+    T = 6
+    rng = np.random.default_rng(1)
+    for name, w in mats.items():  # three unconnected graphs: one Lava run each
+        s = (rng.random((w.shape[1], T)) < 0.5).astype(float)
+        src = io.source.RingBuffer(data=s)
+        d = Dense(weights=w.copy(), num_weight_bits=bits, weight_exp=0)
+        sink = io.sink.RingBuffer(shape=(w.shape[0],), buffer=T)
+        src.s_out.connect(d.s_in)
+        d.a_out.connect(sink.a_in)
+        src.run(condition=RunSteps(num_steps=T), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
+        try:
+            got = np.rint(sink.data.get()).astype(np.int64)
+        finally:
+            src.stop()
+        want = w @ s.astype(np.int64)
+        assert np.any(want != 0)
+        np.testing.assert_array_equal(got[:, 1:], want[:, :-1], err_msg=name)  # Dense delays one step
+
+
+def _rec_exp_pair():
+    """A network and its twin whose recurrent Dense holds 2 w_rec with
+    weight_exp_rec = -1: (sum 2 w) >> 1 = sum w, so both must run identically."""
+    from dataclasses import replace
+
+    spec = lif_spec(size=12, n_inputs=6)
+    net = quantize_network(spec, params_for(spec, 3.0), 8)[0]
+    rng = np.random.default_rng(4)
+    L = net.layers[0]
+    L.w_rec[:] = rng.integers(-60, 61, L.w_rec.shape) * 2
+    np.fill_diagonal(L.w_rec, 0)
+    twin = net.copy()
+    twin.layers[0] = replace(twin.layers[0], w_rec=L.w_rec * 2, weight_exp_rec=-1)
+    return net, twin
+
+
+def test_separate_recurrent_exponent_is_exact():
+    from eprop_lava.engine import fixed_engine as fe
+
+    net, twin = _rec_exp_pair()
+    assert twin.layers[0].rec_exp == -1 and twin.layers[0].weight_exp == 0
+    lr = twin.layers[0].lr
+    assert twin.layers[0].rec_lr.exponent == lr.exponent + 1 and twin.layers[0].rec_lr.mantissa == lr.mantissa
+    x = (np.random.default_rng(0).random((300, 2, 6)) < 0.2).astype(float)
+    a, b = fe.simulate(net, x), fe.simulate(twin, x)
+    assert sum(int(z.sum()) for z in a.z) > 100
+    for za, zb in zip(a.z, b.z):
+        np.testing.assert_array_equal(za, zb)
+    np.testing.assert_array_equal(a.y, b.y)
+    # the step-by-step path (record_state) and the compiled loops agree too
+    np.testing.assert_array_equal(fe.simulate(twin, x, record_state=True).y, b.y)
+
+
+@pytest.mark.lava
+def test_separate_recurrent_exponent_in_the_lava_graph():
+    """The Lava process graph gives the recurrent EpropDense its own exponent:
+    an odd-valued w_rec with weight_exp_rec = -1 (floor shifts) runs bit
+    exactly against the engine."""
+    pytest.importorskip("lava")
+    from dataclasses import replace
+
+    from eprop_lava.compile import deploy
+    from eprop_lava.engine import fixed_engine as fe
+
+    _, twin = _rec_exp_pair()
+    twin.layers[0] = replace(twin.layers[0], w_rec=twin.layers[0].w_rec + np.sign(twin.layers[0].w_rec))
+    x = (np.random.default_rng(0).random((200, 1, 6)) < 0.2).astype(float)
+    lv = deploy.lava_run(twin, x)
+    run = fe.simulate(twin, x)
+    assert int(run.z[0].sum()) > 50
+    np.testing.assert_array_equal(lv["y"], run.y[:, 0, :])
+    np.testing.assert_array_equal(lv["z"][0], run.z[0][:, 0, :])

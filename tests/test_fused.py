@@ -45,6 +45,31 @@ def test_compiled_equals_reference(neuron, timing, reset, density):
 
 
 @needs_numba
+@pytest.mark.parametrize("neuron", ["lif", "alif"])
+@pytest.mark.parametrize("timing,reset", [("bellec", "subtract"), ("loihi", "zero")])
+def test_compiled_equals_reference_under_tf_conventions(neuron, timing, reset):
+    # The (1 - alpha) input gain, TF's refractory count and psi / v_th enter the
+    # compiled loop through the same constants as the reference step functions.
+    spec = _network(neuron, layers=2, recurrent=True, timing=timing, reset=reset, regularization="bellec", n=12,
+                    conventions="tf")
+    assert spec.layers[0].params.n_ref == 2  # one blocked step under t_ref_steps
+    params = init_params(spec)
+    batch = _batch(spec, 200, 3, seed=4)
+    loss_r, grads_r, traj_r = eprop_gradient(spec, params, batch, make_ops("numpy", fused=False))
+    loss_f, grads_f, traj_f = eprop_gradient(spec, params, batch, make_ops("numpy", fused=True))
+    assert sum(float(z.sum()) for z in traj_r.z) > 50
+    for r in range(2):
+        np.testing.assert_array_equal(traj_f.z[r], traj_r.z[r])
+        for key in ("x", "psi", "free"):
+            np.testing.assert_allclose(traj_f.records[r][key], traj_r.records[r][key], rtol=0, atol=1e-12)
+    assert loss_f == pytest.approx(loss_r, rel=1e-12)
+    for k in grads_r:
+        scale = np.abs(grads_r[k]).max()
+        assert scale > 0, k
+        assert np.abs(grads_f[k] - grads_r[k]).max() <= 1e-10 * scale, k
+
+
+@needs_numba
 @pytest.mark.parametrize("neuron", ["stdp_alif", "izhikevich"])
 def test_compiled_adjoint_serves_every_model(neuron):
     # These neurons keep the reference forward loop; the compiled adjoint takes
@@ -127,16 +152,16 @@ def _reference_layer(p, ext, w_rec, weight_exp):
 
 
 @needs_numba
-@pytest.mark.parametrize("kind", ["lif", "alif"])
+@pytest.mark.parametrize("kind", ["lif", "alif", "stdp_alif", "izhikevich"])
 @pytest.mark.parametrize("case", ["lava_lif", "leaky_u_refractory", "extremes"])
 def test_compiled_fixed_layer_is_bit_exact(kind, case):
     rng = np.random.default_rng(11)
     N, T, B = 9, 400, 3
     kw = dict(kind=kind, size=N, vth=rng.integers(20, 200, N), psi_bits=7)
-    if kind == "alif":
+    if kind in ("alif", "stdp_alif"):
         kw.update(d_theta=rng.integers(1, 400, N), theta_step=rng.integers(0, 4000, N))
     if case == "lava_lif":          # Lava's LIF: memoryless u, no bias, no refractoriness
-        kw.update(du=4095, dv=rng.integers(0, 800, N))
+        kw.update(du=4095, dv=rng.integers(0, 800, N), n_ref=1 if kind == "stdp_alif" else 0)
         ext = rng.integers(-300, 900, (T, B, N))
         w_rec, wexp = rng.integers(-255, 256, (N, N)), 0
     elif case == "leaky_u_refractory":
@@ -149,28 +174,35 @@ def test_compiled_fixed_layer_is_bit_exact(kind, case):
         ext = rng.integers(-(1 << 31), (1 << 31) - 1, (T, B, N))
         ext[::3] = rng.integers(-(1 << 18), 1 << 18, ext[::3].shape)
         w_rec, wexp = rng.integers(-255, 256, (N, N)) * 64, 6
+    if kind == "izhikevich":        # millivolt-sized input: Q14 mV is 2^8 Dense units per mV
+        kw = dict(kind=kind, size=N, psi_bits=7)
+        ext = ext if case == "extremes" else ext * 4
     p = fx.FixedNeuronParams(**kw)
     np.fill_diagonal(w_rec, 0)
     z_ref, psi_ref = _reference_layer(p, ext, w_rec, wexp)
-    z, psi = fused.run_fixed_lif_family(p, ext, w_rec, wexp)
+    out = fused.run_fixed_layer(p, ext, w_rec, wexp, fx.initial_state(p, B))
     assert 0 < z_ref.mean() < 0.9
-    np.testing.assert_array_equal(z, z_ref)
-    np.testing.assert_array_equal(psi, psi_ref)
+    np.testing.assert_array_equal(out["z"], z_ref)
+    np.testing.assert_array_equal(out["psi"], psi_ref)
     if case == "extremes":          # the edge cases were really reached
         a = ext.astype(np.int64)
         assert np.any(np.left_shift(wrap_int32(a), 6) > (1 << 23))
 
 
-@needs_numba
-@pytest.mark.parametrize("kind", ["lif", "alif"])
-def test_compiled_fixed_network_equals_step_engine(kind):
+def _fixed_network(kind, loss="cross_entropy", variant="random", sizes=(20, 15)):
     from eprop_lava.spec import LayerSpec, LearningSpec, NetworkSpec, NeuronParams, OptimizerSpec, RegularizationSpec
 
     params = NeuronParams(n_ref=2)
-    spec = NetworkSpec(n_inputs=10, layers=(LayerSpec(20, kind, params=params, weight_scale=3.0),
-                                            LayerSpec(15, kind, params=params, weight_scale=3.0)),
-                       timing="loihi", reset="zero", loss="cross_entropy", learning=LearningSpec(variant="random"),
-                       regularization=RegularizationSpec(form="none"), optimizer=OptimizerSpec(kind="sgd", lr=1e-3))
+    scale = 30.0 if kind == "izhikevich" else 3.0  # Izhikevich needs millivolt-sized input
+    return NetworkSpec(n_inputs=10, layers=tuple(LayerSpec(n, kind, params=params, weight_scale=scale) for n in sizes),
+                       timing="loihi", reset="zero", loss=loss, learning=LearningSpec(variant=variant),
+                       regularization=RegularizationSpec(form="none"), optimizer=OptimizerSpec(kind="sgd", lr=5e-2))
+
+
+@needs_numba
+@pytest.mark.parametrize("kind", ["lif", "alif", "stdp_alif", "izhikevich"])
+def test_compiled_fixed_network_equals_step_engine(kind):
+    spec = _fixed_network(kind)
     net = fe.quantize(spec, init_params(spec, 1), "loihi2")
     assert fe.compiled_inference(net)
     rng = np.random.default_rng(0)
@@ -186,6 +218,67 @@ def test_compiled_fixed_network_equals_step_engine(kind):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(fast.y, ref.y)
     np.testing.assert_array_equal(fast.err, ref.err)
+
+
+def _learn_both(net, samples):
+    """Online learning over ``samples`` in the compiled loops and in the step
+    engine, from copies of ``net`` with one generator set each."""
+    fast, ref = net.copy(), net.copy()
+    rf, rr = fe.update_rngs(fast), fe.update_rngs(ref)
+    runs = []
+    for x, target, mask in samples:
+        a = fe.simulate(fast, x, target, mask, learn=True, rngs=rf)
+        b = fe._simulate(ref, x, target, mask, True, rr, False, None, fe.PER_SYNAPSE)
+        runs.append((a, b))
+    return fast, ref, runs
+
+
+@needs_numba
+@pytest.mark.parametrize("kind", ["lif", "alif", "stdp_alif", "izhikevich"])
+@pytest.mark.parametrize("case", ["loihi2_interval", "wide_minibatch", "saturating"])
+def test_compiled_learning_is_bit_exact_to_step_engine(kind, case):
+    """Compiled online e-prop (eligibility, filtered trace, accumulator, update
+    with stochastic rounding streams) against the step engine: every spike,
+    readout value, error and learned weight equal. 'saturating' shrinks the
+    accumulator, tags and traces so that they clip, and checks that they did."""
+    from eprop_lava import fixed as F
+
+    variant = {"loihi2_interval": "adaptive", "wide_minibatch": "symmetric", "saturating": "random"}[case]
+    spec = _fixed_network(kind, loss="mse" if case == "wide_minibatch" else "cross_entropy", variant=variant)
+    prof = {"loihi2_interval": F.loihi2_profile(update_interval=7),
+            "wide_minibatch": F.wide_profile(update_interval=25, product_rounding="nearest"),
+            "saturating": F.loihi2_profile(update_interval=11, accumulator_bits=8, tag_bits=5, trace_bits=5,
+                                           trace_impulse=12, product_shift=0)}[case]
+    net = fe.quantize(spec, init_params(spec, 2), prof)
+    rng = np.random.default_rng(4)
+    B = 4 if case == "wide_minibatch" else 1
+    samples = []
+    for _ in range(2):
+        x = (rng.random((60, B, 10)) < 0.25).astype(float)
+        target = np.zeros((60, B, 2))
+        target[..., rng.integers(0, 2)] = 1.0
+        samples.append((x, target, None))
+    fast, ref, runs = _learn_both(net, samples)
+    for a, b in runs:
+        for za, zb in zip(a.z, b.z):
+            np.testing.assert_array_equal(za, zb)
+        np.testing.assert_array_equal(a.y, b.y)
+        np.testing.assert_array_equal(a.err, b.err)
+    assert sum(int(z.sum()) for a, _ in runs for z in a.z) > 50
+    wf, wr, w0 = fast.weights(), ref.weights(), net.weights()
+    for k in wr:
+        np.testing.assert_array_equal(wf[k], wr[k], err_msg=k)
+    assert sum(int((wr[k] != w0[k]).sum()) for k in wr) > 10  # learning happened
+    if case == "saturating":  # the clipped accumulator: one update moves a weight by at most |m| 2^e 255
+        captured = {}
+
+        def grab(netx, syn_in, syn_rec, syn_out, rngs, slices):
+            captured["acc"] = [s["acc"].copy() for s in syn_in]
+
+        probe = net.copy()
+        fe.simulate(probe, *samples[0], learn=True, on_update=grab)
+        lo, hi = prof.accumulator_range
+        assert any(np.any((a == lo) | (a == hi)) for a in captured["acc"])
 
 
 def test_retain_freed_memory_switch(monkeypatch):
@@ -229,7 +322,8 @@ def test_step_engine_threads_over_the_batch_give_one_pass_results(kind, monkeypa
                        timing="loihi", reset="zero", loss="mse", learning=LearningSpec(variant="symmetric"),
                        regularization=RegularizationSpec(form="none"), optimizer=OptimizerSpec(kind="sgd", lr=1e-3))
     net = fe.quantize(spec, init_params(spec, 1), "loihi2")
-    assert not fe.compiled_inference(net)  # these types keep the step engine
+    monkeypatch.setenv("EPROP_LAVA_FUSED", "0")
+    assert not fe.compiled_inference(net)  # switched off: the step engine
     rng = np.random.default_rng(2)
     x = (rng.random((40, 2 * fe.MIN_SAMPLES_PER_THREAD, 10)) < 0.2).astype(float)
     monkeypatch.setenv("EPROP_LAVA_THREADS", "2")
@@ -240,3 +334,50 @@ def test_step_engine_threads_over_the_batch_give_one_pass_results(kind, monkeypa
     np.testing.assert_array_equal(threaded.z[0], one.z[0])
     np.testing.assert_array_equal(threaded.psi[0], one.psi[0])
     np.testing.assert_array_equal(threaded.y, one.y)
+
+
+@needs_numba
+def test_without_numba_the_same_kernels_run_in_numpy():
+    """A fresh interpreter where numba cannot be imported runs online learning
+    with the kernels in plain numpy (the step engine) and gets the weights the
+    compiled loops get here."""
+    import json
+    import subprocess
+    import sys
+
+    code = ("import sys, json; sys.modules['numba'] = None\n"
+            "import numpy as np\n"
+            "from eprop_lava.engine import fused, fixed_engine as fe\n"
+            "from eprop_lava.engine.network import init_params\n"
+            "sys.path.insert(0, 'tests'); from test_fused import _fixed_network, _learning_sample\n"
+            "assert not fused.available()\n"
+            "spec = _fixed_network('alif', variant='adaptive')\n"
+            "net = fe.quantize(spec, init_params(spec, 2), 'loihi2')\n"
+            "fe.train_online(net, [_learning_sample()] * 2)\n"
+            "print(json.dumps({k: v.tolist() for k, v in net.weights().items()}))\n")
+    import os
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    env = dict(os.environ, PYTHONPATH=f"{root}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=root, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    plain = json.loads(out.stdout.strip().splitlines()[-1])
+    spec = _fixed_network("alif", variant="adaptive")
+    net = fe.quantize(spec, init_params(spec, 2), "loihi2")
+    initial = net.weights()
+    fe.train_online(net, [_learning_sample()] * 2)
+    assert fe.compiled_inference(net)
+    changed = 0
+    for k, w in net.weights().items():
+        np.testing.assert_array_equal(w, np.array(plain[k]), err_msg=k)
+        changed += int((w != initial[k]).sum())
+    assert changed > 0
+
+
+def _learning_sample(T=60, B=1, seed=6):
+    rng = np.random.default_rng(seed)
+    x = (rng.random((T, B, 10)) < 0.25).astype(float)
+    target = np.zeros((T, B, 2))
+    target[..., 1] = 1.0
+    return x, target, None

@@ -109,7 +109,8 @@ def network_to(net: fe.FixedNetwork) -> tuple[dict, dict]:
         layers.append({"neuron": _neuron_to(L.neuron, f"layers.{r}.neuron", arrays),
                        "w_in": f"layers.{r}.w_in", "w_rec": None if L.w_rec is None else f"layers.{r}.w_rec",
                        "weight_exp": int(L.weight_exp), "lr": _lr(L.lr), "w_scale": float(L.w_scale),
-                       "grad_scale": float(L.grad_scale)})
+                       "grad_scale": float(L.grad_scale),
+                       "weight_exp_rec": None if L.weight_exp_rec is None else int(L.weight_exp_rec)})
     ro = net.readout
     arrays["readout.w"] = ro.w.astype(np.int64)
     arrays["readout.bias"] = np.asarray(ro.bias, dtype=np.int64)
@@ -141,7 +142,8 @@ def network_from(spec: NetworkSpec, desc: dict, arrays: dict) -> fe.FixedNetwork
         neuron = fx.FixedNeuronParams(**kw)
         layers.append(fe.FixedLayer(neuron, arr(L["w_in"]), None if L["w_rec"] is None else arr(L["w_rec"]),
                                     int(L["weight_exp"]), lr(L["lr"]), float(L["w_scale"]),
-                                    float(L["grad_scale"])))
+                                    float(L["grad_scale"]),
+                                    None if L.get("weight_exp_rec") is None else int(L["weight_exp_rec"])))
     r = desc["readout"]
     readout = fe.FixedReadout(arr(r["w"]), int(r["d_kappa"]), arr(r["bias"]), float(r["y_scale"]),
                               int(r["weight_exp"]), lr(r["lr"]), float(r["grad_scale"]))

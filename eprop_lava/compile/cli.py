@@ -40,14 +40,19 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
     s = compile_checkpoint(args.checkpoint, args.out, target=args.target, weight_bits=_weight_bits(args.weight_bits),
                            system=args.system, learning=args.learning, loihi_timing=args.loihi_timing,
-                           search=not args.no_search, lr=args.lr)
+                           search=not args.no_search, lr=args.lr, grid=args.grid,
+                           deploy_target=args.deploy)
     for line in s.get("warnings", []):
         print(f"eprop-lava: warning: {line}", file=sys.stderr)
     if args.json:
         print(json.dumps(s, indent=2))
         return 0
+    if s.get("source_note"):
+        print(f"compiling {s['source_note']}")
     if s.get("conversion"):
         print(f"note: {s['conversion']}")
+    for gap in s.get("omitted", []):
+        print(f"note: left out the {gap['section']}: {gap['reason']}")
     errs = ", ".join(f"{k} {v:.4f}" for k, v in s["quantization_rel_rms_error"].items())
     clip = max(s["clipped_fraction"].values())
     print(f"compiled for {s['target']} ({s['system']}): {s['cores']} core(s) on {s['chips']} chip(s)"
@@ -56,12 +61,14 @@ def cmd_compile(args: argparse.Namespace) -> int:
     print(f"quantization (relative RMS error): {errs}; at most {100 * clip:.2f}% of a matrix clipped")
     if s["energy_per_step_nj"] is not None:
         print(f"estimate: {s['energy_per_step_nj']:.2f} nJ per step, {s['energy_per_inference_uj']:.2f} uJ and "
-              f"{s['latency_per_inference_ms']:.3f} ms per inference (Davies et al. 2018 Loihi 1 figures"
-              + ("; Loihi 2 per-op figures are not public" if s["target"] == "loihi2" else "") + ")")
+              f"{s['latency_per_inference_ms']:.3f} ms per inference (events counted on 4 test samples, priced "
+              "with SANA-FE's Loihi 1 calibration of Davies et al. 2018"
+              + ("; Loihi 2 per-event figures are not public: all assumed" if s["target"] == "loihi2" else "")
+              + "; see report.md)")
     if s["target"] == "loihi1" and s["learning_synapses"]:
-        print("note: Loihi 1 cannot run e-prop on chip (its neuron cannot send psi, LAVA_BRIEF §3.5); the "
+        print("note: Loihi 1 cannot run e-prop on chip (its neuron cannot send psi, docs/lava_loihi.md §3.5); the "
               "learning-synapse figures are a memory estimate only")
-    print(f"artifact: {s['artifact']} (report.md, core_map.png)")
+    print(f"artifact: {s['artifact']} (report.md, core_map.png, quantization.png)")
     return 0
 
 
@@ -90,26 +97,43 @@ def cmd_run(args: argparse.Namespace) -> int:
                      log=None if args.json else (lambda m: print(m, file=sys.stderr, flush=True)))
     print(json.dumps(r, indent=2) if args.json else format_run(r))
     lv = r.get("lava", {})
-    exact = lv.get("comparison", {}).get("bit_exact", True)
+    exact = lv.get("comparison", {}).get("bit_exact", True) and r.get("native", {}).get("bit_exact", True)
     if isinstance(lv.get("learning"), dict):
         exact = exact and lv["learning"]["bit_exact"]
     return 0 if exact else 1
 
 
 def cmd_export_netx(args: argparse.Namespace) -> int:
+    from eprop_lava.compile import deploy
     from eprop_lava.compile.artifact import load_artifact
     from eprop_lava.compile.netx import export_netx
 
     art = load_artifact(args.artifact)
-    info = export_netx(art.net, Path(args.out), learning=bool(art.manifest["target"].get("learning_synapses")))
-    print(json.dumps(info, indent=2) if args.json else f"netx HDF5: {args.out} ({info['layers']} layers)")
+    src = art.manifest["source"]
+    x = None  # a task this build does not know: netx.verification_input's Bernoulli spikes
+    try:
+        _, ts = deploy.test_set(src.get("task"), int(src.get("seed") or 0), 1)
+        x = ts.x[:, 0, :]
+    except UserError:
+        pass
+    info = export_netx(art.net, Path(args.out), learning=bool(art.manifest["target"].get("learning_synapses")),
+                       round_bias=args.round_bias, x=x)
+    v = info["verified"]
+    print(json.dumps(info, indent=2) if args.json else
+          f"netx HDF5: {args.out} ({info['layers']} layers); read back through lava-dl netx and run for "
+          f"{v['steps']} steps ({'a test sample' if x is not None else 'random input'}): "
+          f"{v['spike_mismatches']} spike, {v['readout_mismatches']} readout mismatches "
+          f"against the engine; readout y = last layer neuron.v / {info['readout']['y_scale']:g}"
+          + (f"; readout bias rounded by up to {info['readout_bias_rounding']}" if info["readout_bias_rounding"]
+             else ""))
     return 0
 
 
 def register(sub) -> None:
     p = sub.add_parser("compile", help="quantize a checkpoint, map it onto Loihi cores, write an artifact")
     p.add_argument("checkpoint", help="checkpoint.npz or a run directory")
-    p.add_argument("--target", choices=["loihi2", "loihi1"], default="loihi2")
+    p.add_argument("--target", choices=["loihi2", "loihi1"], default="loihi2",
+                   help="chip generation whose limits the mapping respects (default loihi2)")
     p.add_argument("--weight-bits", default="8", help="1..8 for all weights, or layers.0=6,readout=8 (default 8)")
     p.add_argument("--system", help="kapoho_point (default for loihi2), oheo_gulch, hala_point; nahuku32 "
                                     "(default for loihi1), kapoho_bay, pohoiki_beach, pohoiki_springs; or a chip count")
@@ -119,8 +143,14 @@ def register(sub) -> None:
     p.add_argument("--no-search", action="store_true", help="max-abs weight scaling instead of the error search")
     p.add_argument("--lr", type=float, help="on-chip learning rate (SGD on the summed e-prop gradient, stored as "
                                             "m 2^e); default: the spec's optimizer lr")
+    p.add_argument("--grid", choices=["dense", "netx"], default="dense",
+                   help="weight grid: each matrix on its own Lava Dense's grid (dense), or a layer's input and "
+                        "recurrent weights on one grid and the readout bias on 2^6, as lava-dl netx needs (netx)")
+    p.add_argument("--deploy", choices=["eprop", "native"], default="eprop",
+                   help="eprop: the e-prop processes (CPU models); native: inference as Lava standard processes "
+                        "(Dense, LIF) that have neurocore implementations, LIF networks only")
     p.add_argument("--out", required=True, help="artifact directory (written atomically)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout (for scripts) instead of text")
     p.set_defaults(func=cmd_compile)
 
     p = sub.add_parser("run", help="run a compiled artifact: float, fixed-point engine and Lava fixed_pt")
@@ -141,11 +171,13 @@ def register(sub) -> None:
     p.add_argument("--figure", help="with --learn: learning-curve PNG (default: ARTIFACT-learning.png next to "
                                     "the artifact)")
     p.add_argument("--no-lava", action="store_true", help="skip the Lava run")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout (for scripts) instead of text")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("export-netx", help="export a LIF-only artifact as lava-dl netx HDF5")
-    p.add_argument("artifact")
-    p.add_argument("--out", required=True)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("artifact", help="directory written by eprop-lava compile (a LIF-only network)")
+    p.add_argument("--out", required=True, help="HDF5 file to write")
+    p.add_argument("--round-bias", action="store_true",
+                   help="round a readout bias off netx's 2^6 grid to the nearest multiple of 64 (reported)")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout (for scripts) instead of text")
     p.set_defaults(func=cmd_export_netx)

@@ -2,7 +2,7 @@
 Lava process graph in Lava's CPU simulation (or, where it could exist, a
 Loihi system).
 
-Hardware detection follows LAVA_BRIEF §6: a Loihi system is usable only when
+Hardware detection follows docs/lava_loihi.md §6: a Loihi system is usable only when
 lava-loihi is installed (``lava.utils.loihi.is_installed()``), SLURM's
 ``sinfo`` exists and ``lava.utils.slurm.is_available()`` says so. Loihi2HwCfg
 is never constructed without lava-loihi (it raises NameError there, §1.4).
@@ -15,7 +15,7 @@ artifact's FixedNetwork and runs it with ``Loihi2SimCfg(select_tag='fixed_pt')``
 (explicit model map), samples one after another, and compares its readout
 (and, when reading them is affordable, its spikes) with the fixed-point
 engine bit for bit. ``Var.get()`` ships arrays element by element
-(LAVA_BRIEF §1.6: ~0.3 s per 10^4 values), so spikes are read back only up
+(docs/lava_loihi.md §1.6: ~0.3 s per 10^4 values), so spikes are read back only up
 to :data:`MAX_SPIKE_READ` values.
 """
 
@@ -46,7 +46,7 @@ def lava_status() -> tuple[bool, str]:
 
 
 def detect_hardware() -> dict:
-    """LAVA_BRIEF §6: lava-loihi installed, SLURM's sinfo present and a partition available."""
+    """docs/lava_loihi.md §6: lava-loihi installed, SLURM's sinfo present and a partition available."""
     out = {"lava_loihi": False, "sinfo": shutil.which("sinfo") is not None, "slurm": False, "hardware": False}
     try:
         import_lava("lava.magma.core.process.process")
@@ -93,21 +93,31 @@ TEST_STREAM = 3
 LEARN_STREAM = 4
 
 
-def test_set(task_name: str, seed: int, samples: int) -> tuple[Any, TestSet]:
-    """The task's test batch (rng [seed, 3], as ``eprop-lava eval``)."""
-    from eprop_lava.tasks import get_task
+def test_set(task_name: str, seed: int, samples: int, task_options: dict | None = None) -> tuple[Any, TestSet]:
+    """The test batch of the task a network was trained on: the recorded task
+    name and constructor options (a speech run's data directory, a changed
+    evidence length), the test split where the task has splits, and the rng
+    [seed, 3] of ``eprop-lava eval``."""
+    from eprop_lava.training import TrainConfig, held_out, task_from_config
 
-    try:
-        task = get_task(task_name)
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
+    task = held_out(task_from_config(TrainConfig(task=task_name, task_options=dict(task_options or {}))), "test")
     return task, draw(task, seed, TEST_STREAM, samples)
 
 
 def draw(task: Any, seed: int, stream: int, samples: int) -> TestSet:
     """``samples`` samples of ``task`` from rng [seed, stream]."""
+    from eprop_lava.validate import check_samples_memory
+
+    spec = task.default_spec()
+    check_samples_memory("--samples", samples, samples, getattr(task, "steps", 1),
+                         spec.n_inputs + spec.readout.n_outputs)
     b = task.batch(np.random.default_rng([int(seed), int(stream)]), samples)
     return TestSet(np.asarray(b.x), np.asarray(b.target), np.asarray(b.mask), b.labels, b)
+
+
+def source_task(source: dict) -> tuple[str, dict]:
+    """(task name, task options) recorded in an artifact's ``source`` table."""
+    return source["task"], dict((source.get("train") or {}).get("task_options") or {})
 
 
 # ------------------------------------------------------------------ runs
@@ -135,10 +145,12 @@ def fixed_metric(task: Any, net: fe.FixedNetwork, run: fe.FixedRun, ts: TestSet,
 
 
 def lava_run(net: fe.FixedNetwork, x: np.ndarray, steps: int | None = None, timeout: float = 540.0,
-             read_spikes: bool | None = None) -> dict:
+             read_spikes: bool | None = None, progress: Any = None) -> dict:
     """Run ``x`` (T, S, n_in) sample after sample on Lava (fixed_pt, CPU).
     ``steps`` caps the total number of time steps. Returns the readout y
-    (steps, K) and, if affordable, the spikes per layer (steps, N_r)."""
+    (steps, K) and, if affordable, the spikes per layer (steps, N_r).
+    ``progress`` (a :class:`eprop_lava.progress.Progress` over steps) makes
+    the run advance one sample (T steps) per Lava run call and report it."""
     import_lava("eprop_lava.models")
     from lava.proc.io.source import RingBuffer
 
@@ -165,7 +177,9 @@ def lava_run(net: fe.FixedNetwork, x: np.ndarray, steps: int | None = None, time
         return out
 
     t0 = time.perf_counter()
-    out = run_guarded(src, total, run_config("fixed_pt"), read, timeout=timeout)
+    out = run_guarded(src, total, run_config("fixed_pt"), read, timeout=timeout,
+                      chunk=T if progress is not None else None,
+                      progress=None if progress is None else progress.update)
     out["seconds"] = time.perf_counter() - t0
     out["read_seconds"] = timing.get("read_s", 0.0)
     out["steps"] = total

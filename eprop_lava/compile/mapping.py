@@ -1,6 +1,6 @@
 """Loihi resource model and a greedy core partitioner.
 
-Limits come from LAVA_BRIEF §4 (Davies et al., IEEE Micro 38(1) 2018;
+Limits come from docs/lava_loihi.md §4 (Davies et al., IEEE Micro 38(1) 2018;
 nengo-loihi ``block.py``/``discretize.py``/``nxsdk_objects.py``; Intel's
 Loihi 2 technology brief 2021). Where a Loihi 2 figure is not public the
 model says what it assumes (:attr:`ChipTarget.assumptions`).
@@ -10,7 +10,7 @@ What is counted per core
 * **compartments**: one per neuron; on Loihi 1 an adaptive (ALIF/STDP-ALIF)
   neuron takes two (its threshold adaptation needs an auxiliary compartment,
   as in Rao et al. 2022); the readout is one non-spiking compartment per
-  output. Izhikevich neurons have no Loihi 1 form (LAVA_BRIEF §2.3).
+  output. Izhikevich neurons have no Loihi 1 form (docs/lava_loihi.md §2.3).
 * **synaptic memory**: per presynaptic axon entering the core, one synapse
   list over the core's postsynaptic neurons of that projection:
   ``ceil64(n (w + d + t) + 10)`` bits (nengo-loihi ``SynapseConfig.bits_per_axon``,
@@ -107,7 +107,7 @@ LOIHI1 = ChipTarget(
     assumptions=("an adaptive neuron uses 2 compartments (threshold adaptation through an auxiliary "
                  "compartment)",
                  "on-chip e-prop is not possible: psi needs v relative to the threshold, which Loihi 1's "
-                 "fixed CUBA neuron cannot send (LAVA_BRIEF §3.5 (2)); the learning-synapse count is a "
+                 "fixed CUBA neuron cannot send (docs/lava_loihi.md §3.5 (2)); the learning-synapse count is a "
                  "memory estimate only"))
 
 LOIHI2 = ChipTarget(
@@ -123,7 +123,7 @@ LOIHI2 = ChipTarget(
                  "input/output axons per core taken equal to Loihi 1's 4,096 (not publicly tabulated)",
                  "neurons are programmable microcode: no configuration-slot limit is modelled",
                  "custom neurons (psi output, ALIF, Izhikevich) need microcode NcProcessModels, which open "
-                 "Lava does not contain (LAVA_BRIEF §6)"))
+                 "Lava does not contain (docs/lava_loihi.md §6)"))
 
 TARGETS = {"loihi1": LOIHI1, "loihi2": LOIHI2}
 
@@ -381,7 +381,7 @@ def map_network(spec: NetworkSpec, target: str | ChipTarget = "loihi2", system: 
     for p in pops_list:
         if p.kind == "izhikevich" and not tgt.izhikevich:
             raise MappingError(f"{p.key}: Izhikevich neurons have no {tgt.name} equivalent (its neuron is a fixed "
-                               "CUBA LIF; LAVA_BRIEF §2.3); use --target loihi2")
+                               "CUBA LIF; docs/lava_loihi.md §2.3); use --target loihi2")
     cores: list[list[Block]] = [[]]
     for p in pops_list:
         start = 0
@@ -438,7 +438,7 @@ def map_network(spec: NetworkSpec, target: str | ChipTarget = "loihi2", system: 
 
 
 def _output_axons(usages: list, pops_list: list) -> None:
-    """Per neuron, one output axon per destination core (LAVA_BRIEF §4)."""
+    """Per neuron, one output axon per destination core (docs/lava_loihi.md §4)."""
     where: dict = {}
     for u in usages:
         for b in u.blocks:

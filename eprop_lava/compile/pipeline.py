@@ -4,6 +4,8 @@ Lava runs; and the main job's demo stage (:func:`deploy_demo`)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import json
 import time
 from pathlib import Path
@@ -17,8 +19,9 @@ from eprop_lava.compile.artifact import (
 )
 from eprop_lava.compile.mapping import Mapping, map_network
 from eprop_lava.compile.quantize import quantization_warnings, quantize_network
-from eprop_lava.compile.report import core_map_png, energy_estimate, markdown_report
+from eprop_lava.compile.report import core_map_png, energy_from_run, markdown_report
 from eprop_lava.errors import UserError
+from eprop_lava.fixed import FixedPointError
 from eprop_lava.spec import NetworkSpec
 
 ACTIVITY_SAMPLES = 4
@@ -34,6 +37,12 @@ def convert_timing(spec: NetworkSpec) -> tuple[NetworkSpec, str | None]:
     return spec.replace(timing="loihi", reset="zero"), note
 
 
+def analog_input_reason(task_name: str, exc: Exception) -> str:
+    """Why the fixed-point engine (and Loihi's Dense input) cannot run a task."""
+    return (f"{exc} (task {task_name!r} feeds real-valued features, not spikes; Loihi's input synapses "
+            "take spike events, so the fixed-point engine, Lava and the activity-based estimate cannot run it)")
+
+
 def activity(net: Any, x: np.ndarray) -> dict:
     """Mean spikes per step of the input and of every layer (fixed-point engine)."""
     run = deploy.fixed_run(net, deploy.TestSet(x, None, None, None))
@@ -45,24 +54,46 @@ def activity(net: Any, x: np.ndarray) -> dict:
 
 def compile_checkpoint(checkpoint: str | Path, out: str | Path, target: str = "loihi2", weight_bits: Any = 8,
                        system: str | None = None, learning: bool = False, loihi_timing: bool = False,
-                       search: bool = True, lr: float | None = None, log: Any = None) -> dict:
+                       search: bool = True, lr: float | None = None, log: Any = None,
+                       grid: str = "dense", deploy_target: str = "eprop") -> dict:
     """Compile a training checkpoint into an artifact directory; returns the summary."""
-    from eprop_lava.training import load_checkpoint
+    from eprop_lava.training import load_checkpoint, select_checkpoint
 
     t0 = time.perf_counter()
-    ck = load_checkpoint(checkpoint)
-    spec, note = ck.spec, None
+    ck_file, source_note = select_checkpoint(checkpoint)
+    ck = load_checkpoint(ck_file)
+    from eprop_lava.engine.network import fold_conventions
+
+    # the fixed-point models implement the default conventions: fold TF's scalings into the weights
+    spec, params = fold_conventions(ck.spec, ck.params)
+    ck = replace(ck, spec=spec, params=params)
+    note = None
     if loihi_timing:
         spec, note = convert_timing(spec)
     if lr is not None and not (isinstance(lr, (int, float)) and np.isfinite(lr) and lr > 0):
         raise UserError(f"--lr: expected a positive number, got {lr!r}")
     task_name, seed = ck.config.task, ck.config.seed
+    omitted = []
     try:
-        _, ts = deploy.test_set(task_name, seed, ACTIVITY_SAMPLES)
-    except UserError:
-        ts = None  # a task this build does not know: no activity, no energy estimate, the profile's error bits
+        _, ts = deploy.test_set(task_name, seed, ACTIVITY_SAMPLES, ck.config.task_options)
+    except UserError as exc:
+        # no inputs (a speech run's data directory must still be there): no activity, no energy
+        # estimate, the profile's error bits
+        ts = None
+        omitted.append({"section": "activity and energy/latency estimate",
+                        "reason": f"the test inputs of task {task_name!r} could not be built: {exc}"})
     net, qrep = quantize_network(spec, ck.params, weight_bits, search=search, lr=lr,
-                                 loss_mask=None if ts is None else ts.mask)
+                                 loss_mask=None if ts is None else ts.mask, grid=grid)
+    native_info = None
+    if deploy_target == "native":
+        from eprop_lava.compile import native
+
+        native.check_native(net, learning)
+        native_info = {"placement": native.placement(net),
+                       "note": "Lava standard processes only (Dense, LIF); `eprop-lava run` simulates this graph "
+                               "with Loihi2SimCfg and compares it with the engine; Loihi2HwCfg is not exercised"}
+    elif deploy_target != "eprop":
+        raise UserError(f"--deploy: expected eprop or native, got {deploy_target!r}")
     warnings = quantization_warnings(qrep, net, ck.params)
     mapping = map_network(spec, target, system, qrep.weight_bits, learning, net.profile,
                           [L.neuron for L in net.layers])
@@ -72,15 +103,16 @@ def compile_checkpoint(checkpoint: str | Path, out: str | Path, target: str = "l
                                     [L.neuron for L in net.layers]).to_dict()
     except UserError as exc:
         mapping_other = {"error": str(exc)}
-    rates, steps = {}, None
+    rates, energy = {}, None
     if ts is not None:
-        rates = activity(net, ts.x)
-        steps = int(ts.x.shape[0])
-    energy = energy_estimate(mapping, rates, steps or 1, learning) if rates else None
+        try:
+            rates = activity(net, ts.x)
+            energy = energy_from_run(net, mapping, ts.x, learning)
+        except FixedPointError as exc:
+            omitted.append({"section": "activity and energy/latency estimate",
+                            "reason": analog_input_reason(task_name, exc)})
     desc, arrays = network_to(net)
     arrays.update({f"float.{k}": np.asarray(v, dtype=np.float64) for k, v in ck.params.items()})
-    ck_path = Path(checkpoint)
-    ck_file = ck_path / "checkpoint.npz" if ck_path.is_dir() else ck_path
     manifest = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "versions": versions(),
@@ -91,7 +123,8 @@ def compile_checkpoint(checkpoint: str | Path, out: str | Path, target: str = "l
         "conversion": note,
         "target": {"name": target, "system": mapping.system, "chips": mapping.system_chips,
                    "learning_synapses": learning, "limits": mapping.limits,
-                   "learning_rate": float(spec.optimizer.lr if lr is None else lr)},
+                   "learning_rate": float(spec.optimizer.lr if lr is None else lr), "deploy": deploy_target},
+        "native": native_info,
         "weight_bits": qrep.weight_bits,
         "quantization": qrep.to_dict(),
         "quantization_warnings": warnings,
@@ -100,13 +133,19 @@ def compile_checkpoint(checkpoint: str | Path, out: str | Path, target: str = "l
         "mapping_other_mode": mapping_other,
         "activity_spikes_per_step": rates,
         "energy": energy,
+        "omitted": omitted,
     }
     manifest = jsonable(manifest)
     report_md = markdown_report(manifest, mapping, energy)
     png = core_map_png(mapping)
-    out = write_artifact(out, manifest, arrays, {"report.md": report_md.encode(), "core_map.png": png})
+    from eprop_lava.plots import figure_png, quantization_of_network
+
+    quant_png = figure_png(quantization_of_network(ck.params, net, manifest["quantization"]))
+    out = write_artifact(out, manifest, arrays, {"report.md": report_md.encode(), "core_map.png": png,
+                                                 "quantization.png": quant_png})
     summary = summarize(manifest)
     summary["artifact"] = str(out)
+    summary["source_note"] = source_note
     summary["seconds"] = time.perf_counter() - t0
     return summary
 
@@ -127,6 +166,7 @@ def summarize(manifest: dict) -> dict:
         "energy_per_inference_uj": None if not e else e["per_inference"]["energy_uj"],
         "latency_per_inference_ms": None if not e else e["per_inference"]["latency_ms"],
         "conversion": manifest.get("conversion"),
+        "omitted": manifest.get("omitted", []),
         "warnings": manifest.get("quantization_warnings", []),
     }
 
@@ -141,7 +181,7 @@ ADAPTATION_LR = 0.03
 
 def run_artifact(path: str | Path, samples: int = 64, steps: int | None = None, learn: bool = False,
                  lava: bool = True, lava_samples: int = 4, log: Any = None, learn_samples: int = LEARN_SAMPLES,
-                 curve_every: int | None = None, figure: str | Path | None = None) -> dict:
+                 curve_every: int | None = None, figure: str | Path | None = None, progress: bool = True) -> dict:
     """Float engine and fixed-point engine on ``samples`` test samples; Lava
     (fixed_pt, ~2 ms per step on CPU) on the first ``lava_samples`` of them
     (``steps`` caps its time steps), compared bit for bit with the engine.
@@ -151,10 +191,25 @@ def run_artifact(path: str | Path, samples: int = 64, steps: int | None = None, 
     rng stream :data:`deploy.LEARN_STREAM` (never the test samples); the
     held-out test error before, every ``curve_every`` samples and after
     (``figure``: the learning curve as PNG). Lava then learns on its first
-    sample(s) and is compared with the engine bit for bit."""
+    sample(s) and is compared with the engine bit for bit.
+
+    Progress (bars on a terminal, lines otherwise) goes to stderr when
+    ``progress``, and to ARTIFACT/log.txt; figures to ARTIFACT/plots/."""
+    from eprop_lava.progress import log_file
+
     art = load_artifact(path)
+    with log_file(art.path / "log.txt"):
+        return _run_artifact(art, samples, steps, learn, lava, lava_samples, log, learn_samples, curve_every,
+                             figure, progress)
+
+
+def _run_artifact(art: Any, samples: int, steps: int | None, learn: bool, lava: bool, lava_samples: int,
+                  log: Any, learn_samples: int, curve_every: int | None, figure: Any, progress: bool) -> dict:
+    from eprop_lava.progress import Progress, lava_estimate, note
+
     src = art.manifest["source"]
-    task, ts = deploy.test_set(src["task"], int(src["seed"]), samples)
+    task_name, task_options = deploy.source_task(src)
+    task, ts = deploy.test_set(task_name, int(src["seed"]), samples, task_options)
     out: dict = {"artifact": str(art.path), "task": src["task"], "samples": samples, "steps_per_sample":
                  int(ts.x.shape[0]), "target": art.target, "cores": art.manifest["mapping"]["n_cores"],
                  "metric": task.metric_name}
@@ -169,17 +224,28 @@ def run_artifact(path: str | Path, samples: int = 64, steps: int | None = None, 
         if art.manifest.get("conversion"):
             out[f"float_loihi_timing_{task.metric_name}"] = deploy.float_metric(task, art.spec, art.float_params, ts)
     t0 = time.perf_counter()
-    run = deploy.fixed_run(art.net, ts)
+    try:
+        run = deploy.fixed_run(art.net, ts)
+    except FixedPointError as exc:
+        reason = analog_input_reason(task_name, exc)
+        out["fixed_skipped"] = reason
+        out["lava"] = {"skipped": reason}
+        if learn:
+            out["learning"] = {"skipped": reason}
+        return jsonable(out)
     out[f"fixed_{task.metric_name}"] = deploy.fixed_metric(task, art.net, run, ts)
     out["fixed_seconds"] = time.perf_counter() - t0
     # post hoc from the step engine's state records (the compiled inference keeps no v): a subset bounds the cost
     out["v_saturation"] = deploy.v_saturation(art.net, ts.x[:, :V_SATURATION_SAMPLES])
+    note(f"float and fixed-point engines: {samples} samples x {ts.x.shape[0]} steps in "
+         f"{out['fixed_seconds']:.1f} s (fixed point)", echo=False)
     lr = None
     if learn:
         lr_train = deploy.draw(task, int(src["seed"]), deploy.LEARN_STREAM, learn_samples)
         every = curve_every or max(1, learn_samples // CURVE_POINTS)
         t1 = time.perf_counter()
-        lr = deploy.learn_run(art.net, lr_train, ts, task, every)
+        with Progress(learn_samples, "online e-prop (fixed-point engine)", unit="sample", enabled=progress) as bar:
+            lr = deploy.learn_run(art.net, lr_train, ts, task, every, progress=lambda done, total: bar.update(1))
         seconds = time.perf_counter() - t1
         sig = lr["signal"]
         out["learning"] = {
@@ -198,16 +264,17 @@ def run_artifact(path: str | Path, samples: int = 64, steps: int | None = None, 
             out["learning"]["figure"] = str(learning_curve_png(lr["curve"], figure, task.metric_name,
                                                               learn_samples, samples))
     ok, why = deploy.lava_status()
+    lv = None
     if not lava:
         out["lava"] = {"skipped": "disabled (--no-lava)"}
     elif not ok:
         out["lava"] = {"skipped": why}
     else:
-        if log:
-            total = steps if steps is not None else max(1, min(lava_samples, samples)) * ts.x.shape[0]
-            log(f"running {total} steps in Lava's fixed-point CPU simulation (~2 ms per step)...")
         k = max(1, min(lava_samples, samples))
-        lv = deploy.lava_run(art.net, ts.x[:, :k], steps)
+        total = min(steps, k * ts.x.shape[0]) if steps is not None else k * ts.x.shape[0]
+        note(lava_estimate(total), echo=progress or bool(log))
+        with Progress(total, "Lava fixed_pt", unit="step", enabled=progress) as bar:
+            lv = deploy.lava_run(art.net, ts.x[:, :k], steps, progress=bar)
         cmp = deploy.compare_lava(run, lv)
         n_done = lv["steps"] // lv["sample_steps"]
         out["lava"] = {"backend": "Loihi2SimCfg(select_tag='fixed_pt'), CPU", "steps": lv["steps"],
@@ -218,38 +285,50 @@ def run_artifact(path: str | Path, samples: int = 64, steps: int | None = None, 
                                                                                       slice(0, n_done))
                        if n_done else None}
         if learn:
-            out["lava"]["learning"] = lava_learning(art.net, lr_train, steps)
+            out["lava"]["learning"] = lava_learning(art.net, lr_train, steps, progress)
+        if art.manifest["target"].get("deploy") == "native":
+            out["native"] = native_run(art.net, ts.x[:, :max(1, min(lava_samples, samples))], steps)
+    out["figures"] = save_run_figures(art, task, ts, run, lv)
     return jsonable(out)
+
+
+def save_run_figures(art: Any, task: Any, ts: Any, run: Any, lava: dict | None) -> list:
+    """ARTIFACT/plots/*.png of a run (plots.artifact_run_figures); the paths."""
+    from eprop_lava.plots import artifact_run_figures, save_figure
+
+    figs = artifact_run_figures(task, ts, art.spec, art.float_params, art.net, run, lava)
+    return [str(save_figure(fig, art.path / "plots" / f"{name}.png")) for name, fig in figs.items()]
+
+
+def native_run(net: Any, x: np.ndarray, steps: int | None = None) -> dict:
+    """The native graph (Lava standard processes) on each sample of x (T, S,
+    n_in), one Lava run per sample (the engine starts each sample from rest),
+    compared with the engine; ``steps`` caps the first sample."""
+    from eprop_lava.compile import native
+
+    rows = []
+    for s in range(x.shape[1]):
+        xs = x[:, s] if steps is None else x[:min(int(steps), x.shape[0]), s]
+        rows.append(native.compare_native(net, xs))
+        if steps is not None:
+            break
+    return {"backend": rows[0]["backend"], "samples": len(rows), "steps": sum(r["steps"] for r in rows),
+            "spikes_engine": sum(r["spikes_engine"] for r in rows),
+            "spike_mismatches": sum(r["spike_mismatches"] for r in rows),
+            "readout_mismatches": sum(r["readout_mismatches"] for r in rows),
+            "seconds": sum(r["seconds"] for r in rows),
+            "bit_exact": all(r["spike_mismatches"] == 0 and r["readout_mismatches"] == 0 for r in rows)}
 
 
 def learning_curve_png(curve: list, path: str | Path, metric: str, n_train: int, n_test: int) -> Path:
     """The held-out learning curve as a PNG (written atomically)."""
-    import os
-    import tempfile
+    from eprop_lava.plots import learning_curve_onchip, save_figure
 
-    from eprop_lava.plots import _pyplot
-
-    plt = _pyplot()
-    path = Path(path)
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    ax.plot([c["samples"] for c in curve], [c["error" if "error" in c else metric] for c in curve], "o-", ms=4)
-    ax.set(xlabel="on-chip training samples learned (batch 1)",
-           ylabel=f"held-out {metric} (fraction of {n_test} test samples)",
-           title=f"online fixed-point e-prop, {n_train} samples")
-    ax.set_ylim(bottom=0)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png", dpi=110)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    fig = learning_curve_onchip({"online fixed-point e-prop": curve}, metric,
+                                xlabel="on-chip training samples learned (batch 1)",
+                                ylabel=f"held-out {metric} (fraction of {n_test} test samples)",
+                                title=f"online fixed-point e-prop, {n_train} samples")
+    return save_figure(fig, path, dpi=110)
 
 
 def format_run(r: dict) -> str:
@@ -261,6 +340,9 @@ def format_run(r: dict) -> str:
         lines.append(f"float engine {m}:       {r[f'float_{m}']:.4f}")
     if f"float_loihi_timing_{m}" in r:
         lines.append(f"float (Loihi timing) {m}: {r[f'float_loihi_timing_{m}']:.4f}")
+    if "fixed_skipped" in r:
+        lines.append(f"fixed-point engine skipped: {r['fixed_skipped']}")
+        return "\n".join(lines)
     lines.append(f"fixed-point engine {m}: {r[f'fixed_{m}']:.4f}")
     if r.get("v_saturation"):
         lines.append(f"v at the 24-bit limit (first {r['v_saturation'][0]['samples']} test samples): " + ", ".join(
@@ -277,6 +359,14 @@ def format_run(r: dict) -> str:
                   else f"{c['spike_mismatches']} spike mismatches of {c['spike_values']}")
         lines.append(f"Lava fixed_pt {m}:      {acc}; vs engine: {c['readout_mismatches']} readout mismatches of "
                      f"{c['readout_values']}, {spikes} ({lv['steps']} steps, {lv['seconds']:.1f} s)")
+    if r.get("native"):
+        nv = r["native"]
+        lines.append(f"native graph (Lava Dense + LIF only, {nv['backend']}): {nv['samples']} sample(s), "
+                     f"{nv['steps']} steps, {nv['spike_mismatches']} spike mismatches ({nv['spikes_engine']} spikes) "
+                     f"and {nv['readout_mismatches']} readout mismatches vs the engine "
+                     f"({'bit-exact' if nv['bit_exact'] else 'NOT bit-exact'}; {nv['seconds']:.1f} s)")
+    if r.get("figures"):
+        lines.append("figures: " + ", ".join(r["figures"]))
     if "learning" in r:
         L = r["learning"]
         c = L["signal_counts"]
@@ -301,7 +391,7 @@ def format_run(r: dict) -> str:
     return "\n".join(lines)
 
 
-def lava_learning(net: Any, ts: Any, steps: int | None) -> dict:
+def lava_learning(net: Any, ts: Any, steps: int | None, progress: bool = False) -> dict:
     """Online e-prop in Lava (fixed_pt learning graph) and in the engine on
     the first sample(s) of ``ts``; the final weights compared bit for bit.
 
@@ -315,13 +405,17 @@ def lava_learning(net: Any, ts: Any, steps: int | None) -> dict:
     from eprop_lava.models.network import run_network
 
     T, S = ts.x.shape[0], ts.x.shape[1]
-    # the learning graph costs ~15 ms per step on CPU: one sample unless --steps asks for more
+    from eprop_lava.progress import Progress, lava_estimate, note
+
+    # the learning graph costs 2.7-5.4 ms per step on CPU (progress.COSTS): one sample unless --steps asks for more
     n = 1 if steps is None else max(1, min(S, int(steps) // T))
     sub = TestSet(ts.x[:, :n], ts.target[:, :n], ts.mask[:, :n], None)
     engine = learn_run(net, sub)
+    note(lava_estimate(n * T, learning=True), echo=progress)
     t0 = time.perf_counter()
-    res = run_network(np.transpose(sub.x, (1, 0, 2)), net=net, target=np.transpose(sub.target, (1, 0, 2)),
-                      mask=sub.mask.T, learn=True, weights=True, timeout=540.0)
+    with Progress(n * T, "Lava fixed_pt learning", unit="step", enabled=progress) as bar:
+        res = run_network(np.transpose(sub.x, (1, 0, 2)), net=net, target=np.transpose(sub.target, (1, 0, 2)),
+                          mask=sub.mask.T, learn=True, weights=True, timeout=540.0, progress=bar)
     return {"samples": n, "seconds": time.perf_counter() - t0,
             **compare_learned(res["weights"], engine, net.spec.learning.variant != "random")}
 
@@ -383,7 +477,8 @@ def deploy_demo(out_dir: Path, train_result: Any, task: Any, spec: NetworkSpec, 
                    f"test_fixed_{m}": r[f"fixed_{m}"], "test_samples": samples, "lava": r["lava"],
                    "artifact": str(out_dir / "compiled-loihi2")})
     for target in ("loihi2", "loihi1"):
-        print(f"figure: {out_dir / f'compiled-{target}' / 'core_map.png'}")
+        for name in ("core_map.png", "quantization.png"):
+            print(f"figure: {out_dir / f'compiled-{target}' / name}")
     (out_dir / "deploy.json").write_text(json.dumps(jsonable(r), indent=2))
     from eprop_lava.studies.onchip import adaptation, format_adaptation
 

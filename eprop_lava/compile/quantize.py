@@ -2,7 +2,7 @@
 and an account of what quantization costs.
 
 Builds on the reference quantizer :func:`eprop_lava.engine.fixed_engine.quantize`
-(LAVA_BRIEF §2.1 "Float->fixed mapping": ``dv`` from alpha, ``du = 4095``,
+(docs/lava_loihi.md §2.1 "Float->fixed mapping": ``dv`` from alpha, ``du = 4095``,
 ``vth = v_th S / 64``, ``theta_step = beta S``, learning-rate constants
 m 2^e, psi and trace scaling of the loihi2 profile). That quantizer scales
 every layer by its largest weight (max-abs). Here:
@@ -16,15 +16,23 @@ every layer by its largest weight (max-abs). Here:
   theta_step, learning rates, gradient scales, feedback) follows from the
   chosen scale through the one implementation of those equations.
 * **Loihi weight grid.** Weights are rounded to nearest on the grid Lava's
-  ``Dense`` actually uses (LAVA_BRIEF §2.2, :func:`eprop_lava.fixed.dense_weights`):
+  ``Dense`` actually uses (docs/lava_loihi.md §2.2, :func:`eprop_lava.fixed.dense_weights`):
   ``num_weight_bits`` b in 1..8; mixed-sign matrices hold multiples of
   2^(9-b) in [-256, 256 - 2^(9-b)] (8-bit mixed: even values), one-signed
   matrices multiples of 2^(8-b) in [0, 256 - 2^(8-b)] (or the negatives).
   Rounding to nearest on that grid here means Lava's truncation is the
   identity, so the engine, our Lava processes and lava-dl netx agree.
+  ``grid="dense"`` (default) gives every matrix the grid of its own Dense
+  (Lava's Dense determines the sign mode per matrix: an all-positive input
+  matrix keeps odd values and 255 next to a mixed-sign recurrent one);
+  ``grid="netx"`` puts a layer's input and recurrent matrices on one grid
+  (the sign mode of [w_in | w_rec]), which is what lava-dl netx's
+  RecurrentDense reproduces (it optimises the two matrices together), and
+  puts the readout bias on netx's fixed bias_exp = 6.
 * **Biases** (the readout's) become ``mant << exp`` with a 13-bit signed
   mantissa (|mant| <= 4095) and the smallest exponent in 0..7 that fits
-  (Lava's ``bias_mant``/``bias_exp``, LAVA_BRIEF §2.1).
+  (Lava's ``bias_mant``/``bias_exp``, docs/lava_loihi.md §2.1); with ``grid="netx"``
+  the exponent is at least 6.
 
 The report gives, per matrix, the relative RMS error, the largest absolute
 error (float units), the fraction of clipped weights and the grid; per layer
@@ -48,6 +56,8 @@ from eprop_lava.spec import NetworkSpec
 SEARCH_STEPS = 40          # clip levels max * 2^(-j/8), j = 0..40: down to 1/32 of the max
 BIAS_MANT_MAX = (1 << 12) - 1
 BIAS_EXP_MAX = 7
+NETX_BIAS_EXP = 6          # lava-dl netx fixes bias_exp = 6 (netx/hdf5.py get_neuron_params)
+GRIDS = ("dense", "netx")
 
 
 class QuantizationError(UserError):
@@ -58,7 +68,7 @@ class QuantizationError(UserError):
 @dataclass(frozen=True)
 class WeightGrid:
     """Integer weights Lava's Dense holds for ``bits`` (1..8) and a sign mode
-    (LAVA_BRIEF §2.2): multiples of ``step`` in [lo, hi]."""
+    (docs/lava_loihi.md §2.2): multiples of ``step`` in [lo, hi]."""
 
     bits: int
     sign_mode: str
@@ -162,9 +172,10 @@ class QuantizationReport:
     readout: dict = field(default_factory=dict)
     learning: dict = field(default_factory=dict)
     search: str = "mse"
+    grid: str = "dense"
 
     def to_dict(self) -> dict:
-        return {"weight_bits": self.weight_bits, "search": self.search,
+        return {"weight_bits": self.weight_bits, "search": self.search, "grid": self.grid,
                 "matrices": [m.to_dict() for m in self.matrices],
                 "layers": [layer.to_dict() for layer in self.layers],
                 "readout": self.readout, "learning": self.learning}
@@ -230,11 +241,11 @@ def _group_scale(net: fe.FixedNetwork, key: str) -> float:
     return float(net.layers[r].w_scale)
 
 
-def quantize_bias(b_int: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def quantize_bias(b_int: np.ndarray, min_exp: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(mant, exp, value) with value = mant << exp, |mant| <= 4095, the
-    smallest exp in 0..7 that fits (Loihi's bias, LAVA_BRIEF §2.1)."""
+    smallest exp in min_exp..7 that fits (Loihi's bias, docs/lava_loihi.md §2.1)."""
     b = np.asarray(b_int, dtype=np.float64)
-    exp = np.array([next((e for e in range(BIAS_EXP_MAX + 1) if abs(v) / 2.0 ** e <= BIAS_MANT_MAX + 0.5),
+    exp = np.array([next((e for e in range(min_exp, BIAS_EXP_MAX + 1) if abs(v) / 2.0 ** e <= BIAS_MANT_MAX + 0.5),
                          BIAS_EXP_MAX) for v in b.ravel()], dtype=np.int64).reshape(b.shape)
     mant = np.clip(np.rint(b / 2.0 ** exp), -BIAS_MANT_MAX, BIAS_MANT_MAX).astype(np.int64)
     return mant, exp, np.left_shift(mant, exp)
@@ -243,20 +254,24 @@ def quantize_bias(b_int: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
 # ------------------------------------------------------------------ the compiler's quantizer
 def quantize_network(spec: NetworkSpec, params: dict, weight_bits: Any = 8, profile: Any = "loihi2",
                      search: bool = True, lr: float | None = None,
-                     loss_mask: Any = None) -> tuple[fe.FixedNetwork, QuantizationReport]:
+                     loss_mask: Any = None, grid: str = "dense") -> tuple[fe.FixedNetwork, QuantizationReport]:
     """Trained float parameters -> (FixedNetwork, QuantizationReport).
     ``loss_mask`` (T, B): the task's loss mask, from which the output
     error's exponent is chosen (:func:`eprop_lava.engine.fixed_engine.error_exponent`).
 
     ``weight_bits``: 1..8 for all groups, or {"layers.0": 6, "readout": 8,
     "default": 8}. ``search=False`` gives max-abs scaling (the reference
-    quantizer's choice) on the same grid, for comparison."""
+    quantizer's choice) on the same grid, for comparison. ``grid``: "dense"
+    (each matrix on its own Dense's grid) or "netx" (a layer's input and
+    recurrent matrices on one grid, readout bias exponent >= 6)."""
+    if grid not in GRIDS:
+        raise QuantizationError(f"grid: expected one of {', '.join(GRIDS)}, got {grid!r}")
     if spec.timing != "loihi" or spec.reset != "zero":
         raise QuantizationError(
             f"the network was trained with timing={spec.timing!r}, reset={spec.reset!r}; Loihi delays every "
-            "synaptic hop by one step and resets v to zero (LAVA_BRIEF §2.1-2.2). Train with "
-            "--set spec.timing='\"loihi\"' --set spec.reset='\"zero\"', or compile with --loihi-timing to "
-            "convert (the report then shows the float accuracy before and after)")
+            "synaptic hop by one step and resets v to zero (docs/lava_loihi.md §2.1-2.2). Compile it with "
+            "--loihi-timing to convert (run then reports the float metric before and after), or train it "
+            "for the chip with --set spec.timing=loihi --set spec.reset=zero")
     for r, ls in enumerate(spec.layers):
         if getattr(ls, "bidirectional", False):
             raise QuantizationError(f"layers[{r}] is bidirectional: its backward population reads the sequence "
@@ -270,7 +285,11 @@ def quantize_network(spec: NetworkSpec, params: dict, weight_bits: Any = 8, prof
     for key, m in gmax.items():
         if not math.isfinite(m):
             raise QuantizationError(f"{key}: weights are not finite")
-    grids = {key: WeightGrid(bits[key], sign_mode_of(*[fparams[n] for n in names])) for key, names in groups}
+    if grid == "netx":  # one sign mode per group: netx optimises [w_in | w_rec] together
+        grids = {n: WeightGrid(bits[key], sign_mode_of(*[fparams[m] for m in names]))
+                 for key, names in groups for n in names}
+    else:  # Lava's Dense determines the sign mode of each matrix on its own
+        grids = {n: WeightGrid(bits[key], sign_mode_of(fparams[n])) for key, names in groups for n in names}
     # 1. scan clip levels (all groups at the same relative level per reference call)
     n_steps = SEARCH_STEPS if search else 0
     sse = {key: [] for key, _ in groups}
@@ -281,32 +300,32 @@ def quantize_network(spec: NetworkSpec, params: dict, weight_bits: Any = 8, prof
             scale = _group_scale(net, key)
             total = 0.0
             for n in names:
-                e, _, _ = _matrix_error(fparams[n], scale, grids[key], diag_zero=n.endswith("w_rec"))
+                e, _, _ = _matrix_error(fparams[n], scale, grids[n], diag_zero=n.endswith("w_rec"))
                 total += e
             sse[key].append(total)
     best = {key: int(np.argmin(v)) for key, v in sse.items()}
     levels = {key: max(gmax[key], 1e-12) * 2.0 ** (-best[key] / 8.0) for key in gmax}
     # 2. the reference quantizer at the chosen levels, then the Loihi grid
     net = fe.quantize(spec, _clipped_params(fparams, groups, levels), prof, lr=lr, loss_mask=loss_mask)
-    report = QuantizationReport(weight_bits=bits, search="mse over clip levels" if search else "max-abs")
+    report = QuantizationReport(weight_bits=bits, search="mse over clip levels" if search else "max-abs", grid=grid)
     scales = {}
     for key, names in groups:
-        grid = grids[key]
         scale = _group_scale(net, key)
         scales[key] = scale
         for n in names:
             w = fparams[n]
-            e, q, clipped = _matrix_error(w, scale, grid, diag_zero=n.endswith("w_rec"))
+            g = grids[n]
+            e, q, clipped = _matrix_error(w, scale, g, diag_zero=n.endswith("w_rec"))
             denom = float(np.sum(w * w)) or 1.0
             report.matrices.append(MatrixQuantization(
-                n, tuple(w.shape), grid.bits, grid.sign_mode, grid.step, scale,
+                n, tuple(w.shape), g.bits, g.sign_mode, g.step, scale,
                 levels[key], gmax[key], math.sqrt(e / denom),
                 float(np.max(np.abs(w - q / scale))) if w.size else 0.0, float(np.mean(clipped)), best[key]))
             _store(net, n, q)
     if spec.learning.variant == "symmetric":
         net.feedback = net.readout.w.T.copy()  # B = W_out^T in the same integer units
     # 3. the readout bias as Loihi's mantissa and exponent
-    mant, exp, value = quantize_bias(net.readout.bias)
+    mant, exp, value = quantize_bias(net.readout.bias, NETX_BIAS_EXP if grid == "netx" else 0)
     b_float = np.asarray(params["readout.b"], dtype=np.float64)
     net.readout = replace(net.readout, bias=value)
     report.readout = {"y_scale": net.readout.y_scale, "d_kappa": int(net.readout.d_kappa),
@@ -339,7 +358,7 @@ def quantize_network(spec: NetworkSpec, params: dict, weight_bits: Any = 8, prof
                        "readout_lr": None if net.readout.lr is None else net.readout.lr.to_dict(),
                        "note": "psi / gamma is sent as a psi_bits graded value (gamma folded into the "
                                "learning rate); a presynaptic spike adds trace_impulse to the trace; "
-                               "learning rates are m 2^e with the profile's mantissa (LAVA_BRIEF §3.2-3.3)"}
+                               "learning rates are m 2^e with the profile's mantissa (docs/lava_loihi.md §3.2-3.3)"}
     # validate the finished network again (shapes, ranges)
     net = fe.FixedNetwork(net.spec, net.profile, net.layers, net.readout, net.feedback, net.signal_shift, net.seed,
                           net.error_exp)

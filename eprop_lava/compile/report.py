@@ -1,43 +1,60 @@
-"""Resources, utilization, a picture of the core map, and an energy/latency
-estimate from published per-operation figures.
+"""Resources, utilization, a picture of the core map, and energy and
+latency priced from the events of a run.
 
-Energy model (per time step, from Davies et al., "Loihi: A Neuromorphic
-Manycore Processor with On-Chip Learning", IEEE Micro 38(1), 2018, Table 2,
-measured on Loihi 1 at 0.75 V):
+Events (counted by :func:`count_events` from a fixed-point engine run on the
+cores the mapper chose):
 
-* synaptic operations: every spike (input spikes included) times the
-  synapses it reaches, at 23.6 pJ each (the paper's minimum energy per
-  synaptic spike operation) and 3.5 ns each on its core;
-* neuron updates: every compartment every step, as active (52 pJ, 8.4 ns)
-  — an upper bound; idle compartments cost 5.9 pJ;
-* spike messages: one per (spike, destination core): 1.7 pJ within a tile
-  plus 3-4 pJ per tile hop (cores in tiles of 4, tiles on an 8-wide mesh);
-* learning (on-chip e-prop): every learning synapse updates its state every
-  step (t_epoch = 1), counted as one synaptic update of 120 pJ (the paper's
-  pairwise-STDP figure; e-prop's per-synapse update does more work);
-* latency per step: the busiest core's synaptic and neuron work plus the
-  mesh barrier synchronisation (113-465 ns for 1-32 tiles).
+* **synaptic spike events**: every spike entering a core reads the synapse
+  list of its axon there: one event per (spike, postsynaptic neuron of that
+  core's block), zero weights included (the mapper's dense synapse lists);
+  input spikes included;
+* **neuron updates**, per compartment and step, split into *inactive* (all
+  state zero before and after the step: the compartment is only read),
+  *active* (some state u, v, threshold or refractory counter non-zero
+  before or after the step, no spike) and *spiking*; the readout's
+  compartments count like neurons that never spike; on Loihi 1 an adaptive
+  neuron's second compartment counts as active or inactive with its neuron;
+* **spike messages**: one packet per (spike, destination core) from the
+  hidden neurons' cores, and the **hops** each packet travels on the mesh
+  (east-west and north-south separately; cores in tiles of 4, tiles on an
+  8-wide mesh; a packet between chips is counted as a chip crossing);
+  input spikes come from the host and are counted as packets without hops;
+* **one barrier** per step;
+* **learning-engine updates** (artifacts with learning synapses): every
+  learning synapse updates its state every step (t_epoch = 1).
 
-Not counted: static (leakage) power, host and inter-chip I/O, the off-chip
-softmax/learning signal. The 23.6 pJ and 120 pJ figures are checked against
-the paper; the other per-operation figures are quoted from the same table
-as recalled in LAVA_BRIEF §4 and flagged ``checked=False`` below.
-**Per-operation figures for Loihi 2 are not public** (Orchard et al. 2021
-report algorithmic gains on emulated Loihi 2, not per-op energies): a
-Loihi 2 estimate applies the Loihi 1 figures unchanged and is labelled so.
+Prices (Loihi 1) are SANA-FE's calibration of Loihi, ``arch/loihi.yaml`` at
+commit b142f43 of https://github.com/SLAM-Lab/SANA-FE (Boyle et al., SANA-FE,
+2023-2025), whose figures are taken from Davies et al., "Loihi: A
+Neuromorphic Manycore Processor with On-Chip Learning", IEEE Micro 38(1):
+82-99, 2018; the learning update's 120 pJ is the per-synaptic-update
+(pairwise STDP) figure quoted from Davies et al. 2018 and not re-checked
+here. As in SANA-FE (``sim.c`` ``sim_calculate_energy``): every compartment
+pays the access energy every step, an active one adds the update energy, a
+spiking one adds the spike energy; a core's time per step is the sum of
+its events' latencies; the step takes the busiest core's time, plus the
+longest packet's network latency, plus the barrier.
+
+Not counted: static (leakage) power, the barrier's energy, host and
+inter-chip I/O, the off-chip softmax and learning signal, overlap of
+computation and communication. **Per-event figures for Loihi 2 are not
+public**: a Loihi 2 estimate prices its counted events with the Loihi 1
+figures, every one of them assumed, and says so.
 """
 
 from __future__ import annotations
 
 import io
-import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
 import numpy as np
 
 from eprop_lava.compile.mapping import Mapping
 
 TILE_CORES = 4
 MESH_WIDTH = 8
+CORES_PER_CHIP = 128
 
 
 @dataclass(frozen=True)
@@ -45,107 +62,218 @@ class Figure:
     value: float
     unit: str
     what: str
-    checked: bool
+    source: str
 
 
-DAVIES_2018 = {
-    "synop_energy": Figure(23.6, "pJ", "energy per synaptic spike op (min)", True),
-    "synop_time": Figure(3.5, "ns", "time per synaptic spike op (max)", False),
-    "syn_update_energy": Figure(120.0, "pJ", "energy per synaptic update (pairwise STDP)", True),
-    "syn_update_time": Figure(6.1, "ns", "time per synaptic update (pairwise STDP)", False),
-    "neuron_active_energy": Figure(52.0, "pJ", "energy per neuron update (active)", False),
-    "neuron_inactive_energy": Figure(5.9, "pJ", "energy per neuron update (inactive)", False),
-    "neuron_active_time": Figure(8.4, "ns", "time per neuron update (active)", False),
-    "spike_tile_energy": Figure(1.7, "pJ", "within-tile spike energy", False),
-    "hop_energy": Figure(3.5, "pJ", "energy per tile hop (mean of E-W 3.0 and N-S 4.0)", False),
-    "hop_time": Figure(5.3, "ns", "latency per tile hop (mean of E-W 4.1 and N-S 6.5)", False),
-    "barrier_1_tile": Figure(113.0, "ns", "mesh-wide barrier sync, 1 tile", False),
-    "barrier_32_tiles": Figure(465.0, "ns", "mesh-wide barrier sync, 32 tiles", False),
+SANA_FE = "SANA-FE arch/loihi.yaml (github.com/SLAM-Lab/SANA-FE, commit b142f43), from Davies et al. 2018"
+DAVIES = "Davies et al., IEEE Micro 38(1):82-99, 2018 (pairwise STDP synaptic update, as quoted; not re-checked)"
+LOIHI1 = {
+    "synaptic_spike_energy": Figure(35.5, "pJ", "per synaptic spike event (dense synapse)", SANA_FE),
+    "synaptic_spike_time": Figure(4.0, "ns", "per synaptic spike event", SANA_FE),
+    "neuron_access_energy": Figure(51.2, "pJ", "per compartment and step (an inactive update)", SANA_FE),
+    "neuron_access_time": Figure(6.0, "ns", "per compartment and step", SANA_FE),
+    "neuron_update_energy": Figure(21.6, "pJ", "added for an active compartment (72.8 pJ in all)", SANA_FE),
+    "neuron_update_time": Figure(3.7, "ns", "added for an active compartment (9.7 ns in all)", SANA_FE),
+    "spike_out_energy": Figure(69.3, "pJ", "added for a spiking neuron", SANA_FE),
+    "spike_out_time": Figure(30.0, "ns", "added for a spiking neuron", SANA_FE),
+    "packet_energy": Figure(76.8, "pJ", "per spike packet leaving a core (axon out)", SANA_FE),
+    "packet_time": Figure(7.6, "ns", "per spike packet leaving a core", SANA_FE),
+    "hop_ew_energy": Figure(3.0, "pJ", "per east-west tile hop", SANA_FE),
+    "hop_ew_time": Figure(4.1, "ns", "per east-west tile hop", SANA_FE),
+    "hop_ns_energy": Figure(4.2, "pJ", "per north-south tile hop", SANA_FE),
+    "hop_ns_time": Figure(6.5, "ns", "per north-south tile hop", SANA_FE),
+    "within_tile_time": Figure(2.1, "ns", "spike latency within a tile", SANA_FE),
+    "barrier_time": Figure(299.0, "ns", "global barrier per step", SANA_FE),
+    "learning_update_energy": Figure(120.0, "pJ", "per learning-engine synaptic update", DAVIES),
 }
-SOURCE = "Davies et al., IEEE Micro 38(1):82-99, 2018, Table 2 (Loihi 1, 0.75 V)"
 
 
-def _tile_xy(core: int) -> tuple[int, int]:
-    tile = (core % 128) // TILE_CORES
-    return tile % MESH_WIDTH, tile // MESH_WIDTH
+def core_xy(core: int) -> tuple[int, int, int]:
+    """(chip, x, y) of a core's tile: 4 cores per tile, tiles on an 8-wide mesh."""
+    tile = (core % CORES_PER_CHIP) // TILE_CORES
+    return core // CORES_PER_CHIP, tile % MESH_WIDTH, tile // MESH_WIDTH
 
 
-def energy_estimate(mapping: Mapping, rates: dict, steps_per_inference: int, learning: bool = False) -> dict:
-    """Energy and latency per step and per inference.
+@dataclass
+class EventCounts:
+    """Events of a run of B samples x T steps, totals over the run, and the
+    per-step per-core work that sets the latency."""
 
-    ``rates``: mean spikes per step of each population key ("input",
-    "layers.r", ...), e.g. measured with the fixed-point engine."""
-    F = {k: v.value for k, v in DAVIES_2018.items()}
-    where: dict = {}
+    steps: int
+    samples: int
+    synaptic_events: int = 0
+    neurons_inactive: int = 0
+    neurons_active: int = 0
+    neurons_spiking: int = 0
+    packets: int = 0
+    input_packets: int = 0
+    hops_ew: int = 0
+    hops_ns: int = 0
+    chip_crossings: int = 0
+    barriers: int = 0
+    learning_updates: int = 0
+    per_core: dict = field(default_factory=dict)     # core -> {event: (T, B) counts}
+    max_route: np.ndarray | None = None               # (T, B) longest packet's (ew, ns, same-tile) latency, ns
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k not in ("per_core", "max_route")}
+
+
+def _core_of(mapping: Mapping, pop: str, size: int) -> np.ndarray:
+    out = np.full(size, -1, dtype=np.int64)
     for c in mapping.cores:
         for b in c.blocks:
-            where.setdefault(b.pop, []).append((c.index, b.n))
-    # sources of each population, from the layer table
-    synops_core = {c.index: 0.0 for c in mapping.cores}
-    msg_energy = 0.0
-    max_hops = 0
-    for c in mapping.cores:
-        for b in c.blocks:
-            for src, n_pre in _sources(mapping, b.pop):
-                synops_core[c.index] += rates.get(src, 0.0) * b.n
-    total_synops = sum(synops_core.values())
-    # spike messages: each spike of a source neuron goes to every core holding a target
-    for src, rate in rates.items():
-        dest = sorted({i for key in _targets(mapping, src) for i, _ in where.get(key, [])})
-        src_cores = where.get(src, [(None, 1)])
-        n_src = sum(n for _, n in src_cores)
-        for core, n in src_cores:
-            frac = n / max(n_src, 1)
-            for d in dest:
-                hops = 0 if core is None else sum(abs(a - b) for a, b in zip(_tile_xy(core), _tile_xy(d)))
-                if core is not None and core // 128 != d // 128:
-                    hops += MESH_WIDTH  # leaving the chip: counted as crossing the mesh (links not modelled)
-                max_hops = max(max_hops, hops)
-                msg_energy += rate * frac * (F["spike_tile_energy"] + hops * F["hop_energy"])
-    compartments = sum(c.compartments for c in mapping.cores)
-    learn_syn = sum(c.learning_synapses for c in mapping.cores) if learning else 0
-    e_syn = total_synops * F["synop_energy"]
-    e_neu = compartments * F["neuron_active_energy"]
-    e_learn = learn_syn * F["syn_update_energy"]
-    e_step = e_syn + e_neu + msg_energy + e_learn
-    tiles = max(1, math.ceil(min(mapping.n_cores, 128) / TILE_CORES))
-    barrier = F["barrier_1_tile"] + (F["barrier_32_tiles"] - F["barrier_1_tile"]) * (tiles - 1) / 31
-    busiest = 0.0
-    for c in mapping.cores:
-        t = synops_core[c.index] * F["synop_time"] + c.compartments * F["neuron_active_time"]
-        if learning:
-            t += c.learning_synapses * F["syn_update_time"]
-        busiest = max(busiest, t)
-    t_step = busiest + barrier + max_hops * F["hop_time"]
-    out = {
-        "per_step": {"energy_pj": e_step, "synaptic_ops": total_synops, "synaptic_energy_pj": e_syn,
-                     "neuron_updates": compartments, "neuron_energy_pj": e_neu,
-                     "spike_message_energy_pj": msg_energy, "learning_updates": learn_syn,
-                     "learning_energy_pj": e_learn, "latency_ns": t_step},
-        "per_inference": {"steps": steps_per_inference, "energy_uj": e_step * steps_per_inference * 1e-6,
-                          "latency_ms": t_step * steps_per_inference * 1e-6},
-        "learning": learning,
-        "source": SOURCE,
-        "figures": {k: asdict(v) for k, v in DAVIES_2018.items()},
-        "assumptions": [
-            "every compartment is updated every step as active (upper bound)",
-            "static power, host and inter-chip I/O and the off-chip learning signal are not counted",
-        ] + (["each learning synapse updates its e-prop state every step (t_epoch = 1), costed as one "
-              "120 pJ synaptic update"] if learning else []),
-    }
-    if mapping.target == "loihi2":
-        out["assumptions"].insert(0, "per-operation energy and timing figures for Loihi 2 are not public; this "
-                                     "estimate applies Davies et al.'s Loihi 1 figures unchanged and is only "
-                                     "indicative of Loihi 2")
+            if b.pop == pop:
+                out[b.start:b.stop] = c.index
     return out
 
 
-def _sources(mapping: Mapping, pop: str) -> list:
-    return [(src, n) for src, n in mapping.layers[pop].get("sources", [])]
+def _active(states: dict, z: np.ndarray) -> np.ndarray:
+    """(T, B, N): some neuron state non-zero before or after the step, or a spike."""
+    nz = np.zeros(z.shape, dtype=bool)
+    for k, v in states.items():
+        if k != "z":
+            nz |= np.asarray(v) != 0
+    before = np.concatenate([np.zeros_like(nz[:1]), nz[:-1]], axis=0)
+    return nz | before | (z != 0)
 
 
-def _targets(mapping: Mapping, src: str) -> list:
-    return [key for key, info in mapping.layers.items() if any(s == src for s, _ in info.get("sources", []))]
+def count_events(net: Any, mapping: Mapping, x: np.ndarray, learning: bool | None = None) -> EventCounts:
+    """Run the fixed-point engine on x (T, B, n_in) and count the events on
+    ``mapping``'s cores (see the module docstring for what each one is)."""
+    from eprop_lava.engine import fixed_engine as fe
+
+    x = np.asarray(x)
+    T, B = x.shape[0], x.shape[1]
+    run = fe.simulate(net, x, record_state=True)
+    ev = EventCounts(steps=T, samples=B, barriers=T * B)
+    zero = np.zeros((T, B), dtype=np.int64)
+    per_core = {c.index: {k: zero.copy() for k in ("synaptic", "access", "active", "spiking", "packets")}
+                for c in mapping.cores}
+    spikes = {"input": x.astype(np.int64)}
+    for r, z in enumerate(run.z):
+        spikes[f"layers.{r}"] = np.asarray(z, dtype=np.int64)
+    # neuron updates; on Loihi 1 an adaptive neuron's second compartment (its
+    # threshold) is updated with it and never spikes
+    y = np.asarray(run.y)
+    y_state = {"v": y}
+    aux = int(mapping.limits.get("adaptive_compartments", 1)) - 1
+    for key in mapping.layers:
+        if key == "readout":
+            z, states, n_adaptive = np.zeros_like(y, dtype=np.int64), y_state, 0
+        else:
+            r = int(key.split(".")[1])
+            z, states, n_adaptive = spikes[key], run.states[r], net.spec.layers[r].n_adaptive
+        core = _core_of(mapping, key, z.shape[2])
+        act = _active(states, z)
+        spk = z != 0
+        ev.neurons_spiking += int(spk.sum())
+        ev.neurons_active += int((act & ~spk).sum())
+        ev.neurons_inactive += int((~act).sum())
+        second = np.arange(z.shape[2]) >= z.shape[2] - n_adaptive if aux else np.zeros(z.shape[2], dtype=bool)
+        ev.neurons_active += int(act[:, :, second].sum())
+        ev.neurons_inactive += int((~act[:, :, second]).sum())
+        for c in np.unique(core):
+            on = core == c
+            pc = per_core[int(c)]
+            pc["access"] += on.sum() + (on & second).sum()
+            pc["active"] += act[:, :, on].sum(axis=2) + act[:, :, on & second].sum(axis=2)
+            pc["spiking"] += spk[:, :, on].sum(axis=2)
+    # synaptic events: each source spike reaches every block of the populations it feeds
+    for c in mapping.cores:
+        for b in c.blocks:
+            for src, _ in mapping.layers[b.pop].get("sources", []):
+                n = spikes[src].sum(axis=2) * b.n
+                per_core[c.index]["synaptic"] += n
+                ev.synaptic_events += int(n.sum())
+    # packets and hops
+    dest = {src: sorted({i for key, info in mapping.layers.items() if any(s == src for s, _ in info["sources"])
+                         for i in mapping.layers[key]["cores"]}) for src in spikes}
+    ev.input_packets = int(spikes["input"].sum()) * len(dest["input"])
+    route = np.zeros((T, B))
+    F = {k: f.value for k, f in LOIHI1.items()}
+    for src, z in spikes.items():
+        if src == "input":
+            continue
+        core = _core_of(mapping, src, z.shape[2])
+        for c in np.unique(core):
+            n = z[:, :, core == c].sum(axis=2)
+            per_core[int(c)]["packets"] += n * len(dest[src])
+            ev.packets += int(n.sum()) * len(dest[src])
+            chip, x0, y0 = core_xy(int(c))
+            for d in dest[src]:
+                chip_d, x1, y1 = core_xy(d)
+                ew, ns = abs(x1 - x0), abs(y1 - y0)
+                ev.hops_ew += int(n.sum()) * ew
+                ev.hops_ns += int(n.sum()) * ns
+                ev.chip_crossings += int(n.sum()) * int(chip_d != chip)
+                lat = F["within_tile_time"] + ew * F["hop_ew_time"] + ns * F["hop_ns_time"]
+                route = np.where(n > 0, np.maximum(route, lat), route)
+    if learning if learning is not None else mapping.learning:
+        ev.learning_updates = sum(c.learning_synapses for c in mapping.cores) * T * B
+    ev.per_core, ev.max_route = per_core, route
+    return ev
+
+
+def step_latency_ns(ev: EventCounts) -> np.ndarray:
+    """(T, B) time of every step: the busiest core's serial event latencies,
+    the longest packet's route, and the barrier."""
+    F = {k: f.value for k, f in LOIHI1.items()}
+    core_t = np.zeros((ev.steps, ev.samples))
+    for pc in ev.per_core.values():
+        t = (pc["synaptic"] * F["synaptic_spike_time"] + pc["access"] * F["neuron_access_time"]
+             + pc["active"] * F["neuron_update_time"] + pc["spiking"] * F["spike_out_time"]
+             + pc["packets"] * F["packet_time"])
+        core_t = np.maximum(core_t, t)
+    return core_t + (ev.max_route if ev.max_route is not None else 0.0) + F["barrier_time"]
+
+
+def price_events(ev: EventCounts, target: str = "loihi1") -> dict:
+    """Energy and latency of counted events with the Loihi 1 per-event
+    figures (:data:`LOIHI1`); for target "loihi2" every figure is assumed."""
+    F = {k: f.value for k, f in LOIHI1.items()}
+    access = ev.neurons_inactive + ev.neurons_active + ev.neurons_spiking
+    parts = {
+        "synaptic_pj": ev.synaptic_events * F["synaptic_spike_energy"],
+        "neuron_pj": access * F["neuron_access_energy"]
+        + (ev.neurons_active + ev.neurons_spiking) * F["neuron_update_energy"]
+        + ev.neurons_spiking * F["spike_out_energy"],
+        "packet_pj": ev.packets * F["packet_energy"],
+        "hop_pj": ev.hops_ew * F["hop_ew_energy"] + ev.hops_ns * F["hop_ns_energy"],
+        "learning_pj": ev.learning_updates * F["learning_update_energy"],
+    }
+    total = sum(parts.values())
+    step_ns = step_latency_ns(ev)
+    n_steps = ev.steps * ev.samples
+    out = {
+        "events": ev.to_dict(),
+        "energy_pj": parts | {"total_pj": total},
+        "per_step": {"energy_pj": total / n_steps, "latency_ns": float(step_ns.mean()),
+                     "synaptic_events": ev.synaptic_events / n_steps, "neuron_updates": access / n_steps,
+                     "spiking_neurons": ev.neurons_spiking / n_steps, "packets": ev.packets / n_steps},
+        "per_inference": {"steps": ev.steps, "energy_uj": total / ev.samples * 1e-6,
+                          "latency_ms": float(step_ns.sum(axis=0).mean()) * 1e-6},
+        "figures": {k: asdict(f) | {"assumed_for_loihi2": target == "loihi2"} for k, f in LOIHI1.items()},
+        "source": SANA_FE,
+        "target": target,
+        "assumptions": [
+            "cores work in parallel and a core's events are serial; no overlap of computation and communication",
+            "static power, the barrier's energy, host and inter-chip I/O and the off-chip softmax/learning "
+            "signal are not counted",
+            "input spikes arrive from the host: counted as packets, without hops or energy",
+        ] + (["each learning synapse updates its e-prop state every step (t_epoch = 1) at 120 pJ"]
+             if ev.learning_updates else []),
+    }
+    if target == "loihi2":
+        out["assumptions"].insert(0, "per-event energy and timing figures for Loihi 2 are not public: every "
+                                     "figure here is the Loihi 1 one, assumed for Loihi 2, and the Loihi 2 mesh "
+                                     "is assumed to have Loihi 1's geometry (4 cores per tile, 8 tiles wide)")
+    return out
+
+
+def energy_from_run(net: Any, mapping: Mapping, x: np.ndarray, learning: bool | None = None) -> dict:
+    """Count the events of the engine's run of x (T, B, n_in) on ``mapping`` and price them."""
+    return price_events(count_events(net, mapping, x, learning), mapping.target)
 
 
 # ------------------------------------------------------------------ text and figure
@@ -179,18 +307,16 @@ def core_map_png(mapping: Mapping) -> bytes:
     synaptic memory used), and the per-core utilization of every limit
     (first 32 cores)."""
     import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure   # no pyplot: the caller's backend is left alone
     from matplotlib.patches import Patch, Rectangle
 
     pops = list(mapping.layers)
-    cmap = plt.get_cmap("tab10")
+    cmap = matplotlib.colormaps["tab10"]
     colour = {p: cmap(i % 10) for i, p in enumerate(pops)}
     n_chips = max(mapping.n_chips, 1)
     show = min(n_chips, 4)
     t = mapping.limits
-    fig = plt.figure(figsize=(3.0 * show + 5.5, 3.0))
+    fig = Figure(figsize=(3.0 * show + 5.5, 3.0))
     grid = fig.add_gridspec(1, show + 2, width_ratios=[1.0] * show + [0.15, 1.6])
     for k in range(show):
         ax = fig.add_subplot(grid[0, k])
@@ -239,7 +365,6 @@ def core_map_png(mapping: Mapping) -> bytes:
     fig.tight_layout(rect=(0, 0.08, 1, 0.93))
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
     return buf.getvalue()
 
 
@@ -271,15 +396,36 @@ def markdown_report(manifest: dict, mapping: Mapping, energy: dict | None, accur
         "Limits and their sources: " + "; ".join(mapping.limits["sources"]),
         "", "Assumptions: " + "; ".join(mapping.limits["assumptions"]), ""]
     if energy:
-        s, i = energy["per_step"], energy["per_inference"]
-        lines += ["## Energy and latency estimate", "",
-                  f"Per step: {s['energy_pj'] / 1e3:.2f} nJ ({s['synaptic_ops']:.0f} synaptic ops "
-                  f"{s['synaptic_energy_pj'] / 1e3:.2f} nJ, {s['neuron_updates']} neuron updates "
-                  f"{s['neuron_energy_pj'] / 1e3:.2f} nJ, spike messages {s['spike_message_energy_pj'] / 1e3:.3f} nJ"
-                  + (f", learning {s['learning_energy_pj'] / 1e3:.2f} nJ" if energy["learning"] else "")
-                  + f"), latency {s['latency_ns']:.0f} ns.",
-                  f"Per inference ({i['steps']} steps): {i['energy_uj']:.2f} uJ, {i['latency_ms']:.3f} ms.", "",
-                  f"Figures: {energy['source']}. Assumptions: " + "; ".join(energy["assumptions"]) + ".", ""]
+        s, i, ev, e = energy["per_step"], energy["per_inference"], energy["events"], energy["energy_pj"]
+        n = max(ev["steps"] * ev["samples"], 1)
+        lines += ["## Energy and latency from counted events", "",
+                  f"Counted on {ev['samples']} test sample(s) x {ev['steps']} steps (fixed-point engine, on the "
+                  "cores above):", "",
+                  "| event | count per step | energy per step |", "|---|---|---|",
+                  f"| synaptic spike events | {ev['synaptic_events'] / n:.1f} | {e['synaptic_pj'] / n / 1e3:.3f} nJ |",
+                  f"| neuron updates inactive / active / spiking | {ev['neurons_inactive'] / n:.1f} / "
+                  f"{ev['neurons_active'] / n:.1f} / {ev['neurons_spiking'] / n:.2f} | "
+                  f"{e['neuron_pj'] / n / 1e3:.3f} nJ |",
+                  f"| spike packets (and input packets) | {ev['packets'] / n:.2f} ({ev['input_packets'] / n:.2f}) | "
+                  f"{e['packet_pj'] / n / 1e3:.3f} nJ |",
+                  f"| tile hops east-west / north-south | {ev['hops_ew'] / n:.2f} / {ev['hops_ns'] / n:.2f} | "
+                  f"{e['hop_pj'] / n / 1e3:.4f} nJ |",
+                  f"| barriers | {ev['barriers'] / n:.0f} | not priced |",
+                  f"| learning-engine updates | {ev['learning_updates'] / n:.0f} | "
+                  f"{e['learning_pj'] / n / 1e3:.3f} nJ |",
+                  "",
+                  f"Per step: {s['energy_pj'] / 1e3:.2f} nJ, latency {s['latency_ns']:.0f} ns. "
+                  f"Per inference ({i['steps']} steps): {i['energy_uj']:.3f} uJ, {i['latency_ms']:.3f} ms.", "",
+                  "Figures per event: " + "; ".join(f"{k} {f['value']:g} {f['unit']} ({f['what']})"
+                                                    for k, f in energy["figures"].items()) + ".",
+                  f"Source: {energy['source']}. Assumptions: " + "; ".join(energy["assumptions"]) + ".", ""]
+    if manifest.get("native"):
+        lines += ["## Native deployment: what runs where on a Loihi 2 system", "",
+                  "| process | where | why |", "|---|---|---|"]
+        lines += [f"| {r['process']} | {r['where']} | {r['why']} |" for r in manifest["native"]["placement"]]
+        lines += ["", manifest["native"]["note"] + ".", ""]
+    for gap in manifest.get("omitted") or []:
+        lines += [f"## Left out: {gap['section']}", "", f"Not in this report: {gap['reason']}.", ""]
     if accuracy:
         lines += ["## Accuracy", ""] + [f"- {k}: {v}" for k, v in accuracy.items()] + [""]
     return "\n".join(lines)

@@ -46,9 +46,8 @@ import numpy as np
 from eprop_lava.engine import fused
 from eprop_lava.engine.backend import cpu_threads
 from eprop_lava.fixed import (
-    ACT_SHIFT, FixedPointError, FixedPointProfile, LearningRate, apply_update, clip_v24, decay,
-    decay_constant, decay_same_dtype, get_profile, learning_rate, saturate, saturate_owned, shift_left_or_right, shift_round,
-    shift_round_owned, update_rng, wrap_int32,
+    ACT_SHIFT, DECAY_UNITY, ROUND_CODES, FixedPointError, FixedPointProfile, LearningRate, apply_update,
+    decay_constant, get_profile, learning_rate, shift_left_or_right, shift_round, update_rng, wrap_int32,
 )
 from eprop_lava.neurons import fixed as fx
 from eprop_lava.neurons.base import adaptation_constants, decay as float_decay
@@ -71,6 +70,19 @@ class FixedLayer:
     lr: LearningRate | None = None
     w_scale: float = 1.0
     grad_scale: float = 1.0
+    weight_exp_rec: int | None = None   # the recurrent Dense's own exponent (None: weight_exp)
+
+    @property
+    def rec_exp(self) -> int:
+        """Exponent of the recurrent Dense: float w_rec = w_int 2^(rec_exp - weight_exp) / w_scale."""
+        return self.weight_exp if self.weight_exp_rec is None else int(self.weight_exp_rec)
+
+    @property
+    def rec_lr(self) -> LearningRate | None:
+        """The learning rate in w_rec's integer units (2^(weight_exp - rec_exp) times w_in's)."""
+        if self.lr is None or self.rec_exp == self.weight_exp:
+            return self.lr
+        return LearningRate(self.lr.mantissa, self.lr.exponent + self.weight_exp - self.rec_exp)
 
 
 @dataclass(eq=False)
@@ -199,7 +211,7 @@ def mask_extent(mask: np.ndarray) -> tuple[float, float]:
 
 def quantize(spec: NetworkSpec, params: dict, profile: FixedPointProfile | str = "loihi2",
              lr: float | None = None, seed: int | None = None, loss_mask: np.ndarray | None = None) -> FixedNetwork:
-    """The reference float -> fixed mapping (LAVA_BRIEF §2.1 "Float->fixed mapping").
+    """The reference float -> fixed mapping (docs/lava_loihi.md §2.1 "Float->fixed mapping").
 
     LIF family: weight exponent 0 and the voltage scale chosen so the largest
     afferent weight uses the whole mantissa; vth = v_th S / 64, dv from alpha,
@@ -245,6 +257,9 @@ def quantize(spec: NetworkSpec, params: dict, profile: FixedPointProfile | str =
             b_scale_target = y_scale / 64.0
             feedback = np.clip(np.rint(b * b_scale_target), wlo, whi).astype(np.int64)
             b_scale = b_scale_target
+    if spec.loss != "cross_entropy":
+        # an MSE error is unbounded: L = B err stays unsaturated over the error's whole range
+        err_max = profile.signal_range[1]
     signal_shift = signal_shift_for(feedback, err_max, profile)
     ps = profile.product_shift
     layers = []
@@ -254,13 +269,17 @@ def quantize(spec: NetworkSpec, params: dict, profile: FixedPointProfile | str =
         wmax = max(np.abs(w_in).max(), 0 if w_rec is None else np.abs(w_rec).max(), 1e-12)
         p = ls.params
         if ls.neuron == "izhikevich":
-            v_frac = 8
+            v_frac = 14
             v_scale = float(1 << v_frac)
-            wexp = max(-7, min(7, _wexp_for(wmax, v_scale, wmax_int)))
+            # weight_exp >= 0: a negative exponent floor-shifts every Dense sum, an error of up
+            # to 2^(6 + weight_exp) units per step that the Izhikevich upswing amplifies (see
+            # neurons/fixed.py); 2^14 units per mV leave the weights 1/256 mV of resolution
+            wexp = max(0, min(7, _wexp_for(wmax, v_scale, wmax_int)))
             q = lambda mv: int(round(mv * v_scale))  # noqa: E731
             neuron = fx.FixedNeuronParams(
                 "izhikevich", ls.size, psi_bits=profile.psi_bits, v_frac=v_frac,
-                izh_a=int(round(p.a * 65536)), izh_ab=int(round(p.a * p.b * 65536)), izh_c=q(p.c), izh_d=q(p.d),
+                izh_a=int(round(p.a * (1 << fx.IZH_FRAC))), izh_ab=int(round(p.a * p.b * (1 << fx.IZH_FRAC))),
+                izh_c=q(p.c), izh_d=q(p.d),
                 izh_b_c=q(p.b * p.c), v_peak=q(p.v_peak))
             gamma = p.gamma
         else:
@@ -337,8 +356,10 @@ def dense_output(w: np.ndarray, s: np.ndarray, weight_exp: int, parallel: bool =
 
 
 def readout_step(y: np.ndarray, a_in: np.ndarray, ro: FixedReadout) -> np.ndarray:
-    """y^t = clip24(decay(y^{t-1}, d_kappa) + (a_in << 6) + b) (seed 002 Eq. 3.12)."""
-    return clip_v24(decay(y, ro.d_kappa) + np.left_shift(np.asarray(a_in, dtype=np.int64), ACT_SHIFT) + ro.bias)
+    """y^t = clip24(decay(y^{t-1}, d_kappa) + (a_in << 6) + b) (seed 002 Eq. 3.12;
+    :func:`~eprop_lava.neurons.fixed.k_readout`)."""
+    return fx.k_readout(np.asarray(y, dtype=np.int64), np.asarray(a_in, dtype=np.int64), DECAY_UNITY - ro.d_kappa,
+                        ro.bias)
 
 
 def _softmax_fixed_order(x: np.ndarray) -> np.ndarray:
@@ -405,12 +426,9 @@ def learning_signal(err: np.ndarray, feedback: np.ndarray, shift: int, profile: 
 
 def new_hidden_synapse(p: fx.FixedNeuronParams, batch: int, n_pre: int,
                        profile: FixedPointProfile | None = None) -> dict:
-    """Per-synapse state; with ``profile`` given, int32 arrays where
-    :func:`~eprop_lava.neurons.fixed.eligibility_fits_int32` proves it exact
-    (half the memory traffic), int64 otherwise."""
+    """Per-synapse state (int64; the compiled loops choose their own storage)."""
     shape = (batch, p.size, n_pre)
-    dtype = np.int32 if profile is not None and fx.eligibility_fits_int32(p, profile) else np.int64
-    return dict(eps=fx.initial_eligibility(p, shape, dtype), ebar=np.zeros(shape, dtype=dtype),
+    return dict(eps=fx.initial_eligibility(p, shape), ebar=np.zeros(shape, dtype=np.int64),
                 acc=np.zeros((p.size, n_pre), dtype=np.int64), rec=None)
 
 
@@ -418,19 +436,16 @@ def hidden_synapse_step(syn: dict, p: fx.FixedNeuronParams, record: dict, pre: n
                         d_kappa: int, profile: FixedPointProfile) -> dict:
     """One step of an e-prop synapse matrix (all per-synapse state local):
     record = post_record of this step, pre (B, pre) spikes entering v^t,
-    signal (B, post) the learning signal L^t."""
+    signal (B, post) the learning signal L^t. The eligibility vector, the
+    product and the filtered trace are the kernels of :mod:`eprop_lava.neurons.fixed`;
+    acc = clip(acc + sum_b prod) once per step (the batch shares one accumulator)."""
     eps, e = fx.eligibility_step(p, syn["eps"], syn["rec"], record, pre, profile)
-    ebar = syn["ebar"]
-    # (L_j ebar_ji) >> product_shift, in place, in the state's dtype (int32 where proven exact)
-    prod = np.multiply(ebar, signal[..., :, None], dtype=ebar.dtype)
-    prod = shift_round_owned(prod, profile.product_shift, profile.product_rounding)
-    # |prod| <= |L| |ebar|: the batch sum stays in the state's dtype when that bound times B fits
-    bound = -profile.signal_range[0] * -profile.tag_range[0] * max(prod.shape[0], 1)
-    sum_dtype = prod.dtype if bound < np.iinfo(prod.dtype).max else np.int64
-    acc = saturate(syn["acc"] + prod.sum(0, dtype=sum_dtype), *profile.accumulator_range)
-    ebar = decay_same_dtype(ebar, d_kappa)
-    ebar += e
-    return dict(eps=eps, ebar=saturate_owned(ebar, *profile.tag_range), acc=acc, rec=record)
+    tag_lo, tag_hi = profile.tag_range
+    ebar, prod = fx.k_trace_product(syn["ebar"], e, np.asarray(signal, dtype=np.int64)[..., :, None],
+                                    DECAY_UNITY - d_kappa, tag_lo, tag_hi, profile.product_shift,
+                                    ROUND_CODES[profile.product_rounding])
+    acc = fx.k_clip(syn["acc"] + prod.sum(0), *profile.accumulator_range)
+    return dict(eps=eps, ebar=ebar, acc=acc, rec=record)
 
 
 def new_readout_synapse(batch: int, n_out: int, n_pre: int) -> dict:
@@ -440,12 +455,13 @@ def new_readout_synapse(batch: int, n_out: int, n_pre: int) -> dict:
 def readout_synapse_step(syn: dict, pre: np.ndarray, err: np.ndarray, d_kappa: int,
                          profile: FixedPointProfile) -> dict:
     """zbar^t = decay(zbar^{t-1}, d_kappa) + impulse z^{t-1} (the presynaptic
-    trace, the same for every output); acc += (err^t zbar^t) >> product_shift
-    (dE/dW_out = sum_t err^t zbar^t, seed 002 Eq. 2.38)."""
-    zbar = saturate(decay(syn["zbar"], d_kappa) + profile.trace_impulse * np.asarray(pre, dtype=np.int64),
-                    0, profile.trace_max)
-    prod = shift_round(err[:, :, None] * zbar[:, None, :], profile.product_shift, profile.product_rounding)
-    acc = saturate(syn["acc"] + prod.sum(0), *profile.accumulator_range)
+    trace, the same for every output; :func:`~eprop_lava.neurons.fixed.k_presynaptic_trace`);
+    acc += (err^t zbar^t) >> product_shift (dE/dW_out = sum_t err^t zbar^t, seed 002 Eq. 2.38)."""
+    zbar = fx.k_presynaptic_trace(syn["zbar"], np.asarray(pre, dtype=np.int64), DECAY_UNITY - d_kappa,
+                                  profile.trace_impulse, profile.trace_max)
+    prod = fx.k_shift(np.asarray(err, dtype=np.int64)[:, :, None] * zbar[:, None, :], profile.product_shift,
+                      ROUND_CODES[profile.product_rounding])
+    acc = fx.k_clip(syn["acc"] + prod.sum(0), *profile.accumulator_range)
     return dict(zbar=zbar, acc=acc)
 
 
@@ -542,8 +558,8 @@ def simulate(net: FixedNetwork, x: np.ndarray, target: np.ndarray | None = None,
     stats (learn=True): a dict in which :func:`output_error` and
     :func:`learning_signal` count values, underflows and saturations."""
     synapses = synapses or PER_SYNAPSE
-    if not learn and not record_state and compiled_inference(net):
-        return _simulate_compiled(net, x, target, mask)
+    if not record_state and compiled_inference(net) and (not learn or synapses is PER_SYNAPSE):
+        return _simulate_compiled(net, x, target, mask, learn, rngs, on_update, stats)
     with _one_blas_thread():
         chunks = _inference_chunks(np.shape(x)[1] if np.ndim(x) == 3 else 0, learn)
         if len(chunks) < 2:
@@ -564,9 +580,9 @@ def simulate(net: FixedNetwork, x: np.ndarray, target: np.ndarray | None = None,
 
 
 def compiled_inference(net: "FixedNetwork") -> bool:
-    """True when inference can run layer by layer in compiled loops
-    (:func:`eprop_lava.engine.fused.run_fixed_lif_family`): numba present
-    and every layer LIF or ALIF."""
+    """True when the network runs in the compiled loops of
+    :mod:`eprop_lava.engine.fused` (inference and exact e-prop learning):
+    numba present (and not switched off); every neuron type has them."""
     return fused.available() and all(L.neuron.kind in fused.FIXED_MODELS for L in net.layers)
 
 
@@ -598,38 +614,138 @@ def _delayed(a: np.ndarray, dtype: Any = None) -> np.ndarray:
     return out
 
 
-def _simulate_compiled(net: "FixedNetwork", x: np.ndarray, target, mask) -> "FixedRun":
-    """Inference layer by layer (a layer depends only on the previous layer's
-    spikes, one step delayed, and on its own past): each layer's input Dense
-    is one event-driven product over the whole sequence, its neurons one
-    compiled loop, and the readout the same :func:`readout_step` and
-    :func:`output_error` as the step-by-step engine, so the results are
-    identical to it."""
-    need_error = target is not None
+def _simulate_compiled(net: "FixedNetwork", x: np.ndarray, target, mask, learn: bool = False,
+                       rngs: dict | None = None, on_update: Any = None, stats: dict | None = None) -> "FixedRun":
+    """The step engine's computation, block by block in compiled loops.
+
+    Weights change only at the end of an update interval, so within one
+    interval (a block of steps) everything is known from the spikes: layer by
+    layer, each layer's input Dense over the block is one event-driven product
+    and its neurons one compiled loop (:func:`fused.run_fixed_layer`); then the
+    readout, the output error and the learning signal for the whole block
+    (:func:`output_error`, :func:`learning_signal`: elementwise per step, so the
+    same integers as step by step); then every synapse's eligibility, trace and
+    accumulator (:func:`fused.run_fixed_hidden_synapses`,
+    :func:`fused.run_fixed_readout_synapses`); then the update of the step
+    engine (:func:`_update_all`, the same generators in the same order).
+
+    What crosses a block boundary is carried: neuron, synapse and readout
+    state, the last spikes, and the Dense outputs already on their way (sent at
+    the block's last step with the weights before the update, as Lava's Dense
+    and the step engine do)."""
+    need_error = learn or target is not None
     x, target, mask = _check_inputs(net, x, target, mask, need_error)
-    spec, ro = net.spec, net.readout
-    src = x.astype(np.int8)
-    z_seq, psi_seq = [], []
-    for L in net.layers:
-        # Dense outputs are int32 (what Lava's channel holds): half the memory traffic of int64
-        ext = _delayed(dense_output(L.w_in, src, L.weight_exp, parallel=True), np.int32)
-        z, psi = fused.run_fixed_lif_family(L.neuron, ext, L.w_rec, L.weight_exp)
-        z_seq.append(z)
-        psi_seq.append(psi)
-        src = z
+    T, B, _ = x.shape
+    spec, prof, ro = net.spec, net.profile, net.readout
+    K = spec.readout.n_outputs
     slices = layer_slices(spec)
-    a_out = dense_output(ro.w[:, slices[0]], z_seq[0], ro.weight_exp, parallel=True)
-    for r in range(1, len(net.layers)):
-        a_out = a_out + dense_output(ro.w[:, slices[r]], z_seq[r], ro.weight_exp, parallel=True)
-    a_out = wrap_int32(_delayed(a_out))   # the readout at t sees z^{t-1}
-    y_seq = np.empty(a_out.shape, np.int64)
-    y = np.zeros(a_out.shape[1:], np.int64)
-    for t in range(a_out.shape[0]):
-        y = readout_step(y, a_out[t], ro)
-        y_seq[t] = y
-    err = (output_error(y_seq, target, mask, spec.loss, ro.y_scale, net.profile, net.error_exp)
-           if need_error else None)
-    return FixedRun(z=z_seq, y=y_seq, psi=psi_seq, err=err)
+    if learn and rngs is None:
+        rngs = update_rngs(net)
+    src_x = x.astype(np.int8)
+    states = [fx.initial_state(L.neuron, B) for L in net.layers]
+    y = np.zeros((B, K), np.int64)
+    # carried across blocks: last spikes (the next block's delayed sources) and the Dense
+    # outputs sent at the previous block's last step
+    last_x = np.zeros((B, spec.n_inputs), np.int8)
+    last_z = [np.zeros((B, L.neuron.size), np.int8) for L in net.layers]
+    sent_in = [np.zeros((B, L.neuron.size), np.int64) for L in net.layers]
+    sent_rec = [np.zeros((B, L.neuron.size), np.int64) for L in net.layers]
+    sent_out = np.zeros((B, K), np.int64)
+    last_rec = [None] * len(net.layers)  # post records of the previous block's last step
+    if learn:
+        syn_in = [fused.new_compiled_synapse(L.neuron, B, L.w_in.shape[1], prof) for L in net.layers]
+        syn_rec = [fused.new_compiled_synapse(L.neuron, B, L.neuron.size, prof) if L.w_rec is not None else None
+                   for L in net.layers]
+        syn_out = [dict(zbar=np.zeros((B, L.neuron.size), np.int64), acc=np.zeros((K, L.neuron.size), np.int64))
+                   for L in net.layers]
+    interval = prof.update_interval if learn else None
+    edges = list(range(0, T, interval)) + [T] if interval else [0, T]
+    z_seq = [np.empty((T, B, L.neuron.size), np.int8) for L in net.layers]
+    psi_seq = [np.empty((T, B, L.neuron.size), np.int32) for L in net.layers]
+    y_seq = np.empty((T, B, K), np.int64)
+    err_seq = np.empty((T, B, K), np.int64) if need_error else None
+    for t0, t1 in zip(edges[:-1], edges[1:]):
+        src, last_src = src_x[t0:t1], last_x
+        blocks = []
+        for r, L in enumerate(net.layers):
+            # the input arriving at t: sent at t - 1 (the first step's was sent in the previous block)
+            # int32: what Dense sends (dense_output wraps to 32 bits), half the memory traffic of int64
+            ext = np.empty((t1 - t0, B, L.neuron.size), np.int32)
+            ext[0] = sent_in[r]
+            if t1 - t0 > 1:
+                ext[1:] = dense_output(L.w_in, src[:-1], L.weight_exp, parallel=True)
+            out = fused.run_fixed_layer(L.neuron, ext, L.w_rec, L.rec_exp, states[r], sent_rec[r], learn)
+            z_seq[r][t0:t1] = out["z"]
+            psi_seq[r][t0:t1] = out["psi"]
+            blocks.append((src, last_src, out))
+            src, last_src = out["z"], last_z[r]
+        # readout: y^t sees z^{t-1}
+        a_out = np.empty((t1 - t0, B, K), np.int64)
+        a_out[0] = sent_out
+        if t1 - t0 > 1:
+            a_out[1:] = 0
+            for r in range(len(net.layers)):
+                a_out[1:] += dense_output(ro.w[:, slices[r]], z_seq[r][t0:t1 - 1], ro.weight_exp, parallel=True)
+            a_out[1:] = wrap_int32(a_out[1:])
+        y_seq[t0:t1] = fused.run_fixed_readout(a_out, y, ro.d_kappa, ro.bias)
+        if need_error:
+            err_seq[t0:t1] = output_error(y_seq[t0:t1], target[t0:t1], mask[t0:t1], spec.loss, ro.y_scale, prof,
+                                          net.error_exp, stats if learn else None)
+        # what is sent at the block's last step, with the weights before any update
+        sent_out = np.zeros((B, K), np.int64)
+        for r, L in enumerate(net.layers):
+            z_last = z_seq[r][t1 - 1]
+            sent_in[r] = dense_output(L.w_in, blocks[r][0][-1], L.weight_exp)
+            if L.w_rec is not None:
+                sent_rec[r] = dense_output(L.w_rec, z_last, L.rec_exp)
+            sent_out = sent_out + dense_output(ro.w[:, slices[r]], z_last, ro.weight_exp)
+        sent_out = wrap_int32(sent_out)
+        if learn:
+            signal = learning_signal(err_seq[t0:t1], net.feedback, net.signal_shift, prof, stats)
+            for r, L in enumerate(net.layers):
+                src, last_src, out = blocks[r]
+                rec = _block_records(L.neuron, out, last_rec[r], B)
+                last_rec[r] = {k: v[-1] for k, v in rec.items()}
+                sig = np.ascontiguousarray(signal[:, :, slices[r]])
+                fused.run_fixed_hidden_synapses(L.neuron, syn_in[r], _delayed_block(src, last_src), rec, sig,
+                                                ro.d_kappa, prof)
+                if syn_rec[r] is not None:
+                    fused.run_fixed_hidden_synapses(L.neuron, syn_rec[r], _delayed_block(out["z"], last_z[r]), rec,
+                                                    sig, ro.d_kappa, prof)
+                fused.run_fixed_readout_synapses(syn_out[r], _delayed_block(out["z"], last_z[r]), err_seq[t0:t1],
+                                                 ro.d_kappa, prof)
+            (on_update or _update_all)(net, syn_in, syn_rec, syn_out, rngs, slices)
+        last_x = src_x[t1 - 1]
+        for r in range(len(net.layers)):
+            last_z[r] = z_seq[r][t1 - 1]
+    return FixedRun(z=z_seq, y=y_seq, psi=psi_seq, err=err_seq)
+
+
+def _delayed_block(seq: np.ndarray, before: np.ndarray) -> np.ndarray:
+    """out[t] = seq[t - 1] within a block, out[0] = ``before`` (the previous block's last row)."""
+    out = np.empty(seq.shape, seq.dtype)
+    out[0] = before
+    out[1:] = seq[:-1]
+    return out
+
+
+def _block_records(p: fx.FixedNeuronParams, out: dict, last: dict | None, B: int) -> dict:
+    """The post records a synapse block needs, (S + 1, B, N), row 0 the
+    previous block's last step (zeros at the start of a sample, when the
+    eligibility is zero): z, psi, jac (Izhikevich) and cut = z + end (the
+    factor that zeroes eps_v; end only for STDP-ALIF)."""
+    S, _, N = out["z"].shape
+
+    def rows(name: str, value: np.ndarray, dtype) -> np.ndarray:
+        arr = np.empty((S + 1, B, N), dtype)
+        arr[0] = 0 if last is None else last[name]
+        arr[1:] = value
+        return arr
+
+    zero = np.zeros((S, B, N), np.int64)
+    cut = out["z"] + out["end"] if p.kind == "stdp_alif" else out["z"]
+    return dict(z=rows("z", out["z"], np.int8), psi=rows("psi", out["psi"], np.int32),
+                jac=rows("jac", out.get("jac", zero), np.int64), cut=rows("cut", cut, np.int64))
 
 
 # Below this many samples per thread the per-step Python overhead dominates and
@@ -719,7 +835,7 @@ def _simulate(net: FixedNetwork, x: np.ndarray, target: np.ndarray | None, mask:
             else:
                 buf_in[r] = dense_output(L.w_in, zs[r - 1], L.weight_exp)
             if L.w_rec is not None:
-                buf_rec[r] = dense_output(L.w_rec, zs[r], L.weight_exp)
+                buf_rec[r] = dense_output(L.w_rec, zs[r], L.rec_exp)
             buf_out[r] = dense_output(ro.w[:, slices[r]], zs[r], ro.weight_exp)
         if learn:
             signal = learning_signal(err, net.feedback, net.signal_shift, prof, stats)
@@ -748,7 +864,7 @@ def _update_all(net: FixedNetwork, syn_in, syn_rec, syn_out, rngs, slices) -> No
     for r, L in enumerate(net.layers):
         L.w_in, _ = apply_interval_update(L.w_in, syn_in[r], L.lr, prof, rngs[(r, 0)])
         if syn_rec[r] is not None:
-            L.w_rec, _ = apply_interval_update(L.w_rec, syn_rec[r], L.lr, prof, rngs[(r, 1)], zero_diagonal=True)
+            L.w_rec, _ = apply_interval_update(L.w_rec, syn_rec[r], L.rec_lr, prof, rngs[(r, 1)], zero_diagonal=True)
         w_new, delta = apply_interval_update(ro.w[:, slices[r]], syn_out[r], ro.lr, prof, rngs[(READOUT_KEY, r)])
         ro.w[:, slices[r]] = w_new
         if net.spec.learning.variant != "random":

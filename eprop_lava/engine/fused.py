@@ -2,12 +2,13 @@
 
 The reference engine calls the neuron step functions once per time step, so a
 2,250-step sequence of a 100-neuron layer costs thousands of small numpy calls
-whose dispatch, not arithmetic, sets the time (docs/benchmarks.md). Two loops
+whose dispatch, not arithmetic, sets the time (docs/benchmarks.md). These loops
 are compiled here:
 
 * :func:`run_lif_family`: the forward pass of a LIF/ALIF population. It is the
   compiled form of :func:`eprop_lava.neurons.alif.step` (LIF is the case
-  beta = 0) with the membrane of :func:`eprop_lava.neurons.base.membrane_update`,
+  beta = 0) with the membrane of :func:`eprop_lava.neurons.base.membrane_update`
+  (its input gain included),
   the refractory counter of :func:`~eprop_lava.neurons.base.refractory_counter`,
   firing by :func:`~eprop_lava.neurons.base.fire` and psi by
   :func:`~eprop_lava.neurons.base.pseudo_derivative` (seed 002 Eqs. 2.4-2.6,
@@ -23,6 +24,10 @@ are compiled here:
   takes the Jacobian entries the model computes (``transition_jacobian``,
   ``spike_jacobian`` evaluated on the whole trajectory), so no model's
   equations are repeated here; only the loop is compiled.
+* the fixed-point loops (inference and online e-prop learning of all four
+  neuron types): they call the elementwise kernels of :mod:`eprop_lava.fixed`
+  and :mod:`eprop_lava.neurons.fixed`, compiled by :func:`compiled` from the
+  very functions the step engine and the Lava models run in numpy.
 
 Without numba (e.g. a GPU machine without it), or with
 ``EPROP_LAVA_FUSED=0``, the engine runs the reference loops unchanged.
@@ -68,7 +73,7 @@ def available() -> bool:
 
 if numba is not None:
 
-    def _lif_family(external, w_rec_t, has_rec, alpha, v_th, gamma, n_ref, subtract, beta, rho, one, zero,
+    def _lif_family(external, w_rec_t, has_rec, alpha, gain, v_th, gamma, n_ref, subtract, beta, rho, one, zero,
                     z_out, x_out, free_out, psi_out):  # pragma: no cover - compiled
         # one, zero: constants of the array's dtype, so float32 arithmetic stays
         # float32 as in numpy (a float64 literal would promote it).
@@ -90,9 +95,9 @@ if numba is not None:
                 for j in range(N):
                     z_prev = z[j]
                     if subtract:
-                        v[j] = alpha * v[j] + current[j] - v_th * z_prev
+                        v[j] = alpha * v[j] + gain * current[j] - v_th * z_prev
                     else:
-                        v[j] = alpha * v[j] * (one - z_prev) + current[j]
+                        v[j] = alpha * v[j] * (one - z_prev) + gain * current[j]
                     a[j] = rho[j] * a[j] + z_prev
                     if z_prev > zero:
                         ref[j] = n_ref
@@ -178,67 +183,7 @@ if numba is not None:
                 for j in range(rec.shape[0]):
                     rec[j] += w_rec_t[i, j]
 
-    @njit(cache=True, inline="always")
-    def _decay(x, factor):  # pragma: no cover - compiled
-        # Loihi's decay toward zero: sgn(x f) (|x f| >> 12), f = 4096 - d - offset
-        # branch-free (so the neuron loop vectorizes): add 4095 to negatives, then floor-shift
-        y = x * factor
-        return (y + ((y >> 63) & 4095)) >> 12
-
-    @njit(cache=True, inline="always")
-    def _wrap_int32(x):  # pragma: no cover - compiled
-        return ((x + 2147483648) & 4294967295) - 2147483648
-
-    def _fixed_lif_family(ext, w_rec_t, has_rec, weight_exp, du_f, memoryless, dv_f, bias, vth, n_ref,
-                          adaptive, dth_f, theta_step, psi_mul, psi_shift, psi_max,
-                          z_out, psi_out):  # pragma: no cover - compiled
-        T, B, N = ext.shape
-        m24 = 1 << 23
-        for b in prange(B):
-            u = np.zeros(N, np.int64)
-            v = np.zeros(N, np.int64)
-            theta = np.zeros(N, np.int64)
-            ref = np.zeros(N, np.int64)
-            z = np.zeros(N, np.int64)
-            rec = np.zeros(N, w_rec_t.dtype)
-            for t in range(T):
-                if has_rec:
-                    _recurrent_events(z, w_rec_t, rec)
-                for j in range(N):
-                    r = np.int64(rec[j])
-                    r = _wrap_int32(r << weight_exp if weight_exp >= 0 else r >> -weight_exp)
-                    a_in = _wrap_int32(np.int64(ext[t, b, j]) + r)
-                    act = _wrap_int32(a_in << 6)
-                    total = act if memoryless else _wrap_int32(_decay(u[j], du_f[j]) + act)
-                    if total > m24:  # Lava's one-sided 24-bit wrap of u
-                        total -= 2 * m24
-                    elif total <= -m24:
-                        total += 2 * m24
-                    u[j] = total
-                    vj = _decay(v[j], dv_f[j]) + total + bias[j]
-                    vj = min(max(vj, -(m24 - 1)), m24 - 1)
-                    z_prev = z[j]
-                    if n_ref > 0:
-                        ref[j] = n_ref if z_prev > 0 else max(ref[j] - 1, 0)
-                    threshold = vth[j]
-                    if adaptive:
-                        th = _decay(theta[j], dth_f[j]) + z_prev * theta_step[j]
-                        theta[j] = min(max(th, 0), m24 - 1)
-                        threshold = theta[j] + vth[j]
-                    spike = vj > threshold
-                    d = vth[j] - abs(vj - threshold)
-                    psi = min((max(d, 0) * psi_mul[j]) >> psi_shift, psi_max)
-                    if n_ref > 0 and ref[j] > 0:
-                        spike = False
-                        psi = 0
-                    z[j] = 1 if spike else 0
-                    v[j] = 0 if spike else vj
-                    z_out[t, b, j] = z[j]
-                    psi_out[t, b, j] = psi
-
-
-    KERNELS = {f.__name__: _variants(f) for f in (_lif_family, _adjoint_block, _outer_events, _project_events,
-                                                   _fixed_lif_family)}
+    KERNELS = {f.__name__: _variants(f) for f in (_lif_family, _adjoint_block, _outer_events, _project_events)}
 
 
 def _kernel(name: str, parallel: bool):
@@ -294,7 +239,8 @@ def run_lif_family(model: Any, const: Any, external: np.ndarray, w_rec_t: np.nda
     x = np.empty((T, B, N), dtype)
     free = np.empty((T, B, N), np.bool_)
     psi = np.empty((T, B, N), dtype)
-    _kernel("_lif_family", True)(external, rec, w_rec_t is not None, dtype.type(const.alpha), dtype.type(const.v_th),
+    _kernel("_lif_family", True)(external, rec, w_rec_t is not None, dtype.type(const.alpha),
+                dtype.type(getattr(const, "input_gain", 1.0)), dtype.type(const.v_th),
                 dtype.type(const.gamma), dtype.type(const.n_ref), const.reset == "subtract", beta, rho,
                 dtype.type(1), dtype.type(0), z, x, free, psi)
     return z, dict(x=x, free=free, z=z, psi=psi)
@@ -367,36 +313,327 @@ def project_events(x: np.ndarray, w_t: np.ndarray, parallel: bool = True) -> np.
     return out.reshape(*x.shape[:-1], w_t.shape[1])
 
 
-FIXED_MODELS = ("lif", "alif")
+# ======================================================================= fixed point
+# The fixed-point loops below run the elementwise kernels of eprop_lava.fixed and
+# eprop_lava.neurons.fixed, compiled by :func:`compiled`: the loops hold no
+# fixed-point equation of their own, only the iteration (batch, time, neurons,
+# synapses), the recurrent events and the batch sum of the accumulator.
+FIXED_MODELS = ("lif", "alif", "stdp_alif", "izhikevich")
 
 
-def run_fixed_lif_family(p: Any, ext: np.ndarray, w_rec: np.ndarray | None, weight_exp: int):
-    """Fixed-point inference of one LIF/ALIF layer over a whole sequence: the
-    compiled form of :func:`eprop_lava.neurons.fixed.lif_step` /
-    ``alif`` (Loihi arithmetic of :mod:`eprop_lava.fixed`: decay toward zero,
-    int32 and one-sided 24-bit wraps, 24-bit saturation, graded psi) with the
-    recurrent Dense (:func:`eprop_lava.engine.fixed_engine.dense_output`)
-    event-driven. ``ext`` (T, B, N) is this layer's input Dense output that
-    arrives at step t. Returns (z int8, psi int32), (T, B, N) each; bit for
-    bit the step-by-step engine's (tests/test_fused.py)."""
-    from eprop_lava.fixed import DECAY_UNITY
+def compiled(fn):
+    """The numba version of an elementwise kernel (``@kernel`` of
+    :mod:`eprop_lava.fixed`): the same code object with its globals rebound,
+    kernels it calls to their compiled versions and the primitives select /
+    minimum / maximum to scalar ones, inlined into the caller."""
+    from eprop_lava import fixed as fixed_arith
 
-    T, B, N = ext.shape
-    vec = lambda a: np.ascontiguousarray(np.broadcast_to(np.asarray(a, dtype=np.int64), (N,)))  # noqa: E731
-    mul, shift = p.psi_scale
-    z = np.empty((T, B, N), np.int8)
-    psi = np.empty((T, B, N), np.int32)
+    key = (fn.__module__, fn.__qualname__)
+    if key not in _COMPILED:
+        glb = dict(fn.__globals__)
+        for name in fn.__code__.co_names:  # the globals the kernel uses
+            value = fn.__globals__.get(name)
+            if name in _SCALAR_PRIMITIVES and value is getattr(fixed_arith, name, None):
+                glb[name] = _SCALAR_PRIMITIVES[name]
+            elif value is not fn and getattr(value, fixed_arith.KERNEL_ATTR, False):
+                glb[name] = compiled(value)
+        clone = types.FunctionType(fn.__code__, glb, fn.__name__, fn.__defaults__, fn.__closure__)
+        _COMPILED[key] = njit(inline="always")(clone)
+    return _COMPILED[key]
+
+
+_COMPILED: dict = {}
+
+
+def _source_tag() -> str:
+    """A digest of the kernels' source: part of the compiled loops' names, so
+    numba's on-disk cache (keyed by this file) never serves loops compiled
+    from older kernels."""
+    import hashlib
+    import inspect
+
+    from eprop_lava import fixed as fixed_arith
+    from eprop_lava.neurons import fixed as fixed_neurons
+
+    text = inspect.getsource(fixed_arith) + inspect.getsource(fixed_neurons)
+    return hashlib.sha1(text.encode()).hexdigest()[:10]
+
+
+def _fixed_loop(fn, constants: dict | None = None):
+    """A fixed-point loop compiled in parallel, cached under a name that carries
+    the kernels' digest; the kernels are bound as globals of the clone, and so
+    are ``constants`` (numba freezes globals: each set compiles its own
+    specialization, with shifts and branches known to the compiler)."""
+    from eprop_lava import fixed as fixed_arith
+    from eprop_lava.neurons import fixed as fixed_neurons
+
+    constants = constants or {}
+    glb = dict(fn.__globals__)
+    glb.update(constants)
+    for name in fn.__code__.co_names:
+        for mod in (fixed_arith, fixed_neurons):
+            value = getattr(mod, name, None)
+            if getattr(value, fixed_arith.KERNEL_ATTR, False):
+                glb[name] = compiled(value)
+    name = "_".join([fn.__name__, _source_tag()] + [f"{k.lower()}{int(v)}" for k, v in sorted(constants.items())])
+    clone = types.FunctionType(fn.__code__, glb, name, fn.__defaults__, fn.__closure__)
+    clone.__qualname__ = name
+    # the readout has K values per step: too little work to share out over threads
+    return njit(parallel=fn.__name__ not in SERIAL_LOOPS, cache=True, error_model="numpy")(clone)
+
+
+SERIAL_LOOPS = ("_fixed_readout",)
+
+
+if numba is not None:
+    import types
+
+    _SCALAR_PRIMITIVES = {
+        "select": njit(inline="always")(lambda cond, a, b: a if cond else b),
+        "minimum": njit(inline="always")(lambda a, b: min(a, b)),
+        "maximum": njit(inline="always")(lambda a, b: max(a, b)),
+    }
+
+    def _fixed_lif_family_layer(ext, w_rec_t, has_rec, weight_exp, rec_first, du_f, dv_f, bias, vth, n_ref,
+                                adaptive, stdp, dth_f, theta_step, psi_mul, psi_shift, psi_max,
+                                u, v, theta, ref, z, z_out, psi_out, end_out):  # pragma: no cover - compiled
+        # ext (S, B, N): this layer's input Dense output arriving at each step; rec_first (B, N):
+        # the recurrent Dense output arriving at the first step (computed before the
+        # previous update); u, v, theta, ref, z (B, N): the state, updated in place.
+        S, B, N = ext.shape
+        for b in prange(B):
+            rec = np.zeros(N, w_rec_t.dtype)
+            for t in range(S):
+                if has_rec and t > 0:
+                    _recurrent_events(z[b], w_rec_t, rec)
+                for j in range(N):
+                    a = np.int64(ext[t, b, j])
+                    if has_rec:
+                        r = rec_first[b, j] if t == 0 else k_wrap_int32(k_weight_exp(np.int64(rec[j]), weight_exp))
+                        a = k_wrap_int32(a + r)
+                    zj, psij, uj, vj, thj, refj, endj = k_lif_family(
+                        a, u[b, j], v[b, j], theta[b, j], ref[b, j], z[b, j], du_f[j], dv_f[j], bias[j], vth[j],
+                        n_ref, adaptive, stdp, dth_f[j], theta_step[j], psi_mul[j], psi_shift, psi_max)
+                    u[b, j] = uj
+                    v[b, j] = vj
+                    theta[b, j] = thj
+                    ref[b, j] = refj
+                    z[b, j] = zj
+                    z_out[t, b, j] = zj
+                    psi_out[t, b, j] = psij
+                    if KEEP_END:  # learning STDP-ALIF synapses need it; inference does not
+                        end_out[t, b, j] = endj
+
+    def _fixed_izhikevich_layer(ext, w_rec_t, has_rec, weight_exp, rec_first, v_frac, izh_a, izh_ab, izh_c, izh_d,
+                                v_peak, psi_table, v, u, z, z_out, psi_out, jac_out):  # pragma: no cover - compiled
+        S, B, N = ext.shape
+        for b in prange(B):
+            rec = np.zeros(N, w_rec_t.dtype)
+            for t in range(S):
+                if has_rec and t > 0:
+                    _recurrent_events(z[b], w_rec_t, rec)
+                for j in range(N):
+                    a = np.int64(ext[t, b, j])
+                    if has_rec:
+                        r = rec_first[b, j] if t == 0 else k_wrap_int32(k_weight_exp(np.int64(rec[j]), weight_exp))
+                        a = k_wrap_int32(a + r)
+                    zj, psij, jacj, vj, uj = k_izhikevich(a, v[b, j], u[b, j], z[b, j], v_frac, izh_a[j], izh_ab[j],
+                                                          izh_c[j], izh_d[j], v_peak[j], psi_table)
+                    v[b, j] = vj
+                    u[b, j] = uj
+                    z[b, j] = zj
+                    z_out[t, b, j] = zj
+                    psi_out[t, b, j] = psij
+                    jac_out[t, b, j] = jacj
+
+    def _fixed_hidden_synapses(pre, z_rec, psi_rec, jac_rec, cut_rec, signal, eps_v, eps_2, ebar, acc, dv_f, dth_f,
+                               bpsi_mul, izh_ab, izh_a, impulse, tmax, dk_f, tag_lo, tag_hi, acc_lo,
+                               acc_hi):  # pragma: no cover - compiled
+        # pre (S, B, I): spikes entering v^t; z_rec, psi_rec, jac_rec, cut_rec (S + 1, B, J): the
+        # post records, row 0 the step before the block; signal (S, B, J); eps_v, eps_2, ebar
+        # (B, J, I) and acc (J, I) updated in place. Post neurons are independent: one per task.
+        # IZHIKEVICH, ADAPTIVE, RND, PRODUCT_SHIFT, PSI_BITS, BPSI_SHIFT are compile-time
+        # constants of each compiled specialization (see _fixed_loop): branch-free inner loops.
+        S, B, I = pre.shape
+        J = acc.shape[0]
+        for j in prange(J):
+            total = np.zeros(I, np.int64)
+            for t in range(S):
+                total[:] = 0
+                for b in range(B):
+                    sig = np.int64(signal[t, b, j])
+                    psi = np.int64(psi_rec[t + 1, b, j])
+                    keep = 1 - np.int64(z_rec[t, b, j])
+                    jac = np.int64(jac_rec[t, b, j])
+                    cut = np.int64(cut_rec[t, b, j])
+                    gain = bpsi_mul[j] * np.int64(psi_rec[t, b, j])
+                    ev_row = eps_v[b, j]
+                    e2_row = eps_2[b, j]
+                    eb_row = ebar[b, j]
+                    pre_row = pre[t, b]
+                    for i in range(I):
+                        imp = impulse * np.int64(pre_row[i])
+                        if IZHIKEVICH:
+                            ev, e2, e = k_eligibility_izhikevich(ev_row[i], e2_row[i], keep, jac, izh_ab[j], izh_a[j],
+                                                                 imp, psi, tmax, PSI_BITS, RND)
+                            e2_row[i] = e2
+                        elif ADAPTIVE:
+                            ev, e2, e = k_eligibility_lif_family(ev_row[i], e2_row[i], cut, dv_f[j], dth_f[j], gain,
+                                                                 imp, psi, tmax, PSI_BITS, BPSI_SHIFT, RND, True)
+                            e2_row[i] = e2
+                        else:  # LIF: no threshold trace (eps_2 unused)
+                            ev, e2, e = k_eligibility_lif_family(ev_row[i], 0, cut, dv_f[j], 0, 0, imp, psi, tmax,
+                                                                 PSI_BITS, 0, RND, False)
+                        eb, prod = k_trace_product(eb_row[i], e, sig, dk_f, tag_lo, tag_hi, PRODUCT_SHIFT, RND)
+                        ev_row[i] = ev
+                        eb_row[i] = eb
+                        total[i] += prod
+                for i in range(I):
+                    acc[j, i] = k_clip(acc[j, i] + total[i], acc_lo, acc_hi)
+
+    def _fixed_readout_synapses(pre, err, zbar, acc, dk_f, impulse, tmax, product_shift, rnd, acc_lo,
+                                acc_hi):  # pragma: no cover - compiled
+        # pre (S, B, I) = z^{t-1}; err (S, B, K); zbar (B, I) and acc (K, I) updated in place
+        S, B, I = pre.shape
+        K = err.shape[2]
+        for i in prange(I):
+            for t in range(S):
+                for b in range(B):
+                    zbar[b, i] = k_presynaptic_trace(zbar[b, i], np.int64(pre[t, b, i]), dk_f, impulse, tmax)
+                for k in range(K):
+                    total = np.int64(0)
+                    for b in range(B):
+                        total += k_shift(np.int64(err[t, b, k]) * zbar[b, i], product_shift, rnd)
+                    acc[k, i] = k_clip(acc[k, i] + total, acc_lo, acc_hi)
+
+    def _fixed_readout(a_out, y, dk_f, bias, y_out):  # pragma: no cover - compiled
+        S, B, K = a_out.shape
+        for b in range(B):
+            for t in range(S):
+                for k in range(K):
+                    y[b, k] = k_readout(y[b, k], np.int64(a_out[t, b, k]), dk_f, bias[k])
+                    y_out[t, b, k] = y[b, k]
+
+    FIXED_LOOPS: dict = {}
+
+
+def _fixed(name: str, **constants: Any):
+    """A fixed-point loop (specialized on ``constants``), compiled on first use."""
+    key = (name, tuple(sorted(constants.items())))
+    if key not in FIXED_LOOPS:
+        FIXED_LOOPS[key] = _fixed_loop(globals()[name], constants)
+    _launch_threads()
+    return FIXED_LOOPS[key]
+
+
+def _rec_weights(w_rec: np.ndarray | None, n: int) -> np.ndarray:
+    """W_rec^T for the recurrent events, int32 when no partial sum can overflow it."""
     if w_rec is None:
-        rec = np.zeros((1, N), np.int32)
-    else:
-        w_rec = np.asarray(w_rec, np.int64)
-        # int32 sums (twice the SIMD width) when no partial sum can overflow them
-        small = int(np.abs(w_rec).max(initial=0)) * N < (1 << 31)
-        rec = np.ascontiguousarray(w_rec.T.astype(np.int32 if small else np.int64))
+        return np.zeros((1, n), np.int32)
+    w_rec = np.asarray(w_rec, np.int64)
+    small = int(np.abs(w_rec).max(initial=0)) * n < (1 << 31)
+    return np.ascontiguousarray(w_rec.T.astype(np.int32 if small else np.int64))
+
+
+def run_fixed_layer(p: Any, ext: np.ndarray, w_rec: np.ndarray | None, weight_exp: int, state: dict,
+                    rec_first: np.ndarray | None = None, keep_records: bool = False) -> dict:
+    """A block of steps of one fixed-point layer (any of the four types), the
+    neurons stepped by :func:`eprop_lava.neurons.fixed.k_lif_family` /
+    :func:`~eprop_lava.neurons.fixed.k_izhikevich` and the recurrent Dense
+    (:func:`eprop_lava.engine.fixed_engine.dense_output`) event-driven.
+
+    ext (S, B, N): the input Dense output arriving at each step; state: the
+    layer's state dict ((B, N) int64 arrays, :func:`~eprop_lava.neurons.fixed.initial_state`),
+    updated in place; rec_first (B, N): the recurrent Dense output arriving at
+    the block's first step (default zero: the start of a sample). Returns the
+    records (S, B, N): z (int8), psi (int32), jac (Izhikevich, int64) and,
+    with keep_records, end (STDP-ALIF, int8: what its synapses need). Bit for
+    bit the step engine's (tests/test_fused.py)."""
+    S, B, N = ext.shape
     if ext.dtype not in (np.int32, np.int64):
         ext = ext.astype(np.int64)
-    _kernel("_fixed_lif_family", True)(np.ascontiguousarray(ext), rec, w_rec is not None, int(weight_exp),
-                      vec(DECAY_UNITY - (np.asarray(p.du) + 1)), bool(p.u_memoryless), vec(DECAY_UNITY - p.dv),
-                      vec(p.bias), vec(p.vth_scaled), int(p.n_ref), p.kind == "alif",
-                      vec(DECAY_UNITY - p.d_theta), vec(p.theta_step), vec(mul), int(shift), int(p.psi_max), z, psi)
-    return z, psi
+    ext = np.ascontiguousarray(ext)
+    c = p.kernel_constants
+    rec = _rec_weights(w_rec, N)
+    first = np.zeros((B, N), np.int64) if rec_first is None else np.ascontiguousarray(rec_first, np.int64)
+    out = dict(z=np.empty((S, B, N), np.int8), psi=np.empty((S, B, N), np.int32))
+    if p.kind == "izhikevich":
+        out["jac"] = np.empty((S, B, N), np.int64)
+        _fixed("_fixed_izhikevich_layer")(ext, rec, w_rec is not None, int(weight_exp), first, int(p.v_frac),
+                                          c["izh_a"], c["izh_ab"], c["izh_c"], c["izh_d"], c["v_peak"],
+                                          p.izh_psi_table, state["v"], state["u"], state["z"], out["z"], out["psi"],
+                                          out["jac"])
+        return out
+    keep_end = p.kind == "stdp_alif" and keep_records
+    end = np.empty((S, B, N) if keep_end else (1, 1, 1), np.int8)
+    zero = np.zeros((B, N), np.int64)
+    theta = state.get("theta", zero)
+    _fixed("_fixed_lif_family_layer", KEEP_END=keep_end)(ext, rec, w_rec is not None, int(weight_exp), first, c["du_f"], c["dv_f"],
+                                      c["bias"], c["vth_scaled"], int(p.n_ref), p.kind != "lif",
+                                      p.kind == "stdp_alif", c["dth_f"], c["theta_step"], c["psi_mul"],
+                                      int(c["psi_shift"]), int(p.psi_max), state["u"], state["v"], theta,
+                                      state["ref"], state["z"], out["z"], out["psi"], end)
+    if "end" in state:  # the neuron's own end-of-refractory flag: ref == 1
+        state["end"][:] = state["ref"] == 1
+    if keep_end:
+        out["end"] = end
+    return out
+
+
+def run_fixed_hidden_synapses(p: Any, syn: dict, pre: np.ndarray, records: dict, signal: np.ndarray,
+                              d_kappa: int, profile: Any) -> None:
+    """A block of steps of one e-prop synapse matrix: per synapse the
+    eligibility kernel of :mod:`eprop_lava.neurons.fixed`, the product and the
+    filtered trace (:func:`~eprop_lava.neurons.fixed.k_trace_product`), and the
+    accumulator clip(acc + sum_b prod) once per step. pre (S, B, I) spikes
+    entering v^t; records: z, psi, jac, cut (S + 1, B, J), row 0 the step before
+    the block; signal (S, B, J). syn (from :func:`new_compiled_synapse`) is
+    updated in place."""
+    from eprop_lava.fixed import DECAY_UNITY, ROUND_CODES
+
+    c = p.kernel_constants
+    tag_lo, tag_hi = profile.tag_range
+    acc_lo, acc_hi = profile.accumulator_range
+    loop = _fixed("_fixed_hidden_synapses", IZHIKEVICH=p.kind == "izhikevich", ADAPTIVE=p.kind in ("alif", "stdp_alif"),
+                  RND=ROUND_CODES[profile.product_rounding], PRODUCT_SHIFT=int(profile.product_shift),
+                  PSI_BITS=int(p.psi_bits), BPSI_SHIFT=int(p.bpsi_shift) if p.kind in ("alif", "stdp_alif") else 0)
+    loop(np.ascontiguousarray(pre), records["z"], records["psi"], records["jac"], records["cut"],
+         np.ascontiguousarray(signal, np.int64), syn["eps_v"], syn["eps_2"], syn["ebar"], syn["acc"], c["dv_f"],
+         c["dth_f"], c["bpsi_mul"], c["izh_ab"], c["izh_a"], int(profile.trace_impulse), int(profile.trace_max),
+         DECAY_UNITY - int(d_kappa), tag_lo, tag_hi, acc_lo, acc_hi)
+
+
+def new_compiled_synapse(p: Any, batch: int, n_pre: int, profile: Any) -> dict:
+    """Per-synapse state of the compiled loops: eps_v, eps_2 (eps_th or eps_u;
+    unused for LIF) and ebar (batch, post, pre), int32 where
+    :func:`~eprop_lava.neurons.fixed.eligibility_fits_int32` proves every value
+    fits (computed in int64, stored in int32: the same integers), and acc."""
+    from eprop_lava.neurons.fixed import eligibility_fits_int32
+
+    dtype = np.int32 if eligibility_fits_int32(p, profile) else np.int64
+    shape = (batch, p.size, n_pre)
+    second = shape if p.kind != "lif" else (batch, p.size, 0)  # LIF has no second component
+    return dict(eps_v=np.zeros(shape, dtype), eps_2=np.zeros(second, dtype), ebar=np.zeros(shape, dtype),
+                acc=np.zeros((p.size, n_pre), np.int64))
+
+
+def run_fixed_readout_synapses(syn: dict, pre: np.ndarray, err: np.ndarray, d_kappa: int, profile: Any) -> None:
+    """A block of steps of the readout synapses (:func:`~eprop_lava.neurons.fixed.k_presynaptic_trace`,
+    acc += sum_b (err zbar) >> product_shift); pre (S, B, I) = z^{t-1}, err (S, B, K)."""
+    from eprop_lava.fixed import DECAY_UNITY, ROUND_CODES
+
+    acc_lo, acc_hi = profile.accumulator_range
+    _fixed("_fixed_readout_synapses")(np.ascontiguousarray(pre), np.ascontiguousarray(err, np.int64), syn["zbar"],
+                                      syn["acc"], DECAY_UNITY - int(d_kappa), int(profile.trace_impulse),
+                                      int(profile.trace_max), int(profile.product_shift),
+                                      ROUND_CODES[profile.product_rounding], acc_lo, acc_hi)
+
+
+def run_fixed_readout(a_out: np.ndarray, y: np.ndarray, d_kappa: int, bias: np.ndarray) -> np.ndarray:
+    """A block of readout steps (:func:`~eprop_lava.neurons.fixed.k_readout`); y (B, K) updated in place."""
+    from eprop_lava.fixed import DECAY_UNITY
+
+    out = np.empty(a_out.shape, np.int64)
+    _fixed("_fixed_readout")(np.ascontiguousarray(a_out), y, DECAY_UNITY - int(d_kappa),
+                             np.ascontiguousarray(np.broadcast_to(np.asarray(bias, np.int64), (a_out.shape[2],))), out)
+    return out

@@ -5,7 +5,7 @@ Each model calls the step functions of the engine: fixed_pt models call
 :mod:`eprop_lava.engine.fixed_engine`; floating_pt models call the float
 neuron modules. One source of truth per equation: a Lava model is the engine
 run with batch 1, wired through ports. Absolute imports only (Lava executes
-the files of a Process's folder; LAVA_BRIEF §1.3); select these models
+the files of a Process's folder; docs/lava_loihi.md §1.3); select these models
 explicitly with :func:`eprop_lava.models.network.model_map`.
 """
 

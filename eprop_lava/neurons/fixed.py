@@ -11,7 +11,7 @@ its afferent synapses (``psi``; ``jac`` for Izhikevich).
 
 Conventions
 -----------
-LIF (Lava-exact, LAVA_BRIEF §2.1; ``PyLifModelBitAcc`` bit for bit when
+LIF (Lava-exact, docs/lava_loihi.md §2.1; ``PyLifModelBitAcc`` bit for bit when
 ``n_ref = 0``)::
 
     u   = wrap24( decay(u, du, offset 1) + (a_in << 6) )
@@ -38,11 +38,21 @@ with psi_mul / 2^psi_shift ~= psi_max / (vth << 6): one multiply and one
 shift per neuron, no division (what Loihi 2 microcode can do).
 
 Izhikevich (Eqs. 3.25-3.28) has no Lava or Loihi 1 reference; the chosen
-convention: v and u in Q``v_frac`` millivolts (default 2^8 per mV), 24-bit
-saturation, constants 0.04, a, a b in Q16, floor shifts, spike iff
-v >= v_peak (as the float model), reset folded into the next step; psi from a
-lookup table over whole millivolts (Eq. 3.35), and the neuron also sends
-``jac`` = 6 + 0.08 v in Q8, the factor its synapses need (Eq. 3.34).
+convention: v and u in Q``v_frac`` millivolts (default 2^14 per mV, so 24 bits
+hold +-512 mV), 24-bit saturation, the constants 0.04, a and a b in Q28, every
+product shifted back with rounding to nearest, spike iff v >= v_peak (as the
+float model), reset folded into the next step; psi from a lookup table over
+1/16 mV (Eq. 3.35), and the neuron also sends ``jac`` = 6 + 0.08 v in Q16, the
+factor its synapses need (Eq. 3.34).
+
+Why so fine: near threshold the Euler step of Eq. 3.27 multiplies a
+difference in v by 6 + 0.08 v ~ 8 per step, so an error of 0.03 mV (the
+0.04 v^2 term of Q16 constants with floor shifts, at v = -65 mV) grows to a
+different spike within a few steps, and fixed-point e-prop then follows
+other spikes than float e-prop on the same network. With Q14 millivolts, Q28
+constants and rounding to nearest, the rest step is exact (-65 mV -> -68 mV,
+tests/test_fixed_point.py) and spikes agree with the float model's on the
+dequantized network.
 
 Eligibility vectors (per synapse, trace units; ``impulse`` per pre spike,
 ``trace_bits`` saturation; see :func:`eligibility_step`):
@@ -51,8 +61,8 @@ Eligibility vectors (per synapse, trace units; ``impulse`` per pre spike,
 * ALIF/STDP:  eps_v as LIF (STDP: (1 - z - end)), and
               eps_th' = decay(eps_th, d_theta) + (bpsi_mul psi_prev (eps_v - eps_th)) >> bpsi_shift
               (eps_th = beta eps_a, seed 002 Eqs. 2.20-2.22)
-* Izhikevich: eps_v' = (1 - z) (jac eps_v >> 8) - eps_u + impulse pre ;
-              eps_u' = (1 - z) (ab eps_v >> 16) + eps_u - (a eps_u >> 16)
+* Izhikevich: eps_v' = (1 - z) (jac eps_v >> 16) - eps_u + impulse pre ;
+              eps_u' = (1 - z) (ab eps_v >> 24) + eps_u - (a eps_u >> 24)
 * e = (psi (eps_v - eps_th)) >> psi_bits  (Eq. 2.28; eps_th = 0 for LIF/Izhikevich).
 """
 
@@ -66,14 +76,15 @@ from typing import Any
 import numpy as np
 
 from eprop_lava.fixed import (
-    ACT_SHIFT, DECAY_UNITY, UV_BITS, VTH_SHIFT, FixedPointError, FixedPointProfile, check_decay, clip_v24,
-    decay, decay_same_dtype, saturate, saturate_owned, saturate_signed, shift_floor, shift_round, shift_round_owned, wrap_int32,
-    wrap_u24,
+    ACT_SHIFT, DECAY_UNITY, ROUND_CODES, ROUND_NEAREST, V_MAX, VTH_SHIFT, FixedPointError, FixedPointProfile,
+    check_decay, k_clip, k_decay, k_shift, k_wrap_int32, k_wrap_u24, kernel, maximum, minimum, select,
 )
 
 KINDS = ("lif", "alif", "stdp_alif", "izhikevich")
-Q16 = 16
+IZH_FRAC = 28      # fractional bits of the Izhikevich constants 0.04, a, a b
+JAC_FRAC = 16      # fractional bits of the Izhikevich Jacobian factor jac = 6 + 0.08 v
 IZH_PSI_LO = -128  # lowest millivolt of the Izhikevich psi table (exp(-158/30) ~ 0.005)
+IZH_PSI_RES = 4    # the psi table holds 2^4 entries per millivolt
 
 
 def _arr(name: str, value: Any, size: int, lo: int, hi: int) -> np.ndarray:
@@ -116,13 +127,13 @@ class FixedNeuronParams:
     bpsi_mul: Any = 0
     bpsi_shift: int = 16
     # Izhikevich (v, u, c, d, v_peak in Q v_frac millivolts)
-    v_frac: int = 8
-    izh_a: Any = 1311        # round(0.02 * 2^16)
-    izh_ab: Any = 262        # round(0.004 * 2^16)
-    izh_c: Any = -65 * 256
-    izh_d: Any = 2 * 256
-    izh_b_c: Any = -13 * 256  # initial u = b c
-    v_peak: Any = 30 * 256
+    v_frac: int = 14
+    izh_a: Any = 5368709     # round(0.02 * 2^28)
+    izh_ab: Any = 1073742    # round(0.004 * 2^28)
+    izh_c: Any = -65 << 14
+    izh_d: Any = 2 << 14
+    izh_b_c: Any = -13 << 14  # initial u = b c
+    v_peak: Any = 30 << 14
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -151,11 +162,11 @@ class FixedNeuronParams:
         fix("bpsi_mul", _arr("bpsi_mul", self.bpsi_mul, n, 0, (1 << 24) - 1))
         if not isinstance(self.bpsi_shift, (int, np.integer)) or not 0 <= self.bpsi_shift <= 40:
             raise FixedPointError(f"bpsi_shift: expected an integer in [0, 40], got {self.bpsi_shift!r}")
-        if not isinstance(self.v_frac, (int, np.integer)) or not 0 <= self.v_frac <= 12:
-            raise FixedPointError(f"v_frac: expected an integer in [0, 12], got {self.v_frac!r}")
+        if not isinstance(self.v_frac, (int, np.integer)) or not 8 <= self.v_frac <= 14:
+            raise FixedPointError(f"v_frac: expected an integer in [8, 14], got {self.v_frac!r}")
         big = (1 << 23) - 1
         for name in ("izh_a", "izh_ab"):
-            fix(name, _arr(name, getattr(self, name), n, 0, 1 << Q16))
+            fix(name, _arr(name, getattr(self, name), n, 0, 1 << IZH_FRAC))
         for name in ("izh_c", "izh_d", "izh_b_c", "v_peak"):
             fix(name, _arr(name, getattr(self, name), n, -big, big))
 
@@ -192,8 +203,24 @@ class FixedNeuronParams:
         return bool(np.any(self.bias != 0))
 
     @cached_property
+    def kernel_constants(self) -> dict:
+        """The per-neuron integer constants the kernels take, as contiguous
+        (size,) int64 arrays (decay constants as multipliers 4096 - d - offset)."""
+        n = int(self.size)
+
+        def vec(a: Any) -> np.ndarray:
+            return np.ascontiguousarray(np.broadcast_to(np.asarray(a, dtype=np.int64), (n,)))
+
+        mul, shift = self.psi_scale
+        return dict(du_f=vec(DECAY_UNITY - (self.du + 1)), dv_f=vec(DECAY_UNITY - self.dv), bias=vec(self.bias),
+                    vth_scaled=vec(self.vth_scaled), dth_f=vec(DECAY_UNITY - self.d_theta),
+                    theta_step=vec(self.theta_step), psi_mul=vec(mul), psi_shift=int(shift),
+                    bpsi_mul=vec(self.bpsi_mul), izh_a=vec(self.izh_a), izh_ab=vec(self.izh_ab),
+                    izh_c=vec(self.izh_c), izh_d=vec(self.izh_d), v_peak=vec(self.v_peak))
+
+    @cached_property
     def izh_psi_table(self) -> np.ndarray:
-        mv = np.arange(IZH_PSI_LO, 31)
+        mv = np.arange(IZH_PSI_LO << IZH_PSI_RES, (30 << IZH_PSI_RES) + 1) / float(1 << IZH_PSI_RES)
         return np.round(self.psi_max * np.exp((mv - 30.0) / 30.0)).astype(np.int64)
 
     def to_dict(self) -> dict:
@@ -204,44 +231,143 @@ class FixedNeuronParams:
         return out
 
 
-# --------------------------------------------------------------- shared pieces
-def current_update(u: np.ndarray, a_in: np.ndarray, p: FixedNeuronParams) -> np.ndarray:
-    """Lava's u update: int32 arithmetic (as numpy does it in PyLifModelBitAcc),
-    then the one-sided 24-bit wrap."""
-    act = wrap_int32(np.left_shift(np.asarray(a_in, dtype=np.int64), ACT_SHIFT))
-    if p.u_memoryless:  # decay(u, 4095, offset 1) == 0: the sum is act (already int32)
-        return wrap_u24(act)
-    total = decay(u, p.du, offset=1)
-    total += act
-    return wrap_u24(wrap_int32(total))
+# --------------------------------------------------------------- kernels
+# Elementwise kernels (see eprop_lava.fixed): the only rendering of these
+# equations. The numpy wrappers further down call them on (batch, neurons) or
+# (batch, post, pre) arrays; engine/fused.py compiles the same functions into
+# its per-element loops.
+K004 = round(0.04 * (1 << IZH_FRAC))
+K008 = round(0.08 * (1 << IZH_FRAC))
+IZH_LEVEL_LO = IZH_PSI_LO << IZH_PSI_RES
+IZH_LEVEL_HI = 30 << IZH_PSI_RES
 
 
-def voltage_update(v: np.ndarray, u: np.ndarray, p: FixedNeuronParams) -> np.ndarray:
-    """clip24(decay(v, dv) + u + bias), accumulated in place in decay's new array."""
-    out = decay(v, p.dv)
-    out += u
-    if p.has_bias:
-        out += p.bias
-    return saturate_owned(out, -((1 << (UV_BITS - 1)) - 1), (1 << (UV_BITS - 1)) - 1)
+@kernel
+def k_refractory(ref_prev, z_prev, n_ref):
+    """Remaining refractory steps (as :func:`eprop_lava.neurons.base.refractory_counter`)."""
+    return select(z_prev > 0, n_ref, maximum(ref_prev - 1, 0))
+
+
+@kernel
+def k_psi_lif(v, threshold, vth_scaled, psi_mul, psi_shift, psi_max):
+    """Graded psi / gamma of the LIF family (seed 002 Eq. 2.18):
+    min((max(vth - |v - A|, 0) psi_mul) >> psi_shift, psi_max)."""
+    return minimum((maximum(vth_scaled - abs(v - threshold), 0) * psi_mul) >> psi_shift, psi_max)
+
+
+@kernel
+def k_lif_family(a_in, u, v, theta, ref, z_prev, du_f, dv_f, bias, vth_scaled, n_ref, adaptive, stdp,
+                 dth_f, theta_step, psi_mul, psi_shift, psi_max):
+    """One step of LIF / ALIF / STDP-ALIF (module docstring); du_f = 4095 - du,
+    dv_f = 4096 - dv, dth_f = 4096 - d_theta. Returns (z, psi, u, v, theta, ref, end).
+
+    u = wrap24(wrap32(decay(u) + wrap32(a_in << 6))) (Lava's int32 sum and
+    one-sided wrap; du = 4095 leaves u = this step's input), v = clip24(decay(v)
+    + u + bias), theta = clip(decay(theta) + z_prev theta_step, 0, 2^23 - 1)."""
+    u_new = k_wrap_u24(k_wrap_int32(k_decay(u, du_f) + k_wrap_int32(a_in << ACT_SHIFT)))
+    v_new = k_clip(k_decay(v, dv_f) + u_new + bias, -V_MAX, V_MAX)
+    ref_new = ref
+    if n_ref > 0:
+        ref_new = k_refractory(ref, z_prev, n_ref)
+    theta_new = theta
+    if adaptive:
+        theta_new = k_clip(k_decay(theta, dth_f) + z_prev * theta_step, 0, V_MAX)
+    threshold = theta_new + vth_scaled
+    spike = v_new > threshold
+    psi = k_psi_lif(v_new, threshold, vth_scaled, psi_mul, psi_shift, psi_max)
+    ending = ref_new == 1
+    if n_ref > 0:
+        free = ref_new <= 0
+        spike = spike & free
+        psi = select(free, psi, -psi_max if stdp else 0)
+    reset = spike | ending if stdp else spike
+    return (select(spike, 1, 0), psi, u_new, select(reset, 0, v_new), theta_new, ref_new,
+            select(ending, 1, 0))
+
+
+@kernel
+def k_izhikevich(a_in, v, u, z_prev, v_frac, izh_a, izh_ab, izh_c, izh_d, v_peak, psi_table):
+    """One Izhikevich step (seed 002 Eqs. 3.25-3.28, 3.34-3.35) in Q v_frac mV.
+    Returns (z, psi, jac, v, u)."""
+    vt = select(z_prev > 0, izh_c, v)
+    ut = u + z_prev * izh_d
+    # (vt^2 >> f) first: |vt| < 2^23 and f >= 8, so every product stays below 2^62
+    square = k_shift(k_shift(vt * vt, v_frac, ROUND_NEAREST) * K004, IZH_FRAC, ROUND_NEAREST)
+    v_new = k_clip(vt + square + 5 * vt + (140 << v_frac) - ut + (a_in << ACT_SHIFT), -V_MAX, V_MAX)
+    u_new = k_clip(ut + k_shift(izh_ab * vt, IZH_FRAC, ROUND_NEAREST) - k_shift(izh_a * ut, IZH_FRAC, ROUND_NEAREST),
+                   -V_MAX, V_MAX)
+    level = k_clip(v_new >> (v_frac - IZH_PSI_RES), IZH_LEVEL_LO, IZH_LEVEL_HI)
+    psi = psi_table[level - IZH_LEVEL_LO]
+    # 6 + 0.08 v in Q16 (Eq. 3.34)
+    jac = (6 << JAC_FRAC) + k_shift(v_new * K008, v_frac + IZH_FRAC - JAC_FRAC, ROUND_NEAREST)
+    return select(v_new >= v_peak, 1, 0), psi, jac, v_new, u_new
+
+
+@kernel
+def k_readout(y, a_in, d_kappa_f, bias):
+    """Leaky readout y^t = clip24(decay(y^{t-1}, d_kappa) + (a_in << 6) + b) (seed 002 Eq. 3.12)."""
+    return k_clip(k_decay(y, d_kappa_f) + (a_in << ACT_SHIFT) + bias, -V_MAX, V_MAX)
+
+
+@kernel
+def k_eligibility_lif_family(ev, eth, cut, dv_f, dth_f, gain, imp, psi, tmax, psi_bits, bpsi_shift, rnd,
+                             adaptive):
+    """One step of a LIF-family synapse's eligibility vector (module docstring):
+    eps_v' = clip(decay(eps_v, dv) (1 - cut) + imp), cut = z_post (+ end for
+    STDP-ALIF; decay rounds toward zero, an odd function, so the factor 1 - cut
+    in {1, 0, -1} goes into its multiplier), and for ALIF / STDP-ALIF
+    eps_th' = clip(decay(eps_th, d_theta) + (gain (eps_v - eps_th)) >> bpsi_shift)
+    with gain = bpsi_mul psi^{t-1}; e = (psi (eps_v' - eps_th')) >> psi_bits
+    (seed 002 Eqs. 2.20-2.28). Returns (eps_v', eps_th', e)."""
+    ev_new = k_clip(k_decay(ev, dv_f * (1 - cut)) + imp, -tmax, tmax)
+    eth_new = eth
+    if adaptive:
+        eth_new = k_clip(k_decay(eth, dth_f) + k_shift(gain * (ev - eth), bpsi_shift, rnd), -tmax, tmax)
+    return ev_new, eth_new, k_shift((ev_new - eth_new) * psi, psi_bits, rnd)
+
+
+@kernel
+def k_eligibility_izhikevich(ev, eu, keep, jac, izh_ab, izh_a, imp, psi, tmax, psi_bits, rnd):
+    """One step of an Izhikevich synapse's eligibility vector (Eqs. 3.29-3.38):
+    eps_v' = keep (jac eps_v >> 16) - eps_u + imp, eps_u' = keep (ab eps_v >> 28)
+    + eps_u - (a eps_u >> 28), keep = 1 - z_post^{t-1}; e = (psi eps_v') >> psi_bits."""
+    ev_new = k_clip(keep * k_shift(jac * ev, JAC_FRAC, rnd) - eu + imp, -tmax, tmax)
+    eu_new = k_clip(keep * k_shift(izh_ab * ev, IZH_FRAC, rnd) + eu - k_shift(izh_a * eu, IZH_FRAC, rnd), -tmax, tmax)
+    return ev_new, eu_new, k_shift(ev_new * psi, psi_bits, rnd)
+
+
+@kernel
+def k_trace_product(ebar, e, signal, d_kappa_f, tag_lo, tag_hi, product_shift, rnd):
+    """The e-prop product and filtered trace of one synapse (seed 002 Eq. 2.37,
+    loihi timing): prod = (L^t ebar^{t-1}) >> product_shift (what the
+    accumulator receives), ebar^t = clip(decay(ebar^{t-1}, d_kappa) + e^t).
+    Returns (ebar^t, prod)."""
+    return k_clip(k_decay(ebar, d_kappa_f) + e, tag_lo, tag_hi), k_shift(ebar * signal, product_shift, rnd)
+
+
+@kernel
+def k_presynaptic_trace(zbar, pre, d_kappa_f, impulse, tmax):
+    """The readout synapses' presynaptic trace zbar^t = clip(decay(zbar^{t-1},
+    d_kappa) + impulse z^{t-1}, 0, trace_max)."""
+    return k_clip(k_decay(zbar, d_kappa_f) + impulse * pre, 0, tmax)
+
+
+# --------------------------------------------------------------- numpy wrappers
+def _i64(x: Any) -> np.ndarray:
+    return np.asarray(x, dtype=np.int64)
 
 
 def refractory(ref_prev: np.ndarray, z_prev: np.ndarray, n_ref: int) -> np.ndarray:
-    """Remaining refractory steps (as :func:`eprop_lava.neurons.base.refractory_counter`)."""
+    """Remaining refractory steps (:func:`k_refractory`)."""
     if n_ref == 0:
         return ref_prev  # always zero: no refractoriness (Lava's LIF)
-    return np.where(z_prev > 0, n_ref, np.maximum(ref_prev - 1, 0))
+    return k_refractory(_i64(ref_prev), _i64(z_prev), n_ref)
 
 
 def psi_lif(v: np.ndarray, threshold: np.ndarray, p: FixedNeuronParams) -> np.ndarray:
-    """Graded psi / gamma of the LIF family (seed 002 Eq. 2.18)."""
+    """Graded psi / gamma of the LIF family (:func:`k_psi_lif`)."""
     mul, shift = p.psi_scale
-    d = np.subtract(v, threshold)  # the one new array; the rest in place
-    np.abs(d, out=d)
-    np.subtract(p.vth_scaled, d, out=d)
-    np.maximum(d, 0, out=d)  # dist = max(vth - |v - A|, 0)
-    d *= mul
-    d >>= shift
-    return np.minimum(d, p.psi_max, out=d)
+    return k_psi_lif(_i64(v), threshold, p.vth_scaled, mul, shift, p.psi_max)
 
 
 # --------------------------------------------------------------- neuron steps
@@ -258,76 +384,44 @@ def initial_state(p: FixedNeuronParams, batch: int) -> dict:
     return state
 
 
+def _lif_family_step(a_in: np.ndarray, state: dict, p: FixedNeuronParams):
+    c = p.kernel_constants
+    adaptive = p.kind in ("alif", "stdp_alif")
+    stdp = p.kind == "stdp_alif"
+    theta = state["theta"] if adaptive else 0
+    z, psi, u, v, theta, ref, end = k_lif_family(
+        _i64(a_in), state["u"], state["v"], theta, state["ref"], state["z"], c["du_f"], c["dv_f"], c["bias"],
+        c["vth_scaled"], int(p.n_ref), adaptive, stdp, c["dth_f"], c["theta_step"], c["psi_mul"],
+        int(c["psi_shift"]), int(p.psi_max))
+    new = dict(u=u, v=v, z=z, ref=_i64(ref) + 0 * z)
+    if adaptive:
+        new["theta"] = theta
+    if stdp:
+        new["end"] = end
+    return z, dict(psi=psi), new
+
+
 def lif_step(a_in: np.ndarray, state: dict, p: FixedNeuronParams):
     """LIF (see module docstring; Lava's PyLifModelBitAcc when n_ref = 0)."""
-    u = current_update(state["u"], a_in, p)
-    v = voltage_update(state["v"], u, p)
-    ref = refractory(state["ref"], state["z"], p.n_ref)
-    spike = v > p.vth_scaled
-    psi = psi_lif(v, p.vth_scaled, p)
-    if p.n_ref:  # without refractoriness nothing is blocked
-        free = ref <= 0
-        spike &= free
-        psi *= free
-    z = spike.astype(np.int64)
-    v *= ~spike  # v = 0 where it spiked (v is voltage_update's new array; a multiply beats a masked store)
-    return z, dict(psi=psi), dict(u=u, v=v, z=z, ref=ref)
-
-
-def _adaptive_step(a_in: np.ndarray, state: dict, p: FixedNeuronParams, stdp: bool):
-    u = current_update(state["u"], a_in, p)
-    v = voltage_update(state["v"], u, p)
-    theta = decay(state["theta"], p.d_theta)
-    theta += state["z"] * p.theta_step
-    saturate_owned(theta, 0, (1 << (UV_BITS - 1)) - 1)
-    ref = refractory(state["ref"], state["z"], p.n_ref)
-    threshold = theta + p.vth_scaled
-    spike = v > threshold
-    psi = psi_lif(v, threshold, p)
-    if p.n_ref:
-        free = ref <= 0
-        spike &= free
-        psi = np.where(free, psi, -p.psi_max) if stdp else np.multiply(psi, free, out=psi)
-    z = spike.astype(np.int64)
-    new = dict(u=u, theta=theta, z=z, ref=ref)
-    if stdp:
-        ending = ref == 1
-        new["end"] = ending.astype(np.int64)
-        v *= ~(spike | ending)
-    else:
-        v *= ~spike
-    new["v"] = v
-    return z, dict(psi=psi), new
+    return _lif_family_step(a_in, state, p)
 
 
 def alif_step(a_in: np.ndarray, state: dict, p: FixedNeuronParams):
     """ALIF (seed 002 Eqs. 2.4-2.6) with theta = beta a in voltage units."""
-    return _adaptive_step(a_in, state, p, stdp=False)
+    return _lif_family_step(a_in, state, p)
 
 
 def stdp_alif_step(a_in: np.ndarray, state: dict, p: FixedNeuronParams):
     """STDP-ALIF (seed 002 Eqs. 3.15-3.22): reset at spike and at the end of the
     refractory period; psi = -psi_max while refractory."""
-    return _adaptive_step(a_in, state, p, stdp=True)
+    return _lif_family_step(a_in, state, p)
 
 
 def izhikevich_step(a_in: np.ndarray, state: dict, p: FixedNeuronParams):
-    """Izhikevich (seed 002 Eqs. 3.25-3.28, 3.35) in Q v_frac millivolts."""
-    f = int(p.v_frac)
-    one = 1 << f
-    z_prev = state["z"] > 0
-    vt = np.where(z_prev, p.izh_c, state["v"])
-    ut = state["u"] + state["z"] * p.izh_d
-    k004 = round(0.04 * (1 << Q16))
-    square = shift_floor(vt * vt * k004, Q16 + f)
-    act = np.left_shift(np.asarray(a_in, dtype=np.int64), ACT_SHIFT)
-    v = saturate_signed(vt + square + 5 * vt + 140 * one - ut + act, UV_BITS - 1)
-    u = saturate_signed(ut + shift_floor(p.izh_ab * vt, Q16) - shift_floor(p.izh_a * ut, Q16), UV_BITS - 1)
-    z = (v >= p.v_peak).astype(np.int64)
-    mv = np.clip(shift_floor(v, f), IZH_PSI_LO, 30)
-    psi = p.izh_psi_table[mv - IZH_PSI_LO]
-    k008 = round(0.08 * (1 << Q16))
-    jac = (6 << 8) + shift_floor(v * k008, Q16 + f - 8)  # 6 + 0.08 v in Q8 (Eq. 3.34)
+    """Izhikevich (seed 002 Eqs. 3.25-3.28, 3.35) in Q v_frac millivolts (:func:`k_izhikevich`)."""
+    c = p.kernel_constants
+    z, psi, jac, v, u = k_izhikevich(_i64(a_in), state["v"], state["u"], state["z"], int(p.v_frac), c["izh_a"],
+                                     c["izh_ab"], c["izh_c"], c["izh_d"], c["v_peak"], p.izh_psi_table)
     return z, dict(psi=psi, jac=jac), dict(v=v, u=u, z=z)
 
 
@@ -348,25 +442,18 @@ def initial_eligibility(p: FixedNeuronParams, shape: tuple[int, ...], dtype: Any
 
 
 def eligibility_fits_int32(p: FixedNeuronParams, profile: FixedPointProfile) -> bool:
-    """Whether a LIF synapse's eligibility state and every intermediate of
-    :func:`eligibility_step` and the engine's hidden synapse step stay below
-    2^31 in magnitude, so int32 arrays give the same integers as int64:
-    |eps_v| 4096, psi_max |eps_v|, |ebar| 4096 and |L| |ebar| (+ the rounding
-    offset of a "nearest" product shift). LIF only: the ALIF threshold
-    trace's gain bpsi_mul psi needs 64 bits."""
-    if p.kind != "lif" or profile.product_shift > 30:
-        return False
-    tmax, lim = profile.trace_max, 1 << 31
-    tag = -profile.tag_range[0]
-    sig = -profile.signal_range[0]
-    return (tmax * 4096 < lim and p.psi_max * tmax < lim and tag * 4096 < lim
-            and sig * tag + (1 << profile.product_shift) < lim)
+    """Whether a LIF synapse's eligibility state (eps_v, ebar) always fits an
+    int32 array: |eps_v| <= trace_max and |ebar| <= 2^tag_bits below 2^31. The
+    compiled loops then store them as int32 (half the memory traffic) and
+    compute in int64, so the integers are the same."""
+    return p.kind == "lif" and profile.trace_max < (1 << 31) and -profile.tag_range[0] < (1 << 31)
 
 
 def post_record(p: FixedNeuronParams, z: np.ndarray, post: dict, record_prev: dict | None) -> dict:
     """What a synapse keeps about its post neuron from this step: spike, psi,
     the Izhikevich Jacobian factor, and for STDP-ALIF a refractory counter of
-    its own (from the post spikes alone) to know when the period ends."""
+    its own (from the post spikes alone, :func:`k_refractory`) to know when the
+    period ends."""
     rec = dict(z=z, psi=post["psi"])
     if p.kind == "izhikevich":
         rec["jac"] = post["jac"]
@@ -381,51 +468,37 @@ def post_record(p: FixedNeuronParams, z: np.ndarray, post: dict, record_prev: di
 
 def eligibility_step(p: FixedNeuronParams, eps: dict, record_prev: dict | None, record: dict,
                      pre: np.ndarray, profile: FixedPointProfile):
-    """One step of the per-synapse eligibility vector and trace, fixed point.
+    """One step of the per-synapse eligibility vector, fixed point.
 
     eps: dict of (..., post, pre) arrays (eps^{t-1}); record_prev / record:
     :func:`post_record` of steps t-1 and t ((..., post) arrays); pre: (..., pre)
     0/1 spikes entering v^t. Returns (eps^t, e^t) with e^t in trace units
-    (seed 002 Eqs. 2.13, 2.26-2.28; see the module docstring)."""
+    (seed 002 Eqs. 2.13, 2.26-2.28; :func:`k_eligibility_lif_family`,
+    :func:`k_eligibility_izhikevich`). At the first step (record_prev None)
+    eps^{t-1} = 0, so the post factors of step t-1 do not matter."""
     tmax = profile.trace_max
-    imp = np.asarray(pre, dtype=np.int64)[..., None, :] * profile.trace_impulse
-    rnd = profile.product_rounding
+    imp = _i64(pre)[..., None, :] * profile.trace_impulse
+    rnd = ROUND_CODES[profile.product_rounding]
+    c = p.kernel_constants
+
     def col(x: Any) -> np.ndarray:
         """A per-post factor (scalar, (post,) or (..., post)) broadcast over the pre axis."""
         x = np.asarray(x)
         return x if x.ndim == 0 else x[..., :, None]
-    dtype = eps["v"].dtype  # int64, or int32 when eligibility_fits_int32
-    if record_prev is None:
-        zero = np.zeros(np.broadcast_shapes(eps["v"].shape, imp.shape), dtype=dtype)
-        new = {k: zero.copy() for k in eps}
-        new["v"] += imp
-        saturate_owned(new["v"], -tmax, tmax)
-    elif p.kind == "izhikevich":
-        keep = 1 - col(record_prev["z"])
-        ev, eu = eps["v"], eps["u"]
-        new_v = keep * shift_round(col(record_prev["jac"]) * ev, 8, rnd) - eu + imp
-        new_u = keep * shift_round(col(p.izh_ab) * ev, Q16, rnd) + eu - shift_round(col(p.izh_a) * eu, Q16, rnd)
-        new = dict(v=saturate(new_v, -tmax, tmax), u=saturate(new_u, -tmax, tmax))
-    else:
-        # decay(eps_v, dv) (1 - cut) + imp: the factor (1 - cut) in {1, 0, -1} goes into the
-        # decay's multiplier (rounding toward zero is odd, so the product is the same integer)
-        cut = col(record_prev["z"])
-        if p.kind == "stdp_alif":
-            cut = cut + col(record_prev["end"])
-        ev = decay_same_dtype(eps["v"], DECAY_UNITY - (DECAY_UNITY - col(p.dv)) * (1 - cut))
-        ev += imp
-        new = dict(v=saturate_owned(ev, -tmax, tmax))
-        if "th" in eps:
-            eth = eps["th"]
-            gain = col(p.bpsi_mul) * col(record_prev["psi"])
-            drive = np.subtract(eps["v"], eth)
-            drive *= gain
-            th = decay(eth, col(p.d_theta))
-            th += shift_round_owned(drive, int(p.bpsi_shift), rnd)
-            new["th"] = saturate_owned(th, -tmax, tmax)
-    if "th" in new:
-        e = np.subtract(new["v"], new["th"])
-        e *= col(record["psi"])
-    else:
-        e = np.multiply(new["v"], col(record["psi"]), dtype=dtype)
-    return new, shift_round_owned(e, int(p.psi_bits), rnd)
+
+    prev = record_prev if record_prev is not None else {k: np.zeros_like(v) for k, v in record.items()}
+    psi = col(_i64(record["psi"]))
+    if p.kind == "izhikevich":
+        ev, eu, e = k_eligibility_izhikevich(_i64(eps["v"]), _i64(eps["u"]), col(1 - _i64(prev["z"])),
+                                             col(_i64(prev["jac"])), col(c["izh_ab"]), col(c["izh_a"]), imp, psi,
+                                             tmax, int(p.psi_bits), rnd)
+        return dict(v=ev, u=eu), e
+    cut = _i64(prev["z"]) + (_i64(prev["end"]) if p.kind == "stdp_alif" else 0)
+    adaptive = "th" in eps
+    ev, eth, e = k_eligibility_lif_family(
+        _i64(eps["v"]), _i64(eps["th"]) if adaptive else 0, col(cut), col(c["dv_f"]), col(c["dth_f"]),
+        col(c["bpsi_mul"] * _i64(prev["psi"])), imp, psi, tmax, int(p.psi_bits), int(p.bpsi_shift), rnd, adaptive)
+    new = dict(v=ev)
+    if adaptive:
+        new["th"] = eth
+    return new, e

@@ -1,7 +1,7 @@
 """E-prop for LIF as Lava's own learning engine: a ``Loihi3FLearningRule`` on
 ``LearningDense`` and a ``LearningLIF`` that sends its traces.
 
-This is the form a Loihi 2 learning engine executes (LAVA_BRIEF §3.5); the
+This is the form a Loihi 2 learning engine executes (docs/lava_loihi.md §3.5); the
 exact reference is :class:`~eprop_lava.processes.EpropDense` with the
 "loihi2" profile. The mapping, per synapse i -> j, ``t_epoch = 1``:
 
@@ -14,14 +14,14 @@ exact reference is :class:`~eprop_lava.processes.EpropDense` with the
   ``a_third_factor_in``;
 * ``d`` (tag_2) a one-step delay line of x1 (``dd = x1 - d``), so the tag
   pairs psi^t with z-bar^{t-1} as e-prop does (Lava's x1 at step t already
-  contains the spike of step t, LAVA_BRIEF §3.5 (7)); ``pairing="raw"``
+  contains the spike of step t, docs/lava_loihi.md §3.5 (7)); ``pairing="raw"``
   uses x1 directly (no d) and keeps that one-step offset;
 * ``t`` (tag_1) the kappa-filtered eligibility trace e-bar:
   ``dt = c_e u0 y1 d - c_k u0 t``;
 * ``dw = -c_w u0 t y2 + c_w u0 t y3`` (descent on L e-bar, every step).
 
 Constants are scaled so the bit-approximate arithmetic of
-``PyLearningDenseModelBitApproximate`` (LAVA_BRIEF §3.3: each product is
+``PyLearningDenseModelBitApproximate`` (docs/lava_loihi.md §3.3: each product is
 shifted right by max(0, sum of factor widths + 4 - 15) bits, then left by
 e + 7, and the 2^7-scaled sum is stochastically rounded) gives the reference's
 units: tag increment psi eps / 2^7 (``psi_bits = 7``) and weight change
@@ -71,7 +71,7 @@ def m2e(value: float, name: str) -> tuple[int, int]:
         if m == round(m) and MANT_RANGE[0] <= m <= MANT_RANGE[1]:
             return int(m), e
     raise LearningEngineError(f"{name}: {value!r} is not m * 2^e with m in {list(MANT_RANGE)}, "
-                              f"e in {list(EXP_RANGE)} (LAVA_BRIEF §3.2)")
+                              f"e in {list(EXP_RANGE)} (docs/lava_loihi.md §3.2)")
 
 
 def nearest_m2e(value: float) -> tuple[int, int]:

@@ -9,9 +9,10 @@ engine's own :func:`~eprop_lava.engine.fixed_engine.hidden_synapse_step`, and
 a test checks it is bit-identical to ``fixed_engine.simulate(learn=True)``.
 
 ``trace_storage="neuron"`` is the approximation of the ReckOn chip (Frenkel &
-Indiveri 2022; research notes EPROP_ANCHORS §3.2: "modify the e-prop equations
-so that ET storage requirements scale with the number of neurons, instead of
-the number of synapses"). Per neuron, not per synapse:
+Indiveri, ISSCC 2022, arXiv:2208.09759; its design (github.com/ChFrenkel/ReckOn)
+keeps 12-bit input and recurrent eligibility traces per neuron, so trace
+storage scales with the number of neurons, not synapses). Per neuron, not per
+synapse:
 
 * each presynaptic neuron i keeps one trace eps_i = alpha-filtered spikes
   (``decay(eps_i, dv) + impulse * s_i``): the post neuron's reset cut

@@ -40,7 +40,17 @@ Caveat: hidden neurons can be permuted without changing the function, so a
 student started far from the teacher can solve the task while staying far
 from it in parameter space. To study the faithfulness of the gradient,
 start the student near the teacher (``student_near_teacher``) and watch
-whether learning pulls it in or lets it drift.
+whether learning pulls it in or lets it drift; or compare after resolving
+the permutation (``permutation_resolved_distance``): a permutation P of the
+hidden neurons maps (W_in, W_rec, W_out, b_out) to
+(P W_in, P W_rec P^T, W_out P^T, b_out), the same function when the
+permuted neurons share their constants; the resolved distance is
+min_P ||S_P - T|| / ||T|| over all matrices. Up to ``exact_up_to`` (7)
+neurons every permutation is tried (exact); above, P starts as the linear
+assignment (Hungarian) that matches student to teacher neurons by their
+feed-forward weights (row of W_in, column of W_out; W_rec couples pairs of
+neurons and is left out of the matching) and is then improved by swapping
+pairs while the full distance falls: an upper bound of the minimum.
 
 Measured with the defaults (50 LIF, 500 ms, 16 samples): the teacher's
 output is very sensitive to its weights, because the 20 ms readout follows
@@ -49,8 +59,10 @@ matrix's RMS gives an MSE of 0.49, 0.53, 0.65 and 1.03 against targets of
 variance 1. In 100 iterations of random e-prop (Adam lr 1e-3, batch 16) a
 student from ``init_params`` only reaches MSE ~1.0 (the mean) and its
 distance to the teacher does not shrink (1.44 -> 1.45); started at 30%
-noise it drifts away (0.28 -> 0.39). A smoother readout (larger tau_out),
-more inputs or longer training are the knobs to study; none is tuned here.
+noise it drifts away (0.28 -> 0.39). The knobs: a smoother readout
+(``tau_out_ms``, the teacher's and the student's readout time constant),
+more inputs (``n_inputs``) and longer training; ``benchmarks/
+teacher_student_learnable.py`` measures them (docs/studies.md).
 """
 
 from __future__ import annotations
@@ -62,6 +74,7 @@ import numpy as np
 
 from eprop_lava.engine.backend import make_ops
 from eprop_lava.engine.network import Batch, init_params, simulate
+from eprop_lava.neurons.base import adaptation_constants
 from eprop_lava.spec import (
     LayerSpec, LearningSpec, NetworkSpec, NeuronParams, OptimizerSpec, ReadoutSpec, RegularizationSpec,
 )
@@ -98,6 +111,81 @@ def parameter_distance(student_params: dict, teacher_params: dict) -> dict:
     return out
 
 
+def permute_hidden(params: dict, order) -> dict:
+    """The same network with its hidden neurons renumbered: new neuron i is
+    old neuron ``order[i]`` (W_in -> P W_in, W_rec -> P W_rec P^T,
+    W_out -> W_out P^T, ``feedback.b`` (W_out^T's shape) -> P B). One hidden
+    layer (``layers.0.*``); other entries are copied."""
+    order = np.asarray(order, dtype=int)
+    out = {k: np.array(v) for k, v in params.items()}
+    if sorted(order.tolist()) != list(range(len(order))):
+        raise ValueError(f"order: not a permutation of 0..{len(order) - 1}: {order.tolist()}")
+    if any(k.startswith("layers.") and not k.startswith("layers.0.") for k in params):
+        raise ValueError("params: permute_hidden handles one hidden layer")
+    for k, v in out.items():
+        if k == "layers.0.w_in" or k == "feedback.b":
+            out[k] = v[order]
+        elif k == "layers.0.w_rec":
+            out[k] = v[np.ix_(order, order)]
+        elif k == "readout.w":
+            out[k] = v[:, order]
+    return out
+
+
+def permutation_resolved_distance(student_params: dict, teacher_params: dict, groups=None,
+                                  exact_up_to: int = 7) -> dict:
+    """``parameter_distance`` after renumbering the student's hidden neurons to
+    best match the teacher's: min over permutations P of ||S_P - T|| / ||T||
+    (all matrices), plus ``permutation`` (student neuron matched to each
+    teacher neuron) and ``exact`` (True: every permutation tried; False: the
+    Hungarian assignment on feed-forward weights refined by pair swaps, an
+    upper bound). ``groups`` (one label per hidden neuron, e.g. LIF vs ALIF
+    time constants) restricts P to neurons with equal labels: only those are
+    interchangeable."""
+    import itertools
+
+    n = np.shape(teacher_params["layers.0.w_in"])[0]
+    labels = np.zeros(n, dtype=int) if groups is None else np.unique(np.asarray(groups), return_inverse=True,
+                                                                           axis=0)[1].reshape(n)
+    if len(labels) != n:
+        raise ValueError(f"groups: {len(labels)} labels for {n} hidden neurons")
+
+    def rel(order) -> float:
+        return parameter_distance(permute_hidden(student_params, order), teacher_params)["all.rel_distance"]
+
+    if n <= exact_up_to:
+        best = min((o for o in itertools.permutations(range(n)) if np.array_equal(labels[list(o)], labels)),
+                   key=rel)
+        order, exact = np.array(best), True
+    else:
+        from scipy.optimize import linear_sum_assignment
+
+        s_in, t_in = np.asarray(student_params["layers.0.w_in"]), np.asarray(teacher_params["layers.0.w_in"])
+        s_out, t_out = np.asarray(student_params["readout.w"]), np.asarray(teacher_params["readout.w"])
+        # cost[j, i]: teacher neuron j played by student neuron i
+        cost = (((t_in[:, None, :] - s_in[None, :, :]) ** 2).sum(-1)
+                + ((t_out.T[:, None, :] - s_out.T[None, :, :]) ** 2).sum(-1))
+        cost[labels[:, None] != labels[None, :]] = np.inf
+        _, order = linear_sum_assignment(cost)
+        current, improved = rel(order), True
+        while improved:
+            improved = False
+            for a in range(n):
+                for b in range(a + 1, n):
+                    if labels[a] != labels[b]:
+                        continue
+                    trial = order.copy()
+                    trial[[a, b]] = trial[[b, a]]
+                    d = rel(trial)
+                    if d < current - 1e-15:
+                        order, current, improved = trial, d, True
+        exact = False
+    out = parameter_distance(permute_hidden(student_params, order), teacher_params)
+    out["permutation"] = [int(i) for i in order]
+    out["exact"] = exact
+    return out
+
+
 def _distance(s: np.ndarray, t: np.ndarray) -> tuple[float, float]:
     nt, ns = float(np.linalg.norm(t)), float(np.linalg.norm(s))
     diff = float(np.linalg.norm(s - t))
@@ -120,6 +208,7 @@ class TeacherStudent:
     calibration_batch: int = 16
     teacher_spec: NetworkSpec | None = None
     dt: float = 1.0
+    tau_out_ms: float = 20.0
     teacher_params: dict = field(init=False, repr=False)
     teacher_scale: float = field(init=False)
     teacher_rate_measured_hz: float = field(init=False)
@@ -145,6 +234,8 @@ class TeacherStudent:
             raise ValueError(f"teacher_rate_hz: must lie in (0, {1000.0 / self.dt:g}), got {self.teacher_rate_hz}")
         if self.target_std <= 0:
             raise ValueError(f"target_std: must be > 0, got {self.target_std}")
+        if not self.tau_out_ms > 0:
+            raise ValueError(f"tau_out_ms: must be > 0, got {self.tau_out_ms}")
         spec = self.teacher_spec if self.teacher_spec is not None else self.default_spec()
         if spec.n_inputs != self.n_inputs:
             raise ValueError(f"teacher_spec: n_inputs is {spec.n_inputs}, the task's n_inputs is {self.n_inputs}")
@@ -163,7 +254,7 @@ class TeacherStudent:
         return NetworkSpec(
             n_inputs=self.n_inputs,
             layers=(LayerSpec(size=self.n_neurons, neuron=self.neuron, adaptive_fraction=0.5, params=params),),
-            readout=ReadoutSpec(n_outputs=self.n_outputs, kappa=math.exp(-self.dt / 20.0)),
+            readout=ReadoutSpec(n_outputs=self.n_outputs, kappa=math.exp(-self.dt / self.tau_out_ms)),
             loss="mse",
             learning=LearningSpec(variant="random"),
             regularization=RegularizationSpec(form="none"),
@@ -235,6 +326,14 @@ class TeacherStudent:
     def parameter_distance(self, student_params: dict) -> dict:
         """``parameter_distance(student_params, self.teacher_params)``."""
         return parameter_distance(student_params, self.teacher_params)
+
+    def permutation_resolved_distance(self, student_params: dict, exact_up_to: int = 7) -> dict:
+        """``permutation_resolved_distance`` against the teacher, permuting only
+        neurons with equal adaptation constants (beta_j, rho_j)."""
+        layer = self._teacher.layers[0]
+        beta, rho = adaptation_constants(layer, self.dt)
+        return permutation_resolved_distance(student_params, self.teacher_params,
+                                             groups=np.stack([beta, rho], axis=1), exact_up_to=exact_up_to)
 
     def student_near_teacher(self, rng: np.random.Generator, relative_noise: float,
                              spec: NetworkSpec | None = None) -> dict:

@@ -1,7 +1,7 @@
 """The offline spoken corpus: eSpeak NG speech with TIMIT-style alignments.
 
 ``build_corpus(out_dir)`` synthesizes, once, a corpus that the speech tasks
-can use without TIMIT (issue 7, sec. 3; ECOSYSTEM.md sec. 1a):
+can use without TIMIT (docs/speech.md):
 
 * speakers are eSpeak NG voices ``<accent>+<variant>`` (8 English accents x
   24 variants by default); each utterance draws its own rate, pitch and
@@ -500,7 +500,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--seed", type=int, help="seed of the recipe (default 0)")
     parser.add_argument("--overwrite", action="store_true", help="rebuild even if a corpus with other options is there")
     parser.add_argument("--no-verify", action="store_true", help="skip checksum verification when reusing")
-    parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
 
 
 def options_from_args(args) -> CorpusOptions:

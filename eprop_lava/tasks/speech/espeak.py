@@ -1,7 +1,7 @@
 """eSpeak NG through ctypes: audio plus phoneme and word timings.
 
 The ``espeakng-loader`` wheel bundles ``libespeak-ng`` (1.52) and its data,
-so no system package is needed (ECOSYSTEM.md sec. 1a). The library is
+so no system package is needed (docs/speech.md). The library is
 initialised in synchronous mode with phoneme events
 (``espeakINITIALIZE_PHONEME_EVENTS``); the synthesis callback receives PCM
 chunks and a list of events, whose ``sample`` field is the onset, in samples
@@ -148,7 +148,7 @@ class ESpeak:
         with self._lock:
             lib = self._lib
             if lib.espeak_SetVoiceByName(voice.encode()) != 0:
-                # e.g. "en-gb+m7" fails where "en+m7" works (ECOSYSTEM.md sec. 1a, pitfall 2)
+                # e.g. "en-gb+m7" fails where "en+m7" works (docs/speech.md, voice names)
                 raise ESpeakError(f"eSpeak NG has no voice {voice!r}")
             for param, value, name in ((RATE, rate, "rate"), (PITCH, pitch, "pitch"), (RANGE, pitch_range, "pitch_range")):
                 if lib.espeak_SetParameter(param, int(value), 0) != 0:

@@ -7,7 +7,7 @@ Schmidhuber (2005) and the Kaldi/ESPnet TIMIT recipes: closures, pauses and
 epenthetic silence become ``sil``; ``q`` (glottal stop) is deleted, which for
 frame-wise classification means its frames carry no target (masked).
 
-eSpeak NG (ECOSYSTEM.md sec. 1a) names phonemes with Kirshenbaum-like
+eSpeak NG (https://github.com/espeak-ng/espeak-ng) names phonemes with Kirshenbaum-like
 mnemonics (``s 'E v @ n``). Version 1.52 (the espeakng-loader wheel) puts the
 stress marks ``'`` and ``,`` into the name, 1.51 does not, so names are
 normalised before lookup. The map targets the 39-phone set so that models
@@ -95,7 +95,8 @@ def fold(phone: str) -> str | None:
 
 
 # ---------------------------------------------------------------- eSpeak NG
-# eSpeak NG English mnemonics (phsource/ph_english*, docs/phonemes.md) -> 39-set.
+# eSpeak NG English mnemonics (espeak-ng/phsource/ph_english*, espeak-ng/docs/phonemes.md at
+# github.com/espeak-ng/espeak-ng) -> 39-set.
 # Vowels are mapped by their nucleus as TIMIT transcribers would label the
 # frames: r-coloured nuclei (A@, o@, O@, e@, i@, U@) to the vowel, because
 # eSpeak emits the following /r/ as its own phoneme in rhotic accents.
