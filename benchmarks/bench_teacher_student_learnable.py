@@ -8,8 +8,8 @@ length of training - one at a time and together, and records the held-out
 MSE, the fraction of target variance explained and the distance to the
 teacher, raw and after resolving the hidden-neuron permutation.
 
-    python benchmarks/bench_teacher_student_learnable.py [--cases base tau200 ...]
-        [--out benchmarks/results/teacher_student_learnable.json]
+    python benchmarks/bench_teacher_student_learnable.py [--cases base tau200 'tiny_*' ...]
+        [--out benchmarks/results/teacher_student_learnable.json] [--figure tiny300_ PNG]
 
 Students: the task's architecture (50 LIF, 2 outputs), ``init_params`` from
 seed ``start_seed``, trained by fast e-prop (random or symmetric feedback;
@@ -104,7 +104,10 @@ def run_case(name: str, options: dict, iterations: int, variant: str, lr: float,
     def evaluate(it: int) -> dict:
         y = np.asarray(simulate(spec, params, held_out.x, ops, record=False).y)
         mse = task.metric(y, held_out)
-        return {"iteration": it, "mse": mse, "variance_explained": 1.0 - mse / target_var}
+        point = {"iteration": it, "mse": mse, "variance_explained": 1.0 - mse / target_var}
+        if task.n_neurons <= 7:  # exact and cheap: the distance along the way
+            point["distance_resolved"] = task.permutation_resolved_distance(params)["all.rel_distance"]
+        return point
 
     curve = [evaluate(0)]
     start = {"raw": task.parameter_distance(params)["all.rel_distance"],
@@ -131,11 +134,39 @@ def run_case(name: str, options: dict, iterations: int, variant: str, lr: float,
             "seconds": time.perf_counter() - t0}
 
 
+def distance_figure(results: dict, prefix: str):
+    """Permutation-resolved distance to the teacher against the iteration, one line per start,
+    one colour per learning rule, for the cases whose name starts with ``prefix``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    colors = {}
+    for name, r in results["cases"].items():
+        if not name.startswith(prefix) or "distance_resolved" not in r["curve"][0]:
+            continue
+        first = r["algorithm"] not in colors  # one legend entry per rule
+        color = colors.setdefault(r["algorithm"], f"C{len(colors)}")
+        ax.plot([c["iteration"] for c in r["curve"]], [c["distance_resolved"] for c in r["curve"]],
+                color=color, marker=".", lw=1.0, label=r["algorithm"] if first else None)
+    hidden = next((r["options"].get("n_neurons", 50) for k, r in results["cases"].items() if k.startswith(prefix)), "?")
+    ax.set_xlabel("iteration (Adam step, batch of 4)")
+    ax.set_ylabel("||S_P - T|| / ||T|| (hidden permutation resolved)")
+    ax.set_title(f"Teacher {hidden} hidden + 1 output: students at teacher + 30% noise")
+    ax.legend(title="learning rule")
+    fig.tight_layout()
+    return fig
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", nargs="+", default=list(CASES), help=f"any of {', '.join(CASES)}; "
                         "a prefix ending in * selects all cases starting with it (e.g. 'tiny_*')")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "teacher_student_learnable.json"))
+    parser.add_argument("--figure", nargs=2, metavar=("PREFIX", "PNG"),
+                        help="after the cases: plot the distance curves of the cases named PREFIX... into PNG")
     args = parser.parse_args(argv)
     args.cases = [c for pattern in args.cases
                   for c in ([k for k in CASES if k.startswith(pattern[:-1])] if pattern.endswith("*") else [pattern])]
@@ -159,6 +190,15 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['distance_end']['raw']:.3f}, resolved {r['distance_start']['resolved']:.3f} -> "
               f"{r['distance_end']['resolved']:.3f} ({r['seconds']:.0f} s)", flush=True)
         atomic_write_text(out, json.dumps(results, indent=1))  # after every case: nothing lost
+    if args.figure:
+        import io
+
+        from eprop_lava.training import atomic_write_bytes
+
+        fig = distance_figure(results, args.figure[0])
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=110)
+        atomic_write_bytes(Path(args.figure[1]), buffer.getvalue())
     return 0
 
 
