@@ -102,16 +102,18 @@ def default_run_dir(config: Any, spec: Any) -> Path:
 
 # ------------------------------------------------------------------ training and evaluation
 def train(config: Any = "evidence", out: str | Path | None = None, *, spec: Any = None,
-          overrides: Sequence[str] = (), resume: bool = True, log: Any = None):
+          overrides: Sequence[str] = (), resume: bool = True, log: Any = None, init_params: Any = None):
     """Train (or resume) a run; returns :class:`~eprop_lava.training.RunResult`.
 
     ``config`` as in :func:`configure`: the task is built from it, so nothing
-    has to be matched by hand. ``out`` defaults to runs/TASK-ALGO-VARIANT-sSEED."""
+    has to be matched by hand. ``out`` defaults to runs/TASK-ALGO-VARIANT-sSEED.
+    ``init_params``: starting parameters, an .npz file or a dict (``train
+    --init-params``; see :func:`eprop_lava.training.load_init_params`)."""
     from eprop_lava.training import train as train_run
 
     task, net_spec, train_config = configure(config, overrides, spec)
     run_dir = Path(out) if out is not None else default_run_dir(train_config, net_spec)
-    return train_run(task, net_spec, train_config, run_dir, resume=resume, log=log)
+    return train_run(task, net_spec, train_config, run_dir, resume=resume, log=log, init=init_params)
 
 
 def evaluate(checkpoint: str | Path, batches: int = 8, option: str = "batches") -> dict:
@@ -123,14 +125,14 @@ def evaluate(checkpoint: str | Path, batches: int = 8, option: str = "batches") 
 
     from eprop_lava.training import evaluate as evaluate_batches
     from eprop_lava.training import held_out, load_checkpoint, select_checkpoint, task_from_config
-    from eprop_lava.validate import check_batches_memory
+    from eprop_lava.validate import check_samples_memory
 
     if isinstance(batches, bool) or not isinstance(batches, int) or batches < 1:
         raise UserError(f"{option}: expected a positive integer, got {batches!r}")
     path, note = select_checkpoint(checkpoint)
     ck = load_checkpoint(path)
     task = task_from_config(ck.config)
-    check_batches_memory(option, batches, ck.config.batch_size, getattr(task, "steps", 1),
+    check_samples_memory(option, batches, batches * ck.config.batch_size, getattr(task, "steps", 1),
                          ck.spec.n_inputs + ck.spec.readout.n_outputs)
     rng = np.random.default_rng([ck.config.seed, 3])
     test = held_out(task, "test")

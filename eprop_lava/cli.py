@@ -1,11 +1,12 @@
 """The eprop-lava command.
 
     eprop-lava train TASK [--config FILE] [--set key=value ...] [--algo eprop|bptt]
-                          [--variant symmetric|random|adaptive] [--out DIR] [--json]
+                          [--variant symmetric|random|adaptive] [--init-params FILE.npz]
+                          [--out DIR] [--json]
     eprop-lava eval CHECKPOINT [--json] [--batches N]
     eprop-lava config show TASK [--set key=value ...]
     eprop-lava plot RUN_DIR
-    eprop-lava verify [--json] [--lava]
+    eprop-lava verify [--json] [--lava] [--conventions eprop-lava|tf|nest-bsshslm-2020]
     eprop-lava demo
     eprop-lava data speech --out DIR
     eprop-lava compile CHECKPOINT --target loihi2|loihi1 [--weight-bits N] --out DIR
@@ -131,6 +132,10 @@ def resolve_run(task_name: str, config_file: str | None, overrides: Sequence[str
             _set_path(train_tree, key[6:], _parse_value(value), f"--set {key}")
         else:
             raise UserError(f"--set {key}: keys start with 'train.' or 'spec.' (e.g. spec.optimizer.lr=0.01)")
+    options = train_tree.get("task_options")
+    if isinstance(options, dict) and isinstance(options.get("data"), str):
+        # recorded absolute, so eval/compile/run started from another directory find the same data
+        train_tree["task_options"] = {**options, "data": str(Path(options["data"]).resolve())}
     config = TrainConfig.from_dict(train_tree)
     task = task_from_config(config)
     spec_tree = _deep_merge(_deep_merge(task.default_spec().to_dict(), file_spec), extra_spec or {})
@@ -152,8 +157,7 @@ def _task_options(args: argparse.Namespace) -> dict:
         key, value = item.split("=", 1)
         options[key.strip()] = _parse_value(value)
     if args.data:
-        # absolute, so eval/compile/run started from another directory find the same data
-        options["data"] = str(Path(args.data).resolve())
+        options["data"] = args.data
     return options
 
 
@@ -177,7 +181,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else default_run_dir(config, spec)
     t0 = time.perf_counter()
     result = train(task, spec, config, out, resume=not args.fresh,
-                   log=lambda m: print(m, file=sys.stderr))
+                   log=lambda m: print(m, file=sys.stderr), init=args.init_params)
     summary = {
         "run_dir": str(result.run_dir),
         "task": config.task, "algo": config.algo, "variant": spec.learning.variant,
@@ -222,9 +226,9 @@ def cmd_config_show(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from eprop_lava.plots import plot_run
+    from eprop_lava.plots import plot_directory
 
-    for path in plot_run(args.run_dir):
+    for path in plot_directory(args.run_dir):
         print(path)
     return 0
 
@@ -232,7 +236,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     from eprop_lava.engine.verify import run_checks
 
-    results = [r.to_dict() for r in run_checks()]
+    checks = run_checks() if args.conventions == "eprop-lava" else run_checks(conventions=args.conventions)
+    results = [r.to_dict() for r in checks]
     lava_report = None
     if args.lava:
         try:
@@ -328,6 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "existing run there is resumed")
     p.add_argument("--fresh", action="store_true",
                    help="start over even if the run directory holds a checkpoint (it is overwritten)")
+    p.add_argument("--init-params", metavar="FILE.npz",
+                   help="initial parameters (arrays named layers.0.w_in, layers.0.w_rec, readout.w, ...; "
+                        "readout.b and feedback.b optional) instead of the spec's random initialization")
     p.add_argument("--json", action="store_true", help=JSON_HELP)
     p.set_defaults(func=cmd_train)
 
@@ -348,13 +356,15 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--task-option", action="append", metavar="KEY=VALUE", help="an option of the task, as for train")
     q.set_defaults(func=cmd_config_show)
 
-    p = sub.add_parser("plot", help="write the figures of a run (PNG)")
-    p.add_argument("run_dir", help="run directory written by train")
+    p = sub.add_parser("plot", help="write the figures of a training run or a compiled artifact (PNG in DIR/plots)")
+    p.add_argument("run_dir", help="a run directory (from train) or an artifact directory (from compile)")
     p.set_defaults(func=cmd_plot)
 
     p = sub.add_parser("verify", help="numerical verification of e-prop (and Lava with --lava)")
     p.add_argument("--json", action="store_true", help=JSON_HELP)
     p.add_argument("--lava", action="store_true", help="also run the Lava bit-exactness checks (slow)")
+    p.add_argument("--conventions", default="eprop-lava", choices=["eprop-lava", "tf", "nest-bsshslm-2020"],
+                   help="run the gradient checks under a convention preset (README: Conventions)")
     p.add_argument("--full", action="store_true", help="with --lava: longer runs (more steps and samples)")
     p.set_defaults(func=cmd_verify)
 

@@ -250,7 +250,10 @@ def load_network(source: Any) -> tuple[NetworkSpec, dict, str]:
 
     ck_file, which = select_checkpoint(path)
     ck = load_checkpoint(ck_file)
-    return ck.spec, ck.params, which
+    from eprop_lava.engine.network import fold_conventions
+
+    spec, params = fold_conventions(ck.spec, ck.params)  # NIR's LIF/LI have no (1 - alpha) / (1 - kappa) factor
+    return spec, params, which
 
 
 def _atomic_write_graph(graph: Any, path: Path) -> None:

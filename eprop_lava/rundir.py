@@ -24,6 +24,7 @@ import fcntl
 import json
 import os
 from pathlib import Path
+from typing import Callable
 
 from eprop_lava.errors import UserError
 
@@ -51,6 +52,13 @@ def _is_scratch(name: str) -> bool:
 
 def check_run_dir(path: str | Path, option: str = "--out") -> Path:
     """``path`` as a usable run directory (created if missing), or a RunDirError."""
+    return check_output_dir(path, is_run_dir, "a run", option)
+
+
+def check_output_dir(path: str | Path, is_ours: Callable[[Path], bool], what: str, option: str = "--out") -> Path:
+    """``path`` as the output directory of a command: created if missing, used
+    if empty (but for scratch files) or if ``is_ours(path)`` recognizes an
+    earlier output of the same command; anything else is refused untouched."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise RunDirError(f"{option} {path}: exists and is not a directory")
@@ -61,9 +69,9 @@ def check_run_dir(path: str | Path, option: str = "--out") -> Path:
             break
     if path.is_dir():
         entries = [e.name for e in path.iterdir() if not _is_scratch(e.name)]
-        if entries and not is_run_dir(path):
+        if entries and not is_ours(path):
             shown = ", ".join(sorted(entries)[:3]) + (", ..." if len(entries) > 3 else "")
-            raise RunDirError(f"{option} {path}: a non-empty directory that is not a run (holds {shown}); "
+            raise RunDirError(f"{option} {path}: a non-empty directory that is not {what} (holds {shown}); "
                               "choose a new or empty directory")
     path.mkdir(parents=True, exist_ok=True)
     return path

@@ -15,6 +15,10 @@ Conventions that must be named (see docs/architecture.md):
   does: a layer sees x^{t-1} or z_{r-1}^{t-1}, and the readout sees z^{t-1}.
 * ``reset="subtract"`` (Bellec: v -= v_th after a spike) or ``"zero"``
   (Loihi's LIF). STDP-ALIF and Izhikevich neurons define their own reset.
+* ``conventions``: the scalings and counting rules in which this toolkit's
+  defaults differ from the official TensorFlow code and NEST
+  (:class:`ConventionSpec`); ``conventions="tf"`` selects all of the official
+  code's at once.
 """
 
 from __future__ import annotations
@@ -40,6 +44,15 @@ LOSSES = ("cross_entropy", "mse")
 VARIANTS = ("symmetric", "random", "adaptive")
 FIRING_RATE_FORMS = ("none", "bellec", "online")
 OPTIMIZERS = ("adam", "sgd")
+INPUT_SCALINGS = ("none", "one_minus_alpha")
+READOUT_INPUT_SCALINGS = ("none", "one_minus_kappa")
+READOUT_BIASES = ("trained", "untrained")
+ADAM_FORMS = ("bias_corrected", "epsilon_hat")
+REFRACTORY_COUNTS = ("blocked_steps", "t_ref_steps")
+SURROGATE_SCALES = ("gamma", "gamma_over_v_th")
+BATCH_REDUCTIONS = ("sum", "mean")
+RATE_AVERAGES = ("batch", "sample")
+LOGGED_LOSSES = ("total", "task")
 
 
 class SpecError(UserError, ValueError):
@@ -92,6 +105,134 @@ def _choice(path: str, value: Any, options: tuple[str, ...]) -> str:
         raise SpecError(f"{path}: unknown value {value!r}{did_you_mean(value, options)}; "
                         f"choose one of {', '.join(options)}")
     return value
+
+
+# ---------------------------------------------------------------- conventions
+@dataclass(frozen=True)
+class ConventionSpec:
+    """Named conventions: where the official TensorFlow e-prop code (Bellec et
+    al. 2020, github.com/IGITUGraz/eligibility_propagation) and NEST's
+    ``*_bsshslm_2020`` models differ from this toolkit's defaults. ``preset``
+    names the set the other fields started from (:data:`CONVENTION_PRESETS`);
+    fields given explicitly override it.
+
+    input_scaling (seed 001 Eq. 1.19 / seed 002 Eq. 2.4 have none):
+      "none":            v^{t+1} = alpha v^t + I^{t+1} - z^t v_th
+      "one_minus_alpha": v^{t+1} = alpha v^t + (1 - alpha) I^{t+1} - z^t v_th
+        (TF ``LightLIF``/``LightALIF``, models.py; NEST
+        ``regular_spike_arrival = False``: P_z_in = 1 - exp(-dt / tau_m)).
+    readout_input_scaling (seed 002 Eq. 3.12 has none):
+      "none":            y^t = kappa y^{t-1} + W_out z^t + b
+      "one_minus_kappa": y^t = kappa y^{t-1} + (1 - kappa) (W_out z^t + b)
+        (TF ``exp_convolve(z, decay_out)`` before the readout; NEST
+        ``eprop_readout_bsshslm_2020`` with ``regular_spike_arrival = False``).
+        The readout gradients and the learning signal carry the same factor:
+        L_j^t = (1 - kappa) sum_k B_jk Ybar_k^t.
+    readout_bias: "trained" (the default) or "untrained" (b stays at its
+      initial value, 0 unless given; TF and NEST have no readout bias).
+    adam (seed 002 Eqs. 3.47-3.51):
+      "bias_corrected": dW = -lr Mhat / (sqrt(Vhat) + eps) (Kingma & Ba, Alg. 1;
+        ``optimizer.epsilon_in_sqrt`` gives Eq. 3.51's sqrt(Vhat + eps))
+      "epsilon_hat":    dW = -lr sqrt(1 - b2^t) / (1 - b1^t) M / (sqrt(V) + eps)
+        (TF's AdamOptimizer; NEST ``weight_optimizer.cpp``: eps is not
+        bias-corrected, Kingma & Ba sec. 2 "epsilon hat").
+    refractory_count (``params.n_ref``):
+      "blocked_steps": n_ref steps after a spike cannot spike (psi = 0);
+      "t_ref_steps":   n_ref = t_ref / dt as in TF and NEST, whose counter is
+        set to n_ref at the spike and decremented before the check, so
+        n_ref - 1 steps are blocked (NEST t_ref = 5 ms blocks 4 steps).
+    surrogate_scale (seed 002 Eq. 2.18):
+      "gamma":           psi = gamma max(0, 1 - |v - A| / v_th)
+      "gamma_over_v_th": psi = (gamma / v_th) max(0, 1 - |v - A| / v_th)
+        (TF ``pseudo_derivative(v_scaled, dampening_factor) / thr``; NEST
+        ``surrogate_gradient_height = gamma / V_th``).
+    batch_reduction: "sum" (loss and gradients summed over the batch) or
+      "mean" (TF's reduce_mean; NEST divides the summed gradient by
+      ``batch_size``). The firing-rate regularizer is scaled with the task
+      loss, so its coefficient keeps its meaning under both.
+    rate_average (the Bellec regularizer, ``regularization.form = "bellec"``):
+      "batch":  f_j = rate over the batch and the sequence (TF:
+                reduce_mean(z, axis=(0, 1)));
+      "sample": f_bj = rate of each sample over its sequence (NEST: one rate
+                per update interval), E_reg = c sum_b sum_j (f_bj - f0)^2.
+    logged_loss: "total" (task loss + regularizer in the ``loss`` column) or
+      "task" (``loss`` is the task loss, as TF and NEST print it); both ways
+      the log also holds ``task_loss`` and ``rate_loss`` separately.
+    """
+
+    preset: str = "eprop-lava"
+    input_scaling: str | None = None
+    readout_input_scaling: str | None = None
+    readout_bias: str | None = None
+    adam: str | None = None
+    refractory_count: str | None = None
+    surrogate_scale: str | None = None
+    batch_reduction: str | None = None
+    rate_average: str | None = None
+    logged_loss: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.preset not in CONVENTION_PRESETS:
+            raise SpecError(f"conventions.preset: unknown value {self.preset!r}; "
+                            f"choose one of {', '.join(CONVENTION_PRESETS)}")
+        for name, value in CONVENTION_PRESETS[self.preset].items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
+
+    def validated(self, path: str) -> "ConventionSpec":
+        for name, options in _CONVENTION_CHOICES.items():
+            _choice(f"{path}.{name}", getattr(self, name), options)
+        return self
+
+    def differs_from(self, preset: str) -> list[str]:
+        """Names of the conventions that differ from a preset's."""
+        return [k for k, v in CONVENTION_PRESETS[preset].items() if getattr(self, k) != v]
+
+
+_CONVENTION_CHOICES = {
+    "input_scaling": INPUT_SCALINGS,
+    "readout_input_scaling": READOUT_INPUT_SCALINGS,
+    "readout_bias": READOUT_BIASES,
+    "adam": ADAM_FORMS,
+    "refractory_count": REFRACTORY_COUNTS,
+    "surrogate_scale": SURROGATE_SCALES,
+    "batch_reduction": BATCH_REDUCTIONS,
+    "rate_average": RATE_AVERAGES,
+    "logged_loss": LOGGED_LOSSES,
+}
+
+#: "eprop-lava": this toolkit's defaults (the seeds' equations as written).
+#: "tf": the official TensorFlow code (tutorial_pattern_generation.py's LightLIF
+#: with its (1 - alpha) input; its evidence task's EligALIF has none: use
+#: input_scaling = "none" there). "nest-bsshslm-2020": NEST 3.10's
+#: ``*_bsshslm_2020`` models with their defaults (regular_spike_arrival = True
+#: in the recurrent neurons, False in the readout; one firing rate per
+#: sequence).
+CONVENTION_PRESETS: dict[str, dict[str, str]] = {
+    "eprop-lava": dict(input_scaling="none", readout_input_scaling="none", readout_bias="trained",
+                       adam="bias_corrected", refractory_count="blocked_steps", surrogate_scale="gamma",
+                       batch_reduction="sum", rate_average="batch", logged_loss="total"),
+    "tf": dict(input_scaling="one_minus_alpha", readout_input_scaling="one_minus_kappa", readout_bias="untrained",
+               adam="epsilon_hat", refractory_count="t_ref_steps", surrogate_scale="gamma_over_v_th",
+               batch_reduction="mean", rate_average="batch", logged_loss="task"),
+    "nest-bsshslm-2020": dict(input_scaling="none", readout_input_scaling="one_minus_kappa",
+                              readout_bias="untrained", adam="epsilon_hat", refractory_count="t_ref_steps",
+                              surrogate_scale="gamma_over_v_th", batch_reduction="mean", rate_average="sample",
+                              logged_loss="task"),
+}
+
+
+def conventions_from(value: Any, path: str = "conventions") -> ConventionSpec:
+    """A ConventionSpec from a preset name, a table (``preset`` plus
+    overrides) or a ConventionSpec."""
+    if isinstance(value, ConventionSpec):
+        return value.validated(path)
+    if isinstance(value, str):
+        return ConventionSpec(preset=value).validated(path)
+    if isinstance(value, Mapping):
+        return _build(ConventionSpec, value, path)
+    raise SpecError(f"{path}: expected a preset name ({', '.join(CONVENTION_PRESETS)}) or a table, "
+                    f"got {value!r}")
 
 
 # ----------------------------------------------------------- neuron parameters
@@ -255,9 +396,14 @@ class RegularizationSpec:
 @dataclass(frozen=True)
 class OptimizerSpec:
     """Adam (seed 002, Eqs. 3.47-3.51) or SGD. ``epsilon_in_sqrt`` selects
-    Eq. 3.51's sqrt(V + eps) instead of Kingma & Ba's sqrt(V) + eps.
-    The learning rate is multiplied by ``lr_decay`` every ``lr_decay_every``
-    iterations (seed 001, sec. 5.1.4: x0.7 every 100)."""
+    Eq. 3.51's sqrt(V + eps) instead of Kingma & Ba's sqrt(V) + eps (for
+    ``conventions.adam = "bias_corrected"``; where eps goes in TF's form is
+    ``conventions.adam``). The learning rate is multiplied by ``lr_decay``
+    every ``lr_decay_every`` iterations (seed 001, sec. 5.1.4: x0.7 every 100).
+    ``lr_scale`` gives parameter groups their own learning rate: a table from
+    a parameter-name pattern (shell style, e.g. ``"readout.*"``,
+    ``"layers.*.w_rec"``) to a factor on lr; the first matching pattern
+    applies, unmatched parameters use lr itself."""
 
     kind: str = "adam"
     lr: float = 5e-3
@@ -267,6 +413,7 @@ class OptimizerSpec:
     epsilon_in_sqrt: bool = False
     lr_decay: float = 1.0
     lr_decay_every: int = 100
+    lr_scale: dict = field(default_factory=dict)
 
     def validated(self, path: str) -> "OptimizerSpec":
         _choice(f"{path}.kind", self.kind, OPTIMIZERS)
@@ -282,6 +429,13 @@ class OptimizerSpec:
         if decay > 1:
             raise SpecError(f"{path}.lr_decay: must lie in (0, 1], got {decay}")
         _count(f"{path}.lr_decay_every", self.lr_decay_every)
+        if not isinstance(self.lr_scale, Mapping):
+            raise SpecError(f"{path}.lr_scale: expected a table from parameter-name pattern to factor, "
+                            f"got {self.lr_scale!r}")
+        for pattern, factor in self.lr_scale.items():
+            if not isinstance(pattern, str) or not pattern:
+                raise SpecError(f"{path}.lr_scale: pattern {pattern!r} must be a non-empty string")
+            _nonnegative(f"{path}.lr_scale[{pattern!r}]", factor)
         return self
 
 
@@ -300,10 +454,13 @@ class NetworkSpec:
     reset: str = "subtract"
     dt: float = 1.0
     seed: int = 0
+    conventions: ConventionSpec = field(default_factory=ConventionSpec)
 
     def __post_init__(self) -> None:
         if isinstance(self.layers, list):
             object.__setattr__(self, "layers", tuple(self.layers))
+        if not isinstance(self.conventions, ConventionSpec):
+            object.__setattr__(self, "conventions", conventions_from(self.conventions))
         self.validate()
 
     def validate(self) -> "NetworkSpec":
@@ -323,6 +480,19 @@ class NetworkSpec:
         _choice("reset", self.reset, RESETS)
         _positive("dt", self.dt)
         _count("seed", self.seed, minimum=0)
+        conv = self.conventions.validated("conventions")
+        if conv.input_scaling != "none":
+            for i, layer in enumerate(self.layers):
+                if layer.neuron not in ("lif", "alif"):
+                    raise SpecError(f"conventions.input_scaling: {conv.input_scaling!r} is defined for lif and "
+                                    f"alif layers; layers[{i}] is {layer.neuron!r}")
+        if conv.refractory_count == "t_ref_steps":
+            for i, layer in enumerate(self.layers):
+                if layer.neuron == "stdp_alif" and layer.params.n_ref < 2:
+                    raise SpecError(f"layers[{i}].params.n_ref: STDP-ALIF needs a refractory period >= 1 step, "
+                                    "which is n_ref >= 2 with conventions.refractory_count = 't_ref_steps'")
+        if conv.adam == "epsilon_hat" and self.optimizer.epsilon_in_sqrt:
+            raise SpecError("optimizer.epsilon_in_sqrt: has no meaning with conventions.adam = 'epsilon_hat'")
         return self
 
     # --------------------------------------------------------------- derived
@@ -344,7 +514,13 @@ class NetworkSpec:
 
     # ----------------------------------------------------------- round trip
     def to_dict(self) -> dict:
-        return _strip_none(asdict(self))
+        """Plain data; the conventions as their preset plus the fields that
+        differ from it, so that changing the preset in a file changes them all."""
+        data = _strip_none(asdict(self))
+        conv = self.conventions
+        data["conventions"] = {"preset": conv.preset,
+                               **{k: getattr(conv, k) for k in conv.differs_from(conv.preset)}}
+        return data
 
     def to_json(self, indent: int = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent)
@@ -418,6 +594,8 @@ def _build(cls: type, data: Any, path: str) -> Any:
             if not isinstance(value, (list, tuple)):
                 raise SpecError("layers: expected a list of layers")
             kwargs[key] = tuple(_build(LayerSpec, v, f"layers[{i}]") for i, v in enumerate(value))
+        elif key == "conventions" and cls is NetworkSpec:
+            kwargs[key] = conventions_from(value, sub)
         elif key in _NESTED and is_dataclass(_NESTED[key]):
             kwargs[key] = _build(_NESTED[key], value, sub)
         else:

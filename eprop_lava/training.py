@@ -28,7 +28,7 @@ import numpy as np
 
 from eprop_lava.engine.backend import make_ops
 from eprop_lava.engine.memory import retain_freed_memory
-from eprop_lava.engine.gradients import bptt_gradient, eprop_gradient
+from eprop_lava.engine.gradients import bptt_gradient, eprop_gradient, rate_loss
 from eprop_lava.engine.network import Batch, init_params, simulate
 from eprop_lava.eprop.learning_signal import adaptive_feedback_update
 from eprop_lava.eprop.optim import Optimizer
@@ -127,9 +127,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename is None:  # a full disk: say which file
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
         raise
 
 
@@ -193,9 +195,10 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         meta = json.loads(arrays.pop("meta").tobytes().decode())
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"checkpoint {path} has unreadable metadata ({exc})") from None
-    if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"checkpoint {path}: unsupported format "
-                              f"{meta.get('format') if isinstance(meta, dict) else type(meta).__name__!r}")
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"checkpoint {path}: its metadata is a JSON {type(meta).__name__}, not an object")
+    if meta.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"checkpoint {path}: unsupported format {meta.get('format')!r}")
     check_checkpoint(f"checkpoint {path}", meta, arrays)
     try:
         spec = NetworkSpec.from_dict(meta["spec"])
@@ -317,11 +320,23 @@ def held_out(task: Any, split: str) -> Any:
     return task
 
 
+def make_optimizer(spec: NetworkSpec) -> Optimizer:
+    """The spec's optimizer in the spec's Adam form (conventions.adam)."""
+    return Optimizer(spec.optimizer, spec.conventions.adam)
+
+
+def trained_names(spec: NetworkSpec, names: Any) -> list[str]:
+    """The parameters the optimizer moves: not the feedback matrix (never a
+    gradient target; adaptive e-prop moves it with W_out, seed 001 Eqs.
+    4.39-4.40), and not the readout bias under conventions.readout_bias = "untrained"."""
+    fixed = {"feedback.b"} | ({"readout.b"} if spec.conventions.readout_bias == "untrained" else set())
+    return [k for k in names if k not in fixed]
+
+
 def apply_update(spec: NetworkSpec, params: dict, optimizer: Optimizer, grads: dict) -> dict:
-    """One optimizer step in place (the feedback matrix is never a gradient
-    target; adaptive e-prop moves it with W_out, seed 001 Eqs. 4.39-4.40).
-    Returns the deltas."""
-    grads = {k: v for k, v in grads.items() if k != "feedback.b"}
+    """One optimizer step in place on :func:`trained_names`. Returns the deltas."""
+    keep = set(trained_names(spec, grads))
+    grads = {k: v for k, v in grads.items() if k in keep}
     deltas = optimizer.deltas(grads)
     adaptive = spec.learning.variant == "adaptive"
     for k, d in deltas.items():
@@ -330,6 +345,50 @@ def apply_update(spec: NetworkSpec, params: dict, optimizer: Optimizer, grads: d
     if adaptive:
         adaptive_feedback_update(params, deltas["readout.w"], spec.learning.adaptive_decay)
     return deltas
+
+
+def load_init_params(spec: NetworkSpec, source: Any) -> dict[str, np.ndarray]:
+    """Initial parameters from a dict or an .npz file (keys named as the
+    parameters, e.g. ``layers.0.w_in``, ``readout.w``; an eprop-lava checkpoint's
+    ``param/...`` keys are accepted too). Every parameter of the spec must be
+    there with its shape, except ``readout.b`` (0 when absent) and
+    ``feedback.b`` (drawn as usual when absent, for random feedback);
+    unknown keys are an error. Values are copied as float64."""
+    where = "init params"
+    if not isinstance(source, dict):
+        path = Path(source)
+        where = str(path)
+        if not path.is_file():
+            raise UserError(f"--init-params {path}: file not found")
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                source = {k: data[k] for k in data.files}
+        except Exception as exc:  # zipfile.BadZipFile, ValueError, OSError ...
+            raise UserError(f"--init-params {path}: not a readable .npz file ({type(exc).__name__}: {exc})") from None
+        source.pop("meta", None)
+        if any(k.startswith("param/") for k in source):
+            source = {k[len("param/"):]: v for k, v in source.items() if k.startswith("param/")}
+    defaults = init_params(spec)
+    unknown = sorted(set(source) - set(defaults))
+    if unknown:
+        raise UserError(f"{where}: unknown parameter {unknown[0]!r} (the spec has {', '.join(defaults)})")
+    out = {}
+    for name, default in defaults.items():
+        if name not in source:
+            if name == "readout.b":
+                out[name] = np.zeros_like(default)
+                continue
+            if name == "feedback.b":
+                out[name] = default
+                continue
+            raise UserError(f"{where}: parameter {name!r} is missing")
+        value = np.asarray(source[name], dtype=np.float64)
+        if value.shape != default.shape:
+            raise UserError(f"{where}: parameter {name!r} has shape {value.shape}, the spec needs {default.shape}")
+        if not np.all(np.isfinite(value)):
+            raise UserError(f"{where}: parameter {name!r} has non-finite values")
+        out[name] = value.copy()
+    return out
 
 
 def validation_batches(task: Any, config: TrainConfig, salt: int = 2) -> list[Batch]:
@@ -358,9 +417,13 @@ class RunResult:
 
 
 def train(task: Any, spec: NetworkSpec, config: TrainConfig, run_dir: str | Path,
-          resume: bool = True, log: Callable[[str], None] | None = None) -> RunResult:
+          resume: bool = True, log: Callable[[str], None] | None = None,
+          init: Any = None) -> RunResult:
     """Train (or resume) a run in run_dir. Under ``config.distributed`` every
     rank computes its shard, gradients are summed, and only rank 0 writes.
+    ``init``: initial parameters (a dict or an .npz path, see
+    :func:`load_init_params`) instead of :func:`init_params`; a resumed run
+    continues from its checkpoint.
 
     The writer holds the run directory's lock for the whole run; the
     directory must be new, empty or an earlier run (eprop_lava/rundir.py)."""
@@ -368,15 +431,18 @@ def train(task: Any, spec: NetworkSpec, config: TrainConfig, run_dir: str | Path
     check_environment(config)
     check_spec_for_task(spec, task, config.task)
     check_memory(spec, config, getattr(task, "steps", None))
+    initial = None if init is None else load_init_params(spec, init)
+    source = None if init is None else ("dict" if isinstance(init, dict) else str(init))
     if config.distributed and os.environ.get("RANK", "0").strip() not in ("", "0"):
-        return _train(task, spec, config, Path(run_dir), resume, log)
+        return _train(task, spec, config, Path(run_dir), resume, log, initial, source)
     with RunLock(check_run_dir(run_dir)):
         remove_stale_temporaries(run_dir)
-        return _train(task, spec, config, Path(run_dir), resume, log)
+        return _train(task, spec, config, Path(run_dir), resume, log, initial, source)
 
 
 def _train(task: Any, spec: NetworkSpec, config: TrainConfig, run_dir: Path,
-           resume: bool, log: Callable[[str], None] | None) -> RunResult:
+           resume: bool, log: Callable[[str], None] | None, initial: dict | None = None,
+           init_source: str | None = None) -> RunResult:
     run_dir = Path(run_dir)
     group = None
     if config.distributed:
@@ -391,7 +457,7 @@ def _train(task: Any, spec: NetworkSpec, config: TrainConfig, run_dir: Path,
         run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = run_dir / "checkpoint.npz"
     log_path = run_dir / "metrics.jsonl"
-    optimizer = Optimizer(spec.optimizer)
+    optimizer = make_optimizer(spec)
     rng = np.random.default_rng([config.seed, 1])
     start = 0
     best = math.inf
@@ -419,15 +485,25 @@ def _train(task: Any, spec: NetworkSpec, config: TrainConfig, run_dir: Path,
         if log:
             log(f"resuming {run_dir} at iteration {start}")
     else:
-        params = init_params(spec)
+        params = init_params(spec) if initial is None else initial
         if writer:
             # a fresh start: an earlier run's log and best checkpoint must not be read as this run's
             for stale in (log_path, run_dir / "best.npz"):
                 if stale.exists():
                     stale.unlink()
     if writer:
-        atomic_write_text(run_dir / "config.json",
-                          json.dumps({"spec": spec.to_dict(), "train": asdict(config)}, indent=2))
+        record = {"spec": spec.to_dict(), "train": asdict(config)}
+        if start == 0:
+            if initial is not None:
+                record["init_params"] = init_source  # where the initial parameters came from
+        elif (run_dir / "config.json").exists():     # a resumed run keeps the record of its start
+            try:
+                earlier = json.loads((run_dir / "config.json").read_text()).get("init_params")
+            except (OSError, json.JSONDecodeError):
+                earlier = None
+            if earlier is not None:
+                record["init_params"] = earlier
+        atomic_write_text(run_dir / "config.json", json.dumps(record, indent=2))
     val = validation_batches(task, config)
     target = config.target_metric if config.target_metric is not None else task.solved_below
 
@@ -436,30 +512,47 @@ def _train(task: Any, spec: NetworkSpec, config: TrainConfig, run_dir: Path,
             save_checkpoint(path, spec, config, params, optimizer, iteration, rng.bit_generator.state,
                             {"best": best, "solved_at": solved_at, "metric": task.metric_name})
 
+    from eprop_lava.progress import Progress, format_seconds, log_file, note
+
+    # a bar on a terminal, else a line every EPROP_LAVA_LOG_SECONDS; both also go to RUN/log.txt
+    run_log = log_file(run_dir / "log.txt" if writer else None)
     progress = None
-    if config.progress and writer:
-        from tqdm import tqdm
-        progress = tqdm(total=config.iterations, initial=start, unit="it", dynamic_ncols=True,
-                        leave=False, disable=None)
     step_times = []
     last_val: dict = {}
     it = start
     logf = open(log_path, "a") if writer else None
+    run_log.__enter__()
     try:
+        if writer:
+            progress = Progress(config.iterations, f"train {config.task}", unit="it", initial=start,
+                                enabled=config.progress)
         while it < config.iterations and not (config.early_stop and solved_at is not None):
             t0 = time.perf_counter()
             batch = task.batch(rng, config.batch_size)
+            if it == start and writer and config.algo == "bptt":
+                note(bptt_cost_note(batch, config.iterations - start), echo=config.progress)
             loss, grads, traj = grad_fn(spec, params, batch)
             apply_update(spec, params, optimizer, grads)
             step_times.append(time.perf_counter() - t0)
             it += 1
+            left = config.iterations - it
+            if writer and len(step_times) == 3 and left > 0:
+                # steps 2-3: the first one also paid for compilation and warm-up
+                per = float(np.median(step_times[1:]))
+                if per * left > 60:
+                    note(f"measured {per:.2f} s per iteration: ~{format_seconds(per * left)} "
+                         f"for the remaining {left} iteration(s)", echo=config.progress)
             if not writer:
                 if config.early_stop:
-                    solved_at = _broadcast_solved(solved_at)  # collective: matches rank 0's call
+                    solved_at = _broadcast_solved(solved_at, group)  # collective: matches rank 0's call
                 continue
             y = traj.y if isinstance(traj.y, np.ndarray) else make_ops("torch").to_numpy(traj.y)
             train_batch = batch if group is None else _local(batch, group)
-            row = {"iteration": it, "loss": float(loss), "lr": optimizer.learning_rate(),
+            reg_loss = _rate_loss(spec, traj)
+            task_value = float(loss) - reg_loss
+            logged = task_value if spec.conventions.logged_loss == "task" else float(loss)
+            row = {"iteration": it, "loss": logged, "task_loss": task_value, "rate_loss": reg_loss,
+                   "lr": optimizer.learning_rate(),
                    f"train_{task.metric_name}": float(task.metric(np.asarray(y, dtype=np.float64), train_batch)),
                    "seconds": step_times[-1]}
             row.update(alignment(spec, params))
@@ -477,25 +570,42 @@ def _train(task: Any, spec: NetworkSpec, config: TrainConfig, run_dir: Path,
             logf.write(json.dumps(row) + "\n")
             logf.flush()
             if progress is not None:
-                progress.update(1)
-                post = {"loss": f"{loss:.3f}"}
+                post = {"loss": f"{logged:.3f}"}
                 if last_val:
                     post[f"val_{task.metric_name}"] = f"{last_val[task.metric_name]:.3f}"
-                progress.set_postfix(post)
+                progress.update(1, **post)
             if it % config.checkpoint_every == 0 or solved_at == it:
                 checkpoint(ckpt_path, it)
             if group is not None and config.early_stop:
-                solved_at = _broadcast_solved(solved_at)
+                solved_at = _broadcast_solved(solved_at, group)
     finally:
         if progress is not None:
             progress.close()
         if logf is not None:
             logf.close()
+        run_log.__exit__(None, None, None)
     checkpoint(ckpt_path, it)
     if not last_val or it % config.validate_every != 0:
         last_val = evaluate(task, spec, params, val, config)
     return RunResult(run_dir, it, solved_at, last_val,
                      float(np.median(step_times)) if step_times else float("nan"), params)
+
+
+def _rate_loss(spec: NetworkSpec, traj: Any) -> float:
+    """The rate regularizer of a training step's trajectory (on its own
+    backend), for logging it apart from the task loss. Under distributed
+    training it is this rank's shard's."""
+    if spec.regularization.form != "bellec" or not spec.regularization.coefficient:
+        return 0.0
+    z = traj.z[0]
+    ops = make_ops("torch") if not isinstance(z, np.ndarray) else make_ops("numpy")
+    return float(ops.to_numpy(rate_loss(spec, traj, ops)))
+
+
+def bptt_cost_note(batch: Batch, iterations: int) -> str:
+    from eprop_lava.progress import bptt_estimate
+
+    return bptt_estimate(batch.size, batch.steps, iterations)
 
 
 def _local(batch: Batch, group: Any) -> Batch:
@@ -504,11 +614,9 @@ def _local(batch: Batch, group: Any) -> Batch:
     return shard(batch, group)
 
 
-def _broadcast_solved(solved_at: int | None) -> int | None:
-    """Rank 0 decides early stopping; the others follow."""
-    import torch
-    import torch.distributed as dist
+def _broadcast_solved(solved_at: int | None, group: Any) -> int | None:
+    """Rank 0 decides early stopping; the others follow (on the group's
+    collective device: NCCL needs a CUDA tensor)."""
+    from eprop_lava.engine.distributed import broadcast_from_main
 
-    t = torch.tensor([-1 if solved_at is None else solved_at], dtype=torch.int64)
-    dist.broadcast(t, src=0)
-    return None if int(t) < 0 else int(t)
+    return broadcast_from_main(solved_at, group.device)

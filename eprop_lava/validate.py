@@ -175,13 +175,13 @@ def check_memory(spec: Any, config: Any, steps: int | None = None, what: str = "
                         f"{have / 2**30:.1f} GiB are available")
 
 
-def check_batches_memory(option: str, n_batches: int, batch_size: int, steps: int, channels: int) -> None:
-    """Refuse to draw more batches (steps x samples x input and target
-    channels, float32 or wider) than fit in memory at once."""
-    need = int(n_batches) * int(batch_size) * int(steps) * int(channels) * 4
+def check_samples_memory(option: str, value: int, n_samples: int, steps: int, channels: int) -> None:
+    """Refuse to draw more samples (steps x input and target channels,
+    float32 or wider) than fit in memory at once."""
+    need = int(n_samples) * int(steps) * int(channels) * 4
     have = available_memory()
     if have is not None and need > have:
-        raise UserError(f"{option}={n_batches}: {n_batches} batches of {batch_size} samples need at least "
+        raise UserError(f"{option}={value}: {n_samples} samples of {steps} steps need at least "
                         f"{need / 2**30:.1f} GiB; {have / 2**30:.1f} GiB are available")
 
 

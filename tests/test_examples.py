@@ -111,6 +111,7 @@ def test_notebook_cells_run_in_order(tmp_path, monkeypatch):
     assert namespace["result"].iterations == 3
     assert namespace["run"]["steps_per_sample"] == 3 * (100 + 50) + 100 + 150   # the short task of the notebook
     assert namespace["summary"]["cores"] >= 1
+    assert list((tmp_path / "notebook" / "run").rglob("*.png")), "the plot cell wrote the run's figures"
 
 
 def test_sample_config_loads_and_matches_its_comments():

@@ -45,6 +45,31 @@ def test_compiled_equals_reference(neuron, timing, reset, density):
 
 
 @needs_numba
+@pytest.mark.parametrize("neuron", ["lif", "alif"])
+@pytest.mark.parametrize("timing,reset", [("bellec", "subtract"), ("loihi", "zero")])
+def test_compiled_equals_reference_under_tf_conventions(neuron, timing, reset):
+    # The (1 - alpha) input gain, TF's refractory count and psi / v_th enter the
+    # compiled loop through the same constants as the reference step functions.
+    spec = _network(neuron, layers=2, recurrent=True, timing=timing, reset=reset, regularization="bellec", n=12,
+                    conventions="tf")
+    assert spec.layers[0].params.n_ref == 2  # one blocked step under t_ref_steps
+    params = init_params(spec)
+    batch = _batch(spec, 200, 3, seed=4)
+    loss_r, grads_r, traj_r = eprop_gradient(spec, params, batch, make_ops("numpy", fused=False))
+    loss_f, grads_f, traj_f = eprop_gradient(spec, params, batch, make_ops("numpy", fused=True))
+    assert sum(float(z.sum()) for z in traj_r.z) > 50
+    for r in range(2):
+        np.testing.assert_array_equal(traj_f.z[r], traj_r.z[r])
+        for key in ("x", "psi", "free"):
+            np.testing.assert_allclose(traj_f.records[r][key], traj_r.records[r][key], rtol=0, atol=1e-12)
+    assert loss_f == pytest.approx(loss_r, rel=1e-12)
+    for k in grads_r:
+        scale = np.abs(grads_r[k]).max()
+        assert scale > 0, k
+        assert np.abs(grads_f[k] - grads_r[k]).max() <= 1e-10 * scale, k
+
+
+@needs_numba
 @pytest.mark.parametrize("neuron", ["stdp_alif", "izhikevich"])
 def test_compiled_adjoint_serves_every_model(neuron):
     # These neurons keep the reference forward loop; the compiled adjoint takes

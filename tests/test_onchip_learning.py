@@ -239,3 +239,21 @@ def test_evidence_task_with_swapped_cue_sides():
     assert a.x[:, :, :20].sum() > 0
     with pytest.raises(ValueError, match="swap_sides"):
         get_task("evidence", swap_sides="yes")
+
+
+def test_run_exit_status_follows_every_comparison(monkeypatch, tmp_path, capsys):
+    """`run` exits 0 only when the inference and the learning comparisons are
+    both bit-exact, 1 when either differs."""
+    from eprop_lava.cli import main
+    from eprop_lava.compile import pipeline
+
+    def fake(inference_exact, learning_exact):
+        def run_artifact(*args, **kwargs):
+            return {"lava": {"comparison": {"bit_exact": inference_exact},
+                             "learning": {"bit_exact": learning_exact}}}
+        return run_artifact
+
+    for inference_exact, learning_exact, status in ((True, True, 0), (True, False, 1), (False, True, 1)):
+        monkeypatch.setattr(pipeline, "run_artifact", fake(inference_exact, learning_exact))
+        assert main(["run", str(tmp_path), "--learn", "--json"]) == status
+    capsys.readouterr()

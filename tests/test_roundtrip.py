@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from eprop_lava import compile_checkpoint, load_checkpoint, run_artifact, train
+from eprop_lava import compile_checkpoint, configure, load_checkpoint, run_artifact, train
 from eprop_lava.cli import main
 from eprop_lava.tasks import get_task
 from eprop_lava.tasks.evidence import EvidenceAccumulation
@@ -168,6 +168,12 @@ def test_train_records_the_data_directory_absolute(tmp_path, monkeypatch):
     assert ck.config.task_options["data"] == str((tmp_path / "timit").resolve())
     monkeypatch.chdir(ROOT)
     assert main(["eval", str(tmp_path / "run"), "--batches", "1"]) == 0
+    # the same through a config file's [train.task_options] and the Python API
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "c.toml").write_text('[train]\ntask = "speech_phones"\n'
+                                     '[train.task_options]\ndata = "timit"\nrequire_complete = false\n')
+    _, _, config = configure(tmp_path / "c.toml")
+    assert config.task_options["data"] == str((tmp_path / "timit").resolve())
 
 
 def test_quantization_study_records_its_task_options(tmp_path):

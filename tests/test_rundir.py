@@ -131,7 +131,7 @@ def test_stale_temporaries_are_removed_by_the_next_run(tmp_path, capsys):
     assert _train(out, 2, capsys)[0] == 0
     assert not [p for p in stale if p.exists()]
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
-        "best.npz", "checkpoint.npz", "config.json", "metrics.jsonl"]
+        "best.npz", "checkpoint.npz", "config.json", "log.txt", "metrics.jsonl"]
 
 
 def test_stale_artifact_temporaries_of_dead_writers_are_removed(tmp_path):
@@ -156,3 +156,78 @@ def test_stale_artifact_temporaries_of_dead_writers_are_removed(tmp_path):
     finally:
         alive.kill()
         alive.wait()
+
+
+def test_two_real_trains_on_one_directory(tmp_path, capsys):
+    """A train in progress (a subprocess) holds the run; a second train on the
+    same --out exits 2 and changes nothing; after the first is killed with
+    SIGKILL the second resumes from its last checkpoint and the log has
+    every iteration exactly once."""
+    import time
+
+    out = tmp_path / "run"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    first = subprocess.Popen([sys.executable, "-m", "eprop_lava.cli", "train", "evidence", "--out", str(out),
+                              "--set", "train.iterations=100000", *TINY],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # running: locked, and a few checkpoints written
+            log = out / "metrics.jsonl"
+            if (out / ".lock").is_file() and log.is_file() and len(log.read_text().splitlines()) >= 3:
+                break
+            time.sleep(0.2)
+        assert (out / ".lock").read_text().strip() == str(first.pid)
+        code, err = _train(out, 100000, capsys)
+        assert code == 2 and f"(pid {first.pid})" in err
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    assert _train(out, len(_rows(out / "metrics.jsonl")) + 2, capsys)[0] == 0
+    its = [r["iteration"] for r in _rows(out / "metrics.jsonl")]
+    assert its == list(range(1, len(its) + 1)) and len(its) >= 5
+
+
+def test_a_full_disk_names_the_file_and_keeps_the_old_one(tmp_path, monkeypatch):
+    import errno
+
+    from eprop_lava.errors import user_error_message
+    from eprop_lava.training import atomic_write_text
+
+    target = tmp_path / "config.json"
+    target.write_text("old")
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError) as err:
+        atomic_write_text(target, "new")
+    assert user_error_message(err.value) == f"{target}: No space left on device"
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["config.json"]
+
+
+def test_sigterm_ends_a_train_cleanly_and_it_resumes(tmp_path, capsys):
+    import time
+
+    out = tmp_path / "run"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    p = subprocess.Popen([sys.executable, "-m", "eprop_lava.cli", "train", "evidence", "--out", str(out),
+                          "--set", "train.iterations=100000", *TINY],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        log = out / "metrics.jsonl"
+        while time.monotonic() < deadline and not (log.is_file() and len(log.read_text().splitlines()) >= 3):
+            time.sleep(0.2)
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 143 and "Traceback" not in err, err[-2000:]
+    assert err.strip().splitlines()[-1] == "eprop-lava: terminated"
+    assert _train(out, len(_rows(out / "metrics.jsonl")) + 1, capsys)[0] == 0  # the lock went with it
+    its = [r["iteration"] for r in _rows(out / "metrics.jsonl")]
+    assert its == list(range(1, len(its) + 1))

@@ -68,7 +68,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     if s["target"] == "loihi1" and s["learning_synapses"]:
         print("note: Loihi 1 cannot run e-prop on chip (its neuron cannot send psi, docs/lava_loihi.md §3.5); the "
               "learning-synapse figures are a memory estimate only")
-    print(f"artifact: {s['artifact']} (report.md, core_map.png)")
+    print(f"artifact: {s['artifact']} (report.md, core_map.png, quantization.png)")
     return 0
 
 

@@ -106,6 +106,11 @@ def test_set(task_name: str, seed: int, samples: int, task_options: dict | None 
 
 def draw(task: Any, seed: int, stream: int, samples: int) -> TestSet:
     """``samples`` samples of ``task`` from rng [seed, stream]."""
+    from eprop_lava.validate import check_samples_memory
+
+    spec = task.default_spec()
+    check_samples_memory("--samples", samples, samples, getattr(task, "steps", 1),
+                         spec.n_inputs + spec.readout.n_outputs)
     b = task.batch(np.random.default_rng([int(seed), int(stream)]), samples)
     return TestSet(np.asarray(b.x), np.asarray(b.target), np.asarray(b.mask), b.labels, b)
 
@@ -140,10 +145,12 @@ def fixed_metric(task: Any, net: fe.FixedNetwork, run: fe.FixedRun, ts: TestSet,
 
 
 def lava_run(net: fe.FixedNetwork, x: np.ndarray, steps: int | None = None, timeout: float = 540.0,
-             read_spikes: bool | None = None) -> dict:
+             read_spikes: bool | None = None, progress: Any = None) -> dict:
     """Run ``x`` (T, S, n_in) sample after sample on Lava (fixed_pt, CPU).
     ``steps`` caps the total number of time steps. Returns the readout y
-    (steps, K) and, if affordable, the spikes per layer (steps, N_r)."""
+    (steps, K) and, if affordable, the spikes per layer (steps, N_r).
+    ``progress`` (a :class:`eprop_lava.progress.Progress` over steps) makes
+    the run advance one sample (T steps) per Lava run call and report it."""
     import_lava("eprop_lava.models")
     from lava.proc.io.source import RingBuffer
 
@@ -170,7 +177,9 @@ def lava_run(net: fe.FixedNetwork, x: np.ndarray, steps: int | None = None, time
         return out
 
     t0 = time.perf_counter()
-    out = run_guarded(src, total, run_config("fixed_pt"), read, timeout=timeout)
+    out = run_guarded(src, total, run_config("fixed_pt"), read, timeout=timeout,
+                      chunk=T if progress is not None else None,
+                      progress=None if progress is None else progress.update)
     out["seconds"] = time.perf_counter() - t0
     out["read_seconds"] = timing.get("read_s", 0.0)
     out["steps"] = total

@@ -257,7 +257,6 @@ def run_netx(path: str | Path, x: np.ndarray) -> dict:
     (T, K)."""
     _lava()
     from lava.lib.dl.netx import hdf5
-    from lava.magma.core.run_conditions import RunSteps
     from lava.magma.core.run_configs import Loihi2SimCfg
     from lava.proc import io
     from lava.proc.monitor.process import Monitor
@@ -274,17 +273,19 @@ def run_netx(path: str | Path, x: np.ndarray) -> dict:
         sinks.append(sink)
     mon = Monitor()
     mon.probe(net.layers[-1].neuron.v, T)
-    t0 = time.perf_counter()
-    try:
-        net.run(condition=RunSteps(num_steps=T), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
+    from eprop_lava.compile.deploy import import_lava
+
+    import_lava("eprop_lava.models")
+    from eprop_lava.models.network import run_guarded
+
+    def read() -> tuple:
         z = [np.rint(s.data.get()).astype(np.int64).T for s in sinks]
         data = mon.get_data()
-        v = np.rint(data[net.layers[-1].neuron.name]["v"]).astype(np.int64).reshape(T, -1)
-    finally:
-        try:
-            net.stop()
-        except Exception:  # noqa: BLE001 - the runtime may not have started
-            pass
+        return z, np.rint(data[net.layers[-1].neuron.name]["v"]).astype(np.int64).reshape(T, -1)
+
+    t0 = time.perf_counter()
+    # stop() always, also on SIGTERM; the workers die with this process (models/network.py)
+    z, v = run_guarded(net, T, Loihi2SimCfg(select_tag="fixed_pt"), read)
     return {"z": z[:-1], "readout_spikes": int(z[-1].sum()), "y": v, "seconds": time.perf_counter() - t0}
 
 

@@ -4,6 +4,8 @@ Lava runs; and the main job's demo stage (:func:`deploy_demo`)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import json
 import time
 from pathlib import Path
@@ -60,7 +62,12 @@ def compile_checkpoint(checkpoint: str | Path, out: str | Path, target: str = "l
     t0 = time.perf_counter()
     ck_file, source_note = select_checkpoint(checkpoint)
     ck = load_checkpoint(ck_file)
-    spec, note = ck.spec, None
+    from eprop_lava.engine.network import fold_conventions
+
+    # the fixed-point models implement the default conventions: fold TF's scalings into the weights
+    spec, params = fold_conventions(ck.spec, ck.params)
+    ck = replace(ck, spec=spec, params=params)
+    note = None
     if loihi_timing:
         spec, note = convert_timing(spec)
     if lr is not None and not (isinstance(lr, (int, float)) and np.isfinite(lr) and lr > 0):
@@ -131,7 +138,11 @@ def compile_checkpoint(checkpoint: str | Path, out: str | Path, target: str = "l
     manifest = jsonable(manifest)
     report_md = markdown_report(manifest, mapping, energy)
     png = core_map_png(mapping)
-    out = write_artifact(out, manifest, arrays, {"report.md": report_md.encode(), "core_map.png": png})
+    from eprop_lava.plots import figure_png, quantization_of_network
+
+    quant_png = figure_png(quantization_of_network(ck.params, net, manifest["quantization"]))
+    out = write_artifact(out, manifest, arrays, {"report.md": report_md.encode(), "core_map.png": png,
+                                                 "quantization.png": quant_png})
     summary = summarize(manifest)
     summary["artifact"] = str(out)
     summary["source_note"] = source_note
@@ -170,7 +181,7 @@ ADAPTATION_LR = 0.03
 
 def run_artifact(path: str | Path, samples: int = 64, steps: int | None = None, learn: bool = False,
                  lava: bool = True, lava_samples: int = 4, log: Any = None, learn_samples: int = LEARN_SAMPLES,
-                 curve_every: int | None = None, figure: str | Path | None = None) -> dict:
+                 curve_every: int | None = None, figure: str | Path | None = None, progress: bool = True) -> dict:
     """Float engine and fixed-point engine on ``samples`` test samples; Lava
     (fixed_pt, ~2 ms per step on CPU) on the first ``lava_samples`` of them
     (``steps`` caps its time steps), compared bit for bit with the engine.
@@ -180,8 +191,22 @@ def run_artifact(path: str | Path, samples: int = 64, steps: int | None = None, 
     rng stream :data:`deploy.LEARN_STREAM` (never the test samples); the
     held-out test error before, every ``curve_every`` samples and after
     (``figure``: the learning curve as PNG). Lava then learns on its first
-    sample(s) and is compared with the engine bit for bit."""
+    sample(s) and is compared with the engine bit for bit.
+
+    Progress (bars on a terminal, lines otherwise) goes to stderr when
+    ``progress``, and to ARTIFACT/log.txt; figures to ARTIFACT/plots/."""
+    from eprop_lava.progress import log_file
+
     art = load_artifact(path)
+    with log_file(art.path / "log.txt"):
+        return _run_artifact(art, samples, steps, learn, lava, lava_samples, log, learn_samples, curve_every,
+                             figure, progress)
+
+
+def _run_artifact(art: Any, samples: int, steps: int | None, learn: bool, lava: bool, lava_samples: int,
+                  log: Any, learn_samples: int, curve_every: int | None, figure: Any, progress: bool) -> dict:
+    from eprop_lava.progress import Progress, lava_estimate, note
+
     src = art.manifest["source"]
     task_name, task_options = deploy.source_task(src)
     task, ts = deploy.test_set(task_name, int(src["seed"]), samples, task_options)
@@ -212,12 +237,15 @@ def run_artifact(path: str | Path, samples: int = 64, steps: int | None = None, 
     out["fixed_seconds"] = time.perf_counter() - t0
     # post hoc from the step engine's state records (the compiled inference keeps no v): a subset bounds the cost
     out["v_saturation"] = deploy.v_saturation(art.net, ts.x[:, :V_SATURATION_SAMPLES])
+    note(f"float and fixed-point engines: {samples} samples x {ts.x.shape[0]} steps in "
+         f"{out['fixed_seconds']:.1f} s (fixed point)", echo=False)
     lr = None
     if learn:
         lr_train = deploy.draw(task, int(src["seed"]), deploy.LEARN_STREAM, learn_samples)
         every = curve_every or max(1, learn_samples // CURVE_POINTS)
         t1 = time.perf_counter()
-        lr = deploy.learn_run(art.net, lr_train, ts, task, every)
+        with Progress(learn_samples, "online e-prop (fixed-point engine)", unit="sample", enabled=progress) as bar:
+            lr = deploy.learn_run(art.net, lr_train, ts, task, every, progress=lambda done, total: bar.update(1))
         seconds = time.perf_counter() - t1
         sig = lr["signal"]
         out["learning"] = {
@@ -236,16 +264,17 @@ def run_artifact(path: str | Path, samples: int = 64, steps: int | None = None, 
             out["learning"]["figure"] = str(learning_curve_png(lr["curve"], figure, task.metric_name,
                                                               learn_samples, samples))
     ok, why = deploy.lava_status()
+    lv = None
     if not lava:
         out["lava"] = {"skipped": "disabled (--no-lava)"}
     elif not ok:
         out["lava"] = {"skipped": why}
     else:
-        if log:
-            total = steps if steps is not None else max(1, min(lava_samples, samples)) * ts.x.shape[0]
-            log(f"running {total} steps in Lava's fixed-point CPU simulation (~2 ms per step)...")
         k = max(1, min(lava_samples, samples))
-        lv = deploy.lava_run(art.net, ts.x[:, :k], steps)
+        total = min(steps, k * ts.x.shape[0]) if steps is not None else k * ts.x.shape[0]
+        note(lava_estimate(total), echo=progress or bool(log))
+        with Progress(total, "Lava fixed_pt", unit="step", enabled=progress) as bar:
+            lv = deploy.lava_run(art.net, ts.x[:, :k], steps, progress=bar)
         cmp = deploy.compare_lava(run, lv)
         n_done = lv["steps"] // lv["sample_steps"]
         out["lava"] = {"backend": "Loihi2SimCfg(select_tag='fixed_pt'), CPU", "steps": lv["steps"],
@@ -256,10 +285,19 @@ def run_artifact(path: str | Path, samples: int = 64, steps: int | None = None, 
                                                                                       slice(0, n_done))
                        if n_done else None}
         if learn:
-            out["lava"]["learning"] = lava_learning(art.net, lr_train, steps)
+            out["lava"]["learning"] = lava_learning(art.net, lr_train, steps, progress)
         if art.manifest["target"].get("deploy") == "native":
             out["native"] = native_run(art.net, ts.x[:, :max(1, min(lava_samples, samples))], steps)
+    out["figures"] = save_run_figures(art, task, ts, run, lv)
     return jsonable(out)
+
+
+def save_run_figures(art: Any, task: Any, ts: Any, run: Any, lava: dict | None) -> list:
+    """ARTIFACT/plots/*.png of a run (plots.artifact_run_figures); the paths."""
+    from eprop_lava.plots import artifact_run_figures, save_figure
+
+    figs = artifact_run_figures(task, ts, art.spec, art.float_params, art.net, run, lava)
+    return [str(save_figure(fig, art.path / "plots" / f"{name}.png")) for name, fig in figs.items()]
 
 
 def native_run(net: Any, x: np.ndarray, steps: int | None = None) -> dict:
@@ -284,32 +322,13 @@ def native_run(net: Any, x: np.ndarray, steps: int | None = None) -> dict:
 
 def learning_curve_png(curve: list, path: str | Path, metric: str, n_train: int, n_test: int) -> Path:
     """The held-out learning curve as a PNG (written atomically)."""
-    import os
-    import tempfile
+    from eprop_lava.plots import learning_curve_onchip, save_figure
 
-    from eprop_lava.plots import _pyplot
-
-    plt = _pyplot()
-    path = Path(path)
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    ax.plot([c["samples"] for c in curve], [c["error" if "error" in c else metric] for c in curve], "o-", ms=4)
-    ax.set(xlabel="on-chip training samples learned (batch 1)",
-           ylabel=f"held-out {metric} (fraction of {n_test} test samples)",
-           title=f"online fixed-point e-prop, {n_train} samples")
-    ax.set_ylim(bottom=0)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png", dpi=110)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    fig = learning_curve_onchip({"online fixed-point e-prop": curve}, metric,
+                                xlabel="on-chip training samples learned (batch 1)",
+                                ylabel=f"held-out {metric} (fraction of {n_test} test samples)",
+                                title=f"online fixed-point e-prop, {n_train} samples")
+    return save_figure(fig, path, dpi=110)
 
 
 def format_run(r: dict) -> str:
@@ -346,6 +365,8 @@ def format_run(r: dict) -> str:
                      f"{nv['steps']} steps, {nv['spike_mismatches']} spike mismatches ({nv['spikes_engine']} spikes) "
                      f"and {nv['readout_mismatches']} readout mismatches vs the engine "
                      f"({'bit-exact' if nv['bit_exact'] else 'NOT bit-exact'}; {nv['seconds']:.1f} s)")
+    if r.get("figures"):
+        lines.append("figures: " + ", ".join(r["figures"]))
     if "learning" in r:
         L = r["learning"]
         c = L["signal_counts"]
@@ -370,7 +391,7 @@ def format_run(r: dict) -> str:
     return "\n".join(lines)
 
 
-def lava_learning(net: Any, ts: Any, steps: int | None) -> dict:
+def lava_learning(net: Any, ts: Any, steps: int | None, progress: bool = False) -> dict:
     """Online e-prop in Lava (fixed_pt learning graph) and in the engine on
     the first sample(s) of ``ts``; the final weights compared bit for bit.
 
@@ -384,13 +405,17 @@ def lava_learning(net: Any, ts: Any, steps: int | None) -> dict:
     from eprop_lava.models.network import run_network
 
     T, S = ts.x.shape[0], ts.x.shape[1]
-    # the learning graph costs ~15 ms per step on CPU: one sample unless --steps asks for more
+    from eprop_lava.progress import Progress, lava_estimate, note
+
+    # the learning graph costs 2.7-5.4 ms per step on CPU (progress.COSTS): one sample unless --steps asks for more
     n = 1 if steps is None else max(1, min(S, int(steps) // T))
     sub = TestSet(ts.x[:, :n], ts.target[:, :n], ts.mask[:, :n], None)
     engine = learn_run(net, sub)
+    note(lava_estimate(n * T, learning=True), echo=progress)
     t0 = time.perf_counter()
-    res = run_network(np.transpose(sub.x, (1, 0, 2)), net=net, target=np.transpose(sub.target, (1, 0, 2)),
-                      mask=sub.mask.T, learn=True, weights=True, timeout=540.0)
+    with Progress(n * T, "Lava fixed_pt learning", unit="step", enabled=progress) as bar:
+        res = run_network(np.transpose(sub.x, (1, 0, 2)), net=net, target=np.transpose(sub.target, (1, 0, 2)),
+                          mask=sub.mask.T, learn=True, weights=True, timeout=540.0, progress=bar)
     return {"samples": n, "seconds": time.perf_counter() - t0,
             **compare_learned(res["weights"], engine, net.spec.learning.variant != "random")}
 
@@ -452,7 +477,8 @@ def deploy_demo(out_dir: Path, train_result: Any, task: Any, spec: NetworkSpec, 
                    f"test_fixed_{m}": r[f"fixed_{m}"], "test_samples": samples, "lava": r["lava"],
                    "artifact": str(out_dir / "compiled-loihi2")})
     for target in ("loihi2", "loihi1"):
-        print(f"figure: {out_dir / f'compiled-{target}' / 'core_map.png'}")
+        for name in ("core_map.png", "quantization.png"):
+            print(f"figure: {out_dir / f'compiled-{target}' / name}")
     (out_dir / "deploy.json").write_text(json.dumps(jsonable(r), indent=2))
     from eprop_lava.studies.onchip import adaptation, format_adaptation
 

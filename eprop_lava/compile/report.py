@@ -307,18 +307,16 @@ def core_map_png(mapping: Mapping) -> bytes:
     synaptic memory used), and the per-core utilization of every limit
     (first 32 cores)."""
     import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure   # no pyplot: the caller's backend is left alone
     from matplotlib.patches import Patch, Rectangle
 
     pops = list(mapping.layers)
-    cmap = plt.get_cmap("tab10")
+    cmap = matplotlib.colormaps["tab10"]
     colour = {p: cmap(i % 10) for i, p in enumerate(pops)}
     n_chips = max(mapping.n_chips, 1)
     show = min(n_chips, 4)
     t = mapping.limits
-    fig = plt.figure(figsize=(3.0 * show + 5.5, 3.0))
+    fig = Figure(figsize=(3.0 * show + 5.5, 3.0))
     grid = fig.add_gridspec(1, show + 2, width_ratios=[1.0] * show + [0.15, 1.6])
     for k in range(show):
         ax = fig.add_subplot(grid[0, k])
@@ -367,7 +365,6 @@ def core_map_png(mapping: Mapping) -> bytes:
     fig.tight_layout(rect=(0, 0.08, 1, 0.93))
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
     return buf.getvalue()
 
 

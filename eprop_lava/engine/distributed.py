@@ -18,6 +18,12 @@ Several machines (one process per GPU, NCCL):
 
 With ``train.device=cuda`` each rank uses ``cuda:LOCAL_RANK``.
 
+Collectives run on the group's device: an NCCL group only accepts CUDA
+tensors, so the flat gradient vector (and the early-stopping flag) is built on
+``Group.device`` (this rank's GPU under NCCL, the CPU under gloo) and copied
+back to the host after the reduction. Gradients that are already torch
+tensors stay on their own device.
+
 Exactness: the task loss, the online rate regularizer (seed 002 Eqs.
 3.39-3.43) and L2 are sums over samples, so the all-reduced gradient equals
 the single-process gradient of the whole batch (to summation order). The
@@ -42,10 +48,20 @@ class Group:
     rank: int
     world_size: int
     local_rank: int
+    device: str = "cpu"   # where collectives run: "cuda:LOCAL_RANK" under NCCL
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+
+def collective_device(backend: str, device: str, local_rank: int) -> str:
+    """The device a process group's collectives run on: NCCL reduces CUDA
+    tensors only (this rank's GPU, where ``train.device=cuda`` trains);
+    gloo reduces host tensors."""
+    if str(backend).lower() == "nccl":
+        return f"cuda:{local_rank}"
+    return "cpu"
 
 
 def init_from_environment(device: str = "cpu") -> Group:
@@ -60,7 +76,8 @@ def init_from_environment(device: str = "cpu") -> Group:
     if not dist.is_initialized():
         backend = "nccl" if device.startswith("cuda") else "gloo"
         dist.init_process_group(backend=backend)
-    return Group(dist.get_rank(), dist.get_world_size(), local_rank)
+    return Group(dist.get_rank(), dist.get_world_size(), local_rank,
+                 collective_device(dist.get_backend(), device, local_rank))
 
 
 def shard(batch: Batch, group: Group) -> Batch:
@@ -74,27 +91,51 @@ def shard(batch: Batch, group: Group) -> Batch:
     return Batch(batch.x[:, s], batch.target[:, s], batch.mask[:, s], labels)
 
 
-def all_reduce_sum(grads: dict, loss: float) -> tuple[float, dict]:
-    """Sum gradients and loss over all ranks (one flat all-reduce)."""
+def all_reduce_sum(grads: dict, loss: float, device: str = "cpu") -> tuple[float, dict]:
+    """Sum gradients and loss over all ranks (one flat float64 all-reduce on
+    ``device``). numpy gradients come back as numpy arrays of their dtype;
+    torch gradients come back as tensors on their own device and dtype."""
     import torch
     import torch.distributed as dist
 
     keys = sorted(grads)
-    flat = np.concatenate([np.ravel(grads[k]).astype(np.float64) for k in keys] + [np.array([loss])])
-    t = torch.from_numpy(flat)
-    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    parts = []
+    for k in keys:
+        g = grads[k]
+        g = g if isinstance(g, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(g))
+        parts.append(g.detach().reshape(-1).to(device=device, dtype=torch.float64))
+    parts.append(torch.tensor([float(loss)], dtype=torch.float64, device=device))
+    flat = torch.cat(parts)
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
     out, offset = {}, 0
     for k in keys:
-        size = int(np.prod(grads[k].shape))
-        out[k] = t[offset:offset + size].numpy().reshape(grads[k].shape).astype(np.asarray(grads[k]).dtype)
+        g = grads[k]
+        size = int(np.prod(tuple(g.shape)))
+        piece = flat[offset:offset + size].reshape(tuple(g.shape))
+        if isinstance(g, torch.Tensor):
+            out[k] = piece.to(device=g.device, dtype=g.dtype)
+        else:
+            out[k] = piece.cpu().numpy().astype(np.asarray(g).dtype)
         offset += size
-    return float(t[-1]), out
+    return float(flat[-1].item()), out
+
+
+def broadcast_from_main(value: int | None, device: str = "cpu") -> int | None:
+    """Rank 0's optional non-negative integer (e.g. the iteration at which
+    the run was solved) on every rank; the tensor lives on ``device``."""
+    import torch
+    import torch.distributed as dist
+
+    t = torch.tensor([-1 if value is None else int(value)], dtype=torch.int64, device=device)
+    dist.broadcast(t, src=0)
+    v = int(t.item())
+    return None if v < 0 else v
 
 
 def data_parallel(grad_fn: Callable, group: Group) -> Callable:
     """Wrap a gradient function (spec, params, batch) -> (loss, grads, traj)."""
     def grad(spec: Any, params: dict, batch: Batch):
         loss, grads, traj = grad_fn(spec, params, shard(batch, group))
-        loss, grads = all_reduce_sum(grads, loss)
+        loss, grads = all_reduce_sum(grads, loss, group.device)
         return loss, grads, traj
     return grad

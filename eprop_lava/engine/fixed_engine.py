@@ -16,7 +16,8 @@ One step t of a network (seed 002 Eqs. 3.10-3.14, fixed point):
 2. the Dense buffers for t+1: D = (W s^t) << weight_exp (floor shift if < 0);
 3. the readout integrates y^t = decay(y^{t-1}, d_kappa) + (W_out z^{t-1} << 6) + b;
 4. the error dE/dy^t (softmax for cross-entropy: off-chip, float, quantized to
-   ``error_frac_bits``) and the learning signal L^t = (B err^t) >> signal_shift;
+   the network's error exponent, chosen from the loss mask by
+   :func:`error_exponent`) and the learning signal L^t = (B err^t) >> signal_shift;
 5. each learning synapse (per sample b, post j, pre i) updates its eligibility
    vector eps^t, accumulates acc += (L_j^t ebar_ji^{t-1}) >> product_shift
    (loihi timing: L^t pairs with ebar^{t-1}, as the float engine's online
@@ -668,11 +669,12 @@ def _simulate_compiled(net: "FixedNetwork", x: np.ndarray, target, mask, learn: 
         blocks = []
         for r, L in enumerate(net.layers):
             # the input arriving at t: sent at t - 1 (the first step's was sent in the previous block)
-            ext = np.empty((t1 - t0, B, L.neuron.size), np.int64)
+            # int32: what Dense sends (dense_output wraps to 32 bits), half the memory traffic of int64
+            ext = np.empty((t1 - t0, B, L.neuron.size), np.int32)
             ext[0] = sent_in[r]
             if t1 - t0 > 1:
                 ext[1:] = dense_output(L.w_in, src[:-1], L.weight_exp, parallel=True)
-            out = fused.run_fixed_layer(L.neuron, ext, L.w_rec, L.rec_exp, states[r], sent_rec[r])
+            out = fused.run_fixed_layer(L.neuron, ext, L.w_rec, L.rec_exp, states[r], sent_rec[r], learn)
             z_seq[r][t0:t1] = out["z"]
             psi_seq[r][t0:t1] = out["psi"]
             blocks.append((src, last_src, out))

@@ -2,12 +2,13 @@
 
 The reference engine calls the neuron step functions once per time step, so a
 2,250-step sequence of a 100-neuron layer costs thousands of small numpy calls
-whose dispatch, not arithmetic, sets the time (docs/benchmarks.md). Two loops
+whose dispatch, not arithmetic, sets the time (docs/benchmarks.md). These loops
 are compiled here:
 
 * :func:`run_lif_family`: the forward pass of a LIF/ALIF population. It is the
   compiled form of :func:`eprop_lava.neurons.alif.step` (LIF is the case
-  beta = 0) with the membrane of :func:`eprop_lava.neurons.base.membrane_update`,
+  beta = 0) with the membrane of :func:`eprop_lava.neurons.base.membrane_update`
+  (its input gain included),
   the refractory counter of :func:`~eprop_lava.neurons.base.refractory_counter`,
   firing by :func:`~eprop_lava.neurons.base.fire` and psi by
   :func:`~eprop_lava.neurons.base.pseudo_derivative` (seed 002 Eqs. 2.4-2.6,
@@ -23,6 +24,10 @@ are compiled here:
   takes the Jacobian entries the model computes (``transition_jacobian``,
   ``spike_jacobian`` evaluated on the whole trajectory), so no model's
   equations are repeated here; only the loop is compiled.
+* the fixed-point loops (inference and online e-prop learning of all four
+  neuron types): they call the elementwise kernels of :mod:`eprop_lava.fixed`
+  and :mod:`eprop_lava.neurons.fixed`, compiled by :func:`compiled` from the
+  very functions the step engine and the Lava models run in numpy.
 
 Without numba (e.g. a GPU machine without it), or with
 ``EPROP_LAVA_FUSED=0``, the engine runs the reference loops unchanged.
@@ -68,7 +73,7 @@ def available() -> bool:
 
 if numba is not None:
 
-    def _lif_family(external, w_rec_t, has_rec, alpha, v_th, gamma, n_ref, subtract, beta, rho, one, zero,
+    def _lif_family(external, w_rec_t, has_rec, alpha, gain, v_th, gamma, n_ref, subtract, beta, rho, one, zero,
                     z_out, x_out, free_out, psi_out):  # pragma: no cover - compiled
         # one, zero: constants of the array's dtype, so float32 arithmetic stays
         # float32 as in numpy (a float64 literal would promote it).
@@ -90,9 +95,9 @@ if numba is not None:
                 for j in range(N):
                     z_prev = z[j]
                     if subtract:
-                        v[j] = alpha * v[j] + current[j] - v_th * z_prev
+                        v[j] = alpha * v[j] + gain * current[j] - v_th * z_prev
                     else:
-                        v[j] = alpha * v[j] * (one - z_prev) + current[j]
+                        v[j] = alpha * v[j] * (one - z_prev) + gain * current[j]
                     a[j] = rho[j] * a[j] + z_prev
                     if z_prev > zero:
                         ref[j] = n_ref
@@ -234,7 +239,8 @@ def run_lif_family(model: Any, const: Any, external: np.ndarray, w_rec_t: np.nda
     x = np.empty((T, B, N), dtype)
     free = np.empty((T, B, N), np.bool_)
     psi = np.empty((T, B, N), dtype)
-    _kernel("_lif_family", True)(external, rec, w_rec_t is not None, dtype.type(const.alpha), dtype.type(const.v_th),
+    _kernel("_lif_family", True)(external, rec, w_rec_t is not None, dtype.type(const.alpha),
+                dtype.type(getattr(const, "input_gain", 1.0)), dtype.type(const.v_th),
                 dtype.type(const.gamma), dtype.type(const.n_ref), const.reset == "subtract", beta, rho,
                 dtype.type(1), dtype.type(0), z, x, free, psi)
     return z, dict(x=x, free=free, z=z, psi=psi)
@@ -372,7 +378,11 @@ def _fixed_loop(fn, constants: dict | None = None):
     name = "_".join([fn.__name__, _source_tag()] + [f"{k.lower()}{int(v)}" for k, v in sorted(constants.items())])
     clone = types.FunctionType(fn.__code__, glb, name, fn.__defaults__, fn.__closure__)
     clone.__qualname__ = name
-    return njit(parallel=True, cache=True, error_model="numpy")(clone)
+    # the readout has K values per step: too little work to share out over threads
+    return njit(parallel=fn.__name__ not in SERIAL_LOOPS, cache=True, error_model="numpy")(clone)
+
+
+SERIAL_LOOPS = ("_fixed_readout",)
 
 
 if numba is not None:
@@ -411,7 +421,8 @@ if numba is not None:
                     z[b, j] = zj
                     z_out[t, b, j] = zj
                     psi_out[t, b, j] = psij
-                    end_out[t, b, j] = endj
+                    if KEEP_END:  # learning STDP-ALIF synapses need it; inference does not
+                        end_out[t, b, j] = endj
 
     def _fixed_izhikevich_layer(ext, w_rec_t, has_rec, weight_exp, rec_first, v_frac, izh_a, izh_ab, izh_c, izh_d,
                                 v_peak, psi_table, v, u, z, z_out, psi_out, jac_out):  # pragma: no cover - compiled
@@ -497,7 +508,7 @@ if numba is not None:
 
     def _fixed_readout(a_out, y, dk_f, bias, y_out):  # pragma: no cover - compiled
         S, B, K = a_out.shape
-        for b in range(B):  # K values per step: too little work to share out
+        for b in range(B):
             for t in range(S):
                 for k in range(K):
                     y[b, k] = k_readout(y[b, k], np.int64(a_out[t, b, k]), dk_f, bias[k])
@@ -525,7 +536,7 @@ def _rec_weights(w_rec: np.ndarray | None, n: int) -> np.ndarray:
 
 
 def run_fixed_layer(p: Any, ext: np.ndarray, w_rec: np.ndarray | None, weight_exp: int, state: dict,
-                    rec_first: np.ndarray | None = None) -> dict:
+                    rec_first: np.ndarray | None = None, keep_records: bool = False) -> dict:
     """A block of steps of one fixed-point layer (any of the four types), the
     neurons stepped by :func:`eprop_lava.neurons.fixed.k_lif_family` /
     :func:`~eprop_lava.neurons.fixed.k_izhikevich` and the recurrent Dense
@@ -535,8 +546,9 @@ def run_fixed_layer(p: Any, ext: np.ndarray, w_rec: np.ndarray | None, weight_ex
     layer's state dict ((B, N) int64 arrays, :func:`~eprop_lava.neurons.fixed.initial_state`),
     updated in place; rec_first (B, N): the recurrent Dense output arriving at
     the block's first step (default zero: the start of a sample). Returns the
-    records (S, B, N): z (int8), psi (int32), and jac (Izhikevich) or end
-    (LIF family) as int64. Bit for bit the step engine's (tests/test_fused.py)."""
+    records (S, B, N): z (int8), psi (int32), jac (Izhikevich, int64) and,
+    with keep_records, end (STDP-ALIF, int8: what its synapses need). Bit for
+    bit the step engine's (tests/test_fused.py)."""
     S, B, N = ext.shape
     if ext.dtype not in (np.int32, np.int64):
         ext = ext.astype(np.int64)
@@ -552,16 +564,19 @@ def run_fixed_layer(p: Any, ext: np.ndarray, w_rec: np.ndarray | None, weight_ex
                                           p.izh_psi_table, state["v"], state["u"], state["z"], out["z"], out["psi"],
                                           out["jac"])
         return out
-    out["end"] = np.empty((S, B, N), np.int64)
+    keep_end = p.kind == "stdp_alif" and keep_records
+    end = np.empty((S, B, N) if keep_end else (1, 1, 1), np.int8)
     zero = np.zeros((B, N), np.int64)
     theta = state.get("theta", zero)
-    _fixed("_fixed_lif_family_layer")(ext, rec, w_rec is not None, int(weight_exp), first, c["du_f"], c["dv_f"],
+    _fixed("_fixed_lif_family_layer", KEEP_END=keep_end)(ext, rec, w_rec is not None, int(weight_exp), first, c["du_f"], c["dv_f"],
                                       c["bias"], c["vth_scaled"], int(p.n_ref), p.kind != "lif",
                                       p.kind == "stdp_alif", c["dth_f"], c["theta_step"], c["psi_mul"],
                                       int(c["psi_shift"]), int(p.psi_max), state["u"], state["v"], theta,
-                                      state["ref"], state["z"], out["z"], out["psi"], out["end"])
-    if "end" in state:
-        state["end"][:] = out["end"][-1]
+                                      state["ref"], state["z"], out["z"], out["psi"], end)
+    if "end" in state:  # the neuron's own end-of-refractory flag: ref == 1
+        state["end"][:] = state["ref"] == 1
+    if keep_end:
+        out["end"] = end
     return out
 
 

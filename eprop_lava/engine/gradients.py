@@ -10,7 +10,11 @@ it with W_out's update in the trainer).
 Readout gradients are exact in every formulation (seed 002 Eqs. 2.38-2.39,
 with the bias filtered by kappa as Eq. 3.12 implies):
 
-    dE/dW_out = sum_t Ybar^t z^t ,  dE/db = sum_t Ybar^t ,  Ybar^t = dE/dy^t + kappa Ybar^{t+1}
+    dE/dW_out = g sum_t Ybar^t z^t ,  dE/db = g sum_t Ybar^t ,  Ybar^t = dE/dy^t + kappa Ybar^{t+1}
+
+with g the readout's input gain (1, or 1 - kappa under TF's convention,
+:func:`eprop_lava.engine.network.readout_gain`); the learning signal is
+L^t = B g Ybar^t.
 
 Input and recurrent weights (seed 002 Eq. 2.37, 3.43):
 
@@ -24,10 +28,10 @@ from typing import Any
 import numpy as np
 
 from eprop_lava.engine.backend import Ops, make_ops
-from eprop_lava.engine.network import Batch, Trajectory, feedback_matrix, simulate
+from eprop_lava.engine.network import Batch, Trajectory, feedback_matrix, readout_gain, simulate
 from eprop_lava.eprop.learning_signal import learning_signal
 from eprop_lava.eprop.loss import (
-    bellec_rate_loss, bellec_rate_signal, online_rate_signal, task_loss, task_loss_and_error,
+    batch_scale, bellec_rate_loss, bellec_rate_signal, online_rate_signal, task_loss, task_loss_and_error,
 )
 from eprop_lava.eprop.traces import eligibility_step, local_adjoint
 from eprop_lava.spec import NetworkSpec
@@ -42,8 +46,11 @@ def _spikes(traj: Trajectory, ops: Ops) -> Any:
 
 
 def readout_gradients(spec: NetworkSpec, traj: Trajectory, error: Any, ops: Ops) -> tuple[dict, Any]:
-    """Exact readout gradients and the back-filtered error Ybar (T, B, K)."""
+    """Exact readout gradients and the back-filtered error g Ybar (T, B, K)."""
     ybar = ops.leaky_filter(error, spec.readout.kappa, reverse=True)
+    gain = readout_gain(spec)
+    if gain != 1.0:
+        ybar = gain * ybar
     grads = {
         "readout.w": ops.sum_outer(ybar, traj.readout_in),
         "readout.b": ybar.sum(0).sum(0),
@@ -52,14 +59,32 @@ def readout_gradients(spec: NetworkSpec, traj: Trajectory, error: Any, ops: Ops)
 
 
 def _regularization_terms(spec: NetworkSpec, traj: Trajectory, ops: Ops):
-    """(per-step rate signal added to L before dz/dh, per-neuron online term)."""
+    """(rate signal added to L before dz/dh: (N,) or per sample (B, N); per-neuron online term),
+    both scaled as the task loss (conventions.batch_reduction)."""
     reg = spec.regularization
     if reg.coefficient == 0 or reg.form == "none":
         return None, None
     spikes = _spikes(traj, ops)
+    scale = batch_scale(spec.conventions.batch_reduction, spikes.shape[1])
     if reg.form == "bellec":
-        return bellec_rate_signal(spikes, reg.target_hz, reg.coefficient, spec.dt), None
-    return None, online_rate_signal(spikes, reg.target_hz, reg.coefficient, spec.dt, ops)
+        per_sample = spec.conventions.rate_average == "sample"
+        signal = bellec_rate_signal(spikes, reg.target_hz, reg.coefficient, spec.dt, per_sample)
+        return (signal if scale == 1.0 else scale * signal), None
+    online = online_rate_signal(spikes, reg.target_hz, reg.coefficient, spec.dt, ops)
+    return None, (online if scale == 1.0 else scale * online)
+
+
+def rate_loss(spec: NetworkSpec, traj: Trajectory, ops: Ops) -> Any:
+    """The Bellec firing-rate regularizer E_reg of this trajectory (0 for the
+    other forms, which are no loss), scaled as the task loss."""
+    reg = spec.regularization
+    if reg.form != "bellec" or not reg.coefficient:
+        return 0.0
+    spikes = _spikes(traj, ops)
+    scale = batch_scale(spec.conventions.batch_reduction, spikes.shape[1])
+    value = bellec_rate_loss(spikes, reg.target_hz, reg.coefficient, spec.dt,
+                             spec.conventions.rate_average == "sample")
+    return value if scale == 1.0 else scale * value
 
 
 def _weight_terms(spec: NetworkSpec, params: dict, grads: dict, online_rate: Any, traj: Trajectory,
@@ -83,22 +108,24 @@ def _weight_terms(spec: NetworkSpec, params: dict, grads: dict, online_rate: Any
 
 
 def total_loss(spec: NetworkSpec, traj: Trajectory, batch_on: tuple, ops: Ops) -> Any:
+    """Task loss (summed or averaged over the batch, conventions.batch_reduction)
+    plus the Bellec rate regularizer (:func:`rate_loss`)."""
     x, target, mask = batch_on
     loss = task_loss(spec.loss, traj.y, target, mask, ops)
-    reg = spec.regularization
-    if reg.form == "bellec" and reg.coefficient:
-        loss = loss + bellec_rate_loss(_spikes(traj, ops), reg.target_hz, reg.coefficient, spec.dt)
-    return loss
+    scale = batch_scale(spec.conventions.batch_reduction, mask.shape[1])
+    if scale != 1.0:
+        loss = scale * loss
+    return loss + rate_loss(spec, traj, ops)
 
 
 def loss_and_error(spec: NetworkSpec, traj: Trajectory, batch_on: tuple, ops: Ops) -> tuple[Any, Any]:
     """(:func:`total_loss`, dE/dy) for the e-prop formulations, sharing one log-softmax."""
     x, target, mask = batch_on
     loss, error = task_loss_and_error(spec.loss, traj.y, target, mask, ops)
-    reg = spec.regularization
-    if reg.form == "bellec" and reg.coefficient:
-        loss = loss + bellec_rate_loss(_spikes(traj, ops), reg.target_hz, reg.coefficient, spec.dt)
-    return loss, error
+    scale = batch_scale(spec.conventions.batch_reduction, mask.shape[1])
+    if scale != 1.0:
+        loss, error = scale * loss, scale * error
+    return loss + rate_loss(spec, traj, ops), error
 
 
 def _batch_on(batch: Batch, ops: Ops) -> tuple:
@@ -152,6 +179,9 @@ def eprop_gradient_online(spec: NetworkSpec, params: dict, batch: Batch, ops: Op
     loss, error = loss_and_error(spec, traj, (x, target, mask), ops)
     grads, _ = readout_gradients(spec, traj, error, ops)
     signal = learning_signal(error, ops.asarray(feedback_matrix(spec, p)), ops)  # unfiltered L^t
+    gain = readout_gain(spec)
+    if gain != 1.0:
+        signal = gain * signal
     rate_signal, online_rate = _regularization_terms(spec, traj, ops)
     kappa = spec.readout.kappa
     loihi = spec.timing == "loihi"
@@ -182,7 +212,10 @@ def eprop_gradient_online(spec: NetworkSpec, params: dict, batch: Batch, ops: Op
                 e_sum = e_sum + e
                 rec_prev = rec
             if rate_signal is not None:
-                grad = grad + (rate_signal[start:stop][:, None] * e_sum.sum(0))
+                if getattr(rate_signal, "ndim", 1) == 2:   # one rate per sample (B, N)
+                    grad = grad + (rate_signal[:, start:stop][:, :, None] * e_sum).sum(0)
+                else:
+                    grad = grad + (rate_signal[start:stop][:, None] * e_sum.sum(0))
             grads[f"layers.{r}.{name}"] = grad
     _weight_terms(spec, p, grads, online_rate, traj, ops)
     return loss, grads, traj

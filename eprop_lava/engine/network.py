@@ -7,7 +7,7 @@ quantize):
     layers.{r}.w_rec  (N_r, N_r)     recurrent weights, zero diagonal
     layers.{r}.rev_w_in, rev_w_rec   the backward direction of a bidirectional layer
     readout.w         (K, N_total)   readout from all layers (seed 002 Eq. 3.12)
-    readout.b         (K,)
+    readout.b         (K,)           (held at its initial value with conventions.readout_bias = "untrained")
     feedback.b        (N_total, K)   random / adaptive e-prop only
 
 The forward pass (seed 002 Eqs. 3.10-3.14) follows the spec's timing:
@@ -18,7 +18,7 @@ The forward pass (seed 002 Eqs. 3.10-3.14) follows the spec's timing:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -94,6 +94,62 @@ def init_params(spec: NetworkSpec, rng: np.random.Generator | int | None = None)
     return params
 
 
+def readout_gain(spec: NetworkSpec) -> float:
+    """The factor on the readout's input: 1 (seed 002 Eq. 3.12), or 1 - kappa
+    with conventions.readout_input_scaling = "one_minus_kappa" (TF, NEST):
+
+        y^t = kappa y^{t-1} + g (W_out z^t + b)
+
+    dy^t/d(W_out z^t) = g, so the readout gradients and the learning signal
+    carry g as well (engine/gradients.py)."""
+    if spec.conventions.readout_input_scaling == "one_minus_kappa":
+        return 1.0 - spec.readout.kappa
+    return 1.0
+
+
+def fold_conventions(spec: NetworkSpec, params: dict) -> tuple[NetworkSpec, dict]:
+    """The same network under this toolkit's default dynamics conventions, for
+    paths that implement only those (fixed point, Lava, NIR):
+
+    * input_scaling "one_minus_alpha": W_in, W_rec <- (1 - alpha_r) W (g I = (g W) pre);
+    * readout_input_scaling "one_minus_kappa": W_out, b, and a random or
+      adaptive B <- (1 - kappa) times themselves (the learning signal
+      (1 - kappa) B Ybar is then B' Ybar);
+    * refractory_count "t_ref_steps": n_ref <- max(n_ref - 1, 0) blocked steps;
+    * surrogate_scale "gamma_over_v_th": gamma <- gamma / v_th.
+
+    The forward pass (spikes, psi, readout) is the same; gradients with
+    respect to a folded weight are 1 / g those of the original. The training
+    conventions (Adam form, batch reduction, rates, bias, logged loss) are kept."""
+    from eprop_lava.neurons.base import decay
+
+    conv = spec.conventions
+    dynamics = dict(input_scaling="none", readout_input_scaling="none", refractory_count="blocked_steps",
+                    surrogate_scale="gamma")
+    if all(getattr(conv, k) == v for k, v in dynamics.items()):
+        return spec, params
+    params = dict(params)
+    layers = []
+    for r, layer in enumerate(spec.layers):
+        p = layer.params
+        changes = {}
+        if conv.refractory_count == "t_ref_steps" and layer.neuron != "izhikevich":
+            changes["n_ref"] = max(int(p.n_ref) - 1, 0)
+        if conv.surrogate_scale == "gamma_over_v_th" and layer.neuron != "izhikevich":
+            changes["gamma"] = p.gamma / p.v_th
+        if conv.input_scaling == "one_minus_alpha":
+            gain = 1.0 - decay(p.tau_m, spec.dt)
+            for key in [k for k in params if k.startswith(f"layers.{r}.")]:
+                params[key] = gain * np.asarray(params[key])
+        layers.append(replace(layer, params=replace(p, **changes)) if changes else layer)
+    if conv.readout_input_scaling == "one_minus_kappa":
+        gain = 1.0 - spec.readout.kappa
+        for key in ("readout.w", "readout.b") + (("feedback.b",) if "feedback.b" in params else ()):
+            params[key] = gain * np.asarray(params[key])
+    folded = replace(conv, **dynamics)
+    return spec.replace(layers=tuple(layers), conventions=folded), params
+
+
 def feedback_matrix(spec: NetworkSpec, params: dict) -> Any:
     """B (N_total, K): W_out^T for symmetric e-prop, else the stored matrix."""
     if spec.learning.variant == "symmetric":
@@ -153,7 +209,7 @@ def build_layers(spec: NetworkSpec, params: dict, ops: Any) -> list[LayerRuntime
     offsets = spec.layer_offsets()
     for r, layer in enumerate(spec.layers):
         model = get_model(layer.neuron)
-        const = model.constants(layer, spec.dt, spec.reset, ops)
+        const = model.constants(layer, spec.dt, spec.reset, ops, spec.conventions)
         start = offsets[r][0]
         for reverse in ((False, True) if layer.bidirectional else (False,)):
             prefix = f"layers.{r}.rev_" if reverse else f"layers.{r}."
@@ -219,7 +275,9 @@ def simulate(spec: NetworkSpec, params: dict, x: Any, ops: Any, record: bool = T
     forward = [i for i, P in enumerate(pops) if not P.reverse]
     spikes = ops.concat(z_layers, axis=-1) if len(z_layers) > 1 else z_layers[0]
     readout_in = ops.shift_forward(spikes) if loihi else spikes
-    y = ops.leaky_filter(ops.project(readout_in, params["readout.w"].T) + params["readout.b"], spec.readout.kappa)
+    drive = ops.project(readout_in, params["readout.w"].T) + params["readout.b"]
+    gain = readout_gain(spec)
+    y = ops.leaky_filter(drive if gain == 1.0 else gain * drive, spec.readout.kappa)
     return Trajectory(z=z_layers, records=[pop_records[i] for i in forward] if record else [],
                       pre_in=[pop_pre[i] for i in forward], readout_in=readout_in, y=y,
                       layers=[pops[i] for i in forward], populations=pops,

@@ -25,6 +25,10 @@ checks, all in float64:
 
 A check whose gradients are all zero (no spikes, no pseudo-derivative)
 would pass vacuously, so each check also requires non-zero gradients.
+
+``run_checks(conventions="tf")`` (``eprop-lava verify --conventions tf``) runs
+the same checks under a convention preset (spec.ConventionSpec); neuron
+types a preset's input scaling does not apply to are left out then.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ import numpy as np
 from eprop_lava.engine.gradients import bptt_gradient, eprop_gradient, eprop_gradient_online
 from eprop_lava.engine.network import Batch, init_params
 from eprop_lava.spec import (
-    LayerSpec, LearningSpec, NetworkSpec, NeuronParams, ReadoutSpec, RegularizationSpec,
+    CONVENTION_PRESETS, LayerSpec, LearningSpec, NetworkSpec, NeuronParams, ReadoutSpec, RegularizationSpec,
 )
 
 
@@ -73,11 +77,13 @@ def cosine(a: dict, b: dict, keys: list[str]) -> float:
 
 def _network(neuron: str, *, layers: int, recurrent: bool, timing: str, reset: str,
              regularization: str = "none", n_in: int = 6, n: int = 8, k: int = 3,
-             bidirectional: bool = False) -> NetworkSpec:
+             bidirectional: bool = False, conventions: str = "eprop-lava") -> NetworkSpec:
     if neuron == "izhikevich":
         params, scale = NeuronParams(gamma=0.3), 80.0
     else:
         params, scale = NeuronParams(v_th=0.5, n_ref=2, tau_m=20.0, tau_a=200.0, gamma=0.3), 3.0
+        if CONVENTION_PRESETS[conventions]["input_scaling"] == "one_minus_alpha":
+            scale /= 1.0 - math.exp(-1.0 / params.tau_m)  # the same drive through the (1 - alpha) input
     layer = LayerSpec(size=n, neuron=neuron, adaptive_fraction=0.5, recurrent=recurrent,
                       weight_scale=scale, params=params, bidirectional=bidirectional)
     return NetworkSpec(
@@ -86,7 +92,7 @@ def _network(neuron: str, *, layers: int, recurrent: bool, timing: str, reset: s
         learning=LearningSpec(variant="symmetric"),
         regularization=RegularizationSpec(form=regularization,
                                           coefficient=0.5 if regularization != "none" else 0.0),
-        timing=timing, reset=reset, seed=3,
+        timing=timing, reset=reset, seed=3, conventions=conventions,
     )
 
 
@@ -106,11 +112,18 @@ def _nonzero(grads: dict) -> bool:
     return all(float(np.max(np.abs(g))) > 0 for k, g in grads.items() if not k.endswith("w_rec"))
 
 
-def run_checks(steps: int = 120, batch_size: int = 4) -> list[CheckResult]:
+def run_checks(steps: int = 120, batch_size: int = 4, conventions: str = "eprop-lava") -> list[CheckResult]:
+    if conventions not in CONVENTION_PRESETS:
+        raise ValueError(f"unknown conventions preset {conventions!r}; choose one of {', '.join(CONVENTION_PRESETS)}")
     results: list[CheckResult] = []
-    for neuron in ("lif", "alif", "stdp_alif", "izhikevich"):
+    neurons = ("lif", "alif", "stdp_alif", "izhikevich")
+    if CONVENTION_PRESETS[conventions]["input_scaling"] != "none":
+        neurons = ("lif", "alif")  # the (1 - alpha) input is defined for these
+    suffix = "" if conventions == "eprop-lava" else f"/{conventions}"
+    conv_kw = dict(conventions=conventions)
+    for neuron in neurons:
         for timing in ("bellec", "loihi"):
-            spec = _network(neuron, layers=1, recurrent=True, timing=timing, reset="subtract")
+            spec = _network(neuron, layers=1, recurrent=True, timing=timing, reset="subtract", **conv_kw)
             params = init_params(spec)
             params["layers.0.w_rec"][:] = 0.0  # where e-prop is exact
             batch = _batch(spec, steps, batch_size, seed=11)
@@ -119,36 +132,38 @@ def run_checks(steps: int = 120, batch_size: int = 4) -> list[CheckResult]:
             err = relative_error(g_eprop, g_bptt)
             rate = float(np.mean(traj.z[0]))
             ok = err <= 1e-6 and _nonzero(g_bptt)
-            results.append(CheckResult(f"eprop_vs_bptt_exact/{neuron}/{timing}", "exact", err, 1e-6, ok,
+            results.append(CheckResult(f"eprop_vs_bptt_exact/{neuron}/{timing}{suffix}", "exact", err, 1e-6, ok,
                                        f"spike probability per step {rate:.3f}"))
-    for neuron in ("lif", "alif", "stdp_alif", "izhikevich"):
+    for neuron in neurons:
         for timing, reset, reg in (("bellec", "subtract", "bellec"), ("loihi", "zero", "online")):
-            spec = _network(neuron, layers=2, recurrent=True, timing=timing, reset=reset, regularization=reg)
+            spec = _network(neuron, layers=2, recurrent=True, timing=timing, reset=reset, regularization=reg,
+                            **conv_kw)
             params = init_params(spec)
             batch = _batch(spec, steps // 2, 2, seed=12)
             _, g_fast, _ = eprop_gradient(spec, params, batch)
             _, g_online, _ = eprop_gradient_online(spec, params, batch)
             err = relative_error(g_fast, g_online)
             ok = err <= 1e-9 and _nonzero(g_online)
-            results.append(CheckResult(f"online_vs_fast/{neuron}/{timing}/{reset}/{reg}", "exact", err, 1e-9, ok))
-    spec = _network("alif", layers=2, recurrent=True, timing="bellec", reset="subtract", n=16)
+            results.append(CheckResult(f"online_vs_fast/{neuron}/{timing}/{reset}/{reg}{suffix}", "exact", err, 1e-9,
+                                       ok))
+    spec = _network("alif", layers=2, recurrent=True, timing="bellec", reset="subtract", n=16, **conv_kw)
     params = init_params(spec)
     batch = _batch(spec, steps, batch_size, seed=13)
     _, g_eprop, _ = eprop_gradient(spec, params, batch)
     _, g_graph, _ = bptt_gradient(spec, params, batch, graph="eprop")
     _, g_full, _ = bptt_gradient(spec, params, batch, graph="full")
     err = relative_error(g_eprop, g_graph)
-    results.append(CheckResult("eprop_vs_bptt_eprop_graph/alif/2-layer-recurrent", "exact", err, 1e-6,
+    results.append(CheckResult(f"eprop_vs_bptt_eprop_graph/alif/2-layer-recurrent{suffix}", "exact", err, 1e-6,
                                err <= 1e-6 and _nonzero(g_graph)))
     for timing in ("bellec", "loihi"):
         bi = _network("alif", layers=2, recurrent=True, timing=timing, reset="subtract", bidirectional=True,
-                      regularization="bellec")
+                      regularization="bellec", **conv_kw)
         bi_params = init_params(bi)
         bi_batch = _batch(bi, steps // 2, 2, seed=14)
         _, g_bi, _ = eprop_gradient(bi, bi_params, bi_batch)
         _, g_bi_graph, _ = bptt_gradient(bi, bi_params, bi_batch, graph="eprop")
         err_bi = relative_error(g_bi, g_bi_graph)
-        results.append(CheckResult(f"eprop_vs_bptt_eprop_graph/alif/2-layer-bidirectional/{timing}", "exact",
+        results.append(CheckResult(f"eprop_vs_bptt_eprop_graph/alif/2-layer-bidirectional/{timing}{suffix}", "exact",
                                    err_bi, 1e-6, err_bi <= 1e-6 and _nonzero(g_bi_graph)))
     from eprop_lava.engine import fused
     from eprop_lava.engine.backend import make_ops
@@ -158,7 +173,7 @@ def run_checks(steps: int = 120, batch_size: int = 4) -> list[CheckResult]:
         for neuron in fused.FUSED_MODELS:
             for timing, reset in (("bellec", "subtract"), ("loihi", "zero")):
                 net = _network(neuron, layers=2, recurrent=True, timing=timing, reset=reset,
-                               regularization="bellec", n=12)
+                               regularization="bellec", n=12, **conv_kw)
                 net_params = init_params(net)
                 dense = _batch(net, steps, 2, seed=15)
                 rng = np.random.default_rng(15)
@@ -167,14 +182,14 @@ def run_checks(steps: int = 120, batch_size: int = 4) -> list[CheckResult]:
                 _, g_ref, _ = eprop_gradient(net, net_params, sparse, make_ops("numpy", fused=False))
                 _, g_fused, _ = eprop_gradient(net, net_params, sparse, make_ops("numpy", fused=True))
                 err = relative_error(g_fused, g_ref)
-                results.append(CheckResult(f"compiled_vs_reference/{neuron}/{timing}/{reset}", "exact", err, 1e-9,
+                results.append(CheckResult(f"compiled_vs_reference/{neuron}/{timing}/{reset}{suffix}", "exact", err, 1e-9,
                                            err <= 1e-9 and _nonzero(g_ref)))
     hidden = [k for k in g_full if k.startswith("layers.")]
-    results.append(CheckResult("cosine_eprop_vs_full_bptt/alif/2-layer-recurrent/hidden", "reported",
+    results.append(CheckResult(f"cosine_eprop_vs_full_bptt/alif/2-layer-recurrent/hidden{suffix}", "reported",
                                cosine(g_eprop, g_full, hidden), None, True,
                                "cosine similarity of input+recurrent weight gradients"))
     for r in range(2):
         keys = [k for k in hidden if k.startswith(f"layers.{r}.")]
-        results.append(CheckResult(f"cosine_eprop_vs_full_bptt/alif/2-layer-recurrent/layer{r}", "reported",
+        results.append(CheckResult(f"cosine_eprop_vs_full_bptt/alif/2-layer-recurrent/layer{r}{suffix}", "reported",
                                    cosine(g_eprop, g_full, keys), None, True))
     return results

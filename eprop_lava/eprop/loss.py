@@ -6,7 +6,9 @@ Cross-entropy (seed 002 Eqs. 2.31-2.32) over the masked steps:
 
 MSE (seed 001 Eq. 4.24):  E = 1/2 sum_{t,b} m_tb sum_k (y_k - y*_k)^2 ,  dE/dy = m (y - y*).
 
-Gradients are sums over the batch (the mask carries any normalization).
+Gradients are sums over the batch (the mask carries any normalization), or
+means with ``conventions.batch_reduction = "mean"`` (:func:`batch_scale`, as
+TF's reduce_mean and NEST's division by batch_size).
 """
 
 from __future__ import annotations
@@ -45,29 +47,52 @@ def task_loss_and_error(kind: str, y: Any, target: Any, mask: Any, ops: Any) -> 
     return loss, mask[..., None] * (ops.exp(log_p) - target)
 
 
-def firing_rate(z: Any, dt: float) -> Any:
-    """Mean rate of each neuron over batch and time, in spikes per ms."""
+def batch_scale(reduction: str, batch_size: int) -> float:
+    """The factor on the batch-summed loss and its gradients: 1 ("sum") or
+    1 / B ("mean"). The firing-rate regularizer gets the same factor, so its
+    coefficient means the same under both."""
+    return 1.0 / batch_size if reduction == "mean" else 1.0
+
+
+def firing_rate(z: Any, dt: float, per_sample: bool = False) -> Any:
+    """Mean rate of each neuron over batch and time (N,), or of each sample
+    over time (B, N) with per_sample, in spikes per ms."""
     T, B = z.shape[:2]
+    if per_sample:
+        return z.sum(0) / (T * dt)
     return z.sum(0).sum(0) / (T * B * dt)
 
 
-def bellec_rate_loss(z: Any, target_hz: float, coefficient: float, dt: float) -> Any:
-    """E_reg = B c sum_j (f_j - f0)^2, f_j the rate over batch and time in spikes/ms.
+def bellec_rate_loss(z: Any, target_hz: float, coefficient: float, dt: float, per_sample: bool = False) -> Any:
+    """E_reg = B c sum_j (f_j - f0)^2, f_j the rate over batch and time in
+    spikes/ms; per_sample (NEST, one rate per sequence):
+    E_reg = c sum_b sum_j (f_bj - f0)^2.
 
-    Bellec et al. 2020 (official code) add c sum_j (f_j - f0)^2 to a loss that
-    is a mean over the batch; our task loss is a sum over the batch, so the
-    regularizer is multiplied by the batch size B to keep the same balance
-    (c = 1 means what it means in the official code, for any batch size)."""
-    B = z.shape[1]
+    Bellec et al. 2020 (official code, tutorial_evidence_accumulation_with_alif.py)
+    add c sum_j (f_j - f0)^2 to a loss that is a mean over the batch; the task
+    loss here is a sum over the batch (batch_reduction = "sum"), so the
+    regularizer is multiplied by the batch size B to keep the same balance;
+    under batch_reduction = "mean" both are divided by B again
+    (:func:`batch_scale`). So c is the official code's coefficient for any
+    batch size, against the official code's task loss: that loss's gradient
+    carries the readout's (1 - kappa) (conventions.readout_input_scaling =
+    "one_minus_kappa"); without that factor the task gradients are 1 / (1 - kappa)
+    times larger and c acts as c (1 - kappa) would in the official code.
+    NEST's c_reg is 2 x (learning window when average_gradient is set, else 1) x c."""
     f0 = target_hz / 1000.0
+    if per_sample:
+        return coefficient * ((firing_rate(z, dt, True) - f0) ** 2).sum()
+    B = z.shape[1]
     return B * coefficient * ((firing_rate(z, dt) - f0) ** 2).sum()
 
 
-def bellec_rate_signal(z: Any, target_hz: float, coefficient: float, dt: float) -> Any:
-    """dE_reg/dz_j^{t,b} = 2 c (f_j - f0) / (T dt), the same for every step and sample (N,)."""
+def bellec_rate_signal(z: Any, target_hz: float, coefficient: float, dt: float, per_sample: bool = False) -> Any:
+    """dE_reg/dz_j^{t,b} = 2 c (f_j - f0) / (T dt), the same for every step and
+    sample (N,); per_sample: 2 c (f_bj - f0) / (T dt), (B, N). (NEST:
+    firing_rate_reg = c_reg (f_av - f_target) / T, eprop_archiving_node_recurrent_impl.h.)"""
     T = z.shape[0]
     f0 = target_hz / 1000.0
-    return 2.0 * coefficient * (firing_rate(z, dt) - f0) / (T * dt)
+    return 2.0 * coefficient * (firing_rate(z, dt, per_sample) - f0) / (T * dt)
 
 
 def online_rate_signal(z: Any, target_hz: float, coefficient: float, dt: float, ops: Any) -> Any:

@@ -12,9 +12,11 @@ Fast (per neuron): the gradient sum_t lambda_j^t . eps_ji^t is linear in
 pre_i, so the product of Jacobians can be moved onto a per-neuron adjoint
 that runs backward in time,
 
-    mu_j^t = lambda_j^t + mu_j^{t+1} J_j^{t+1},     grad_ji = sum_t mu_{j,v}^t pre_i^t,
+    mu_j^t = lambda_j^t + mu_j^{t+1} J_j^{t+1},     grad_ji = sum_t g mu_{j,v}^t pre_i^t,
 
-with lambda_j^t = Lbar_j^t dz_j^t/dh_j^t. This costs O(T B N) plus one matrix
+with lambda_j^t = Lbar_j^t dz_j^t/dh_j^t and g = dv^t/dI^t the membrane's
+input gain (:func:`eprop_lava.neurons.base.input_jacobian`: 1, or 1 - alpha
+with TF's input scaling). This costs O(T B N) plus one matrix
 product per weight matrix and never stores (T, B, post, pre) tensors.
 """
 
@@ -23,11 +25,16 @@ from __future__ import annotations
 from typing import Any
 
 from eprop_lava.engine import fused
+from eprop_lava.neurons.base import input_jacobian
 
 
 def local_adjoint(model: Any, const: Any, records: dict, signal: Any, ops: Any) -> Any:
-    """delta^t = mu_v^t (T, B, N) for a learning signal (T, B, N) already
-    filtered as the trace it multiplies (see :func:`eprop_lava.engine.fast`)."""
+    """delta^t = g mu_v^t (T, B, N) for a learning signal (T, B, N) already
+    filtered as the trace it multiplies (see :func:`eprop_lava.engine.fast`);
+    g = dv^t/dI^t."""
+    gain = input_jacobian(const)
+    if gain != 1.0:  # mu is linear in the signal: the gain can scale the signal instead
+        signal = signal * gain
     T = signal.shape[0]
     if getattr(ops, "fused", False) and fused.available() and len(model.hidden) <= 2:
         return _blocked_adjoint(model, const, records, signal)
@@ -77,7 +84,7 @@ def eligibility_step(model: Any, const: Any, eps: list, record_prev: dict | None
 
     eps: list of d arrays (B, post, pre) holding eps^{t-1}; record_prev is the
     record of step t-1 (None at t = 0, when eps^{-1} = 0); pre (B, pre) is the
-    signal entering v^t. Returns (eps^t, e^t)."""
+    signal entering v^t, through the input gain g = dv^t/dI^t. Returns (eps^t, e^t)."""
     d = len(eps)
     if record_prev is None:
         new = [ops.zeros(eps[0].shape) for _ in range(d)]
@@ -91,7 +98,8 @@ def eligibility_step(model: Any, const: Any, eps: list, record_prev: dict | None
                 if entry is not None:
                     acc = acc + _post(entry) * eps[c]
             new.append(acc)
-    new[0] = new[0] + pre[:, None, :]
+    gain = input_jacobian(const)
+    new[0] = new[0] + (pre[:, None, :] if gain == 1.0 else gain * pre[:, None, :])
     dz_dh = model.spike_jacobian(record, const)
     e = ops.zeros(eps[0].shape)
     for c in range(d):

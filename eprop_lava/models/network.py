@@ -86,13 +86,16 @@ def run_config(tag: str, extra: dict | None = None) -> Loihi2SimCfg:
 
 
 def run_guarded(root: Any, steps: int, run_cfg: Any, read: Callable[[], Any], timeout: float = 120.0,
-                stop_timeout: float = 20.0) -> Any:
+                stop_timeout: float = 20.0, chunk: int | None = None,
+                progress: Callable[[int], None] | None = None) -> Any:
     """root.run(RunSteps(steps)), then ``read()`` (Var.get() works only while the
     runtime lives), under a wall-clock timeout; root.stop() always runs
     afterwards (also on exceptions, Ctrl-C and SIGTERM). When a failed run leaves the
     runtime unable to stop (stop() waits on a dead model forever), the model
     processes are terminated after ``stop_timeout`` seconds instead, so
-    nothing is left running."""
+    nothing is left running. With ``chunk`` the steps run as consecutive
+    blocking runs of ``chunk`` steps (Lava continues its time step across
+    them), and ``progress(n)`` is called after each with its step count."""
     use_alarm = threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGALRM")
 
     def _expire(signum, frame):  # noqa: ARG001
@@ -105,7 +108,13 @@ def run_guarded(root: Any, steps: int, run_cfg: Any, read: Callable[[], Any], ti
         try:
             if use_alarm:
                 signal.setitimer(signal.ITIMER_REAL, timeout)
-            root.run(condition=RunSteps(num_steps=steps, blocking=True), run_cfg=run_cfg)
+            done = 0
+            while done < steps:
+                n = steps - done if not chunk else min(int(chunk), steps - done)
+                root.run(condition=RunSteps(num_steps=n, blocking=True), run_cfg=run_cfg)
+                done += n
+                if progress is not None:
+                    progress(n)
             return read()
         finally:
             if use_alarm:
@@ -282,11 +291,14 @@ def read_network(built: LavaNetwork, steps: int, weights: bool = False) -> dict:
 
 def run_network(x: np.ndarray, net: Any = None, spec: Any = None, params: dict | None = None,
                 target: np.ndarray | None = None, mask: np.ndarray | None = None, learn: bool = False,
-                weights: bool = False, timeout: float = 180.0, hierarchical: bool = False) -> dict:
+                weights: bool = False, timeout: float = 180.0, hierarchical: bool = False,
+                progress: Any = None) -> dict:
     """Run samples one after another on Lava: x (S, T, n_in) spikes (S samples
     of T steps), target (S, T, K), mask (S, T). fixed_pt when ``net`` (a
     FixedNetwork) is given, floating_pt for ``spec`` + ``params``. Returns
-    records stacked as (S*T, ...) and, if asked, the weights at the end."""
+    records stacked as (S*T, ...) and, if asked, the weights at the end.
+    ``progress`` (a :class:`eprop_lava.progress.Progress` over steps): one
+    Lava run call per sample, reported after each."""
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 3:
         raise ValueError(f"x: expected (samples, steps, n_inputs), got shape {x.shape}")
@@ -312,9 +324,11 @@ def run_network(x: np.ndarray, net: Any = None, spec: Any = None, params: dict |
         def read() -> dict:
             return read_network(root.lava_network, steps, weights)
 
-        return run_guarded(root, steps, run_config(tag), read, timeout)
+        return run_guarded(root, steps, run_config(tag), read, timeout, chunk=T if progress else None,
+                           progress=progress.update if progress else None)
     built = build_network(net=net, spec=spec, params=params, learn=learn, sample_steps=T, record_steps=steps)
     src.s_out.connect(built.dense_in[0].s_in)
     if tsrc is not None:
         tsrc.s_out.connect(built.signal.target_in)
-    return run_guarded(src, steps, run_config(tag), lambda: read_network(built, steps, weights), timeout)
+    return run_guarded(src, steps, run_config(tag), lambda: read_network(built, steps, weights), timeout,
+                       chunk=T if progress else None, progress=progress.update if progress else None)

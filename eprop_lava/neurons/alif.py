@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 from eprop_lava.neurons.base import (
-    Constants, adaptation_constants, decay, fire, leak_jacobian, membrane_update,
+    Constants, adaptation_constants, convention_constants, decay, fire, leak_jacobian, membrane_update,
     not_refractory_psi, pseudo_derivative, refractory_counter,
 )
 
@@ -29,11 +29,12 @@ name = "alif"
 hidden = ("v", "a")
 
 
-def constants(layer: Any, dt: float, reset: str, ops: Any) -> Constants:
+def constants(layer: Any, dt: float, reset: str, ops: Any, conventions: Any = None) -> Constants:
     p = layer.params
     beta, rho = adaptation_constants(layer, dt)
-    return Constants(dict(alpha=decay(p.tau_m, dt), v_th=p.v_th, gamma=p.gamma, n_ref=p.n_ref,
-                          reset=reset, beta=ops.asarray(beta), rho=ops.asarray(rho)))
+    alpha = decay(p.tau_m, dt)
+    return Constants(dict(alpha=alpha, v_th=p.v_th, reset=reset, beta=ops.asarray(beta), rho=ops.asarray(rho),
+                          **convention_constants(p, alpha, conventions)))
 
 
 def initial_state(batch: int, n: int, const: Constants, ops: Any) -> dict:

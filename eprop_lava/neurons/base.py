@@ -4,7 +4,9 @@ A neuron model is a module-level object with
 
 * ``hidden``: names of the hidden state h_j (first is always the membrane v,
   where synaptic input enters, so dh/dW = (pre, 0, ...), seed 002 Eq. 2.13);
-* ``constants(layer, dt, reset, ops)``: per-neuron parameter arrays;
+* ``constants(layer, dt, reset, ops, conventions=None)``: per-neuron
+  parameter arrays (``conventions``: the spec's ConventionSpec, None for the
+  defaults; see :func:`convention_constants`);
 * ``initial_state(batch, const, ops)``;
 * ``step(state, current, const, ops) -> (z, state, record)``: one time step
   (Norse style: pure, no hidden globals);
@@ -43,6 +45,27 @@ def decay(tau: float, dt: float) -> float:
     return math.exp(-dt / tau)
 
 
+def convention_constants(p: Any, alpha: float, conventions: Any = None) -> dict:
+    """The constants a :class:`~eprop_lava.spec.ConventionSpec` changes, for
+    neuron parameters p with membrane decay alpha:
+
+    input_gain (the factor on I in :func:`membrane_update`): 1, or 1 - alpha
+      with input_scaling = "one_minus_alpha" (TF LightLIF; NEST
+      regular_spike_arrival = False);
+    n_ref (steps blocked after a spike, what :func:`refractory_counter`
+      counts): p.n_ref, or max(p.n_ref - 1, 0) with refractory_count =
+      "t_ref_steps" (TF/NEST set the counter to t_ref / dt and decrement it
+      before testing it);
+    gamma (the height in :func:`pseudo_derivative`): p.gamma, or
+      p.gamma / v_th with surrogate_scale = "gamma_over_v_th" (TF's psi / thr)."""
+    input_scaling = getattr(conventions, "input_scaling", "none")
+    refractory = getattr(conventions, "refractory_count", "blocked_steps")
+    surrogate = getattr(conventions, "surrogate_scale", "gamma")
+    return dict(input_gain=1.0 - alpha if input_scaling == "one_minus_alpha" else 1.0,
+                n_ref=max(int(p.n_ref) - 1, 0) if refractory == "t_ref_steps" else int(p.n_ref),
+                gamma=p.gamma / p.v_th if surrogate == "gamma_over_v_th" else p.gamma)
+
+
 def pseudo_derivative(x: Any, v_th: Any, gamma: float, ops: Any) -> Any:
     """psi = gamma * max(0, 1 - |x / v_th|) with x = v - A the distance to the
     (possibly adaptive) threshold A (seed 002 Eq. 2.18; seed 001 Eq. 1.27).
@@ -65,22 +88,35 @@ def fire(x: Any, free: Any, record: dict, surrogate: Any, const: Constants, ops:
 
 def refractory_counter(ref_prev: Any, z_prev: Any, n_ref: int, ops: Any) -> Any:
     """Remaining refractory steps: n_ref right after a spike, then counting
-    down, so the n_ref steps after a spike are refractory (seed 001 sec. 1.6.2)."""
+    down, so the n_ref steps after a spike are refractory (seed 001 sec. 1.6.2).
+    n_ref here is the number of blocked steps (see :func:`convention_constants`
+    for TF's and NEST's t_ref / dt, which blocks one step less)."""
     return ops.where(ops.detach(z_prev) > 0, float(n_ref), ops.maximum(ref_prev - 1.0, 0.0))
 
 
 def membrane_update(v_prev: Any, current: Any, z_prev: Any, const: Constants, ops: Any) -> Any:
     """LIF/ALIF membrane, seed 001 Eq. 1.19 / seed 002 Eq. 2.4:
 
-    reset="subtract": v^{t+1} = alpha v^t + I^{t+1} - z^t v_th
-    reset="zero":     v^{t+1} = alpha v^t (1 - z^t) + I^{t+1}   (Loihi's LIF)
+    reset="subtract": v^{t+1} = alpha v^t + g I^{t+1} - z^t v_th
+    reset="zero":     v^{t+1} = alpha v^t (1 - z^t) + g I^{t+1}   (Loihi's LIF)
 
-    e-prop keeps dv^{t+1}/dv^t = alpha (Eq. 2.19), resp. alpha (1 - z^t): the
-    reset's dependence on v through z is the part it leaves out."""
+    with the input gain g = 1 (the seeds) or g = 1 - alpha (TF's LightLIF,
+    ``v = decay * v + (1 - decay) * i_t - z * thr``; NEST's
+    regular_spike_arrival = False), ``const.input_gain``. e-prop keeps
+    dv^{t+1}/dv^t = alpha (Eq. 2.19), resp. alpha (1 - z^t): the reset's
+    dependence on v through z is the part it leaves out; dv/dI = g
+    (:func:`input_jacobian`)."""
     z_cut = ops.eprop_cut(z_prev)
+    gain = getattr(const, "input_gain", 1.0)
     if const.reset == "subtract":
-        return const.alpha * v_prev + current - const.v_th * z_cut
-    return const.alpha * v_prev * (1.0 - z_cut) + current
+        return const.alpha * v_prev + gain * current - const.v_th * z_cut
+    return const.alpha * v_prev * (1.0 - z_cut) + gain * current
+
+
+def input_jacobian(const: Constants) -> float:
+    """dv^t/dI^t of :func:`membrane_update`: the input gain g; the
+    eligibility vector's input term is g pre_i^t (seed 002 Eq. 2.13 for g = 1)."""
+    return getattr(const, "input_gain", 1.0)
 
 
 def not_refractory_psi(psi: Any, record: dict, ops: Any) -> Any:

@@ -28,7 +28,9 @@ name = "izhikevich"
 hidden = ("v", "u")
 
 
-def constants(layer: Any, dt: float, reset: str, ops: Any) -> Constants:
+def constants(layer: Any, dt: float, reset: str, ops: Any, conventions: Any = None) -> Constants:
+    """Izhikevich's constants; none of the conventions applies to it (it has
+    no v_th, no refractory counter, and the spec refuses an input scaling)."""
     p = layer.params
     return Constants(dict(a=p.a, b=p.b, c=p.c, d=p.d, v_peak=p.v_peak, gamma=p.gamma))
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from eprop_lava.neurons.base import (
-    Constants, decay, fire, leak_jacobian, membrane_update, not_refractory_psi, pseudo_derivative,
+    Constants, convention_constants, decay, fire, leak_jacobian, membrane_update, not_refractory_psi, pseudo_derivative,
     refractory_counter,
 )
 
@@ -22,9 +22,10 @@ name = "lif"
 hidden = ("v",)
 
 
-def constants(layer: Any, dt: float, reset: str, ops: Any) -> Constants:
+def constants(layer: Any, dt: float, reset: str, ops: Any, conventions: Any = None) -> Constants:
     p = layer.params
-    return Constants(dict(alpha=decay(p.tau_m, dt), v_th=p.v_th, gamma=p.gamma, n_ref=p.n_ref, reset=reset))
+    alpha = decay(p.tau_m, dt)
+    return Constants(dict(alpha=alpha, v_th=p.v_th, reset=reset, **convention_constants(p, alpha, conventions)))
 
 
 def initial_state(batch: int, n: int, const: Constants, ops: Any) -> dict:

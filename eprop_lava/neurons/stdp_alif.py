@@ -28,17 +28,19 @@ from __future__ import annotations
 from typing import Any
 
 from eprop_lava.neurons.base import (
-    Constants, adaptation_constants, decay, fire, pseudo_derivative, refractory_counter,
+    Constants, adaptation_constants, convention_constants, decay, fire, pseudo_derivative, refractory_counter,
 )
 
 name = "stdp_alif"
 hidden = ("v", "a")
 
 
-def constants(layer: Any, dt: float, reset: str, ops: Any) -> Constants:
+def constants(layer: Any, dt: float, reset: str, ops: Any, conventions: Any = None) -> Constants:
     p = layer.params
     beta, rho = adaptation_constants(layer, dt)
-    return Constants(dict(alpha=decay(p.tau_m, dt), v_th=p.v_th, gamma=p.gamma, n_ref=p.n_ref,
+    alpha = decay(p.tau_m, dt)
+    conv = convention_constants(p, alpha, conventions)  # its membrane has no input gain (the spec refuses one)
+    return Constants(dict(alpha=alpha, v_th=p.v_th, gamma=conv["gamma"], n_ref=conv["n_ref"],
                           beta=ops.asarray(beta), rho=ops.asarray(rho)))
 
 

@@ -1,9 +1,10 @@
 """Subcommands ``study`` and ``tune`` (registered by :mod:`eprop_lava.cli`).
 
     eprop-lava study quantization [--config FILE] --out DIR [--workers N] [--report-only]
+    eprop-lava study teacher-student --out DIR [--sizes 2 4 8] [--iterations N] [--starts S]
     eprop-lava tune TASK --trials N [--storage URL] [--study-name NAME] [--out DIR]
                          [--iterations K] [--batch-size B] [--task-option KEY=VALUE ...]
-                         [--sampler auto|gp|tpe|random] [--seed S] [--repeats R]
+                         [--sampler auto|gp|tpe|random] [--seed S] [--repeats R] [--workers W]
 """
 
 from __future__ import annotations
@@ -44,6 +45,19 @@ def cmd_study_quantization(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_study_teacher_student(args: argparse.Namespace) -> int:
+    from eprop_lava.studies.teacher_student import config_from_args, run_study
+
+    summary = run_study(config_from_args(args), args.out, log=lambda m: print(m, file=sys.stderr))
+    for n, s in summary["sizes"].items():
+        for a, r in s["algorithms"].items():
+            print(f"{n} hidden, {a}: distance {sum(r['distance_start']) / len(r['distance_start']):.3f} -> "
+                  f"{sum(r['distance_end']) / len(r['distance_end']):.3f}, held-out MSE "
+                  f"{sum(r['mse_start']) / len(r['mse_start']):.3f} -> {sum(r['mse_end']) / len(r['mse_end']):.3f}")
+    print(f"-> {Path(args.out) / 'summary.md'}")
+    return 0
+
+
 def cmd_tune(args: argparse.Namespace) -> int:
     from eprop_lava.studies.tune import TuneConfig, run_tune
 
@@ -53,7 +67,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
                         batch_size=args.batch_size, validation_batches=args.validation_batches, seed=args.seed,
                         sampler=args.sampler, sampler_seed=args.sampler_seed, task_options=options,
                         timeout=args.timeout, startup_trials=args.startup_trials, repeats=args.repeats,
-                        confirm=args.confirm, space=args.space)
+                        confirm=args.confirm, space=args.space, workers=args.workers)
     summary = run_tune(config, log=lambda m: print(m, file=sys.stderr))
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -83,10 +97,24 @@ def register(sub) -> None:
     q.add_argument("--report-only", action="store_true", help="rewrite tables and plots from stored points")
     q.add_argument("--no-progress", action="store_true", help="no progress bar")
     q.set_defaults(func=cmd_study_quantization)
+    ts = studies.add_parser("teacher-student", help="seed 004: do students trained by BPTT / e-prop recover "
+                                                    "a tiny teacher's weights?")
+    ts.add_argument("--out", required=True, help="study directory (results.json, summary.md, figures)")
+    ts.add_argument("--sizes", type=int, nargs="+", help="hidden-layer sizes of the teachers (default 2)")
+    ts.add_argument("--iterations", type=int)
+    ts.add_argument("--starts", type=int, help="students per algorithm (different starts)")
+    ts.add_argument("--start-noise", type=float, help="start = teacher + this x RMS Gaussian noise")
+    ts.add_argument("--batch-size", type=int)
+    ts.add_argument("--n-inputs", type=int)
+    ts.add_argument("--seed", type=int)
+    ts.set_defaults(func=cmd_study_teacher_student)
 
     t = sub.add_parser("tune", help="Bayesian hyperparameter search (Optuna)")
     t.add_argument("task", help="task name, as for train (evidence, pattern, ...)")
-    t.add_argument("--trials", type=int, required=True, help="trials this process runs (0 with --confirm)")
+    t.add_argument("--trials", type=int, required=True,
+                   help="trials this command runs, over all its workers (0 with --confirm)")
+    t.add_argument("--workers", type=int, default=1,
+                   help="processes on this machine sharing the storage and the trials (default 1)")
     t.add_argument("--storage", help="sqlite:///FILE.db, postgresql://..., or a journal file path "
                                      "(default: DIR/tune.journal)")
     t.add_argument("--study-name", help="default TASK-tune; workers sharing a storage and name share the study")

@@ -274,8 +274,9 @@ def run_study(config: StudyConfig, out: str | Path, workers: int = 1, progress: 
     networks first, since the other points read them). ``compute`` replaces
     :func:`run_point` (tests use it to count calls). Returns
     {"planned", "skipped", "computed", "report"}."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    from eprop_lava.rundir import check_output_dir
+
+    out = check_output_dir(out, lambda d: (d / "study_config.json").is_file(), "a quantization study")
     from eprop_lava.training import atomic_write_text
 
     atomic_write_text(out / "study_config.json", json.dumps(config.to_dict(), indent=2))
@@ -285,14 +286,12 @@ def run_study(config: StudyConfig, out: str | Path, workers: int = 1, progress: 
     skipped = len(points) - len(todo)
     if log:
         log(f"{len(points)} points, {skipped} already done, {len(todo)} to compute -> {out}")
-    bar = None
-    if progress:
-        from tqdm import tqdm
+    from eprop_lava.progress import Progress, log_file
 
-        bar = tqdm(total=len(points), initial=skipped, unit="pt", dynamic_ncols=True, disable=None)
+    bar = Progress(len(points), "quantization study", unit="point", initial=skipped, enabled=progress)
     compute = compute or run_point
     done = 0
-    try:
+    with log_file(out / "log.txt"), bar:
         phases = [[p for p in todo if p["kind"] == "float"], [p for p in todo if p["kind"] != "float"]]
         for phase in phases:
             if workers > 1 and compute is run_point and len(phase) > 1:
@@ -309,17 +308,13 @@ def run_study(config: StudyConfig, out: str | Path, workers: int = 1, progress: 
                     store.put(point, compute(point, config, out))
                     done += 1
                     _tick(bar, point)
-    finally:
-        if bar is not None:
-            bar.close()
     report = write_report(config, out)
     return {"planned": len(points), "skipped": skipped, "computed": done, "report": report}
 
 
 def _tick(bar, point: dict) -> None:
     if bar is not None:
-        bar.set_postfix_str(_label(point), refresh=False)
-        bar.update(1)
+        bar.update(1, point=_label(point))
 
 
 def _label(p: dict) -> str:
@@ -539,26 +534,24 @@ def _jsonable(x: Any) -> Any:
     raise TypeError(f"not JSON serializable: {type(x).__name__}")
 
 
-def _finish(plt, fig, ax, path: Path) -> Path:
-    """Legend, grid, layout, save as PNG, close; returns the path."""
+def _finish(fig, ax, path: Path) -> Path:
+    """Legend, grid, layout, save as PNG (atomically); returns the path."""
+    from eprop_lava.plots import save_figure
+
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_report(summary: dict, out: Path) -> list[Path]:
     """accuracy_vs_bits.png and memory_vs_accuracy.png."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from eprop_lava.plots import new_figure   # no pyplot: the caller's backend is left alone
 
     out.mkdir(parents=True, exist_ok=True)
     paths = []
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig = new_figure(6.4, 4.2)
+    ax = fig.subplots()
     fl = summary.get("float")
     if fl:
         ax.axhline(fl["score_mean"], color="k", lw=1, label="float baseline")
@@ -586,9 +579,10 @@ def plot_report(summary: dict, out: Path) -> list[Path]:
                     yerr=[per_bits[b]["score_std"] for b in xs], marker="o", ms=3, capsize=2, label=label)
     ax.set_xlabel("weight bits (magnitude, + sign)")
     ax.set_ylabel("test accuracy" if (fl or {}).get("score_mean", 0) <= 1 else "score")
-    paths.append(_finish(plt, fig, ax, out / "accuracy_vs_bits.png"))
+    paths.append(_finish(fig, ax, out / "accuracy_vs_bits.png"))
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig = new_figure(6.4, 4.2)
+    ax = fig.subplots()
     for label, rows, marker in (("PTQ (inference)", summary["ptq"], "o"), ("QAT (inference)", summary["qat"], "s"),
                                 ("on-chip learning", summary["onchip"], "^")):
         if rows:
@@ -599,5 +593,5 @@ def plot_report(summary: dict, out: Path) -> list[Path]:
     ax.set_xscale("log", base=2)
     ax.set_xlabel("memory per synapse (bits)")
     ax.set_ylabel("test accuracy")
-    paths.append(_finish(plt, fig, ax, out / "memory_vs_accuracy.png"))
+    paths.append(_finish(fig, ax, out / "memory_vs_accuracy.png"))
     return paths

@@ -13,6 +13,12 @@ server, which is how the same command scales out: start it on N machines
 with the same ``--storage`` and ``--study-name`` and they share one study.
 A plain path is a journal file (``.db``/``.sqlite`` suffix: SQLite).
 
+Workers: ``workers`` > 1 spawns that many processes on this machine sharing
+the storage (:func:`run_workers`). The parent creates the study and enqueues
+the default first, then each worker claims trials from one shared count
+before starting them, so exactly ``trials`` trials are run in all, and
+records its process id in each trial's ``worker_pid`` user attribute.
+
 Search space: the option toolbox of seed 000 that the network spec exposes
 (:func:`suggest`): e-prop type, optimizer and learning rate, fraction ALIF,
 number of layers and their size, initial weight scaling, firing-rate
@@ -34,7 +40,10 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import os
 import sys
+import threading
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -67,9 +76,10 @@ class TuneConfig:
     repeats: int = 1                    # seeds per trial (seed, seed+1, ...); the objective is their mean
     confirm: int = 0                    # retrain default and best on this many fresh seeds afterwards
     space: str = "toolbox"              # which options are searched (SPACES)
+    workers: int = 1                    # processes sharing the storage; they run ``trials`` in all
 
     def validated(self) -> "TuneConfig":
-        for name in ("iterations", "batch_size", "validation_batches", "repeats"):
+        for name in ("iterations", "batch_size", "validation_batches", "repeats", "workers"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise UserError(f"tune.{name}: expected a positive integer, got {v!r}")
@@ -108,10 +118,14 @@ def has_gp_dependencies() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("torch", "scipy"))
 
 
-def make_sampler(kind: str, seed: int | None, notice: Callable[[str], None] = print, startup_trials: int = 10):
+def make_sampler(kind: str, seed: int | None, notice: Callable[[str], None] = print, startup_trials: int = 10,
+                 parallel: bool = False):
     """(sampler, name). "auto": GP when torch and scipy are present, else TPE.
     ``startup_trials``: random trials before the model is used (Optuna's
-    default 10 would leave a 10-trial search without any modelling)."""
+    default 10 would leave a 10-trial search without any modelling).
+    ``parallel``: other processes share the study, so TPE scores their
+    running trials as if they had the worst value seen (``constant_liar``)
+    instead of proposing the same point twice."""
     import optuna
 
     if kind in ("auto", "gp"):
@@ -125,7 +139,7 @@ def make_sampler(kind: str, seed: int | None, notice: Callable[[str], None] = pr
                "unavailable; using TPE instead (pip install 'eprop-lava[torch]' for GP)")
     if kind == "random":
         return optuna.samplers.RandomSampler(seed=seed), "random"
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup_trials), "tpe"
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup_trials, constant_liar=parallel), "tpe"
 
 
 def resolve_storage(storage: str | None, out: Path):
@@ -141,12 +155,14 @@ def resolve_storage(storage: str | None, out: Path):
         if storage.startswith("sqlite:///"):
             check_storage_file(storage, Path(storage[len("sqlite:///"):]), "sqlite")
             Path(storage[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        shown = hide_password(storage)  # the name printed and written to the summary
         try:
-            return _rdb_storage(storage), storage
+            return _rdb_storage(storage), shown
         except ImportError as exc:  # a database driver (psycopg2, pymysql) is missing
-            raise UserError(f"--storage {storage}: {exc}") from None
+            hint = " (pip install 'eprop-lava[tune]')" if storage.startswith("postgres") else ""
+            raise UserError(f"--storage {shown}: {exc}{hint}") from None
         except Exception as exc:  # sqlalchemy.exc.ArgumentError / OperationalError
-            raise UserError(f"--storage {storage}: cannot open ({type(exc).__name__}: {exc})") from None
+            raise UserError(f"--storage {shown}: cannot open ({_first_line(exc)})") from None
     path = Path(storage[len("journal:"):] if storage.startswith("journal:") else storage)
     check_storage_file(storage, path, "sqlite" if path.suffix in (".db", ".sqlite", ".sqlite3") else "journal")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -184,18 +200,40 @@ def check_storage_file(storage: str, path: Path, kind: str) -> None:
                         "a journal record); choose a new file")
 
 
+def hide_password(url: str) -> str:
+    """``url`` as typed, with the password of ``scheme://user:password@host``
+    (if any) shown as ***."""
+    import re
+
+    return re.sub(r"^([A-Za-z][\w+.-]*://[^:/@?#]*):[^@/?#]*@", r"\1:***@", url)
+
+
+def _first_line(exc: BaseException) -> str:
+    """A driver error in one line: SQLAlchemy appends the SQL and a
+    background URL, libpq a second line of hints."""
+    orig = getattr(exc, "orig", None)  # the driver's own exception inside SQLAlchemy's wrapper
+    text = str(orig if orig is not None else exc).strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return f"{type(orig or exc).__name__}: {lines[0] if lines else ''}"
+
+
+CONNECT_TIMEOUT_S = 10  # a server that does not answer is reported, not waited on indefinitely
+
+
 def _rdb_storage(url: str, attempts: int = 8):
     """RDBStorage, retrying while another worker is creating the same schema
     (two workers starting together on a fresh database race on CREATE TABLE)."""
-    import time
-
     import optuna
     from sqlalchemy.exc import IntegrityError, OperationalError
 
-    racing = ("already exists", "locked", "UNIQUE constraint failed: alembic_version")
+    racing = ("already exists", "locked", "UNIQUE constraint failed: alembic_version",
+              "duplicate key value violates unique constraint")  # the PostgreSQL form of the race
+    engine_kwargs = {}
+    if url.startswith("postgres"):
+        engine_kwargs = {"connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}}
     for i in range(attempts):
         try:
-            return optuna.storages.RDBStorage(url)
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
         except (OperationalError, IntegrityError) as exc:
             # the other worker won the race to create the schema (tables or the
             # version row): the next attempt finds it made
@@ -329,6 +367,8 @@ def objective_for(config: TuneConfig, task, log: Callable[[str], None] | None = 
     def objective(trial) -> float:
         params = suggest(trial, config.space, default_params(task))
         seeds = [config.seed + i for i in range(config.repeats)]
+        # which process ran the trial: with several workers, the record of who did what
+        trial.set_user_attr("worker_pid", os.getpid())
         values, rates = evaluate(config, task, params, seeds, f"{trial.study.study_name}-{trial.number:04d}")
         value = sum(values) / len(values)
         trial.set_user_attr("values", values)
@@ -343,7 +383,8 @@ def objective_for(config: TuneConfig, task, log: Callable[[str], None] | None = 
 
 
 def run_tune(config: TuneConfig, log: Callable[[str], None] = print) -> dict:
-    """Run ``config.trials`` trials (in this process) and write NAME-summary.json."""
+    """Run ``config.trials`` trials (in this process, or shared out over
+    ``config.workers`` processes) and write NAME-summary.json."""
     optuna = require_optuna()
 
     from eprop_lava.tasks import get_task
@@ -359,11 +400,14 @@ def run_tune(config: TuneConfig, log: Callable[[str], None] = print) -> dict:
 
     check_memory(task.default_spec(), TrainConfig(batch_size=config.batch_size), getattr(task, "steps", None),
                  what=f"--batch-size {config.batch_size}: the task's network")
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
+    from eprop_lava.rundir import check_output_dir
+
+    out = check_output_dir(config.out, lambda d: (d / "trials").is_dir() or (d / "tune.journal").is_file()
+                           or any(d.glob("*-summary.json")), "a tune output")
     storage, storage_name = resolve_storage(config.storage, out)
     startup = config.startup_trials or min(10, max(2, config.trials // 2))
-    sampler, sampler_name = make_sampler(config.sampler, config.sampler_seed, notice=log, startup_trials=startup)
+    sampler, sampler_name = make_sampler(config.sampler, config.sampler_seed, notice=log, startup_trials=startup,
+                                         parallel=config.workers > 1)
     study_name = config.study_name or f"{config.task}-tune"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(storage=storage, sampler=sampler, study_name=study_name, direction="minimize",
@@ -384,9 +428,21 @@ def run_tune(config: TuneConfig, log: Callable[[str], None] = print) -> dict:
         study.enqueue_trial({k: defaults[k] for k in SPACES[config.space]}, user_attrs={"default": True})
     log(f"tune {config.task}: {config.trials} trials, sampler {sampler_name} ({startup} random startup trials), "
         f"storage {storage_name}, "
-        f"study {study_name!r}")
-    study.optimize(objective_for(config, task, log), n_trials=config.trials, timeout=config.timeout,
-                   catch=(FloatingPointError, ValueError))
+        f"study {study_name!r}" + (f", {config.workers} workers" if config.workers > 1 else ""))
+    from eprop_lava.progress import Progress, log_file
+
+    if config.workers > 1 and config.trials > 0:
+        with log_file(out / "log.txt"):
+            run_workers(config, study_name, startup, log, storage_name)
+        study = optuna.load_study(study_name=study_name, storage=storage)  # the workers' trials, read back
+    else:
+        def advance(study, trial) -> None:  # optuna callback after every finished trial
+            best = [t.value for t in study.trials if t.value is not None]
+            bar.update(1, **({f"best_{task.metric_name}": min(best)} if best else {}))
+
+        with log_file(out / "log.txt"), Progress(config.trials, f"tune {config.task}", unit="trial") as bar:
+            study.optimize(objective_for(config, task, log), n_trials=config.trials, timeout=config.timeout,
+                           catch=CAUGHT, callbacks=[advance])
     summary = summarize_study(study, task)
     summary.update(sampler=sampler_name, storage=storage_name, budget=meta)
     confirmation = confirm_best(config, task, summary, log)
@@ -394,6 +450,124 @@ def run_tune(config: TuneConfig, log: Callable[[str], None] = print) -> dict:
         summary["confirmation"] = confirmation
     atomic_write_text(out / f"{study_name}-summary.json", json.dumps(summary, indent=2))
     return summary
+
+
+CAUGHT = (FloatingPointError, ValueError)  # a diverging trial is recorded as failed, the search goes on
+
+
+# ----------------------------------------------------------------- several workers
+def run_workers(config: TuneConfig, study_name: str, startup: int, log: Callable[[str], None],
+                storage_name: str) -> None:
+    """Run ``config.trials`` trials of the (already created) study in
+    ``config.workers`` spawned processes sharing ``config.storage``.
+
+    Each worker takes one trial at a time from a shared count of trials
+    still to start, so the total is exact (Optuna's ``MaxTrialsCallback``
+    stops a worker only after its trial ends, when the others may already
+    have started more). Taking a trial (the count and Optuna's ``ask``) is
+    done under one lock: on SQLite, which has no row locks, two workers
+    asking at once can both be handed the same enqueued trial (seen here
+    with the default configuration, trial 0). Worker ``i`` seeds its sampler
+    with ``sampler_seed + i``: equal seeds would propose the same points."""
+    import multiprocessing as mp
+
+    # spawn, not fork: a forked child would inherit the parent's open database
+    # connections and whatever threads torch/numba started
+    ctx = mp.get_context("spawn")
+    remaining = ctx.Value("i", config.trials)  # its lock also serialises ask()
+    # every worker opens the storage, then they start claiming together: a
+    # worker still importing torch would otherwise find the first one had
+    # taken every trial
+    ready = ctx.Barrier(config.workers)
+    deadline = None if config.timeout is None else time.time() + config.timeout
+    procs = [ctx.Process(target=_worker_main, args=(config, study_name, startup, i, remaining, ready, deadline),
+                         name=f"tune-worker-{i}") for i in range(config.workers)]
+    try:
+        for p in procs:
+            p.start()
+        log(f"workers started: pids {', '.join(str(p.pid) for p in procs)}")
+        for p in procs:
+            p.join()
+    finally:
+        for p in procs:  # interrupted: stop the workers rather than leave them running
+            if p.is_alive():
+                p.terminate()
+                p.join()
+    failed = [(i, p.exitcode) for i, p in enumerate(procs) if p.exitcode != 0]
+    if failed:
+        status = ", ".join(f"worker {i} exited with status {code}" for i, code in failed)
+        raise UserError(f"tune: {status} (its error is printed above); the trials that finished are stored "
+                        f"in {storage_name}")
+
+
+WORKER_START_TIMEOUT_S = 600
+
+
+def _claim_trial(study, remaining):
+    """Take one trial from the shared count and ask the study for it; None
+    when none is left."""
+    with remaining.get_lock():
+        if remaining.value <= 0:
+            return None
+        remaining.value -= 1
+        return study.ask()
+
+
+def _run_trial(study, trial, objective, log) -> None:
+    """``objective(trial)`` told back to the study, failures as in
+    ``study.optimize(catch=CAUGHT)``: a caught error fails the trial and the
+    search goes on; anything else fails it and stops the worker."""
+    from optuna.trial import TrialState
+
+    try:
+        value = objective(trial)
+    except CAUGHT as exc:
+        log(f"trial {trial.number} failed: {' '.join(str(exc).split())}")
+        study.tell(trial, state=TrialState.FAIL)
+        return
+    except BaseException:
+        study.tell(trial, state=TrialState.FAIL)
+        raise
+    study.tell(trial, value)
+
+
+def _worker_main(config: TuneConfig, study_name: str, startup: int, index: int, remaining, ready,
+                 deadline: float | None) -> None:
+    """One worker process: open the storage itself, then run trials while
+    the shared count lasts (and the deadline has not passed)."""
+    import optuna
+
+    from eprop_lava.cli import EXIT_USAGE
+    from eprop_lava.tasks import get_task
+
+    def log(message: str) -> None:
+        print(f"[worker {index} pid {os.getpid()}] {message}", file=sys.stderr, flush=True)
+
+    try:
+        task = get_task(config.task, **config.task_options)
+        storage, _ = resolve_storage(config.storage, Path(config.out))
+        seed = None if config.sampler_seed is None else config.sampler_seed + index
+        sampler, _ = make_sampler(config.sampler, seed, notice=lambda m: None, startup_trials=startup,
+                                  parallel=True)
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study = optuna.load_study(study_name=study_name, storage=storage, sampler=sampler)
+        objective = objective_for(config, task, log)
+        try:
+            ready.wait(timeout=WORKER_START_TIMEOUT_S)
+        except threading.BrokenBarrierError:
+            pass  # another worker failed to start or is stuck: go on with the ones here
+        while deadline is None or time.time() < deadline:
+            trial = _claim_trial(study, remaining)
+            if trial is None:
+                break
+            _run_trial(study, trial, objective, log)
+    except UserError as exc:
+        ready.abort()  # the others must not wait for this worker
+        log(f"error: {' '.join(str(exc).split())}")
+        sys.exit(EXIT_USAGE)
+    except BaseException:
+        ready.abort()
+        raise
 
 
 def summarize_study(study, task) -> dict:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from eprop_lava.errors import did_you_mean
+from eprop_lava.tasks.arrays import ArrayTask
 from eprop_lava.tasks.evidence import EvidenceAccumulation
 from eprop_lava.tasks.pattern import PatternGeneration
 from eprop_lava.tasks.store_recall import StoreRecall
 from eprop_lava.tasks.teacher_student import TeacherStudent
 
 TASKS = {
+    "arrays": ArrayTask,
     "evidence": EvidenceAccumulation,
     "pattern": PatternGeneration,
     "store_recall": StoreRecall,

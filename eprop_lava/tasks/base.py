@@ -75,12 +75,18 @@ def check_option_types(task: Any) -> None:
             ok = isinstance(value, bool)
             kind = "true or false"
         elif isinstance(default, int):
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)  # 200.0 ms is 200 ms; 2.5 cues is an error
+                object.__setattr__(task, f.name, value)
             ok = isinstance(value, int) and not isinstance(value, bool)
             kind = "an integer"
         elif isinstance(default, float):
             ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
             kind = "a finite number"
         elif isinstance(default, str):
+            if isinstance(value, int) and not isinstance(value, bool):
+                value = str(value)  # a name that is a number, e.g. phones=61 on the command line
+                object.__setattr__(task, f.name, value)
             ok = isinstance(value, str)
             kind = "a string"
         elif isinstance(default, tuple):

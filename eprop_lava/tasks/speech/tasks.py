@@ -33,7 +33,7 @@ from eprop_lava.errors import UserError
 from eprop_lava.spec import (
     LayerSpec, LearningSpec, NetworkSpec, NeuronParams, OptimizerSpec, ReadoutSpec, RegularizationSpec,
 )
-from eprop_lava.tasks.base import classification_error
+from eprop_lava.tasks.base import check_option_types, classification_error
 from eprop_lava.tasks.speech.features import FeatureOptions, frame_labels, mfcc, normalize, stretch
 from eprop_lava.tasks.speech.phones import FOLD_61_TO_39, TIMIT39, TIMIT61, phone_set
 
@@ -80,6 +80,7 @@ class _SpeechTask:
     solved_below: float | None = None
 
     def __post_init__(self) -> None:
+        check_option_types(self)
         if self.split not in SPLITS:
             raise SpeechTaskError(f"{type(self).__name__}.split: unknown split {self.split!r}; "
                                   f"choose one of {', '.join(SPLITS)}")
@@ -91,6 +92,11 @@ class _SpeechTask:
         self._cache: dict[str, list[_Utt]] = {}
 
     # --------------------------------------------------------- subclass API
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """Names of the readout's classes (phones or keywords), in output order."""
+        return self._classes()
+
     def _classes(self) -> tuple[str, ...]:
         raise NotImplementedError
 
@@ -155,10 +161,14 @@ class _SpeechTask:
                        for a, b, l in zip(cuts[:-1], cuts[1:], z["labels"])]
             self._cache[split] = out
             return out
+        from eprop_lava.progress import Progress
+
         ids, silence = self._phone_ids()
         opts = self.features
         out = []
-        for utt in self.utterances(split):
+        utterances = self.utterances(split)
+        bar = Progress(len(utterances), f"MFCC features ({split})", unit="utt")
+        for utt in utterances:
             samples, sr, segments = utt.load()
             if sr != opts.sample_rate:
                 raise SpeechTaskError(f"{utt.id}: {sr} Hz audio, FeatureOptions.sample_rate is {opts.sample_rate}")
@@ -172,6 +182,8 @@ class _SpeechTask:
                 feats, lab = feats[:keep], lab[:keep]
             out.append(_Utt(normalize(feats, opts).astype(np.float32), lab.astype(np.int16),
                             self._utterance_label(utt)))
+            bar.update(1)
+        bar.close()
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(path.name + ".tmp.npz")
