@@ -153,7 +153,7 @@ def distance_figure(results: dict, prefix: str):
                 color=color, marker=".", lw=1.0, label=r["algorithm"] if first else None)
     hidden = next((r["options"].get("n_neurons", 50) for k, r in results["cases"].items() if k.startswith(prefix)), "?")
     ax.set_xlabel("iteration (Adam step, batch of 4)")
-    ax.set_ylabel("||S_P - T|| / ||T|| (hidden permutation resolved)")
+    ax.set_ylabel("relative distance ||S_P - T|| / ||T||\n(hidden permutation P resolved)")
     ax.set_title(f"Teacher {hidden} hidden + 1 output: students at teacher + 30% noise")
     ax.legend(title="learning rule")
     fig.tight_layout()
@@ -162,13 +162,14 @@ def distance_figure(results: dict, prefix: str):
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cases", nargs="+", default=list(CASES), help=f"any of {', '.join(CASES)}; "
-                        "a prefix ending in * selects all cases starting with it (e.g. 'tiny_*')")
+    parser.add_argument("--cases", nargs="*", help=f"any of {', '.join(CASES)} (default: all); "
+                        "a prefix ending in * selects all cases starting with it (e.g. 'tiny_*'); "
+                        "none (--cases alone): only redraw --figure from --out")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "teacher_student_learnable.json"))
     parser.add_argument("--figure", nargs=2, metavar=("PREFIX", "PNG"),
                         help="after the cases: plot the distance curves of the cases named PREFIX... into PNG")
     args = parser.parse_args(argv)
-    args.cases = [c for pattern in args.cases
+    args.cases = [c for pattern in (list(CASES) if args.cases is None else args.cases)
                   for c in ([k for k in CASES if k.startswith(pattern[:-1])] if pattern.endswith("*") else [pattern])]
     unknown = [c for c in args.cases if c not in CASES]
     if unknown:
