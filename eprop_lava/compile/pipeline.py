@@ -336,7 +336,7 @@ def learning_curve_png(curve: list, path: str | Path, metric: str, n_train: int,
 
 def format_run(r: dict) -> str:
     m = r["metric"]
-    lines = [f"{r['task']} on {r['target']} ({r['cores']} cores), {r['samples']} test samples x "
+    lines = [f"{r['task']} on {r['target']} ({r['cores']} core(s)), {r['samples']} test samples x "
              f"{r['steps_per_sample']} steps (float and fixed-point engines)",
              f"backend: {r['backend']}"]
     if f"float_{m}" in r:
