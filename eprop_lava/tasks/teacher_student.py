@@ -60,7 +60,7 @@ variance 1. In 100 iterations of random e-prop (Adam lr 1e-3, batch 16) a
 student from ``init_params`` only reaches MSE ~1.0 (the mean) and its
 distance to the teacher does not shrink (1.44 -> 1.45); started at 30%
 noise it drifts away (0.28 -> 0.39). The knobs, measured by
-``benchmarks/bench_teacher_student_learnable.py`` (docs/studies.md): a
+``benchmarks/bench_teacher_student.py`` (docs/studies.md): a
 smoother readout (``tau_out_ms``, the teacher's and the student's readout
 time constant) and more inputs (``n_inputs``) do not help in 100 steps; the
 step size does: Adam lr 1e-2 explains 33% of the held-out target variance

@@ -1,20 +1,26 @@
-"""The 50-neuron teacher-student task (``tasks/teacher_student.py``): in which
-setting does a student trained from ``init_params`` learn the teacher's
-output? The task's docstring measures that with its defaults (20 inputs,
-20 ms readout, 100 iterations) random e-prop only reaches the target mean
-(MSE ~1.0, target variance 1). This turns its three knobs - the readout time
-constant ``tau_out_ms`` (teacher and student), the number of inputs and the
-length of training - one at a time and together, and records the held-out
-MSE, the fraction of target variance explained and the distance to the
-teacher, raw and after resolving the hidden-neuron permutation.
+"""Teacher-student (seed 004, ``tasks/teacher_student.py``): which learning
+rule takes a student to the teacher's weights, and in which setting does the
+50-neuron student learn at all? Two groups of cases (``CASES``):
 
-    python benchmarks/bench_teacher_student_learnable.py [--cases base tau200 'tiny_*' ...]
+* 50 neurons (``base``, ``tau200``, ``inputs100``, ... ): the task's docstring
+  measured that with its defaults (20 inputs, 20 ms readout, 100 iterations)
+  random e-prop only reaches the target mean (MSE ~1.0, target variance 1).
+  These turn its knobs - the readout time constant ``tau_out_ms`` (teacher
+  and student), the number of inputs, the step size and the length of
+  training. Students from ``init_params`` (seed 0), batches of 16, held-out
+  batch of 32.
+* Tiny teachers (``tiny_*``, ``tiny300_*``: 2 hidden + 1 output;
+  ``hidden4_*``: 4 hidden): students at the teacher plus 30% noise, three
+  starts, each of full BPTT, BPTT on e-prop's graph, symmetric and random
+  e-prop (``engine.gradients``), batches of 4, held-out batch of 16.
+
+Every case records the held-out MSE, the fraction of target variance
+explained and the distance to the teacher, raw and after resolving the
+hidden-neuron permutation (``TeacherStudent.permutation_resolved_distance``;
+along training too, for up to 7 hidden neurons). Adam throughout.
+
+    python benchmarks/bench_teacher_student.py [--cases base tau200 'tiny_*' ...]
         [--out benchmarks/results/teacher_student_learnable.json] [--figure tiny300_ PNG]
-
-Students: the task's architecture (50 LIF, 2 outputs), ``init_params`` from
-seed ``start_seed``, trained by fast e-prop (random or symmetric feedback;
-``engine.gradients.eprop_gradient``) with Adam, batches of 16 fresh samples;
-the MSE on one fixed held-out batch of 32.
 """
 
 from __future__ import annotations
