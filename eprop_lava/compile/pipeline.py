@@ -241,7 +241,10 @@ def _run_artifact(art: Any, samples: int, steps: int | None, learn: bool, lava: 
          f"{out['fixed_seconds']:.1f} s (fixed point)", echo=False)
     lr = None
     if learn:
-        lr_train = deploy.draw(task, int(src["seed"]), deploy.LEARN_STREAM, learn_samples)
+        from eprop_lava.training import held_out
+
+        # a task with data splits learns from its training split, never the test split it is scored on
+        lr_train = deploy.draw(held_out(task, "train"), int(src["seed"]), deploy.LEARN_STREAM, learn_samples)
         every = curve_every or max(1, learn_samples // CURVE_POINTS)
         t1 = time.perf_counter()
         with Progress(learn_samples, "online e-prop (fixed-point engine)", unit="sample", enabled=progress) as bar:
