@@ -7,6 +7,11 @@ Each case runs in its own process so that peak memory (ru_maxrss, minus the
 same process's baseline after imports and data generation) belongs to it.
 
     python benchmarks/bench_engine.py [--repeats 3] [--out benchmarks/results/engine.json]
+    python benchmarks/bench_engine.py --only-batches [--repeats 15]
+
+Batch generation (evidence accumulation and store-recall at --batch) is timed
+in one process, alternating the compiled spike draws with the numpy
+definition (EPROP_LAVA_FUSED=0) call by call, so both see the same load.
 """
 
 from __future__ import annotations
@@ -75,6 +80,38 @@ def run_case(case: str, repeats: int, n: int, steps: int, batch: int, dtype: str
             "peak_extra_mb": _rss_mb() - base}
 
 
+def batch_generation(repeats: int, batch: int) -> list[dict]:
+    """Median seconds per batch, compiled draws against the numpy definition,
+    alternating; the same seed gives the same batch on both paths
+    (tests/test_speed_paths.py)."""
+    import numpy as np
+
+    from eprop_lava.tasks import get_task
+
+    rows = []
+    for name in ("evidence", "store_recall"):
+        task = get_task(name)
+        times = {"1": [], "0": []}
+        for flag in ("1", "0"):  # warm-up: compile (or load numba's cache)
+            os.environ["EPROP_LAVA_FUSED"] = flag
+            task.batch(np.random.default_rng(0), batch)
+        for i in range(repeats):
+            for flag in (("1", "0") if i % 2 == 0 else ("0", "1")):
+                os.environ["EPROP_LAVA_FUSED"] = flag
+                rng = np.random.default_rng(i)
+                t0 = time.perf_counter()
+                task.batch(rng, batch)
+                times[flag].append(time.perf_counter() - t0)
+        os.environ.pop("EPROP_LAVA_FUSED", None)
+        compiled, reference = statistics.median(times["1"]), statistics.median(times["0"])
+        rows.append({"task": name, "batch": batch, "compiled_median_seconds": compiled,
+                     "reference_median_seconds": reference, "reference_over_compiled": reference / compiled,
+                     "load_average": os.getloadavg()})
+        print(f"batch {name:12s} compiled {compiled * 1e3:.1f} ms  numpy {reference * 1e3:.1f} ms  "
+              f"ratio {reference / compiled:.2f}  load {os.getloadavg()[0]:.1f}", flush=True)
+    return rows
+
+
 def machine() -> dict:
     import numpy as np
 
@@ -114,11 +151,16 @@ def main() -> None:
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "engine.json"))
     ap.add_argument("--skip-online", action="store_true")
+    ap.add_argument("--only-batches", action="store_true", help="time batch generation only")
     args = ap.parse_args()
     if args.child:
         print(json.dumps(run_case(args.child, args.repeats, args.neurons, args.steps, args.batch, args.dtype)))
         return
-    results = {"machine": machine(), "cases": [], "memory_scaling": []}
+    if args.only_batches:
+        print(json.dumps({"machine": machine(), "batch_generation": batch_generation(args.repeats, args.batch)}))
+        return
+    results = {"machine": machine(), "cases": [], "memory_scaling": [],
+               "batch_generation": batch_generation(args.repeats, args.batch)}
     for case in ("forward", "fast", "bptt") + (() if args.skip_online else ("online",)):
         reps = 1 if case == "online" else args.repeats
         r = spawn(case, reps, 100, args.steps, args.batch, args.dtype)

@@ -54,8 +54,63 @@ def classification_error(y: np.ndarray, batch: Batch) -> float:
 
 def poisson_spikes(rng: np.random.Generator, rate_per_step: np.ndarray) -> np.ndarray:
     """Bernoulli spikes with the given per-step probability (same shape), as
-    float32 0/1 (exact in every engine dtype; half the memory of float64)."""
-    return (rng.random(rate_per_step.shape) < rate_per_step).astype(np.float32)
+    float32 0/1 (exact in every engine dtype; half the memory of float64):
+    x = [u < p], u ~ U[0, 1) one draw per entry in C order.
+
+    The definition is the numpy line ``rng.random(shape) < rate``; the
+    compiled loop (numba, unless ``EPROP_LAVA_FUSED=0``) draws the same
+    doubles from the same generator in the same order, so the spikes and the
+    generator's state afterwards are identical; it skips the float64 array of
+    draws (``tests/test_speed_paths.py`` holds it to the numpy line)."""
+    rate = np.asarray(rate_per_step)
+    kernel = _compiled_bernoulli(rng)
+    if kernel is None or rate.size == 0:
+        return (rng.random(rate.shape) < rate).astype(np.float32)
+    out = np.empty(rate.shape, np.float32)
+    kernel(rng, np.ascontiguousarray(rate, np.float64).reshape(-1, 1), 1, out.reshape(-1))
+    return out
+
+
+def grouped_poisson_spikes(rng: np.random.Generator, group_rate: np.ndarray, group_size: int) -> np.ndarray:
+    """:func:`poisson_spikes` for inputs in groups of ``group_size`` that share
+    a rate: group_rate (..., G) gives (..., G * group_size), equal to
+    ``poisson_spikes(rng, np.repeat(group_rate, group_size, axis=-1))`` (same
+    draws, same order) without building the repeated rate array."""
+    group_rate = np.asarray(group_rate, np.float64)
+    shape = group_rate.shape[:-1] + (group_rate.shape[-1] * group_size,)
+    kernel = _compiled_bernoulli(rng)
+    if kernel is None or group_rate.size == 0 or group_size < 1:
+        return poisson_spikes(rng, np.repeat(group_rate, group_size, axis=-1))
+    out = np.empty(shape, np.float32)
+    kernel(rng, np.ascontiguousarray(group_rate).reshape(-1, 1), group_size, out.reshape(-1))
+    return out
+
+
+_bernoulli_kernel = None
+
+
+def _compiled_bernoulli(rng):
+    """The compiled Bernoulli loop, or None when the compiled loops are off
+    (no numba, or EPROP_LAVA_FUSED=0) or ``rng`` is not a numpy Generator
+    (the only kind numba draws from): then the numpy definition runs."""
+    global _bernoulli_kernel
+    from eprop_lava.engine import fused
+
+    if not fused.available() or not isinstance(rng, np.random.Generator):
+        return None
+    if _bernoulli_kernel is None:
+        def bernoulli(rng, rate, group_size, out):  # pragma: no cover - compiled
+            # rate (M, 1): one probability per run of group_size outputs; u < p with
+            # u = rng.random() is numpy's comparison of a float64 draw (NaN: no spike)
+            k = 0
+            for m in range(rate.shape[0]):
+                p = rate[m, 0]
+                for _ in range(group_size):
+                    out[k] = np.float32(1.0) if rng.random() < p else np.float32(0.0)
+                    k += 1
+
+        _bernoulli_kernel = fused.numba.njit(cache=True, nogil=True)(bernoulli)
+    return _bernoulli_kernel
 
 
 def check_option_types(task: Any) -> None:

@@ -30,7 +30,7 @@ from eprop_lava.engine.network import Batch
 from eprop_lava.spec import (
     LayerSpec, LearningSpec, NetworkSpec, NeuronParams, OptimizerSpec, ReadoutSpec, RegularizationSpec,
 )
-from eprop_lava.tasks.base import check_option_types, classification_error, poisson_spikes, require
+from eprop_lava.tasks.base import check_option_types, classification_error, grouped_poisson_spikes, require
 
 
 @dataclass
@@ -98,18 +98,19 @@ class EvidenceAccumulation:
         T, n, dt = self.steps, self.n_per_group, self.dt
         p_left = rng.choice(np.asarray(self.left_probabilities), size=batch_size)
         cue_left = rng.random((batch_size, self.n_cues)) < p_left[:, None]
-        rate = np.zeros((T, batch_size, 4 * n))
-        rate[:, :, 3 * n:] = self.noise_hz * dt / 1000.0
+        # rate per step, sample and input group (left, right, recall, noise); the
+        # inputs of a group share it, so the spikes are drawn per group
+        group_rate = np.zeros((T, batch_size, 4))
+        group_rate[:, :, 3] = self.noise_hz * dt / 1000.0
         period = int(round((self.cue_ms + self.spacing_ms) / dt))
         cue_len = int(round(self.cue_ms / dt))
-        for k in range(self.n_cues):
-            start = k * period
-            for b in range(batch_size):
-                group = int(cue_left[b, k]) if self.swap_sides else int(not cue_left[b, k])
-                rate[start:start + cue_len, b, group * n:(group + 1) * n] = self.cue_hz * dt / 1000.0
+        cue_group = cue_left.astype(int) if self.swap_sides else (~cue_left).astype(int)  # (B, n_cues)
+        samples = np.arange(batch_size)
+        for k in range(self.n_cues):  # each sample's cue k drives its side's group
+            group_rate[k * period:k * period + cue_len, samples, cue_group[:, k]] = self.cue_hz * dt / 1000.0
         recall = int(round(self.recall_ms / dt))
-        rate[T - recall:, :, 2 * n:3 * n] = self.cue_hz * dt / 1000.0
-        x = poisson_spikes(rng, rate)
+        group_rate[T - recall:, :, 2] = self.cue_hz * dt / 1000.0
+        x = grouped_poisson_spikes(rng, group_rate, n)
         labels = (cue_left.sum(1) < self.n_cues / 2).astype(int)  # 0: more left cues, 1: more right
         target = np.zeros((T, batch_size, 2))
         target[:, np.arange(batch_size), labels] = 1.0

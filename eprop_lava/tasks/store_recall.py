@@ -62,7 +62,7 @@ from eprop_lava.engine.network import Batch
 from eprop_lava.spec import (
     LayerSpec, LearningSpec, NetworkSpec, NeuronParams, OptimizerSpec, ReadoutSpec, RegularizationSpec,
 )
-from eprop_lava.tasks.base import check_option_types, classification_error, poisson_spikes
+from eprop_lava.tasks.base import check_option_types, classification_error, grouped_poisson_spikes
 
 VALUE0, VALUE1, STORE, RECALL = 0, 1, 2, 3
 
@@ -148,8 +148,8 @@ class StoreRecall:
         on[np.arange(C)[:, None], np.arange(B)[None, :], channels] = True
         on[store, :, STORE] = True
         rate_char = on * (self.input_hz * self.dt / 1000.0)                      # (C, B, 4)
-        rate = np.repeat(np.repeat(rate_char, L, axis=0), self.n_per_group, axis=2)  # (T, B, n_in)
-        x = poisson_spikes(rng, rate)
+        # each input of a population fires at its population's rate: x (T, B, n_in)
+        x = grouped_poisson_spikes(rng, np.repeat(rate_char, L, axis=0), self.n_per_group)
         target = np.zeros((C * L, B, 2))
         target[:, np.arange(B), labels] = 1.0
         mask = np.zeros((C * L, B))
