@@ -109,3 +109,68 @@ def test_other_tasks_batches_unchanged_by_compiled_draws(name, monkeypatch):
     for a, b in zip(batches["0"], batches["1"]):
         for field in ("x", "target", "mask"):
             np.testing.assert_array_equal(getattr(a, field), getattr(b, field), err_msg=f"{name} {field}")
+
+
+# The learning signal inside the compiled adjoint: L^t = ybar^t B^T (+ rate)
+# is formed per step in the loop (engine/fused.py) and never stored; the
+# reference loop forms it with learning_signal first. Gradients to 1e-10.
+
+def _gradients(spec, batch, fused_flag, dtype="float64"):
+    from eprop_lava.engine.backend import make_ops
+    from eprop_lava.engine.gradients import eprop_gradient
+    from eprop_lava.engine.network import init_params
+
+    return eprop_gradient(spec, init_params(spec), batch, make_ops("numpy", fused=fused_flag, dtype=dtype))
+
+
+@needs_numba
+@pytest.mark.parametrize("case", [
+    dict(neuron="alif", layers=2, conventions="nest-bsshslm-2020", regularization="bellec", variant="random"),
+    dict(neuron="alif", layers=1, conventions="tf", regularization="bellec", variant="symmetric", bidirectional=True),
+    dict(neuron="lif", layers=1, conventions="eprop-lava", regularization="online", variant="random", timing="loihi"),
+])
+def test_learning_signal_inside_adjoint_equals_reference(case):
+    from eprop_lava.engine.verify import _batch, _network
+
+    case = dict(case)
+    variant = case.pop("variant")
+    timing = case.pop("timing", "bellec")
+    spec = _network(case.pop("neuron"), recurrent=True, timing=timing, reset="subtract", n=10, **case)
+    spec = spec.replace(learning=spec.learning.__class__(variant=variant))
+    batch = _batch(spec, 160, 3, seed=9)
+    loss_r, g_r, traj = _gradients(spec, batch, False)
+    loss_f, g_f, _ = _gradients(spec, batch, True)
+    assert sum(float(z.sum()) for z in traj.z) > 30
+    assert loss_f == pytest.approx(loss_r, rel=1e-12)
+    for k in g_r:
+        scale = np.abs(g_r[k]).max()
+        assert scale > 0, k
+        assert np.abs(g_f[k] - g_r[k]).max() <= 1e-10 * scale, k
+
+
+@needs_numba
+@pytest.mark.parametrize("rate_shape", [None, "neuron", "sample"])
+def test_adjoint_block_forms_the_learning_signal_per_step(rate_shape):
+    # One block against a hand-written numpy recursion with L = einsum(ybar, B) + rate.
+    rng = np.random.default_rng(2)
+    S, B, N, K = 7, 3, 5, 2
+    ybar, feedback = rng.normal(size=(S, B, K)), rng.normal(size=(N, K))
+    rate = {None: None, "neuron": rng.normal(size=N), "sample": rng.normal(size=(B, N))}[rate_shape]
+    d0, d1 = rng.random((S, B, N)), rng.random((S, B, N))
+    j00, j01, j11 = rng.random((S, B, N)), rng.random((S, B, N)), 0.9  # J_10 absent, J_11 a constant
+    gain = 0.7
+    signal = np.einsum("tbk,jk->tbj", ybar, feedback) + (0.0 if rate is None else rate)
+    mu0, mu1 = rng.normal(size=(B, N)), rng.normal(size=(B, N))
+    want = np.empty((S, B, N))
+    m0, m1 = mu0.copy(), mu1.copy()
+    for t in range(S - 1, -1, -1):
+        lam0, lam1 = gain * signal[t] * d0[t], gain * signal[t] * d1[t]
+        m0, m1 = lam0 + m0 * j00[t], lam1 + m0 * j01[t] + m1 * j11
+        want[t] = m0
+    jac = [[j00, j01], [None, j11]]
+    for form in ((ybar, feedback, rate), signal):  # factors, and the signal itself
+        mu = np.stack([mu0, mu1])
+        out = np.empty((S, B, N))
+        fused.adjoint_block(form, [d0, d1], jac, mu, out, gain)
+        np.testing.assert_allclose(out, want, rtol=1e-13, atol=1e-13)
+        np.testing.assert_allclose(mu, np.stack([m0, m1]), rtol=1e-13, atol=1e-13)

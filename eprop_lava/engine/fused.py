@@ -111,23 +111,36 @@ if numba is not None:
                     free_out[t, b, j] = free
                     psi_out[t, b, j] = gamma * max(one - abs(x) / v_th, zero) if free else zero
 
-    def _adjoint_block(lam0, lam1, j00, j01, j10, j11, used, d, mu, out):  # pragma: no cover - compiled
+    def _adjoint_block(direct, ybar, feedback, rate, gain, d0, d1, has_d, j00, j01, j10, j11, used, d, mu,
+                       out):  # pragma: no cover - compiled
         # mu_c^t = lam_c^t + sum_r mu_r^{t+1} J_rc^t for hidden size d <= 2, for
         # the block's steps from last to first; mu (2, B, N) carries mu^{t+1}
         # in and leaves with the block's first mu. Inputs may be zero-strided.
+        # lam_c^t = g L^t D_c^t with the learning signal L formed here, not stored:
+        # direct: L = ybar (S, B, N) given; else L_j = sum_k B_jk ybar_k + rate_j
+        # (learning_signal.learning_signal plus the rate signal), ybar (S, B, K).
         S, B, N = out.shape
+        K = ybar.shape[2]
         for b in prange(B):
             for t in range(S - 1, -1, -1):
                 for j in range(N):
+                    if direct:
+                        sig = ybar[t, b, j]
+                    else:
+                        sig = ybar[t, b, 0] * feedback[j, 0]
+                        for k in range(1, K):
+                            sig = sig + ybar[t, b, k] * feedback[j, k]
+                        sig = sig + rate[b, j]
+                    sig = sig * gain
                     m0 = mu[0, b, j]
                     m1 = mu[1, b, j]
-                    new0 = lam0[t, b, j]
+                    new0 = sig * d0[t, b, j] if has_d[0] else sig * 0
                     if used[0, 0]:
                         new0 = new0 + m0 * j00[t, b, j]
                     if d > 1:
                         if used[1, 0]:
                             new0 = new0 + m1 * j10[t, b, j]
-                        new1 = lam1[t, b, j]
+                        new1 = sig * d1[t, b, j] if has_d[1] else sig * 0
                         if used[0, 1]:
                             new1 = new1 + m0 * j01[t, b, j]
                         if used[1, 1]:
@@ -246,31 +259,48 @@ def run_lif_family(model: Any, const: Any, external: np.ndarray, w_rec_t: np.nda
     return z, dict(x=x, free=free, z=z, psi=psi)
 
 
-# Elements (steps x batch x neurons) per block of the backward recursion:
-# small enough that a block's Jacobians stay in cache.
-ADJOINT_BLOCK_ELEMENTS = 1 << 16
+# Elements (steps x batch x neurons) per block of the backward recursion. Each
+# block is one parallel region, and on a machine shared by more runnable
+# threads than cores each region's start waits for a time slice (measured:
+# ~20 ms per region at load 12 on 2 cores, against 0.04 ms of work at 20 steps
+# x 32 x 100): so few, large blocks (4 MB per float32 Jacobian entry), which
+# still keep the block's Jacobians, not (T, B, N) arrays of them.
+ADJOINT_BLOCK_ELEMENTS = 1 << 20
 
 
-def adjoint_block(lam: list, jac: list, mu: np.ndarray, out: np.ndarray) -> None:
+def adjoint_block(signal: Any, dz_dh: list, jac: list, mu: np.ndarray, out: np.ndarray, gain: float = 1.0) -> None:
     """One block of :func:`eprop_lava.eprop.traces.local_adjoint`'s backward
-    recursion over the model's Jacobian entries for the block's steps (None,
-    scalars, per-neuron or (S, B, N) arrays; hidden size d <= 2). ``mu``
-    (2, B, N) holds mu^{t+1} of the step after the block and is updated in
-    place; out (S, B, N) receives mu_v."""
-    d = len(lam)
+    recursion over the model's spike Jacobians dz/dh_c and transition Jacobian
+    entries for the block's steps (None, scalars, per-neuron or (S, B, N)
+    arrays; hidden size d <= 2): lam_c^t = gain L^t dz^t/dh_c^t. ``signal`` is
+    the learning signal L of the block (S, B, N), or a tuple (ybar (S, B, K),
+    feedback B (N, K), rate (N,) or (B, N) or None) from which the loop forms
+    L^t = ybar^t B^T + rate per step (:func:`eprop_lava.eprop.learning_signal.learning_signal`;
+    no (S, B, N) array of it is made). ``mu`` (2, B, N) holds mu^{t+1} of the
+    step after the block and is updated in place; out (S, B, N) receives mu_v."""
+    d = len(dz_dh)
     if d > 2:
         raise ValueError(f"the compiled adjoint takes hidden sizes up to 2, got {d}")
     shape, dtype = out.shape, out.dtype
     zero = np.zeros((), dtype)
 
-    def view(entry):
-        return np.broadcast_to(zero if entry is None else np.asarray(entry, dtype=dtype), shape)
+    def view(entry, like=shape):
+        return np.broadcast_to(zero if entry is None else np.asarray(entry, dtype=dtype), like)
 
-    lam = list(lam) + [None] * (2 - d)
+    if isinstance(signal, tuple):
+        ybar, feedback, rate = signal
+        direct = False
+        ybar, feedback = np.ascontiguousarray(ybar, dtype), np.ascontiguousarray(feedback, dtype)
+        rate = view(rate, shape[1:])
+    else:
+        direct, ybar, feedback, rate = True, np.asarray(signal, dtype), np.zeros((0, 0), dtype), view(None, shape[1:])
+    dz_dh = list(dz_dh) + [None] * (2 - d)
+    has_d = np.array([D is not None for D in dz_dh])
     jac = [[jac[r][c] if r < d and c < d else None for c in range(2)] for r in range(2)]
     used = np.array([[jac[r][c] is not None for c in range(2)] for r in range(2)])
-    _kernel("_adjoint_block", True)(view(lam[0]), view(lam[1]), view(jac[0][0]), view(jac[0][1]), view(jac[1][0]),
-                   view(jac[1][1]), used, d, mu, out)
+    _kernel("_adjoint_block", True)(direct, ybar, feedback, rate, dtype.type(gain), view(dz_dh[0]), view(dz_dh[1]),
+                                    has_d, view(jac[0][0]), view(jac[0][1]), view(jac[1][0]), view(jac[1][1]),
+                                    used, d, mu, out)
 
 
 # Above this fraction of nonzero presynaptic values a dense GEMM is faster.

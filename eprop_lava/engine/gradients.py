@@ -144,14 +144,17 @@ def eprop_gradient(spec: NetworkSpec, params: dict, batch: Batch, ops: Ops | Non
     # dE/dz^t through the readout: Ybar^t (bellec) or Ybar^{t+1} (loihi: y^t sees z^{t-1}).
     if spec.timing == "loihi":
         ybar = ops.shift_backward(ybar)
-    signal = learning_signal(ybar, ops.asarray(feedback_matrix(spec, p)), ops)
+    # The learning signal L = ybar B^T (+ rate signal) goes to the adjoint as its
+    # factors: the compiled loop forms L^t step by step, with no (T, B, N) array.
+    feedback = ops.asarray(feedback_matrix(spec, p))
     rate_signal, online_rate = _regularization_terms(spec, traj, ops)
-    if rate_signal is not None:
-        signal = signal + rate_signal
     for i, P in enumerate(traj.populations):
         start, stop = P.columns
+        rate = None
+        if rate_signal is not None:
+            rate = rate_signal[..., start:stop]
         # A backward direction runs in reversed time: its signal is reversed too.
-        own = ops.flip_time(signal[..., start:stop]) if P.reverse else signal[..., start:stop]
+        own = (ops.flip_time(ybar) if P.reverse else ybar, feedback[start:stop], rate)
         delta = local_adjoint(P.model, P.const, traj.pop_records[i], own, ops)
         grads[P.prefix + "w_in"] = ops.sum_outer(delta, traj.pop_pre_in[i])
         if P.w_rec is not None:

@@ -25,19 +25,31 @@ from __future__ import annotations
 from typing import Any
 
 from eprop_lava.engine import fused
+from eprop_lava.eprop.learning_signal import learning_signal
 from eprop_lava.neurons.base import input_jacobian
 
 
 def local_adjoint(model: Any, const: Any, records: dict, signal: Any, ops: Any) -> Any:
     """delta^t = g mu_v^t (T, B, N) for a learning signal (T, B, N) already
     filtered as the trace it multiplies (see :func:`eprop_lava.engine.fast`);
-    g = dv^t/dI^t."""
+    g = dv^t/dI^t.
+
+    ``signal`` may also be given by its factors, a tuple (ybar (T, B, K),
+    feedback B (N, K), rate (N,), (B, N) or None) with L^t = ybar^t B^T + rate
+    (:func:`eprop_lava.eprop.learning_signal.learning_signal`): the compiled
+    loop then forms L^t inside the backward pass, step by step, and no
+    (T, B, N) array of the signal exists; the reference loop forms it first."""
     gain = input_jacobian(const)
+    if getattr(ops, "fused", False) and fused.available() and len(model.hidden) <= 2:
+        return _blocked_adjoint(model, const, records, signal, gain)
+    if isinstance(signal, tuple):
+        ybar, feedback, rate = signal
+        signal = learning_signal(ybar, feedback, ops)
+        if rate is not None:
+            signal = signal + rate
     if gain != 1.0:  # mu is linear in the signal: the gain can scale the signal instead
         signal = signal * gain
     T = signal.shape[0]
-    if getattr(ops, "fused", False) and fused.available() and len(model.hidden) <= 2:
-        return _blocked_adjoint(model, const, records, signal)
     dz_dh = model.spike_jacobian(records, const)
     jac = model.transition_jacobian(records, const)  # jac built from record t is J^{t+1}
     d = len(dz_dh)
@@ -61,21 +73,27 @@ def local_adjoint(model: Any, const: Any, records: dict, signal: Any, ops: Any) 
     return ops.stack(out)
 
 
-def _blocked_adjoint(model: Any, const: Any, records: dict, signal: Any) -> Any:
+def _blocked_adjoint(model: Any, const: Any, records: dict, signal: Any, gain: float) -> Any:
     """The same recursion with the loop compiled (:func:`eprop_lava.engine.fused.adjoint_block`),
     backward over blocks of time steps: the model's Jacobians are evaluated
     per block, so they stay in cache instead of filling (T, B, N) arrays."""
     import numpy as np
 
-    T, B, N = signal.shape
-    out = np.empty(signal.shape, signal.dtype)
-    mu = np.zeros((2, B, N), signal.dtype)  # mu^{T} = 0, so mu^{T-1} = lam^{T-1}
+    factors = isinstance(signal, tuple)
+    if factors:
+        (T, B, _), N = signal[0].shape, signal[1].shape[0]
+    else:
+        T, B, N = signal.shape
+    dtype = (signal[0] if factors else signal).dtype
+    out = np.empty((T, B, N), dtype)
+    mu = np.zeros((2, B, N), dtype)  # mu^{T} = 0, so mu^{T-1} = lam^{T-1}
     block = max(1, fused.ADJOINT_BLOCK_ELEMENTS // max(1, B * N))
     for t1 in range(T, 0, -block):
         t0 = max(0, t1 - block)
         rec = {k: v[t0:t1] for k, v in records.items()}
-        lam = [None if D is None else signal[t0:t1] * D for D in model.spike_jacobian(rec, const)]
-        fused.adjoint_block(lam, model.transition_jacobian(rec, const), mu, out[t0:t1])
+        part = (signal[0][t0:t1], signal[1], signal[2]) if factors else signal[t0:t1]
+        fused.adjoint_block(part, model.spike_jacobian(rec, const), model.transition_jacobian(rec, const), mu,
+                            out[t0:t1], gain)
     return out
 
 
