@@ -309,7 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train (or resume) a run. The network starts from the task's default spec; "
                                    "--config, the options below and --set change it, in that order.")
     p.add_argument("task", help="task name: evidence, pattern, store_recall, teacher_student, speech_phones, "
-                                "speech_keywords ('eprop-lava config show TASK' prints its defaults)")
+                                "speech_keywords, or arrays (given input spikes and targets, --data FILE.npz) "
+                                "('eprop-lava config show TASK' prints its defaults)")
     p.add_argument("--config", metavar="FILE", help="TOML or JSON file with [train] and [spec] tables")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override one value, e.g. train.iterations=100, spec.optimizer.lr=0.01, "

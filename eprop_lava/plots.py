@@ -624,7 +624,8 @@ def run_figures(run_dir: str | Path) -> dict:
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise UserError(f"run directory not found: {run_dir}")
+        raise UserError(f"run directory {run_dir} is not a directory" if run_dir.exists()
+                        else f"run directory not found: {run_dir}")
     rows = read_metrics(run_dir)
     ck = load_checkpoint(run_dir / "checkpoint.npz")
     task = task_from_config(ck.config)
@@ -688,7 +689,8 @@ def plot_directory(path: str | Path) -> list[Path]:
 
     path = Path(path)
     if not path.is_dir():
-        raise UserError(f"run directory not found: {path} (plot takes a run directory from train or an "
+        raise UserError((f"run directory {path} is not a directory" if path.exists() else f"run directory not found: {path}")
+                        + " (plot takes a run directory from train or an "
                         "artifact directory from compile)")
     if (path / MANIFEST).is_file():
         return [save_figure(fig, path / "plots" / f"{name}.png") for name, fig in artifact_figures(path).items()]

@@ -184,6 +184,10 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         path = path / "checkpoint.npz"
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    with path.open("rb") as f:
+        head = f.read(4)
+    if len(head) == 4 and head != b"PK\x03\x04":  # a checkpoint is an .npz, i.e. a zip archive
+        raise CheckpointError(f"checkpoint {path} is not a checkpoint (.npz) file: it is not a zip archive")
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}

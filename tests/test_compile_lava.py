@@ -64,3 +64,18 @@ def test_lava_imports_after_the_start_method_was_fixed():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().endswith("fork")
+
+
+def test_importing_lava_dl_prints_nothing_on_stdout():
+    """lava-dl's import prints a dataset-toolbox warning on stdout, which broke
+    ``export-netx --json``; the import guard sends it to stderr."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec("lava.lib.dl") is None:
+        pytest.skip("needs lava-dl")
+    code = "from eprop_lava.lava_import import import_lava; import_lava('lava.lib.dl.netx.hdf5')"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout == ""

@@ -350,3 +350,11 @@ def test_teacher_student_study_bptt_on_eprop_graph_equals_symmetric_eprop(tmp_pa
     assert np.abs(a[-1] - a[0]).max() > 1e-4                  # the weights moved
     np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
     assert (tmp_path / "weights_n2.png").stat().st_size > 0 and (tmp_path / "summary.md").exists()
+
+
+def test_arrays_task_without_data_names_the_option(capsys):
+    from eprop_lava.cli import main
+
+    assert main(["train", "arrays", "--out", "unused"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "needs --data FILE.npz" in err[0]

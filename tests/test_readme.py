@@ -126,7 +126,10 @@ def _project_text_files():
 
 
 def test_no_reference_to_documents_outside_the_repository():
-    outside = re.compile(r"LAVA_BRIEF|EPROP_ANCHORS|ECOSYSTEM\.md|NIR_HARDWARE|research notes")
+    # the names are split so that this file does not cite them either
+    names = ["LAVA" + "_BRIEF", "EPROP" + "_ANCHORS", "ECOSYSTEM" + r"\.md", "NIR" + "_HARDWARE", "shared" + "/research",
+             "research" + " notes"]
+    outside = re.compile("|".join(names))
     cited = re.compile(r"(?<![\w/.-])docs/([A-Za-z0-9_]+\.md)")   # this repository's docs/, not another's
     for path in _project_text_files():
         text = path.read_text(errors="replace")

@@ -86,10 +86,13 @@ def test_tune_records_default_and_best(tmp_path):
 
 @pytest.mark.parametrize("storage", ["shared.journal", "shared.db"])
 def test_two_workers_share_one_storage(tmp_path, storage):
-    store = tmp_path / storage
+    # the storage outside --out: a second command starting while the first has
+    # written only the storage file would find --out not yet a tune output
+    store = tmp_path / "store" / storage
+    out_dir = tmp_path / "out"
     cmd = [sys.executable, "-m", "eprop_lava.cli", "tune", "evidence", "--trials", "2", "--iterations", "1",
            "--batch-size", "4", "--validation-batches", "1", "--storage", str(store), "--study-name", "shared",
-           "--out", str(tmp_path), "--sampler", "tpe", *SHORT_ARGS]
+           "--out", str(out_dir), "--sampler", "tpe", *SHORT_ARGS]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     procs = [subprocess.Popen(cmd + ["--sampler-seed", str(i)], cwd=tmp_path, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
@@ -101,7 +104,7 @@ def test_two_workers_share_one_storage(tmp_path, storage):
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(complete) == 4  # 2 trials from each worker, one study
     assert len({t.number for t in complete}) == 4
-    assert len(list((tmp_path / "trials").glob("shared-*/seed0"))) == 4
+    assert len(list((out_dir / "trials").glob("shared-*/seed0"))) == 4
 
 
 def test_core_space_samples_five_options_and_keeps_defaults():
@@ -165,3 +168,17 @@ def test_workers_option_runs_exactly_the_trials_in_two_processes(tmp_path):
     assert json.loads(done.stdout)["best"]["value"] == best
     with pytest.raises(UserError, match="workers"):
         tune.TuneConfig(workers=0).validated()
+
+
+def test_storage_url_password_is_hidden_and_threads_are_shared_out(monkeypatch):
+    assert tune.hide_password("postgresql://ann:pa55@db.example:5432/tune") == "postgresql://ann:***@db.example:5432/tune"
+    assert tune.hide_password("postgresql+psycopg2://ann:a%40b@h/t?sslmode=require") == \
+        "postgresql+psycopg2://ann:***@h/t?sslmode=require"
+    for plain in ("postgresql://ann@h/t", "postgresql://@/t?host=/tmp/s", "sqlite:///runs/a.db", "runs/x.journal"):
+        assert tune.hide_password(plain) == plain
+    for v in tune.THREAD_VARIABLES:
+        monkeypatch.delenv(v, raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    assert [tune.worker_threads(w) for w in (1, 2, 3, 8, 16)] == [8, 4, 2, 1, 1]
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's choice is kept
+    assert tune.worker_threads(2) is None

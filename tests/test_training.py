@@ -123,6 +123,16 @@ def test_corrupt_checkpoint_gives_clear_error(tmp_path):
     assert main(["eval", str(path)]) == 2
 
 
+def test_a_file_that_is_not_a_checkpoint_or_run_directory_is_named(tmp_path, capsys):
+    toml = tmp_path / "my.toml"
+    toml.write_text('[train]\niterations = 3\n')
+    assert main(["eval", str(toml)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"eprop-lava: error: checkpoint {toml} is not a checkpoint (.npz) file: it is not a zip archive")
+    assert main(["plot", str(toml)]) == 2
+    assert f"run directory {toml} is not a directory (plot takes" in capsys.readouterr().err
+
+
 def test_overrides_and_config_file(tmp_path):
     cfg = tmp_path / "run.toml"
     cfg.write_text('[train]\nbatch_size = 8\n[spec.optimizer]\nlr = 0.001\n')

@@ -57,7 +57,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     clip = max(s["clipped_fraction"].values())
     print(f"compiled for {s['target']} ({s['system']}): {s['cores']} core(s) on {s['chips']} chip(s)"
           f"{' with learning synapses' if s['learning_synapses'] else ''} "
-          f"[{'without' if s['learning_synapses'] else 'with'} learning synapses: {s['cores_other_mode']}]")
+          f"[{'without' if s['learning_synapses'] else 'with'} learning synapses: {s['cores_other_mode']} core(s)]")
     print(f"quantization (relative RMS error): {errs}; at most {100 * clip:.2f}% of a matrix clipped")
     if s["energy_per_step_nj"] is not None:
         print(f"estimate: {s['energy_per_step_nj']:.2f} nJ per step, {s['energy_per_inference_uj']:.2f} uJ and "

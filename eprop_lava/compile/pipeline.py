@@ -241,7 +241,10 @@ def _run_artifact(art: Any, samples: int, steps: int | None, learn: bool, lava: 
          f"{out['fixed_seconds']:.1f} s (fixed point)", echo=False)
     lr = None
     if learn:
-        lr_train = deploy.draw(task, int(src["seed"]), deploy.LEARN_STREAM, learn_samples)
+        from eprop_lava.training import held_out
+
+        # a task with data splits learns from its training split, never the test split it is scored on
+        lr_train = deploy.draw(held_out(task, "train"), int(src["seed"]), deploy.LEARN_STREAM, learn_samples)
         every = curve_every or max(1, learn_samples // CURVE_POINTS)
         t1 = time.perf_counter()
         with Progress(learn_samples, "online e-prop (fixed-point engine)", unit="sample", enabled=progress) as bar:
@@ -333,7 +336,7 @@ def learning_curve_png(curve: list, path: str | Path, metric: str, n_train: int,
 
 def format_run(r: dict) -> str:
     m = r["metric"]
-    lines = [f"{r['task']} on {r['target']} ({r['cores']} cores), {r['samples']} test samples x "
+    lines = [f"{r['task']} on {r['target']} ({r['cores']} core(s)), {r['samples']} test samples x "
              f"{r['steps_per_sample']} steps (float and fixed-point engines)",
              f"backend: {r['backend']}"]
     if f"float_{m}" in r:

@@ -228,13 +228,14 @@ def adaptation(artifact, samples: int = 32, test_samples: int = 64, every: int |
     from eprop_lava.compile import deploy
     from eprop_lava.compile.artifact import load_artifact
     from eprop_lava.tasks import get_task
+    from eprop_lava.training import held_out
 
     art = load_artifact(artifact)
     src = art.manifest["source"]
     seed = int(src["seed"])
     condition = {"swap_sides": True} if condition is None else dict(condition)
-    options = {**(src.get("train", {}).get("task_options") or {}), **condition}
-    task = get_task(src["task"], **options)
+    task_name, options = deploy.source_task(src)
+    task = get_task(task_name, **{**options, **condition})
     lr = art.manifest["target"].get("learning_rate") if lr is None else lr
     if lr is None:
         raise FixedPointError(f"artifact {artifact}: no learning rate recorded (compile it again or give lr)")
@@ -243,11 +244,11 @@ def adaptation(artifact, samples: int = 32, test_samples: int = 64, every: int |
         hidden_lr = lr * feedback_gain(art.float_params, art.spec.learning.variant) if art.float_params else lr
     net = art.net.copy()
     fe.set_learning_rates(net, lr, hidden_lr)
-    test = deploy.draw(task, seed, deploy.TEST_STREAM, test_samples)
+    test = deploy.draw(held_out(task, "test"), seed, deploy.TEST_STREAM, test_samples)
     learn_stream = deploy.LEARN_STREAM if learn_stream is None else int(learn_stream)
     if learn_stream in (1, 2, deploy.TEST_STREAM):
         raise FixedPointError(f"learn_stream: {learn_stream} is the training, validation or test stream")
-    train = deploy.draw(task, seed, learn_stream, samples)
+    train = deploy.draw(held_out(task, "train"), seed, learn_stream, samples)
     every = every or max(1, samples // 8)
     t0 = time.perf_counter()
     fixed = deploy.learn_run(net, train, test, task, every)

@@ -482,10 +482,13 @@ def run_workers(config: TuneConfig, study_name: str, startup: int, log: Callable
     deadline = None if config.timeout is None else time.time() + config.timeout
     procs = [ctx.Process(target=_worker_main, args=(config, study_name, startup, i, remaining, ready, deadline),
                          name=f"tune-worker-{i}") for i in range(config.workers)]
+    threads = worker_threads(config.workers)
     try:
-        for p in procs:
-            p.start()
-        log(f"workers started: pids {', '.join(str(p.pid) for p in procs)}")
+        with _environment(threads):  # the children read it when they import numba and numpy
+            for p in procs:
+                p.start()
+        log(f"workers started: pids {', '.join(str(p.pid) for p in procs)}"
+            + (f", {threads} thread{'s' if threads != 1 else ''} each" if threads else ""))
         for p in procs:
             p.join()
     finally:
@@ -501,6 +504,38 @@ def run_workers(config: TuneConfig, study_name: str, startup: int, log: Callable
 
 
 WORKER_START_TIMEOUT_S = 600
+THREAD_VARIABLES = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def worker_threads(workers: int) -> int | None:
+    """Threads per worker: the machine's cores shared out (at least 1), or
+    None when the user has set any of THREAD_VARIABLES (theirs is kept).
+
+    Why: each worker's compiled loops otherwise start one thread per core,
+    W workers start W x cores threads, and numba's parallel loops then
+    wait on each other's descheduled threads. Measured here (2 cores, other
+    jobs running; docs/studies.md): a trial took 5-7x longer with 2 threads
+    than with 1."""
+    if any(v in os.environ for v in THREAD_VARIABLES):
+        return None
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
+class _environment:
+    """Set THREAD_VARIABLES to ``threads`` (None: leave them) while inside."""
+
+    def __init__(self, threads: int | None):
+        self.threads = threads
+
+    def __enter__(self):
+        if self.threads is not None:
+            for v in THREAD_VARIABLES:
+                os.environ[v] = str(self.threads)
+
+    def __exit__(self, *exc):
+        if self.threads is not None:
+            for v in THREAD_VARIABLES:
+                os.environ.pop(v, None)  # none was set before (worker_threads checked)
 
 
 def _claim_trial(study, remaining):

@@ -83,7 +83,7 @@ class ArrayTask:
 
     def __post_init__(self) -> None:
         if not self.data:
-            raise UserError("task arrays: needs --task-option data=FILE.npz (arrays x, target[, mask, labels])")
+            raise UserError("task arrays: needs --data FILE.npz (or --task-option data=FILE.npz; arrays x, target[, mask, labels])")
         if self.order not in ("random", "sequential"):
             raise UserError(f"task arrays: order={self.order!r}; choose random or sequential")
         source = self.valid if (self.split != "train" and self.valid) else self.data
