@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -188,16 +189,21 @@ def cmd_train(args: argparse.Namespace) -> int:
         "iterations": result.iterations, "solved_at": result.solved_at,
         f"validation_{task.metric_name}": result.final_validation[task.metric_name],
         "validation_rate_hz": result.final_validation["rate_hz"],
-        "seconds_per_iteration": result.seconds_per_iteration,
+        # NaN when a resumed run had nothing left to train; JSON has no NaN
+        "seconds_per_iteration": None if math.isnan(result.seconds_per_iteration) else result.seconds_per_iteration,
         "wall_seconds": time.perf_counter() - t0,
     }
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
-        print(f"{config.task}: {config.algo}/{spec.learning.variant} {result.iterations} iterations, "
+        # the e-prop variant (how the learning signal reaches the neurons) does not apply to BPTT
+        method = (f"bptt ({config.bptt_graph} graph)" if config.algo == "bptt"
+                  else f"{config.algo}/{spec.learning.variant}")
+        print(f"{config.task}: {method} {result.iterations} iterations, "
               f"validation {task.metric_name} {summary[f'validation_{task.metric_name}']:.4f}"
               + (f", solved at iteration {result.solved_at}" if result.solved_at else "")
-              + f" ({result.seconds_per_iteration:.3f} s/iteration) -> {result.run_dir}")
+              + (" (resumed a finished run: nothing left to train)" if summary["seconds_per_iteration"] is None
+                 else f" ({result.seconds_per_iteration:.3f} s/iteration)") + f" -> {result.run_dir}")
     return 0
 
 
