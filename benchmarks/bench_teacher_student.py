@@ -70,6 +70,11 @@ for _algorithm in ("bptt_full", "eprop_symmetric", "eprop_random"):
         CASES[f"tiny300_{_algorithm}_start{_start}"] = (
             TINY, 300, _algorithm, 1e-2,
             {"batch_size": 4, "eval_batch": 16, "eval_every": 50, "start_noise": 0.3, "start_seed": _start})
+        # The same with the step halved every 50 steps: is the late drift the noise of a constant step?
+        CASES[f"tiny300decay_{_algorithm}_start{_start}"] = (
+            TINY, 300, _algorithm, 1e-2,
+            {"batch_size": 4, "eval_batch": 16, "eval_every": 50, "start_noise": 0.3, "start_seed": _start,
+             "lr_decay": 0.5, "lr_decay_every": 50})
         CASES[f"hidden4_{_algorithm}_start{_start}"] = (
             dict(TINY, n_neurons=4), 60, _algorithm, 1e-2,
             {"batch_size": 4, "eval_batch": 16, "eval_every": 20, "start_noise": 0.3, "start_seed": _start})
@@ -77,7 +82,7 @@ for _algorithm in ("bptt_full", "eprop_symmetric", "eprop_random"):
 
 def run_case(name: str, options: dict, iterations: int, variant: str, lr: float, batch_size: int = 16,
              eval_batch: int = 32, eval_every: int = 25, start_seed: int = 0, start_noise: float | None = None,
-             log=print) -> dict:
+             lr_decay: float = 1.0, lr_decay_every: int = 100, log=print) -> dict:
     """``variant``: an e-prop feedback (random, symmetric) or an algorithm name (eprop_random,
     eprop_symmetric, bptt_full, bptt_eprop_graph). ``start_noise`` None: start at ``init_params``;
     a number: at the teacher plus that much noise (``student_near_teacher``)."""
@@ -96,7 +101,8 @@ def run_case(name: str, options: dict, iterations: int, variant: str, lr: float,
     task = TeacherStudent(**options)
     spec = task.default_spec().replace(learning=LearningSpec(variant=algorithm.split("_", 1)[1]
                                                              if algorithm.startswith("eprop") else "symmetric"),
-                                       optimizer=OptimizerSpec(kind="adam", lr=lr))
+                                       optimizer=OptimizerSpec(kind="adam", lr=lr, lr_decay=lr_decay,
+                                                               lr_decay_every=lr_decay_every))
     ops = make_ops("numpy", dtype="float64")
     if start_noise is None:
         params = init_params(spec, np.random.default_rng(start_seed))
@@ -131,7 +137,7 @@ def run_case(name: str, options: dict, iterations: int, variant: str, lr: float,
     end = {"raw": task.parameter_distance(params)["all.rel_distance"],
            "resolved": task.permutation_resolved_distance(params)["all.rel_distance"]}
     return {"options": options, "iterations": iterations, "algorithm": algorithm, "start_noise": start_noise,
-            "lr": lr,
+            "lr": lr, "lr_decay": lr_decay, "lr_decay_every": lr_decay_every,
             "batch_size": batch_size, "eval_batch": eval_batch, "start_seed": start_seed,
             "teacher_rate_hz": task.teacher_rate_measured_hz, "held_out_target_variance": target_var,
             "mse_start": curve[0]["mse"], "mse_end": curve[-1]["mse"],
@@ -157,10 +163,15 @@ def distance_figure(results: dict, prefix: str):
         color = colors.setdefault(r["algorithm"], f"C{len(colors)}")
         ax.plot([c["iteration"] for c in r["curve"]], [c["distance_resolved"] for c in r["curve"]],
                 color=color, marker=".", lw=1.0, label=r["algorithm"] if first else None)
-    hidden = next((r["options"].get("n_neurons", 50) for k, r in results["cases"].items() if k.startswith(prefix)), "?")
+    first = next(r for k, r in results["cases"].items() if k.startswith(prefix))
+    hidden = first["options"].get("n_neurons", 50)
+    schedule = f"Adam lr {first['lr']:g}"
+    if first.get("lr_decay", 1.0) != 1.0:
+        schedule += f" x {first['lr_decay']:g} every {first['lr_decay_every']} steps"
     ax.set_xlabel("iteration (Adam step, batch of 4)")
     ax.set_ylabel("relative distance ||S_P - T|| / ||T||\n(hidden permutation P resolved)")
-    ax.set_title(f"Teacher {hidden} hidden + 1 output: students at teacher + 30% noise")
+    ax.set_title(f"Teacher {hidden} hidden + 1 output, students at teacher + 30% noise\n{schedule}, 3 starts each",
+                 fontsize=10)
     ax.legend(title="learning rule")
     fig.tight_layout()
     return fig

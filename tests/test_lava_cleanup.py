@@ -118,7 +118,7 @@ def test_killed_lava_run_leaves_no_process_or_segment(tmp_path, how):
         def lava_running():
             members = group_members(p.pid)
             segments.update(mapped_shm(members))
-            return "in Lava" in err_path.read_text() and len(members) >= 8 and segments
+            return "Lava" in err_path.read_text() and len(members) >= 8 and segments
         assert wait_until(lava_running, 240, 0.2), f"Lava phase never started: {err_path.read_text()[-2000:]}"
         time.sleep(1.0)  # the runtime is stepping now
         segments.update(mapped_shm(group_members(p.pid)))
