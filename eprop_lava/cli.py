@@ -86,6 +86,19 @@ def _deep_merge(base: dict, update: dict) -> dict:
     return out
 
 
+def read_config_file(path: Path) -> dict:
+    """The tables of a TOML (``.toml``) or JSON config file; a missing or
+    unreadable file is a :class:`UserError` naming it."""
+    from eprop_lava.spec import tomllib
+
+    if not path.is_file():
+        raise UserError(f"config file not found: {path}")
+    try:
+        return tomllib.loads(path.read_text()) if path.suffix == ".toml" else json.loads(path.read_text())
+    except Exception as exc:
+        raise UserError(f"config file {path} is malformed: {exc}") from None
+
+
 def resolve_run(task_name: str, config_file: str | None, overrides: Sequence[str],
                 extra_train: dict | None = None, extra_spec: dict | None = None):
     """(task, spec, train config): the task's default network, then the config
@@ -102,14 +115,7 @@ def resolve_run(task_name: str, config_file: str | None, overrides: Sequence[str
     train_tree: dict = {"task": task_name}
     if config_file:
         path = Path(config_file)
-        if not path.is_file():
-            raise UserError(f"config file not found: {path}")
-        from eprop_lava.spec import tomllib
-
-        try:
-            data = tomllib.loads(path.read_text()) if path.suffix == ".toml" else json.loads(path.read_text())
-        except Exception as exc:
-            raise UserError(f"config file {path} is malformed: {exc}") from None
+        data = read_config_file(path)
         check_sections(path, data, {"train": dict, "spec": dict})
         unknown = sorted(set(data) - {"train", "spec"})
         if unknown:
