@@ -59,3 +59,34 @@ def test_the_match_needs_the_same_step_reset():
     other = nr.ReferenceNetwork(net.spec.replace(conventions={"preset": "nest-eprop", "reset_timing": "next_step"}),
                                 net.params, net.batches)
     assert np.max(_relative(nr.eventbased_losses(other), nr.NEST_EVENTBASED_FROZEN["eprop_iaf"])) > 1e-2
+
+
+def test_same_step_reset_by_hand():
+    # one LIF neuron, constant input 0.3, v_th 1, alpha = exp(-1/10):
+    # same step: v^{t+1} = alpha (v^t - z^t) + 0.3; next step: v^{t+1} = alpha v^t + 0.3 - z^t
+    from eprop_lava.engine.backend import make_ops
+    from eprop_lava.engine.network import simulate
+    from eprop_lava.spec import LayerSpec, NetworkSpec, NeuronParams, ReadoutSpec, SpecError
+
+    def by_hand(same_step):
+        alpha, v, z, out = np.exp(-0.1), 0.0, 0.0, []
+        for _ in range(12):
+            v = alpha * (v - z) + 0.3 if same_step else alpha * v + 0.3 - z
+            z = float(v >= 1.0)
+            out.append(z)
+        return out
+
+    spec = NetworkSpec(n_inputs=1, layers=(LayerSpec(size=1, neuron="lif", params=NeuronParams(
+        tau_m=10.0, v_th=1.0, n_ref=0)),), readout=ReadoutSpec(n_outputs=1), conventions="nest-eprop")
+    p = {"layers.0.w_in": np.ones((1, 1)), "layers.0.w_rec": np.zeros((1, 1)), "readout.w": np.ones((1, 1)),
+         "readout.b": np.zeros(1), "feedback.b": np.ones((1, 1))}
+    for fused in (False, True):
+        ops = make_ops("numpy", dtype="float64", fused=fused)
+        for same_step in (True, False):
+            run = spec.replace(conventions={"preset": "nest-eprop",
+                                            "reset_timing": "same_step" if same_step else "next_step"})
+            z = np.asarray(simulate(run, p, np.full((12, 1, 1), 0.3), ops).z[0])[:, 0, 0]
+            assert z.tolist() == by_hand(same_step)
+    assert by_hand(True) != by_hand(False)
+    with pytest.raises(SpecError, match="reset_timing"):
+        spec.replace(reset="zero")
