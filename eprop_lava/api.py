@@ -9,7 +9,6 @@ scored, compiled and run on the task it was trained on.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence
@@ -59,14 +58,9 @@ def configure(config: Any = "evidence", overrides: Sequence[str] = (), spec: Any
 
 
 def _task_in_file(path: Path) -> str:
-    from eprop_lava.spec import tomllib
+    from eprop_lava.cli import read_config_file
 
-    if not path.is_file():
-        raise UserError(f"config file not found: {path}")
-    try:
-        data = tomllib.loads(path.read_text()) if path.suffix == ".toml" else json.loads(path.read_text())
-    except Exception as exc:
-        raise UserError(f"config file {path} is malformed: {exc}") from None
+    data = read_config_file(path)
     task = (data.get("train") or {}).get("task")
     if not task:
         raise UserError(f"config file {path}: [train] has no task = \"...\" (or pass the task name)")

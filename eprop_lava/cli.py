@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -85,6 +86,19 @@ def _deep_merge(base: dict, update: dict) -> dict:
     return out
 
 
+def read_config_file(path: Path) -> dict:
+    """The tables of a TOML (``.toml``) or JSON config file; a missing or
+    unreadable file is a :class:`UserError` naming it."""
+    from eprop_lava.spec import tomllib
+
+    if not path.is_file():
+        raise UserError(f"config file not found: {path}")
+    try:
+        return tomllib.loads(path.read_text()) if path.suffix == ".toml" else json.loads(path.read_text())
+    except Exception as exc:
+        raise UserError(f"config file {path} is malformed: {exc}") from None
+
+
 def resolve_run(task_name: str, config_file: str | None, overrides: Sequence[str],
                 extra_train: dict | None = None, extra_spec: dict | None = None):
     """(task, spec, train config): the task's default network, then the config
@@ -101,14 +115,7 @@ def resolve_run(task_name: str, config_file: str | None, overrides: Sequence[str
     train_tree: dict = {"task": task_name}
     if config_file:
         path = Path(config_file)
-        if not path.is_file():
-            raise UserError(f"config file not found: {path}")
-        from eprop_lava.spec import tomllib
-
-        try:
-            data = tomllib.loads(path.read_text()) if path.suffix == ".toml" else json.loads(path.read_text())
-        except Exception as exc:
-            raise UserError(f"config file {path} is malformed: {exc}") from None
+        data = read_config_file(path)
         check_sections(path, data, {"train": dict, "spec": dict})
         unknown = sorted(set(data) - {"train", "spec"})
         if unknown:
@@ -188,16 +195,21 @@ def cmd_train(args: argparse.Namespace) -> int:
         "iterations": result.iterations, "solved_at": result.solved_at,
         f"validation_{task.metric_name}": result.final_validation[task.metric_name],
         "validation_rate_hz": result.final_validation["rate_hz"],
-        "seconds_per_iteration": result.seconds_per_iteration,
+        # NaN when a resumed run had nothing left to train; JSON has no NaN
+        "seconds_per_iteration": None if math.isnan(result.seconds_per_iteration) else result.seconds_per_iteration,
         "wall_seconds": time.perf_counter() - t0,
     }
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
-        print(f"{config.task}: {config.algo}/{spec.learning.variant} {result.iterations} iterations, "
+        # the e-prop variant (how the learning signal reaches the neurons) does not apply to BPTT
+        method = (f"bptt ({config.bptt_graph} graph)" if config.algo == "bptt"
+                  else f"{config.algo}/{spec.learning.variant}")
+        print(f"{config.task}: {method} {result.iterations} iterations, "
               f"validation {task.metric_name} {summary[f'validation_{task.metric_name}']:.4f}"
               + (f", solved at iteration {result.solved_at}" if result.solved_at else "")
-              + f" ({result.seconds_per_iteration:.3f} s/iteration) -> {result.run_dir}")
+              + (" (resumed a finished run: nothing left to train)" if summary["seconds_per_iteration"] is None
+                 else f" ({result.seconds_per_iteration:.3f} s/iteration)") + f" -> {result.run_dir}")
     return 0
 
 

@@ -173,3 +173,16 @@ def test_adaptive_feedback_follows_readout(tmp_path):
     dB = res.params["feedback.b"] - b0 * (1 - 0.01) ** 3
     dW = res.params["readout.w"] - w0 * (1 - 0.01) ** 3
     np.testing.assert_allclose(dB, dW.T, atol=1e-12)
+
+
+def test_resuming_a_finished_run_prints_valid_json(tmp_path, capsys):
+    """A finished run resumed trains nothing: no seconds per iteration (null,
+    not NaN, which strict JSON readers refuse)."""
+    argv = ["train", "evidence", "--out", str(tmp_path / "r"), "--set", "train.iterations=1",
+            "--set", "spec.layers.0.size=8", "--task-option", "n_cues=1", "--task-option", "delay_ms=10", "--json"]
+    assert main(argv) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert main(argv) == 0
+    again = json.loads(capsys.readouterr().out, parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))
+    assert first["seconds_per_iteration"] > 0 and again["seconds_per_iteration"] is None
+    assert again["iterations"] == 1
