@@ -121,7 +121,12 @@ def train_student(task: Any, algorithm: str, start: dict, batches: list, held_ou
         distance.append(task.parameter_distance(params)["all.rel_distance"])
         if it % config.eval_every == 0 or it == len(batches):
             mse.append((it, _mse(task, spec, params, held_out, ops)))
-    return {"trajectory": np.array(trajectory), "distance": np.array(distance), "mse": mse}
+    # the hidden neurons of a student are interchangeable: the distance that
+    # counts is the one after renumbering them to match the teacher's
+    resolved = [task.permutation_resolved_distance(start)["all.rel_distance"],
+                task.permutation_resolved_distance(params)["all.rel_distance"]]
+    return {"trajectory": np.array(trajectory), "distance": np.array(distance), "mse": mse,
+            "resolved_distance": resolved}
 
 
 def _mse(task: Any, spec, params: dict, batch: Any, ops: Any) -> float:
@@ -140,6 +145,7 @@ def parameter_labels(teacher_params: dict) -> list[str]:
 
 def run_study(config: TeacherStudentStudy, out_dir: str | Path, log: Callable[[str], None] | None = None) -> dict:
     from eprop_lava.tasks.teacher_student import TeacherStudent
+    from eprop_lava.plots import save_figure
     from eprop_lava.training import atomic_write_text
 
     config = config.validated()
@@ -181,13 +187,16 @@ def run_study(config: TeacherStudentStudy, out_dir: str | Path, log: Callable[[s
             m1 = [r["mse"][-1][1] for r in results]
             size_summary["algorithms"][algorithm] = {
                 "distance_start": d0, "distance_end": d1, "mse_start": m0, "mse_end": m1,
+                "resolved_distance_start": [r["resolved_distance"][0] for r in results],
+                "resolved_distance_end": [r["resolved_distance"][1] for r in results],
                 "distance_curve_mean": np.mean([r["distance"] for r in results], axis=0).tolist(),
                 "mse_curve_mean": [[it, float(np.mean([r["mse"][i][1] for r in results]))]
                                    for i, (it, _) in enumerate(results[0]["mse"])],
                 "trajectory_start0": results[0]["trajectory"].tolist(),
             }
         summary["sizes"][str(n)] = size_summary
-        _figures(out, n, size_summary, teacher_vector, config)
+        for name, fig in teacher_student_figures(n, size_summary, teacher_vector, config).items():
+            save_figure(fig, out / name, dpi=110)
     atomic_write_text(out / "results.json", json.dumps(summary, indent=1))
     atomic_write_text(out / "summary.md", summary_markdown(summary))
     return summary
@@ -199,42 +208,50 @@ def summary_markdown(summary: dict) -> str:
         lines += [f"## {n} hidden neurons (teacher rate {s['teacher_rate_hz']:.1f} Hz, "
                   f"{len(s['parameters'])} parameters)", "",
                   "| algorithm | distance to teacher: start -> end (mean of starts) | per start (end) | "
-                  "held-out MSE: start -> end | per start (end) |", "|---|---|---|---|---|"]
+                  "after renumbering hidden neurons: start -> end | "
+                  "held-out MSE: start -> end | per start (end) |", "|---|---|---|---|---|---|"]
         for a, r in s["algorithms"].items():
             lines.append(f"| {a} | {np.mean(r['distance_start']):.3f} -> {np.mean(r['distance_end']):.3f} | "
                          f"{', '.join(f'{v:.3f}' for v in r['distance_end'])} | "
+                         f"{np.mean(r['resolved_distance_start']):.3f} -> {np.mean(r['resolved_distance_end']):.3f} | "
                          f"{np.mean(r['mse_start']):.3f} -> {np.mean(r['mse_end']):.3f} | "
                          f"{', '.join(f'{v:.3f}' for v in r['mse_end'])} |")
         lines.append("")
     return "\n".join(lines) + "\n"
 
 
-def _figures(out: Path, n: int, s: dict, teacher: np.ndarray, config: TeacherStudentStudy) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def teacher_student_figures(n: int, s: dict, teacher: np.ndarray, config: TeacherStudentStudy) -> dict:
+    """The study's figures as matplotlib Figures (no backend is chosen):
+    ``weights_n{N}.png``, each student parameter's trajectory (first start)
+    with the teacher's value as a dashed line of the same colour, one panel
+    per algorithm; ``distance_mse_n{N}.png``, the relative distance to the
+    teacher and the held-out MSE against iterations (means over starts)."""
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
 
     algorithms = list(s["algorithms"])
-    fig, axes = plt.subplots(1, len(algorithms), figsize=(4.2 * len(algorithms), 3.6), sharey=True)
-    axes = np.atleast_1d(axes)
-    colors = plt.cm.tab20(np.linspace(0, 1, max(len(teacher), 2)))
+    labels = s["parameters"]
+    fig = Figure(figsize=(4.2 * len(algorithms) + 2.2, 3.8))
+    axes = np.atleast_1d(fig.subplots(1, len(algorithms), sharey=True))
+    colors = colormaps["tab20"](np.linspace(0, 1, max(len(teacher), 2)))
     for ax, a in zip(axes, algorithms):
         traj = np.array(s["algorithms"][a]["trajectory_start0"])
         steps = np.arange(traj.shape[0])
         for j in range(traj.shape[1]):
             if np.all(traj[:, j] == 0) and teacher[j] == 0:
                 continue  # the recurrent diagonal: no parameter
-            ax.plot(steps, traj[:, j], color=colors[j], lw=1.0)
+            ax.plot(steps, traj[:, j], color=colors[j], lw=1.0, label=labels[j] if ax is axes[0] else None)
             ax.axhline(teacher[j], color=colors[j], ls="--", lw=0.8)
         ax.set_title(a)
         ax.set_xlabel("iteration")
-    axes[0].set_ylabel("weight (dashed: teacher)")
-    fig.suptitle(f"{n} hidden + 1 output, start at teacher + {config.start_noise:g} x RMS noise")
-    fig.tight_layout()
-    fig.savefig(out / f"weights_n{n}.png", dpi=110)
-    plt.close(fig)
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.4))
+    axes[0].set_ylabel("weight value (dashed: teacher's)")
+    handles, names = axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="center right", fontsize=7, title="parameter", title_fontsize=8)
+    fig.suptitle(f"{n} hidden + 1 output: student weights, start at teacher + {config.start_noise:g} x RMS noise")
+    fig.tight_layout(rect=(0, 0, 1 - 2.2 / (4.2 * len(algorithms) + 2.2), 1))
+    out = {f"weights_n{n}.png": fig}
+    fig = Figure(figsize=(9, 3.4))
+    ax1, ax2 = fig.subplots(1, 2)
     for a in algorithms:
         r = s["algorithms"][a]
         ax1.plot(r["distance_curve_mean"], label=a)
@@ -246,9 +263,10 @@ def _figures(out: Path, n: int, s: dict, teacher: np.ndarray, config: TeacherStu
     ax2.set_ylabel("held-out MSE (mean of starts)")
     ax2.set_yscale("log")
     ax1.legend(fontsize=8)
+    ax2.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / f"distance_mse_n{n}.png", dpi=110)
-    plt.close(fig)
+    out[f"distance_mse_n{n}.png"] = fig
+    return out
 
 
 def config_from_args(args: Any) -> TeacherStudentStudy:
