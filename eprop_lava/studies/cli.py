@@ -88,7 +88,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("study", help="parameter studies (quantization)")
+    p = sub.add_parser("study", help="parameter studies (quantization, teacher-student)")
     studies = p.add_subparsers(dest="study", required=True)
     q = studies.add_parser("quantization", help="accuracy vs fixed-point precision, inference and on-chip learning")
     q.add_argument("--config", help="TOML or JSON study file (default: the built-in small study)")
