@@ -484,16 +484,23 @@ def learning_rate(value: float, profile: FixedPointProfile) -> LearningRate:
 
 
 def apply_update(weights: np.ndarray, accumulator: np.ndarray, lr: LearningRate, profile: FixedPointProfile,
-                 rng: np.random.Generator | None) -> np.ndarray:
+                 rng: np.random.Generator | None, counts: dict | None = None) -> np.ndarray:
     """w <- clip(w + round(-m * acc * 2^e)) with the profile's update rounding:
-    the e-prop descent step of one update interval (seed 002 Eq. 2.37)."""
+    the e-prop descent step of one update interval (seed 002 Eq. 2.37).
+    counts: a dict whose "clipped" (weights the clip changed) and "of"
+    (weights updated) are incremented."""
     prod = -lr.mantissa * np.asarray(accumulator, dtype=np.int64)
     if lr.exponent >= 0:
         delta = np.left_shift(prod, lr.exponent)
     else:
         delta = shift_round(prod, -lr.exponent, profile.update_rounding, rng)
     lo, hi = profile.weight_range
-    return np.clip(weights + delta, lo, hi)
+    raw = weights + delta
+    out = np.clip(raw, lo, hi)
+    if counts is not None:
+        counts["clipped"] = counts.get("clipped", 0) + int(np.count_nonzero(raw != out))
+        counts["of"] = counts.get("of", 0) + int(out.size)
+    return out
 
 
 def update_rng(seed: int, *key: int) -> np.random.Generator:

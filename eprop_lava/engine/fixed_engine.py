@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any, Sequence
 
 import numpy as np
@@ -466,9 +467,11 @@ def readout_synapse_step(syn: dict, pre: np.ndarray, err: np.ndarray, d_kappa: i
 
 
 def apply_interval_update(w: np.ndarray, syn: dict, lr: LearningRate, profile: FixedPointProfile,
-                          rng: np.random.Generator, zero_diagonal: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """End of an update interval: (new weights, actual change); resets acc."""
-    new = apply_update(w, syn["acc"], lr, profile, rng)
+                          rng: np.random.Generator, zero_diagonal: bool = False,
+                          counts: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """End of an update interval: (new weights, actual change); resets acc.
+    counts: weight clipping, as :func:`~eprop_lava.fixed.apply_update`."""
+    new = apply_update(w, syn["acc"], lr, profile, rng, counts)
     if zero_diagonal:
         np.fill_diagonal(new, 0)
     syn["acc"] = np.zeros_like(syn["acc"])
@@ -506,6 +509,53 @@ class FixedRun:
     err: np.ndarray | None = None
     signal: np.ndarray | None = None
     states: list = field(default_factory=list)  # per layer: dict of (T, B, N) (record_state=True)
+    #: limits that acted during the run (:func:`new_counters`)
+    counters: dict = field(default_factory=dict)
+
+
+#: neuron quantities counted per layer: (counter name, index in a layer's counts)
+NEURON_COUNTERS = ("v_saturated", "u_wrapped", "a_in_wrapped")
+
+
+def new_counters(net: "FixedNetwork", T: int, B: int, learn: bool) -> dict:
+    """Zeroed counters of one run: per layer ``{"of": T B N neuron steps,
+    "v_saturated", "u_wrapped" (24-bit one-sided wrap of u), "a_in_wrapped"
+    (an int32 wrap on the way into u: the sum of the Dense inputs, a_in << 6
+    or decay(u) + a_in << 6)}``; learning adds per matrix ``{"clipped": weights
+    the update clipped, "of": weights updated}`` (``w_in``, ``w_rec`` per
+    layer, ``w`` under "readout") and under "learning" the output error and
+    learning signal counts of :func:`output_error` / :func:`learning_signal`.
+    Izhikevich layers count v's and a_in's limits (their u saturates, it has
+    no wrap)."""
+    out: dict = {}
+    for r, L in enumerate(net.layers):
+        out[f"layers.{r}"] = {"of": T * B * int(L.neuron.size), **{k: 0 for k in NEURON_COUNTERS}}
+    if learn:
+        out["readout"] = {}
+        out["learning"] = {}
+    return out
+
+
+def _add_neuron_counts(counters: dict, r: int, counts: Any) -> None:
+    layer = counters[f"layers.{r}"]
+    for k, c in zip(NEURON_COUNTERS, counts):
+        layer[k] += int(c)
+
+
+def _step_counts(a_sum: np.ndarray, a_in: np.ndarray, flags: np.ndarray) -> tuple[int, int, int]:
+    """One step's neuron counts from the kernel's flags and the a_in sum before / after its int32 wrap."""
+    flags = np.asarray(flags)
+    return (int(np.count_nonzero(flags & fx.FLAG_V_SATURATED)), int(np.count_nonzero(flags & fx.FLAG_U_WRAPPED)),
+            int(np.count_nonzero((a_sum != a_in) | ((flags & fx.FLAG_INT32_WRAPPED) != 0))))
+
+
+def _finish_counters(counters: dict, learn_stats: dict | None, stats: dict | None) -> dict:
+    if learn_stats is not None:
+        counters["learning"] = dict(learn_stats)
+        if stats is not None:
+            for k, v in learn_stats.items():
+                stats[k] = stats.get(k, 0) + v
+    return counters
 
 
 def _one_blas_thread():
@@ -664,6 +714,9 @@ def _simulate_compiled(net: "FixedNetwork", x: np.ndarray, target, mask, learn: 
     psi_seq = [np.empty((T, B, L.neuron.size), np.int32) for L in net.layers]
     y_seq = np.empty((T, B, K), np.int64)
     err_seq = np.empty((T, B, K), np.int64) if need_error else None
+    counters = new_counters(net, T, B, learn)
+    learn_stats = {} if learn else None
+    update = on_update or partial(_update_all, counts=counters)
     for t0, t1 in zip(edges[:-1], edges[1:]):
         src, last_src = src_x[t0:t1], last_x
         blocks = []
@@ -675,6 +728,7 @@ def _simulate_compiled(net: "FixedNetwork", x: np.ndarray, target, mask, learn: 
             if t1 - t0 > 1:
                 ext[1:] = dense_output(L.w_in, src[:-1], L.weight_exp, parallel=True)
             out = fused.run_fixed_layer(L.neuron, ext, L.w_rec, L.rec_exp, states[r], sent_rec[r], learn)
+            _add_neuron_counts(counters, r, out["counts"])
             z_seq[r][t0:t1] = out["z"]
             psi_seq[r][t0:t1] = out["psi"]
             blocks.append((src, last_src, out))
@@ -690,7 +744,7 @@ def _simulate_compiled(net: "FixedNetwork", x: np.ndarray, target, mask, learn: 
         y_seq[t0:t1] = fused.run_fixed_readout(a_out, y, ro.d_kappa, ro.bias)
         if need_error:
             err_seq[t0:t1] = output_error(y_seq[t0:t1], target[t0:t1], mask[t0:t1], spec.loss, ro.y_scale, prof,
-                                          net.error_exp, stats if learn else None)
+                                          net.error_exp, learn_stats)
         # what is sent at the block's last step, with the weights before any update
         sent_out = np.zeros((B, K), np.int64)
         for r, L in enumerate(net.layers):
@@ -701,7 +755,7 @@ def _simulate_compiled(net: "FixedNetwork", x: np.ndarray, target, mask, learn: 
             sent_out = sent_out + dense_output(ro.w[:, slices[r]], z_last, ro.weight_exp)
         sent_out = wrap_int32(sent_out)
         if learn:
-            signal = learning_signal(err_seq[t0:t1], net.feedback, net.signal_shift, prof, stats)
+            signal = learning_signal(err_seq[t0:t1], net.feedback, net.signal_shift, prof, learn_stats)
             for r, L in enumerate(net.layers):
                 src, last_src, out = blocks[r]
                 rec = _block_records(L.neuron, out, last_rec[r], B)
@@ -714,11 +768,12 @@ def _simulate_compiled(net: "FixedNetwork", x: np.ndarray, target, mask, learn: 
                                                     sig, ro.d_kappa, prof)
                 fused.run_fixed_readout_synapses(syn_out[r], _delayed_block(out["z"], last_z[r]), err_seq[t0:t1],
                                                  ro.d_kappa, prof)
-            (on_update or _update_all)(net, syn_in, syn_rec, syn_out, rngs, slices)
+            update(net, syn_in, syn_rec, syn_out, rngs, slices)
         last_x = src_x[t1 - 1]
         for r in range(len(net.layers)):
             last_z[r] = z_seq[r][t1 - 1]
-    return FixedRun(z=z_seq, y=y_seq, psi=psi_seq, err=err_seq)
+    return FixedRun(z=z_seq, y=y_seq, psi=psi_seq, err=err_seq,
+                    counters=_finish_counters(counters, learn_stats, stats))
 
 
 def _delayed_block(seq: np.ndarray, before: np.ndarray) -> np.ndarray:
@@ -771,6 +826,9 @@ def _concat_runs(runs: list) -> "FixedRun":
     out = FixedRun(z=[cat([r.z[i] for r in runs]) for i in range(len(first.z))], y=cat([r.y for r in runs]),
                    psi=[cat([r.psi[i] for r in runs]) for i in range(len(first.psi))],
                    err=cat([r.err for r in runs]), signal=cat([r.signal for r in runs]))
+    # inference chunks: every counter is per layer and sums over the samples
+    out.counters = {layer: {k: sum(r.counters[layer][k] for r in runs) for k in c}
+                    for layer, c in first.counters.items()}
     out.states = [{k: cat([r.states[i][k] for r in runs]) for k in first.states[i]} for i in range(len(first.states))]
     return out
 
@@ -806,11 +864,16 @@ def _simulate(net: FixedNetwork, x: np.ndarray, target: np.ndarray | None, mask:
     y_seq = np.zeros((T, B, K), dtype=np.int64)
     err_seq = np.zeros((T, B, K), dtype=np.int64) if need_error else None
     st_seq = [{k: [] for k in s} for s in states] if record_state else []
+    counters = new_counters(net, T, B, learn)
+    learn_stats = {} if learn else None
+    update = on_update or partial(_update_all, counts=counters)
     for t in range(T):
         zs, posts = [], []
         for r, L in enumerate(net.layers):
-            a_in = wrap_int32(buf_in[r] + buf_rec[r])
+            a_sum = buf_in[r] + buf_rec[r]
+            a_in = wrap_int32(a_sum)
             z, post, states[r] = fx.step(a_in, states[r], L.neuron)
+            _add_neuron_counts(counters, r, _step_counts(a_sum, a_in, post["flags"]))
             zs.append(z)
             posts.append(post)
             z_seq[r][t] = z
@@ -825,8 +888,7 @@ def _simulate(net: FixedNetwork, x: np.ndarray, target: np.ndarray | None, mask:
         y = readout_step(y, wrap_int32(a_out), ro)
         y_seq[t] = y
         if need_error:
-            err = output_error(y, target[t], mask[t], spec.loss, ro.y_scale, prof, net.error_exp,
-                               stats if learn else None)
+            err = output_error(y, target[t], mask[t], spec.loss, ro.y_scale, prof, net.error_exp, learn_stats)
             err_seq[t] = err
         # Dense buffers for t+1 (weights before this step's update)
         for r, L in enumerate(net.layers):
@@ -838,7 +900,7 @@ def _simulate(net: FixedNetwork, x: np.ndarray, target: np.ndarray | None, mask:
                 buf_rec[r] = dense_output(L.w_rec, zs[r], L.rec_exp)
             buf_out[r] = dense_output(ro.w[:, slices[r]], zs[r], ro.weight_exp)
         if learn:
-            signal = learning_signal(err, net.feedback, net.signal_shift, prof, stats)
+            signal = learning_signal(err, net.feedback, net.signal_shift, prof, learn_stats)
             for r, L in enumerate(net.layers):
                 p = L.neuron
                 sig = signal[:, slices[r]]
@@ -849,23 +911,32 @@ def _simulate(net: FixedNetwork, x: np.ndarray, target: np.ndarray | None, mask:
                     syn_rec[r] = synapses.step(syn_rec[r], p, rec, posts[r], z_prev[r], sig, ro.d_kappa, prof)
                 syn_out[r] = readout_synapse_step(syn_out[r], z_prev[r], err, ro.d_kappa, prof)
             if is_update_step(t + 1, T, prof.update_interval):
-                (on_update or _update_all)(net, syn_in, syn_rec, syn_out, rngs, slices)
+                update(net, syn_in, syn_rec, syn_out, rngs, slices)
         if learn:
             x_prev = x[t].astype(np.int64)
         z_prev = zs
-    run = FixedRun(z=z_seq, y=y_seq, psi=psi_seq, err=err_seq)
+    run = FixedRun(z=z_seq, y=y_seq, psi=psi_seq, err=err_seq,
+                   counters=_finish_counters(counters, learn_stats, stats))
     if record_state:
         run.states = [{k: np.stack(v) for k, v in s.items()} for s in st_seq]
     return run
 
 
-def _update_all(net: FixedNetwork, syn_in, syn_rec, syn_out, rngs, slices) -> None:
+def _update_all(net: FixedNetwork, syn_in, syn_rec, syn_out, rngs, slices, counts: dict | None = None) -> None:
+    """The weight update of every learning matrix; counts (from
+    :func:`new_counters`): weight clipping per layer and readout."""
     prof, ro = net.profile, net.readout
+
+    def of(key: str, matrix: str) -> dict | None:
+        return None if counts is None else counts[key].setdefault(matrix, {})
+
     for r, L in enumerate(net.layers):
-        L.w_in, _ = apply_interval_update(L.w_in, syn_in[r], L.lr, prof, rngs[(r, 0)])
+        L.w_in, _ = apply_interval_update(L.w_in, syn_in[r], L.lr, prof, rngs[(r, 0)], counts=of(f"layers.{r}", "w_in"))
         if syn_rec[r] is not None:
-            L.w_rec, _ = apply_interval_update(L.w_rec, syn_rec[r], L.rec_lr, prof, rngs[(r, 1)], zero_diagonal=True)
-        w_new, delta = apply_interval_update(ro.w[:, slices[r]], syn_out[r], ro.lr, prof, rngs[(READOUT_KEY, r)])
+            L.w_rec, _ = apply_interval_update(L.w_rec, syn_rec[r], L.rec_lr, prof, rngs[(r, 1)], zero_diagonal=True,
+                                               counts=of(f"layers.{r}", "w_rec"))
+        w_new, delta = apply_interval_update(ro.w[:, slices[r]], syn_out[r], ro.lr, prof, rngs[(READOUT_KEY, r)],
+                                             counts=of("readout", "w"))
         ro.w[:, slices[r]] = w_new
         if net.spec.learning.variant != "random":
             # symmetric: B stays W_out^T; adaptive (Kolen-Pollack): B receives W_out's update

@@ -405,6 +405,8 @@ def _fixed_loop(fn, constants: dict | None = None):
             value = getattr(mod, name, None)
             if getattr(value, fixed_arith.KERNEL_ATTR, False):
                 glb[name] = compiled(value)
+            elif name.startswith("FLAG_") and value is not None:  # the kernels' flag bits
+                glb[name] = value
     name = "_".join([fn.__name__, _source_tag()] + [f"{k.lower()}{int(v)}" for k, v in sorted(constants.items())])
     clone = types.FunctionType(fn.__code__, glb, name, fn.__defaults__, fn.__closure__)
     clone.__qualname__ = name
@@ -426,10 +428,12 @@ if numba is not None:
 
     def _fixed_lif_family_layer(ext, w_rec_t, has_rec, weight_exp, rec_first, du_f, dv_f, bias, vth, n_ref,
                                 adaptive, stdp, dth_f, theta_step, psi_mul, psi_shift, psi_max,
-                                u, v, theta, ref, z, z_out, psi_out, end_out):  # pragma: no cover - compiled
+                                u, v, theta, ref, z, z_out, psi_out, end_out, counts):  # pragma: no cover - compiled
         # ext (S, B, N): this layer's input Dense output arriving at each step; rec_first (B, N):
         # the recurrent Dense output arriving at the first step (computed before the
         # previous update); u, v, theta, ref, z (B, N): the state, updated in place.
+        # counts (B, 3): per sample, the neuron steps whose flags had FLAG_V_SATURATED,
+        # FLAG_U_WRAPPED, FLAG_INT32_WRAPPED (or whose a_in sum wrapped), added to.
         S, B, N = ext.shape
         for b in prange(B):
             rec = np.zeros(N, w_rec_t.dtype)
@@ -438,12 +442,18 @@ if numba is not None:
                     _recurrent_events(z[b], w_rec_t, rec)
                 for j in range(N):
                     a = np.int64(ext[t, b, j])
+                    a_wrapped = False
                     if has_rec:
                         r = rec_first[b, j] if t == 0 else k_wrap_int32(k_weight_exp(np.int64(rec[j]), weight_exp))
-                        a = k_wrap_int32(a + r)
-                    zj, psij, uj, vj, thj, refj, endj = k_lif_family(
+                        a_sum = a + r
+                        a = k_wrap_int32(a_sum)
+                        a_wrapped = a != a_sum
+                    zj, psij, uj, vj, thj, refj, endj, flags = k_lif_family(
                         a, u[b, j], v[b, j], theta[b, j], ref[b, j], z[b, j], du_f[j], dv_f[j], bias[j], vth[j],
                         n_ref, adaptive, stdp, dth_f[j], theta_step[j], psi_mul[j], psi_shift, psi_max)
+                    counts[b, 0] += flags & FLAG_V_SATURATED
+                    counts[b, 1] += (flags & FLAG_U_WRAPPED) >> 1
+                    counts[b, 2] += 1 if (a_wrapped or (flags & FLAG_INT32_WRAPPED) != 0) else 0
                     u[b, j] = uj
                     v[b, j] = vj
                     theta[b, j] = thj
@@ -455,7 +465,8 @@ if numba is not None:
                         end_out[t, b, j] = endj
 
     def _fixed_izhikevich_layer(ext, w_rec_t, has_rec, weight_exp, rec_first, v_frac, izh_a, izh_ab, izh_c, izh_d,
-                                v_peak, psi_table, v, u, z, z_out, psi_out, jac_out):  # pragma: no cover - compiled
+                                v_peak, psi_table, v, u, z, z_out, psi_out, jac_out,
+                                counts):  # pragma: no cover - compiled
         S, B, N = ext.shape
         for b in prange(B):
             rec = np.zeros(N, w_rec_t.dtype)
@@ -466,9 +477,12 @@ if numba is not None:
                     a = np.int64(ext[t, b, j])
                     if has_rec:
                         r = rec_first[b, j] if t == 0 else k_wrap_int32(k_weight_exp(np.int64(rec[j]), weight_exp))
-                        a = k_wrap_int32(a + r)
-                    zj, psij, jacj, vj, uj = k_izhikevich(a, v[b, j], u[b, j], z[b, j], v_frac, izh_a[j], izh_ab[j],
-                                                          izh_c[j], izh_d[j], v_peak[j], psi_table)
+                        a_sum = a + r
+                        a = k_wrap_int32(a_sum)
+                        counts[b, 2] += 1 if a != a_sum else 0
+                    zj, psij, jacj, vj, uj, flags = k_izhikevich(a, v[b, j], u[b, j], z[b, j], v_frac, izh_a[j],
+                                                                 izh_ab[j], izh_c[j], izh_d[j], v_peak[j], psi_table)
+                    counts[b, 0] += flags & FLAG_V_SATURATED
                     v[b, j] = vj
                     u[b, j] = uj
                     z[b, j] = zj
@@ -577,8 +591,11 @@ def run_fixed_layer(p: Any, ext: np.ndarray, w_rec: np.ndarray | None, weight_ex
     updated in place; rec_first (B, N): the recurrent Dense output arriving at
     the block's first step (default zero: the start of a sample). Returns the
     records (S, B, N): z (int8), psi (int32), jac (Izhikevich, int64) and,
-    with keep_records, end (STDP-ALIF, int8: what its synapses need). Bit for
-    bit the step engine's (tests/test_fused.py)."""
+    with keep_records, end (STDP-ALIF, int8: what its synapses need), and
+    ``counts`` (3,): the neuron steps in which v saturated, u wrapped at 24
+    bits, and an int32 wrap happened on the way into u (the a_in sum or the
+    kernel's u sum; :data:`~eprop_lava.neurons.fixed.FLAG_V_SATURATED` etc.).
+    Bit for bit the step engine's (tests/test_fused.py)."""
     S, B, N = ext.shape
     if ext.dtype not in (np.int32, np.int64):
         ext = ext.astype(np.int64)
@@ -587,12 +604,14 @@ def run_fixed_layer(p: Any, ext: np.ndarray, w_rec: np.ndarray | None, weight_ex
     rec = _rec_weights(w_rec, N)
     first = np.zeros((B, N), np.int64) if rec_first is None else np.ascontiguousarray(rec_first, np.int64)
     out = dict(z=np.empty((S, B, N), np.int8), psi=np.empty((S, B, N), np.int32))
+    counts = np.zeros((B, 3), np.int64)
     if p.kind == "izhikevich":
         out["jac"] = np.empty((S, B, N), np.int64)
         _fixed("_fixed_izhikevich_layer")(ext, rec, w_rec is not None, int(weight_exp), first, int(p.v_frac),
                                           c["izh_a"], c["izh_ab"], c["izh_c"], c["izh_d"], c["v_peak"],
                                           p.izh_psi_table, state["v"], state["u"], state["z"], out["z"], out["psi"],
-                                          out["jac"])
+                                          out["jac"], counts)
+        out["counts"] = counts.sum(0)
         return out
     keep_end = p.kind == "stdp_alif" and keep_records
     end = np.empty((S, B, N) if keep_end else (1, 1, 1), np.int8)
@@ -602,7 +621,8 @@ def run_fixed_layer(p: Any, ext: np.ndarray, w_rec: np.ndarray | None, weight_ex
                                       c["bias"], c["vth_scaled"], int(p.n_ref), p.kind != "lif",
                                       p.kind == "stdp_alif", c["dth_f"], c["theta_step"], c["psi_mul"],
                                       int(c["psi_shift"]), int(p.psi_max), state["u"], state["v"], theta,
-                                      state["ref"], state["z"], out["z"], out["psi"], end)
+                                      state["ref"], state["z"], out["z"], out["psi"], end, counts)
+    out["counts"] = counts.sum(0)
     if "end" in state:  # the neuron's own end-of-refractory flag: ref == 1
         state["end"][:] = state["ref"] == 1
     if keep_end:

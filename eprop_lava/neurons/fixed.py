@@ -240,6 +240,8 @@ K004 = round(0.04 * (1 << IZH_FRAC))
 K008 = round(0.08 * (1 << IZH_FRAC))
 IZH_LEVEL_LO = IZH_PSI_LO << IZH_PSI_RES
 IZH_LEVEL_HI = 30 << IZH_PSI_RES
+#: bits of a neuron step's ``flags`` (the limits that acted; counted by the engine)
+FLAG_V_SATURATED, FLAG_U_WRAPPED, FLAG_INT32_WRAPPED = 1, 2, 4
 
 
 @kernel
@@ -259,13 +261,24 @@ def k_psi_lif(v, threshold, vth_scaled, psi_mul, psi_shift, psi_max):
 def k_lif_family(a_in, u, v, theta, ref, z_prev, du_f, dv_f, bias, vth_scaled, n_ref, adaptive, stdp,
                  dth_f, theta_step, psi_mul, psi_shift, psi_max):
     """One step of LIF / ALIF / STDP-ALIF (module docstring); du_f = 4095 - du,
-    dv_f = 4096 - dv, dth_f = 4096 - d_theta. Returns (z, psi, u, v, theta, ref, end).
+    dv_f = 4096 - dv, dth_f = 4096 - d_theta. Returns (z, psi, u, v, theta, ref,
+    end, flags).
 
     u = wrap24(wrap32(decay(u) + wrap32(a_in << 6))) (Lava's int32 sum and
     one-sided wrap; du = 4095 leaves u = this step's input), v = clip24(decay(v)
-    + u + bias), theta = clip(decay(theta) + z_prev theta_step, 0, 2^23 - 1)."""
-    u_new = k_wrap_u24(k_wrap_int32(k_decay(u, du_f) + k_wrap_int32(a_in << ACT_SHIFT)))
-    v_new = k_clip(k_decay(v, dv_f) + u_new + bias, -V_MAX, V_MAX)
+    + u + bias), theta = clip(decay(theta) + z_prev theta_step, 0, 2^23 - 1).
+    flags: which of these limits acted (FLAG_* bits, compared with the value
+    before the wrap or clip): v saturated, u wrapped at 24 bits, an int32 wrap
+    inside the u sum."""
+    a_shifted = a_in << ACT_SHIFT
+    a_wrapped = k_wrap_int32(a_shifted)
+    u_sum = k_decay(u, du_f) + a_wrapped
+    u_sum_wrapped = k_wrap_int32(u_sum)
+    u_new = k_wrap_u24(u_sum_wrapped)
+    v_sum = k_decay(v, dv_f) + u_new + bias
+    v_new = k_clip(v_sum, -V_MAX, V_MAX)
+    flags = (select(v_new != v_sum, FLAG_V_SATURATED, 0) + select(u_new != u_sum_wrapped, FLAG_U_WRAPPED, 0)
+             + select((a_wrapped != a_shifted) | (u_sum_wrapped != u_sum), FLAG_INT32_WRAPPED, 0))
     ref_new = ref
     if n_ref > 0:
         ref_new = k_refractory(ref, z_prev, n_ref)
@@ -282,25 +295,26 @@ def k_lif_family(a_in, u, v, theta, ref, z_prev, du_f, dv_f, bias, vth_scaled, n
         psi = select(free, psi, -psi_max if stdp else 0)
     reset = spike | ending if stdp else spike
     return (select(spike, 1, 0), psi, u_new, select(reset, 0, v_new), theta_new, ref_new,
-            select(ending, 1, 0))
+            select(ending, 1, 0), flags)
 
 
 @kernel
 def k_izhikevich(a_in, v, u, z_prev, v_frac, izh_a, izh_ab, izh_c, izh_d, v_peak, psi_table):
     """One Izhikevich step (seed 002 Eqs. 3.25-3.28, 3.34-3.35) in Q v_frac mV.
-    Returns (z, psi, jac, v, u)."""
+    Returns (z, psi, jac, v, u, flags) (flags: FLAG_V_SATURATED when v was clipped)."""
     vt = select(z_prev > 0, izh_c, v)
     ut = u + z_prev * izh_d
     # (vt^2 >> f) first: |vt| < 2^23 and f >= 8, so every product stays below 2^62
     square = k_shift(k_shift(vt * vt, v_frac, ROUND_NEAREST) * K004, IZH_FRAC, ROUND_NEAREST)
-    v_new = k_clip(vt + square + 5 * vt + (140 << v_frac) - ut + (a_in << ACT_SHIFT), -V_MAX, V_MAX)
+    v_sum = vt + square + 5 * vt + (140 << v_frac) - ut + (a_in << ACT_SHIFT)
+    v_new = k_clip(v_sum, -V_MAX, V_MAX)
     u_new = k_clip(ut + k_shift(izh_ab * vt, IZH_FRAC, ROUND_NEAREST) - k_shift(izh_a * ut, IZH_FRAC, ROUND_NEAREST),
                    -V_MAX, V_MAX)
     level = k_clip(v_new >> (v_frac - IZH_PSI_RES), IZH_LEVEL_LO, IZH_LEVEL_HI)
     psi = psi_table[level - IZH_LEVEL_LO]
     # 6 + 0.08 v in Q16 (Eq. 3.34)
     jac = (6 << JAC_FRAC) + k_shift(v_new * K008, v_frac + IZH_FRAC - JAC_FRAC, ROUND_NEAREST)
-    return select(v_new >= v_peak, 1, 0), psi, jac, v_new, u_new
+    return select(v_new >= v_peak, 1, 0), psi, jac, v_new, u_new, select(v_new != v_sum, FLAG_V_SATURATED, 0)
 
 
 @kernel
@@ -389,7 +403,7 @@ def _lif_family_step(a_in: np.ndarray, state: dict, p: FixedNeuronParams):
     adaptive = p.kind in ("alif", "stdp_alif")
     stdp = p.kind == "stdp_alif"
     theta = state["theta"] if adaptive else 0
-    z, psi, u, v, theta, ref, end = k_lif_family(
+    z, psi, u, v, theta, ref, end, flags = k_lif_family(
         _i64(a_in), state["u"], state["v"], theta, state["ref"], state["z"], c["du_f"], c["dv_f"], c["bias"],
         c["vth_scaled"], int(p.n_ref), adaptive, stdp, c["dth_f"], c["theta_step"], c["psi_mul"],
         int(c["psi_shift"]), int(p.psi_max))
@@ -398,7 +412,7 @@ def _lif_family_step(a_in: np.ndarray, state: dict, p: FixedNeuronParams):
         new["theta"] = theta
     if stdp:
         new["end"] = end
-    return z, dict(psi=psi), new
+    return z, dict(psi=psi, flags=flags), new
 
 
 def lif_step(a_in: np.ndarray, state: dict, p: FixedNeuronParams):
@@ -420,9 +434,9 @@ def stdp_alif_step(a_in: np.ndarray, state: dict, p: FixedNeuronParams):
 def izhikevich_step(a_in: np.ndarray, state: dict, p: FixedNeuronParams):
     """Izhikevich (seed 002 Eqs. 3.25-3.28, 3.35) in Q v_frac millivolts (:func:`k_izhikevich`)."""
     c = p.kernel_constants
-    z, psi, jac, v, u = k_izhikevich(_i64(a_in), state["v"], state["u"], state["z"], int(p.v_frac), c["izh_a"],
+    z, psi, jac, v, u, flags = k_izhikevich(_i64(a_in), state["v"], state["u"], state["z"], int(p.v_frac), c["izh_a"],
                                      c["izh_ab"], c["izh_c"], c["izh_d"], c["v_peak"], p.izh_psi_table)
-    return z, dict(psi=psi, jac=jac), dict(v=v, u=u, z=z)
+    return z, dict(psi=psi, jac=jac, flags=flags), dict(v=v, u=u, z=z)
 
 
 STEPS = {"lif": lif_step, "alif": alif_step, "stdp_alif": stdp_alif_step, "izhikevich": izhikevich_step}
