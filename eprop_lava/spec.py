@@ -506,6 +506,14 @@ class NetworkSpec:
                 if layer.neuron not in ("lif", "alif"):
                     raise SpecError(f"conventions.input_scaling: {conv.input_scaling!r} is defined for lif and "
                                     f"alif layers; layers[{i}] is {layer.neuron!r}")
+        if conv.reset_timing == "same_step":
+            if self.reset != "subtract":
+                raise SpecError(f"conventions.reset_timing: 'same_step' is defined for reset = 'subtract'; "
+                                f"reset is {self.reset!r}")
+            for i, layer in enumerate(self.layers):
+                if layer.neuron not in ("lif", "alif"):
+                    raise SpecError(f"conventions.reset_timing: 'same_step' is defined for lif and alif layers; "
+                                    f"layers[{i}] is {layer.neuron!r}")
         if conv.refractory_count == "t_ref_steps":
             for i, layer in enumerate(self.layers):
                 if layer.neuron == "stdp_alif" and layer.params.n_ref < 2:
