@@ -162,6 +162,8 @@ def test_cli_run_without_lava(artifact, capsys):
     assert r["lava"] == {"skipped": "disabled (--no-lava)"}
     assert 0 <= r["fixed_error"] <= 1 and 0 <= r["float_error"] <= 1
     assert "hardware" in r and r["hardware"]["hardware"] is False
+    sat = r["saturation"]["layers.0"]
+    assert sat["of"] % (2 * r["steps_per_sample"]) == 0 and sat["of"] > 0  # both samples, every step
 
 
 def test_cli_export_netx(artifact, tmp_path, capsys):
@@ -193,3 +195,4 @@ def test_run_without_lava_reports_engines_and_why(artifact):
     assert out.returncode == 0, out.stderr[-2000:]
     assert "fixed-point engine error" in out.stdout and "float engine error" in out.stdout
     assert "Lava run skipped: Lava is not importable" in out.stdout
+    assert "layers.0 (2 test samples): " in out.stdout and "v saturated" in out.stdout

@@ -175,9 +175,11 @@ def test_run_learn_json_keys(tmp_path, capsys):
     assert [c["samples"] for c in L["curve"]] == [0, 1, 2, 3]
     assert L["curve"][0]["error"] == L["error_before"] and L["curve"][-1]["error"] == L["error_after"]
     assert fig.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    vs = r["v_saturation"]
-    assert len(vs) == 1 and vs[0]["samples"] == 4 and vs[0]["values"] == 4 * 2250 * 16
-    assert 0 <= vs[0]["saturated"] <= vs[0]["values"]
+    sat = r["saturation"]["layers.0"]
+    assert sat["of"] == 4 * 2250 * 16  # every test sample, every step, every neuron
+    assert 0 <= sat["v_saturated"] <= sat["of"]
+    clip = L["saturation"]["readout"]["w"]
+    assert clip["of"] > 0 and 0 <= clip["clipped"] <= clip["of"]
     # bad input: one line, exit 2
     assert main(["run", str(tmp_path / "art"), "--learn", "--learn-samples", "0"]) == 2
     assert "--learn-samples" in capsys.readouterr().err

@@ -236,6 +236,12 @@ def test_real_tiny_study_end_to_end(tmp_path):
     recs = list(ResultStore(tmp_path).records())
     assert {x["kind"] for x in recs} == {"float", "ptq", "onchip", "float_eprop"}
     assert all(0.0 <= x["metric"] <= 1.0 for x in recs)
+    for x in recs:  # the engine's counters of every fixed-point point, over all test steps
+        if x["kind"] in ("ptq", "onchip"):
+            layer = x["saturation"]["inference"]["layers.0"]
+            assert layer["of"] > 0 and x["v_saturated"] <= layer["of"]
+        if x["kind"] == "onchip":
+            assert x["saturation"]["learning"]["readout"]["w"]["of"] > 0 and x["weights_clipped"] >= 0
     assert (tmp_path / "float" / "seed0" / "checkpoint.npz").is_file()
     again = run_study(cfg, tmp_path, progress=False)
     assert again["computed"] == 0

@@ -235,6 +235,8 @@ def learn_run(net: fe.FixedNetwork, train: TestSet, test: TestSet | None = None,
     Returns net (the learned copy), changed_weights (per matrix), signal
     (counts of error and learning-signal values, underflows to 0 and
     saturations, :func:`eprop_lava.engine.fixed_engine.learning_signal`),
+    counters (:func:`eprop_lava.engine.fixed_engine.new_counters` summed over
+    the learning runs: neuron limits and weight clipping),
     feedback_before_last_update (B just before the last weight update: what
     Lava's LearningSignal holds at the end, as it receives W_out's change one
     step later), and with a test set error_before, error_after and curve."""
@@ -243,10 +245,12 @@ def learn_run(net: fe.FixedNetwork, train: TestSet, test: TestSet | None = None,
     rngs = fe.update_rngs(probe)
     stats: dict = {}
     last_b = {"b": probe.feedback.copy()}
+    counters: dict = {}
+    clipped = fe.new_counters(probe, 0, 1, True)
 
     def update(netx, *args):  # the engine's own update, with B kept just before it
         last_b["b"] = netx.feedback.copy()
-        fe._update_all(netx, *args)
+        fe._update_all(netx, *args, counts=clipped)
 
     def held_out(n: int) -> dict:
         y = fe.simulate(probe, test.x).y / probe.readout.y_scale
@@ -257,8 +261,9 @@ def learn_run(net: fe.FixedNetwork, train: TestSet, test: TestSet | None = None,
     S = train.x.shape[1]
     for s in range(S):
         sl = slice(s, s + 1)
-        fe.simulate(probe, train.x[:, sl], train.target[:, sl], train.mask[:, sl], learn=True, rngs=rngs,
-                    stats=stats, on_update=update)
+        run = fe.simulate(probe, train.x[:, sl], train.target[:, sl], train.mask[:, sl], learn=True, rngs=rngs,
+                          stats=stats, on_update=update)
+        fe.add_counters(counters, run.counters)
         if scoring and every and (s + 1) % every == 0 and s + 1 < S:
             curve.append(held_out(s + 1))
         if progress:
@@ -268,6 +273,7 @@ def learn_run(net: fe.FixedNetwork, train: TestSet, test: TestSet | None = None,
     after = probe.weights()
     changed = {k: int(np.sum(after[k] != before[k])) for k in before}
     out = {"net": probe, "changed_weights": changed, "signal": signal_summary(stats),
+           "counters": fe.add_counters(counters, clipped),
            "feedback_before_last_update": last_b["b"]}
     if scoring:
         out.update(error_before=curve[0]["error"], error_after=curve[-1]["error"], curve=curve)
@@ -284,22 +290,3 @@ def signal_summary(stats: dict) -> dict:
         out[name] = {"values": n, "underflow": u, "saturated": s,
                      "underflow_fraction": u / n if n else 0.0, "saturated_fraction": s / n if n else 0.0}
     return out
-
-
-def v_saturation(net: fe.FixedNetwork, x: np.ndarray, chunk: int = 8) -> list[dict]:
-    """Per layer: how many neuron-steps held v at the 24-bit limit
-    +-(2^23 - 1) (post hoc from the step engine's state records, ``chunk``
-    samples at a time to bound memory)."""
-    from eprop_lava.fixed import UV_BITS
-
-    vmax = (1 << (UV_BITS - 1)) - 1
-    counts = [0] * len(net.layers)
-    total = [0] * len(net.layers)
-    for a in range(0, x.shape[1], chunk):
-        run = fe.simulate(net, x[:, a:a + chunk], record_state=True)
-        for r, st in enumerate(run.states):
-            v = st["v"]
-            counts[r] += int(np.count_nonzero(np.abs(v) >= vmax))
-            total[r] += int(v.size)
-    return [{"layer": r, "samples": int(x.shape[1]), "saturated": c, "values": n, "fraction": c / n if n else 0.0}
-            for r, (c, n) in enumerate(zip(counts, total))]

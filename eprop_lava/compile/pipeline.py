@@ -174,7 +174,6 @@ def summarize(manifest: dict) -> dict:
 # ------------------------------------------------------------------ run
 LEARN_SAMPLES = 64
 CURVE_POINTS = 8
-V_SATURATION_SAMPLES = 16
 ADAPTATION_SAMPLES = 16
 ADAPTATION_LR = 0.03
 
@@ -235,8 +234,8 @@ def _run_artifact(art: Any, samples: int, steps: int | None, learn: bool, lava: 
         return jsonable(out)
     out[f"fixed_{task.metric_name}"] = deploy.fixed_metric(task, art.net, run, ts)
     out["fixed_seconds"] = time.perf_counter() - t0
-    # post hoc from the step engine's state records (the compiled inference keeps no v): a subset bounds the cost
-    out["v_saturation"] = deploy.v_saturation(art.net, ts.x[:, :V_SATURATION_SAMPLES])
+    # counted by the engine over every test sample (fixed_engine.new_counters)
+    out["saturation"] = run.counters
     note(f"float and fixed-point engines: {samples} samples x {ts.x.shape[0]} steps in "
          f"{out['fixed_seconds']:.1f} s (fixed point)", echo=False)
     lr = None
@@ -262,6 +261,7 @@ def _run_artifact(art: Any, samples: int, steps: int | None, learn: bool, lava: 
             "signal_underflow": sig["signal"]["underflow_fraction"],
             "signal_saturated": sig["signal"]["saturated_fraction"],
             "signal_counts": sig, "error_exp": int(art.net.error_bits), "signal_shift": int(art.net.signal_shift),
+            "saturation": lr["counters"],
             "curve": lr["curve"], "seconds": seconds}
         if figure is not None:
             out["learning"]["figure"] = str(learning_curve_png(lr["curve"], figure, task.metric_name,
@@ -347,9 +347,7 @@ def format_run(r: dict) -> str:
         lines.append(f"fixed-point engine skipped: {r['fixed_skipped']}")
         return "\n".join(lines)
     lines.append(f"fixed-point engine {m}: {r[f'fixed_{m}']:.4f}")
-    if r.get("v_saturation"):
-        lines.append(f"v at the 24-bit limit (first {r['v_saturation'][0]['samples']} test samples): " + ", ".join(
-            f"layer {s['layer']} {s['saturated']} of {s['values']} neuron-steps" for s in r["v_saturation"]))
+    lines.extend(format_counters(r.get("saturation", {}), f"{r['samples']} test samples"))
     lv = r.get("lava", {})
     if "skipped" in lv:
         lines.append(f"Lava run skipped: {lv['skipped']}")
@@ -381,6 +379,7 @@ def format_run(r: dict) -> str:
                      f"underflowed to 0 ({100 * L['signal_underflow']:.2f}%), {c['signal']['saturated']} saturated; "
                      f"output error (2^{L['error_exp']} per unit): {c['error']['underflow']} of "
                      f"{c['error']['values']} underflowed, {c['error']['saturated']} saturated")
+        lines.extend(format_counters(L.get("saturation", {}), "on-chip learning"))
         lines.append(f"held-out {m} every {L['curve_every']} samples: "
                      + " ".join(f"{p['error']:.3f}" for p in L["curve"])
                      + (f" (figure: {L['figure']})" if L.get("figure") else ""))
@@ -392,6 +391,24 @@ def format_run(r: dict) -> str:
                          f"the engine ({'bit-exact' if ll['bit_exact'] else 'NOT bit-exact'}; "
                          f"{ll['seconds']:.1f} s)" + (f" [{note}]" if note else ""))
     return "\n".join(lines)
+
+
+def format_counters(counters: dict, where: str) -> list[str]:
+    """One text line per layer (and the readout) of a run's counters
+    (:func:`eprop_lava.engine.fixed_engine.new_counters`)."""
+    lines = []
+    for name, c in counters.items():
+        if not name.startswith("layers.") and name != "readout":
+            continue
+        parts = []
+        if "of" in c:
+            parts.append(f"{c['of']} neuron-steps: v saturated {c['v_saturated']}, u wrapped {c['u_wrapped']}, "
+                         f"a_in wrapped {c['a_in_wrapped']}")
+        parts += [f"{m} clipped {w['clipped']} of {w['of']} weight updates" for m, w in c.items()
+                  if isinstance(w, dict)]
+        if parts:
+            lines.append(f"{name} ({where}): " + "; ".join(parts))
+    return lines
 
 
 def lava_learning(net: Any, ts: Any, steps: int | None, progress: bool = False) -> dict:

@@ -549,6 +549,16 @@ def _step_counts(a_sum: np.ndarray, a_in: np.ndarray, flags: np.ndarray) -> tupl
             int(np.count_nonzero((a_sum != a_in) | ((flags & fx.FLAG_INT32_WRAPPED) != 0))))
 
 
+def add_counters(total: dict, more: dict) -> dict:
+    """total += more, key by key through the nesting of :func:`new_counters` (in place; returns total)."""
+    for k, v in more.items():
+        if isinstance(v, dict):
+            add_counters(total.setdefault(k, {}), v)
+        else:
+            total[k] = total.get(k, 0) + v
+    return total
+
+
 def _finish_counters(counters: dict, learn_stats: dict | None, stats: dict | None) -> dict:
     if learn_stats is not None:
         counters["learning"] = dict(learn_stats)
@@ -826,9 +836,10 @@ def _concat_runs(runs: list) -> "FixedRun":
     out = FixedRun(z=[cat([r.z[i] for r in runs]) for i in range(len(first.z))], y=cat([r.y for r in runs]),
                    psi=[cat([r.psi[i] for r in runs]) for i in range(len(first.psi))],
                    err=cat([r.err for r in runs]), signal=cat([r.signal for r in runs]))
-    # inference chunks: every counter is per layer and sums over the samples
-    out.counters = {layer: {k: sum(r.counters[layer][k] for r in runs) for k in c}
-                    for layer, c in first.counters.items()}
+    # inference chunks: every counter sums over the samples
+    out.counters = {}
+    for r in runs:
+        add_counters(out.counters, r.counters)
     out.states = [{k: cat([r.states[i][k] for r in runs]) for k in first.states[i]} for i in range(len(first.states))]
     return out
 

@@ -85,28 +85,39 @@ PER_NEURON = fe.SynapseRule(
 
 
 def learn_batch(net: fe.FixedNetwork, x: np.ndarray, target: np.ndarray, mask: np.ndarray,
-                rngs: dict, trace_storage: str = "synapse") -> None:
+                rngs: dict, trace_storage: str = "synapse") -> dict:
     """One batch of online fixed-point e-prop, updating ``net`` in place: the
     engine's own loop (:func:`eprop_lava.engine.fixed_engine.simulate`) with
-    the eligibility kept per synapse (exact) or per neuron (ReckOn)."""
+    the eligibility kept per synapse (exact) or per neuron (ReckOn). Returns
+    the run's counters (:func:`~eprop_lava.engine.fixed_engine.new_counters`)."""
     if trace_storage not in TRACE_STORAGES:
         raise FixedPointError(f"trace_storage: choose one of {', '.join(TRACE_STORAGES)}, got {trace_storage!r}")
     rule = fe.PER_SYNAPSE if trace_storage == "synapse" else PER_NEURON
-    fe.simulate(net, x, target, mask, learn=True, rngs=rngs, synapses=rule)
+    return fe.simulate(net, x, target, mask, learn=True, rngs=rngs, synapses=rule).counters
 
 
-def train_on_chip(net: fe.FixedNetwork, batches: Iterable, trace_storage: str = "synapse") -> fe.FixedNetwork:
+def train_on_chip(net: fe.FixedNetwork, batches: Iterable, trace_storage: str = "synapse",
+                  counters: dict | None = None) -> fe.FixedNetwork:
     """Online learning over ``batches`` (each with x, target, mask); the
-    stochastic-rounding generators persist across batches."""
+    stochastic-rounding generators persist across batches. counters: the
+    runs' counters are added to it."""
     rngs = fe.update_rngs(net)
     for b in batches:
-        learn_batch(net, b.x, b.target, b.mask, rngs, trace_storage)
+        counts = learn_batch(net, b.x, b.target, b.mask, rngs, trace_storage)
+        if counters is not None:
+            fe.add_counters(counters, counts)
     return net
 
 
-def fixed_metric(task, net: fe.FixedNetwork, batches: Iterable) -> float:
-    """The task's metric of the fixed-point network (inference only)."""
-    vals = [task.metric(fe.simulate(net, b.x).y / net.readout.y_scale, b) for b in batches]
+def fixed_metric(task, net: fe.FixedNetwork, batches: Iterable, counters: dict | None = None) -> float:
+    """The task's metric of the fixed-point network (inference only);
+    counters: the runs' counters are added to it."""
+    vals = []
+    for b in batches:
+        run = fe.simulate(net, b.x)
+        vals.append(task.metric(run.y / net.readout.y_scale, b))
+        if counters is not None:
+            fe.add_counters(counters, run.counters)
     return float(np.mean(vals))
 
 

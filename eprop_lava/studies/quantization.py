@@ -224,8 +224,10 @@ def run_point(point: dict, config: StudyConfig, out: Path) -> dict:
                                    point["scaling"])
         net = qat.ptq_network(spec, params, profile, point["rounding"], point["scaling"],
                               np.random.default_rng([seed, STOCHASTIC_WEIGHTS_SALT]))
-        res.update(metric=onchip.fixed_metric(task, net, test),
+        inference: dict = {}
+        res.update(metric=onchip.fixed_metric(task, net, test, inference),
                    memory_bits=onchip.memory_bits_per_synapse(spec, profile, learning=False))
+        res.update(saturation_summary({"inference": inference}))
     elif kind in ("onchip", "float_eprop"):
         if point["mode"] == "finetune":
             start = _float_network(config, seed, out, task, spec)
@@ -248,14 +250,33 @@ def run_point(point: dict, config: StudyConfig, out: Path) -> dict:
             if point["trace_storage"] == "neuron":
                 onchip.per_neuron_learning_rates(net, point["lr"])
             res["metric_before"] = onchip.fixed_metric(task, net, test)
-            onchip.train_on_chip(net, batches, point["trace_storage"])
-            res.update(metric=onchip.fixed_metric(task, net, test),
+            learning: dict = {}
+            inference = {}
+            onchip.train_on_chip(net, batches, point["trace_storage"], learning)
+            res.update(metric=onchip.fixed_metric(task, net, test, inference),
                        memory_bits=onchip.memory_bits_per_synapse(spec, profile, True, point["trace_storage"]),
                        lr_hidden=[L.lr.to_dict() for L in net.layers], lr_readout=net.readout.lr.to_dict())
+            res.update(saturation_summary({"inference": inference, "learning": learning}))
     else:  # pragma: no cover - plan() makes only the kinds above
         raise ValueError(f"unknown point kind {kind!r}")
     res["seconds"] = time.perf_counter() - t0
     return res
+
+
+def saturation_summary(counters: dict) -> dict:
+    """A point's counters (``saturation``: the engine's, of the test inference
+    and, for on-chip points, of the learning runs) with three totals for
+    results.csv: v_saturated (neuron-steps of the test inference, all layers),
+    wraps (u and a_in wraps there) and weights_clipped (during learning)."""
+    inf = counters.get("inference", {})
+    layers = [c for k, c in inf.items() if k.startswith("layers.")]
+    out = {"saturation": counters, "v_saturated": sum(c["v_saturated"] for c in layers),
+           "wraps": sum(c["u_wrapped"] + c["a_in_wrapped"] for c in layers)}
+    if "learning" in counters:
+        out["weights_clipped"] = sum(w["clipped"] for name, c in counters["learning"].items()
+                                     if name.startswith("layers.") or name == "readout"
+                                     for w in c.values() if isinstance(w, dict))
+    return out
 
 
 def _run_point_job(args: tuple) -> tuple[dict, dict]:
@@ -512,7 +533,7 @@ def write_report(config: StudyConfig, out: str | Path) -> dict:
     summary = summarize(config, records)
     columns = ["kind", "seed", "mode", "profile", "scaling", "weight_bits", "trace_bits", "psi_bits", "signal_bits", "rounding",
                "trace_storage", "optimizer", "lr", "iterations", "batches", "batch_size", "metric_name", "metric",
-               "metric_before", "memory_bits", "seconds", "context"]
+               "metric_before", "memory_bits", "v_saturated", "wraps", "weights_clipped", "seconds", "context"]
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
     w.writeheader()
