@@ -53,6 +53,7 @@ SURROGATE_SCALES = ("gamma", "gamma_over_v_th")
 BATCH_REDUCTIONS = ("sum", "mean")
 RATE_AVERAGES = ("batch", "sample")
 LOGGED_LOSSES = ("total", "task")
+RESET_TIMINGS = ("next_step", "same_step")
 
 
 class SpecError(UserError, ValueError):
@@ -155,6 +156,12 @@ class ConventionSpec:
                 reduce_mean(z, axis=(0, 1)));
       "sample": f_bj = rate of each sample over its sequence (NEST: one rate
                 per update interval), E_reg = c sum_b sum_j (f_bj - f0)^2.
+    reset_timing (reset="subtract"; seed 001 Eq. 1.19):
+      "next_step": v^{t+1} = alpha v^t + g I^{t+1} - z^t v_th (the seeds, TF,
+        NEST ``*_bsshslm_2020``: the spike's reset enters the next step);
+      "same_step": v^{t+1} = alpha (v^t - z^t v_th) + g I^{t+1} (NEST 3.10's
+        event-based ``eprop_iaf``, ``eprop_iaf_adapt``: v_m -= V_th in the
+        step that spikes, so the reset decays with the membrane).
     logged_loss: "total" (task loss + regularizer in the ``loss`` column) or
       "task" (``loss`` is the task loss, as TF and NEST print it); both ways
       the log also holds ``task_loss`` and ``rate_loss`` separately.
@@ -170,6 +177,7 @@ class ConventionSpec:
     batch_reduction: str | None = None
     rate_average: str | None = None
     logged_loss: str | None = None
+    reset_timing: str | None = None
 
     def __post_init__(self) -> None:
         if self.preset not in CONVENTION_PRESETS:
@@ -199,6 +207,7 @@ _CONVENTION_CHOICES = {
     "batch_reduction": BATCH_REDUCTIONS,
     "rate_average": RATE_AVERAGES,
     "logged_loss": LOGGED_LOSSES,
+    "reset_timing": RESET_TIMINGS,
 }
 
 #: "eprop-lava": this toolkit's defaults (the seeds' equations as written).
@@ -207,18 +216,29 @@ _CONVENTION_CHOICES = {
 #: input_scaling = "none" there). "nest-bsshslm-2020": NEST 3.10's
 #: ``*_bsshslm_2020`` models with their defaults (regular_spike_arrival = True
 #: in the recurrent neurons, False in the readout; one firing rate per
-#: sequence).
+#: sequence). "nest-eprop": the forward conventions of NEST 3.10's
+#: event-based ``eprop_iaf``, ``eprop_iaf_adapt`` and ``eprop_readout``
+#: (spikes arrive with their full weight in both, the reset acts in the
+#: spiking step); their learning (a weight update at every step, no reset
+#: between sequences, an online rate regularizer) has no counterpart here:
+#: docs/benchmarks.md section 8.
 CONVENTION_PRESETS: dict[str, dict[str, str]] = {
     "eprop-lava": dict(input_scaling="none", readout_input_scaling="none", readout_bias="trained",
                        adam="bias_corrected", refractory_count="blocked_steps", surrogate_scale="gamma",
-                       batch_reduction="sum", rate_average="batch", logged_loss="total"),
+                       batch_reduction="sum", rate_average="batch", logged_loss="total",
+                       reset_timing="next_step"),
     "tf": dict(input_scaling="one_minus_alpha", readout_input_scaling="one_minus_kappa", readout_bias="untrained",
                adam="epsilon_hat", refractory_count="t_ref_steps", surrogate_scale="gamma_over_v_th",
-               batch_reduction="mean", rate_average="batch", logged_loss="task"),
+               batch_reduction="mean", rate_average="batch", logged_loss="task",
+               reset_timing="next_step"),
     "nest-bsshslm-2020": dict(input_scaling="none", readout_input_scaling="one_minus_kappa",
                               readout_bias="untrained", adam="epsilon_hat", refractory_count="t_ref_steps",
                               surrogate_scale="gamma_over_v_th", batch_reduction="mean", rate_average="sample",
-                              logged_loss="task"),
+                              logged_loss="task", reset_timing="next_step"),
+    "nest-eprop": dict(input_scaling="none", readout_input_scaling="none", readout_bias="untrained",
+                       adam="epsilon_hat", refractory_count="t_ref_steps", surrogate_scale="gamma_over_v_th",
+                       batch_reduction="mean", rate_average="sample", logged_loss="task",
+                       reset_timing="same_step"),
 }
 
 
@@ -486,6 +506,14 @@ class NetworkSpec:
                 if layer.neuron not in ("lif", "alif"):
                     raise SpecError(f"conventions.input_scaling: {conv.input_scaling!r} is defined for lif and "
                                     f"alif layers; layers[{i}] is {layer.neuron!r}")
+        if conv.reset_timing == "same_step":
+            if self.reset != "subtract":
+                raise SpecError(f"conventions.reset_timing: 'same_step' is defined for reset = 'subtract'; "
+                                f"reset is {self.reset!r}")
+            for i, layer in enumerate(self.layers):
+                if layer.neuron not in ("lif", "alif"):
+                    raise SpecError(f"conventions.reset_timing: 'same_step' is defined for lif and alif layers; "
+                                    f"layers[{i}] is {layer.neuron!r}")
         if conv.refractory_count == "t_ref_steps":
             for i, layer in enumerate(self.layers):
                 if layer.neuron == "stdp_alif" and layer.params.n_ref < 2:

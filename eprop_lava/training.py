@@ -113,7 +113,20 @@ def task_from_config(config: TrainConfig) -> Any:
         raise UserError(message if message.startswith("task ") else f"task {config.task!r}: {message}") from None
 
 
-# ------------------------------------------------------------------ atomic files
+# ------------------------------------------------------------------ files
+def read_npz(path: str | Path, label: str) -> dict[str, np.ndarray]:
+    """The arrays of an .npz file given by the user; a missing or unreadable
+    file is a one-line :class:`UserError` that starts with ``label``."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{label}: file not found")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except Exception as exc:  # zipfile.BadZipFile, ValueError, OSError ...
+        raise UserError(f"{label}: not a readable .npz file ({type(exc).__name__}: {exc})") from None
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -362,13 +375,7 @@ def load_init_params(spec: NetworkSpec, source: Any) -> dict[str, np.ndarray]:
     if not isinstance(source, dict):
         path = Path(source)
         where = str(path)
-        if not path.is_file():
-            raise UserError(f"--init-params {path}: file not found")
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                source = {k: data[k] for k in data.files}
-        except Exception as exc:  # zipfile.BadZipFile, ValueError, OSError ...
-            raise UserError(f"--init-params {path}: not a readable .npz file ({type(exc).__name__}: {exc})") from None
+        source = read_npz(path, f"--init-params {path}")
         source.pop("meta", None)
         if any(k.startswith("param/") for k in source):
             source = {k[len("param/"):]: v for k, v in source.items() if k.startswith("param/")}

@@ -173,7 +173,7 @@ def _small_batch(spec, B=3, T=60, seed=1):
     return Batch(x=x, target=target, mask=mask, labels=labels)
 
 
-@pytest.mark.parametrize("preset", ["tf", "nest-bsshslm-2020"])
+@pytest.mark.parametrize("preset", ["tf", "nest-bsshslm-2020", "nest-eprop"])
 def test_eprop_equals_bptt_where_exact_under_presets(preset):
     # no recurrent weights, symmetric feedback, BPTT on e-prop's graph: e-prop is exact (verify's check 1),
     # here with the (1 - alpha) / (1 - kappa) factors, per-sample rates and the batch mean.

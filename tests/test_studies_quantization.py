@@ -53,6 +53,14 @@ def test_config_errors_name_the_field(data, field):
     assert str(exc.value).startswith(field)
 
 
+def test_a_config_file_error_names_the_file(tmp_path):
+    path = tmp_path / "my.toml"
+    path.write_text('[train]\niterations = 3\n')
+    with pytest.raises(StudyConfigError) as exc:
+        StudyConfig.load(path)
+    assert str(exc.value).startswith(f"study config {path}: train: unknown field")
+
+
 def test_config_round_trip_and_file(tmp_path):
     cfg = tiny()
     assert StudyConfig.from_dict(cfg.to_dict()) == cfg

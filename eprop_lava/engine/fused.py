@@ -73,8 +73,8 @@ def available() -> bool:
 
 if numba is not None:
 
-    def _lif_family(external, w_rec_t, has_rec, alpha, gain, v_th, gamma, n_ref, subtract, beta, rho, one, zero,
-                    z_out, x_out, free_out, psi_out):  # pragma: no cover - compiled
+    def _lif_family(external, w_rec_t, has_rec, alpha, gain, v_th, reset_amount, gamma, n_ref, subtract, beta, rho,
+                    one, zero, z_out, x_out, free_out, psi_out):  # pragma: no cover - compiled
         # one, zero: constants of the array's dtype, so float32 arithmetic stays
         # float32 as in numpy (a float64 literal would promote it).
         T, B, N = external.shape
@@ -95,7 +95,7 @@ if numba is not None:
                 for j in range(N):
                     z_prev = z[j]
                     if subtract:
-                        v[j] = alpha * v[j] + gain * current[j] - v_th * z_prev
+                        v[j] = alpha * v[j] + gain * current[j] - reset_amount * z_prev
                     else:
                         v[j] = alpha * v[j] * (one - z_prev) + gain * current[j]
                     a[j] = rho[j] * a[j] + z_prev
@@ -254,7 +254,7 @@ def run_lif_family(model: Any, const: Any, external: np.ndarray, w_rec_t: np.nda
     psi = np.empty((T, B, N), dtype)
     _kernel("_lif_family", True)(external, rec, w_rec_t is not None, dtype.type(const.alpha),
                 dtype.type(getattr(const, "input_gain", 1.0)), dtype.type(const.v_th),
-                dtype.type(const.gamma), dtype.type(const.n_ref), const.reset == "subtract", beta, rho,
+                dtype.type(getattr(const, "reset_amount", const.v_th)), dtype.type(const.gamma), dtype.type(const.n_ref), const.reset == "subtract", beta, rho,
                 dtype.type(1), dtype.type(0), z, x, free, psi)
     return z, dict(x=x, free=free, z=z, psi=psi)
 

@@ -57,11 +57,16 @@ def convention_constants(p: Any, alpha: float, conventions: Any = None) -> dict:
       "t_ref_steps" (TF/NEST set the counter to t_ref / dt and decrement it
       before testing it);
     gamma (the height in :func:`pseudo_derivative`): p.gamma, or
-      p.gamma / v_th with surrogate_scale = "gamma_over_v_th" (TF's psi / thr)."""
+      p.gamma / v_th with surrogate_scale = "gamma_over_v_th" (TF's psi / thr);
+    reset_amount (what a spike z^t subtracts from v^{t+1} in
+      :func:`membrane_update`): v_th, or alpha v_th with reset_timing =
+      "same_step" (the reset applied in the spiking step then decays)."""
     input_scaling = getattr(conventions, "input_scaling", "none")
     refractory = getattr(conventions, "refractory_count", "blocked_steps")
     surrogate = getattr(conventions, "surrogate_scale", "gamma")
+    same_step = getattr(conventions, "reset_timing", "next_step") == "same_step"
     return dict(input_gain=1.0 - alpha if input_scaling == "one_minus_alpha" else 1.0,
+                reset_amount=alpha * p.v_th if same_step else p.v_th,
                 n_ref=max(int(p.n_ref) - 1, 0) if refractory == "t_ref_steps" else int(p.n_ref),
                 gamma=p.gamma / p.v_th if surrogate == "gamma_over_v_th" else p.gamma)
 
@@ -97,7 +102,7 @@ def refractory_counter(ref_prev: Any, z_prev: Any, n_ref: int, ops: Any) -> Any:
 def membrane_update(v_prev: Any, current: Any, z_prev: Any, const: Constants, ops: Any) -> Any:
     """LIF/ALIF membrane, seed 001 Eq. 1.19 / seed 002 Eq. 2.4:
 
-    reset="subtract": v^{t+1} = alpha v^t + g I^{t+1} - z^t v_th
+    reset="subtract": v^{t+1} = alpha v^t + g I^{t+1} - z^t r
     reset="zero":     v^{t+1} = alpha v^t (1 - z^t) + g I^{t+1}   (Loihi's LIF)
 
     with the input gain g = 1 (the seeds) or g = 1 - alpha (TF's LightLIF,
@@ -105,11 +110,13 @@ def membrane_update(v_prev: Any, current: Any, z_prev: Any, const: Constants, op
     regular_spike_arrival = False), ``const.input_gain``. e-prop keeps
     dv^{t+1}/dv^t = alpha (Eq. 2.19), resp. alpha (1 - z^t): the reset's
     dependence on v through z is the part it leaves out; dv/dI = g
-    (:func:`input_jacobian`)."""
+    (:func:`input_jacobian`). The reset amount r is v_th, or alpha v_th with
+    conventions.reset_timing = "same_step" (NEST's eprop_iaf:
+    alpha (v^t - z^t v_th)); ``const.reset_amount``."""
     z_cut = ops.eprop_cut(z_prev)
     gain = getattr(const, "input_gain", 1.0)
     if const.reset == "subtract":
-        return const.alpha * v_prev + gain * current - const.v_th * z_cut
+        return const.alpha * v_prev + gain * current - getattr(const, "reset_amount", const.v_th) * z_cut
     return const.alpha * v_prev * (1.0 - z_cut) + gain * current
 
 

@@ -88,7 +88,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("study", help="parameter studies (quantization)")
+    p = sub.add_parser("study", help="parameter studies (quantization, teacher-student)")
     studies = p.add_subparsers(dest="study", required=True)
     q = studies.add_parser("quantization", help="accuracy vs fixed-point precision, inference and on-chip learning")
     q.add_argument("--config", help="TOML or JSON study file (default: the built-in small study)")
@@ -102,8 +102,8 @@ def register(sub) -> None:
     ts.add_argument("--out", required=True, help="study directory (results.json, summary.md, figures)")
     ts.add_argument("--sizes", type=int, nargs="+", help="hidden-layer sizes of the teachers (default 2)")
     ts.add_argument("--iterations", type=int, help="training iterations of every student (default 150)")
-    ts.add_argument("--starts", type=int, help="students per algorithm (different starts)")
-    ts.add_argument("--start-noise", type=float, help="start = teacher + this x RMS Gaussian noise")
+    ts.add_argument("--starts", type=int, help="students per algorithm (different starts; default 3)")
+    ts.add_argument("--start-noise", type=float, help="start = teacher + this x RMS Gaussian noise (default 0.5)")
     ts.add_argument("--batch-size", type=int, help="minibatch size of the students' training (default 8)")
     ts.add_argument("--n-inputs", type=int, help="input channels of teacher and students (default 4)")
     ts.add_argument("--seed", type=int, help="seed of the students' starts and data (default 0)")
@@ -119,7 +119,7 @@ def register(sub) -> None:
                                      "(default: DIR/tune.journal)")
     t.add_argument("--study-name", help="default TASK-tune; workers sharing a storage and name share the study")
     t.add_argument("--out", help="directory for trial runs and the summary (default runs/tune-TASK)")
-    t.add_argument("--iterations", type=int, default=30, help="training iterations per trial")
+    t.add_argument("--iterations", type=int, default=30, help="training iterations per trial (default 30)")
     t.add_argument("--batch-size", type=int, default=32, help="minibatch size of every trial (default 32)")
     t.add_argument("--validation-batches", type=int, default=2,
                    help="validation batches scoring each trial (default 2)")
@@ -129,9 +129,9 @@ def register(sub) -> None:
                    help="Optuna sampler: gp (Gaussian process), tpe, random; auto: gp when its dependencies "
                         "are installed, else tpe")
     t.add_argument("--sampler-seed", type=int, help="sampler seed (give each worker its own)")
-    t.add_argument("--seed", type=int, default=0, help="training seed of every trial")
+    t.add_argument("--seed", type=int, default=0, help="training seed of every trial (default 0)")
     t.add_argument("--repeats", type=int, default=1,
-                   help="seeds per trial (seed, seed+1, ...); the objective is their mean")
+                   help="seeds per trial (seed, seed+1, ...); the objective is their mean (default 1)")
     t.add_argument("--space", default="toolbox", choices=["toolbox", "core"],
                    help="options searched: the whole toolbox (11) or the core five (e-prop type, lr, weight "
                         "scale, gamma, rate regularization)")

@@ -301,4 +301,7 @@ class StudyConfig:
             raise StudyConfigError(f"study config {path} is malformed: {exc}") from None
         if not isinstance(data, Mapping):
             raise StudyConfigError(f"study config {path}: expected a table of study fields, got {type(data).__name__}")
-        return cls.from_dict(data)
+        try:
+            return cls.from_dict(data)
+        except StudyConfigError as exc:
+            raise StudyConfigError(f"study config {path}: {exc}") from None

@@ -39,14 +39,10 @@ from eprop_lava.tasks.base import classification_error
 
 def load_arrays(path: str | Path, option: str = "data") -> dict:
     """The arrays of one file, checked (one-line UserError naming the file and the problem)."""
+    from eprop_lava.training import read_npz  # training imports the tasks
+
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"task arrays: {option}={path}: file not found")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            data = {k: f[k] for k in f.files}
-    except Exception as exc:  # zipfile.BadZipFile, ValueError, OSError ...
-        raise UserError(f"task arrays: {option}={path}: not a readable .npz file ({type(exc).__name__}: {exc})") from None
+    data = read_npz(path, f"task arrays: {option}={path}")
     for key in ("x", "target"):
         if key not in data:
             raise UserError(f"task arrays: {path} has no array {key!r} (needs x (S, T, n_inputs) and target (S, T, K))")
