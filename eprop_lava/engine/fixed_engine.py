@@ -545,6 +545,8 @@ def _add_neuron_counts(counters: dict, r: int, counts: Any) -> None:
 def _step_counts(a_sum: np.ndarray, a_in: np.ndarray, flags: np.ndarray) -> tuple[int, int, int]:
     """One step's neuron counts from the kernel's flags and the a_in sum before / after its int32 wrap."""
     flags = np.asarray(flags)
+    if a_in is a_sum and not flags.any():  # wrap_int32 returns its input when nothing wrapped: the common case
+        return 0, 0, 0
     return (int(np.count_nonzero(flags & fx.FLAG_V_SATURATED)), int(np.count_nonzero(flags & fx.FLAG_U_WRAPPED)),
             int(np.count_nonzero((a_sum != a_in) | ((flags & fx.FLAG_INT32_WRAPPED) != 0))))
 
