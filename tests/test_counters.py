@@ -17,7 +17,7 @@ V_MAX = (1 << 23) - 1
 
 
 def _net(n_in: int, n: int, w_in: int, weight_exp: int = 0, vth: int = 131071, bias_mant: int = 0,
-         w_out: int = 0, profile: F.FixedPointProfile | None = None) -> fe.FixedNetwork:
+         w_out: int = 0, profile: F.FixedPointProfile | None = None, feedback: int = 1) -> fe.FixedNetwork:
     """One LIF layer (du = 4095: u is this step's input; dv = 0: v does not
     decay), no recurrence, every input weight ``w_in``, one readout."""
     spec = NetworkSpec(n_inputs=n_in, layers=(LayerSpec(n, "lif", recurrent=False),),
@@ -29,7 +29,7 @@ def _net(n_in: int, n: int, w_in: int, weight_exp: int = 0, vth: int = 131071, b
     readout = fe.FixedReadout(np.full((1, n), w_out, np.int64), F.decay_constant(0.9), np.zeros(1, np.int64), 1.0,
                               0, F.LearningRate(1, 0))
     prof = profile or F.loihi2_profile(update_rounding="toward_zero")
-    return fe.FixedNetwork(spec, prof, [layer], readout, np.ones((n, 1), np.int64), 0)
+    return fe.FixedNetwork(spec, prof, [layer], readout, np.full((n, 1), feedback, np.int64), 0)
 
 
 def _both(monkeypatch, net, x, **kw):
@@ -114,6 +114,21 @@ def test_readout_weights_clip_at_their_width_during_learning(monkeypatch):
     assert step.counters["layers.0"]["w_in"] == {"clipped": 0, "of": updates * N * 4}
     assert step.counters["learning"]["error_saturated"] == T * B
     assert step.counters["learning"]["error_values"] == T * B
+    # L = 1 * (-128) >> 0 = -128 fits the 7-bit signal: every neuron's L is live, none clipped
+    layer = step.counters["layers.0"]
+    assert (layer["signal_values"], layer["signal_underflow"], layer["signal_saturated"]) == (T * B * N, 0, 0)
+    assert comp.counters == step.counters
+
+
+def test_learning_signal_saturation_counted_per_layer(monkeypatch):
+    # The error saturates at -2^7 (7 fractional bits, target far above y); feedback 2 gives
+    # B err = -256 < -2^7 with signal_shift 0: every L of every neuron at every step saturates.
+    T, B, N = 20, 2, 3
+    net = _net(4, N, 100, vth=1, feedback=2)
+    step, comp = _both(monkeypatch, net, np.ones((T, B, 4)), target=np.full((T, B, 1), 1e9), learn=True)
+    layer = step.counters["layers.0"]
+    assert (layer["signal_values"], layer["signal_saturated"]) == (T * B * N, T * B * N)
+    assert step.counters["learning"]["signal_saturated"] == T * B * N  # one layer: the network's count
     assert comp.counters == step.counters
 
 
@@ -140,3 +155,5 @@ def test_step_and_compiled_counts_agree_in_a_random_network(monkeypatch):
         assert sum(step.counters[f"layers.{r}"][key] for r in range(2)) > 0, key
     assert step.counters["layers.0"]["of"] == 60 * 3 * 12
     assert step.counters["layers.0"]["w_in"]["of"] == 4 * 12 * 10  # 4 intervals of 15 steps
+    for key in ("signal_values", "signal_underflow", "signal_saturated"):  # the layers split the network's
+        assert sum(step.counters[f"layers.{r}"][key] for r in range(2)) == step.counters["learning"][key]

@@ -404,6 +404,9 @@ def format_counters(counters: dict, where: str) -> list[str]:
         if "of" in c:
             parts.append(f"{c['of']} neuron-steps: v saturated {c['v_saturated']}, u wrapped {c['u_wrapped']}, "
                          f"a_in wrapped {c['a_in_wrapped']}")
+        if "signal_values" in c:
+            parts.append(f"learning signal {c['signal_underflow']} of {c['signal_values']} non-zero values "
+                         f"underflowed to 0, {c['signal_saturated']} saturated")
         parts += [f"{m} clipped {w['clipped']} of {w['of']} weight updates" for m, w in c.items()
                   if isinstance(w, dict)]
         if parts:

@@ -411,17 +411,21 @@ def _count(stats: dict, name: str, live: np.ndarray, zero: np.ndarray, clipped: 
 
 
 def learning_signal(err: np.ndarray, feedback: np.ndarray, shift: int, profile: FixedPointProfile,
-                    stats: dict | None = None) -> np.ndarray:
+                    stats: dict | None = None, per_layer: Sequence | None = None) -> np.ndarray:
     """L^t = (B err^t) >> signal_shift (nearest), saturated to signal_bits:
     the graded third factor each neuron's synapses receive.
     stats: counts "signal_values" (B err != 0), "signal_underflow" (of
-    those, L = 0) and "signal_saturated" (L clipped) are incremented."""
+    those, L = 0) and "signal_saturated" (L clipped) are incremented;
+    per_layer: (neuron slice, dict) pairs that receive the same counts of
+    their own neurons."""
     acc = np.rint(np.asarray(err, dtype=np.float64) @ feedback.T.astype(np.float64)).astype(np.int64)
     lo, hi = profile.signal_range
     shifted = shift_round(acc, shift, "nearest")
     out = np.clip(shifted, lo, hi)
     if stats is not None:
         _count(stats, "signal", acc != 0, shifted == 0, shifted != out)
+    for sl, counts in per_layer or ():
+        _count(counts, "signal", acc[..., sl] != 0, shifted[..., sl] == 0, shifted[..., sl] != out[..., sl])
     return out
 
 
@@ -523,8 +527,10 @@ def new_counters(net: "FixedNetwork", T: int, B: int, learn: bool) -> dict:
     (an int32 wrap on the way into u: the sum of the Dense inputs, a_in << 6
     or decay(u) + a_in << 6)}``; learning adds per matrix ``{"clipped": weights
     the update clipped, "of": weights updated}`` (``w_in``, ``w_rec`` per
-    layer, ``w`` under "readout") and under "learning" the output error and
-    learning signal counts of :func:`output_error` / :func:`learning_signal`.
+    layer, ``w`` under "readout"), per layer its neurons' learning-signal
+    counts ("signal_values", "signal_underflow", "signal_saturated" of
+    :func:`learning_signal`) and under "learning" the network's output error
+    and learning signal counts of :func:`output_error` / :func:`learning_signal`.
     Izhikevich layers count v's and a_in's limits (their u saturates, it has
     no wrap)."""
     out: dict = {}
@@ -545,8 +551,15 @@ def _add_neuron_counts(counters: dict, r: int, counts: Any) -> None:
 def _step_counts(a_sum: np.ndarray, a_in: np.ndarray, flags: np.ndarray) -> tuple[int, int, int]:
     """One step's neuron counts from the kernel's flags and the a_in sum before / after its int32 wrap."""
     flags = np.asarray(flags)
+    if a_in is a_sum and not flags.any():  # wrap_int32 returns its input when nothing wrapped: the common case
+        return 0, 0, 0
     return (int(np.count_nonzero(flags & fx.FLAG_V_SATURATED)), int(np.count_nonzero(flags & fx.FLAG_U_WRAPPED)),
             int(np.count_nonzero((a_sum != a_in) | ((flags & fx.FLAG_INT32_WRAPPED) != 0))))
+
+
+def _layer_counters(counters: dict, slices: list) -> list:
+    """(neuron slice, layer counters) pairs for :func:`learning_signal`'s per-layer counts."""
+    return [(sl, counters[f"layers.{r}"]) for r, sl in enumerate(slices)]
 
 
 def add_counters(total: dict, more: dict) -> dict:
@@ -765,7 +778,8 @@ def _simulate_compiled(net: "FixedNetwork", x: np.ndarray, target, mask, learn: 
             sent_out = sent_out + dense_output(ro.w[:, slices[r]], z_last, ro.weight_exp)
         sent_out = wrap_int32(sent_out)
         if learn:
-            signal = learning_signal(err_seq[t0:t1], net.feedback, net.signal_shift, prof, learn_stats)
+            signal = learning_signal(err_seq[t0:t1], net.feedback, net.signal_shift, prof, learn_stats,
+                                     _layer_counters(counters, slices))
             for r, L in enumerate(net.layers):
                 src, last_src, out = blocks[r]
                 rec = _block_records(L.neuron, out, last_rec[r], B)
@@ -911,7 +925,8 @@ def _simulate(net: FixedNetwork, x: np.ndarray, target: np.ndarray | None, mask:
                 buf_rec[r] = dense_output(L.w_rec, zs[r], L.rec_exp)
             buf_out[r] = dense_output(ro.w[:, slices[r]], zs[r], ro.weight_exp)
         if learn:
-            signal = learning_signal(err, net.feedback, net.signal_shift, prof, learn_stats)
+            signal = learning_signal(err, net.feedback, net.signal_shift, prof, learn_stats,
+                                     _layer_counters(counters, slices))
             for r, L in enumerate(net.layers):
                 p = L.neuron
                 sig = signal[:, slices[r]]

@@ -437,6 +437,8 @@ if numba is not None:
         S, B, N = ext.shape
         for b in prange(B):
             rec = np.zeros(N, w_rec_t.dtype)
+            # counted in locals, written once per sample (no shared cache lines between threads)
+            n_sat, n_uwrap, n_i32 = 0, 0, 0
             for t in range(S):
                 if has_rec and t > 0:
                     _recurrent_events(z[b], w_rec_t, rec)
@@ -451,9 +453,9 @@ if numba is not None:
                     zj, psij, uj, vj, thj, refj, endj, flags = k_lif_family(
                         a, u[b, j], v[b, j], theta[b, j], ref[b, j], z[b, j], du_f[j], dv_f[j], bias[j], vth[j],
                         n_ref, adaptive, stdp, dth_f[j], theta_step[j], psi_mul[j], psi_shift, psi_max)
-                    counts[b, 0] += flags & FLAG_V_SATURATED
-                    counts[b, 1] += (flags & FLAG_U_WRAPPED) >> 1
-                    counts[b, 2] += 1 if (a_wrapped or (flags & FLAG_INT32_WRAPPED) != 0) else 0
+                    n_sat += flags & FLAG_V_SATURATED
+                    n_uwrap += (flags & FLAG_U_WRAPPED) >> 1
+                    n_i32 += 1 if (a_wrapped or (flags & FLAG_INT32_WRAPPED) != 0) else 0
                     u[b, j] = uj
                     v[b, j] = vj
                     theta[b, j] = thj
@@ -463,6 +465,9 @@ if numba is not None:
                     psi_out[t, b, j] = psij
                     if KEEP_END:  # learning STDP-ALIF synapses need it; inference does not
                         end_out[t, b, j] = endj
+            counts[b, 0] += n_sat
+            counts[b, 1] += n_uwrap
+            counts[b, 2] += n_i32
 
     def _fixed_izhikevich_layer(ext, w_rec_t, has_rec, weight_exp, rec_first, v_frac, izh_a, izh_ab, izh_c, izh_d,
                                 v_peak, psi_table, v, u, z, z_out, psi_out, jac_out,
@@ -470,6 +475,8 @@ if numba is not None:
         S, B, N = ext.shape
         for b in prange(B):
             rec = np.zeros(N, w_rec_t.dtype)
+            # counted in locals, written once per sample (no shared cache lines between threads)
+            n_sat, n_uwrap, n_i32 = 0, 0, 0
             for t in range(S):
                 if has_rec and t > 0:
                     _recurrent_events(z[b], w_rec_t, rec)
@@ -479,16 +486,18 @@ if numba is not None:
                         r = rec_first[b, j] if t == 0 else k_wrap_int32(k_weight_exp(np.int64(rec[j]), weight_exp))
                         a_sum = a + r
                         a = k_wrap_int32(a_sum)
-                        counts[b, 2] += 1 if a != a_sum else 0
+                        n_i32 += 1 if a != a_sum else 0
                     zj, psij, jacj, vj, uj, flags = k_izhikevich(a, v[b, j], u[b, j], z[b, j], v_frac, izh_a[j],
                                                                  izh_ab[j], izh_c[j], izh_d[j], v_peak[j], psi_table)
-                    counts[b, 0] += flags & FLAG_V_SATURATED
+                    n_sat += flags & FLAG_V_SATURATED
                     v[b, j] = vj
                     u[b, j] = uj
                     z[b, j] = zj
                     z_out[t, b, j] = zj
                     psi_out[t, b, j] = psij
                     jac_out[t, b, j] = jacj
+            counts[b, 0] += n_sat
+            counts[b, 2] += n_i32
 
     def _fixed_hidden_synapses(pre, z_rec, psi_rec, jac_rec, cut_rec, signal, eps_v, eps_2, ebar, acc, dv_f, dth_f,
                                bpsi_mul, izh_ab, izh_a, impulse, tmax, dk_f, tag_lo, tag_hi, acc_lo,
