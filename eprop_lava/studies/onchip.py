@@ -290,9 +290,9 @@ def format_adaptation(r: dict) -> str:
              f"(readout), {r['hidden_learning_rate']:.3g} (hidden)",
              f"  fixed point ({r['profile']}): before {r['fixed']['error_before']:.3f}, after "
              f"{r['fixed']['error_after']:.3f} ({r['fixed']['weights_changed']} weights changed, "
-             f"{r['fixed']['seconds']:.0f} s)"]
+             f"{r['fixed']['seconds']:.1f} s)"]
     if "float" in r:
         lines.append(f"  float e-prop reference: before {r['float']['error_before']:.3f}, after "
                      f"{r['float']['error_after']:.3f} (fixed - float: {r['fixed_minus_float_after']:+.3f}; "
-                     f"{r['float']['seconds']:.0f} s)")
+                     f"{r['float']['seconds']:.1f} s)")
     return "\n".join(lines)
