@@ -28,9 +28,11 @@ Refused, with the reason: ALIF / STDP-ALIF (Lava's ATRLIF, its only
 adaptive-threshold process, keeps v after a spike and adds a refractory
 term instead, by its documented dynamics; not measured), Izhikevich (no Lava
 process), refractory periods (the standard LIF has none), learning
-synapses (on-chip e-prop as a native graph is not built: the exact
-per-synapse eligibility of EpropDense has no learning-engine form here, and
-the closed-loop learning signal process does not exist yet), a readout
+synapses (on-chip e-prop as a native graph is not built: e-prop's post
+factor psi is sent by no standard Lava neuron, and Lava 0.10's
+``PyLearningLIFModelFixed`` sends none of the post traces a ``LearningDense``
+rule reads, so the toolkit's learning-engine variant needs its own neuron
+model; the closed-loop learning-signal process does not exist yet), a readout
 bias that ``bias_mant << bias_exp`` cannot hold exactly.
 """
 
@@ -89,8 +91,10 @@ def bias_mant_exp(bias: Any, size: int, where: str) -> tuple[np.ndarray, np.ndar
 def check_native(net: fe.FixedNetwork, learning: bool = False) -> None:
     """Raise NativeError naming the first thing the native graph cannot hold."""
     if learning:
-        raise NativeError("native on-chip e-prop is not built: compile without --learning for native inference "
-                          "(eprop-lava run simulates on-chip e-prop with the e-prop processes)")
+        raise NativeError("native on-chip e-prop is not built: e-prop's post factor is the graded pseudo-"
+                          "derivative psi, which no standard Lava neuron sends, and Lava 0.10's LearningLIF model "
+                          "(PyLearningLIFModelFixed) sends none of its post traces; compile without --learning for "
+                          "native inference (eprop-lava run simulates on-chip e-prop with the e-prop processes)")
     for r, L in enumerate(net.layers):
         p = L.neuron
         if p.kind in ("alif", "stdp_alif"):
