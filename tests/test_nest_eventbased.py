@@ -90,3 +90,12 @@ def test_same_step_reset_by_hand():
     assert by_hand(True) != by_hand(False)
     with pytest.raises(SpecError, match="reset_timing"):
         spec.replace(reset="zero")
+
+
+def test_same_step_reset_has_no_fixed_point_form():
+    from eprop_lava.engine.network import fold_conventions
+    from eprop_lava.spec import SpecError
+
+    net = nr.eventbased_network("eprop_iaf", n_iter=1)
+    with pytest.raises(SpecError, match="reset_timing"):
+        fold_conventions(net.spec, net.params)

@@ -25,7 +25,7 @@ import numpy as np
 
 from eprop_lava.engine import fused
 from eprop_lava.neurons import get_model
-from eprop_lava.spec import NetworkSpec
+from eprop_lava.spec import NetworkSpec, SpecError
 
 
 @dataclass
@@ -116,7 +116,8 @@ def fold_conventions(spec: NetworkSpec, params: dict) -> tuple[NetworkSpec, dict
       adaptive B <- (1 - kappa) times themselves (the learning signal
       (1 - kappa) B Ybar is then B' Ybar);
     * refractory_count "t_ref_steps": n_ref <- max(n_ref - 1, 0) blocked steps;
-    * surrogate_scale "gamma_over_v_th": gamma <- gamma / v_th.
+    * surrogate_scale "gamma_over_v_th": gamma <- gamma / v_th;
+    * reset_timing "same_step" has no such form: SpecError.
 
     The forward pass (spikes, psi, readout) is the same; gradients with
     respect to a folded weight are 1 / g those of the original. The training
@@ -124,6 +125,10 @@ def fold_conventions(spec: NetworkSpec, params: dict) -> tuple[NetworkSpec, dict
     from eprop_lava.neurons.base import decay
 
     conv = spec.conventions
+    if conv.reset_timing == "same_step":
+        # alpha v_th subtracted, v_th compared: no weight or parameter scaling gives that in a next-step reset
+        raise SpecError("conventions.reset_timing: 'same_step' (NEST's eprop_iaf) has no fixed-point, Lava or NIR "
+                        "form; these reset in the next step (reset_timing = 'next_step')")
     dynamics = dict(input_scaling="none", readout_input_scaling="none", refractory_count="blocked_steps",
                     surrogate_scale="gamma")
     if all(getattr(conv, k) == v for k, v in dynamics.items()):
