@@ -172,3 +172,97 @@ def test_adjoint_block_forms_the_learning_signal_per_step(rate_shape):
         fused.adjoint_block(form, [d0, d1], jac, mu, out, gain)
         np.testing.assert_allclose(out, want, rtol=1e-13, atol=1e-13)
         np.testing.assert_allclose(mu, np.stack([m0, m1]), rtol=1e-13, atol=1e-13)
+
+
+# The readout's backward sweep (fused.readout_backward) against the
+# definitions written out here step by step: softmax cross-entropy or MSE on
+# the masked steps, Ybar^t = e^t + kappa Ybar^{t+1}, the readout gradients.
+
+@needs_numba
+@pytest.mark.parametrize("kind", ["cross_entropy", "mse"])
+@pytest.mark.parametrize("shift", [0, 1])
+def test_readout_backward_equals_the_step_by_step_definition(kind, shift):
+    rng = np.random.default_rng(5)
+    T, B, K, N = 40, 3, 3, 7
+    y = rng.normal(size=(T, B, K))
+    target = np.eye(K)[rng.integers(0, K, size=(T, B))] if kind == "cross_entropy" else rng.normal(size=(T, B, K))
+    mask = (rng.random((T, B)) < 0.4) * rng.random((T, B))
+    spikes = (rng.random((T, B, N)) < 0.2).astype(float)
+    kappa, gain, scale = 0.9, 0.8, 0.25
+    loss, ybar = 0.0, np.zeros((T, B, K))
+    for b in range(B):
+        acc = np.zeros(K)
+        for t in range(T - 1, -1, -1):
+            if kind == "cross_entropy":
+                p = np.exp(y[t, b]) / np.exp(y[t, b]).sum()
+                loss -= scale * mask[t, b] * float(target[t, b] @ np.log(p))
+                err = mask[t, b] * (p - target[t, b])
+            else:
+                loss += scale * 0.5 * mask[t, b] * float(((y[t, b] - target[t, b]) ** 2).sum())
+                err = mask[t, b] * (y[t, b] - target[t, b])
+            acc = scale * err + kappa * acc
+            ybar[t, b] = gain * acc
+    grad_w = np.einsum("tbk,tbi->ki", ybar, spikes)
+    grad_b = ybar.sum((0, 1))
+    want_signal = np.zeros_like(ybar)
+    want_signal[:T - shift] = ybar[shift:]
+    got_loss, got_w, got_b, got_signal = fused.readout_backward(kind, y, target, mask, spikes, kappa, gain, scale,
+                                                                shift)
+    assert got_loss == pytest.approx(loss, rel=1e-12)
+    np.testing.assert_allclose(got_w, grad_w, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(got_b, grad_b, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(got_signal, want_signal, rtol=1e-12, atol=1e-14)
+    assert fused.readout_backward("hinge", y, target, mask, spikes, kappa) is None
+
+
+# The adjoint with the model's Jacobians traced into the compiled loop
+# (fused.traced_adjoint) against the reference loop local_adjoint, which
+# evaluates the same Jacobian functions as arrays.
+
+@needs_numba
+@pytest.mark.parametrize("neuron", ["lif", "alif", "stdp_alif", "izhikevich"])
+@pytest.mark.parametrize("reset", ["subtract", "zero"])
+def test_traced_adjoint_equals_reference_loop(neuron, reset):
+    from eprop_lava.engine.backend import make_ops
+    from eprop_lava.engine.network import init_params, simulate
+    from eprop_lava.engine.verify import _batch, _network
+    from eprop_lava.eprop.traces import local_adjoint
+    from eprop_lava.neurons.base import input_jacobian
+
+    spec = _network(neuron, layers=1, recurrent=True, timing="bellec", reset=reset, n=9)
+    params = init_params(spec)
+    ops = make_ops("numpy", fused=False)
+    traj = simulate(spec, params, _batch(spec, 90, 2, seed=3).x, ops)
+    assert traj.z[0].sum() > 10
+    P, rec = traj.populations[0], traj.pop_records[0]
+    rng = np.random.default_rng(1)
+    signal = (rng.normal(size=(90, 2, 2)), rng.normal(size=(9, 2)), rng.normal(size=(2, 9)))
+    want = local_adjoint(P.model, P.const, rec, signal, ops)
+    got = fused.traced_adjoint(P.model, P.const, rec, signal, input_jacobian(P.const))
+    assert got is not None  # every model's Jacobians are arithmetic: all of them are traced
+    assert np.abs(got - want).max() <= 1e-10 * np.abs(want).max()
+
+
+@needs_numba
+def test_adjoint_of_a_model_whose_jacobian_is_not_arithmetic_falls_back():
+    # A comparison in the Jacobian cannot be traced: the evaluated arrays are used instead.
+    from types import SimpleNamespace
+
+    from eprop_lava.engine.backend import make_ops
+    from eprop_lava.eprop.traces import local_adjoint
+
+    model = SimpleNamespace(
+        name="clipped", hidden=("v",),
+        spike_jacobian=lambda rec, c: [rec["psi"]],
+        transition_jacobian=lambda rec, c: [[c.alpha * (rec["x"] < 0.5)]])
+    const = SimpleNamespace(alpha=0.9, input_gain=1.0)
+    rng = np.random.default_rng(2)
+    rec = {"psi": rng.random((30, 2, 4)), "x": rng.random((30, 2, 4))}
+    signal = rng.normal(size=(30, 2, 4))
+    assert fused.traced_adjoint(model, const, rec, signal, 1.0) is None
+    got = local_adjoint(model, const, rec, signal, make_ops("numpy", fused=True))
+    mu, want = np.zeros((2, 4)), np.zeros((30, 2, 4))
+    for t in range(29, -1, -1):  # mu^t = L^t psi^t + mu^{t+1} J^t, J^t = alpha [x^t < 0.5]
+        mu = signal[t] * rec["psi"][t] + (mu * 0.9 * (rec["x"][t] < 0.5) if t < 29 else 0.0)
+        want[t] = mu
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)

@@ -36,6 +36,7 @@ Without numba (e.g. a GPU machine without it), or with
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 import numpy as np
@@ -150,6 +151,65 @@ if numba is not None:
                     out[t, b, j] = new0
 
 
+    def _readout_backward(y, target, mask, readout_in, cross_entropy, kappa, gain, scale, shift, chunks,
+                          ybar_out, loss_out, grad_w, grad_b):  # pragma: no cover - compiled
+        # The readout's backward pass, one sweep from the last step to the first per
+        # sample (chunk c of the samples per thread, private sums): at a masked step
+        # the error e^t = m^t (softmax(y^t) - target^t) (cross entropy) or m^t (y^t - target^t)
+        # (MSE) and the loss term; Ybar^t = scale e^t + kappa Ybar^{t+1}; g Ybar^t goes to
+        # ybar_out[t - shift] and into sum_t g Ybar^t (bias) and sum_t g Ybar^t readout_in^t
+        # over the nonzero (spike) inputs. float64 sums.
+        T, B, K = y.shape
+        N = readout_in.shape[2]
+        for c in prange(chunks):
+            ci = np.int64(c)
+            acc = np.zeros(K, np.float64)
+            err = np.zeros(K, np.float64)
+            gy = np.zeros(K, np.float64)
+            loss = 0.0
+            for b in range(ci * B // chunks, (ci + 1) * B // chunks):
+                for k in range(K):
+                    acc[k] = 0.0
+                if shift:
+                    for k in range(K):
+                        ybar_out[T - 1, b, k] = 0
+                for t in range(T - 1, -1, -1):
+                    m = np.float64(mask[t, b])
+                    if m != 0:
+                        if cross_entropy:
+                            top = np.float64(y[t, b, 0])
+                            for k in range(1, K):
+                                top = max(top, np.float64(y[t, b, k]))
+                            total = 0.0
+                            for k in range(K):
+                                total += np.exp(np.float64(y[t, b, k]) - top)
+                            lse = top + np.log(total)
+                            for k in range(K):
+                                log_p = np.float64(y[t, b, k]) - lse
+                                loss -= m * np.float64(target[t, b, k]) * log_p
+                                err[k] = m * (np.exp(log_p) - np.float64(target[t, b, k]))
+                        else:
+                            for k in range(K):
+                                diff = np.float64(y[t, b, k]) - np.float64(target[t, b, k])
+                                loss += 0.5 * m * diff * diff
+                                err[k] = m * diff
+                        for k in range(K):
+                            acc[k] = scale * err[k] + kappa * acc[k]
+                    else:
+                        for k in range(K):
+                            acc[k] = kappa * acc[k]
+                    for k in range(K):
+                        gy[k] = gain * acc[k]
+                        grad_b[c, k] += gy[k]
+                        if t >= shift:
+                            ybar_out[t - shift, b, k] = gy[k]
+                    for i in range(N):
+                        p = np.float64(readout_in[t, b, i])
+                        if p != 0:
+                            for k in range(K):
+                                grad_w[c, k, i] += gy[k] * p
+            loss_out[c] = scale * loss
+
     def _outer_events(delta, pre, chunks, split_rows, out):  # pragma: no cover - compiled
         # out[., i, j] += pre[r, i] delta[r, j] over pre[r, i] != 0. split_rows: thread c
         # takes rows c of chunks into its own out[c] (summed after); otherwise it
@@ -196,7 +256,8 @@ if numba is not None:
                 for j in range(rec.shape[0]):
                     rec[j] += w_rec_t[i, j]
 
-    KERNELS = {f.__name__: _variants(f) for f in (_lif_family, _adjoint_block, _outer_events, _project_events)}
+    KERNELS = {f.__name__: _variants(f) for f in (_lif_family, _adjoint_block, _readout_backward, _outer_events,
+                                                   _project_events)}
 
 
 def _kernel(name: str, parallel: bool):
@@ -301,6 +362,234 @@ def adjoint_block(signal: Any, dz_dh: list, jac: list, mu: np.ndarray, out: np.n
     _kernel("_adjoint_block", True)(direct, ybar, feedback, rate, dtype.type(gain), view(dz_dh[0]), view(dz_dh[1]),
                                     has_d, view(jac[0][0]), view(jac[0][1]), view(jac[1][0]), view(jac[1][1]),
                                     used, d, mu, out)
+
+
+class _Term:
+    """A symbolic value at one (step, sample, neuron) while a model's Jacobian
+    functions are traced: arithmetic builds the source of the expression. Any
+    other use (a comparison, ``if``, a numpy function) raises TypeError and the
+    caller keeps the evaluated arrays instead."""
+
+    __array_ufunc__ = None  # numpy defers to the reflected operators (or fails) instead of wrapping
+
+    def __init__(self, src: str):
+        self.src = src
+
+    @staticmethod
+    def _src(other: Any) -> str:
+        if isinstance(other, _Term):
+            return other.src
+        if isinstance(other, (bool, int, float, np.integer, np.floating)) and not isinstance(other, np.bool_):
+            return repr(float(other))
+        raise TypeError(f"cannot trace {type(other).__name__}")
+
+    def _op(self, op: str, other: Any, reflected: bool = False) -> "_Term":
+        a, b = self.src, self._src(other)
+        return _Term(f"({b} {op} {a})" if reflected else f"({a} {op} {b})")
+
+    def __add__(self, o): return self._op("+", o)
+    def __radd__(self, o): return self._op("+", o, True)
+    def __sub__(self, o): return self._op("-", o)
+    def __rsub__(self, o): return self._op("-", o, True)
+    def __mul__(self, o): return self._op("*", o)
+    def __rmul__(self, o): return self._op("*", o, True)
+    def __truediv__(self, o): return self._op("/", o)
+    def __rtruediv__(self, o): return self._op("/", o, True)
+    def __neg__(self): return _Term(f"(-{self.src})")
+
+    def __bool__(self):
+        raise TypeError("a traced value has no truth value")
+
+
+class _TracedRecords(dict):
+    """record[key] -> the term ``r{i}[t, b, j]``; the keys used, in order."""
+
+    def __init__(self, records: dict):
+        super().__init__()
+        self.records, self.used = records, []
+
+    def __getitem__(self, key):
+        if key not in self.records:
+            raise KeyError(key)
+        if key not in self.used:
+            self.used.append(key)
+        return _Term(f"r{self.used.index(key)}[t, b, j]")
+
+
+class _TracedConstants:
+    """const.name -> the term ``c[i, j]`` for a numeric constant (scalar or per
+    neuron), the value itself for anything else (strings such as ``reset``)."""
+
+    def __init__(self, const: Any):
+        self._const, self._used = const, []
+
+    def __getattr__(self, name):
+        value = getattr(self._const, name)
+        if isinstance(value, (str, bool, np.bool_)) or value is None:
+            return value
+        if name not in self._used:
+            self._used.append(name)
+        return _Term(f"c[{self._used.index(name)}, j]")
+
+
+def _trace(entry: Any) -> str | None:
+    """Source of one Jacobian entry (None for a structural zero)."""
+    if entry is None:
+        return None
+    return _Term._src(entry)
+
+
+def _adjoint_source(dz_dh: list, jac: list, n_records: int) -> str:
+    """The compiled recursion for traced Jacobians (see :func:`traced_adjoint`)."""
+    d = len(dz_dh)
+    args = ", ".join(f"r{i}" for i in range(n_records))
+    lines = [
+        "def adjoint_traced(direct, ybar, feedback, rate, gain, c, mu, out" + (", " + args if args else "") + "):",
+        "    S, B, N = out.shape",
+        "    K = ybar.shape[2]",
+        "    for b in prange(B):",
+        "        for t in range(S - 1, -1, -1):",
+        "            for j in range(N):",
+        "                if direct:",
+        "                    sig = ybar[t, b, j]",
+        "                else:",
+        "                    sig = ybar[t, b, 0] * feedback[j, 0]",
+        "                    for k in range(1, K):",
+        "                        sig = sig + ybar[t, b, k] * feedback[j, k]",
+        "                    sig = sig + rate[b, j]",
+        "                sig = sig * gain",
+    ]
+    lines += [f"                m{r} = mu[{r}, b, j]" for r in range(d)]
+    for col in range(d):
+        terms = [f"sig * {dz_dh[col]}" if dz_dh[col] is not None else "sig * 0"]
+        terms += [f"m{r} * {jac[r][col]}" for r in range(d) if jac[r][col] is not None]
+        lines.append(f"                new{col} = " + " + ".join(terms))
+    lines += [f"                mu[{col}, b, j] = new{col}" for col in range(d)]
+    lines.append("                out[t, b, j] = new0")
+    return "\n".join(lines) + "\n"
+
+
+_TRACED_KERNELS: dict = {}
+
+
+def _compile_source(source: str):
+    """njit(parallel) of a generated loop. The source is written once to a
+    file named by its digest (numba's on-disk cache needs a source file), so a
+    later process loads the compiled loop instead of compiling it again."""
+    import hashlib
+    import importlib.util
+
+    digest = hashlib.sha1(source.encode()).hexdigest()[:16]
+    if digest in _TRACED_KERNELS:
+        return _TRACED_KERNELS[digest]
+    header = "import numpy as np\nfrom numba import njit, prange\n\n"
+    footer = "\nadjoint_traced = njit(parallel=True, cache=True, error_model='numpy')(adjoint_traced)\n"
+    text = header + source + footer
+    folder = os.environ.get("EPROP_LAVA_KERNEL_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "eprop_lava", "kernels")
+    path = os.path.join(folder, f"adjoint_{digest}.py")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        if not os.path.exists(path):
+            tmp = f"{path}.{os.getpid()}.tmp"
+            with open(tmp, "w") as f:
+                f.write(text)
+            os.replace(tmp, path)  # atomic: concurrent processes see the whole file or none
+        name = f"eprop_lava_adjoint_{digest}"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # numba's cache finds the loop's module by this name
+        spec.loader.exec_module(module)
+        kernel = module.adjoint_traced
+    except OSError:  # no writable cache folder: compile in memory (each process compiles once)
+        namespace: dict = {"np": np, "prange": prange}
+        exec(compile(source, f"<adjoint {digest}>", "exec"), namespace)
+        kernel = njit(parallel=True, error_model="numpy")(namespace["adjoint_traced"])
+    _TRACED_KERNELS[digest] = kernel
+    return kernel
+
+
+def traced_adjoint(model: Any, const: Any, records: dict, signal: Any, gain: float) -> np.ndarray | None:
+    """e-prop's per-neuron backward recursion (:func:`eprop_lava.eprop.traces.local_adjoint`)
+    over the whole sequence in one compiled loop that evaluates the model's
+    Jacobians per element instead of reading (T, B, N) arrays of them.
+
+    The model's own ``spike_jacobian`` and ``transition_jacobian`` are called
+    once on symbolic records and constants: the arithmetic they do becomes the
+    loop's expressions (e.g. ALIF's J_aa = rho - beta psi reads psi and two
+    per-neuron constants), so no model's equations are written here. A model
+    whose Jacobians need more than arithmetic (a comparison, a numpy function)
+    returns None: the caller evaluates them as arrays (:func:`adjoint_block`).
+    ``signal`` as in :func:`adjoint_block`; returns delta (T, B, N) = g mu_v."""
+    traced_records, traced_const = _TracedRecords(records), _TracedConstants(const)
+    try:
+        dz_dh = [_trace(e) for e in model.spike_jacobian(traced_records, traced_const)]
+        jac = [[_trace(e) for e in row] for row in model.transition_jacobian(traced_records, traced_const)]
+    except TypeError:
+        return None
+    d = len(dz_dh)
+    if len(jac) != d or any(len(row) != d for row in jac):
+        return None
+    if isinstance(signal, tuple):
+        ybar, feedback, rate = signal
+        (T, B, _), N = ybar.shape, feedback.shape[0]
+        dtype = ybar.dtype
+    else:
+        T, B, N = signal.shape
+        dtype = signal.dtype
+    try:
+        c = np.stack([np.broadcast_to(np.asarray(getattr(const, k), dtype=dtype), (N,)) for k in traced_const._used]) \
+            if traced_const._used else np.zeros((1, N), dtype)
+    except (TypeError, ValueError):  # a constant that is not one value per neuron
+        return None
+    arrays = []
+    for key in traced_records.used:
+        a = np.asarray(records[key])
+        arrays.append(np.ascontiguousarray(a if a.dtype == dtype else a.astype(dtype)))
+    zero = np.zeros((), dtype)
+    if isinstance(signal, tuple):
+        direct = False
+        ybar, feedback = np.ascontiguousarray(ybar, dtype), np.ascontiguousarray(feedback, dtype)
+        rate = np.broadcast_to(zero if rate is None else np.asarray(rate, dtype), (B, N))
+    else:
+        direct, ybar, feedback, rate = True, np.asarray(signal, dtype), np.zeros((0, 0), dtype), \
+            np.broadcast_to(zero, (B, N))
+    kernel = _compile_source(_adjoint_source(dz_dh, jac, len(arrays)))
+    _launch_threads()
+    out = np.empty((T, B, N), dtype)
+    mu = np.zeros((d, B, N), dtype)  # mu^T = 0
+    kernel(direct, ybar, feedback, rate, dtype.type(gain), c, mu, out, *arrays)
+    return out
+
+
+def readout_backward(kind: str, y: np.ndarray, target: np.ndarray, mask: np.ndarray, readout_in: np.ndarray,
+                     kappa: float, gain: float = 1.0, scale: float = 1.0, shift: int = 0):
+    """The readout's side of the backward pass in one compiled sweep over time,
+    the compiled form of :func:`eprop_lava.eprop.loss.task_loss_and_error`
+    (cross-entropy, seed 002 Eqs. 2.31-2.32, or MSE, seed 001 Eq. 4.24, times
+    ``scale``: :func:`~eprop_lava.eprop.loss.batch_scale`), the reverse readout
+    filter and :func:`eprop_lava.engine.gradients.readout_gradients`:
+
+        Ybar^t = dE/dy^t + kappa Ybar^{t+1},  dE/dW_out = g sum_t Ybar^t readout_in^t,  dE/db = g sum_t Ybar^t
+
+    Returns (task loss, dE/dW_out (K, N), dE/db (K,), g Ybar (T, B, K) moved
+    ``shift`` steps earlier: shift = 1 gives the Ybar^{t+1} that dE/dz^t sees
+    under Loihi timing, zero at the last step). Only (T, B, K) and (K, N) arrays
+    are made; the error itself is never stored. None for a loss it does not know."""
+    if kind not in ("cross_entropy", "mse"):
+        return None
+    T, B, K = y.shape
+    dtype = y.dtype
+    chunks = max(1, min(numba.get_num_threads(), B))
+    ybar = np.empty((T, B, K), dtype)
+    loss = np.zeros(chunks)
+    grad_w = np.zeros((chunks, K, readout_in.shape[2]))
+    grad_b = np.zeros((chunks, K))
+    _kernel("_readout_backward", True)(np.ascontiguousarray(y), np.ascontiguousarray(target, dtype),
+                                       np.ascontiguousarray(mask, dtype), np.ascontiguousarray(readout_in),
+                                       kind == "cross_entropy", float(kappa), float(gain), float(scale), int(shift),
+                                       chunks, ybar, loss, grad_w, grad_b)
+    return float(loss.sum()), grad_w.sum(0).astype(dtype), grad_b.sum(0).astype(dtype), ybar
 
 
 # Above this fraction of nonzero presynaptic values a dense GEMM is faster.

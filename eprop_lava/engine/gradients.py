@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from eprop_lava.engine import fused
 from eprop_lava.engine.backend import Ops, make_ops
 from eprop_lava.engine.network import Batch, Trajectory, feedback_matrix, readout_gain, simulate
 from eprop_lava.eprop.learning_signal import learning_signal
@@ -128,6 +129,26 @@ def loss_and_error(spec: NetworkSpec, traj: Trajectory, batch_on: tuple, ops: Op
     return loss + rate_loss(spec, traj, ops), error
 
 
+def _readout_backward(spec: NetworkSpec, traj: Trajectory, batch_on: tuple, ops: Ops) -> tuple[Any, dict, Any]:
+    """(:func:`total_loss`, the exact readout gradients, g Ybar as dE/dz^t sees it):
+    Ybar^t under Bellec timing, Ybar^{t+1} under Loihi timing (y^t sees z^{t-1}).
+    With the compiled loops the loss, the error and the reverse readout filter are
+    one sweep over time (:func:`eprop_lava.engine.fused.readout_backward`), else the
+    numpy passes of :func:`loss_and_error` and :func:`readout_gradients`."""
+    x, target, mask = batch_on
+    shift = 1 if spec.timing == "loihi" else 0
+    if getattr(ops, "fused", False) and fused.available():
+        scale = batch_scale(spec.conventions.batch_reduction, mask.shape[1])
+        out = fused.readout_backward(spec.loss, traj.y, target, mask, traj.readout_in, spec.readout.kappa,
+                                     readout_gain(spec), scale, shift)
+        if out is not None:
+            task, grad_w, grad_b, ybar = out
+            return task + rate_loss(spec, traj, ops), {"readout.w": grad_w, "readout.b": grad_b}, ybar
+    loss, error = loss_and_error(spec, traj, batch_on, ops)
+    grads, ybar = readout_gradients(spec, traj, error, ops)
+    return loss, grads, (ops.shift_backward(ybar) if shift else ybar)
+
+
 def _batch_on(batch: Batch, ops: Ops) -> tuple:
     return ops.asarray(batch.x), ops.asarray(batch.target), ops.asarray(batch.mask)
 
@@ -139,11 +160,7 @@ def eprop_gradient(spec: NetworkSpec, params: dict, batch: Batch, ops: Ops | Non
     p = _on(ops, params)
     x, target, mask = _batch_on(batch, ops)
     traj = simulate(spec, p, x, ops)
-    loss, error = loss_and_error(spec, traj, (x, target, mask), ops)
-    grads, ybar = readout_gradients(spec, traj, error, ops)
-    # dE/dz^t through the readout: Ybar^t (bellec) or Ybar^{t+1} (loihi: y^t sees z^{t-1}).
-    if spec.timing == "loihi":
-        ybar = ops.shift_backward(ybar)
+    loss, grads, ybar = _readout_backward(spec, traj, (x, target, mask), ops)
     # The learning signal L = ybar B^T (+ rate signal) goes to the adjoint as its
     # factors: the compiled loop forms L^t step by step, with no (T, B, N) array.
     feedback = ops.asarray(feedback_matrix(spec, p))

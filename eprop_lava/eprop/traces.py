@@ -40,8 +40,12 @@ def local_adjoint(model: Any, const: Any, records: dict, signal: Any, ops: Any) 
     loop then forms L^t inside the backward pass, step by step, and no
     (T, B, N) array of the signal exists; the reference loop forms it first."""
     gain = input_jacobian(const)
-    if getattr(ops, "fused", False) and fused.available() and len(model.hidden) <= 2:
-        return _blocked_adjoint(model, const, records, signal, gain)
+    if getattr(ops, "fused", False) and fused.available():
+        out = fused.traced_adjoint(model, const, records, signal, gain)  # Jacobians per element, compiled
+        if out is not None:
+            return out
+        if len(model.hidden) <= 2:
+            return _blocked_adjoint(model, const, records, signal, gain)
     if isinstance(signal, tuple):
         ybar, feedback, rate = signal
         signal = learning_signal(ybar, feedback, ops)
