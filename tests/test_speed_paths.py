@@ -238,9 +238,11 @@ def test_traced_adjoint_equals_reference_loop(neuron, reset):
     rng = np.random.default_rng(1)
     signal = (rng.normal(size=(90, 2, 2)), rng.normal(size=(9, 2)), rng.normal(size=(2, 9)))
     want = local_adjoint(P.model, P.const, rec, signal, ops)
-    got = fused.traced_adjoint(P.model, P.const, rec, signal, input_jacobian(P.const))
-    assert got is not None  # every model's Jacobians are arithmetic: all of them are traced
-    assert np.abs(got - want).max() <= 1e-10 * np.abs(want).max()
+    formed = np.einsum("tbk,jk->tbj", signal[0], signal[1]) + signal[2]
+    for given in (signal, formed):  # the signal's factors, or the signal itself
+        got = fused.traced_adjoint(P.model, P.const, rec, given, input_jacobian(P.const))
+        assert got is not None  # every model's Jacobians are arithmetic: all of them are traced
+        assert np.abs(got - want).max() <= 1e-10 * np.abs(want).max()
 
 
 @needs_numba

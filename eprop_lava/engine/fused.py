@@ -439,33 +439,42 @@ def _trace(entry: Any) -> str | None:
     return _Term._src(entry)
 
 
-def _adjoint_source(dz_dh: list, jac: list, n_records: int) -> str:
+def _adjoint_source(dz_dh: list, jac: list, n_records: int, direct: bool) -> str:
     """The compiled recursion for traced Jacobians (see :func:`traced_adjoint`)."""
     d = len(dz_dh)
     args = ", ".join(f"r{i}" for i in range(n_records))
     lines = [
-        "def adjoint_traced(direct, ybar, feedback, rate, gain, c, mu, out" + (", " + args if args else "") + "):",
+        "def adjoint_traced(ybar, feedback_t, rate, gain, c, mu, out, chunks" + (", " + args if args else "")
+        + "):",
         "    S, B, N = out.shape",
         "    K = ybar.shape[2]",
-        "    for b in prange(B):",
+        # thread ch takes the samples of chunk ch and sweeps time outermost: each step
+        # reads one contiguous (samples x N) slab (1.5x faster than a sample's whole sequence at a time)
+        "    for ch in prange(chunks):",
+        "        ci = np.int64(ch)",
+        "        signal = np.empty(N, out.dtype)",
         "        for t in range(S - 1, -1, -1):",
-        "            for j in range(N):",
-        "                if direct:",
-        "                    sig = ybar[t, b, j]",
-        "                else:",
-        "                    sig = ybar[t, b, 0] * feedback[j, 0]",
-        "                    for k in range(1, K):",
-        "                        sig = sig + ybar[t, b, k] * feedback[j, k]",
-        "                    sig = sig + rate[b, j]",
-        "                sig = sig * gain",
+        "            for b in range(ci * B // chunks, (ci + 1) * B // chunks):",
     ]
-    lines += [f"                m{r} = mu[{r}, b, j]" for r in range(d)]
+    if direct:
+        lines += ["                for j in range(N):",
+                  "                    signal[j] = ybar[t, b, j]"]
+    else:  # L^t = ybar^t B^T + rate, one output k at a time (so the loops over j vectorize)
+        lines += ["                for j in range(N):",
+                  "                    signal[j] = rate[b, j]",
+                  "                for k in range(K):",
+                  "                    y_k = ybar[t, b, k]",
+                  "                    for j in range(N):",
+                  "                        signal[j] += y_k * feedback_t[k, j]"]
+    lines += ["                for j in range(N):",
+              "                    sig = signal[j] * gain"]
+    lines += [f"                    m{r} = mu[{r}, b, j]" for r in range(d)]
     for col in range(d):
         terms = [f"sig * {dz_dh[col]}" if dz_dh[col] is not None else "sig * 0"]
         terms += [f"m{r} * {jac[r][col]}" for r in range(d) if jac[r][col] is not None]
-        lines.append(f"                new{col} = " + " + ".join(terms))
-    lines += [f"                mu[{col}, b, j] = new{col}" for col in range(d)]
-    lines.append("                out[t, b, j] = new0")
+        lines.append(f"                    new{col} = " + " + ".join(terms))
+    lines += [f"                    mu[{col}, b, j] = new{col}" for col in range(d)]
+    lines.append("                    out[t, b, j] = new0")
     return "\n".join(lines) + "\n"
 
 
@@ -549,16 +558,17 @@ def traced_adjoint(model: Any, const: Any, records: dict, signal: Any, gain: flo
     zero = np.zeros((), dtype)
     if isinstance(signal, tuple):
         direct = False
-        ybar, feedback = np.ascontiguousarray(ybar, dtype), np.ascontiguousarray(feedback, dtype)
-        rate = np.broadcast_to(zero if rate is None else np.asarray(rate, dtype), (B, N))
+        ybar, feedback = np.ascontiguousarray(ybar, dtype), np.ascontiguousarray(np.asarray(feedback, dtype).T)
+        # a real (B, N) array: a zero-strided view would keep the loop from vectorizing
+        rate = np.ascontiguousarray(np.broadcast_to(zero if rate is None else np.asarray(rate, dtype), (B, N)))
     else:
-        direct, ybar, feedback, rate = True, np.asarray(signal, dtype), np.zeros((0, 0), dtype), \
-            np.broadcast_to(zero, (B, N))
-    kernel = _compile_source(_adjoint_source(dz_dh, jac, len(arrays)))
+        direct, ybar, feedback, rate = True, np.asarray(signal, dtype), np.zeros((0, 0), dtype), np.zeros((1, 1), dtype)
+    kernel = _compile_source(_adjoint_source(dz_dh, jac, len(arrays), direct))
     _launch_threads()
     out = np.empty((T, B, N), dtype)
     mu = np.zeros((d, B, N), dtype)  # mu^T = 0
-    kernel(direct, ybar, feedback, rate, dtype.type(gain), c, mu, out, *arrays)
+    chunks = max(1, min(numba.get_num_threads(), B))
+    kernel(ybar, feedback, rate, dtype.type(gain), c, mu, out, chunks, *arrays)
     return out
 
 
