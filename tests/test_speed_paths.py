@@ -181,9 +181,10 @@ def test_adjoint_block_forms_the_learning_signal_per_step(rate_shape):
 @needs_numba
 @pytest.mark.parametrize("kind", ["cross_entropy", "mse"])
 @pytest.mark.parametrize("shift", [0, 1])
-def test_readout_backward_equals_the_step_by_step_definition(kind, shift):
+@pytest.mark.parametrize("K", [3, fused.DENSE_READOUT_OUTPUTS + 2])  # dense and event-driven readout gradient
+def test_readout_backward_equals_the_step_by_step_definition(kind, shift, K):
     rng = np.random.default_rng(5)
-    T, B, K, N = 40, 3, 3, 7
+    T, B, N = 40, 3, 7
     y = rng.normal(size=(T, B, K))
     target = np.eye(K)[rng.integers(0, K, size=(T, B))] if kind == "cross_entropy" else rng.normal(size=(T, B, K))
     mask = (rng.random((T, B)) < 0.4) * rng.random((T, B))

@@ -151,29 +151,30 @@ if numba is not None:
                     out[t, b, j] = new0
 
 
-    def _readout_backward(y, target, mask, readout_in, cross_entropy, kappa, gain, scale, shift, chunks,
+    def _readout_backward(y, target, mask, readout_in, cross_entropy, kappa, gain, scale, shift, chunks, dense,
                           ybar_out, loss_out, grad_w, grad_b):  # pragma: no cover - compiled
-        # The readout's backward pass, one sweep from the last step to the first per
-        # sample (chunk c of the samples per thread, private sums): at a masked step
-        # the error e^t = m^t (softmax(y^t) - target^t) (cross entropy) or m^t (y^t - target^t)
-        # (MSE) and the loss term; Ybar^t = scale e^t + kappa Ybar^{t+1}; g Ybar^t goes to
-        # ybar_out[t - shift] and into sum_t g Ybar^t (bias) and sum_t g Ybar^t readout_in^t
-        # over the nonzero (spike) inputs. float64 sums.
+        # The readout's backward pass, one sweep from the last step to the first
+        # (chunk c of the samples per thread, time outermost, private sums): at a masked
+        # step the error e^t = m^t (softmax(y^t) - target^t) (cross entropy) or
+        # m^t (y^t - target^t) (MSE) and the loss term; Ybar^t = scale e^t + kappa Ybar^{t+1};
+        # g Ybar^t goes to ybar_out[t - shift] and into sum_t g Ybar^t (bias) and
+        # sum_t g Ybar^t readout_in^t: dense (vectorized over the inputs, for few outputs)
+        # or over the nonzero (spike) inputs only. float64 sums.
         T, B, K = y.shape
         N = readout_in.shape[2]
         for c in prange(chunks):
             ci = np.int64(c)
-            acc = np.zeros(K, np.float64)
+            b0, b1 = ci * B // chunks, (ci + 1) * B // chunks
+            acc = np.zeros((b1 - b0, K), np.float64)
             err = np.zeros(K, np.float64)
             gy = np.zeros(K, np.float64)
             loss = 0.0
-            for b in range(ci * B // chunks, (ci + 1) * B // chunks):
-                for k in range(K):
-                    acc[k] = 0.0
-                if shift:
+            if shift:
+                for b in range(b0, b1):
                     for k in range(K):
                         ybar_out[T - 1, b, k] = 0
-                for t in range(T - 1, -1, -1):
+            for t in range(T - 1, -1, -1):
+                for b in range(b0, b1):
                     m = np.float64(mask[t, b])
                     if m != 0:
                         if cross_entropy:
@@ -194,20 +195,26 @@ if numba is not None:
                                 loss += 0.5 * m * diff * diff
                                 err[k] = m * diff
                         for k in range(K):
-                            acc[k] = scale * err[k] + kappa * acc[k]
+                            acc[b - b0, k] = scale * err[k] + kappa * acc[b - b0, k]
                     else:
                         for k in range(K):
-                            acc[k] = kappa * acc[k]
+                            acc[b - b0, k] = kappa * acc[b - b0, k]
                     for k in range(K):
-                        gy[k] = gain * acc[k]
+                        gy[k] = gain * acc[b - b0, k]
                         grad_b[c, k] += gy[k]
                         if t >= shift:
                             ybar_out[t - shift, b, k] = gy[k]
-                    for i in range(N):
-                        p = np.float64(readout_in[t, b, i])
-                        if p != 0:
-                            for k in range(K):
-                                grad_w[c, k, i] += gy[k] * p
+                    if dense:
+                        for k in range(K):
+                            g_k = gy[k]
+                            for i in range(N):
+                                grad_w[c, k, i] += g_k * readout_in[t, b, i]
+                    else:
+                        for i in range(N):
+                            p = np.float64(readout_in[t, b, i])
+                            if p != 0:
+                                for k in range(K):
+                                    grad_w[c, k, i] += gy[k] * p
             loss_out[c] = scale * loss
 
     def _outer_events(delta, pre, chunks, split_rows, out):  # pragma: no cover - compiled
@@ -572,6 +579,11 @@ def traced_adjoint(model: Any, const: Any, records: dict, signal: Any, gain: flo
     return out
 
 
+# Up to this many readout outputs the readout gradient adds every input (a
+# vectorized loop: ~3x faster than testing each input for a spike at K = 2).
+DENSE_READOUT_OUTPUTS = 4
+
+
 def readout_backward(kind: str, y: np.ndarray, target: np.ndarray, mask: np.ndarray, readout_in: np.ndarray,
                      kappa: float, gain: float = 1.0, scale: float = 1.0, shift: int = 0):
     """The readout's side of the backward pass in one compiled sweep over time,
@@ -598,7 +610,7 @@ def readout_backward(kind: str, y: np.ndarray, target: np.ndarray, mask: np.ndar
     _kernel("_readout_backward", True)(np.ascontiguousarray(y), np.ascontiguousarray(target, dtype),
                                        np.ascontiguousarray(mask, dtype), np.ascontiguousarray(readout_in),
                                        kind == "cross_entropy", float(kappa), float(gain), float(scale), int(shift),
-                                       chunks, ybar, loss, grad_w, grad_b)
+                                       chunks, K <= DENSE_READOUT_OUTPUTS, ybar, loss, grad_w, grad_b)
     return float(loss.sum()), grad_w.sum(0).astype(dtype), grad_b.sum(0).astype(dtype), ybar
 
 
