@@ -446,13 +446,16 @@ def _trace(entry: Any) -> str | None:
     return _Term._src(entry)
 
 
-def _adjoint_source(dz_dh: list, jac: list, n_records: int, direct: bool) -> str:
-    """The compiled recursion for traced Jacobians (see :func:`traced_adjoint`)."""
+def _adjoint_source(dz_dh: list, jac: list, n_records: int, direct: bool, fuse_in: bool = False,
+                    fuse_rec: bool = False) -> str:
+    """The compiled recursion for traced Jacobians (see :func:`traced_adjoint`);
+    fuse_in / fuse_rec: also sum delta^t pre_in^t and delta^t pre_rec^{t-1} over
+    the nonzero presynaptic values (per thread, into g_in / g_rec)."""
     d = len(dz_dh)
     args = ", ".join(f"r{i}" for i in range(n_records))
     lines = [
-        "def adjoint_traced(ybar, feedback_t, rate, gain, c, mu, out, chunks" + (", " + args if args else "")
-        + "):",
+        "def adjoint_traced(ybar, feedback_t, rate, gain, c, mu, out, chunks, pre_in, pre_rec, g_in, g_rec"
+        + (", " + args if args else "") + "):",
         "    S, B, N = out.shape",
         "    K = ybar.shape[2]",
         # thread ch takes the samples of chunk ch and sweeps time outermost: each step
@@ -482,6 +485,19 @@ def _adjoint_source(dz_dh: list, jac: list, n_records: int, direct: bool) -> str
         lines.append(f"                    new{col} = " + " + ".join(terms))
     lines += [f"                    mu[{col}, b, j] = new{col}" for col in range(d)]
     lines.append("                    out[t, b, j] = new0")
+    if fuse_in:  # the row of delta is in cache: the weight gradient's events are added now
+        lines += ["                for i in range(pre_in.shape[2]):",
+                  "                    p = pre_in[t, b, i]",
+                  "                    if p != 0:",
+                  "                        for j in range(N):",
+                  "                            g_in[ch, i, j] += p * out[t, b, j]"]
+    if fuse_rec:
+        lines += ["                if t >= 1:",
+                  "                    for i in range(N):",
+                  "                        p = pre_rec[t - 1, b, i]",
+                  "                        if p != 0:",
+                  "                            for j in range(N):",
+                  "                                g_rec[ch, i, j] += p * out[t, b, j]"]
     return "\n".join(lines) + "\n"
 
 
@@ -526,6 +542,13 @@ def _compile_source(source: str):
 
 
 def traced_adjoint(model: Any, const: Any, records: dict, signal: Any, gain: float) -> np.ndarray | None:
+    """delta (T, B, N) of :func:`traced_adjoint_gradients` (no weight gradients), or None."""
+    out = traced_adjoint_gradients(model, const, records, signal, gain)
+    return None if out is None else out[0]
+
+
+def traced_adjoint_gradients(model: Any, const: Any, records: dict, signal: Any, gain: float,
+                             pre_in: np.ndarray | None = None, pre_rec: np.ndarray | None = None):
     """e-prop's per-neuron backward recursion (:func:`eprop_lava.eprop.traces.local_adjoint`)
     over the whole sequence in one compiled loop that evaluates the model's
     Jacobians per element instead of reading (T, B, N) arrays of them.
@@ -536,7 +559,12 @@ def traced_adjoint(model: Any, const: Any, records: dict, signal: Any, gain: flo
     per-neuron constants), so no model's equations are written here. A model
     whose Jacobians need more than arithmetic (a comparison, a numpy function)
     returns None: the caller evaluates them as arrays (:func:`adjoint_block`).
-    ``signal`` as in :func:`adjoint_block`; returns delta (T, B, N) = g mu_v."""
+    ``signal`` as in :func:`adjoint_block`. Returns (delta (T, B, N) = g mu_v,
+    sum_t delta^t (x) pre_in^t, sum_{t>=1} delta^t (x) pre_rec^{t-1}): the weight
+    gradients (N, I) of seed 002 Eq. 2.37 summed in the same loop while each
+    step's delta is in cache, for a sparse (spike) pre_in / pre_rec; None for
+    one not given, dense, or whose per-thread sums would be large (the caller
+    then forms it from delta)."""
     traced_records, traced_const = _TracedRecords(records), _TracedConstants(const)
     try:
         dz_dh = [_trace(e) for e in model.spike_jacobian(traced_records, traced_const)]
@@ -570,13 +598,27 @@ def traced_adjoint(model: Any, const: Any, records: dict, signal: Any, gain: flo
         rate = np.ascontiguousarray(np.broadcast_to(zero if rate is None else np.asarray(rate, dtype), (B, N)))
     else:
         direct, ybar, feedback, rate = True, np.asarray(signal, dtype), np.zeros((0, 0), dtype), np.zeros((1, 1), dtype)
-    kernel = _compile_source(_adjoint_source(dz_dh, jac, len(arrays), direct))
+    chunks = max(1, min(numba.get_num_threads(), B))
+
+    def fusable(pre, width):
+        # sparse, and the per-thread (width x N) sums small next to delta itself
+        return (pre is not None and chunks * width * N <= T * B * N
+                and _sparse(np.asarray(pre).reshape(-1, np.asarray(pre).shape[-1])))
+
+    fuse_in = fusable(pre_in, 0 if pre_in is None else np.asarray(pre_in).shape[-1])
+    fuse_rec = fusable(pre_rec, N)
+    empty3 = np.zeros((1, 1, 1), dtype)
+    pre_in_c = np.ascontiguousarray(pre_in, dtype) if fuse_in else empty3
+    pre_rec_c = np.ascontiguousarray(pre_rec, dtype) if fuse_rec else empty3
+    g_in = np.zeros((chunks, pre_in_c.shape[2], N)) if fuse_in else np.zeros((1, 1, 1))
+    g_rec = np.zeros((chunks, N, N)) if fuse_rec else np.zeros((1, 1, 1))
+    kernel = _compile_source(_adjoint_source(dz_dh, jac, len(arrays), direct, fuse_in, fuse_rec))
     _launch_threads()
     out = np.empty((T, B, N), dtype)
     mu = np.zeros((d, B, N), dtype)  # mu^T = 0
-    chunks = max(1, min(numba.get_num_threads(), B))
-    kernel(ybar, feedback, rate, dtype.type(gain), c, mu, out, chunks, *arrays)
-    return out
+    kernel(ybar, feedback, rate, dtype.type(gain), c, mu, out, chunks, pre_in_c, pre_rec_c, g_in, g_rec, *arrays)
+    return (out, g_in.sum(0).T.astype(dtype) if fuse_in else None,
+            g_rec.sum(0).T.astype(dtype) if fuse_rec else None)
 
 
 # Up to this many readout outputs the readout gradient adds every input (a

@@ -149,6 +149,19 @@ def _readout_backward(spec: NetworkSpec, traj: Trajectory, batch_on: tuple, ops:
     return loss, grads, (ops.shift_backward(ybar) if shift else ybar)
 
 
+def _compiled_adjoint(P: Any, traj: Trajectory, i: int, signal: tuple, ops: Ops):
+    """(delta, dE/dW_in or None, dE/dW_rec or None) of population i from the
+    compiled adjoint with the model's Jacobians traced into it
+    (:func:`eprop_lava.engine.fused.traced_adjoint_gradients`); None without
+    the compiled loops (the caller runs :func:`eprop_lava.eprop.traces.local_adjoint`)."""
+    if not (getattr(ops, "fused", False) and fused.available()):
+        return None
+    from eprop_lava.neurons.base import input_jacobian
+
+    return fused.traced_adjoint_gradients(P.model, P.const, traj.pop_records[i], signal, input_jacobian(P.const),
+                                          traj.pop_pre_in[i], traj.pop_z[i] if P.w_rec is not None else None)
+
+
 def _batch_on(batch: Batch, ops: Ops) -> tuple:
     return ops.asarray(batch.x), ops.asarray(batch.target), ops.asarray(batch.mask)
 
@@ -172,11 +185,17 @@ def eprop_gradient(spec: NetworkSpec, params: dict, batch: Batch, ops: Ops | Non
             rate = rate_signal[..., start:stop]
         # A backward direction runs in reversed time: its signal is reversed too.
         own = (ops.flip_time(ybar) if P.reverse else ybar, feedback[start:stop], rate)
-        delta = local_adjoint(P.model, P.const, traj.pop_records[i], own, ops)
-        grads[P.prefix + "w_in"] = ops.sum_outer(delta, traj.pop_pre_in[i])
+        grad_in = grad_rec = None
+        compiled = _compiled_adjoint(P, traj, i, own, ops)
+        if compiled is not None:  # delta and, for spike inputs, the weight gradients in one loop
+            delta, grad_in, grad_rec = compiled
+        else:
+            delta = local_adjoint(P.model, P.const, traj.pop_records[i], own, ops)
+        grads[P.prefix + "w_in"] = ops.sum_outer(delta, traj.pop_pre_in[i]) if grad_in is None else grad_in
         if P.w_rec is not None:
             # sum_t delta^t z^{t-1}: slices instead of a shifted copy of the spikes
-            grads[P.prefix + "w_rec"] = ops.sum_outer(delta[1:], traj.pop_z[i][:-1])
+            grads[P.prefix + "w_rec"] = (ops.sum_outer(delta[1:], traj.pop_z[i][:-1]) if grad_rec is None
+                                         else grad_rec)
     _weight_terms(spec, p, grads, online_rate, traj, ops)
     return loss, grads, traj
 
