@@ -136,11 +136,11 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--iterations", type=int, default=12)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--identity-iterations", type=int, default=5, help="float64 steps for the identity check")
+    ap.add_argument("--identity-iterations", type=int, default=12, help="float64 steps for the identity check")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "data_parallel.json"))
     args = ap.parse_args()
     names = list(LAYOUTS)
-    runs, differences = [], []
+    runs, differences, first = [], [], {}
     with tempfile.TemporaryDirectory(prefix="bench_dp_") as tmp:
         for rnd in range(args.rounds):
             order = names[rnd % len(names):] + names[:rnd % len(names)]
@@ -153,9 +153,13 @@ def main() -> None:
                 params[name] = final_params(run_dir)
                 print(f"round {rnd} {name:15s} {r['median_seconds_per_iteration'] * 1e3:7.1f} ms/iteration  "
                       f"load {r['load_average_before'][0]:.2f}", flush=True)
-            differences.append({"round": rnd, "dtype": "float32", "steps": args.iterations,
-                                **{f"{n}_vs_1proc_2threads": difference(params[n], params["1proc_2threads"])
-                                   for n in names[1:]}})
+            row = {"round": rnd, "dtype": "float32", "steps": args.iterations,
+                   **{f"{n}_vs_1proc_2threads": difference(params[n], params["1proc_2threads"]) for n in names[1:]}}
+            if rnd == 0:
+                first = params
+            else:  # the same layout again: is a run repeatable bit for bit?
+                row.update({f"{n}_vs_round_0": difference(params[n], first[n]) for n in names})
+            differences.append(row)
         params64 = {}
         for name in names:
             run_dir = Path(tmp) / f"{name}-f64"
