@@ -89,8 +89,44 @@ def test_data_parallel_reduces_on_the_group_device(monkeypatch):
     batch = Batch(np.zeros((3, 4, 2)), np.zeros((3, 4, 1)), np.ones((3, 4)))
     sizes = []
     grad = D.data_parallel(lambda spec, p, b: (sizes.append(b.size) or 1.0, {"w": np.ones(2)}, None), group)
-    grad(None, {}, batch)
+    grad(small_sum_spec(), {}, batch)
     assert seen["device"] == "cuda:1" and sizes == [2]
+
+
+def small_sum_spec():
+    from types import SimpleNamespace
+
+    return SimpleNamespace(conventions=SimpleNamespace(batch_reduction="sum"))
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_shard_gradients_sum_to_the_whole_batch_gradient(monkeypatch, reduction):
+    # Two ranks simulated in one process (the all-reduce replaced by collecting
+    # each rank's contribution): shards of 2 and 3 samples must add up to the
+    # gradient of all 5, also when the loss is a mean over the batch.
+    from test_training import ShortEvidence, small_spec
+
+    from eprop_lava.engine import distributed as D
+    from eprop_lava.engine.gradients import eprop_gradient
+    from eprop_lava.engine.network import init_params
+
+    task = ShortEvidence()
+    spec = small_spec(task)
+    spec = spec.replace(regularization=spec.regularization.__class__(form="online", coefficient=1.0),
+                        conventions=spec.conventions.__class__(**{**spec.conventions.__dict__,
+                                                                  "batch_reduction": reduction}))
+    params = init_params(spec)
+    batch = task.batch(np.random.default_rng(3), 5)
+    parts = []
+    monkeypatch.setattr(D, "all_reduce_sum", lambda grads, loss, device="cpu": parts.append((loss, grads)) or
+                        (loss, grads))
+    for rank in range(2):
+        D.data_parallel(eprop_gradient, D.Group(rank=rank, world_size=2, local_rank=rank))(spec, params, batch)
+    loss, grads, _ = eprop_gradient(spec, params, batch)
+    assert parts[0][0] + parts[1][0] == pytest.approx(float(loss), rel=1e-10)
+    for k in grads:
+        total = parts[0][1][k] + parts[1][1][k]
+        assert np.abs(total - grads[k]).max() <= 1e-10 * np.abs(grads[k]).max(), k
 
 
 @needs_torch

@@ -26,7 +26,9 @@ tensors stay on their own device.
 
 Exactness: the task loss, the online rate regularizer (seed 002 Eqs.
 3.39-3.43) and L2 are sums over samples, so the all-reduced gradient equals
-the single-process gradient of the whole batch (to summation order). The
+the single-process gradient of the whole batch (to summation order; under
+batch_reduction = "mean" each shard's mean is weighted by its share of the
+batch, :func:`data_parallel`). The
 Bellec rate regularizer uses the batch's mean rate, a non-additive quantity:
 under data parallelism each rank uses its own shard's rate, like per-device
 batch statistics.
@@ -133,9 +135,17 @@ def broadcast_from_main(value: int | None, device: str = "cpu") -> int | None:
 
 
 def data_parallel(grad_fn: Callable, group: Group) -> Callable:
-    """Wrap a gradient function (spec, params, batch) -> (loss, grads, traj)."""
+    """Wrap a gradient function (spec, params, batch) -> (loss, grads, traj).
+
+    Under conventions.batch_reduction = "mean" each rank's gradient is a mean
+    over its own shard (1 / shard size); it is weighted by shard size / global
+    batch size before the sum, so the sum is the mean over the global batch."""
     def grad(spec: Any, params: dict, batch: Batch):
-        loss, grads, traj = grad_fn(spec, params, shard(batch, group))
+        local = shard(batch, group)
+        loss, grads, traj = grad_fn(spec, params, local)
+        if spec.conventions.batch_reduction == "mean" and local.size != batch.size:
+            weight = local.size / batch.size
+            loss, grads = weight * loss, {k: weight * g for k, g in grads.items()}
         loss, grads = all_reduce_sum(grads, loss, group.device)
         return loss, grads, traj
     return grad
