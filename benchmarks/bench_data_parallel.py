@@ -160,14 +160,17 @@ def main() -> None:
             else:  # the same layout again: is a run repeatable bit for bit?
                 row.update({f"{n}_vs_round_0": difference(params[n], first[n]) for n in names})
             differences.append(row)
-        params64 = {}
-        for name in names:
-            run_dir = Path(tmp) / f"{name}-f64"
-            run_layout(name, run_dir, args.identity_iterations, "float64")
-            params64[name] = final_params(run_dir)
-        differences.append({"dtype": "float64", "steps": args.identity_iterations,
-                            **{f"{n}_vs_1proc_2threads": difference(params64[n], params64["1proc_2threads"])
-                               for n in names[1:]}})
+        # float64 over the same steps, and float32 after one step (before Adam and the
+        # spike thresholds can amplify a rounding difference)
+        for dtype, steps in (("float64", args.identity_iterations), ("float32", 1)):
+            final = {}
+            for name in names:
+                run_dir = Path(tmp) / f"{name}-{dtype}-{steps}"
+                run_layout(name, run_dir, steps, dtype)
+                final[name] = final_params(run_dir)
+            differences.append({"dtype": dtype, "steps": steps,
+                                **{f"{n}_vs_1proc_2threads": difference(final[n], final["1proc_2threads"])
+                                   for n in names[1:]}})
     med = {n: statistics.median(r["median_seconds_per_iteration"] for r in runs if r["layout"] == n) for n in names}
     per_round = [{"round": rnd, **{n: next(r["median_seconds_per_iteration"] for r in runs
                                           if r["layout"] == n and r["round"] == rnd) for n in names}}

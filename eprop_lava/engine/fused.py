@@ -19,11 +19,16 @@ are compiled here:
   sequences (no synchronization per step). ``tests/test_fused.py`` holds this
   loop to the reference step functions for both neuron types, both resets and
   both timings.
-* :func:`adjoint_block`: e-prop's per-neuron backward recursion
-  (:func:`eprop_lava.eprop.traces.local_adjoint`) for any neuron model: it
-  takes the Jacobian entries the model computes (``transition_jacobian``,
-  ``spike_jacobian`` evaluated on the whole trajectory), so no model's
-  equations are repeated here; only the loop is compiled.
+* :func:`traced_adjoint_gradients`: e-prop's per-neuron backward recursion
+  (:func:`eprop_lava.eprop.traces.local_adjoint`) for any neuron model, with
+  the model's ``transition_jacobian`` and ``spike_jacobian`` traced once on
+  symbolic records into the loop's expressions (so no model's equations are
+  repeated here and no (T, B, N) array of a Jacobian exists), the learning
+  signal formed per step and, for spike inputs, the weight gradients summed
+  in the same loop. :func:`adjoint_block` is the same recursion over Jacobian
+  entries evaluated as arrays, for Jacobians that cannot be traced.
+* :func:`readout_backward`: the loss, dE/dy, the reverse readout filter and
+  the readout gradients in one sweep backward over time.
 * the fixed-point loops (inference and online e-prop learning of all four
   neuron types): they call the elementwise kernels of :mod:`eprop_lava.fixed`
   and :mod:`eprop_lava.neurons.fixed`, compiled by :func:`compiled` from the
