@@ -32,7 +32,8 @@ from eprop_lava.engine.backend import Ops, make_ops
 from eprop_lava.engine.network import Batch, Trajectory, feedback_matrix, readout_gain, simulate
 from eprop_lava.eprop.learning_signal import learning_signal
 from eprop_lava.eprop.loss import (
-    batch_scale, bellec_rate_loss, bellec_rate_signal, online_rate_signal, task_loss, task_loss_and_error,
+    batch_scale, bellec_rate_loss, bellec_rate_signal, firing_rate, online_rate_signal, task_loss,
+    task_loss_and_error,
 )
 from eprop_lava.eprop.traces import eligibility_step, local_adjoint
 from eprop_lava.spec import NetworkSpec
@@ -59,9 +60,18 @@ def readout_gradients(spec: NetworkSpec, traj: Trajectory, error: Any, ops: Ops)
     return grads, ybar
 
 
-def _regularization_terms(spec: NetworkSpec, traj: Trajectory, ops: Ops):
+def _bellec_rate(spec: NetworkSpec, traj: Trajectory, ops: Ops) -> Any:
+    """The firing rates the Bellec regularizer's loss and signal share (None for other forms)."""
+    reg = spec.regularization
+    if reg.form != "bellec" or not reg.coefficient:
+        return None
+    return firing_rate(_spikes(traj, ops), spec.dt, spec.conventions.rate_average == "sample")
+
+
+def _regularization_terms(spec: NetworkSpec, traj: Trajectory, ops: Ops, rate: Any = None):
     """(rate signal added to L before dz/dh: (N,) or per sample (B, N); per-neuron online term),
-    both scaled as the task loss (conventions.batch_reduction)."""
+    both scaled as the task loss (conventions.batch_reduction). ``rate``: :func:`_bellec_rate`
+    when the caller has it."""
     reg = spec.regularization
     if reg.coefficient == 0 or reg.form == "none":
         return None, None
@@ -69,22 +79,23 @@ def _regularization_terms(spec: NetworkSpec, traj: Trajectory, ops: Ops):
     scale = batch_scale(spec.conventions.batch_reduction, spikes.shape[1])
     if reg.form == "bellec":
         per_sample = spec.conventions.rate_average == "sample"
-        signal = bellec_rate_signal(spikes, reg.target_hz, reg.coefficient, spec.dt, per_sample)
+        signal = bellec_rate_signal(spikes, reg.target_hz, reg.coefficient, spec.dt, per_sample, rate)
         return (signal if scale == 1.0 else scale * signal), None
     online = online_rate_signal(spikes, reg.target_hz, reg.coefficient, spec.dt, ops)
     return None, (online if scale == 1.0 else scale * online)
 
 
-def rate_loss(spec: NetworkSpec, traj: Trajectory, ops: Ops) -> Any:
+def rate_loss(spec: NetworkSpec, traj: Trajectory, ops: Ops, rate: Any = None) -> Any:
     """The Bellec firing-rate regularizer E_reg of this trajectory (0 for the
-    other forms, which are no loss), scaled as the task loss."""
+    other forms, which are no loss), scaled as the task loss; ``rate`` as in
+    :func:`_regularization_terms`."""
     reg = spec.regularization
     if reg.form != "bellec" or not reg.coefficient:
         return 0.0
     spikes = _spikes(traj, ops)
     scale = batch_scale(spec.conventions.batch_reduction, spikes.shape[1])
     value = bellec_rate_loss(spikes, reg.target_hz, reg.coefficient, spec.dt,
-                             spec.conventions.rate_average == "sample")
+                             spec.conventions.rate_average == "sample", rate)
     return value if scale == 1.0 else scale * value
 
 
@@ -129,7 +140,8 @@ def loss_and_error(spec: NetworkSpec, traj: Trajectory, batch_on: tuple, ops: Op
     return loss + rate_loss(spec, traj, ops), error
 
 
-def _readout_backward(spec: NetworkSpec, traj: Trajectory, batch_on: tuple, ops: Ops) -> tuple[Any, dict, Any]:
+def _readout_backward(spec: NetworkSpec, traj: Trajectory, batch_on: tuple, ops: Ops,
+                      rate: Any = None) -> tuple[Any, dict, Any]:
     """(:func:`total_loss`, the exact readout gradients, g Ybar as dE/dz^t sees it):
     Ybar^t under Bellec timing, Ybar^{t+1} under Loihi timing (y^t sees z^{t-1}).
     With the compiled loops the loss, the error and the reverse readout filter are
@@ -143,7 +155,7 @@ def _readout_backward(spec: NetworkSpec, traj: Trajectory, batch_on: tuple, ops:
                                      readout_gain(spec), scale, shift)
         if out is not None:
             task, grad_w, grad_b, ybar = out
-            return task + rate_loss(spec, traj, ops), {"readout.w": grad_w, "readout.b": grad_b}, ybar
+            return task + rate_loss(spec, traj, ops, rate), {"readout.w": grad_w, "readout.b": grad_b}, ybar
     loss, error = loss_and_error(spec, traj, batch_on, ops)
     grads, ybar = readout_gradients(spec, traj, error, ops)
     return loss, grads, (ops.shift_backward(ybar) if shift else ybar)
@@ -173,11 +185,12 @@ def eprop_gradient(spec: NetworkSpec, params: dict, batch: Batch, ops: Ops | Non
     p = _on(ops, params)
     x, target, mask = _batch_on(batch, ops)
     traj = simulate(spec, p, x, ops)
-    loss, grads, ybar = _readout_backward(spec, traj, (x, target, mask), ops)
+    rates = _bellec_rate(spec, traj, ops)  # one pass over the spikes for the regularizer's loss and signal
+    loss, grads, ybar = _readout_backward(spec, traj, (x, target, mask), ops, rates)
     # The learning signal L = ybar B^T (+ rate signal) goes to the adjoint as its
     # factors: the compiled loop forms L^t step by step, with no (T, B, N) array.
     feedback = ops.asarray(feedback_matrix(spec, p))
-    rate_signal, online_rate = _regularization_terms(spec, traj, ops)
+    rate_signal, online_rate = _regularization_terms(spec, traj, ops, rates)
     for i, P in enumerate(traj.populations):
         start, stop = P.columns
         rate = None

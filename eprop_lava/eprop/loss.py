@@ -63,7 +63,8 @@ def firing_rate(z: Any, dt: float, per_sample: bool = False) -> Any:
     return z.sum(0).sum(0) / (T * B * dt)
 
 
-def bellec_rate_loss(z: Any, target_hz: float, coefficient: float, dt: float, per_sample: bool = False) -> Any:
+def bellec_rate_loss(z: Any, target_hz: float, coefficient: float, dt: float, per_sample: bool = False,
+                     rate: Any = None) -> Any:
     """E_reg = B c sum_j (f_j - f0)^2, f_j the rate over batch and time in
     spikes/ms; per_sample (NEST, one rate per sequence):
     E_reg = c sum_b sum_j (f_bj - f0)^2.
@@ -78,21 +79,26 @@ def bellec_rate_loss(z: Any, target_hz: float, coefficient: float, dt: float, pe
     carries the readout's (1 - kappa) (conventions.readout_input_scaling =
     "one_minus_kappa"); without that factor the task gradients are 1 / (1 - kappa)
     times larger and c acts as c (1 - kappa) would in the official code.
-    NEST's c_reg is 2 x (learning window when average_gradient is set, else 1) x c."""
+    NEST's c_reg is 2 x (learning window when average_gradient is set, else 1) x c.
+    ``rate``: :func:`firing_rate` of z (same per_sample) when the caller has it already."""
     f0 = target_hz / 1000.0
+    f = firing_rate(z, dt, per_sample) if rate is None else rate
     if per_sample:
-        return coefficient * ((firing_rate(z, dt, True) - f0) ** 2).sum()
+        return coefficient * ((f - f0) ** 2).sum()
     B = z.shape[1]
-    return B * coefficient * ((firing_rate(z, dt) - f0) ** 2).sum()
+    return B * coefficient * ((f - f0) ** 2).sum()
 
 
-def bellec_rate_signal(z: Any, target_hz: float, coefficient: float, dt: float, per_sample: bool = False) -> Any:
+def bellec_rate_signal(z: Any, target_hz: float, coefficient: float, dt: float, per_sample: bool = False,
+                       rate: Any = None) -> Any:
     """dE_reg/dz_j^{t,b} = 2 c (f_j - f0) / (T dt), the same for every step and
     sample (N,); per_sample: 2 c (f_bj - f0) / (T dt), (B, N). (NEST:
-    firing_rate_reg = c_reg (f_av - f_target) / T, eprop_archiving_node_recurrent_impl.h.)"""
+    firing_rate_reg = c_reg (f_av - f_target) / T, eprop_archiving_node_recurrent_impl.h.)
+    ``rate`` as in :func:`bellec_rate_loss`."""
     T = z.shape[0]
     f0 = target_hz / 1000.0
-    return 2.0 * coefficient * (firing_rate(z, dt, per_sample) - f0) / (T * dt)
+    f = firing_rate(z, dt, per_sample) if rate is None else rate
+    return 2.0 * coefficient * (f - f0) / (T * dt)
 
 
 def online_rate_signal(z: Any, target_hz: float, coefficient: float, dt: float, ops: Any) -> Any:
