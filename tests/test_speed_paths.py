@@ -247,14 +247,15 @@ def test_traced_adjoint_equals_reference_loop(neuron, reset):
     # the weight gradients summed in the same loop, for spike inputs (sum_t delta^t pre^t, delta^t z^{t-1})
     pre = (rng.random((90, 2, 5)) < 0.05).astype(float)
     z = (rng.random((90, 2, 9)) < 0.05).astype(float)  # spikes sparser than this small network's
-    delta, g_in, g_rec = fused.traced_adjoint_gradients(P.model, P.const, rec, signal, input_jacobian(P.const),
-                                                        pre, z)
-    assert g_in is not None and g_rec is not None
+    delta, g_in, g_rec, g_out = fused.traced_adjoint_gradients(
+        P.model, P.const, rec, signal, input_jacobian(P.const), pre, z, recurrent=True, readout=True)
+    assert g_in is not None and g_rec is not None and g_out is not None
     for got, want_g in ((g_in, np.einsum("tbj,tbi->ji", want, pre)),
-                        (g_rec, np.einsum("tbj,tbi->ji", want[1:], z[:-1]))):
+                        (g_rec, np.einsum("tbj,tbi->ji", want[1:], z[:-1])),
+                        (g_out, np.einsum("tbk,tbi->ki", signal[0], z))):  # readout: sum_t ybar^t z^t
         assert np.abs(got - want_g).max() <= 1e-10 * np.abs(want_g).max()
     dense = rng.random((90, 2, 5))  # dense inputs: left to the caller's matrix product
-    assert fused.traced_adjoint_gradients(P.model, P.const, rec, signal, 1.0, dense, None)[1:] == (None, None)
+    assert fused.traced_adjoint_gradients(P.model, P.const, rec, signal, 1.0, dense, None)[1:] == (None,) * 3
 
 
 @needs_numba

@@ -156,8 +156,8 @@ if numba is not None:
                     out[t, b, j] = new0
 
 
-    def _readout_backward(y, target, mask, readout_in, cross_entropy, kappa, gain, scale, shift, chunks, dense,
-                          ybar_out, loss_out, grad_w, grad_b):  # pragma: no cover - compiled
+    def _readout_backward(y, target, mask, readout_in, cross_entropy, kappa, gain, scale, shift, chunks, weights,
+                          dense, ybar_out, loss_out, grad_w, grad_b):  # pragma: no cover - compiled
         # The readout's backward pass, one sweep from the last step to the first
         # (chunk c of the samples per thread, time outermost, private sums): at a masked
         # step the error e^t = m^t (softmax(y^t) - target^t) (cross entropy) or
@@ -209,6 +209,8 @@ if numba is not None:
                         grad_b[c, k] += gy[k]
                         if t >= shift:
                             ybar_out[t - shift, b, k] = gy[k]
+                    if not weights:  # the readout gradient is summed elsewhere (traced_adjoint_gradients)
+                        continue
                     if dense:
                         for k in range(K):
                             g_k = gy[k]
@@ -452,14 +454,15 @@ def _trace(entry: Any) -> str | None:
 
 
 def _adjoint_source(dz_dh: list, jac: list, n_records: int, direct: bool, fuse_in: bool = False,
-                    fuse_rec: bool = False) -> str:
+                    fuse_rec: bool = False, fuse_out: bool = False) -> str:
     """The compiled recursion for traced Jacobians (see :func:`traced_adjoint`);
-    fuse_in / fuse_rec: also sum delta^t pre_in^t and delta^t pre_rec^{t-1} over
-    the nonzero presynaptic values (per thread, into g_in / g_rec)."""
+    fuse_in: also sum delta^t pre_in^t over the nonzero inputs (per thread, into
+    g_in); fuse_rec / fuse_out: at each step's spikes z^t, sum delta^{t+1} z^t
+    (g_rec) and ybar^t z^t (g_out, the readout gradient)."""
     d = len(dz_dh)
     args = ", ".join(f"r{i}" for i in range(n_records))
     lines = [
-        "def adjoint_traced(ybar, feedback_t, rate, gain, c, mu, out, chunks, pre_in, pre_rec, g_in, g_rec"
+        "def adjoint_traced(ybar, feedback_t, rate, gain, c, mu, out, chunks, pre_in, spikes, g_in, g_rec, g_out"
         + (", " + args if args else "") + "):",
         "    S, B, N = out.shape",
         "    K = ybar.shape[2]",
@@ -496,13 +499,17 @@ def _adjoint_source(dz_dh: list, jac: list, n_records: int, direct: bool, fuse_i
                   "                    if p != 0:",
                   "                        for j in range(N):",
                   "                            g_in[ch, i, j] += p * out[t, b, j]"]
-    if fuse_rec:
-        lines += ["                if t >= 1:",
-                  "                    for i in range(N):",
-                  "                        p = pre_rec[t - 1, b, i]",
-                  "                        if p != 0:",
-                  "                            for j in range(N):",
-                  "                                g_rec[ch, i, j] += p * out[t, b, j]"]
+    if fuse_rec or fuse_out:  # one pass over z^t serves both (delta^{t+1} is the step just done)
+        lines += ["                for i in range(N):",
+                  "                    p = spikes[t, b, i]",
+                  "                    if p != 0:"]
+        if fuse_rec:
+            lines += ["                        if t + 1 < S:",
+                      "                            for j in range(N):",
+                      "                                g_rec[ch, i, j] += p * out[t + 1, b, j]"]
+        if fuse_out:
+            lines += ["                        for k in range(K):",
+                      "                            g_out[ch, i, k] += p * ybar[t, b, k]"]
     return "\n".join(lines) + "\n"
 
 
@@ -553,7 +560,8 @@ def traced_adjoint(model: Any, const: Any, records: dict, signal: Any, gain: flo
 
 
 def traced_adjoint_gradients(model: Any, const: Any, records: dict, signal: Any, gain: float,
-                             pre_in: np.ndarray | None = None, pre_rec: np.ndarray | None = None):
+                             pre_in: np.ndarray | None = None, spikes: np.ndarray | None = None,
+                             recurrent: bool = False, readout: bool = False):
     """e-prop's per-neuron backward recursion (:func:`eprop_lava.eprop.traces.local_adjoint`)
     over the whole sequence in one compiled loop that evaluates the model's
     Jacobians per element instead of reading (T, B, N) arrays of them.
@@ -564,12 +572,16 @@ def traced_adjoint_gradients(model: Any, const: Any, records: dict, signal: Any,
     per-neuron constants), so no model's equations are written here. A model
     whose Jacobians need more than arithmetic (a comparison, a numpy function)
     returns None: the caller evaluates them as arrays (:func:`adjoint_block`).
-    ``signal`` as in :func:`adjoint_block`. Returns (delta (T, B, N) = g mu_v,
-    sum_t delta^t (x) pre_in^t, sum_{t>=1} delta^t (x) pre_rec^{t-1}): the weight
-    gradients (N, I) of seed 002 Eq. 2.37 summed in the same loop while each
-    step's delta is in cache, for a sparse (spike) pre_in / pre_rec; None for
-    one not given, dense, or whose per-thread sums would be large (the caller
-    then forms it from delta)."""
+    ``signal`` as in :func:`adjoint_block`; ``spikes`` the population's own
+    z (T, B, N). Returns (delta (T, B, N) = g mu_v, sum_t delta^t (x) pre_in^t,
+    sum_{t>=1} delta^t (x) z^{t-1} (with ``recurrent``), sum_t ybar^t (x) z^t
+    (with ``readout``, for a signal given as factors)): the weight gradients
+    (N, I) of seed 002 Eq. 2.37 and the readout gradient (K, N) of this
+    population's columns (ybar as dE/dz^t sees it, so under either timing
+    sum_t ybar^t z^t = g sum_t Ybar^t readout_in^t) summed in the same loop
+    while each step's delta is in cache, over the nonzero (spike) values; None
+    for one not asked for, from dense values, or whose per-thread sums would
+    be large (the caller then forms it from delta)."""
     traced_records, traced_const = _TracedRecords(records), _TracedConstants(const)
     try:
         dz_dh = [_trace(e) for e in model.spike_jacobian(traced_records, traced_const)]
@@ -611,19 +623,24 @@ def traced_adjoint_gradients(model: Any, const: Any, records: dict, signal: Any,
                 and _sparse(np.asarray(pre).reshape(-1, np.asarray(pre).shape[-1])))
 
     fuse_in = fusable(pre_in, 0 if pre_in is None else np.asarray(pre_in).shape[-1])
-    fuse_rec = fusable(pre_rec, N)
+    spikes_sparse = (recurrent or readout) and fusable(spikes, N if recurrent else 0)
+    fuse_rec = recurrent and spikes_sparse
+    fuse_out = readout and not direct and spikes_sparse
     empty3 = np.zeros((1, 1, 1), dtype)
     pre_in_c = np.ascontiguousarray(pre_in, dtype) if fuse_in else empty3
-    pre_rec_c = np.ascontiguousarray(pre_rec, dtype) if fuse_rec else empty3
+    spikes_c = np.ascontiguousarray(spikes, dtype) if (fuse_rec or fuse_out) else empty3
     g_in = np.zeros((chunks, pre_in_c.shape[2], N)) if fuse_in else np.zeros((1, 1, 1))
     g_rec = np.zeros((chunks, N, N)) if fuse_rec else np.zeros((1, 1, 1))
-    kernel = _compile_source(_adjoint_source(dz_dh, jac, len(arrays), direct, fuse_in, fuse_rec))
+    g_out = np.zeros((chunks, N, ybar.shape[2])) if fuse_out else np.zeros((1, 1, 1))
+    kernel = _compile_source(_adjoint_source(dz_dh, jac, len(arrays), direct, fuse_in, fuse_rec, fuse_out))
     _launch_threads()
     out = np.empty((T, B, N), dtype)
     mu = np.zeros((d, B, N), dtype)  # mu^T = 0
-    kernel(ybar, feedback, rate, dtype.type(gain), c, mu, out, chunks, pre_in_c, pre_rec_c, g_in, g_rec, *arrays)
+    kernel(ybar, feedback, rate, dtype.type(gain), c, mu, out, chunks, pre_in_c, spikes_c, g_in, g_rec, g_out,
+           *arrays)
     return (out, g_in.sum(0).T.astype(dtype) if fuse_in else None,
-            g_rec.sum(0).T.astype(dtype) if fuse_rec else None)
+            g_rec.sum(0).T.astype(dtype) if fuse_rec else None,
+            g_out.sum(0).T.astype(dtype) if fuse_out else None)
 
 
 # Up to this many readout outputs the readout gradient adds every input (a
@@ -631,7 +648,7 @@ def traced_adjoint_gradients(model: Any, const: Any, records: dict, signal: Any,
 DENSE_READOUT_OUTPUTS = 4
 
 
-def readout_backward(kind: str, y: np.ndarray, target: np.ndarray, mask: np.ndarray, readout_in: np.ndarray,
+def readout_backward(kind: str, y: np.ndarray, target: np.ndarray, mask: np.ndarray, readout_in: np.ndarray | None,
                      kappa: float, gain: float = 1.0, scale: float = 1.0, shift: int = 0):
     """The readout's side of the backward pass in one compiled sweep over time,
     the compiled form of :func:`eprop_lava.eprop.loss.task_loss_and_error`
@@ -644,7 +661,8 @@ def readout_backward(kind: str, y: np.ndarray, target: np.ndarray, mask: np.ndar
     Returns (task loss, dE/dW_out (K, N), dE/db (K,), g Ybar (T, B, K) moved
     ``shift`` steps earlier: shift = 1 gives the Ybar^{t+1} that dE/dz^t sees
     under Loihi timing, zero at the last step). Only (T, B, K) and (K, N) arrays
-    are made; the error itself is never stored. None for a loss it does not know."""
+    are made; the error itself is never stored. With readout_in None the
+    readout weight gradient is left out (None). None for a loss it does not know."""
     if kind not in ("cross_entropy", "mse"):
         return None
     T, B, K = y.shape
@@ -652,13 +670,16 @@ def readout_backward(kind: str, y: np.ndarray, target: np.ndarray, mask: np.ndar
     chunks = max(1, min(numba.get_num_threads(), B))
     ybar = np.empty((T, B, K), dtype)
     loss = np.zeros(chunks)
-    grad_w = np.zeros((chunks, K, readout_in.shape[2]))
+    weights = readout_in is not None
+    grad_w = np.zeros((chunks, K, readout_in.shape[2] if weights else 0))
     grad_b = np.zeros((chunks, K))
     _kernel("_readout_backward", True)(np.ascontiguousarray(y), np.ascontiguousarray(target, dtype),
-                                       np.ascontiguousarray(mask, dtype), np.ascontiguousarray(readout_in),
+                                       np.ascontiguousarray(mask, dtype),
+                                       np.ascontiguousarray(readout_in) if weights else np.zeros((1, 1, 1), dtype),
                                        kind == "cross_entropy", float(kappa), float(gain), float(scale), int(shift),
-                                       chunks, K <= DENSE_READOUT_OUTPUTS, ybar, loss, grad_w, grad_b)
-    return float(loss.sum()), grad_w.sum(0).astype(dtype), grad_b.sum(0).astype(dtype), ybar
+                                       chunks, weights, K <= DENSE_READOUT_OUTPUTS, ybar, loss, grad_w, grad_b)
+    return (float(loss.sum()), grad_w.sum(0).astype(dtype) if weights else None, grad_b.sum(0).astype(dtype),
+            ybar)
 
 
 # Above this fraction of nonzero presynaptic values a dense GEMM is faster.

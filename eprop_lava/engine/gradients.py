@@ -141,28 +141,32 @@ def loss_and_error(spec: NetworkSpec, traj: Trajectory, batch_on: tuple, ops: Op
 
 
 def _readout_backward(spec: NetworkSpec, traj: Trajectory, batch_on: tuple, ops: Ops,
-                      rate: Any = None) -> tuple[Any, dict, Any]:
+                      rate: Any = None, readout_weights: bool = True) -> tuple[Any, dict, Any]:
     """(:func:`total_loss`, the exact readout gradients, g Ybar as dE/dz^t sees it):
     Ybar^t under Bellec timing, Ybar^{t+1} under Loihi timing (y^t sees z^{t-1}).
     With the compiled loops the loss, the error and the reverse readout filter are
     one sweep over time (:func:`eprop_lava.engine.fused.readout_backward`), else the
-    numpy passes of :func:`loss_and_error` and :func:`readout_gradients`."""
+    numpy passes of :func:`loss_and_error` and :func:`readout_gradients`. Without
+    ``readout_weights`` the compiled sweep leaves dE/dW_out out of the dict
+    (the caller sums it with the adjoint, :func:`eprop_gradient`)."""
     x, target, mask = batch_on
     shift = 1 if spec.timing == "loihi" else 0
     if getattr(ops, "fused", False) and fused.available():
         scale = batch_scale(spec.conventions.batch_reduction, mask.shape[1])
-        out = fused.readout_backward(spec.loss, traj.y, target, mask, traj.readout_in, spec.readout.kappa,
-                                     readout_gain(spec), scale, shift)
+        out = fused.readout_backward(spec.loss, traj.y, target, mask, traj.readout_in if readout_weights else None,
+                                     spec.readout.kappa, readout_gain(spec), scale, shift)
         if out is not None:
             task, grad_w, grad_b, ybar = out
-            return task + rate_loss(spec, traj, ops, rate), {"readout.w": grad_w, "readout.b": grad_b}, ybar
+            grads = {"readout.b": grad_b} if grad_w is None else {"readout.w": grad_w, "readout.b": grad_b}
+            return task + rate_loss(spec, traj, ops, rate), grads, ybar
     loss, error = loss_and_error(spec, traj, batch_on, ops)
     grads, ybar = readout_gradients(spec, traj, error, ops)
     return loss, grads, (ops.shift_backward(ybar) if shift else ybar)
 
 
-def _compiled_adjoint(P: Any, traj: Trajectory, i: int, signal: tuple, ops: Ops):
-    """(delta, dE/dW_in or None, dE/dW_rec or None) of population i from the
+def _compiled_adjoint(P: Any, traj: Trajectory, i: int, signal: tuple, ops: Ops, readout: bool):
+    """(delta, dE/dW_in, dE/dW_rec, this population's readout columns of dE/dW_out;
+    each of the last three None when left to the caller) of population i from the
     compiled adjoint with the model's Jacobians traced into it
     (:func:`eprop_lava.engine.fused.traced_adjoint_gradients`); None without
     the compiled loops (the caller runs :func:`eprop_lava.eprop.traces.local_adjoint`)."""
@@ -171,7 +175,8 @@ def _compiled_adjoint(P: Any, traj: Trajectory, i: int, signal: tuple, ops: Ops)
     from eprop_lava.neurons.base import input_jacobian
 
     return fused.traced_adjoint_gradients(P.model, P.const, traj.pop_records[i], signal, input_jacobian(P.const),
-                                          traj.pop_pre_in[i], traj.pop_z[i] if P.w_rec is not None else None)
+                                          traj.pop_pre_in[i], traj.pop_z[i], recurrent=P.w_rec is not None,
+                                          readout=readout)
 
 
 def _batch_on(batch: Batch, ops: Ops) -> tuple:
@@ -186,7 +191,9 @@ def eprop_gradient(spec: NetworkSpec, params: dict, batch: Batch, ops: Ops | Non
     x, target, mask = _batch_on(batch, ops)
     traj = simulate(spec, p, x, ops)
     rates = _bellec_rate(spec, traj, ops)  # one pass over the spikes for the regularizer's loss and signal
-    loss, grads, ybar = _readout_backward(spec, traj, (x, target, mask), ops, rates)
+    loss, grads, ybar = _readout_backward(spec, traj, (x, target, mask), ops, rates, readout_weights=False)
+    readout_columns = None if "readout.w" in grads else np.zeros((ybar.shape[2], traj.readout_in.shape[2]),
+                                                                  ybar.dtype)
     # The learning signal L = ybar B^T (+ rate signal) goes to the adjoint as its
     # factors: the compiled loop forms L^t step by step, with no (T, B, N) array.
     feedback = ops.asarray(feedback_matrix(spec, p))
@@ -198,17 +205,23 @@ def eprop_gradient(spec: NetworkSpec, params: dict, batch: Batch, ops: Ops | Non
             rate = rate_signal[..., start:stop]
         # A backward direction runs in reversed time: its signal is reversed too.
         own = (ops.flip_time(ybar) if P.reverse else ybar, feedback[start:stop], rate)
-        grad_in = grad_rec = None
-        compiled = _compiled_adjoint(P, traj, i, own, ops)
+        grad_in = grad_rec = grad_out = None
+        compiled = _compiled_adjoint(P, traj, i, own, ops, readout_columns is not None)
         if compiled is not None:  # delta and, for spike inputs, the weight gradients in one loop
-            delta, grad_in, grad_rec = compiled
+            delta, grad_in, grad_rec, grad_out = compiled
         else:
             delta = local_adjoint(P.model, P.const, traj.pop_records[i], own, ops)
+        if readout_columns is not None:
+            # this population's readout columns: sum_t ybar^t z^t in its own time order
+            # (= g sum_t Ybar^t readout_in^t, whichever the timing: ybar is dE/dz^t)
+            readout_columns[:, start:stop] = ops.sum_outer(own[0], traj.pop_z[i]) if grad_out is None else grad_out
         grads[P.prefix + "w_in"] = ops.sum_outer(delta, traj.pop_pre_in[i]) if grad_in is None else grad_in
         if P.w_rec is not None:
             # sum_t delta^t z^{t-1}: slices instead of a shifted copy of the spikes
             grads[P.prefix + "w_rec"] = (ops.sum_outer(delta[1:], traj.pop_z[i][:-1]) if grad_rec is None
                                          else grad_rec)
+    if readout_columns is not None:
+        grads["readout.w"] = readout_columns
     _weight_terms(spec, p, grads, online_rate, traj, ops)
     return loss, grads, traj
 
