@@ -454,18 +454,20 @@ def _trace(entry: Any) -> str | None:
 
 
 def _adjoint_source(dz_dh: list, jac: list, n_records: int, direct: bool, fuse_in: bool = False,
-                    fuse_rec: bool = False, fuse_out: bool = False) -> str:
+                    fuse_rec: bool = False, fuse_out: bool = False, store: bool = True) -> str:
     """The compiled recursion for traced Jacobians (see :func:`traced_adjoint`);
     fuse_in: also sum delta^t pre_in^t over the nonzero inputs (per thread, into
     g_in); fuse_rec / fuse_out: at each step's spikes z^t, sum delta^{t+1} z^t
-    (g_rec) and ybar^t z^t (g_out, the readout gradient)."""
+    (g_rec) and ybar^t z^t (g_out, the readout gradient). Without ``store``,
+    out holds only the last two steps (out[t % 2]): delta is not kept."""
     d = len(dz_dh)
     args = ", ".join(f"r{i}" for i in range(n_records))
+    now, after = ("t", "t + 1") if store else ("t % 2", "(t + 1) % 2")
     lines = [
         "def adjoint_traced(ybar, feedback_t, rate, gain, c, mu, out, chunks, pre_in, spikes, g_in, g_rec, g_out"
         + (", " + args if args else "") + "):",
-        "    S, B, N = out.shape",
-        "    K = ybar.shape[2]",
+        "    S, B, K = ybar.shape",
+        "    N = out.shape[2]",
         # thread ch takes the samples of chunk ch and sweeps time outermost: each step
         # reads one contiguous (samples x N) slab (1.5x faster than a sample's whole sequence at a time)
         "    for ch in prange(chunks):",
@@ -492,13 +494,13 @@ def _adjoint_source(dz_dh: list, jac: list, n_records: int, direct: bool, fuse_i
         terms += [f"m{r} * {jac[r][col]}" for r in range(d) if jac[r][col] is not None]
         lines.append(f"                    new{col} = " + " + ".join(terms))
     lines += [f"                    mu[{col}, b, j] = new{col}" for col in range(d)]
-    lines.append("                    out[t, b, j] = new0")
+    lines.append(f"                    out[{now}, b, j] = new0")
     if fuse_in:  # the row of delta is in cache: the weight gradient's events are added now
         lines += ["                for i in range(pre_in.shape[2]):",
                   "                    p = pre_in[t, b, i]",
                   "                    if p != 0:",
                   "                        for j in range(N):",
-                  "                            g_in[ch, i, j] += p * out[t, b, j]"]
+                  f"                            g_in[ch, i, j] += p * out[{now}, b, j]"]
     if fuse_rec or fuse_out:  # one pass over z^t serves both (delta^{t+1} is the step just done)
         lines += ["                for i in range(N):",
                   "                    p = spikes[t, b, i]",
@@ -506,7 +508,7 @@ def _adjoint_source(dz_dh: list, jac: list, n_records: int, direct: bool, fuse_i
         if fuse_rec:
             lines += ["                        if t + 1 < S:",
                       "                            for j in range(N):",
-                      "                                g_rec[ch, i, j] += p * out[t + 1, b, j]"]
+                      f"                                g_rec[ch, i, j] += p * out[{after}, b, j]"]
         if fuse_out:
             lines += ["                        for k in range(K):",
                       "                            g_out[ch, i, k] += p * ybar[t, b, k]"]
@@ -572,7 +574,8 @@ def traced_adjoint_gradients(model: Any, const: Any, records: dict, signal: Any,
     per-neuron constants), so no model's equations are written here. A model
     whose Jacobians need more than arithmetic (a comparison, a numpy function)
     returns None: the caller evaluates them as arrays (:func:`adjoint_block`).
-    ``signal`` as in :func:`adjoint_block`; ``spikes`` the population's own
+    ``signal`` as in :func:`adjoint_block` (in the direct form a (T, B, N) signal, whose
+    last axis the loop reads as ybar's); ``spikes`` the population's own
     z (T, B, N). Returns (delta (T, B, N) = g mu_v, sum_t delta^t (x) pre_in^t,
     sum_{t>=1} delta^t (x) z^{t-1} (with ``recurrent``), sum_t ybar^t (x) z^t
     (with ``readout``, for a signal given as factors)): the weight gradients
@@ -581,7 +584,8 @@ def traced_adjoint_gradients(model: Any, const: Any, records: dict, signal: Any,
     sum_t ybar^t z^t = g sum_t Ybar^t readout_in^t) summed in the same loop
     while each step's delta is in cache, over the nonzero (spike) values; None
     for one not asked for, from dense values, or whose per-thread sums would
-    be large (the caller then forms it from delta)."""
+    be large (the caller then forms it from delta). delta is None when every
+    gradient asked for was summed in the loop (it is then never stored)."""
     traced_records, traced_const = _TracedRecords(records), _TracedConstants(const)
     try:
         dz_dh = [_trace(e) for e in model.spike_jacobian(traced_records, traced_const)]
@@ -632,13 +636,15 @@ def traced_adjoint_gradients(model: Any, const: Any, records: dict, signal: Any,
     g_in = np.zeros((chunks, pre_in_c.shape[2], N)) if fuse_in else np.zeros((1, 1, 1))
     g_rec = np.zeros((chunks, N, N)) if fuse_rec else np.zeros((1, 1, 1))
     g_out = np.zeros((chunks, N, ybar.shape[2])) if fuse_out else np.zeros((1, 1, 1))
-    kernel = _compile_source(_adjoint_source(dz_dh, jac, len(arrays), direct, fuse_in, fuse_rec, fuse_out))
+    # delta itself is needed only for a gradient left to the caller
+    store = not (fuse_in and (fuse_rec or not recurrent) and (fuse_out or not readout))
+    kernel = _compile_source(_adjoint_source(dz_dh, jac, len(arrays), direct, fuse_in, fuse_rec, fuse_out, store))
     _launch_threads()
-    out = np.empty((T, B, N), dtype)
+    out = np.empty((T if store else 2, B, N), dtype)
     mu = np.zeros((d, B, N), dtype)  # mu^T = 0
     kernel(ybar, feedback, rate, dtype.type(gain), c, mu, out, chunks, pre_in_c, spikes_c, g_in, g_rec, g_out,
            *arrays)
-    return (out, g_in.sum(0).T.astype(dtype) if fuse_in else None,
+    return (out if store else None, g_in.sum(0).T.astype(dtype) if fuse_in else None,
             g_rec.sum(0).T.astype(dtype) if fuse_rec else None,
             g_out.sum(0).T.astype(dtype) if fuse_out else None)
 
