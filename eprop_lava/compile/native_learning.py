@@ -1,0 +1,311 @@
+"""On-chip e-prop as a native graph: Lava's LearningDense with the e-prop
+rule in the learning engine's sum-of-products form, the learning signal
+computed in closed loop from the readout during the run.
+
+Graph of one sample (one hidden LIF layer; ``neuron`` chooses the LIF):
+
+* input ``RingBuffer`` (host) -> ``LearningDense(w_in)`` and, for a
+  recurrent layer, the layer's spikes -> ``LearningDense(w_rec)``, both with
+  :func:`~eprop_lava.processes.learning_engine.eprop_learning_rule`
+  (``Loihi3FLearningRule``, t_epoch = 1), into the hidden LIF;
+* hidden LIF -> ``LearningDense(w_out)`` (the readout rule,
+  :func:`~eprop_lava.processes.learning_engine.readout_learning_rule`) or a
+  plain ``Dense`` (``learn_readout=False``) -> the non-spiking readout ``LIF``
+  of :mod:`eprop_lava.compile.native` (its v is the engine's y);
+* :class:`~eprop_lava.processes.learning_engine.ClosedLoopLearningSignal`
+  reads the readout's v through a RefPort after every step, takes target and
+  mask from a second ``RingBuffer`` and sends L^t = (B err^t) >> shift on the
+  next step (the engine's output_error and learning_signal);
+* ``neuron="eprop"``: :class:`~eprop_lava.processes.learning_engine.EpropLearningLIF`
+  (Lava's LIF dynamics, bit-exact, plus a model that sends the graded psi as
+  y1 and forwards L from ``a_third_factor_in`` as y2 / y3: exact e-prop post
+  factor, but a custom neuron model, on Loihi 2 neuron microcode);
+  ``neuron="standard"``: Lava's own ``LearningLIF`` with its own model
+  (``PyLearningLIFModelFixed``, which sends only s_out: its spikes go to the
+  LearningDenses' ``s_in_bap`` and the rule uses the post spike, y0, in
+  place of psi; L goes from the learning-signal process straight into the
+  LearningDenses' y2 / y3 ports, because that model ignores
+  ``a_third_factor_in``).
+
+Delays (documented in docs/fixed_point.md): Dense and LearningDense send on
+step t what they received on t - 1 (the engine's Loihi timing, so the
+neuron dynamics stay the engine's); the readout's v^t is read in the
+management phase of step t, so L^t reaches the synapses at t + 1, where the
+learning engine multiplies it with the tag after step t (the engine: L^t
+with e-bar^{t-1}); weights change every step (the engine: at the end of the
+sample); the eligibility is not cut at post spikes (x1 belongs to the
+presynaptic neuron); the recurrent diagonal learns during a sample and is
+zeroed after it (the engine keeps it 0).
+
+Every Lava run stops its runtime on every path
+(:func:`eprop_lava.models.network.run_guarded`).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from eprop_lava.compile.native import NativeError, bias_mant_exp, VTH_NEVER
+from eprop_lava.engine import fixed_engine as fe
+
+I64 = np.int64
+NEURONS = ("eprop", "standard")
+#: sign + 8 magnitude bits: a LearningDense keeps every learned integer weight
+#: (8 would drop the LSB of a mixed-sign matrix once, at the first step)
+LEARNING_WEIGHT_BITS = 9
+
+
+def check_native_learning(net: fe.FixedNetwork) -> None:
+    """Raise NativeError naming the first thing native on-chip e-prop cannot hold."""
+    if len(net.layers) != 1:
+        raise NativeError(f"native on-chip e-prop: {len(net.layers)} hidden layers; it is built for one (the "
+                          "learning signal of a deeper layer needs its own feedback path through the learning-"
+                          "signal process, not built); compile a one-layer network or use --deploy eprop")
+    p = net.layers[0].neuron
+    if p.kind != "lif":
+        raise NativeError(f"native on-chip e-prop: layer 0 is {p.kind}; the learning-engine rule is built for LIF "
+                          "(an ALIF's second eligibility component needs a second tag chain and a threshold "
+                          "trace no standard Lava neuron sends); use --deploy eprop")
+    if net.spec.learning.variant != "random":
+        raise NativeError(f"native on-chip e-prop: {net.spec.learning.variant} feedback makes B follow W_out's "
+                          "on-chip changes, which the learning-signal process does not read back; train with "
+                          "random feedback or use --deploy eprop")
+
+
+def rules(net: fe.FixedNetwork, neuron: str, seed: int = 0) -> dict:
+    """The EpropRule of every learning matrix ("w_in", "w_rec", "w_out")."""
+    from eprop_lava.processes.learning_engine import eprop_learning_rule, readout_learning_rule
+
+    L, ro, prof = net.layers[0], net.readout, net.profile
+    dv = int(np.max(L.neuron.dv))
+    kw = dict(dv=dv, d_kappa=int(ro.d_kappa), trace_impulse=prof.trace_impulse, psi_bits=prof.psi_bits,
+              product_shift_ref=prof.product_shift, pairing="delay",
+              post_factor="psi" if neuron == "eprop" else "spike")
+    out = {"w_in": eprop_learning_rule(lr=L.lr, rng_seed=seed, **kw)}
+    if L.w_rec is not None:
+        out["w_rec"] = eprop_learning_rule(lr=L.rec_lr, rng_seed=seed + 1, **kw)
+    out["w_out"] = readout_learning_rule(d_kappa=int(ro.d_kappa), lr=ro.lr, trace_impulse=prof.trace_impulse,
+                                         product_shift_ref=prof.product_shift, rng_seed=seed + 2)
+    return out
+
+
+def run_sample(net: fe.FixedNetwork, x: np.ndarray, target: np.ndarray, mask: np.ndarray, neuron: str = "eprop",
+               learn_readout: bool = True, seed: int = 0, record: bool = False, timeout: float = 300.0) -> dict:
+    """One sample (x (T, n_in) spikes, target (T, K), mask (T,)) through the
+    closed-loop native learning graph, starting from ``net``'s weights;
+    returns the weights after it (w_in, w_rec, w_out as integers), and with
+    ``record`` the learning signal and error the process sent (T, N) / (T, K)
+    and the hidden spikes (T, N)."""
+    from lava.magma.core.learning.learning_rule import Loihi3FLearningRule  # noqa: F401 - Lava present
+    from lava.magma.core.run_configs import Loihi2SimCfg
+    from lava.proc.dense.process import Dense, LearningDense
+    from lava.proc.io.sink import RingBuffer as Sink
+    from lava.proc.io.source import RingBuffer
+    from lava.proc.lif.process import LIF, LearningLIF
+
+    from eprop_lava.models.learning_engine import model_map
+    from eprop_lava.models.network import ClassKeyedModelMap, run_guarded
+    from eprop_lava.processes.learning_engine import ClosedLoopLearningSignal, EpropLearningLIF
+
+    if neuron not in NEURONS:
+        raise NativeError(f"neuron: expected one of {', '.join(NEURONS)}, got {neuron!r}")
+    check_native_learning(net)
+    x = np.asarray(x)
+    T = x.shape[0]
+    L, ro, prof = net.layers[0], net.readout, net.profile
+    p = L.neuron
+    K, N = ro.w.shape
+    R = rules(net, neuron, seed)
+    bm, be = bias_mant_exp(p.bias, N, "layer 0")
+    lif_kw = dict(shape=(N,), du=int(np.max(p.du)), dv=int(np.max(p.dv)), vth=int(np.max(p.vth)), bias_mant=bm,
+                  bias_exp=be, name="layer0")
+    rule_in = R["w_in"].learning_rule()
+    if neuron == "eprop":
+        lif = EpropLearningLIF(learning_rule=rule_in, psi_bits=prof.psi_bits, psi_params=p,
+                               record_steps=T if record else 0, **lif_kw)
+    else:
+        lif = LearningLIF(learning_rule=rule_in, **lif_kw)
+    mant, exp = bias_mant_exp(ro.bias, K, "readout")
+    readout = LIF(shape=(K,), du=4095, dv=int(ro.d_kappa), vth=VTH_NEVER, bias_mant=mant, bias_exp=exp,
+                  name="readout")
+    src = RingBuffer(data=x.T.astype(np.float64).copy())
+    tm = np.concatenate([np.asarray(target, dtype=np.float64), np.asarray(mask, dtype=np.float64)[:, None]], axis=1)
+    tgt = RingBuffer(data=tm.T.copy())
+    ls = ClosedLoopLearningSignal(n_out=K, n_neurons=N, feedback=net.feedback, loss=net.spec.loss,
+                                  y_scale=ro.y_scale, profile=prof, signal_shift=net.signal_shift,
+                                  error_exp=net.error_exp, record_steps=T if record else 0, name="learning_signal")
+    ls.y_ref.connect_var(readout.v)
+    tgt.s_out.connect(ls.target_in)
+
+    def learning(w: np.ndarray, rule: Any, weight_exp: int, name: str) -> Any:
+        return LearningDense(weights=w.astype(np.int32).copy(), learning_rule=rule, weight_exp=int(weight_exp),
+                             num_weight_bits=LEARNING_WEIGHT_BITS, name=name)
+
+    def post_traces(ld: Any) -> None:
+        if neuron == "eprop":
+            lif.s_out_bap.connect(ld.s_in_bap)
+            lif.s_out_y1.connect(ld.s_in_y1)
+            lif.s_out_y2.connect(ld.s_in_y2)
+            lif.s_out_y3.connect(ld.s_in_y3)
+        else:  # s_in_y1 stays unconnected: Lava's InPort then receives zeros
+            lif.s_out.connect(ld.s_in_bap)
+            ls.signal_pos_out.connect(ld.s_in_y2)
+            ls.signal_neg_out.connect(ld.s_in_y3)
+
+    ld_in = learning(L.w_in, rule_in, L.weight_exp, "w_in0")
+    src.s_out.connect(ld_in.s_in)
+    ld_in.a_out.connect(lif.a_in)
+    post_traces(ld_in)
+    ld_rec = None
+    if L.w_rec is not None:
+        ld_rec = learning(L.w_rec, R["w_rec"].learning_rule(), L.rec_exp, "w_rec0")
+        lif.s_out.connect(ld_rec.s_in)
+        ld_rec.a_out.connect(lif.a_in)
+        post_traces(ld_rec)
+    if neuron == "eprop":
+        ls.signal_out.connect(lif.a_third_factor_in)
+    if learn_readout:
+        d_out = learning(ro.w, R["w_out"].learning_rule(), ro.weight_exp, "w_out0")
+        ls.err_pos_out.connect(d_out.s_in_y2)
+        ls.err_neg_out.connect(d_out.s_in_y3)
+    else:
+        from eprop_lava.compile.native import weight_bits
+
+        d_out = Dense(weights=ro.w.copy(), weight_exp=int(ro.weight_exp), num_weight_bits=weight_bits(ro.w),
+                      name="w_out0")
+    lif.s_out.connect(d_out.s_in)
+    d_out.a_out.connect(readout.a_in)
+    sink = None
+    if record:
+        sink = Sink(shape=(N,), buffer=T)
+        lif.s_out.connect(sink.a_in)
+    cfg = Loihi2SimCfg(select_tag="fixed_pt", exception_proc_model_map=ClassKeyedModelMap(model_map()))
+
+    def as_int(v: Any) -> np.ndarray:
+        return np.rint(np.asarray(v.get(), dtype=np.float64)).astype(I64)
+
+    def read() -> dict:
+        out = {"w_in": as_int(ld_in.weights), "w_out": as_int(d_out.weights)}
+        if ld_rec is not None:
+            out["w_rec"] = as_int(ld_rec.weights)
+        if record:
+            out["signal"] = as_int(ls.signal_rec)
+            out["err"] = as_int(ls.err_rec)
+            out["z"] = as_int(sink.data).T
+            out["y"] = as_int(ls.y_rec)
+            if neuron == "eprop":
+                out["psi"] = as_int(lif.psi_rec)
+                out["received"] = as_int(lif.signal_rec)
+        return out
+
+    t0 = time.perf_counter()
+    out = run_guarded(src, T, cfg, read, timeout)
+    out["seconds"] = time.perf_counter() - t0
+    if "w_rec" in out:
+        np.fill_diagonal(out["w_rec"], 0)
+    lo, hi = prof.weight_range
+    for k in ("w_in", "w_rec", "w_out"):
+        if k in out:
+            out[k] = np.clip(out[k], lo, hi)
+    return out
+
+
+def with_weights(net: fe.FixedNetwork, w: dict) -> fe.FixedNetwork:
+    """A copy of ``net`` holding the weights ``w`` (run_sample's keys)."""
+    out = net.copy()
+    L = out.layers[0]
+    L.w_in = np.asarray(w["w_in"], dtype=I64).copy()
+    if "w_rec" in w:
+        L.w_rec = np.asarray(w["w_rec"], dtype=I64).copy()
+    out.readout.w = np.asarray(w["w_out"], dtype=I64).copy()
+    return out
+
+
+def engine_sample(net: fe.FixedNetwork, x: np.ndarray, target: np.ndarray, mask: np.ndarray,
+                  rngs: dict | None = None) -> dict:
+    """The exact rule on the same sample: fe.simulate(learn=True) ("loihi2":
+    update at the end of the sample) from ``net``'s weights; the weights after it."""
+    probe = net.copy()
+    fe.simulate(probe, np.asarray(x)[:, None, :], np.asarray(target)[:, None, :], np.asarray(mask)[:, None],
+                learn=True, rngs=rngs)
+    L = probe.layers[0]
+    out = {"w_in": L.w_in, "w_out": probe.readout.w}
+    if L.w_rec is not None:
+        out["w_rec"] = L.w_rec
+    return out
+
+
+def update_agreement(native_dw: dict, engine_dw: dict) -> dict:
+    """Per matrix and over the hidden matrices together: cosine of the
+    native update with the engine's, and the norm ratio ||native|| / ||engine||."""
+    def one(a: np.ndarray, b: np.ndarray) -> dict:
+        a, b = np.asarray(a, dtype=np.float64).ravel(), np.asarray(b, dtype=np.float64).ravel()
+        na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
+        return {"cosine": float(a @ b / (na * nb)) if na > 0 and nb > 0 else None,
+                "norm_ratio": na / nb if nb > 0 else None, "norm_native": na, "norm_engine": nb}
+
+    out = {k: one(native_dw[k], engine_dw[k]) for k in engine_dw}
+    hidden = [k for k in ("w_in", "w_rec") if k in engine_dw]
+    out["hidden"] = one(np.concatenate([np.ravel(native_dw[k]) for k in hidden]),
+                        np.concatenate([np.ravel(engine_dw[k]) for k in hidden]))
+    return out
+
+
+def learn_native(net: fe.FixedNetwork, train: Any, neuron: str = "eprop", learn_readout: bool = True,
+                 test: Any = None, task: Any = None, every: int | None = None, compare: bool = True,
+                 timeout: float = 300.0, progress: Any = None) -> dict:
+    """Online native learning over the samples of ``train`` (a deploy.TestSet,
+    (T, S, ...)), one Lava run per sample, weights carried over. With
+    ``compare``: each sample's update against the engine's exact update of the
+    same sample from the same weights (:func:`update_agreement`). With
+    ``test`` and ``task``: held-out error (the learned weights loaded into the
+    engine, bit-exact to native inference) before, every ``every`` samples
+    and after. Returns the learned net, per-sample agreements, curve."""
+    cur = net.copy()
+    rngs = fe.update_rngs(cur)
+    S = train.x.shape[1]
+
+    def held_out(n: int) -> dict:
+        y = fe.simulate(cur, test.x).y / cur.readout.y_scale
+        return {"samples": n, "error": float(task.metric(y, test.batch))}
+
+    scoring = test is not None and task is not None
+    curve = [held_out(0)] if scoring else []
+    per_sample, seconds = [], 0.0
+    for s in range(S):
+        x, tg, mk = train.x[:, s], train.target[:, s], train.mask[:, s]
+        before = {"w_in": cur.layers[0].w_in, "w_out": cur.readout.w}
+        if cur.layers[0].w_rec is not None:
+            before["w_rec"] = cur.layers[0].w_rec
+        res = run_sample(cur, x, tg, mk, neuron=neuron, learn_readout=learn_readout, seed=s, timeout=timeout)
+        seconds += res["seconds"]
+        new = {k: res[k] for k in before}
+        if compare:
+            eng = engine_sample(cur, x, tg, mk, rngs)
+            keys = list(before) if learn_readout else [k for k in before if k != "w_out"]
+            per_sample.append(update_agreement({k: new[k] - before[k] for k in keys},
+                                               {k: eng[k] - before[k] for k in keys}))
+        cur = with_weights(cur, new)
+        if scoring and every and (s + 1) % every == 0 and s + 1 < S:
+            curve.append(held_out(s + 1))
+        if progress:
+            progress(s + 1, S)
+    if scoring:
+        curve.append(held_out(S))
+    out = {"net": cur, "per_sample": per_sample, "lava_seconds": seconds, "samples": S}
+    if scoring:
+        out.update(error_before=curve[0]["error"], error_after=curve[-1]["error"], curve=curve)
+    return out
+
+
+def summary(per_sample: list, key: str = "hidden") -> dict:
+    """Mean / min / max of the per-sample cosine and norm ratio of ``key``."""
+    out = {}
+    for metric in ("cosine", "norm_ratio"):
+        vals = np.array([r[key][metric] for r in per_sample if key in r and r[key][metric] is not None])
+        out[metric] = ({"mean": float(vals.mean()), "min": float(vals.min()), "max": float(vals.max()),
+                        "samples": int(vals.size)} if vals.size else None)
+    return out
