@@ -67,8 +67,9 @@ def check_native_learning(net: fe.FixedNetwork) -> None:
     p = net.layers[0].neuron
     if p.kind != "lif":
         raise NativeError(f"native on-chip e-prop: layer 0 is {p.kind}; the learning-engine rule is built for LIF "
-                          "(an ALIF's second eligibility component needs a second tag chain and a threshold "
-                          "trace no standard Lava neuron sends); use --deploy eprop")
+                          "(ALIF e-prop needs per synapse the threshold eligibility eps_a next to e-bar and the "
+                          "pairing delay, one more than a LearningDense's three synaptic variables w, tag_2, "
+                          "tag_1; and no standard Lava neuron matches the engine's ALIF); use --deploy eprop")
     if net.spec.learning.variant != "random":
         raise NativeError(f"native on-chip e-prop: {net.spec.learning.variant} feedback makes B follow W_out's "
                           "on-chip changes, which the learning-signal process does not read back; train with "
@@ -77,6 +78,34 @@ def check_native_learning(net: fe.FixedNetwork) -> None:
 
 def rules(net: fe.FixedNetwork, neuron: str, seed: int = 0) -> dict:
     """The EpropRule of every learning matrix ("w_in", "w_rec", "w_out")."""
+    from eprop_lava.processes.learning_engine import LearningEngineError
+
+    L, ro, prof = net.layers[0], net.readout, net.profile
+    if L.lr is None or ro.lr is None:
+        raise NativeError("native on-chip e-prop: the network has no learning rate (compile with --lr)")
+    try:
+        return _rules(net, neuron, seed)
+    except LearningEngineError as exc:
+        raise NativeError(f"native on-chip e-prop: {exc} (the learning engine's constants are m 2^e with "
+                          "m in [-8, 7], e in [-7, 8]; compile with another --lr)") from None
+
+
+def lr_shifts(lr: Any, readout: bool = False) -> tuple[int, int]:
+    """(pre_shift, tag_shift) that bring ``lr`` (the engine's m 2^e per
+    accumulator unit) into the dw constant's range (rule exponent e + 1 >= -7):
+    first x1's impulse (16 -> 1 at most: 4 bits), then the tag's increment
+    (hidden synapses only: the readout's t is a copy of x1)."""
+    need = max(0, -7 - (int(lr.exponent) + 1))
+    pre = min(need, 4)
+    tag = need - pre
+    if readout and tag:
+        raise NativeError(f"native on-chip e-prop: the readout learning rate {lr.value:.3g} is {need} binary orders "
+                          "below the learning engine's smallest weight constant; at most 4 can be taken from x1's "
+                          "impulse (compile with a larger --lr)")
+    return pre, tag
+
+
+def _rules(net: fe.FixedNetwork, neuron: str, seed: int) -> dict:
     from eprop_lava.processes.learning_engine import eprop_learning_rule, readout_learning_rule
 
     L, ro, prof = net.layers[0], net.readout, net.profile
@@ -84,11 +113,14 @@ def rules(net: fe.FixedNetwork, neuron: str, seed: int = 0) -> dict:
     kw = dict(dv=dv, d_kappa=int(ro.d_kappa), trace_impulse=prof.trace_impulse, psi_bits=prof.psi_bits,
               product_shift_ref=prof.product_shift, pairing="delay",
               post_factor="psi" if neuron == "eprop" else "spike")
-    out = {"w_in": eprop_learning_rule(lr=L.lr, rng_seed=seed, **kw)}
+    pre, tag = lr_shifts(L.lr)
+    out = {"w_in": eprop_learning_rule(lr=L.lr, rng_seed=seed, pre_shift=pre, tag_shift=tag, **kw)}
     if L.w_rec is not None:
-        out["w_rec"] = eprop_learning_rule(lr=L.rec_lr, rng_seed=seed + 1, **kw)
+        pre, tag = lr_shifts(L.rec_lr)
+        out["w_rec"] = eprop_learning_rule(lr=L.rec_lr, rng_seed=seed + 1, pre_shift=pre, tag_shift=tag, **kw)
+    pre, _ = lr_shifts(ro.lr, readout=True)
     out["w_out"] = readout_learning_rule(d_kappa=int(ro.d_kappa), lr=ro.lr, trace_impulse=prof.trace_impulse,
-                                         product_shift_ref=prof.product_shift, rng_seed=seed + 2)
+                                         product_shift_ref=prof.product_shift, rng_seed=seed + 2, pre_shift=pre)
     return out
 
 
@@ -108,7 +140,7 @@ def run_sample(net: fe.FixedNetwork, x: np.ndarray, target: np.ndarray, mask: np
 
     from eprop_lava.models.learning_engine import model_map
     from eprop_lava.models.network import ClassKeyedModelMap, run_guarded
-    from eprop_lava.processes.learning_engine import ClosedLoopLearningSignal, EpropLearningLIF
+    from eprop_lava.processes.learning_engine import ClosedLoopLearningSignal, EpropLearningLIF, TargetSource
 
     if neuron not in NEURONS:
         raise NativeError(f"neuron: expected one of {', '.join(NEURONS)}, got {neuron!r}")
@@ -133,7 +165,7 @@ def run_sample(net: fe.FixedNetwork, x: np.ndarray, target: np.ndarray, mask: np
                   name="readout")
     src = RingBuffer(data=x.T.astype(np.float64).copy())
     tm = np.concatenate([np.asarray(target, dtype=np.float64), np.asarray(mask, dtype=np.float64)[:, None]], axis=1)
-    tgt = RingBuffer(data=tm.T.copy())
+    tgt = TargetSource(data=tm.T.copy())
     ls = ClosedLoopLearningSignal(n_out=K, n_neurons=N, feedback=net.feedback, loss=net.spec.loss,
                                   y_scale=ro.y_scale, profile=prof, signal_shift=net.signal_shift,
                                   error_exp=net.error_exp, record_steps=T if record else 0, name="learning_signal")
@@ -309,3 +341,29 @@ def summary(per_sample: list, key: str = "hidden") -> dict:
         out[metric] = ({"mean": float(vals.mean()), "min": float(vals.min()), "max": float(vals.max()),
                         "samples": int(vals.size)} if vals.size else None)
     return out
+
+
+def learning_report(net: fe.FixedNetwork, train: Any, test: Any, task: Any, neuron: str = "eprop",
+                    timeout: float = 300.0, progress: Any = None) -> dict:
+    """``run --learn`` on a native artifact: online native learning on the
+    samples of ``train`` against the engine's exact rule (per-sample update
+    cosine and norm ratio from the same weights; held-out error of the
+    native-learned weights, run in the engine, against the engine's own
+    online learning on the same samples). JSON-serializable."""
+    from eprop_lava.compile import deploy
+    from eprop_lava.compile.native import learning_placement
+
+    S = int(train.x.shape[1])
+    nat = learn_native(net, train, neuron, test=test, task=task, every=S, timeout=timeout, progress=progress)
+    eng = deploy.learn_run(net, train, test, task, S)
+    return {"neuron": neuron, "samples": S, "test_samples": int(test.x.shape[1]),
+            "graph": "closed loop: RingBuffer -> LearningDense(w_in, w_rec) -> "
+                     + ("EpropLearningLIF" if neuron == "eprop" else "LearningLIF") +
+                     " -> LearningDense(w_out) -> readout LIF; ClosedLoopLearningSignal reads v, sends L (one "
+                     "step later)",
+            "placement": learning_placement(net, neuron),
+            "update_vs_engine": {k: summary(nat["per_sample"], k) for k in nat["per_sample"][0]},
+            "error_before": nat["error_before"], "error_after_native": nat["error_after"],
+            "error_after_engine": eng["error_after"], "lava_seconds": nat["lava_seconds"],
+            "reference": "fixed-point engine fe.simulate(learn=True), profile " + net.profile.name +
+                         ", update at the end of each sample; held-out error: weights run in the engine"}

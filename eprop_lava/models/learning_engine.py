@@ -31,13 +31,14 @@ from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 from lava.magma.core.model.py.neuron import LearningNeuronModelFixed
 from lava.magma.core.model.py.model import PyLoihiProcessModel
 from lava.magma.core.model.py.ports import PyInPort, PyOutPort, PyRefPort
+from lava.proc.io.source import AbstractPyRingBuffer
 from lava.proc.lif.models import AbstractPyLifModelFixed
 
 from eprop_lava.engine import fixed_engine as fe
 from eprop_lava.fixed import LearningRate, dense_weights, loihi2_profile, update_rng
 from eprop_lava.neurons import fixed as fx
 from eprop_lava.processes.learning_engine import (
-    ClosedLoopLearningSignal, EpropLearningLIF, EpropRule, eprop_learning_rule, split_signal,
+    ClosedLoopLearningSignal, EpropLearningLIF, EpropRule, TargetSource, eprop_learning_rule, split_signal,
 )
 
 I64 = np.int64
@@ -165,6 +166,16 @@ class PyClosedLoopLearningSignalModel(PyLoihiProcessModel):
             self.y_rec[row] = y[0]
 
 
+@implements(proc=TargetSource, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PyTargetSourceModel(AbstractPyRingBuffer):
+    """Float ring buffer (the target and loss mask are host-side floats)."""
+
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    data: np.ndarray = LavaPyType(np.ndarray, float)
+
+
 def model_map() -> dict:
     """Explicit {Process: ProcessModel} for the learning-engine graph."""
     from lava.proc.dense.models import PyDenseModelBitAcc, PyLearningDenseModelBitApproximate
@@ -177,7 +188,8 @@ def model_map() -> dict:
 
     return {RingBuffer: PySendModelFixed, Dense: PyDenseModelBitAcc, LearningDense: PyLearningDenseModelBitApproximate,
             EpropLearningLIF: PyEpropLearningLIFModel, LIF: PyLifModelBitAcc, LearningLIF: PyLearningLIFModelFixed,
-            SinkRingBuffer: PyReceiveModelFixed, ClosedLoopLearningSignal: PyClosedLoopLearningSignalModel}
+            SinkRingBuffer: PyReceiveModelFixed, ClosedLoopLearningSignal: PyClosedLoopLearningSignalModel,
+            TargetSource: PyTargetSourceModel}
 
 
 def run_learning_engine(x: np.ndarray, signal: np.ndarray, weights: np.ndarray, rule: EpropRule, *, du: int = 4095,

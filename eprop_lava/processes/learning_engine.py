@@ -40,6 +40,7 @@ from lava.magma.core.learning.learning_rule import Loihi3FLearningRule
 from lava.magma.core.process.ports.ports import InPort, OutPort, RefPort
 from lava.magma.core.process.process import AbstractProcess
 from lava.magma.core.process.variable import Var
+from lava.proc.io.source import RingBuffer
 from lava.proc.lif.process import LearningLIF
 
 #: Factor widths of Lava's bit-approximate learning engine (constants.py:
@@ -128,7 +129,7 @@ class EpropRule:
 
 def eprop_learning_rule(*, dv: int, d_kappa: int, lr: Any, trace_impulse: int = 16, psi_bits: int = 7,
                         product_shift_ref: int = 4, pairing: str = "delay", rng_seed: int = 0,
-                        post_factor: str = "psi") -> EpropRule:
+                        post_factor: str = "psi", pre_shift: int = 0, tag_shift: int = 0) -> EpropRule:
     """E-prop (LIF) as a Loihi3FLearningRule matching the fixed-point reference.
 
     dv: the LIF's 12-bit voltage decay (x1 decays by (4096 - dv) / 4096);
@@ -141,7 +142,14 @@ def eprop_learning_rule(*, dv: int, d_kappa: int, lr: Any, trace_impulse: int = 
     (the graded y1 a neuron such as :class:`EpropLearningLIF` sends) or
     "spike" (psi_j^t replaced by psi_max z_j^t, the post spike Lava's own
     LearningDense records from ``s_in_bap`` as the dependency y0: what a
-    standard LIF provides; the tag then grows only at post spikes)."""
+    standard LIF provides; the tag then grows only at post spikes);
+    pre_shift / tag_shift: x1's impulse divided by 2^pre_shift and the tag
+    increment by 2^tag_shift, the weight constant multiplied by
+    2^(pre_shift + tag_shift) (same update, fewer bits in x1 and t): how a
+    learning rate below the dw constant's range (e >= -7) is reached."""
+    if not (0 <= int(pre_shift) <= 4 and 0 <= int(tag_shift)):
+        raise LearningEngineError(f"pre_shift {pre_shift!r}, tag_shift {tag_shift!r}: expected 0..4 and >= 0 "
+                                  "(x1's impulse must stay an integer >= 1)")
     if post_factor not in ("psi", "spike"):
         raise LearningEngineError(f"post_factor: expected 'psi' or 'spike', got {post_factor!r}")
     if pairing not in ("delay", "raw"):
@@ -163,13 +171,13 @@ def eprop_learning_rule(*, dv: int, d_kappa: int, lr: Any, trace_impulse: int = 
         pre = "x1"
     if post_factor == "spike":  # y0 * d: one 9-bit factor, no shift; psi_max / 2^psi_bits ~= 1
         s_e = product_shift(W_SYNVAR_FACTOR if pairing == "delay" else W_TRACE_FACTOR)
-        me, ee = m2e(2.0 ** s_e, "tag increment")
+        me, ee = m2e(2.0 ** (s_e - int(tag_shift)), "tag increment")
     else:
-        me, ee = m2e(2.0 ** (s_e - psi_bits), "tag increment")
+        me, ee = m2e(2.0 ** (s_e - psi_bits - int(tag_shift)), "tag increment")
     mk, ek = nearest_m2e(int(d_kappa) / 4096.0)
     # weight: c_w (t y >> 5) == lr.m 2^lr.e (L e-bar >> product_shift_ref)
     s_w = product_shift(W_SYNVAR_FACTOR, W_TRACE_FACTOR)         # t * y2: 9 + 7 + 4 - 15 = 5
-    lr_m, lr_e = int(lr.mantissa), int(lr.exponent) + s_w - int(product_shift_ref)
+    lr_m, lr_e = int(lr.mantissa), int(lr.exponent) + s_w - int(product_shift_ref) + int(pre_shift) + int(tag_shift)
     m2e(lr_m * 2.0 ** lr_e, "learning rate")  # validates the range
     if lr_m <= 0:
         raise LearningEngineError(f"learning rate: expected a positive mantissa, got {lr_m}")
@@ -178,13 +186,14 @@ def eprop_learning_rule(*, dv: int, d_kappa: int, lr: Any, trace_impulse: int = 
     dt = f"{_lit(me, ee)}*{post}*{pre} - {_lit(mk, ek)}*u0*t"
     dw = f"-{w_lit}*u0*t*y2 + {w_lit}*u0*t*y3"
     dd = "u0*x1 - u0*d" if pairing == "delay" else None
-    return EpropRule(dw=dw, dd=dd, dt=dt, x1_impulse=float(trace_impulse), x1_tau=float(x1_tau), pairing=pairing,
+    return EpropRule(dw=dw, dd=dd, dt=dt, x1_impulse=float(trace_impulse) / 2 ** int(pre_shift), x1_tau=float(x1_tau),
+                     pairing=pairing,
                      tag_increment=(me, ee), kappa_decay=(mk, ek), kappa_target=int(d_kappa) / 4096.0, lr=(lr_m, lr_e),
                      rng_seed=int(rng_seed))
 
 
 def readout_learning_rule(*, d_kappa: int, lr: Any, trace_impulse: int = 16, product_shift_ref: int = 4,
-                          rng_seed: int = 0) -> EpropRule:
+                          rng_seed: int = 0, pre_shift: int = 0) -> EpropRule:
     """The readout's e-prop rule (seed 002 Eq. 2.38: Delta W_out = -lr sum_t
     err^t zbar^t) as a Loihi3FLearningRule whose third factor (y2 / y3 = the
     output error split by sign) arrives one step late (from
@@ -195,18 +204,21 @@ def readout_learning_rule(*, d_kappa: int, lr: Any, trace_impulse: int = 16, pro
     line of it (dd = x1 - d, dt = d - t, exact integer copies), so the
     weight change of step t + 1, -c t y2 + c t y3 with the old t = x1^{t-1},
     multiplies err^t with the trace of the spikes up to z^{t-1}: the engine's
-    pairing (x1 at step k already holds z^k, and err^t arrives at t + 1)."""
+    pairing (x1 at step k already holds z^k, and err^t arrives at t + 1).
+    pre_shift: x1's impulse / 2^pre_shift, the weight constant x 2^pre_shift."""
+    if not 0 <= int(pre_shift) <= 4:
+        raise LearningEngineError(f"pre_shift: expected 0..4 (x1's impulse must stay an integer >= 1), got {pre_shift!r}")
     if not 0 < int(d_kappa) < 4096:
         raise LearningEngineError(f"d_kappa: expected a decay in [1, 4095], got {d_kappa!r}")
     x1_tau = -1.0 / math.log((4096 - int(d_kappa)) / 4096.0)
     s_w = product_shift(W_SYNVAR_FACTOR, W_TRACE_FACTOR)
-    lr_m, lr_e = int(lr.mantissa), int(lr.exponent) + s_w - int(product_shift_ref)
+    lr_m, lr_e = int(lr.mantissa), int(lr.exponent) + s_w - int(product_shift_ref) + int(pre_shift)
     if lr_m <= 0:
         raise LearningEngineError(f"readout learning rate: expected a positive mantissa, got {lr_m}")
     m2e(lr_m * 2.0 ** lr_e, "readout learning rate")
     w_lit = _lit(lr_m, lr_e)
     return EpropRule(dw=f"-{w_lit}*u0*t*y2 + {w_lit}*u0*t*y3", dd="u0*x1 - u0*d", dt="u0*d - u0*t",
-                     x1_impulse=float(trace_impulse), x1_tau=float(x1_tau), pairing="delay2",
+                     x1_impulse=float(trace_impulse) / 2 ** int(pre_shift), x1_tau=float(x1_tau), pairing="delay2",
                      tag_increment=(1, 0), kappa_decay=(1, 0), kappa_target=int(d_kappa) / 4096.0,
                      lr=(lr_m, lr_e), rng_seed=int(rng_seed))
 
@@ -249,6 +261,12 @@ def split_signal(signal: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(y2, y3) = (max(L, 0), max(-L, 0)), each clipped to the 7-bit trace range."""
     s = np.asarray(signal, dtype=np.int64)
     return np.clip(s, 0, 127), np.clip(-s, 0, 127)
+
+
+class TargetSource(RingBuffer):
+    """The host's target and loss-mask stream (K + 1 values per step), sent
+    as floats: Lava's fixed-point RingBuffer model sends int32, which would
+    truncate a normalized loss mask (e.g. 1/150 per step) to 0."""
 
 
 class ClosedLoopLearningSignal(AbstractProcess):
