@@ -256,15 +256,62 @@ def with_weights(net: fe.FixedNetwork, w: dict) -> fe.FixedNetwork:
     return out
 
 
+def _no_cut_record(p: Any, z: np.ndarray, post: dict, syn: dict) -> dict:
+    """The post record without its spike: the eligibility is not reset at post spikes."""
+    from eprop_lava.neurons import fixed as fx
+
+    return fx.post_record(p, np.zeros_like(z), post, syn["rec"])
+
+
+def _late_signal_step(syn: dict, p: Any, rec: dict, post: dict, pre: np.ndarray, sig: np.ndarray, d_kappa: int,
+                      prof: Any) -> dict:
+    """The exact synapse step fed with the previous step's learning signal."""
+    prev = syn.get("signal_prev", np.zeros_like(np.asarray(sig)))
+    out = fe.hidden_synapse_step(syn, p, rec, pre, prev, d_kappa, prof)
+    out["signal_prev"] = np.asarray(sig).copy()
+    return out
+
+
+_NO_CUT = fe.SynapseRule(new=fe.new_hidden_synapse, record=_no_cut_record, step=fe.PER_SYNAPSE.step)
+_NO_CUT_LATE = fe.SynapseRule(new=fe.new_hidden_synapse, record=_no_cut_record, step=_late_signal_step)
+#: the exact rule with the native graph's structural differences added one
+#: after another (for measuring causes; (synapses, per_step)): no
+#: eligibility reset at post spikes; the hidden learning signal one step
+#: late; weights updated every step (stochastic rounding every step)
+ENGINE_VARIANTS = {
+    "no_reset_cut": (_NO_CUT, False),
+    "no_reset_cut_signal_late": (_NO_CUT_LATE, False),
+    "no_reset_cut_signal_late_per_step": (_NO_CUT_LATE, True),
+}
+
+
 def engine_sample(net: fe.FixedNetwork, x: np.ndarray, target: np.ndarray, mask: np.ndarray,
-                  rngs: dict | None = None) -> dict:
+                  rngs: dict | None = None, synapses: Any = None, per_step: bool = False) -> dict:
     """The exact rule on the same sample: fe.simulate(learn=True) ("loihi2":
-    update at the end of the sample) from ``net``'s weights; the weights after it."""
+    update at the end of the sample) from ``net``'s weights. Returns the
+    weights after it and, under "expected", the update before its stochastic
+    rounding, -m 2^e acc (float; what the rounded update equals on average).
+    ``synapses``, ``per_step`` (weights updated every step, as the learning
+    engine does): the cause measurements of :data:`ENGINE_VARIANTS`."""
     probe = net.copy()
+    if per_step:
+        probe.profile = probe.profile.with_(update_interval=1)
+    expected: dict = {}
+
+    def update(netx: Any, syn_in: Any, syn_rec: Any, syn_out: Any, rngs_: Any, slices: Any) -> None:
+        L, ro = netx.layers[0], netx.readout
+        parts = {"w_in": -L.lr.value * syn_in[0]["acc"].astype(np.float64),
+                 "w_out": -ro.lr.value * syn_out[0]["acc"].astype(np.float64)}
+        if syn_rec[0] is not None:
+            parts["w_rec"] = -L.rec_lr.value * syn_rec[0]["acc"].astype(np.float64) * (1 - np.eye(L.neuron.size))
+        for k, v in parts.items():  # summed over the update intervals (one per sample in "loihi2")
+            expected[k] = expected.get(k, 0.0) + v
+        fe._update_all(netx, syn_in, syn_rec, syn_out, rngs_, slices)  # the engine's own update (deploy.learn_run)
+
     fe.simulate(probe, np.asarray(x)[:, None, :], np.asarray(target)[:, None, :], np.asarray(mask)[:, None],
-                learn=True, rngs=rngs)
+                learn=True, rngs=rngs, on_update=update, synapses=synapses)
     L = probe.layers[0]
-    out = {"w_in": L.w_in, "w_out": probe.readout.w}
+    out = {"w_in": L.w_in, "w_out": probe.readout.w, "expected": expected}
     if L.w_rec is not None:
         out["w_rec"] = L.w_rec
     return out
@@ -288,14 +335,15 @@ def update_agreement(native_dw: dict, engine_dw: dict) -> dict:
 
 def learn_native(net: fe.FixedNetwork, train: Any, neuron: str = "eprop", learn_readout: bool = True,
                  test: Any = None, task: Any = None, every: int | None = None, compare: bool = True,
-                 timeout: float = 300.0, progress: Any = None) -> dict:
+                 timeout: float = 300.0, progress: Any = None, variants: tuple = ()) -> dict:
     """Online native learning over the samples of ``train`` (a deploy.TestSet,
     (T, S, ...)), one Lava run per sample, weights carried over. With
     ``compare``: each sample's update against the engine's exact update of the
     same sample from the same weights (:func:`update_agreement`). With
     ``test`` and ``task``: held-out error (the learned weights loaded into the
     engine, bit-exact to native inference) before, every ``every`` samples
-    and after. Returns the learned net, per-sample agreements, curve."""
+    and after. ``variants``: names of :data:`ENGINE_VARIANTS` to compare
+    against as well. Returns the learned net, per-sample agreements, curve."""
     cur = net.copy()
     rngs = fe.update_rngs(cur)
     S = train.x.shape[1]
@@ -318,8 +366,14 @@ def learn_native(net: fe.FixedNetwork, train: Any, neuron: str = "eprop", learn_
         if compare:
             eng = engine_sample(cur, x, tg, mk, rngs)
             keys = list(before) if learn_readout else [k for k in before if k != "w_out"]
-            per_sample.append(update_agreement({k: new[k] - before[k] for k in keys},
-                                               {k: eng[k] - before[k] for k in keys}))
+            dw = {k: new[k] - before[k] for k in keys}
+            row = {"vs_applied": update_agreement(dw, {k: eng[k] - before[k] for k in keys}),
+                   "vs_expected": update_agreement(dw, {k: eng["expected"][k] for k in keys})}
+            for name in variants:
+                syn, per_step = ENGINE_VARIANTS[name]
+                ev = engine_sample(cur, x, tg, mk, fe.update_rngs(cur), syn, per_step)["expected"]
+                row[f"vs_expected_{name}"] = update_agreement(dw, {k: ev[k] for k in keys})
+            per_sample.append(row)
         cur = with_weights(cur, new)
         if scoring and every and (s + 1) % every == 0 and s + 1 < S:
             curve.append(held_out(s + 1))
@@ -333,11 +387,14 @@ def learn_native(net: fe.FixedNetwork, train: Any, neuron: str = "eprop", learn_
     return out
 
 
-def summary(per_sample: list, key: str = "hidden") -> dict:
-    """Mean / min / max of the per-sample cosine and norm ratio of ``key``."""
+def summary(per_sample: list, key: str = "hidden", against: str = "vs_expected") -> dict:
+    """Mean / min / max of the per-sample cosine and norm ratio of ``key``
+    against the engine's update ("vs_applied": after its stochastic rounding;
+    "vs_expected": before it)."""
     out = {}
     for metric in ("cosine", "norm_ratio"):
-        vals = np.array([r[key][metric] for r in per_sample if key in r and r[key][metric] is not None])
+        vals = np.array([r[against][key][metric] for r in per_sample
+                         if key in r[against] and r[against][key][metric] is not None])
         out[metric] = ({"mean": float(vals.mean()), "min": float(vals.min()), "max": float(vals.max()),
                         "samples": int(vals.size)} if vals.size else None)
     return out
@@ -362,7 +419,9 @@ def learning_report(net: fe.FixedNetwork, train: Any, test: Any, task: Any, neur
                      " -> LearningDense(w_out) -> readout LIF; ClosedLoopLearningSignal reads v, sends L (one "
                      "step later)",
             "placement": learning_placement(net, neuron),
-            "update_vs_engine": {k: summary(nat["per_sample"], k) for k in nat["per_sample"][0]},
+            "update_vs_engine": {against: {k: summary(nat["per_sample"], k, against)
+                                           for k in nat["per_sample"][0][against]}
+                                 for against in ("vs_expected", "vs_applied")},
             "error_before": nat["error_before"], "error_after_native": nat["error_after"],
             "error_after_engine": eng["error_after"], "lava_seconds": nat["lava_seconds"],
             "reference": "fixed-point engine fe.simulate(learn=True), profile " + net.profile.name +

@@ -385,10 +385,10 @@ def format_run(r: dict) -> str:
                      f"({'bit-exact' if nv['bit_exact'] else 'NOT bit-exact'}; {nv['seconds']:.1f} s)")
         nl = nv.get("learning")
         if nl:
-            h = nl["update_vs_engine"]["hidden"]
+            h = nl["update_vs_engine"]["vs_expected"]["hidden"]
             cos, ratio = h["cosine"], h["norm_ratio"]
             lines.append(f"native on-chip e-prop ({nl['neuron']} neuron, closed loop) on {nl['samples']} training "
-                         f"sample(s): hidden update vs the engine's cosine "
+                         f"sample(s): hidden update vs the engine's (before rounding) cosine "
                          + (f"{cos['mean']:.3f}" if cos else "n/a") + ", norm ratio "
                          + (f"{ratio['mean']:.3f}" if ratio else "n/a")
                          + f"; held-out {m} {nl['error_before']:.4f} -> {nl['error_after_native']:.4f} "
