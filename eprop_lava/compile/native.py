@@ -30,8 +30,9 @@ term instead, by its documented dynamics; not measured), Izhikevich (no Lava
 process), refractory periods (the standard LIF has none), learning
 a readout bias that ``bias_mant << bias_exp`` cannot hold exactly. On-chip
 learning (``compile --learning``) is the graph of
-:mod:`eprop_lava.compile.native_learning` (one LIF layer, random feedback;
-deeper or ALIF networks are refused there, with the reason).
+:mod:`eprop_lava.compile.native_learning` (LIF layers, random feedback;
+ALIF networks and symmetric / adaptive feedback are refused there, with
+the reason).
 """
 
 from __future__ import annotations
@@ -162,23 +163,25 @@ def learning_placement(net: fe.FixedNetwork, neuron: str = "eprop") -> list[dict
     """Every process of the native learning graph (:mod:`native_learning`),
     where it would run on a Loihi 2 system, whether it is a standard Lava
     process, and why."""
-    L, K = net.layers[0], net.readout.w.shape[0]
+    K = net.readout.w.shape[0]
 
     def row(process: str, key: str, standard: bool) -> dict:
         where, why = (LEARNING_PLACEMENT | {k: v for k, v in PLACEMENT.items()})[key]
         return {"process": process, "where": where, "standard": standard, "why": why}
 
-    rows = [row("RingBuffer source (input)", "RingBuffer source", True),
-            row(f"LearningDense w_in0 ({L.w_in.shape[0]}x{L.w_in.shape[1]})", "LearningDense", True)]
-    if L.w_rec is not None:
-        rows.append(row(f"LearningDense w_rec0 ({L.neuron.size}x{L.neuron.size})", "LearningDense", True))
-    if neuron == "eprop":
-        rows.append(row(f"EpropLearningLIF layer0 ({L.neuron.size})", "EpropLearningLIF", False))
-    else:
-        rows.append(row(f"LearningLIF layer0 ({L.neuron.size})", "LearningLIF", True))
-    rows += [row(f"LearningDense w_out0 ({K}x{L.neuron.size})", "LearningDense", True),
-             row(f"LIF readout ({K})", "readout LIF", True),
-             row("ClosedLoopLearningSignal", "learning signal", False),
+    rows = [row("RingBuffer source (input)", "RingBuffer source", True)]
+    for r, L in enumerate(net.layers):
+        n, n_pre = L.w_in.shape
+        rows.append(row(f"LearningDense w_in{r} ({n}x{n_pre})", "LearningDense", True))
+        if L.w_rec is not None:
+            rows.append(row(f"LearningDense w_rec{r} ({n}x{n})", "LearningDense", True))
+        if neuron == "eprop":
+            rows.append(row(f"EpropLearningLIF layer{r} ({n})", "EpropLearningLIF", False))
+        else:
+            rows.append(row(f"LearningLIF layer{r} ({n})", "LearningLIF", True))
+        rows += [row(f"LearningDense w_out{r} ({K}x{n})", "LearningDense", True),
+                 row(f"ClosedLoopLearningSignal {r} (rows of B for layer {r})", "learning signal", False)]
+    rows += [row(f"LIF readout ({K})", "readout LIF", True),
              row("RingBuffer source (target, mask)", "target RingBuffer", True),
              row("RingBuffer sink / Monitor", "RingBuffer sink / Monitor", True)]
     return rows

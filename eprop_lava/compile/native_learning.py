@@ -60,28 +60,35 @@ LEARNING_WEIGHT_BITS = 9
 
 def check_native_learning(net: fe.FixedNetwork) -> None:
     """Raise NativeError naming the first thing native on-chip e-prop cannot hold."""
-    if len(net.layers) != 1:
-        raise NativeError(f"native on-chip e-prop: {len(net.layers)} hidden layers; it is built for one (the "
-                          "learning signal of a deeper layer needs its own feedback path through the learning-"
-                          "signal process, not built); compile a one-layer network or use --deploy eprop")
-    p = net.layers[0].neuron
-    if p.kind != "lif":
-        raise NativeError(f"native on-chip e-prop: layer 0 is {p.kind}; the learning-engine rule is built for LIF "
-                          "(ALIF e-prop needs per synapse the threshold eligibility eps_a next to e-bar and the "
-                          "pairing delay, one more than a LearningDense's three synaptic variables w, tag_2, "
-                          "tag_1; and no standard Lava neuron matches the engine's ALIF); use --deploy eprop")
+    for r, L in enumerate(net.layers):
+        if L.neuron.kind != "lif":
+            raise NativeError(f"native on-chip e-prop: layer {r} is {L.neuron.kind}; the learning-engine rule is "
+                              "built for LIF (ALIF e-prop needs per synapse the threshold eligibility eps_a next to "
+                              "e-bar and the pairing delay, one more than a LearningDense's three synaptic "
+                              "variables w, tag_2, tag_1; and no standard Lava neuron matches the engine's ALIF); "
+                              "use --deploy eprop")
     if net.spec.learning.variant != "random":
         raise NativeError(f"native on-chip e-prop: {net.spec.learning.variant} feedback makes B follow W_out's "
                           "on-chip changes, which the learning-signal process does not read back; train with "
                           "random feedback or use --deploy eprop")
 
 
+def matrix_names(net: fe.FixedNetwork) -> list[str]:
+    """The learning matrices, named as FixedNetwork.weights() names them."""
+    out = []
+    for r, L in enumerate(net.layers):
+        out.append(f"layers.{r}.w_in")
+        if L.w_rec is not None:
+            out.append(f"layers.{r}.w_rec")
+    return out + ["readout.w"]
+
+
 def rules(net: fe.FixedNetwork, neuron: str, seed: int = 0) -> dict:
-    """The EpropRule of every learning matrix ("w_in", "w_rec", "w_out")."""
+    """The EpropRule of every learning matrix (keys: :func:`matrix_names`;
+    the readout has one rule per layer's slice, "readout.w.R")."""
     from eprop_lava.processes.learning_engine import LearningEngineError
 
-    L, ro, prof = net.layers[0], net.readout, net.profile
-    if L.lr is None or ro.lr is None:
+    if any(L.lr is None for L in net.layers) or net.readout.lr is None:
         raise NativeError("native on-chip e-prop: the network has no learning rate (compile with --lr)")
     try:
         return _rules(net, neuron, seed)
@@ -108,36 +115,44 @@ def lr_shifts(lr: Any, readout: bool = False) -> tuple[int, int]:
 def _rules(net: fe.FixedNetwork, neuron: str, seed: int) -> dict:
     from eprop_lava.processes.learning_engine import eprop_learning_rule, readout_learning_rule
 
-    L, ro, prof = net.layers[0], net.readout, net.profile
-    dv = int(np.max(L.neuron.dv))
-    kw = dict(dv=dv, d_kappa=int(ro.d_kappa), trace_impulse=prof.trace_impulse, psi_bits=prof.psi_bits,
-              product_shift_ref=prof.product_shift, pairing="delay",
-              post_factor="psi" if neuron == "eprop" else "spike")
-    pre, tag = lr_shifts(L.lr)
-    out = {"w_in": eprop_learning_rule(lr=L.lr, rng_seed=seed, pre_shift=pre, tag_shift=tag, **kw)}
-    if L.w_rec is not None:
-        pre, tag = lr_shifts(L.rec_lr)
-        out["w_rec"] = eprop_learning_rule(lr=L.rec_lr, rng_seed=seed + 1, pre_shift=pre, tag_shift=tag, **kw)
-    pre, _ = lr_shifts(ro.lr, readout=True)
-    out["w_out"] = readout_learning_rule(d_kappa=int(ro.d_kappa), lr=ro.lr, trace_impulse=prof.trace_impulse,
-                                         product_shift_ref=prof.product_shift, rng_seed=seed + 2, pre_shift=pre)
+    ro, prof = net.readout, net.profile
+    out = {}
+    for r, L in enumerate(net.layers):
+        kw = dict(dv=int(np.max(L.neuron.dv)), d_kappa=int(ro.d_kappa), trace_impulse=prof.trace_impulse,
+                  psi_bits=prof.psi_bits, product_shift_ref=prof.product_shift, pairing="delay",
+                  post_factor="psi" if neuron == "eprop" else "spike")
+        pre, tag = lr_shifts(L.lr)
+        out[f"layers.{r}.w_in"] = eprop_learning_rule(lr=L.lr, rng_seed=seed + 3 * r, pre_shift=pre, tag_shift=tag,
+                                                      **kw)
+        if L.w_rec is not None:
+            pre, tag = lr_shifts(L.rec_lr)
+            out[f"layers.{r}.w_rec"] = eprop_learning_rule(lr=L.rec_lr, rng_seed=seed + 3 * r + 1, pre_shift=pre,
+                                                           tag_shift=tag, **kw)
+        pre, _ = lr_shifts(ro.lr, readout=True)
+        out[f"readout.w.{r}"] = readout_learning_rule(d_kappa=int(ro.d_kappa), lr=ro.lr,
+                                                      trace_impulse=prof.trace_impulse,
+                                                      product_shift_ref=prof.product_shift, rng_seed=seed + 3 * r + 2,
+                                                      pre_shift=pre)
     return out
 
 
 def run_sample(net: fe.FixedNetwork, x: np.ndarray, target: np.ndarray, mask: np.ndarray, neuron: str = "eprop",
                learn_readout: bool = True, seed: int = 0, record: bool = False, timeout: float = 300.0) -> dict:
     """One sample (x (T, n_in) spikes, target (T, K), mask (T,)) through the
-    closed-loop native learning graph, starting from ``net``'s weights;
-    returns the weights after it (w_in, w_rec, w_out as integers), and with
-    ``record`` the learning signal and error the process sent (T, N) / (T, K)
-    and the hidden spikes (T, N)."""
-    from lava.magma.core.learning.learning_rule import Loihi3FLearningRule  # noqa: F401 - Lava present
+    closed-loop native learning graph, starting from ``net``'s weights.
+    Returns the weights after it (:func:`matrix_names`, integers) and, with
+    ``record``, per layer r: "z.r" the spikes (T, N_r), "signal.r" the
+    learning signal its process computed at each step, and for
+    ``neuron="eprop"`` "psi.r" and "received.r" (what the neurons sent as y1
+    and received as third factor); "err" and "y" (T, K): the output error and
+    the readout v the first process read."""
     from lava.magma.core.run_configs import Loihi2SimCfg
     from lava.proc.dense.process import Dense, LearningDense
     from lava.proc.io.sink import RingBuffer as Sink
     from lava.proc.io.source import RingBuffer
     from lava.proc.lif.process import LIF, LearningLIF
 
+    from eprop_lava.compile.native import weight_bits
     from eprop_lava.models.learning_engine import model_map
     from eprop_lava.models.network import ClassKeyedModelMap, run_guarded
     from eprop_lava.processes.learning_engine import ClosedLoopLearningSignal, EpropLearningLIF, TargetSource
@@ -147,112 +162,123 @@ def run_sample(net: fe.FixedNetwork, x: np.ndarray, target: np.ndarray, mask: np
     check_native_learning(net)
     x = np.asarray(x)
     T = x.shape[0]
-    L, ro, prof = net.layers[0], net.readout, net.profile
-    p = L.neuron
-    K, N = ro.w.shape
+    ro, prof = net.readout, net.profile
+    K = ro.w.shape[0]
     R = rules(net, neuron, seed)
-    bm, be = bias_mant_exp(p.bias, N, "layer 0")
-    lif_kw = dict(shape=(N,), du=int(np.max(p.du)), dv=int(np.max(p.dv)), vth=int(np.max(p.vth)), bias_mant=bm,
-                  bias_exp=be, name="layer0")
-    rule_in = R["w_in"].learning_rule()
-    if neuron == "eprop":
-        lif = EpropLearningLIF(learning_rule=rule_in, psi_bits=prof.psi_bits, psi_params=p,
-                               record_steps=T if record else 0, **lif_kw)
-    else:
-        lif = LearningLIF(learning_rule=rule_in, **lif_kw)
+    slices = fe.layer_slices(net.spec)
+    rows = T if record else 0
     mant, exp = bias_mant_exp(ro.bias, K, "readout")
     readout = LIF(shape=(K,), du=4095, dv=int(ro.d_kappa), vth=VTH_NEVER, bias_mant=mant, bias_exp=exp,
                   name="readout")
     src = RingBuffer(data=x.T.astype(np.float64).copy())
     tm = np.concatenate([np.asarray(target, dtype=np.float64), np.asarray(mask, dtype=np.float64)[:, None]], axis=1)
     tgt = TargetSource(data=tm.T.copy())
-    ls = ClosedLoopLearningSignal(n_out=K, n_neurons=N, feedback=net.feedback, loss=net.spec.loss,
-                                  y_scale=ro.y_scale, profile=prof, signal_shift=net.signal_shift,
-                                  error_exp=net.error_exp, record_steps=T if record else 0, name="learning_signal")
-    ls.y_ref.connect_var(readout.v)
-    tgt.s_out.connect(ls.target_in)
 
     def learning(w: np.ndarray, rule: Any, weight_exp: int, name: str) -> Any:
         return LearningDense(weights=w.astype(np.int32).copy(), learning_rule=rule, weight_exp=int(weight_exp),
                              num_weight_bits=LEARNING_WEIGHT_BITS, name=name)
 
-    def post_traces(ld: Any) -> None:
+    dense, lifs, sigs, sinks = {}, [], [], []
+    below = src.s_out
+    for r, L in enumerate(net.layers):
+        p, N = L.neuron, L.neuron.size
+        bm, be = bias_mant_exp(p.bias, N, f"layer {r}")
+        lif_kw = dict(shape=(N,), du=int(np.max(p.du)), dv=int(np.max(p.dv)), vth=int(np.max(p.vth)),
+                      bias_mant=bm, bias_exp=be, name=f"layer{r}")
+        rule_in = R[f"layers.{r}.w_in"].learning_rule()
         if neuron == "eprop":
-            lif.s_out_bap.connect(ld.s_in_bap)
-            lif.s_out_y1.connect(ld.s_in_y1)
-            lif.s_out_y2.connect(ld.s_in_y2)
-            lif.s_out_y3.connect(ld.s_in_y3)
-        else:  # s_in_y1 stays unconnected: Lava's InPort then receives zeros
-            lif.s_out.connect(ld.s_in_bap)
-            ls.signal_pos_out.connect(ld.s_in_y2)
-            ls.signal_neg_out.connect(ld.s_in_y3)
+            lif = EpropLearningLIF(learning_rule=rule_in, psi_bits=prof.psi_bits, psi_params=p, record_steps=rows,
+                                   **lif_kw)
+        else:
+            lif = LearningLIF(learning_rule=rule_in, **lif_kw)
+        # one learning-signal process per layer (its rows of B); each reads the readout's v itself
+        ls = ClosedLoopLearningSignal(n_out=K, n_neurons=N, feedback=net.feedback[slices[r]], loss=net.spec.loss,
+                                      y_scale=ro.y_scale, profile=prof, signal_shift=net.signal_shift,
+                                      error_exp=net.error_exp, record_steps=rows, name=f"learning_signal{r}")
+        ls.y_ref.connect_var(readout.v)
+        tgt.s_out.connect(ls.target_in)
 
-    ld_in = learning(L.w_in, rule_in, L.weight_exp, "w_in0")
-    src.s_out.connect(ld_in.s_in)
-    ld_in.a_out.connect(lif.a_in)
-    post_traces(ld_in)
-    ld_rec = None
-    if L.w_rec is not None:
-        ld_rec = learning(L.w_rec, R["w_rec"].learning_rule(), L.rec_exp, "w_rec0")
-        lif.s_out.connect(ld_rec.s_in)
-        ld_rec.a_out.connect(lif.a_in)
-        post_traces(ld_rec)
-    if neuron == "eprop":
-        ls.signal_out.connect(lif.a_third_factor_in)
-    if learn_readout:
-        d_out = learning(ro.w, R["w_out"].learning_rule(), ro.weight_exp, "w_out0")
-        ls.err_pos_out.connect(d_out.s_in_y2)
-        ls.err_neg_out.connect(d_out.s_in_y3)
-    else:
-        from eprop_lava.compile.native import weight_bits
+        def post_traces(ld: Any) -> None:
+            if neuron == "eprop":
+                lif.s_out_bap.connect(ld.s_in_bap)
+                lif.s_out_y1.connect(ld.s_in_y1)
+                lif.s_out_y2.connect(ld.s_in_y2)
+                lif.s_out_y3.connect(ld.s_in_y3)
+            else:  # s_in_y1 stays unconnected: Lava's InPort then receives zeros
+                lif.s_out.connect(ld.s_in_bap)
+                ls.signal_pos_out.connect(ld.s_in_y2)
+                ls.signal_neg_out.connect(ld.s_in_y3)
 
-        d_out = Dense(weights=ro.w.copy(), weight_exp=int(ro.weight_exp), num_weight_bits=weight_bits(ro.w),
-                      name="w_out0")
-    lif.s_out.connect(d_out.s_in)
-    d_out.a_out.connect(readout.a_in)
-    sink = None
-    if record:
-        sink = Sink(shape=(N,), buffer=T)
-        lif.s_out.connect(sink.a_in)
+        d_in = learning(L.w_in, rule_in, L.weight_exp, f"w_in{r}")
+        below.connect(d_in.s_in)
+        d_in.a_out.connect(lif.a_in)
+        post_traces(d_in)
+        dense[f"layers.{r}.w_in"] = d_in
+        if L.w_rec is not None:
+            d_rec = learning(L.w_rec, R[f"layers.{r}.w_rec"].learning_rule(), L.rec_exp, f"w_rec{r}")
+            lif.s_out.connect(d_rec.s_in)
+            d_rec.a_out.connect(lif.a_in)
+            post_traces(d_rec)
+            dense[f"layers.{r}.w_rec"] = d_rec
+        if neuron == "eprop":
+            ls.signal_out.connect(lif.a_third_factor_in)
+        w_out = ro.w[:, slices[r]]
+        if learn_readout:
+            d_out = learning(w_out, R[f"readout.w.{r}"].learning_rule(), ro.weight_exp, f"w_out{r}")
+            sigs_err = sigs[0] if sigs else ls  # the first process sends the output error to every readout slice
+            sigs_err.err_pos_out.connect(d_out.s_in_y2)
+            sigs_err.err_neg_out.connect(d_out.s_in_y3)
+        else:
+            d_out = Dense(weights=w_out.copy(), weight_exp=int(ro.weight_exp), num_weight_bits=weight_bits(w_out),
+                          name=f"w_out{r}")
+        lif.s_out.connect(d_out.s_in)
+        d_out.a_out.connect(readout.a_in)
+        dense[f"readout.w.{r}"] = d_out
+        if record:
+            sink = Sink(shape=(N,), buffer=T)
+            lif.s_out.connect(sink.a_in)
+            sinks.append(sink)
+        lifs.append(lif)
+        sigs.append(ls)
+        below = lif.s_out
     cfg = Loihi2SimCfg(select_tag="fixed_pt", exception_proc_model_map=ClassKeyedModelMap(model_map()))
 
     def as_int(v: Any) -> np.ndarray:
         return np.rint(np.asarray(v.get(), dtype=np.float64)).astype(I64)
 
     def read() -> dict:
-        out = {"w_in": as_int(ld_in.weights), "w_out": as_int(d_out.weights)}
-        if ld_rec is not None:
-            out["w_rec"] = as_int(ld_rec.weights)
+        out = {k: as_int(d.weights) for k, d in dense.items()}
         if record:
-            out["signal"] = as_int(ls.signal_rec)
-            out["err"] = as_int(ls.err_rec)
-            out["z"] = as_int(sink.data).T
-            out["y"] = as_int(ls.y_rec)
-            if neuron == "eprop":
-                out["psi"] = as_int(lif.psi_rec)
-                out["received"] = as_int(lif.signal_rec)
+            out["err"] = as_int(sigs[0].err_rec)
+            out["y"] = as_int(sigs[0].y_rec)
+            for r in range(len(lifs)):
+                out[f"signal.{r}"] = as_int(sigs[r].signal_rec)
+                out[f"z.{r}"] = as_int(sinks[r].data).T
+                if neuron == "eprop":
+                    out[f"psi.{r}"] = as_int(lifs[r].psi_rec)
+                    out[f"received.{r}"] = as_int(lifs[r].signal_rec)
         return out
 
     t0 = time.perf_counter()
     out = run_guarded(src, T, cfg, read, timeout)
     out["seconds"] = time.perf_counter() - t0
-    if "w_rec" in out:
-        np.fill_diagonal(out["w_rec"], 0)
     lo, hi = prof.weight_range
-    for k in ("w_in", "w_rec", "w_out"):
-        if k in out:
-            out[k] = np.clip(out[k], lo, hi)
+    out["readout.w"] = np.concatenate([out.pop(f"readout.w.{r}") for r in range(len(net.layers))], axis=1)
+    for k in matrix_names(net):
+        out[k] = np.clip(out[k], lo, hi)
+        if k.endswith("w_rec"):
+            np.fill_diagonal(out[k], 0)
     return out
 
 
 def with_weights(net: fe.FixedNetwork, w: dict) -> fe.FixedNetwork:
-    """A copy of ``net`` holding the weights ``w`` (run_sample's keys)."""
+    """A copy of ``net`` holding the weights ``w`` (:func:`matrix_names` keys)."""
     out = net.copy()
-    L = out.layers[0]
-    L.w_in = np.asarray(w["w_in"], dtype=I64).copy()
-    if "w_rec" in w:
-        L.w_rec = np.asarray(w["w_rec"], dtype=I64).copy()
-    out.readout.w = np.asarray(w["w_out"], dtype=I64).copy()
+    for r, L in enumerate(out.layers):
+        L.w_in = np.asarray(w[f"layers.{r}.w_in"], dtype=I64).copy()
+        if L.w_rec is not None:
+            L.w_rec = np.asarray(w[f"layers.{r}.w_rec"], dtype=I64).copy()
+    out.readout.w = np.asarray(w["readout.w"], dtype=I64).copy()
     return out
 
 
@@ -299,21 +325,21 @@ def engine_sample(net: fe.FixedNetwork, x: np.ndarray, target: np.ndarray, mask:
     expected: dict = {}
 
     def update(netx: Any, syn_in: Any, syn_rec: Any, syn_out: Any, rngs_: Any, slices: Any) -> None:
-        L, ro = netx.layers[0], netx.readout
-        parts = {"w_in": -L.lr.value * syn_in[0]["acc"].astype(np.float64),
-                 "w_out": -ro.lr.value * syn_out[0]["acc"].astype(np.float64)}
-        if syn_rec[0] is not None:
-            parts["w_rec"] = -L.rec_lr.value * syn_rec[0]["acc"].astype(np.float64) * (1 - np.eye(L.neuron.size))
+        ro = netx.readout
+        parts = {"readout.w": -ro.lr.value * np.concatenate([s_["acc"] for s_ in syn_out], axis=1).astype(np.float64)}
+        for r, L in enumerate(netx.layers):
+            parts[f"layers.{r}.w_in"] = -L.lr.value * syn_in[r]["acc"].astype(np.float64)
+            if syn_rec[r] is not None:
+                parts[f"layers.{r}.w_rec"] = (-L.rec_lr.value * syn_rec[r]["acc"].astype(np.float64)
+                                              * (1 - np.eye(L.neuron.size)))
         for k, v in parts.items():  # summed over the update intervals (one per sample in "loihi2")
             expected[k] = expected.get(k, 0.0) + v
         fe._update_all(netx, syn_in, syn_rec, syn_out, rngs_, slices)  # the engine's own update (deploy.learn_run)
 
     fe.simulate(probe, np.asarray(x)[:, None, :], np.asarray(target)[:, None, :], np.asarray(mask)[:, None],
                 learn=True, rngs=rngs, on_update=update, synapses=synapses)
-    L = probe.layers[0]
-    out = {"w_in": L.w_in, "w_out": probe.readout.w, "expected": expected}
-    if L.w_rec is not None:
-        out["w_rec"] = L.w_rec
+    out = {k: v for k, v in probe.weights().items() if k != "feedback.b"}
+    out["expected"] = expected
     return out
 
 
@@ -327,7 +353,7 @@ def update_agreement(native_dw: dict, engine_dw: dict) -> dict:
                 "norm_ratio": na / nb if nb > 0 else None, "norm_native": na, "norm_engine": nb}
 
     out = {k: one(native_dw[k], engine_dw[k]) for k in engine_dw}
-    hidden = [k for k in ("w_in", "w_rec") if k in engine_dw]
+    hidden = [k for k in engine_dw if k.startswith("layers.")]
     out["hidden"] = one(np.concatenate([np.ravel(native_dw[k]) for k in hidden]),
                         np.concatenate([np.ravel(engine_dw[k]) for k in hidden]))
     return out
@@ -357,15 +383,13 @@ def learn_native(net: fe.FixedNetwork, train: Any, neuron: str = "eprop", learn_
     per_sample, seconds = [], 0.0
     for s in range(S):
         x, tg, mk = train.x[:, s], train.target[:, s], train.mask[:, s]
-        before = {"w_in": cur.layers[0].w_in, "w_out": cur.readout.w}
-        if cur.layers[0].w_rec is not None:
-            before["w_rec"] = cur.layers[0].w_rec
+        before = {k: v for k, v in cur.weights().items() if k != "feedback.b"}
         res = run_sample(cur, x, tg, mk, neuron=neuron, learn_readout=learn_readout, seed=s, timeout=timeout)
         seconds += res["seconds"]
         new = {k: res[k] for k in before}
         if compare:
             eng = engine_sample(cur, x, tg, mk, rngs)
-            keys = list(before) if learn_readout else [k for k in before if k != "w_out"]
+            keys = list(before) if learn_readout else [k for k in before if k != "readout.w"]
             dw = {k: new[k] - before[k] for k in keys}
             row = {"vs_applied": update_agreement(dw, {k: eng[k] - before[k] for k in keys}),
                    "vs_expected": update_agreement(dw, {k: eng["expected"][k] for k in keys})}

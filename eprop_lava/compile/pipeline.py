@@ -306,7 +306,8 @@ def _run_artifact(art: Any, samples: int, steps: int | None, learn: bool, lava: 
                 from eprop_lava.compile.native_learning import learning_report
 
                 n = max(1, min(lava_samples, learn_samples))
-                sub = deploy.TestSet(lr_train.x[:, :n], lr_train.target[:, :n], lr_train.mask[:, :n], None)
+                T = lr_train.x.shape[0] if steps is None else max(1, min(int(steps), lr_train.x.shape[0]))
+                sub = deploy.TestSet(lr_train.x[:T, :n], lr_train.target[:T, :n], lr_train.mask[:T, :n], None)
                 out["native"]["learning"] = learning_report(art.net, sub, ts, task, native_neuron)
     out["figures"] = save_run_figures(art, task, ts, run, lv)
     return jsonable(out)

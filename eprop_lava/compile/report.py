@@ -424,6 +424,14 @@ def markdown_report(manifest: dict, mapping: Mapping, energy: dict | None, accur
                   "| process | where | why |", "|---|---|---|"]
         lines += [f"| {r['process']} | {r['where']} | {r['why']} |" for r in manifest["native"]["placement"]]
         lines += ["", manifest["native"]["note"] + ".", ""]
+        for neuron, rows in (manifest["native"].get("learning_placement") or {}).items():
+            lines += [f"### On-chip e-prop, {neuron} neuron", "", "| process | where | standard Lava process | why |",
+                      "|---|---|---|---|"]
+            lines += [f"| {r['process']} | {r['where']} | {'yes' if r['standard'] else 'no'} | {r['why']} |"
+                      for r in rows]
+            lines += [""]
+        if manifest["native"].get("learning_note"):
+            lines += [manifest["native"]["learning_note"] + ".", ""]
     for gap in manifest.get("omitted") or []:
         lines += [f"## Left out: {gap['section']}", "", f"Not in this report: {gap['reason']}.", ""]
     if accuracy:
