@@ -25,7 +25,8 @@ graph's structural differences added one after another
 learning signal one step late, weights updated every step), and on the
 first sample the native update against float e-prop of the native run's
 own stream, with and without the reset (the learning-engine arithmetic
-alone).
+alone). And the same with only the readout learning (hidden layers frozen,
+plain Dense and LIF: every process standard but the learning-signal one).
 
     python benchmarks/bench_native_learning.py [--samples 16] [--test-samples 64] [--iterations 300]
         [--neurons eprop,standard] [--out benchmarks/results/native_learning.json]
@@ -176,6 +177,20 @@ def main() -> int:
         h = out["native"][neuron]["update_vs_engine"]["vs_expected"]["hidden"]
         print(f"native ({neuron}): held-out error {r['error_before']:.3f} -> {r['error_after']:.3f}; hidden update "
               f"cosine {h['cosine']['mean']:.3f}, norm ratio {h['norm_ratio']['mean']:.2f}", flush=True)
+    # only the readout learns (hidden layers: Lava's plain Dense and LIF), against the engine doing the same
+    t1 = time.perf_counter()
+    eng_ro = nl.engine_readout_only(net, trn, test, task, every)
+    r = nl.learn_native(net, trn, "eprop", test=test, task=task, every=every, learn_hidden=False)
+    out["readout_only"] = {
+        "engine": {"curve": eng_ro["curve"], "error_before": eng_ro["error_before"],
+                   "error_after": eng_ro["error_after"]},
+        "native": {"curve": r["curve"], "error_before": r["error_before"], "error_after": r["error_after"],
+                   "lava_seconds": r["lava_seconds"],
+                   "update_vs_engine": {a: {k: nl.summary(r["per_sample"], k, a) for k in r["per_sample"][0][a]}
+                                        for a in r["per_sample"][0]}},
+        "seconds": time.perf_counter() - t1}
+    print(f"readout only: engine {eng_ro['error_before']:.3f} -> {eng_ro['error_after']:.3f}, native "
+          f"{r['error_before']:.3f} -> {r['error_after']:.3f}", flush=True)
     out["own_stream_check"] = own_stream_check(net, trn.x[:, 0], trn.target[:, 0], trn.mask[:, 0])
     out["seconds"] = time.perf_counter() - t0
     out["machine"] = {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),

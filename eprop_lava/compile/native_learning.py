@@ -137,7 +137,8 @@ def _rules(net: fe.FixedNetwork, neuron: str, seed: int) -> dict:
 
 
 def run_sample(net: fe.FixedNetwork, x: np.ndarray, target: np.ndarray, mask: np.ndarray, neuron: str = "eprop",
-               learn_readout: bool = True, seed: int = 0, record: bool = False, timeout: float = 300.0) -> dict:
+               learn_readout: bool = True, seed: int = 0, record: bool = False, timeout: float = 300.0,
+               learn_hidden: bool = True) -> dict:
     """One sample (x (T, n_in) spikes, target (T, K), mask (T,)) through the
     closed-loop native learning graph, starting from ``net``'s weights.
     Returns the weights after it (:func:`matrix_names`, integers) and, with
@@ -145,7 +146,9 @@ def run_sample(net: fe.FixedNetwork, x: np.ndarray, target: np.ndarray, mask: np
     learning signal its process computed at each step, and for
     ``neuron="eprop"`` "psi.r" and "received.r" (what the neurons sent as y1
     and received as third factor); "err" and "y" (T, K): the output error and
-    the readout v the first process read."""
+    the readout v the first process read. ``learn_hidden=False``: the hidden
+    layers are Lava's plain Dense and LIF (only the readout learns; every
+    process but the learning-signal one is then standard)."""
     from lava.magma.core.run_configs import Loihi2SimCfg
     from lava.proc.dense.process import Dense, LearningDense
     from lava.proc.io.sink import RingBuffer as Sink
@@ -186,7 +189,9 @@ def run_sample(net: fe.FixedNetwork, x: np.ndarray, target: np.ndarray, mask: np
         lif_kw = dict(shape=(N,), du=int(np.max(p.du)), dv=int(np.max(p.dv)), vth=int(np.max(p.vth)),
                       bias_mant=bm, bias_exp=be, name=f"layer{r}")
         rule_in = R[f"layers.{r}.w_in"].learning_rule()
-        if neuron == "eprop":
+        if not learn_hidden:
+            lif = LIF(**lif_kw)
+        elif neuron == "eprop":
             lif = EpropLearningLIF(learning_rule=rule_in, psi_bits=prof.psi_bits, psi_params=p, record_steps=rows,
                                    **lif_kw)
         else:
@@ -197,6 +202,13 @@ def run_sample(net: fe.FixedNetwork, x: np.ndarray, target: np.ndarray, mask: np
                                       error_exp=net.error_exp, record_steps=rows, name=f"learning_signal{r}")
         ls.y_ref.connect_var(readout.v)
         tgt.s_out.connect(ls.target_in)
+
+        def hidden(w: np.ndarray, key: str, weight_exp: int, name: str) -> Any:
+            if not learn_hidden:
+                return Dense(weights=w.copy(), weight_exp=int(weight_exp), num_weight_bits=weight_bits(w), name=name)
+            ld = learning(w, R[key].learning_rule() if key != f"layers.{r}.w_in" else rule_in, weight_exp, name)
+            post_traces(ld)
+            return ld
 
         def post_traces(ld: Any) -> None:
             if neuron == "eprop":
@@ -209,18 +221,16 @@ def run_sample(net: fe.FixedNetwork, x: np.ndarray, target: np.ndarray, mask: np
                 ls.signal_pos_out.connect(ld.s_in_y2)
                 ls.signal_neg_out.connect(ld.s_in_y3)
 
-        d_in = learning(L.w_in, rule_in, L.weight_exp, f"w_in{r}")
+        d_in = hidden(L.w_in, f"layers.{r}.w_in", L.weight_exp, f"w_in{r}")
         below.connect(d_in.s_in)
         d_in.a_out.connect(lif.a_in)
-        post_traces(d_in)
         dense[f"layers.{r}.w_in"] = d_in
         if L.w_rec is not None:
-            d_rec = learning(L.w_rec, R[f"layers.{r}.w_rec"].learning_rule(), L.rec_exp, f"w_rec{r}")
+            d_rec = hidden(L.w_rec, f"layers.{r}.w_rec", L.rec_exp, f"w_rec{r}")
             lif.s_out.connect(d_rec.s_in)
             d_rec.a_out.connect(lif.a_in)
-            post_traces(d_rec)
             dense[f"layers.{r}.w_rec"] = d_rec
-        if neuron == "eprop":
+        if neuron == "eprop" and learn_hidden:
             ls.signal_out.connect(lif.a_third_factor_in)
         w_out = ro.w[:, slices[r]]
         if learn_readout:
@@ -254,7 +264,7 @@ def run_sample(net: fe.FixedNetwork, x: np.ndarray, target: np.ndarray, mask: np
             for r in range(len(lifs)):
                 out[f"signal.{r}"] = as_int(sigs[r].signal_rec)
                 out[f"z.{r}"] = as_int(sinks[r].data).T
-                if neuron == "eprop":
+                if neuron == "eprop" and learn_hidden:
                     out[f"psi.{r}"] = as_int(lifs[r].psi_rec)
                     out[f"received.{r}"] = as_int(lifs[r].signal_rec)
         return out
@@ -354,14 +364,39 @@ def update_agreement(native_dw: dict, engine_dw: dict) -> dict:
 
     out = {k: one(native_dw[k], engine_dw[k]) for k in engine_dw}
     hidden = [k for k in engine_dw if k.startswith("layers.")]
-    out["hidden"] = one(np.concatenate([np.ravel(native_dw[k]) for k in hidden]),
-                        np.concatenate([np.ravel(engine_dw[k]) for k in hidden]))
+    if hidden:
+        out["hidden"] = one(np.concatenate([np.ravel(native_dw[k]) for k in hidden]),
+                            np.concatenate([np.ravel(engine_dw[k]) for k in hidden]))
     return out
+
+
+def engine_readout_only(net: fe.FixedNetwork, train: Any, test: Any, task: Any, every: int) -> dict:
+    """The engine's online learning with the hidden weights frozen (the
+    reference of ``learn_native(learn_hidden=False)``): each sample's exact
+    update, of which only W_out is kept (the engine updates at the end of a
+    sample, so the readout's update does not depend on the hidden one)."""
+    cur = net.copy()
+    rngs = fe.update_rngs(cur)
+
+    def held_out(n: int) -> dict:
+        y = fe.simulate(cur, test.x).y / cur.readout.y_scale
+        return {"samples": n, "error": float(task.metric(y, test.batch))}
+
+    S = train.x.shape[1]
+    curve = [held_out(0)]
+    for s in range(S):
+        eng = engine_sample(cur, train.x[:, s], train.target[:, s], train.mask[:, s], rngs)
+        cur.readout.w = np.asarray(eng["readout.w"], dtype=I64).copy()
+        if (s + 1) % every == 0 and s + 1 < S:
+            curve.append(held_out(s + 1))
+    curve.append(held_out(S))
+    return {"net": cur, "curve": curve, "error_before": curve[0]["error"], "error_after": curve[-1]["error"]}
 
 
 def learn_native(net: fe.FixedNetwork, train: Any, neuron: str = "eprop", learn_readout: bool = True,
                  test: Any = None, task: Any = None, every: int | None = None, compare: bool = True,
-                 timeout: float = 300.0, progress: Any = None, variants: tuple = ()) -> dict:
+                 timeout: float = 300.0, progress: Any = None, variants: tuple = (),
+                 learn_hidden: bool = True) -> dict:
     """Online native learning over the samples of ``train`` (a deploy.TestSet,
     (T, S, ...)), one Lava run per sample, weights carried over. With
     ``compare``: each sample's update against the engine's exact update of the
@@ -369,7 +404,9 @@ def learn_native(net: fe.FixedNetwork, train: Any, neuron: str = "eprop", learn_
     ``test`` and ``task``: held-out error (the learned weights loaded into the
     engine, bit-exact to native inference) before, every ``every`` samples
     and after. ``variants``: names of :data:`ENGINE_VARIANTS` to compare
-    against as well. Returns the learned net, per-sample agreements, curve."""
+    against as well. ``learn_hidden=False``: only the readout learns (hidden
+    weights frozen), compared with the engine's readout update. Returns the
+    learned net, per-sample agreements, curve."""
     cur = net.copy()
     rngs = fe.update_rngs(cur)
     S = train.x.shape[1]
@@ -384,12 +421,13 @@ def learn_native(net: fe.FixedNetwork, train: Any, neuron: str = "eprop", learn_
     for s in range(S):
         x, tg, mk = train.x[:, s], train.target[:, s], train.mask[:, s]
         before = {k: v for k, v in cur.weights().items() if k != "feedback.b"}
-        res = run_sample(cur, x, tg, mk, neuron=neuron, learn_readout=learn_readout, seed=s, timeout=timeout)
+        res = run_sample(cur, x, tg, mk, neuron=neuron, learn_readout=learn_readout, seed=s, timeout=timeout,
+                         learn_hidden=learn_hidden)
         seconds += res["seconds"]
         new = {k: res[k] for k in before}
         if compare:
             eng = engine_sample(cur, x, tg, mk, rngs)
-            keys = list(before) if learn_readout else [k for k in before if k != "readout.w"]
+            keys = [k for k in before if (learn_readout or k != "readout.w") and (learn_hidden or k == "readout.w")]
             dw = {k: new[k] - before[k] for k in keys}
             row = {"vs_applied": update_agreement(dw, {k: eng[k] - before[k] for k in keys}),
                    "vs_expected": update_agreement(dw, {k: eng["expected"][k] for k in keys})}
