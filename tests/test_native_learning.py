@@ -4,8 +4,6 @@ read, its one-step delay, the LearningDense weight changes against a numpy
 model of Lava's bit-approximate learning engine fed with the recorded post
 factors and third factors, and what stays refused (Lava tests, marked)."""
 
-from dataclasses import replace
-
 import numpy as np
 import pytest
 
@@ -68,6 +66,7 @@ def test_rules_units():
     assert np.isclose(np.exp(-1.0 / ro.x1_tau), (4096 - net.readout.d_kappa) / 4096)
 
 
+@pytest.mark.lava
 @needs_lava
 def test_closed_loop_signal_delay_and_weight_changes():
     """One closed-loop run (EpropLearningLIF, 40 steps, everything learning):
@@ -110,6 +109,7 @@ def test_closed_loop_signal_delay_and_weight_changes():
     assert np.array_equal(r["readout.w"], em_out["weights"])
 
 
+@pytest.mark.lava
 @needs_lava
 def test_standard_learning_lif_rule_on_post_spikes():
     """Lava's own LearningLIF (its model sends spikes only): the rule's post
@@ -132,6 +132,7 @@ def test_standard_learning_lif_rule_on_post_spikes():
     assert np.array_equal(r["z.0"][:2], run.z[0][:2, 0])  # weights change from step 2 on (L^0 arrives at 1)
 
 
+@pytest.mark.lava
 @needs_lava
 def test_compile_native_learning_cli(tmp_path, capsys):
     """compile --deploy native --learning: the artifact lists every process of
@@ -160,6 +161,7 @@ def test_compile_native_learning_cli(tmp_path, capsys):
     assert err.count("\n") == 1 and "three synaptic variables" in err and not (tmp_path / "a").exists()
 
 
+@pytest.mark.lava
 @needs_lava
 def test_two_layers_each_with_its_own_signal():
     """Two hidden layers: each layer's learning-signal process sends its own

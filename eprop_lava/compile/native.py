@@ -149,8 +149,8 @@ LEARNING_PLACEMENT = {
                          "the post trace y1 and forwards the third factor as y2 / y3; on a Loihi 2 it needs its own "
                          "neuron microcode (open Lava has no NcProcessModel for it)"),
     "LearningLIF": ("neurocore", "Lava's standard LearningLIF with its own model, which sends spikes only: the rule "
-                                 "uses the post spike (bAP) for psi; the third factor is wired into the LearningDenses' "
-                                 "y2 / y3 ports, which in Lava's CPU simulation works but has no equivalent on a chip "
+                                 "uses the post spike (bAP) for psi; the third factor is wired into the "
+                                 "LearningDenses' y2 / y3 ports, which in Lava's CPU simulation works but has no equivalent on a chip "
                                  "unless the neuron program forwards it (untested)"),
     "learning signal": ("embedded CPU or host", "ClosedLoopLearningSignal, a custom PyLoihiProcessModel: reads the "
                                                 "readout's v every step (RefPort), softmax error and B err in "

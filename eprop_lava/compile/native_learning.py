@@ -2,20 +2,23 @@
 rule in the learning engine's sum-of-products form, the learning signal
 computed in closed loop from the readout during the run.
 
-Graph of one sample (one hidden LIF layer; ``neuron`` chooses the LIF):
+Graph of one sample, per hidden LIF layer r (``neuron`` chooses the LIF):
 
-* input ``RingBuffer`` (host) -> ``LearningDense(w_in)`` and, for a
-  recurrent layer, the layer's spikes -> ``LearningDense(w_rec)``, both with
+* input ``RingBuffer`` (host; r = 0) or layer r - 1's spikes ->
+  ``LearningDense(w_in_r)`` and, for a recurrent layer, the layer's own
+  spikes -> ``LearningDense(w_rec_r)``, both with
   :func:`~eprop_lava.processes.learning_engine.eprop_learning_rule`
-  (``Loihi3FLearningRule``, t_epoch = 1), into the hidden LIF;
-* hidden LIF -> ``LearningDense(w_out)`` (the readout rule,
+  (``Loihi3FLearningRule``, t_epoch = 1), into the layer's LIF;
+* each layer -> ``LearningDense(w_out_r)`` (the readout rule,
   :func:`~eprop_lava.processes.learning_engine.readout_learning_rule`) or a
   plain ``Dense`` (``learn_readout=False``) -> the non-spiking readout ``LIF``
   of :mod:`eprop_lava.compile.native` (its v is the engine's y);
-* :class:`~eprop_lava.processes.learning_engine.ClosedLoopLearningSignal`
-  reads the readout's v through a RefPort after every step, takes target and
-  mask from a second ``RingBuffer`` and sends L^t = (B err^t) >> shift on the
-  next step (the engine's output_error and learning_signal);
+* one :class:`~eprop_lava.processes.learning_engine.ClosedLoopLearningSignal`
+  per layer reads the readout's v through a RefPort after every step, takes
+  target and mask from a float ``TargetSource`` and sends its rows of
+  L^t = (B err^t) >> shift on the next step (the engine's output_error and
+  learning_signal); the first one also sends err^t, split by sign, to every
+  readout LearningDense;
 * ``neuron="eprop"``: :class:`~eprop_lava.processes.learning_engine.EpropLearningLIF`
   (Lava's LIF dynamics, bit-exact, plus a model that sends the graded psi as
   y1 and forwards L from ``a_third_factor_in`` as y2 / y3: exact e-prop post
@@ -25,17 +28,19 @@ Graph of one sample (one hidden LIF layer; ``neuron`` chooses the LIF):
   LearningDenses' ``s_in_bap`` and the rule uses the post spike, y0, in
   place of psi; L goes from the learning-signal process straight into the
   LearningDenses' y2 / y3 ports, because that model ignores
-  ``a_third_factor_in``).
+  ``a_third_factor_in``); ``learn_hidden=False``: Lava's plain Dense and LIF
+  (only the readout learns).
 
-Delays (documented in docs/fixed_point.md): Dense and LearningDense send on
-step t what they received on t - 1 (the engine's Loihi timing, so the
-neuron dynamics stay the engine's); the readout's v^t is read in the
-management phase of step t, so L^t reaches the synapses at t + 1, where the
-learning engine multiplies it with the tag after step t (the engine: L^t
-with e-bar^{t-1}); weights change every step (the engine: at the end of the
-sample); the eligibility is not cut at post spikes (x1 belongs to the
-presynaptic neuron); the recurrent diagonal learns during a sample and is
-zeroed after it (the engine keeps it 0).
+Delays (docs/fixed_point.md, "Native on-chip e-prop"): Dense and
+LearningDense send on step t what they received on t - 1 (the engine's Loihi
+timing, so the neuron dynamics stay the engine's); the readout's v^t is read
+in the management phase of step t, so L^t reaches the synapses at t + 1,
+where the learning engine multiplies it with the tag after step t (the
+engine: L^t with e-bar^{t-1}); weights change every step (the engine: at the
+end of the sample); the eligibility is not cut at post spikes (x1 belongs to
+the presynaptic neuron); the recurrent diagonal learns during a sample and is
+zeroed after it (the engine keeps it 0). :data:`ENGINE_VARIANTS` add these
+differences to the engine one at a time, to measure what each costs.
 
 Every Lava run stops its runtime on every path
 (:func:`eprop_lava.models.network.run_guarded`).

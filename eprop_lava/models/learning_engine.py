@@ -6,6 +6,9 @@ reference (EpropDense, "loihi2" profile).
   :class:`~eprop_lava.processes.learning_engine.EpropLearningLIF` (Lava's
   LIF bit-accurate dynamics; sends bAP, psi and the split learning signal
   every step).
+* :class:`PyClosedLoopLearningSignalModel`: the learning signal from the
+  readout's v (RefPort, management phase) and the target stream, sent on
+  the next step; :class:`PyTargetSourceModel`: a float RingBuffer.
 * :func:`run_learning_engine`: one LIF layer fed by a spike stream, its
   LearningDense learning with the e-prop rule from a precomputed
   learning-signal stream; ``PyLearningDenseModelBitApproximate`` selected

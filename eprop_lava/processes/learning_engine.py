@@ -1,5 +1,8 @@
 """E-prop for LIF as Lava's own learning engine: a ``Loihi3FLearningRule`` on
-``LearningDense`` and a ``LearningLIF`` that sends its traces.
+``LearningDense`` and a ``LearningLIF`` that sends its traces; the readout's
+rule (:func:`readout_learning_rule`) and the process that computes the
+learning signal in closed loop from the readout (:class:`ClosedLoopLearningSignal`,
+used by :mod:`eprop_lava.compile.native_learning`).
 
 This is the form a Loihi 2 learning engine executes (docs/lava_loihi.md §3.5); the
 exact reference is :class:`~eprop_lava.processes.EpropDense` with the
@@ -207,7 +210,8 @@ def readout_learning_rule(*, d_kappa: int, lr: Any, trace_impulse: int = 16, pro
     pairing (x1 at step k already holds z^k, and err^t arrives at t + 1).
     pre_shift: x1's impulse / 2^pre_shift, the weight constant x 2^pre_shift."""
     if not 0 <= int(pre_shift) <= 4:
-        raise LearningEngineError(f"pre_shift: expected 0..4 (x1's impulse must stay an integer >= 1), got {pre_shift!r}")
+        raise LearningEngineError(f"pre_shift: expected 0..4 (x1's impulse must stay an integer >= 1), "
+                                  f"got {pre_shift!r}")
     if not 0 < int(d_kappa) < 4096:
         raise LearningEngineError(f"d_kappa: expected a decay in [1, 4095], got {d_kappa!r}")
     x1_tau = -1.0 / math.log((4096 - int(d_kappa)) / 4096.0)
