@@ -9,8 +9,10 @@ the task with the two cue sides swapped:
 
 * native: the closed-loop LearningDense graph (compile/native_learning.py)
   in Lava's CPU simulation, one Lava run per sample, with the
-  EpropLearningLIF (exact psi, custom neuron model) and with Lava's own
-  LearningLIF (post spike for psi);
+  EpropLearningLIF (exact psi, custom neuron model), with the same neuron
+  also sending psi alpha^(t - t_j) so that the rule resets the eligibility
+  at post spikes (eprop_cut), and with Lava's own LearningLIF (post spike
+  for psi);
 * exact: the fixed-point engine (fe.simulate(learn=True), "loihi2",
   update at the end of the sample) on the same samples.
 
@@ -65,49 +67,18 @@ def lif_evidence_spec(task):
     return spec.replace(layers=(L,), timing="loihi", reset="zero")
 
 
-def float_eprop_of_run(net, x, run: dict, cut: bool) -> dict:
-    """The float e-prop update of every hidden matrix on the native run's own
-    stream (its spikes, psi and the learning signal as the neurons received
-    it), as an independent check of the learning-engine arithmetic: per
-    synapse (seed 002 Eq. 2.37, Loihi timing) eps^t = alpha eps^{t-1}
-    [(1 - z_j^{t-1}) with ``cut``] + impulse pre^{t-1}; dW -= lr L^t e-bar^{t-1}
-    / 2^product_shift; e-bar^t = kappa e-bar^{t-1} + psi^t eps^t / 2^psi_bits."""
-    prof, kappa = net.profile, (4096 - net.readout.d_kappa) / 4096.0
-    out = {}
-    for r, L in enumerate(net.layers):
-        z, psi = run[f"z.{r}"].astype(float), run[f"psi.{r}"].astype(float)
-        sig = run[f"received.{r}"].astype(float)
-        alpha = (4096 - float(np.max(L.neuron.dv))) / 4096.0
-        pres = {f"layers.{r}.w_in": (np.asarray(x if r == 0 else run[f"z.{r - 1}"], dtype=float), L.lr)}
-        if L.w_rec is not None:
-            pres[f"layers.{r}.w_rec"] = (z, L.rec_lr)
-        for name, (pre, lr) in pres.items():
-            T, n_pre = pre.shape
-            eps, ebar, grad = np.zeros((z.shape[1], n_pre)), np.zeros((z.shape[1], n_pre)), 0.0
-            for t in range(T):
-                keep = (1.0 - z[t - 1][:, None]) if (cut and t > 0) else 1.0
-                eps = alpha * eps * keep + prof.trace_impulse * (pre[t - 1][None, :] if t > 0 else 0.0)
-                grad = grad + sig[t][:, None] * ebar / 2.0 ** prof.product_shift
-                ebar = kappa * ebar + psi[t][:, None] * eps / 2.0 ** prof.psi_bits
-            dw = -lr.value * grad
-            if name.endswith("w_rec"):
-                np.fill_diagonal(dw, 0.0)
-            out[name] = dw
-    return out
-
-
-def own_stream_check(net, x, target, mask) -> dict:
+def own_stream_check(net, x, target, mask, neuron: str = "eprop") -> dict:
     """First sample, EpropLearningLIF: the native update of each hidden
     matrix against float e-prop of the native run's own stream, without and
     with the eligibility reset at post spikes (what the learning engine does
     vs what e-prop with Loihi's reset to zero asks for)."""
     from eprop_lava.models.learning_engine import agreement
 
-    r = nl.run_sample(net, x, target, mask, neuron="eprop", record=True)
+    r = nl.run_sample(net, x, target, mask, neuron=neuron, record=True)
     before = net.weights()
     out = {"note": "native update vs float e-prop on the native run's own spikes, psi and received signal"}
     for cut in (False, True):
-        ref = float_eprop_of_run(net, x, r, cut)
+        ref = nl.float_eprop_of_run(net, x, r, cut)
         out["with_reset_cut" if cut else "without_reset_cut"] = {
             k: agreement(r[k] - before[k], v) for k, v in ref.items()}
     return out
@@ -118,7 +89,7 @@ def main() -> int:
     ap.add_argument("--samples", type=int, default=16)
     ap.add_argument("--test-samples", type=int, default=64)
     ap.add_argument("--iterations", type=int, default=300)
-    ap.add_argument("--neurons", default="eprop,standard")
+    ap.add_argument("--neurons", default="eprop,eprop_cut,standard")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
     neurons = [n.strip() for n in args.neurons.split(",") if n.strip()]
@@ -191,7 +162,8 @@ def main() -> int:
         "seconds": time.perf_counter() - t1}
     print(f"readout only: engine {eng_ro['error_before']:.3f} -> {eng_ro['error_after']:.3f}, native "
           f"{r['error_before']:.3f} -> {r['error_after']:.3f}", flush=True)
-    out["own_stream_check"] = own_stream_check(net, trn.x[:, 0], trn.target[:, 0], trn.mask[:, 0])
+    out["own_stream_check"] = {n: own_stream_check(net, trn.x[:, 0], trn.target[:, 0], trn.mask[:, 0], n)
+                               for n in ("eprop", "eprop_cut")}
     out["seconds"] = time.perf_counter() - t0
     out["machine"] = {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
                       "loadavg_end": os.getloadavg(), "versions": versions()}

@@ -149,8 +149,9 @@ def test_compile_native_learning_cli(tmp_path, capsys):
     man = json.loads((out / "manifest.json").read_text())
     rows = man["native"]["learning_placement"]
     custom = {n: [r["process"] for r in rs if not r["standard"]] for n, rs in rows.items()}
-    assert custom == {"eprop": ["EpropLearningLIF layer0 (16)", "ClosedLoopLearningSignal 0 (rows of B for layer 0)"],
-                      "standard": ["ClosedLoopLearningSignal 0 (rows of B for layer 0)"]}
+    ls = "ClosedLoopLearningSignal 0 (rows of B for layer 0)"
+    assert custom == {"eprop": ["EpropLearningLIF layer0 (16)", ls], "eprop_cut": ["EpropLearningLIF layer0 (16)", ls],
+                      "standard": [ls]}
     assert {r["where"] for r in rows["eprop"]} == {"host", "neurocore", "neurocore (custom neuron program)",
                                                    "embedded CPU or host"}
     assert "On-chip e-prop, standard neuron" in (out / "report.md").read_text()
@@ -184,3 +185,47 @@ def test_two_layers_each_with_its_own_signal():
     w0 = net.layers[1].w_in
     em = emulate_learning_engine(r["z.0"], r["psi.1"], r["received.1"], w0, rules(net, "eprop", 0)["layers.1.w_in"])
     assert np.array_equal(r["layers.1.w_in"], em["weights"]) and np.abs(r["layers.1.w_in"] - w0).sum() > 0
+
+
+def float_eprop(x, z, psi, signal, w, alpha, kappa, lr, cut, impulse=16, psi_bits=7, product_shift=4):
+    """Float e-prop of one LIF matrix on a recorded stream (seed 002 Eq. 2.37,
+    Loihi timing): eps^t = alpha eps^{t-1} [1 - z_j^{t-1}] + impulse pre^{t-1},
+    dW = -lr sum_t L^t e-bar^{t-1} / 2^product_shift,
+    e-bar^t = kappa e-bar^{t-1} + psi^t eps^t / 2^psi_bits."""
+    T, n_pre = x.shape
+    eps = np.zeros(w.shape)
+    ebar = np.zeros(w.shape)
+    grad = np.zeros(w.shape)
+    for t in range(T):
+        keep = (1.0 - z[t - 1][:, None]) if (cut and t > 0) else 1.0
+        eps = alpha * eps * keep + impulse * (x[t - 1][None, :] if t > 0 else 0.0)
+        grad += signal[t][:, None] * ebar / 2.0 ** product_shift
+        ebar = kappa * ebar + psi[t][:, None] * eps / 2.0 ** psi_bits
+    return -lr * grad
+
+
+@pytest.mark.lava
+@needs_lava
+def test_eligibility_reset_rule_follows_eprop_with_the_reset():
+    """neuron="eprop_cut": d holds x1 at the post neuron's last spike, the
+    neuron sends psi alpha^(t - t_j), L arrives offset-binary: the input
+    update of a 200-step run follows float e-prop *with* the eligibility
+    reset at post spikes on the run's own stream (cosine > 0.95, gain within
+    15 %), where the plain rule follows e-prop without it."""
+    from eprop_lava.compile.native_learning import run_sample
+    from eprop_lava.models.learning_engine import agreement
+
+    net = tiny_net()
+    x, target, mask = stream(T=200)
+    L, ro = net.layers[0], net.readout
+    alpha, kappa = (4096 - int(np.max(L.neuron.dv))) / 4096, (4096 - ro.d_kappa) / 4096
+    out = {}
+    for neuron in ("eprop_cut", "eprop"):
+        r = run_sample(net, x, target, mask, neuron=neuron, record=True, timeout=120)
+        out[neuron] = {cut: agreement(r["layers.0.w_in"] - L.w_in,
+                                      float_eprop(x, r["z.0"], r["psi.0"], r["received.0"], L.w_in, alpha, kappa,
+                                                  L.lr.value, cut))
+                       for cut in (True, False)}
+    with_cut = out["eprop_cut"][True]
+    assert with_cut["cosine"] > 0.95 and 0.85 < with_cut["gain"] < 1.15
+    assert out["eprop"][False]["cosine"] > 0.9 and out["eprop"][True]["cosine"] < 0.8

@@ -2,7 +2,7 @@
 
     eprop-lava compile CHECKPOINT --target loihi2|loihi1 [--weight-bits N] [--system NAME]
                        [--learning] [--loihi-timing] [--no-search] [--lr LR] --out DIR [--json]
-    eprop-lava run DIR [--learn [--learn-samples N] [--curve-every K] [--figure PNG] [--native-neuron eprop|standard]]
+    eprop-lava run DIR [--learn [--learn-samples N] [--curve-every K] [--figure PNG] [--native-neuron eprop|eprop_cut|standard]]
                    [--steps N]
                    [--samples S] [--lava-samples K] [--no-lava] [--json]
     eprop-lava export-netx DIR --out FILE.h5
@@ -171,9 +171,10 @@ def register(sub) -> None:
                                                    "points over the run)")
     p.add_argument("--figure", help="with --learn: learning-curve PNG (default: ARTIFACT-learning.png next to "
                                     "the artifact)")
-    p.add_argument("--native-neuron", choices=["eprop", "standard"], default="eprop",
+    p.add_argument("--native-neuron", choices=["eprop", "eprop_cut", "standard"], default="eprop",
                    help="with --learn on a --deploy native artifact: the learning neuron (eprop: EpropLearningLIF, "
-                        "exact psi, a custom neuron model; standard: Lava's LearningLIF, post spike for psi)")
+                        "exact psi, a custom neuron model; eprop_cut: the same with the eligibility reset at post "
+                        "spikes; standard: Lava's LearningLIF, post spike for psi)")
     p.add_argument("--no-lava", action="store_true", help="skip the Lava run")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout (for scripts) instead of text")
     p.set_defaults(func=cmd_run)

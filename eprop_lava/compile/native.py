@@ -175,7 +175,7 @@ def learning_placement(net: fe.FixedNetwork, neuron: str = "eprop") -> list[dict
         rows.append(row(f"LearningDense w_in{r} ({n}x{n_pre})", "LearningDense", True))
         if L.w_rec is not None:
             rows.append(row(f"LearningDense w_rec{r} ({n}x{n})", "LearningDense", True))
-        if neuron == "eprop":
+        if neuron in ("eprop", "eprop_cut"):
             rows.append(row(f"EpropLearningLIF layer{r} ({n})", "EpropLearningLIF", False))
         else:
             rows.append(row(f"LearningLIF layer{r} ({n})", "LearningLIF", True))

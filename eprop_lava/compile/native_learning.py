@@ -57,7 +57,7 @@ from eprop_lava.compile.native import NativeError, bias_mant_exp, VTH_NEVER
 from eprop_lava.engine import fixed_engine as fe
 
 I64 = np.int64
-NEURONS = ("eprop", "standard")
+NEURONS = ("eprop", "eprop_cut", "standard")
 #: sign + 8 magnitude bits: a LearningDense keeps every learned integer weight
 #: (8 would drop the LSB of a mixed-sign matrix once, at the first step)
 LEARNING_WEIGHT_BITS = 9
@@ -102,7 +102,7 @@ def rules(net: fe.FixedNetwork, neuron: str, seed: int = 0) -> dict:
                           "m in [-8, 7], e in [-7, 8]; compile with another --lr)") from None
 
 
-def lr_shifts(lr: Any, readout: bool = False) -> tuple[int, int]:
+def lr_shifts(lr: Any, readout: bool = False, cut: bool = False) -> tuple:
     """(pre_shift, tag_shift) that bring ``lr`` (the engine's m 2^e per
     accumulator unit) into the dw constant's range (rule exponent e + 1 >= -7):
     first x1's impulse (16 -> 1 at most: 4 bits), then the tag's increment
@@ -110,6 +110,8 @@ def lr_shifts(lr: Any, readout: bool = False) -> tuple[int, int]:
     need = max(0, -7 - (int(lr.exponent) + 1))
     pre = min(need, 4)
     tag = need - pre
+    if cut:  # the y1 x1 product is shifted by 3 bits only: tag_shift <= 3 + y_shift
+        return pre, tag, max(0, tag - 3)
     if readout and tag:
         raise NativeError(f"native on-chip e-prop: the readout learning rate {lr.value:.3g} is {need} binary orders "
                           "below the learning engine's smallest weight constant; at most 4 can be taken from x1's "
@@ -122,17 +124,20 @@ def _rules(net: fe.FixedNetwork, neuron: str, seed: int) -> dict:
 
     ro, prof = net.readout, net.profile
     out = {}
+    cut = neuron == "eprop_cut"
     for r, L in enumerate(net.layers):
         kw = dict(dv=int(np.max(L.neuron.dv)), d_kappa=int(ro.d_kappa), trace_impulse=prof.trace_impulse,
                   psi_bits=prof.psi_bits, product_shift_ref=prof.product_shift, pairing="delay",
-                  post_factor="psi" if neuron == "eprop" else "spike")
-        pre, tag = lr_shifts(L.lr)
-        out[f"layers.{r}.w_in"] = eprop_learning_rule(lr=L.lr, rng_seed=seed + 3 * r, pre_shift=pre, tag_shift=tag,
-                                                      **kw)
+                  post_factor={"eprop": "psi", "eprop_cut": "psi_cut", "standard": "spike"}[neuron])
+
+        def shifts(lr: Any) -> dict:
+            sh = lr_shifts(lr, cut=cut)
+            return dict(pre_shift=sh[0], tag_shift=sh[1], **({"y_shift": sh[2]} if cut else {}))
+
+        out[f"layers.{r}.w_in"] = eprop_learning_rule(lr=L.lr, rng_seed=seed + 3 * r, **shifts(L.lr), **kw)
         if L.w_rec is not None:
-            pre, tag = lr_shifts(L.rec_lr)
-            out[f"layers.{r}.w_rec"] = eprop_learning_rule(lr=L.rec_lr, rng_seed=seed + 3 * r + 1, pre_shift=pre,
-                                                           tag_shift=tag, **kw)
+            out[f"layers.{r}.w_rec"] = eprop_learning_rule(lr=L.rec_lr, rng_seed=seed + 3 * r + 1,
+                                                           **shifts(L.rec_lr), **kw)
         pre, _ = lr_shifts(ro.lr, readout=True)
         out[f"readout.w.{r}"] = readout_learning_rule(d_kappa=int(ro.d_kappa), lr=ro.lr,
                                                       trace_impulse=prof.trace_impulse,
@@ -196,9 +201,16 @@ def run_sample(net: fe.FixedNetwork, x: np.ndarray, target: np.ndarray, mask: np
         rule_in = R[f"layers.{r}.w_in"].learning_rule()
         if not learn_hidden:
             lif = LIF(**lif_kw)
-        elif neuron == "eprop":
+        elif neuron in ("eprop", "eprop_cut"):
+            cut = None
+            if neuron == "eprop_cut":  # every matrix of the layer shares the neuron's traces: one y_shift
+                ys = {lr_shifts(lr, cut=True)[2] for lr in (L.lr, L.rec_lr)}
+                if len(ys) != 1:
+                    raise NativeError(f"layer {r}: the input and recurrent learning rates need different psi "
+                                      "shifts; give both matrices one weight exponent")
+                cut = {"alpha": (4096 - int(np.max(p.dv))) / 4096.0, "y_shift": ys.pop()}
             lif = EpropLearningLIF(learning_rule=rule_in, psi_bits=prof.psi_bits, psi_params=p, record_steps=rows,
-                                   **lif_kw)
+                                   cut=cut, **lif_kw)
         else:
             lif = LearningLIF(learning_rule=rule_in, **lif_kw)
         # one learning-signal process per layer (its rows of B); each reads the readout's v itself
@@ -216,7 +228,7 @@ def run_sample(net: fe.FixedNetwork, x: np.ndarray, target: np.ndarray, mask: np
             return ld
 
         def post_traces(ld: Any) -> None:
-            if neuron == "eprop":
+            if neuron != "standard":
                 lif.s_out_bap.connect(ld.s_in_bap)
                 lif.s_out_y1.connect(ld.s_in_y1)
                 lif.s_out_y2.connect(ld.s_in_y2)
@@ -235,7 +247,7 @@ def run_sample(net: fe.FixedNetwork, x: np.ndarray, target: np.ndarray, mask: np
             lif.s_out.connect(d_rec.s_in)
             d_rec.a_out.connect(lif.a_in)
             dense[f"layers.{r}.w_rec"] = d_rec
-        if neuron == "eprop" and learn_hidden:
+        if neuron != "standard" and learn_hidden:
             ls.signal_out.connect(lif.a_third_factor_in)
         w_out = ro.w[:, slices[r]]
         if learn_readout:
@@ -269,7 +281,7 @@ def run_sample(net: fe.FixedNetwork, x: np.ndarray, target: np.ndarray, mask: np
             for r in range(len(lifs)):
                 out[f"signal.{r}"] = as_int(sigs[r].signal_rec)
                 out[f"z.{r}"] = as_int(sinks[r].data).T
-                if neuron == "eprop" and learn_hidden:
+                if neuron != "standard" and learn_hidden:
                     out[f"psi.{r}"] = as_int(lifs[r].psi_rec)
                     out[f"received.{r}"] = as_int(lifs[r].signal_rec)
         return out
@@ -493,3 +505,35 @@ def learning_report(net: fe.FixedNetwork, train: Any, test: Any, task: Any, neur
             "error_after_engine": eng["error_after"], "lava_seconds": nat["lava_seconds"],
             "reference": "fixed-point engine fe.simulate(learn=True), profile " + net.profile.name +
                          ", update at the end of each sample; held-out error: weights run in the engine"}
+
+
+def float_eprop_of_run(net: fe.FixedNetwork, x: np.ndarray, run: dict, cut: bool) -> dict:
+    """The float e-prop update of every hidden matrix on a native run's own
+    stream (``run_sample(record=True)``: its spikes, psi and the learning
+    signal as the neurons received it), the reference that measures the
+    learning-engine arithmetic alone (no rounding, no ranges): per
+    synapse (seed 002 Eq. 2.37, Loihi timing) eps^t = alpha eps^{t-1}
+    [(1 - z_j^{t-1}) with ``cut``] + impulse pre^{t-1}; dW -= lr L^t e-bar^{t-1}
+    / 2^product_shift; e-bar^t = kappa e-bar^{t-1} + psi^t eps^t / 2^psi_bits."""
+    prof, kappa = net.profile, (4096 - net.readout.d_kappa) / 4096.0
+    out = {}
+    for r, L in enumerate(net.layers):
+        z, psi = run[f"z.{r}"].astype(float), run[f"psi.{r}"].astype(float)
+        sig = run[f"received.{r}"].astype(float)
+        alpha = (4096 - float(np.max(L.neuron.dv))) / 4096.0
+        pres = {f"layers.{r}.w_in": (np.asarray(x if r == 0 else run[f"z.{r - 1}"], dtype=float), L.lr)}
+        if L.w_rec is not None:
+            pres[f"layers.{r}.w_rec"] = (z, L.rec_lr)
+        for name, (pre, lr) in pres.items():
+            T, n_pre = pre.shape
+            eps, ebar, grad = np.zeros((z.shape[1], n_pre)), np.zeros((z.shape[1], n_pre)), 0.0
+            for t in range(T):
+                keep = (1.0 - z[t - 1][:, None]) if (cut and t > 0) else 1.0
+                eps = alpha * eps * keep + prof.trace_impulse * (pre[t - 1][None, :] if t > 0 else 0.0)
+                grad = grad + sig[t][:, None] * ebar / 2.0 ** prof.product_shift
+                ebar = kappa * ebar + psi[t][:, None] * eps / 2.0 ** prof.psi_bits
+            dw = -lr.value * grad
+            if name.endswith("w_rec"):
+                np.fill_diagonal(dw, 0.0)
+            out[name] = dw
+    return out

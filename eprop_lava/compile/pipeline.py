@@ -93,11 +93,14 @@ def compile_checkpoint(checkpoint: str | Path, out: str | Path, target: str = "l
                        "note": "Lava standard processes only (Dense, LIF); `eprop-lava run` simulates this graph "
                                "with Loihi2SimCfg and compares it with the engine; Loihi2HwCfg is not exercised"}
         if learning:
-            native_info["learning_placement"] = {n: native.learning_placement(net, n) for n in ("eprop", "standard")}
+            native_info["learning_placement"] = {n: native.learning_placement(net, n)
+                                                 for n in ("eprop", "eprop_cut", "standard")}
             native_info["learning_note"] = ("on-chip e-prop: `eprop-lava run --learn` runs the closed-loop "
                                             "LearningDense graph (compile/native_learning.py) with "
                                             "--native-neuron eprop (EpropLearningLIF, exact psi, custom neuron "
-                                            "model) or standard (Lava's LearningLIF, post spike for psi)")
+                                            "model), eprop_cut (the same neuron also sending psi alpha^(t - t_j), "
+                                            "so that the rule resets the eligibility at post spikes) or standard "
+                                            "(Lava's LearningLIF, post spike for psi)")
     elif deploy_target != "eprop":
         raise UserError(f"--deploy: expected eprop or native, got {deploy_target!r}")
     warnings = quantization_warnings(qrep, net, ck.params)

@@ -41,7 +41,8 @@ from eprop_lava.engine import fixed_engine as fe
 from eprop_lava.fixed import LearningRate, dense_weights, loihi2_profile, update_rng
 from eprop_lava.neurons import fixed as fx
 from eprop_lava.processes.learning_engine import (
-    ClosedLoopLearningSignal, EpropLearningLIF, EpropRule, TargetSource, eprop_learning_rule, split_signal,
+    SIGNAL_OFFSET, ClosedLoopLearningSignal, EpropLearningLIF, EpropRule, TargetSource, eprop_learning_rule,
+    split_signal,
 )
 
 I64 = np.int64
@@ -54,7 +55,11 @@ class PyEpropLearningLIFModel(LearningNeuronModelFixed, AbstractPyLifModelFixed)
     """LearningLIF that sends its traces (pattern of the three-factor
     tutorial's RSTDPLIFBitAcc): per step u, v as PyLifModelBitAcc, then
     s_out, s_out_bap (spike), s_out_y1 (psi of v before the reset),
-    s_out_y2 / s_out_y3 (learning signal from a_third_factor_in, split by sign)."""
+    s_out_y2 / s_out_y3 (learning signal from a_third_factor_in, split by sign).
+    With ``cut`` (the rule of ``post_factor="psi_cut"``): y1 = psi 2^-y_shift,
+    y3 = psi a_j 2^-y_shift with a_j = alpha^(t - t_j) since the neuron's last
+    spike t_j (a float here; a neuron program would decay it like v), and
+    y2 = L + 64 (L clipped to [-64, 63])."""
 
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
     vth: int = LavaPyType(int, np.int32, precision=17)
@@ -65,6 +70,7 @@ class PyEpropLearningLIFModel(LearningNeuronModelFixed, AbstractPyLifModelFixed)
     def __init__(self, proc_params):
         super().__init__(proc_params)
         self._p = None
+        self._since = None
         self.effective_vth = 0
 
     def scale_threshold(self) -> None:
@@ -95,10 +101,21 @@ class PyEpropLearningLIFModel(LearningNeuronModelFixed, AbstractPyLifModelFixed)
         p = self._psi_params()
         psi = fx.psi_lif(self.v.astype(I64), p.vth_scaled, p)
         self.reset_voltage(spike_vector=spikes)
-        y2, y3 = split_signal(signal)
-        self.y1[:] = psi
-        self.y2[:] = y2
-        self.y3[:] = y3
+        cut = self.proc_params.get("cut")
+        if cut:  # eligibility reset at post spikes: y3 = psi a_j, a_j = alpha^(steps since j's last spike)
+            if self._since is None:
+                self._since = np.ones(psi.shape)
+            self._since = self._since * cut["alpha"]
+            scale = 2.0 ** -cut["y_shift"]
+            self.y1[:] = np.rint(psi * scale)
+            self.y3[:] = np.rint(psi * self._since * scale)
+            self.y2[:] = np.clip(signal + SIGNAL_OFFSET, 0, 2 * SIGNAL_OFFSET - 1)  # L offset-binary in one trace
+            self._since[spikes] = 1.0
+        else:
+            y2, y3 = split_signal(signal)
+            self.y1[:] = psi
+            self.y2[:] = y2
+            self.y3[:] = y3
         self.s_out.send(spikes)
         self.s_out_bap.send(spikes)
         self.s_out_y1.send(self.y1)

@@ -51,6 +51,8 @@ from lava.proc.lif.process import LearningLIF
 W_TRACE_FACTOR = 7
 W_SYNVAR_FACTOR = 9
 MANT_RANGE = (-8, 7)
+#: post_factor="psi_cut" sends L offset-binary in y2 (y3 carries psi a_j): L + 64 in 0..127
+SIGNAL_OFFSET = 64
 EXP_RANGE = (-7, 8)
 
 
@@ -132,7 +134,8 @@ class EpropRule:
 
 def eprop_learning_rule(*, dv: int, d_kappa: int, lr: Any, trace_impulse: int = 16, psi_bits: int = 7,
                         product_shift_ref: int = 4, pairing: str = "delay", rng_seed: int = 0,
-                        post_factor: str = "psi", pre_shift: int = 0, tag_shift: int = 0) -> EpropRule:
+                        post_factor: str = "psi", pre_shift: int = 0, tag_shift: int = 0,
+                        y_shift: int = 0) -> EpropRule:
     """E-prop (LIF) as a Loihi3FLearningRule matching the fixed-point reference.
 
     dv: the LIF's 12-bit voltage decay (x1 decays by (4096 - dv) / 4096);
@@ -145,7 +148,9 @@ def eprop_learning_rule(*, dv: int, d_kappa: int, lr: Any, trace_impulse: int = 
     (the graded y1 a neuron such as :class:`EpropLearningLIF` sends) or
     "spike" (psi_j^t replaced by psi_max z_j^t, the post spike Lava's own
     LearningDense records from ``s_in_bap`` as the dependency y0: what a
-    standard LIF provides; the tag then grows only at post spikes);
+    standard LIF provides; the tag then grows only at post spikes) or
+    "psi_cut" (:func:`_eprop_rule_cut`: with the eligibility reset at post
+    spikes, for :class:`EpropLearningLIF` with ``cut``);
     pre_shift / tag_shift: x1's impulse divided by 2^pre_shift and the tag
     increment by 2^tag_shift, the weight constant multiplied by
     2^(pre_shift + tag_shift) (same update, fewer bits in x1 and t): how a
@@ -153,8 +158,12 @@ def eprop_learning_rule(*, dv: int, d_kappa: int, lr: Any, trace_impulse: int = 
     if not (0 <= int(pre_shift) <= 4 and 0 <= int(tag_shift)):
         raise LearningEngineError(f"pre_shift {pre_shift!r}, tag_shift {tag_shift!r}: expected 0..4 and >= 0 "
                                   "(x1's impulse must stay an integer >= 1)")
-    if post_factor not in ("psi", "spike"):
-        raise LearningEngineError(f"post_factor: expected 'psi' or 'spike', got {post_factor!r}")
+    if post_factor not in ("psi", "spike", "psi_cut"):
+        raise LearningEngineError(f"post_factor: expected 'psi', 'spike' or 'psi_cut', got {post_factor!r}")
+    if post_factor == "psi_cut":
+        return _eprop_rule_cut(dv=dv, d_kappa=d_kappa, lr=lr, trace_impulse=trace_impulse, psi_bits=psi_bits,
+                               product_shift_ref=product_shift_ref, rng_seed=rng_seed, pre_shift=pre_shift,
+                               tag_shift=tag_shift, y_shift=y_shift)
     if pairing not in ("delay", "raw"):
         raise LearningEngineError(f"pairing: expected 'delay' or 'raw', got {pairing!r}")
     if not 0 <= int(dv) < 4096:
@@ -193,6 +202,39 @@ def eprop_learning_rule(*, dv: int, d_kappa: int, lr: Any, trace_impulse: int = 
                      pairing=pairing,
                      tag_increment=(me, ee), kappa_decay=(mk, ek), kappa_target=int(d_kappa) / 4096.0, lr=(lr_m, lr_e),
                      rng_seed=int(rng_seed))
+
+
+def _eprop_rule_cut(*, dv: int, d_kappa: int, lr: Any, trace_impulse: int, psi_bits: int, product_shift_ref: int,
+                    rng_seed: int, pre_shift: int, tag_shift: int, y_shift: int) -> EpropRule:
+    """E-prop with the eligibility reset at post spikes (Loihi's reset to zero
+    makes dv^{t+1}/dv^t = 0 after a spike). Since the last post spike t_j,
+    eps_ji = x1_i - alpha^(t - t_j) x1_i(t_j): d holds x1 at the post neuron's
+    last spike (dd = y0 x1 - y0 d, exact copies), the neuron sends
+    y3 = psi alpha^(t - t_j) next to y1 = psi (both 2^-y_shift), so
+    dt = c1 y1 x1 - c2 y3 d - (1 - kappa) t (products shifted by 3 and 5 bits:
+    c1 = 2^(3 - psi_bits + y_shift - tag_shift), c2 = 2^(5 - ...)), and L
+    arrives offset-binary in y2 = L + 64: dw = -c t y2 + 2 c t. The cost: x1 at
+    step t already holds the pre spike of step t (one step early, no delay
+    line left), |L| <= 64, and psi loses y_shift bits."""
+    if not 0 <= int(d_kappa) < 4096 or not 0 < int(d_kappa):
+        raise LearningEngineError(f"d_kappa: expected a decay in [1, 4095], got {d_kappa!r}")
+    alpha = (4096 - int(dv)) / 4096.0
+    x1_tau = 1e9 if dv == 0 else -1.0 / math.log(alpha)
+    m1, e1 = m2e(2.0 ** (product_shift(W_TRACE_FACTOR, W_TRACE_FACTOR) - psi_bits + y_shift - tag_shift),
+                 "tag increment (y1 x1)")
+    m2, e2 = m2e(2.0 ** (product_shift(W_TRACE_FACTOR, W_SYNVAR_FACTOR) - psi_bits + y_shift - tag_shift),
+                 "tag decrement (y3 d)")
+    mk, ek = nearest_m2e(int(d_kappa) / 4096.0)
+    s_w = product_shift(W_SYNVAR_FACTOR, W_TRACE_FACTOR)
+    lr_m, lr_e = int(lr.mantissa), int(lr.exponent) + s_w - int(product_shift_ref) + int(pre_shift) + int(tag_shift)
+    m2e(lr_m * 2.0 ** lr_e, "learning rate")
+    m2e(lr_m * 2.0 ** (lr_e + 1), "learning rate (offset term)")
+    offset_shift = int(math.log2(SIGNAL_OFFSET)) - s_w   # (t * 64) >> 5 = 2 t
+    return EpropRule(dw=f"-{_lit(lr_m, lr_e)}*u0*t*y2 + {_lit(lr_m, lr_e + offset_shift)}*u0*t",
+                     dd="y0*x1 - y0*d", dt=f"{_lit(m1, e1)}*u0*y1*x1 - {_lit(m2, e2)}*u0*y3*d - {_lit(mk, ek)}*u0*t",
+                     x1_impulse=float(trace_impulse) / 2 ** int(pre_shift), x1_tau=float(x1_tau), pairing="cut",
+                     tag_increment=(m1, e1), kappa_decay=(mk, ek), kappa_target=int(d_kappa) / 4096.0,
+                     lr=(lr_m, lr_e), rng_seed=int(rng_seed))
 
 
 def readout_learning_rule(*, d_kappa: int, lr: Any, trace_impulse: int = 16, product_shift_ref: int = 4,
@@ -239,11 +281,13 @@ class EpropLearningLIF(LearningLIF):
     ``record_steps`` rows of psi, z and the received signal are kept in
     ``psi_rec``, ``z_rec``, ``signal_rec`` for verification. ``psi_params``:
     the layer's :class:`~eprop_lava.neurons.fixed.FixedNeuronParams` (psi
-    exactly as the engine's; default: built from vth and psi_bits)."""
+    exactly as the engine's; default: built from vth and psi_bits).
+    ``cut``: {"alpha", "y_shift"} for the rule with the eligibility reset
+    (``post_factor="psi_cut"``): see the model."""
 
     def __init__(self, *, shape: tuple, du: int = 4095, dv: int = 0, vth: int = 100, bias_mant: Any = 0,
                  bias_exp: Any = 0, learning_rule: Any = None, psi_bits: int = 7, record_steps: int = 0,
-                 psi_params: Any = None, name: str | None = None):
+                 psi_params: Any = None, cut: dict | None = None, name: str | None = None):
         shape = tuple(int(s) for s in shape)
         if len(shape) != 1 or shape[0] < 1:
             raise ValueError(f"shape: expected (n,), got {shape!r}")
@@ -254,7 +298,7 @@ class EpropLearningLIF(LearningLIF):
             raise ValueError(f"record_steps: expected >= 0, got {record_steps!r}")
         super().__init__(shape=shape, du=du, dv=dv, vth=vth, bias_mant=bias_mant, bias_exp=bias_exp,
                          learning_rule=learning_rule, name=name, psi_bits=int(psi_bits), record_steps=record_steps,
-                         psi_params=psi_params)
+                         psi_params=psi_params, cut=cut)
         rows = max(record_steps, 1)
         self.psi_rec = Var(shape=(rows, shape[0]), init=0)
         self.z_rec = Var(shape=(rows, shape[0]), init=0)
