@@ -196,7 +196,11 @@ def _fixed_network(kind, loss="cross_entropy", variant="random", sizes=(20, 15))
 
 @needs_numba
 @pytest.mark.parametrize("kind", ["lif", "alif", "stdp_alif", "izhikevich"])
-def test_compiled_fixed_network_equals_step_engine(kind):
+@pytest.mark.parametrize("block_elements", [None, 200])
+def test_compiled_fixed_network_equals_step_engine(kind, block_elements, monkeypatch):
+    # 200: inference in blocks of 2 steps (5 samples x 20 neurons), every boundary carried
+    if block_elements is not None:
+        monkeypatch.setattr(fe, "INFERENCE_BLOCK_ELEMENTS", block_elements)
     spec = _fixed_network(kind)
     net = fe.quantize(spec, init_params(spec, 1), "loihi2")
     assert fe.compiled_inference(net)

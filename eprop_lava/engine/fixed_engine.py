@@ -679,12 +679,37 @@ def _check_inputs(net: "FixedNetwork", x: np.ndarray, target, mask, need_error: 
     return x, target, mask
 
 
-def _delayed(a: np.ndarray, dtype: Any = None) -> np.ndarray:
-    """out^t = a^{t-1}, out^0 = 0: a Dense output arrives one step later."""
-    out = np.empty(a.shape, dtype or a.dtype)
-    out[0] = 0
-    out[1:] = a[:-1]
-    return out
+def psi_dtype(net: "FixedNetwork") -> np.dtype:
+    """The smallest signed integer type that holds every layer's psi
+    (|psi| <= psi_max; Izhikevich: its table): int8 for 7-bit psi. The
+    records of a long batch are (T, B, N): a quarter of int32's memory."""
+    top = 0
+    for L in net.layers:
+        p = L.neuron
+        top = max(top, int(np.abs(p.izh_psi_table).max()) if p.kind == "izhikevich" else int(p.psi_max))
+    for dtype in (np.int8, np.int16, np.int32):
+        if top <= np.iinfo(dtype).max:
+            return np.dtype(dtype)
+    return np.dtype(np.int64)
+
+
+#: Inference runs in blocks of about this many (step x sample x neuron)
+#: elements: the per-block temporaries (the input Dense output, 4 bytes an
+#: element) stay ~16 MB and are reused, instead of (T, B, N) arrays the
+#: operating system must hand over fresh on every call (measured: the first of
+#: three identical batch-2,048 runs took 2.5 s, the third 0.41 s).
+INFERENCE_BLOCK_ELEMENTS = 1 << 22
+
+
+def _block_edges(T: int, B: int, width: int, interval: int | None, learn: bool) -> list:
+    """Block boundaries 0 = e_0 < ... < e_n = T: learning, the update
+    intervals (weights change only at their ends); inference, blocks of
+    about :data:`INFERENCE_BLOCK_ELEMENTS` elements (any split gives the same
+    integers: everything crossing a boundary is carried)."""
+    if learn:
+        return list(range(0, T, interval)) + [T] if interval else [0, T]
+    step = max(1, INFERENCE_BLOCK_ELEMENTS // max(1, B * width))
+    return list(range(0, T, step)) + [T]
 
 
 def _simulate_compiled(net: "FixedNetwork", x: np.ndarray, target, mask, learn: bool = False,
@@ -705,7 +730,12 @@ def _simulate_compiled(net: "FixedNetwork", x: np.ndarray, target, mask, learn: 
     What crosses a block boundary is carried: neuron, synapse and readout
     state, the last spikes, and the Dense outputs already on their way (sent at
     the block's last step with the weights before the update, as Lava's Dense
-    and the step engine do)."""
+    and the step engine do).
+
+    Spikes and post records are kept in (T + 1, B, N) buffers whose row 0 is
+    the step before the sample (zeros): row t + 1 holds step t, so rows
+    [t0, t1) are a block's delayed spikes z^{t-1} and rows [t0, t1 + 1) the
+    post records a synapse block reads, as views (no copies)."""
     need_error = learn or target is not None
     x, target, mask = _check_inputs(net, x, target, mask, need_error)
     T, B, _ = x.shape
@@ -714,55 +744,63 @@ def _simulate_compiled(net: "FixedNetwork", x: np.ndarray, target, mask, learn: 
     slices = layer_slices(spec)
     if learn and rngs is None:
         rngs = update_rngs(net)
-    src_x = x.astype(np.int8)
+    x_buf = np.empty((T + 1, B, spec.n_inputs), np.int8)
+    x_buf[0] = 0
+    x_buf[1:] = x
     states = [fx.initial_state(L.neuron, B) for L in net.layers]
     y = np.zeros((B, K), np.int64)
-    # carried across blocks: last spikes (the next block's delayed sources) and the Dense
-    # outputs sent at the previous block's last step
-    last_x = np.zeros((B, spec.n_inputs), np.int8)
-    last_z = [np.zeros((B, L.neuron.size), np.int8) for L in net.layers]
+    # the Dense outputs sent at the previous block's last step
     sent_in = [np.zeros((B, L.neuron.size), np.int64) for L in net.layers]
     sent_rec = [np.zeros((B, L.neuron.size), np.int64) for L in net.layers]
     sent_out = np.zeros((B, K), np.int64)
-    last_rec = [None] * len(net.layers)  # post records of the previous block's last step
+    z_buf = [np.empty((T + 1, B, L.neuron.size), np.int8) for L in net.layers]
+    psi_buf = [np.empty((T + 1, B, L.neuron.size), psi_dtype(net)) for L in net.layers]
+    # what only learning synapses read: Izhikevich's Jacobian, STDP-ALIF's cut = z + end
+    jac_buf = [np.empty((T + 1, B, L.neuron.size), np.int64) if learn and L.neuron.kind == "izhikevich" else None
+               for L in net.layers]
+    cut_buf = [np.empty((T + 1, B, L.neuron.size), np.int8) if learn and L.neuron.kind == "stdp_alif" else None
+               for L in net.layers]
+    for bufs in (z_buf, psi_buf, jac_buf, cut_buf):
+        for buf in bufs:
+            if buf is not None:
+                buf[0] = 0
     if learn:
         syn_in = [fused.new_compiled_synapse(L.neuron, B, L.w_in.shape[1], prof) for L in net.layers]
         syn_rec = [fused.new_compiled_synapse(L.neuron, B, L.neuron.size, prof) if L.w_rec is not None else None
                    for L in net.layers]
         syn_out = [dict(zbar=np.zeros((B, L.neuron.size), np.int64), acc=np.zeros((K, L.neuron.size), np.int64))
                    for L in net.layers]
-    interval = prof.update_interval if learn else None
-    edges = list(range(0, T, interval)) + [T] if interval else [0, T]
-    z_seq = [np.empty((T, B, L.neuron.size), np.int8) for L in net.layers]
-    psi_seq = [np.empty((T, B, L.neuron.size), np.int32) for L in net.layers]
+    width = max([spec.n_inputs] + [L.neuron.size for L in net.layers])
+    edges = _block_edges(T, B, width, prof.update_interval, learn)
     y_seq = np.empty((T, B, K), np.int64)
     err_seq = np.empty((T, B, K), np.int64) if need_error else None
     counters = new_counters(net, T, B, learn)
     learn_stats = {} if learn else None
     update = on_update or partial(_update_all, counts=counters)
     for t0, t1 in zip(edges[:-1], edges[1:]):
-        src, last_src = src_x[t0:t1], last_x
-        blocks = []
+        src = x_buf  # the layer's input spikes: step t in row t + 1
         for r, L in enumerate(net.layers):
             # the input arriving at t: sent at t - 1 (the first step's was sent in the previous block)
             # int32: what Dense sends (dense_output wraps to 32 bits), half the memory traffic of int64
             ext = np.empty((t1 - t0, B, L.neuron.size), np.int32)
             ext[0] = sent_in[r]
             if t1 - t0 > 1:
-                ext[1:] = dense_output(L.w_in, src[:-1], L.weight_exp, parallel=True)
-            out = fused.run_fixed_layer(L.neuron, ext, L.w_rec, L.rec_exp, states[r], sent_rec[r], learn)
+                ext[1:] = dense_output(L.w_in, src[t0 + 1:t1], L.weight_exp, parallel=True)
+            rows = slice(t0 + 1, t1 + 1)
+            out = fused.run_fixed_layer(L.neuron, ext, L.w_rec, L.rec_exp, states[r], sent_rec[r], learn,
+                                        out=dict(z=z_buf[r][rows], psi=psi_buf[r][rows],
+                                                 jac=None if jac_buf[r] is None else jac_buf[r][rows]))
             _add_neuron_counts(counters, r, out["counts"])
-            z_seq[r][t0:t1] = out["z"]
-            psi_seq[r][t0:t1] = out["psi"]
-            blocks.append((src, last_src, out))
-            src, last_src = out["z"], last_z[r]
+            if cut_buf[r] is not None:
+                np.add(out["z"], out["end"], out=cut_buf[r][rows])
+            src = z_buf[r]
         # readout: y^t sees z^{t-1}
         a_out = np.empty((t1 - t0, B, K), np.int64)
         a_out[0] = sent_out
         if t1 - t0 > 1:
             a_out[1:] = 0
             for r in range(len(net.layers)):
-                a_out[1:] += dense_output(ro.w[:, slices[r]], z_seq[r][t0:t1 - 1], ro.weight_exp, parallel=True)
+                a_out[1:] += dense_output(ro.w[:, slices[r]], z_buf[r][t0 + 1:t1], ro.weight_exp, parallel=True)
             a_out[1:] = wrap_int32(a_out[1:])
         y_seq[t0:t1] = fused.run_fixed_readout(a_out, y, ro.d_kappa, ro.bias)
         if need_error:
@@ -771,8 +809,8 @@ def _simulate_compiled(net: "FixedNetwork", x: np.ndarray, target, mask, learn: 
         # what is sent at the block's last step, with the weights before any update
         sent_out = np.zeros((B, K), np.int64)
         for r, L in enumerate(net.layers):
-            z_last = z_seq[r][t1 - 1]
-            sent_in[r] = dense_output(L.w_in, blocks[r][0][-1], L.weight_exp)
+            z_last = z_buf[r][t1]
+            sent_in[r] = dense_output(L.w_in, (x_buf if r == 0 else z_buf[r - 1])[t1], L.weight_exp)
             if L.w_rec is not None:
                 sent_rec[r] = dense_output(L.w_rec, z_last, L.rec_exp)
             sent_out = sent_out + dense_output(ro.w[:, slices[r]], z_last, ro.weight_exp)
@@ -781,50 +819,20 @@ def _simulate_compiled(net: "FixedNetwork", x: np.ndarray, target, mask, learn: 
             signal = learning_signal(err_seq[t0:t1], net.feedback, net.signal_shift, prof, learn_stats,
                                      _layer_counters(counters, slices))
             for r, L in enumerate(net.layers):
-                src, last_src, out = blocks[r]
-                rec = _block_records(L.neuron, out, last_rec[r], B)
-                last_rec[r] = {k: v[-1] for k, v in rec.items()}
+                records = slice(t0, t1 + 1)  # the step before the block, then the block's steps
+                rec = dict(z=z_buf[r][records], psi=psi_buf[r][records],
+                           jac=None if jac_buf[r] is None else jac_buf[r][records],
+                           cut=z_buf[r][records] if cut_buf[r] is None else cut_buf[r][records])
                 sig = np.ascontiguousarray(signal[:, :, slices[r]])
-                fused.run_fixed_hidden_synapses(L.neuron, syn_in[r], _delayed_block(src, last_src), rec, sig,
-                                                ro.d_kappa, prof)
+                pre_in = (x_buf if r == 0 else z_buf[r - 1])[t0:t1]  # z^{t-1}: rows t0 .. t1 - 1
+                fused.run_fixed_hidden_synapses(L.neuron, syn_in[r], pre_in, rec, sig, ro.d_kappa, prof)
                 if syn_rec[r] is not None:
-                    fused.run_fixed_hidden_synapses(L.neuron, syn_rec[r], _delayed_block(out["z"], last_z[r]), rec,
-                                                    sig, ro.d_kappa, prof)
-                fused.run_fixed_readout_synapses(syn_out[r], _delayed_block(out["z"], last_z[r]), err_seq[t0:t1],
-                                                 ro.d_kappa, prof)
+                    fused.run_fixed_hidden_synapses(L.neuron, syn_rec[r], z_buf[r][t0:t1], rec, sig, ro.d_kappa,
+                                                    prof)
+                fused.run_fixed_readout_synapses(syn_out[r], z_buf[r][t0:t1], err_seq[t0:t1], ro.d_kappa, prof)
             update(net, syn_in, syn_rec, syn_out, rngs, slices)
-        last_x = src_x[t1 - 1]
-        for r in range(len(net.layers)):
-            last_z[r] = z_seq[r][t1 - 1]
-    return FixedRun(z=z_seq, y=y_seq, psi=psi_seq, err=err_seq,
+    return FixedRun(z=[buf[1:] for buf in z_buf], y=y_seq, psi=[buf[1:] for buf in psi_buf], err=err_seq,
                     counters=_finish_counters(counters, learn_stats, stats))
-
-
-def _delayed_block(seq: np.ndarray, before: np.ndarray) -> np.ndarray:
-    """out[t] = seq[t - 1] within a block, out[0] = ``before`` (the previous block's last row)."""
-    out = np.empty(seq.shape, seq.dtype)
-    out[0] = before
-    out[1:] = seq[:-1]
-    return out
-
-
-def _block_records(p: fx.FixedNeuronParams, out: dict, last: dict | None, B: int) -> dict:
-    """The post records a synapse block needs, (S + 1, B, N), row 0 the
-    previous block's last step (zeros at the start of a sample, when the
-    eligibility is zero): z, psi, jac (Izhikevich) and cut = z + end (the
-    factor that zeroes eps_v; end only for STDP-ALIF)."""
-    S, _, N = out["z"].shape
-
-    def rows(name: str, value: np.ndarray, dtype) -> np.ndarray:
-        arr = np.empty((S + 1, B, N), dtype)
-        arr[0] = 0 if last is None else last[name]
-        arr[1:] = value
-        return arr
-
-    zero = np.zeros((S, B, N), np.int64)
-    cut = out["z"] + out["end"] if p.kind == "stdp_alif" else out["z"]
-    return dict(z=rows("z", out["z"], np.int8), psi=rows("psi", out["psi"], np.int32),
-                jac=rows("jac", out.get("jac", zero), np.int64), cut=rows("cut", cut, np.int64))
 
 
 # Below this many samples per thread the per-step Python overhead dominates and
@@ -885,7 +893,7 @@ def _simulate(net: FixedNetwork, x: np.ndarray, target: np.ndarray | None, mask:
     # The first layer's Dense output depends only on x: one GEMM for all steps.
     first_in = dense_output(net.layers[0].w_in, x, net.layers[0].weight_exp) if not learn else None
     z_seq = [np.zeros((T, B, L.neuron.size), dtype=np.int8) for L in net.layers]
-    psi_seq = [np.zeros((T, B, L.neuron.size), dtype=np.int32) for L in net.layers]
+    psi_seq = [np.zeros((T, B, L.neuron.size), dtype=psi_dtype(net)) for L in net.layers]
     y_seq = np.zeros((T, B, K), dtype=np.int64)
     err_seq = np.zeros((T, B, K), dtype=np.int64) if need_error else None
     st_seq = [{k: [] for k in s} for s in states] if record_state else []

@@ -517,7 +517,7 @@ if numba is not None:
                     sig = np.int64(signal[t, b, j])
                     psi = np.int64(psi_rec[t + 1, b, j])
                     keep = 1 - np.int64(z_rec[t, b, j])
-                    jac = np.int64(jac_rec[t, b, j])
+                    jac = np.int64(jac_rec[t, b, j]) if IZHIKEVICH else np.int64(0)
                     cut = np.int64(cut_rec[t, b, j])
                     gain = bpsi_mul[j] * np.int64(psi_rec[t, b, j])
                     ev_row = eps_v[b, j]
@@ -589,7 +589,7 @@ def _rec_weights(w_rec: np.ndarray | None, n: int) -> np.ndarray:
 
 
 def run_fixed_layer(p: Any, ext: np.ndarray, w_rec: np.ndarray | None, weight_exp: int, state: dict,
-                    rec_first: np.ndarray | None = None, keep_records: bool = False) -> dict:
+                    rec_first: np.ndarray | None = None, keep_records: bool = False, out: dict | None = None) -> dict:
     """A block of steps of one fixed-point layer (any of the four types), the
     neurons stepped by :func:`eprop_lava.neurons.fixed.k_lif_family` /
     :func:`~eprop_lava.neurons.fixed.k_izhikevich` and the recurrent Dense
@@ -604,6 +604,9 @@ def run_fixed_layer(p: Any, ext: np.ndarray, w_rec: np.ndarray | None, weight_ex
     ``counts`` (3,): the neuron steps in which v saturated, u wrapped at 24
     bits, and an int32 wrap happened on the way into u (the a_in sum or the
     kernel's u sum; :data:`~eprop_lava.neurons.fixed.FLAG_V_SATURATED` etc.).
+    out: optional C-contiguous (S, B, N) arrays ``z``, ``psi`` (any signed
+    integer type holding psi) and ``jac`` (Izhikevich) the records are written
+    into, e.g. views of a caller's (T, B, N) buffers.
     Bit for bit the step engine's (tests/test_fused.py)."""
     S, B, N = ext.shape
     if ext.dtype not in (np.int32, np.int64):
@@ -612,10 +615,15 @@ def run_fixed_layer(p: Any, ext: np.ndarray, w_rec: np.ndarray | None, weight_ex
     c = p.kernel_constants
     rec = _rec_weights(w_rec, N)
     first = np.zeros((B, N), np.int64) if rec_first is None else np.ascontiguousarray(rec_first, np.int64)
-    out = dict(z=np.empty((S, B, N), np.int8), psi=np.empty((S, B, N), np.int32))
+    given = out or {}
+    out = dict(z=given.get("z"), psi=given.get("psi"))
+    if out["z"] is None:
+        out["z"] = np.empty((S, B, N), np.int8)
+    if out["psi"] is None:
+        out["psi"] = np.empty((S, B, N), np.int32)
     counts = np.zeros((B, 3), np.int64)
     if p.kind == "izhikevich":
-        out["jac"] = np.empty((S, B, N), np.int64)
+        out["jac"] = given.get("jac") if given.get("jac") is not None else np.empty((S, B, N), np.int64)
         _fixed("_fixed_izhikevich_layer")(ext, rec, w_rec is not None, int(weight_exp), first, int(p.v_frac),
                                           c["izh_a"], c["izh_ab"], c["izh_c"], c["izh_d"], c["v_peak"],
                                           p.izh_psi_table, state["v"], state["u"], state["z"], out["z"], out["psi"],
@@ -645,8 +653,8 @@ def run_fixed_hidden_synapses(p: Any, syn: dict, pre: np.ndarray, records: dict,
     eligibility kernel of :mod:`eprop_lava.neurons.fixed`, the product and the
     filtered trace (:func:`~eprop_lava.neurons.fixed.k_trace_product`), and the
     accumulator clip(acc + sum_b prod) once per step. pre (S, B, I) spikes
-    entering v^t; records: z, psi, jac, cut (S + 1, B, J), row 0 the step before
-    the block; signal (S, B, J). syn (from :func:`new_compiled_synapse`) is
+    entering v^t; records: z, psi, jac (Izhikevich only; None otherwise), cut
+    (S + 1, B, J), row 0 the step before the block; signal (S, B, J). syn (from :func:`new_compiled_synapse`) is
     updated in place."""
     from eprop_lava.fixed import DECAY_UNITY, ROUND_CODES
 
@@ -656,7 +664,10 @@ def run_fixed_hidden_synapses(p: Any, syn: dict, pre: np.ndarray, records: dict,
     loop = _fixed("_fixed_hidden_synapses", IZHIKEVICH=p.kind == "izhikevich", ADAPTIVE=p.kind in ("alif", "stdp_alif"),
                   RND=ROUND_CODES[profile.product_rounding], PRODUCT_SHIFT=int(profile.product_shift),
                   PSI_BITS=int(p.psi_bits), BPSI_SHIFT=int(p.bpsi_shift) if p.kind in ("alif", "stdp_alif") else 0)
-    loop(np.ascontiguousarray(pre), records["z"], records["psi"], records["jac"], records["cut"],
+    jac = records.get("jac")
+    if jac is None:  # read only by Izhikevich synapses
+        jac = np.zeros((1, 1, 1), np.int64)
+    loop(np.ascontiguousarray(pre), records["z"], records["psi"], jac, records["cut"],
          np.ascontiguousarray(signal, np.int64), syn["eps_v"], syn["eps_2"], syn["ebar"], syn["acc"], c["dv_f"],
          c["dth_f"], c["bpsi_mul"], c["izh_ab"], c["izh_a"], int(profile.trace_impulse), int(profile.trace_max),
          DECAY_UNITY - int(d_kappa), tag_lo, tag_hi, acc_lo, acc_hi)
