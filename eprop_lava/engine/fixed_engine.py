@@ -48,7 +48,7 @@ from eprop_lava.engine import fused
 from eprop_lava.engine.backend import cpu_threads
 from eprop_lava.fixed import (
     ACT_SHIFT, DECAY_UNITY, ROUND_CODES, FixedPointError, FixedPointProfile, LearningRate, apply_update,
-    decay_constant, get_profile, learning_rate, shift_left_or_right, shift_round, update_rng, wrap_int32,
+    decay_constant, get_profile, k_weight_exp, learning_rate, shift_left_or_right, shift_round, update_rng, wrap_int32,
 )
 from eprop_lava.neurons import fixed as fx
 from eprop_lava.neurons.base import adaptation_constants, decay as float_decay
@@ -337,13 +337,21 @@ def set_learning_rates(net: FixedNetwork, lr: float, hidden_lr: float | None = N
 
 
 # ======================================================================= synapse functions
-def dense_output(w: np.ndarray, s: np.ndarray, weight_exp: int, parallel: bool = False) -> np.ndarray:
+def dense_output(w: np.ndarray, s: np.ndarray, weight_exp: int, parallel: bool = False,
+                 as_int32: bool = False) -> np.ndarray:
     """Dense: (sum_i w_ji s_i) << weight_exp (>> -weight_exp, floor), sent as
     int32 (what Lava's channel holds). s (..., pre) 0/1; w (post, pre) int.
-    float64 BLAS is exact here (integers far below 2^53)."""
+    float64 BLAS is exact here (integers far below 2^53). The values are
+    int64 (callers add them up); as_int32=True returns an int32 array (the
+    same values) and, when no partial sum can leave int32, sums in int32."""
     n_pre = w.shape[1]
     bound = int(np.abs(w).max(initial=0)) * n_pre
     # parallel=False by default: the step-by-step engine may already run in threads
+    if as_int32 and fused.available() and (bound << max(weight_exp, 0)) < (1 << 31):
+        # 8-bit weights: every partial sum and the shifted total fit in int32 (twice the lanes)
+        acc = fused.project_events(s, w.T.astype(np.int32), parallel=parallel)
+        if acc is not None:
+            return k_weight_exp(acc, int(weight_exp)) if weight_exp else acc  # stays int32
     acc = fused.project_events(s, w.T, parallel=parallel) if fused.available() else None
     if acc is not None:  # sparse spikes: integer sums over the events (compiled)
         acc = acc.astype(np.int64, copy=False)
@@ -353,7 +361,8 @@ def dense_output(w: np.ndarray, s: np.ndarray, weight_exp: int, parallel: bool =
         acc = (np.asarray(s, dtype=ftype) @ w.T.astype(ftype)).astype(np.int64)
     out = shift_left_or_right(acc, weight_exp)
     bound = bound << weight_exp if weight_exp > 0 else bound
-    return out if bound < (1 << 31) else wrap_int32(out)
+    out = out if bound < (1 << 31) else wrap_int32(out)
+    return out.astype(np.int32) if as_int32 else out
 
 
 def readout_step(y: np.ndarray, a_in: np.ndarray, ro: FixedReadout) -> np.ndarray:
@@ -785,7 +794,7 @@ def _simulate_compiled(net: "FixedNetwork", x: np.ndarray, target, mask, learn: 
             ext = np.empty((t1 - t0, B, L.neuron.size), np.int32)
             ext[0] = sent_in[r]
             if t1 - t0 > 1:
-                ext[1:] = dense_output(L.w_in, src[t0 + 1:t1], L.weight_exp, parallel=True)
+                ext[1:] = dense_output(L.w_in, src[t0 + 1:t1], L.weight_exp, parallel=True, as_int32=True)
             rows = slice(t0 + 1, t1 + 1)
             out = fused.run_fixed_layer(L.neuron, ext, L.w_rec, L.rec_exp, states[r], sent_rec[r], learn,
                                         out=dict(z=z_buf[r][rows], psi=psi_buf[r][rows],
@@ -800,7 +809,8 @@ def _simulate_compiled(net: "FixedNetwork", x: np.ndarray, target, mask, learn: 
         if t1 - t0 > 1:
             a_out[1:] = 0
             for r in range(len(net.layers)):
-                a_out[1:] += dense_output(ro.w[:, slices[r]], z_buf[r][t0 + 1:t1], ro.weight_exp, parallel=True)
+                a_out[1:] += dense_output(ro.w[:, slices[r]], z_buf[r][t0 + 1:t1], ro.weight_exp, parallel=True,
+                                          as_int32=True)
             a_out[1:] = wrap_int32(a_out[1:])
         y_seq[t0:t1] = fused.run_fixed_readout(a_out, y, ro.d_kappa, ro.bias)
         if need_error:
