@@ -24,8 +24,8 @@ spike, for three reasons that :func:`compare_atrlif` shows on a run:
 
 1. reset: the engine discards v at a spike (v = 0); ATRLIF keeps v and
    subtracts r = 2 theta, so the overshoot v - 2 theta (positive or negative)
-   stays in v - r. Under a constant drive of a per step (a > theta) the
-   engine fires every step, ATRLIF at the rate a / (2 theta);
+   stays in v - r. Under a constant drive of a per step (a > theta, no leak)
+   the engine fires every step, ATRLIF at the rate a / (2 theta);
 2. adaptation timing: ATRLIF adds theta_step at the spike and decays it once
    before the next comparison (theta_0 + decay(theta - theta_0 + step)); the
    engine adds it undecayed (decay(theta) + step), so the thresholds differ by
