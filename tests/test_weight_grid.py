@@ -228,3 +228,26 @@ def test_learned_weights_leave_the_static_dense_grid_as_in_lavas_learning_dense(
         assert np.array_equal(clip_weights(w, SignMode.MIXED, num_bits=8), w)   # LearningDense keeps them
         back = round_to_dense_grid(w)
         assert np.abs(back - w).max() <= 1 and np.array_equal(lava_dense(back), back)
+
+
+def test_tiny_weight_ranges_are_refused_or_searched_within_the_threshold_mantissa():
+    """vth = round(v_th 255 / max|w|) must fit 17 bits. All-zero or tiny
+    weights in a layer: a one-line QuantizationError (exit 2 on the command
+    line), not a traceback. max|w| = 0.5 * 255 / 120000: max-abs gives
+    vth = 120000, every lower clip level of the search would exceed 2^17 - 1,
+    so the search stops there instead of failing."""
+    from eprop_lava.compile.quantize import QuantizationError
+
+    spec = _spec("lif", (4,))
+    p = {k: np.asarray(v, dtype=np.float64) for k, v in init_params(spec).items()}
+    p["layers.0.w_in"] = np.zeros((4, 5))
+    p["layers.0.w_rec"] = np.zeros((4, 4))
+    with pytest.raises(QuantizationError, match="too small against its threshold") as err:
+        quantize_network(spec, p, 8)
+    assert "\n" not in str(err.value)
+    rng = np.random.default_rng(1)
+    p["layers.0.w_in"] = rng.normal(size=(4, 5))
+    p["layers.0.w_in"] *= 0.5 * 255 / 120000 / np.abs(p["layers.0.w_in"]).max()
+    net, rep = quantize_network(spec, p, 8)
+    assert int(net.layers[0].neuron.vth) == 120000 and rep.matrices[0].search_index == 0
+    assert _off_grid(net, 8) == []

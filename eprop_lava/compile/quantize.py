@@ -52,7 +52,7 @@ import numpy as np
 
 from eprop_lava.engine import fixed_engine as fe
 from eprop_lava.errors import UserError
-from eprop_lava.fixed import dense_grid, get_profile, round_to_dense_grid
+from eprop_lava.fixed import FixedPointError, dense_grid, get_profile, round_to_dense_grid
 from eprop_lava.neurons.base import decay as float_decay
 from eprop_lava.spec import NetworkSpec
 
@@ -304,7 +304,14 @@ def quantize_network(spec: NetworkSpec, params: dict, weight_bits: Any = 8, prof
     sse = {key: [] for key, _ in groups}
     for j in range(n_steps + 1):
         levels = {key: max(gmax[key], 1e-12) * 2.0 ** (-j / 8.0) for key in gmax}
-        net = fe.quantize(spec, _clipped_params(fparams, groups, levels), prof, lr=lr, loss_mask=loss_mask)
+        try:
+            net = fe.quantize(spec, _clipped_params(fparams, groups, levels), prof, lr=lr, loss_mask=loss_mask)
+        except FixedPointError as exc:
+            if j == 0:
+                raise QuantizationError(f"{exc}: the layer's weights are too small against its threshold for "
+                                        "Loihi's 17-bit threshold mantissa (v_th is expressed in units of the "
+                                        "largest weight)") from None
+            break  # a lower clip level only raises the threshold mantissa further
         for key, names in groups:
             scale = _group_scale(net, key)
             total = 0.0
