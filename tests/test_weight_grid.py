@@ -251,3 +251,39 @@ def test_tiny_weight_ranges_are_refused_or_searched_within_the_threshold_mantiss
     net, rep = quantize_network(spec, p, 8)
     assert int(net.layers[0].neuron.vth) == 120000 and rep.matrices[0].search_index == 0
     assert _off_grid(net, 8) == []
+
+
+@pytest.mark.lava
+def test_lavas_learning_dense_holds_odd_weights_and_255_in_mixed_mode():
+    """A Lava LearningDense run (sign mode mixed, rule dw = x0: one unit per
+    presynaptic spike, a spike every step): [2, -4, 254] learns to
+    [5, -1, 255], values a static Dense truncates to [4, -2, 254]. Learned
+    weights on Loihi's learning synapse in simulation have unit resolution,
+    like the engine's."""
+    from eprop_lava.lava_import import import_lava
+
+    import_lava("lava.magma.core.process.process")
+    from lava.magma.core.learning.learning_rule import Loihi2FLearningRule
+    from lava.magma.core.run_conditions import RunSteps
+    from lava.magma.core.run_configs import Loihi2SimCfg
+    from lava.proc import io
+    from lava.proc.dense.process import LearningDense
+    from lava.proc.lif.process import LIF
+    from lava.utils.weightutils import SignMode
+
+    T = 3
+    rule = Loihi2FLearningRule(dw="x0", x1_impulse=0, x1_tau=0, t_epoch=1, rng_seed=0)
+    src = io.source.RingBuffer(data=np.ones((3, T)))
+    dense = LearningDense(weights=np.array([[2, -4, 254]], dtype=np.int32), learning_rule=rule,
+                          sign_mode=SignMode.MIXED)
+    post = LIF(shape=(1,), du=4095, dv=0, vth=1 << 16)
+    src.s_out.connect(dense.s_in)
+    dense.a_out.connect(post.a_in)
+    try:
+        src.run(condition=RunSteps(num_steps=T), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
+        learned = np.rint(dense.weights.get()).astype(np.int64)
+    finally:
+        src.stop()
+    assert learned.tolist() == [[5, -1, 255]]
+    assert lava_dense(learned).tolist() == [[4, -2, 254]]
+    assert round_to_dense_grid(learned).tolist() == [[4, 0, 254]]   # nearest even (ties to even multiple)
