@@ -287,3 +287,19 @@ def test_lavas_learning_dense_holds_odd_weights_and_255_in_mixed_mode():
     assert learned.tolist() == [[5, -1, 255]]
     assert lava_dense(learned).tolist() == [[4, -2, 254]]
     assert round_to_dense_grid(learned).tolist() == [[4, 0, 254]]   # nearest even (ties to even multiple)
+
+
+def test_qat_fake_quantization_is_the_grid_the_network_holds_at_8_bits():
+    """The float weights QAT trains on at 8 bits are the integers of
+    fe.quantize (on the Dense grid) over the same scale."""
+    from eprop_lava.studies import qat
+
+    spec = _spec("lif", (6,))
+    p = {k: np.asarray(v, dtype=np.float64) for k, v in init_params(spec).items()}
+    prof = loihi2_profile()
+    net = fe.quantize(spec, p, prof)
+    fq = qat.fake_quantize(spec, p, prof)
+    L = net.layers[0]
+    np.testing.assert_allclose(fq["layers.0.w_in"] * L.w_scale, L.w_in, atol=1e-9)
+    np.testing.assert_allclose(fq["readout.w"] * net.readout.y_scale / 64.0, net.readout.w, atol=1e-9)
+    assert L.w_in.min() < 0 < L.w_in.max() and np.all(L.w_in % 2 == 0)  # mixed-sign: even values

@@ -37,15 +37,15 @@ def _shift(profile: FixedPointProfile, scaling: str, reference_bits: int = 8) ->
 
 def fake_quantize(spec, params: dict, profile: FixedPointProfile, scaling: str = "mantissa") -> dict:
     """The float weights the fixed-point network of :func:`ptq_network` will
-    hold: w_q = clip(round(w s)) / s with s = (2^(b+k) - 1) / (2^k max|w|)
+    hold: w_q = fe.weight_integers(w, s) / s (clip(round(w s)), on the Dense
+    grid at 8 bits) with s = (2^(b+k) - 1) / (2^k max|w|)
     per hidden layer (input and recurrent together) and for the readout."""
     q = dict(params)
     k = _shift(profile, scaling)
     scale_int = _wmax_int(profile.with_(weight_bits=profile.weight_bits + k)) / 2.0 ** k
-    lo, hi = profile.weight_range
 
-    def fq(w, s):
-        return np.clip(np.rint(w * s), lo, hi) / s
+    def fq(w, s):  # the reference quantizer's rounding (8 bits: each matrix on its Lava Dense grid)
+        return fe.weight_integers(w, s, profile) / s
 
     for r, layer in enumerate(spec.layers):
         names = [f"layers.{r}.w_in"] + ([f"layers.{r}.w_rec"] if layer.recurrent else [])
