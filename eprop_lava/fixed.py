@@ -482,10 +482,12 @@ def dense_grid(sign_mode: str, num_weight_bits: int = DENSE_WEIGHT_BITS,
 
 
 def round_to_dense_grid(x: Any, num_weight_bits: int = DENSE_WEIGHT_BITS, sign_mode: str | None = None,
-                        matrix_sign_mode: str | None = None) -> np.ndarray:
+                        matrix_sign_mode: str | None = None, rng: np.random.Generator | None = None) -> np.ndarray:
     """Float weights (already in integer units) -> the nearest integers on the
     grid of :func:`dense_grid` (ties to the even multiple of the step), so that
     Lava's Dense truncation (:func:`dense_weights`) keeps every one of them.
+    With ``rng``: stochastic rounding on the grid, floor(x / step + u) step,
+    u ~ U[0, 1) drawn per element in C order (unbiased inside the range).
     ``sign_mode`` defaults to the sign mode of the nearest integers of ``x``
     (Lava's determine_sign_mode: values above -1/2 that round to 0 do not make
     a matrix mixed). The grid's rounding can only narrow the sign mode further,
@@ -496,7 +498,8 @@ def round_to_dense_grid(x: Any, num_weight_bits: int = DENSE_WEIGHT_BITS, sign_m
     if sign_mode is None:
         sign_mode = dense_sign_mode(np.rint(x)) if x.size else "mixed"
     step, lo, hi = dense_grid(sign_mode, num_weight_bits, matrix_sign_mode)
-    return np.clip(np.rint(x / step) * step, lo, hi).astype(np.int64)
+    q = np.rint(x / step) if rng is None else np.floor(x / step + rng.random(x.shape))
+    return np.clip(q * step, lo, hi).astype(np.int64)
 
 
 # ------------------------------------------------------------------ learning rates

@@ -303,3 +303,23 @@ def test_qat_fake_quantization_is_the_grid_the_network_holds_at_8_bits():
     np.testing.assert_allclose(fq["layers.0.w_in"] * L.w_scale, L.w_in, atol=1e-9)
     np.testing.assert_allclose(fq["readout.w"] * net.readout.y_scale / 64.0, net.readout.w, atol=1e-9)
     assert L.w_in.min() < 0 < L.w_in.max() and np.all(L.w_in % 2 == 0)  # mixed-sign: even values
+
+
+def test_study_stochastic_roundings_stay_on_the_grid_at_8_bits():
+    """PTQ with stochastic rounding and stochastic requantization at 8 bits
+    round on the Dense grid (steps of 2 in a mixed-sign matrix), unbiased:
+    the mean over 400 draws is within 0.1 of w S."""
+    from eprop_lava.studies import qat
+
+    spec = _spec("lif", (6,))
+    p = {k: np.asarray(v, dtype=np.float64) for k, v in init_params(spec).items()}
+    prof = loihi2_profile()
+    net = qat.ptq_network(spec, p, prof, "stochastic", rng=np.random.default_rng(0))
+    assert _off_grid(net, 8) == []
+    ref = fe.quantize(spec, p, prof)
+    draws = [qat.stochastic_requantize(ref, p, np.random.default_rng(s)) for s in range(400)]
+    assert all(_off_grid(d, 8) == [] for d in draws[:20])
+    mean = np.mean([d.layers[0].w_in for d in draws], axis=0)
+    exact = p["layers.0.w_in"] * ref.layers[0].w_scale
+    inside = (exact > -256) & (exact < 254)
+    assert np.abs(mean - exact)[inside].mean() < 0.1

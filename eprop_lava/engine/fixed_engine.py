@@ -211,8 +211,10 @@ def mask_extent(mask: np.ndarray) -> tuple[float, float]:
     return float(m.max(initial=0.0)), float(m.sum(0).max(initial=0.0))
 
 
-def weight_integers(w: np.ndarray, scale: float, profile: FixedPointProfile) -> np.ndarray:
-    """Float weights -> integer weights w_int = round(w scale) in the profile's range.
+def weight_integers(w: np.ndarray, scale: float, profile: FixedPointProfile,
+                    rng: np.random.Generator | None = None) -> np.ndarray:
+    """Float weights -> integer weights w_int = round(w scale) in the profile's range
+    (with ``rng``: stochastic rounding floor(w scale + u), u ~ U[0, 1) per weight).
 
     With Loihi's 8-bit weights (``profile.weight_bits == 8``) each matrix is
     rounded to nearest on the grid of the Lava ``Dense`` that holds it
@@ -226,9 +228,10 @@ def weight_integers(w: np.ndarray, scale: float, profile: FixedPointProfile) -> 
     Dense's floor shift of a multiple of 2^(8 - b) is exact), not as w."""
     x = np.asarray(w, dtype=np.float64) * scale
     if profile.weight_bits == DENSE_WEIGHT_BITS:
-        return round_to_dense_grid(x)
+        return round_to_dense_grid(x, rng=rng)
     lo, hi = profile.weight_range
-    return np.clip(np.rint(x), lo, hi).astype(np.int64)
+    q = np.rint(x) if rng is None else np.floor(x + rng.random(x.shape))
+    return np.clip(q, lo, hi).astype(np.int64)
 
 
 def quantize(spec: NetworkSpec, params: dict, profile: FixedPointProfile | str = "loihi2",
