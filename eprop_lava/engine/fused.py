@@ -581,7 +581,8 @@ if numba is not None:
                         eb, prod = k_trace_product(eb_row[i], e, sig, dk_f, tag_lo, tag_hi, PRODUCT_SHIFT, RND)
                         ev_row[i] = ev
                         eb_row[i] = eb
-                        total[i] += prod
+                        if sig != 0:  # invariant in i: LLVM splits the loop, and without L the product is dead
+                            total[i] += prod
                 for i in range(I):
                     acc[j, i] = k_clip(acc[j, i] + total[i], acc_lo, acc_hi)
 
