@@ -17,10 +17,13 @@ Two measurements, each with the rounding of the error / the learning signal
     so the average approaches the exact update).
 (b) on-chip adaptation (studies.onchip.adaptation, the demo's network
     trained as in bench_onchip_adaptation.py, evidence task with the cue
-    sides swapped, lr 0.01, 3 learning streams): held-out error after the
-    on-chip samples with each rounding; float e-prop as the reference.
+    sides swapped, lr 0.01, 3 learning streams, ``--adaptation-seeds``
+    seeds of the rounding streams each, as the weight update rounds
+    stochastically with every rounding): held-out error after the on-chip
+    samples with each rounding; float e-prop as the reference.
 
-    python benchmarks/bench_signal_rounding.py [--rounding-seeds 5] [--samples 32] [--test-samples 256]
+    python benchmarks/bench_signal_rounding.py [--rounding-seeds 5] [--adaptation-seeds 3] [--samples 32]
+        [--test-samples 256]
         [--skip-adaptation] [--out benchmarks/results/signal_rounding.json]
 """
 
@@ -123,7 +126,7 @@ def gradient_agreement(rounding_seeds: int) -> list:
     return rows
 
 
-def adaptation_runs(samples: int, test_samples: int, lr: float) -> dict:
+def adaptation_runs(samples: int, test_samples: int, lr: float, rounding_seeds: int) -> dict:
     from eprop_lava.compile.pipeline import compile_checkpoint
     from eprop_lava.studies.onchip import adaptation
     from eprop_lava.tasks import get_task
@@ -141,16 +144,19 @@ def adaptation_runs(samples: int, test_samples: int, lr: float) -> dict:
         runs = []
         for stream in (4, 5, 6):
             for name, changes in ROUNDINGS.items():
-                r = adaptation(tmp / "art", samples=samples, test_samples=test_samples, every=max(1, samples // 4),
-                               lr=lr, learn_stream=stream, float_reference=(name == "nearest"),
-                               profile_changes=changes)
-                row = {"stream": stream, "rounding": name, "fixed_before": r["fixed"]["error_before"],
-                       "fixed_after": r["fixed"]["error_after"], "signal": r["fixed"]["signal"],
-                       "weights_changed": r["fixed"]["weights_changed"]}
-                if "float" in r:
-                    row.update(float_before=r["float"]["error_before"], float_after=r["float"]["error_after"])
-                runs.append(row)
-                print(json.dumps(jsonable(row)), flush=True)
+                for k in range(rounding_seeds):
+                    r = adaptation(tmp / "art", samples=samples, test_samples=test_samples,
+                                   every=max(1, samples // 4), lr=lr, learn_stream=stream,
+                                   float_reference=(name == "nearest" and k == 0), profile_changes=changes,
+                                   rounding_seed=1000 + k)
+                    row = {"stream": stream, "rounding": name, "rounding_seed": 1000 + k,
+                           "fixed_before": r["fixed"]["error_before"],
+                           "fixed_after": r["fixed"]["error_after"], "signal": r["fixed"]["signal"],
+                           "weights_changed": r["fixed"]["weights_changed"]}
+                    if "float" in r:
+                        row.update(float_before=r["float"]["error_before"], float_after=r["float"]["error_after"])
+                    runs.append(row)
+                    print(json.dumps(jsonable(row)), flush=True)
     return {"network_validation_error": res.final_validation["error"], "samples": samples,
             "test_samples": test_samples, "lr": lr, "runs": runs}
 
@@ -158,20 +164,23 @@ def adaptation_runs(samples: int, test_samples: int, lr: float) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounding-seeds", type=int, default=5)
+    ap.add_argument("--adaptation-seeds", type=int, default=3,
+                    help="rounding-stream seeds per learning stream and rounding in (b)")
     ap.add_argument("--samples", type=int, default=32)
     ap.add_argument("--test-samples", type=int, default=256)
     ap.add_argument("--lr", type=float, default=0.01)
     ap.add_argument("--skip-adaptation", action="store_true")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
-    if args.rounding_seeds < 1 or args.samples < 1 or args.test_samples < 1:
-        print("bench_signal_rounding: --rounding-seeds, --samples and --test-samples must be >= 1", file=sys.stderr)
+    if min(args.rounding_seeds, args.adaptation_seeds, args.samples, args.test_samples) < 1:
+        print("bench_signal_rounding: --rounding-seeds, --adaptation-seeds, --samples and --test-samples "
+              "must be >= 1", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
     out = {"benchmark": "stochastic rounding of the output error and the learning signal",
            "gradient_agreement": gradient_agreement(args.rounding_seeds)}
     if not args.skip_adaptation:
-        out["adaptation"] = adaptation_runs(args.samples, args.test_samples, args.lr)
+        out["adaptation"] = adaptation_runs(args.samples, args.test_samples, args.lr, args.adaptation_seeds)
     out.update(seconds=time.perf_counter() - t0, versions=versions(),
                machine={"platform": platform.platform(), "cpus": os.cpu_count(), "loadavg_end": os.getloadavg()})
     args.out.parent.mkdir(parents=True, exist_ok=True)
