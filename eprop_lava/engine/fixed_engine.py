@@ -524,10 +524,13 @@ def signal_rngs(seed: int) -> dict:
     return {(SIGNAL_KEY, i): update_rng(seed, SIGNAL_KEY, i) for i in (0, 1)}
 
 
-def signal_generators(seed: int, rngs: dict | None) -> tuple:
+def signal_generators(seed: int, rngs: dict | None, profile: FixedPointProfile | None = None) -> tuple:
     """(error, signal) generators of a run: those of ``rngs``, added to it
     when missing (so they persist across samples with the dict); fresh ones
-    when rngs is None (a run without learning)."""
+    when rngs is None (a run without learning). (None, None) when
+    ``profile`` is given and rounds neither stochastically (nothing to draw)."""
+    if profile is not None and "stochastic" not in (profile.error_rounding, profile.signal_rounding):
+        return None, None
     rngs = {} if rngs is None else rngs
     if (SIGNAL_KEY, 0) not in rngs or (SIGNAL_KEY, 1) not in rngs:
         for key, g in signal_rngs(seed).items():
@@ -759,7 +762,7 @@ def _simulate_compiled(net: "FixedNetwork", x: np.ndarray, target, mask, learn: 
     slices = layer_slices(spec)
     if learn and rngs is None:
         rngs = update_rngs(net)
-    err_rng, sig_rng = signal_generators(net.seed, rngs)
+    err_rng, sig_rng = signal_generators(net.seed, rngs, prof)
     src_x = x.astype(np.int8)
     states = [fx.initial_state(L.neuron, B) for L in net.layers]
     y = np.zeros((B, K), np.int64)
@@ -914,7 +917,7 @@ def _simulate(net: FixedNetwork, x: np.ndarray, target: np.ndarray | None, mask:
     K = spec.readout.n_outputs
     if learn and rngs is None:
         rngs = update_rngs(net)
-    err_rng, sig_rng = signal_generators(net.seed, rngs)
+    err_rng, sig_rng = signal_generators(net.seed, rngs, prof)
     slices = layer_slices(spec)
     n_layers = len(net.layers)
     states = [fx.initial_state(L.neuron, B) for L in net.layers]
