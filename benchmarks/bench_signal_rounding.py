@@ -9,7 +9,8 @@ Two measurements, each with the rounding of the error / the learning signal
     seeds 1-3, in the setting of tests/test_fixed_point.py's wide-profile
     test (MSE, symmetric feedback, 4 x 60 steps) and in a cross-entropy
     setting with a loss window (mask 1/45 over the last 45 steps, the error
-    exponent and signal shift chosen from it, as the compiler does). Per
+    exponent and signal shift chosen from it, as the compiler does), also
+    with a learning signal of only 3 and 2 bits + sign. Per
     configuration: the smallest cosine and the norm-ratio range over the five
     learned matrices; for stochastic rounding the mean over ``--rounding-seeds``
     seeds of the rounding streams (the network's seed) and the agreement of
@@ -90,17 +91,24 @@ def _agreement(g_fx: dict, g: dict) -> tuple[float, float, float]:
     return min(cos), min(ratio), max(ratio)
 
 
+#: (loss, profile changes) per setting: the test's MSE setting, cross-entropy with a loss window,
+#: and the same with a learning signal of 3 and 2 bits + sign (few levels: where rounding matters)
+SETTINGS = {"mse": ("mse", {}), "cross_entropy": ("cross_entropy", {}),
+            "cross_entropy_signal3": ("cross_entropy", {"signal_bits": 3}),
+            "cross_entropy_signal2": ("cross_entropy", {"signal_bits": 2})}
+
+
 def gradient_agreement(rounding_seeds: int) -> list:
     rows = []
-    for setting in ("mse", "cross_entropy"):
+    for setting, (loss, widths) in SETTINGS.items():
         for kind in KINDS:
-            spec = _spec(kind, setting)
-            x, target, mask = _batch(setting)
+            spec = _spec(kind, loss)
+            x, target, mask = _batch(loss)
             for seed in (1, 2, 3):
                 params = init_params(spec, seed)
                 for name, changes in ROUNDINGS.items():
-                    prof = F.loihi2_profile(**changes)
-                    net = fe.quantize(spec, params, prof, loss_mask=mask if setting == "cross_entropy" else None)
+                    prof = F.loihi2_profile(**widths, **changes)
+                    net = fe.quantize(spec, params, prof, loss_mask=mask if loss == "cross_entropy" else None)
                     same = {**params, **dequantize(net)}
                     _, g, _ = eprop_gradient(spec, same, Batch(x, target, mask))
                     stochastic = name != "nearest"
