@@ -47,8 +47,9 @@ import numpy as np
 from eprop_lava.engine import fused
 from eprop_lava.engine.backend import cpu_threads
 from eprop_lava.fixed import (
-    ACT_SHIFT, DECAY_UNITY, ROUND_CODES, FixedPointError, FixedPointProfile, LearningRate, apply_update,
-    decay_constant, get_profile, learning_rate, shift_left_or_right, shift_round, update_rng, wrap_int32,
+    ACT_SHIFT, DECAY_UNITY, DENSE_WEIGHT_BITS, ROUND_CODES, FixedPointError, FixedPointProfile, LearningRate,
+    apply_update, decay_constant, get_profile, learning_rate, round_to_dense_grid, shift_left_or_right, shift_round,
+    update_rng, wrap_int32,
 )
 from eprop_lava.neurons import fixed as fx
 from eprop_lava.neurons.base import adaptation_constants, decay as float_decay
@@ -217,6 +218,29 @@ def mask_extent(mask: np.ndarray) -> tuple[float, float]:
     return float(m.max(initial=0.0)), float(m.sum(0).max(initial=0.0))
 
 
+def weight_integers(w: np.ndarray, scale: float, profile: FixedPointProfile,
+                    rng: np.random.Generator | None = None) -> np.ndarray:
+    """Float weights -> integer weights w_int = round(w scale) in the profile's range
+    (with ``rng``: stochastic rounding floor(w scale + u), u ~ U[0, 1) per weight).
+
+    With Loihi's 8-bit weights (``profile.weight_bits == 8``) each matrix is
+    rounded to nearest on the grid of the Lava ``Dense`` that holds it
+    (:func:`eprop_lava.fixed.round_to_dense_grid`, sign mode determined from
+    the matrix as Lava does): a mixed-sign matrix holds even values in
+    [-256, 254], an inhibitory one [-255, 0], so an integer weight means the
+    same in the engine, the e-prop processes and Lava's ``Dense``. Other widths
+    are study widths and keep every integer of their range: 12 bits (the wide
+    profile) do not fit a Dense at all; a b < 8 bit matrix would be held
+    exactly by a Dense as w << (8 - b) with weight_exp lowered by 8 - b (the
+    Dense's floor shift of a multiple of 2^(8 - b) is exact), not as w."""
+    x = np.asarray(w, dtype=np.float64) * scale
+    if profile.weight_bits == DENSE_WEIGHT_BITS:
+        return round_to_dense_grid(x, rng=rng)
+    lo, hi = profile.weight_range
+    q = np.rint(x) if rng is None else np.floor(x + rng.random(x.shape))
+    return np.clip(q, lo, hi).astype(np.int64)
+
+
 def quantize(spec: NetworkSpec, params: dict, profile: FixedPointProfile | str = "loihi2",
              lr: float | None = None, seed: int | None = None, loss_mask: np.ndarray | None = None) -> FixedNetwork:
     """The reference float -> fixed mapping (docs/lava_loihi.md §2.1 "Float->fixed mapping").
@@ -225,6 +249,8 @@ def quantize(spec: NetworkSpec, params: dict, profile: FixedPointProfile | str =
     afferent weight uses the whole mantissa; vth = v_th S / 64, dv from alpha,
     du = 4095 (no synaptic filter: Bellec's LIF), theta_step = beta S.
     Izhikevich: 2^v_frac units per mV and weight_exp chosen to fit.
+    Integer weights: :func:`weight_integers` (8-bit profiles: each matrix on
+    its own Lava Dense grid, so Lava's Dense applies them unchanged).
     Learning rates: ``lr`` (default spec.optimizer.lr, read as an SGD rate on
     the summed gradient) mapped to m 2^e per matrix.
     loss_mask (T, B): the task's loss mask; given, the output error's
@@ -253,7 +279,7 @@ def quantize(spec: NetworkSpec, params: dict, profile: FixedPointProfile | str =
     # readout and feedback first: the hidden learning rates depend on the signal scale
     w_out = np.asarray(params["readout.w"], dtype=np.float64)
     y_scale = 64.0 * wmax_int / max(np.abs(w_out).max(), 1e-12)
-    w_out_fx = np.clip(np.rint(w_out * y_scale / 64.0), wlo, whi).astype(np.int64)
+    w_out_fx = weight_integers(w_out, y_scale / 64.0, profile)
     if spec.learning.variant == "symmetric":
         feedback = w_out_fx.T.copy()
         b_scale = y_scale / 64.0
@@ -310,10 +336,10 @@ def quantize(spec: NetworkSpec, params: dict, profile: FixedPointProfile | str =
             neuron = fx.FixedNeuronParams(ls.neuron, ls.size, **kw)
             gamma = p.gamma
         w_scale = v_scale / 2.0 ** (ACT_SHIFT + wexp)
-        w_in_fx = np.clip(np.rint(w_in * w_scale), wlo, whi).astype(np.int64)
+        w_in_fx = weight_integers(w_in, w_scale, profile)
         w_rec_fx = None
         if w_rec is not None:
-            w_rec_fx = np.clip(np.rint(w_rec * w_scale), wlo, whi).astype(np.int64)
+            w_rec_fx = weight_integers(w_rec, w_scale, profile)
             np.fill_diagonal(w_rec_fx, 0)
         psi_max = (1 << profile.psi_bits) - 1
         # acc ~= g * (imp psi_max / (gamma 2^psi_bits)) * (2^ef b_scale / 2^signal_shift) / 2^ps
