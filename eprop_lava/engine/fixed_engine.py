@@ -57,6 +57,13 @@ from eprop_lava.neurons.base import adaptation_constants, decay as float_decay
 from eprop_lava.spec import NetworkSpec
 
 READOUT_KEY = 1000  # rng key of the readout matrices: (seed, READOUT_KEY, layer)
+#: rng keys of the stochastic rounding of the output error (seed, SIGNAL_KEY, 0) and of
+#: the learning signal (seed, SIGNAL_KEY, 1): streams of their own, apart from the weight updates'
+SIGNAL_KEY = 2000
+#: fractional bits below the error's last bit that its non-nearest roundings see: the float
+#: error is first held as an integer with error_exp + ERROR_DITHER_BITS fractional bits
+#: (exact to 2^-24 of a level), then shifted right by ERROR_DITHER_BITS with the profile's rounding
+ERROR_DITHER_BITS = 24
 
 
 # ======================================================================= data
@@ -414,11 +421,17 @@ def _softmax_fixed_order(x: np.ndarray) -> np.ndarray:
 
 
 def output_error(y: np.ndarray, target: np.ndarray, mask: np.ndarray, loss: str, y_scale: float,
-                 profile: FixedPointProfile, error_exp: int | None = None, stats: dict | None = None) -> np.ndarray:
+                 profile: FixedPointProfile, error_exp: int | None = None, stats: dict | None = None,
+                 rng: np.random.Generator | None = None) -> np.ndarray:
     """err^t = mask (softmax(y) - target) (cross-entropy, seed 002 Eq. 2.32) or
     mask (y - target) (MSE), times 2^error_exp (default: the profile's
-    error_frac_bits), rounded to nearest and saturated to the signal range.
-    Runs off the neurocores (host): the softmax is float.
+    error_frac_bits), rounded by the profile's ``error_rounding`` and
+    saturated to the signal range. Runs off the neurocores (host): the
+    softmax is float. "nearest" is numpy's rint of the float (half to even);
+    the other roundings take the integer rint(err 2^(error_exp + 24)) and
+    shift it right by 24 (:func:`~eprop_lava.fixed.shift_round`; stochastic:
+    E[err_fx] = err 2^error_exp to 2^-24 of a level; draws from ``rng`` in
+    the order of :func:`learning_signal`).
     stats: a dict whose counts "error_values", "error_underflow" (non-zero
     error rounded to 0) and "error_saturated" are incremented."""
     yf = np.asarray(y, dtype=np.float64) / y_scale
@@ -431,7 +444,11 @@ def output_error(y: np.ndarray, target: np.ndarray, mask: np.ndarray, loss: str,
     err = np.asarray(mask, dtype=np.float64)[..., None] * err
     lo, hi = profile.signal_range
     exact = err * float(1 << (profile.error_frac_bits if error_exp is None else int(error_exp)))
-    q = np.rint(exact)
+    if profile.error_rounding == "nearest":
+        q = np.rint(exact)
+    else:  # clipped first to just outside the range, so the fine integer stays below 2^50
+        fine = np.rint(np.clip(exact, lo - 1, hi + 1) * float(1 << ERROR_DITHER_BITS)).astype(np.int64)
+        q = shift_round(fine, ERROR_DITHER_BITS, profile.error_rounding, rng)
     out = np.clip(q, lo, hi).astype(np.int64)
     if stats is not None:
         _count(stats, "error", exact != 0, q == 0, q != out)
@@ -447,9 +464,18 @@ def _count(stats: dict, name: str, live: np.ndarray, zero: np.ndarray, clipped: 
 
 
 def learning_signal(err: np.ndarray, feedback: np.ndarray, shift: int, profile: FixedPointProfile,
-                    stats: dict | None = None, per_layer: Sequence | None = None) -> np.ndarray:
-    """L^t = (B err^t) >> signal_shift (nearest), saturated to signal_bits:
-    the graded third factor each neuron's synapses receive.
+                    stats: dict | None = None, per_layer: Sequence | None = None,
+                    rng: np.random.Generator | None = None) -> np.ndarray:
+    """L^t = (B err^t) >> signal_shift, rounded by the profile's
+    ``signal_rounding`` (default nearest; stochastic: E[L] = B err / 2^s),
+    saturated to signal_bits: the graded third factor each neuron's
+    synapses receive.
+    Stochastic draws (:func:`~eprop_lava.fixed.shift_stochastic`): one value
+    per element in C order over (steps, batch, unit), the steps of a block
+    one after another; numpy's default generator (PCG64) keeps the half of a
+    64-bit word it has not used across calls, so a block of steps (compiled
+    engine) draws the same numbers as the same steps one at a time (step
+    engine, Lava with batch 1), checked in tests/test_signal_rounding.py.
     stats: counts "signal_values" (B err != 0), "signal_underflow" (of
     those, L = 0) and "signal_saturated" (L clipped) are incremented;
     per_layer: (neuron slice, dict) pairs that receive the same counts of
@@ -466,7 +492,7 @@ def learning_signal(err: np.ndarray, feedback: np.ndarray, shift: int, profile: 
     else:  # float64 holds every partial sum exactly (integers far below 2^53)
         acc = np.rint(err.astype(np.float64) @ feedback.T.astype(np.float64)).astype(np.int64)
     lo, hi = profile.signal_range
-    shifted = shift_round(acc, shift, "nearest")
+    shifted = shift_round(acc, shift, profile.signal_rounding, rng)
     out = np.minimum(np.maximum(shifted, lo), hi)  # np.clip's int64 path is ~3x slower
     if stats is not None or per_layer:
         # each comparison once over (steps, batch, neurons); the layers count their slices of it
@@ -540,9 +566,31 @@ def layer_slices(spec: NetworkSpec) -> list[slice]:
     return [slice(a, b) for a, b in spec.layer_offsets()]
 
 
+def signal_rngs(seed: int) -> dict:
+    """The generators of the output error's and the learning signal's
+    stochastic rounding, keys (SIGNAL_KEY, 0) and (SIGNAL_KEY, 1), seeded
+    with the network's seed (Lava's LearningSignal builds the same)."""
+    return {(SIGNAL_KEY, i): update_rng(seed, SIGNAL_KEY, i) for i in (0, 1)}
+
+
+def signal_generators(seed: int, rngs: dict | None, profile: FixedPointProfile | None = None) -> tuple:
+    """(error, signal) generators of a run: those of ``rngs``, added to it
+    when missing (so they persist across samples with the dict); fresh ones
+    when rngs is None (a run without learning). (None, None) when
+    ``profile`` is given and rounds neither stochastically (nothing to draw)."""
+    if profile is not None and "stochastic" not in (profile.error_rounding, profile.signal_rounding):
+        return None, None
+    rngs = {} if rngs is None else rngs
+    if (SIGNAL_KEY, 0) not in rngs or (SIGNAL_KEY, 1) not in rngs:
+        for key, g in signal_rngs(seed).items():
+            rngs.setdefault(key, g)
+    return rngs[(SIGNAL_KEY, 0)], rngs[(SIGNAL_KEY, 1)]
+
+
 def update_rngs(net: FixedNetwork) -> dict:
-    """One generator per learning matrix, keyed as the Lava models key them."""
-    rngs = {}
+    """One generator per learning matrix, keyed as the Lava models key them,
+    and the two of :func:`signal_rngs`."""
+    rngs = signal_rngs(net.seed)
     for r, L in enumerate(net.layers):
         rngs[(r, 0)] = update_rng(net.seed, r, 0)
         if L.w_rec is not None:
@@ -796,6 +844,7 @@ def _simulate_compiled(net: "FixedNetwork", x: np.ndarray, target, mask, learn: 
     slices = layer_slices(spec)
     if learn and rngs is None:
         rngs = update_rngs(net)
+    err_rng, sig_rng = signal_generators(net.seed, rngs, prof)
     x_buf = np.empty((T + 1, B, spec.n_inputs), np.int8)
     x_buf[0] = 0
     x_buf[1:] = x
@@ -858,7 +907,7 @@ def _simulate_compiled(net: "FixedNetwork", x: np.ndarray, target, mask, learn: 
         y_seq[t0:t1] = fused.run_fixed_readout(a_out, y, ro.d_kappa, ro.bias)
         if need_error:
             err_seq[t0:t1] = output_error(y_seq[t0:t1], target[t0:t1], mask[t0:t1], spec.loss, ro.y_scale, prof,
-                                          net.error_exp, learn_stats)
+                                          net.error_exp, learn_stats, err_rng)
         # what is sent at the block's last step, with the weights before any update
         sent_out = np.zeros((B, K), np.int64)
         for r, L in enumerate(net.layers):
@@ -870,7 +919,7 @@ def _simulate_compiled(net: "FixedNetwork", x: np.ndarray, target, mask, learn: 
         sent_out = wrap_int32(sent_out)
         if learn:
             signal = learning_signal(err_seq[t0:t1], net.feedback, net.signal_shift, prof, learn_stats,
-                                     _layer_counters(counters, slices))
+                                     _layer_counters(counters, slices), sig_rng)
             for r, L in enumerate(net.layers):
                 records = slice(t0, t1 + 1)  # the step before the block, then the block's steps
                 rec = dict(z=z_buf[r][records], psi=psi_buf[r][records],
@@ -929,6 +978,7 @@ def _simulate(net: FixedNetwork, x: np.ndarray, target: np.ndarray | None, mask:
     K = spec.readout.n_outputs
     if learn and rngs is None:
         rngs = update_rngs(net)
+    err_rng, sig_rng = signal_generators(net.seed, rngs, prof)
     slices = layer_slices(spec)
     n_layers = len(net.layers)
     states = [fx.initial_state(L.neuron, B) for L in net.layers]
@@ -974,7 +1024,7 @@ def _simulate(net: FixedNetwork, x: np.ndarray, target: np.ndarray | None, mask:
         y = readout_step(y, wrap_int32(a_out), ro)
         y_seq[t] = y
         if need_error:
-            err = output_error(y, target[t], mask[t], spec.loss, ro.y_scale, prof, net.error_exp, learn_stats)
+            err = output_error(y, target[t], mask[t], spec.loss, ro.y_scale, prof, net.error_exp, learn_stats, err_rng)
             err_seq[t] = err
         # Dense buffers for t+1 (weights before this step's update)
         for r, L in enumerate(net.layers):
@@ -987,7 +1037,7 @@ def _simulate(net: FixedNetwork, x: np.ndarray, target: np.ndarray | None, mask:
             buf_out[r] = dense_output(ro.w[:, slices[r]], zs[r], ro.weight_exp)
         if learn:
             signal = learning_signal(err, net.feedback, net.signal_shift, prof, learn_stats,
-                                     _layer_counters(counters, slices))
+                                     _layer_counters(counters, slices), sig_rng)
             for r, L in enumerate(net.layers):
                 p = L.neuron
                 sig = signal[:, slices[r]]
