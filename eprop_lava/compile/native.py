@@ -25,9 +25,10 @@ of the readout's v work unchanged on a chip. Everywhere else it runs with
 ``Loihi2SimCfg(select_tag='fixed_pt')``.
 
 Refused, with the reason: ALIF / STDP-ALIF (Lava's ATRLIF, its only
-adaptive-threshold process, keeps v after a spike and adds a refractory
-term instead, by its documented dynamics; not measured), Izhikevich (no Lava
-process), refractory periods (the standard LIF has none), learning
+adaptive-threshold process, keeps v after a spike and subtracts a refractory
+term r = 2 theta instead; measured against the engine in
+:mod:`eprop_lava.compile.native_alif`), Izhikevich (no Lava
+process), refractory periods (the standard LIF has none), and
 a readout bias that ``bias_mant << bias_exp`` cannot hold exactly. On-chip
 learning (``compile --learning``) is the graph of
 :mod:`eprop_lava.compile.native_learning` (LIF layers, random feedback;
@@ -42,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from eprop_lava.compile.native_alif import ATRLIF_MISMATCH
 from eprop_lava.engine import fixed_engine as fe
 from eprop_lava.errors import UserError
 from eprop_lava.fixed import dense_weights
@@ -100,9 +102,7 @@ def check_native(net: fe.FixedNetwork, learning: bool = False) -> None:
         p = L.neuron
         if p.kind in ("alif", "stdp_alif"):
             raise NativeError(f"layer {r} is {p.kind}: no standard Lava process matches the engine's ALIF: "
-                              "Lava's adaptive-threshold ATRLIF (lava/proc/atrlif) does not reset v after a spike "
-                              "(it adds a refractory term r = 2 theta) and fires at v - r >= theta, where the engine "
-                              "resets v to 0 and fires at v > vth + theta; native inference needs LIF layers")
+                              f"{ATRLIF_MISMATCH}; native inference needs LIF layers")
         if p.kind == "izhikevich":
             raise NativeError(f"layer {r} is izhikevich: Lava has no Izhikevich process")
         if np.any(np.asarray(p.n_ref) != 0):
