@@ -149,9 +149,9 @@ def test_compile_native_learning_cli(tmp_path, capsys):
     man = json.loads((out / "manifest.json").read_text())
     rows = man["native"]["learning_placement"]
     custom = {n: [r["process"] for r in rs if not r["standard"]] for n, rs in rows.items()}
-    ls = "ClosedLoopLearningSignal 0 (rows of B for layer 0)"
-    assert custom == {"eprop": ["EpropLearningLIF layer0 (16)", ls], "eprop_cut": ["EpropLearningLIF layer0 (16)", ls],
-                      "standard": [ls]}
+    ls, tgt = "ClosedLoopLearningSignal 0 (rows of B for layer 0)", "TargetSource (target, mask)"
+    assert custom == {"eprop": ["EpropLearningLIF layer0 (16)", ls, tgt],
+                      "eprop_cut": ["EpropLearningLIF layer0 (16)", ls, tgt], "standard": [ls, tgt]}
     assert {r["where"] for r in rows["eprop"]} == {"host", "neurocore", "neurocore (custom neuron program)",
                                                    "embedded CPU or host"}
     assert "On-chip e-prop, standard neuron" in (out / "report.md").read_text()

@@ -155,7 +155,8 @@ LEARNING_PLACEMENT = {
     "learning signal": ("embedded CPU or host", "ClosedLoopLearningSignal, a custom PyLoihiProcessModel: reads the "
                                                 "readout's v every step (RefPort), softmax error and B err in "
                                                 "fixed point; no neurocore computes a softmax"),
-    "target RingBuffer": ("host", "targets and loss mask are streamed from the host"),
+    "target RingBuffer": ("host", "targets and loss mask streamed from the host: Lava's RingBuffer with a float "
+                                  "model of its own (the fixed-point model would truncate the loss mask)"),
 }
 
 
@@ -182,7 +183,7 @@ def learning_placement(net: fe.FixedNetwork, neuron: str = "eprop") -> list[dict
         rows += [row(f"LearningDense w_out{r} ({K}x{n})", "LearningDense", True),
                  row(f"ClosedLoopLearningSignal {r} (rows of B for layer {r})", "learning signal", False)]
     rows += [row(f"LIF readout ({K})", "readout LIF", True),
-             row("RingBuffer source (target, mask)", "target RingBuffer", True),
+             row("TargetSource (target, mask)", "target RingBuffer", False),
              row("RingBuffer sink / Monitor", "RingBuffer sink / Monitor", True)]
     return rows
 
