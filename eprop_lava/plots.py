@@ -241,7 +241,7 @@ def firing_rates(spec: Any, spikes: list[np.ndarray], target_hz: float | None = 
     apart, with the regularizer's target rate and the layer mean."""
     if target_hz is None and spec.regularization.coefficient > 0:
         target_hz = spec.regularization.target_hz
-    fig = new_figure(5.5 * len(spikes), 3.8)
+    fig = new_figure(6.0 * len(spikes), 4.4)
     axes = np.atleast_1d(fig.subplots(1, len(spikes)))
     for r, (ax, z) in enumerate(zip(axes, spikes)):
         rates = np.asarray(z).mean(axis=(0, 1)) * 1000.0 / spec.dt
@@ -256,7 +256,8 @@ def firing_rates(spec: Any, spikes: list[np.ndarray], target_hz: float | None = 
         if target_hz is not None:
             ax.axvline(target_hz, color="green", ls="--", lw=1.5, label=f"target {target_hz:g} Hz")
         ax.set(xlabel="firing rate (Hz)", ylabel="neurons", title=f"layer {r} firing rates")
-        ax.legend(fontsize=8)
+        # below the axis: the histogram's tallest bars sit where an inside legend would go
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), fontsize=8, frameon=False, ncol=2)
     fig.tight_layout()
     return fig
 
@@ -438,8 +439,14 @@ def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, n_classes: int
         ax.set_xticks(ticks, names, rotation=90 if n > 12 else 0, fontsize=6 if n > 12 else 9)
         ax.set_yticks(ticks, names, fontsize=6 if n > 12 else 9)
     accuracy = np.trace(counts) / max(counts.sum(), 1)
-    ax.set(xlabel="predicted class", ylabel="true class",
-           title=f"{title}\n{counts.sum()} {unit}, accuracy {accuracy:.3f} (error {1 - accuracy:.3f})")
+    import textwrap
+
+    # long titles (which checkpoint, which samples) wrap to the figure's width instead of running off it
+    width = int(9 * (side + 1.0))
+    lines = [w for line in f"{title}\n{counts.sum()} {unit}, accuracy {accuracy:.3f} (error {1 - accuracy:.3f})"
+             .split("\n") for w in textwrap.wrap(line, width)]
+    ax.set(xlabel="predicted class", ylabel="true class")
+    ax.set_title("\n".join(lines), fontsize=10)
     fig.tight_layout()
     return fig
 

@@ -82,6 +82,18 @@ def test_weight_histogram_legends_do_not_cover_the_data():
         assert fig_box.x0 <= leg.x0 and leg.x1 <= fig_box.x1 and fig_box.y0 <= leg.y0   # not cut off
 
 
+def test_firing_rate_legend_does_not_cover_the_bars():
+    spec = small_network(short_task(), size=12)
+    rng = np.random.default_rng(3)
+    z = (rng.random((200, 2, 12)) < np.linspace(0.001, 0.05, 12)).astype(float)
+    fig = plots.firing_rates(spec, [z], target_hz=10.0)
+    r = rendered(fig)
+    ax = fig.axes[0]
+    leg = ax.get_legend().get_window_extent(r)
+    assert not leg.overlaps(ax.get_window_extent(r))
+    assert fig.bbox.y0 <= leg.y0 and leg.x0 >= fig.bbox.x0 and leg.x1 <= fig.bbox.x1
+
+
 def test_quantization_error_axis_spans_the_rounding_errors():
     rng = np.random.default_rng(1)
     step = 0.01
