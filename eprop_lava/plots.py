@@ -442,7 +442,7 @@ def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, n_classes: int
     import textwrap
 
     # long titles (which checkpoint, which samples) wrap to the figure's width instead of running off it
-    width = int(9 * (side + 1.0))
+    width = int(11 * (side + 1.0))
     lines = [w for line in f"{title}\n{counts.sum()} {unit}, accuracy {accuracy:.3f} (error {1 - accuracy:.3f})"
              .split("\n") for w in textwrap.wrap(line, width)]
     ax.set(xlabel="predicted class", ylabel="true class")
