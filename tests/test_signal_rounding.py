@@ -234,3 +234,15 @@ def test_lava_learns_the_engines_weights_with_stochastic_signal():
     near.profile = near.profile.with_(error_rounding="nearest", signal_rounding="nearest")
     fe.train_online(near, samples)
     assert any(not np.array_equal(w, near.weights()[k]) for k, w in engine.weights().items())
+
+
+@pytest.mark.parametrize("mode, expected", [("floor", [1, -2]), ("toward_zero", [1, -1]), ("nearest", [1, -2])])
+def test_deterministic_error_and_signal_roundings(mode, expected):
+    """exact error levels 1.2 and -1.8 (MSE, y = 0, mask 0.5, E = 3) and
+    B err / 2^s = 38/8, -4/8: each mode rounds them as its name says."""
+    prof = F.loihi2_profile(error_rounding=mode, signal_rounding=mode)
+    err = fe.output_error(np.zeros((1, 2)), np.array([[-0.3, 0.45]]), np.full(1, 0.5), "mse", 1.0, prof,
+                          error_exp=3)
+    assert list(err[0]) == expected
+    L = fe.learning_signal(np.array([[5, 3]]), np.array([[7, 1], [-2, 2]]), 3, prof)
+    assert list(L[0]) == {"floor": [4, -1], "toward_zero": [4, 0], "nearest": [5, 0]}[mode]
