@@ -83,6 +83,14 @@ class FixedPointProfile:
     ``update_rounding`` rounding of the weight update ("stochastic" uses a
                         seeded numpy Generator per synapse matrix).
     ``product_rounding`` rounding of the right shifts inside trace products.
+    ``error_rounding``  rounding of the output error's quantization
+                        err_fx = round(err 2^error_exp).
+    ``signal_rounding`` rounding of the learning signal's shift
+                        L = round((B err) / 2^signal_shift). "stochastic"
+                        (for either) draws from its own seeded generator,
+                        independent of the weight updates' (see
+                        ``fixed_engine.update_rngs``); "nearest" is the
+                        default.
     """
 
     name: str = "custom"
@@ -101,6 +109,8 @@ class FixedPointProfile:
     update_rounding: str = "stochastic"
     product_rounding: str = "toward_zero"
     update_interval: int | None = None
+    error_rounding: str = "nearest"
+    signal_rounding: str = "nearest"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -128,6 +138,9 @@ class FixedPointProfile:
         if self.product_rounding not in ("toward_zero", "floor", "nearest"):
             raise FixedPointError(f"product_rounding: must be deterministic (toward_zero, floor, nearest), "
                                   f"got {self.product_rounding!r}")
+        for key in ("error_rounding", "signal_rounding"):
+            if getattr(self, key) not in ROUNDINGS:
+                raise FixedPointError(f"{key}: unknown {getattr(self, key)!r}; choose one of {ROUNDINGS}")
         if self.update_interval is not None and (isinstance(self.update_interval, bool)
                                                  or not isinstance(self.update_interval, (int, np.integer))
                                                  or self.update_interval < 1):

@@ -196,7 +196,11 @@ def _fixed_network(kind, loss="cross_entropy", variant="random", sizes=(20, 15))
 
 @needs_numba
 @pytest.mark.parametrize("kind", ["lif", "alif", "stdp_alif", "izhikevich"])
-def test_compiled_fixed_network_equals_step_engine(kind):
+@pytest.mark.parametrize("block_elements", [None, 200])
+def test_compiled_fixed_network_equals_step_engine(kind, block_elements, monkeypatch):
+    # 200: inference in blocks of 2 steps (5 samples x 20 neurons), every boundary carried
+    if block_elements is not None:
+        monkeypatch.setattr(fe, "INFERENCE_BLOCK_ELEMENTS", block_elements)
     spec = _fixed_network(kind)
     net = fe.quantize(spec, init_params(spec, 1), "loihi2")
     assert fe.compiled_inference(net)
@@ -376,3 +380,53 @@ def _learning_sample(T=60, B=1, seed=6):
     target = np.zeros((T, B, 2))
     target[..., 1] = 1.0
     return x, target, None
+
+
+@needs_numba
+def test_32_bit_lane_primitives_equal_the_int64_ones():
+    # every rounding mode and shift the kernels use, on values whose intermediates fit int32
+    from numba import njit
+
+    from eprop_lava import fixed as fixed_arith
+
+    rng = np.random.default_rng(3)
+    x = np.concatenate([rng.integers(-(1 << 18), 1 << 18, 20000), np.arange(-5000, 5000)]).astype(np.int64)
+    factor = rng.integers(0, 4097, x.size).astype(np.int64)
+    narrow = fused._NARROW_PRIMITIVES
+
+    @njit
+    def apply(fn, a, b, c, out):  # pragma: no cover - compiled
+        for i in range(a.size):
+            out[i] = fn(a[i], b, c)
+
+    @njit
+    def apply_decay(fn, a, f, out):  # pragma: no cover - compiled
+        for i in range(a.size):
+            out[i] = fn(a[i], f[i])
+
+    out = np.empty_like(x)
+    apply_decay(narrow["k_decay"], x >> 6, factor, out)  # |x f| < 2^25
+    np.testing.assert_array_equal(out, fixed_arith.k_decay(x >> 6, factor))
+    for mode in (fixed_arith.ROUND_TOWARD_ZERO, fixed_arith.ROUND_FLOOR, fixed_arith.ROUND_NEAREST):
+        for shift in (0, 1, 4, 7, 12):
+            apply(narrow["k_shift"], x, shift, mode, out)
+            np.testing.assert_array_equal(out, fixed_arith.k_shift(x, shift, mode))
+    apply(narrow["k_clip"], x, -1000, 777, out)
+    np.testing.assert_array_equal(out, np.clip(x, -1000, 777))
+
+
+def test_32_bit_lanes_only_where_every_intermediate_fits():
+    from eprop_lava.fixed import loihi2_profile, wide_profile
+    from eprop_lava.neurons.fixed import lif_synapse_fits_int32
+
+    spec = _fixed_network("lif")
+    lif = fe.quantize(spec, init_params(spec, 1), "loihi2").layers[0].neuron
+    # loihi2: |ebar L| <= 2^8 2^7, |eps_v| 4096 <= 2^7 2^12: far inside int32, for any practical batch
+    assert lif_synapse_fits_int32(lif, loihi2_profile(), 4096)
+    # a batch so large that the batch sum of the products could pass 2^31
+    prod = (256 * 128 >> loihi2_profile().product_shift) + 1
+    assert not lif_synapse_fits_int32(lif, loihi2_profile(), (1 << 31) // prod + 1)
+    alif = fe.quantize(_fixed_network("alif"), init_params(_fixed_network("alif"), 1), "loihi2").layers[0].neuron
+    assert not lif_synapse_fits_int32(alif, loihi2_profile(), 16)  # ALIF's threshold trace: int64 lanes
+    wide = wide_profile()  # 32-bit traces (trace_max 2^32 - 1): int64 lanes
+    assert not lif_synapse_fits_int32(fe.quantize(spec, init_params(spec, 1), wide).layers[0].neuron, wide, 1)
