@@ -108,8 +108,10 @@ def check_set_key(key: str) -> None:
     for i, part in enumerate(parts[1:], start=1):
         if isinstance(node, tuple):  # a list of tables: an index, then the table
             if not part.isdigit():
+                # 'layers.size': the index left out; 'layers.x.size': a wrong index
+                rest = parts[i:] if part in tables[node[1]] else parts[i + 1:]
                 raise UserError(f"--set {key}: {'.'.join(parts[:i])} is a list; expected an index "
-                                f"(e.g. {'.'.join(parts[:i])}.0.{'.'.join(parts[i:]) or 'size'})")
+                                f"(e.g. {'.'.join(parts[:i] + ['0'] + (rest or ['size']))})")
             node = node[1]
             continue
         known = tables[node]

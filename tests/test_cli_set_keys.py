@@ -49,8 +49,10 @@ def test_key_without_close_match_lists_the_valid_keys(capsys):
 
 
 def test_list_needs_an_index(capsys):
-    assert main(["config", "show", "evidence", "--set", "spec.layers.size=3"]) == 2
-    assert "spec.layers is a list" in capsys.readouterr().err
+    for typed in ("spec.layers.size", "spec.layers.x.size"):   # index left out; a wrong index
+        assert main(["config", "show", "evidence", "--set", f"{typed}=3"]) == 2
+        err = capsys.readouterr().err
+        assert f"--set {typed}: spec.layers is a list" in err and "(e.g. spec.layers.0.size)" in err
 
 
 def test_free_form_task_options_are_not_checked_by_field(capsys):
