@@ -110,16 +110,15 @@ def train(config: Any = "evidence", out: str | Path | None = None, *, spec: Any 
     return train_run(task, net_spec, train_config, run_dir, resume=resume, log=log, init=init_params)
 
 
-def evaluate(checkpoint: str | Path, batches: int | None = None, option: str = "batches") -> dict:
+def evaluate(checkpoint: str | Path, batches: int = 8, option: str = "batches") -> dict:
     """Test metric of a checkpoint (a run directory gives its best checkpoint,
     else its last) on ``batches`` fresh test batches of the task it was
     trained on (its recorded options and test split, rng [seed, 3]).
     ``option`` names the batch count in messages (the CLI's "--batches")."""
     from eprop_lava.training import evaluate as evaluate_batches
-    from eprop_lava.training import EVAL_BATCHES, eval_batches, load_checkpoint, select_checkpoint, task_from_config
+    from eprop_lava.training import eval_batches, load_checkpoint, select_checkpoint, task_from_config
     from eprop_lava.validate import check_samples_memory
 
-    batches = EVAL_BATCHES if batches is None else batches
     if isinstance(batches, bool) or not isinstance(batches, int) or batches < 1:
         raise UserError(f"{option}: expected a positive integer, got {batches!r}")
     path, note = select_checkpoint(checkpoint)

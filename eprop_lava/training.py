@@ -408,7 +408,7 @@ def validation_batches(task: Any, config: TrainConfig, salt: int = 2) -> list[Ba
     return [source.batch(rng, config.batch_size) for _ in range(config.validation_batches)]
 
 
-#: test batches ``eprop-lava eval`` scores by default (its --batches)
+#: test batches ``eprop-lava eval`` scores by default (its --batches, api.evaluate's batches)
 EVAL_BATCHES = 8
 
 
