@@ -9,6 +9,7 @@ import importlib.util
 
 import numpy as np
 import pytest
+from conftest import learn_compiled_and_step
 
 from eprop_lava import fixed as F
 from eprop_lava.engine import fixed_engine as fe
@@ -147,12 +148,9 @@ def test_compiled_engine_equals_step_engine_with_stochastic_signal(kind):
     net = fe.quantize(spec, init_params(spec, 2), prof, loss_mask=_samples(1, 40, 1)[0][2])
     assert fe.compiled_inference(net)
     samples = _samples(2, 40, 1)
-    fast, ref = net.copy(), net.copy()
-    rf, rr = fe.update_rngs(fast), fe.update_rngs(ref)
+    fast, ref, runs = learn_compiled_and_step(net, samples)
     errs = []
-    for x, target, mask in samples:
-        a = fe.simulate(fast, x, target, mask, learn=True, rngs=rf)
-        b = fe._simulate(ref, x, target, mask, True, rr, False, None, fe.PER_SYNAPSE)
+    for a, b in runs:
         np.testing.assert_array_equal(a.err, b.err)
         np.testing.assert_array_equal(a.y, b.y)
         for za, zb in zip(a.z, b.z):
