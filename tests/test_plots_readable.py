@@ -134,3 +134,26 @@ def test_run_confusion_counts_the_samples_eval_scores(tmp_path):
     figs = plots.run_figures(tmp_path / "run")
     default = evaluate(tmp_path / "run")
     assert f"{default['test_batches']} batches x 4" in figs["confusion"].axes[0].get_title()
+
+
+def test_study_plot_names_the_float_band(tmp_path, monkeypatch):
+    import json
+    from pathlib import Path
+
+    from eprop_lava.studies import quantization
+
+    summary = json.loads((Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+                          / "quantization_evidence.json").read_text())["summary"]
+    figs = []
+
+    def keep(fig, path):
+        figs.append(fig)
+        return Path(path)
+
+    monkeypatch.setattr(plots, "save_figure", keep)
+    quantization.plot_report(summary, tmp_path)
+    ax = figs[0].axes[0]
+    assert "float ± std over seeds" in [t.get_text() for t in ax.get_legend().get_texts()]
+    band = [p for p in ax.patches if p.get_label() == "float ± std over seeds"][0]
+    mean, std = summary["float"]["score_mean"], summary["float"]["score_std"]   # axhspan: y in data units
+    np.testing.assert_allclose([band.get_y(), band.get_y() + band.get_height()], [mean - std, mean + std])
