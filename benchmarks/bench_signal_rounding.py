@@ -135,20 +135,13 @@ def gradient_agreement(rounding_seeds: int) -> list:
 
 
 def adaptation_runs(samples: int, test_samples: int, lr: float, rounding_seeds: int) -> dict:
-    from eprop_lava.compile.pipeline import compile_checkpoint
+    from bench_onchip_adaptation import trained_artifact
+
     from eprop_lava.studies.onchip import adaptation
-    from eprop_lava.tasks import get_task
-    from eprop_lava.training import TrainConfig, train
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        task = get_task("evidence")
-        spec = task.default_spec().replace(timing="loihi", reset="zero")
-        config = TrainConfig(task="evidence", algo="eprop", batch_size=32, iterations=150, validate_every=25,
-                             validation_batches=4, checkpoint_every=25, seed=1, progress=False)
-        res = train(task, spec, config, tmp / "train", resume=False)
-        print(f"trained: validation error {res.final_validation['error']:.3f}", flush=True)
-        compile_checkpoint(tmp / "train" / "checkpoint.npz", tmp / "art", target="loihi2", learning=True)
+        trained_artifact(tmp)
         runs = []
         for stream in (4, 5, 6):
             for name, changes in ROUNDINGS.items():

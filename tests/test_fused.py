@@ -3,7 +3,7 @@ same trajectories and gradients from two independent computations."""
 
 import numpy as np
 import pytest
-from conftest import assert_gradients_match
+from conftest import assert_gradients_match, learn_compiled_and_step
 
 from eprop_lava.engine import fused
 from eprop_lava.engine.backend import make_ops
@@ -219,17 +219,6 @@ def test_compiled_fixed_network_equals_step_engine(kind, block_elements, monkeyp
     np.testing.assert_array_equal(fast.err, ref.err)
 
 
-def _learn_both(net, samples):
-    """Online learning over ``samples`` in the compiled loops and in the step
-    engine, from copies of ``net`` with one generator set each."""
-    fast, ref = net.copy(), net.copy()
-    rf, rr = fe.update_rngs(fast), fe.update_rngs(ref)
-    runs = []
-    for x, target, mask in samples:
-        a = fe.simulate(fast, x, target, mask, learn=True, rngs=rf)
-        b = fe._simulate(ref, x, target, mask, True, rr, False, None, fe.PER_SYNAPSE)
-        runs.append((a, b))
-    return fast, ref, runs
 
 
 @needs_numba
@@ -257,7 +246,7 @@ def test_compiled_learning_is_bit_exact_to_step_engine(kind, case):
         target = np.zeros((60, B, 2))
         target[..., rng.integers(0, 2)] = 1.0
         samples.append((x, target, None))
-    fast, ref, runs = _learn_both(net, samples)
+    fast, ref, runs = learn_compiled_and_step(net, samples)
     for a, b in runs:
         for za, zb in zip(a.z, b.z):
             np.testing.assert_array_equal(za, zb)

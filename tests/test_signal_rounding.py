@@ -9,6 +9,7 @@ import importlib.util
 
 import numpy as np
 import pytest
+from conftest import learn_compiled_and_step
 
 from eprop_lava import fixed as F
 from eprop_lava.engine import fixed_engine as fe
@@ -147,12 +148,9 @@ def test_compiled_engine_equals_step_engine_with_stochastic_signal(kind):
     net = fe.quantize(spec, init_params(spec, 2), prof, loss_mask=_samples(1, 40, 1)[0][2])
     assert fe.compiled_inference(net)
     samples = _samples(2, 40, 1)
-    fast, ref = net.copy(), net.copy()
-    rf, rr = fe.update_rngs(fast), fe.update_rngs(ref)
+    fast, ref, runs = learn_compiled_and_step(net, samples)
     errs = []
-    for x, target, mask in samples:
-        a = fe.simulate(fast, x, target, mask, learn=True, rngs=rf)
-        b = fe._simulate(ref, x, target, mask, True, rr, False, None, fe.PER_SYNAPSE)
+    for a, b in runs:
         np.testing.assert_array_equal(a.err, b.err)
         np.testing.assert_array_equal(a.y, b.y)
         for za, zb in zip(a.z, b.z):
@@ -234,3 +232,15 @@ def test_lava_learns_the_engines_weights_with_stochastic_signal():
     near.profile = near.profile.with_(error_rounding="nearest", signal_rounding="nearest")
     fe.train_online(near, samples)
     assert any(not np.array_equal(w, near.weights()[k]) for k, w in engine.weights().items())
+
+
+@pytest.mark.parametrize("mode, expected", [("floor", [1, -2]), ("toward_zero", [1, -1]), ("nearest", [1, -2])])
+def test_deterministic_error_and_signal_roundings(mode, expected):
+    """exact error levels 1.2 and -1.8 (MSE, y = 0, mask 0.5, E = 3) and
+    B err / 2^s = 38/8, -4/8: each mode rounds them as its name says."""
+    prof = F.loihi2_profile(error_rounding=mode, signal_rounding=mode)
+    err = fe.output_error(np.zeros((1, 2)), np.array([[-0.3, 0.45]]), np.full(1, 0.5), "mse", 1.0, prof,
+                          error_exp=3)
+    assert list(err[0]) == expected
+    L = fe.learning_signal(np.array([[5, 3]]), np.array([[7, 1], [-2, 2]]), 3, prof)
+    assert list(L[0]) == {"floor": [4, -1], "toward_zero": [4, 0], "nearest": [5, 0]}[mode]

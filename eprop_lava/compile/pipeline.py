@@ -320,7 +320,8 @@ def save_run_figures(art: Any, task: Any, ts: Any, run: Any, lava: dict | None) 
     """ARTIFACT/plots/*.png of a run (plots.artifact_run_figures); the paths."""
     from eprop_lava.plots import artifact_run_figures, save_figure
 
-    figs = artifact_run_figures(task, ts, art.spec, art.float_params, art.net, run, lava)
+    figs = artifact_run_figures(task, ts, art.spec, art.float_params, art.net, run, lava,
+                                seed=int(art.manifest["source"]["seed"]))
     return [str(save_figure(fig, art.path / "plots" / f"{name}.png")) for name, fig in figs.items()]
 
 
