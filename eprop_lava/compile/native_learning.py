@@ -220,13 +220,6 @@ def run_sample(net: fe.FixedNetwork, x: np.ndarray, target: np.ndarray, mask: np
         ls.y_ref.connect_var(readout.v)
         tgt.s_out.connect(ls.target_in)
 
-        def hidden(w: np.ndarray, key: str, weight_exp: int, name: str) -> Any:
-            if not learn_hidden:
-                return Dense(weights=w.copy(), weight_exp=int(weight_exp), num_weight_bits=weight_bits(w), name=name)
-            ld = learning(w, R[key].learning_rule() if key != f"layers.{r}.w_in" else rule_in, weight_exp, name)
-            post_traces(ld)
-            return ld
-
         def post_traces(ld: Any) -> None:
             if neuron != "standard":
                 lif.s_out_bap.connect(ld.s_in_bap)
@@ -237,6 +230,13 @@ def run_sample(net: fe.FixedNetwork, x: np.ndarray, target: np.ndarray, mask: np
                 lif.s_out.connect(ld.s_in_bap)
                 ls.signal_pos_out.connect(ld.s_in_y2)
                 ls.signal_neg_out.connect(ld.s_in_y3)
+
+        def hidden(w: np.ndarray, key: str, weight_exp: int, name: str) -> Any:
+            if not learn_hidden:
+                return Dense(weights=w.copy(), weight_exp=int(weight_exp), num_weight_bits=weight_bits(w), name=name)
+            ld = learning(w, R[key].learning_rule() if key != f"layers.{r}.w_in" else rule_in, weight_exp, name)
+            post_traces(ld)
+            return ld
 
         d_in = hidden(L.w_in, f"layers.{r}.w_in", L.weight_exp, f"w_in{r}")
         below.connect(d_in.s_in)
@@ -252,9 +252,9 @@ def run_sample(net: fe.FixedNetwork, x: np.ndarray, target: np.ndarray, mask: np
         w_out = ro.w[:, slices[r]]
         if learn_readout:
             d_out = learning(w_out, R[f"readout.w.{r}"].learning_rule(), ro.weight_exp, f"w_out{r}")
-            sigs_err = sigs[0] if sigs else ls  # the first process sends the output error to every readout slice
-            sigs_err.err_pos_out.connect(d_out.s_in_y2)
-            sigs_err.err_neg_out.connect(d_out.s_in_y3)
+            err_sender = sigs[0] if sigs else ls  # the first process sends the output error to every readout slice
+            err_sender.err_pos_out.connect(d_out.s_in_y2)
+            err_sender.err_neg_out.connect(d_out.s_in_y3)
         else:
             d_out = Dense(weights=w_out.copy(), weight_exp=int(ro.weight_exp), num_weight_bits=weight_bits(w_out),
                           name=f"w_out{r}")
