@@ -33,6 +33,19 @@ from eprop_lava.training import TrainConfig, train
 OUT = Path(__file__).resolve().parent / "results" / "onchip_adaptation.json"
 
 
+def trained_artifact(tmp: Path) -> Path:
+    """The demo's network (evidence, Loihi timing, 150 iterations, seed 1)
+    trained off-chip and compiled for loihi2 with learning: ``tmp / "art"``."""
+    task = get_task("evidence")
+    spec = task.default_spec().replace(timing="loihi", reset="zero")
+    config = TrainConfig(task="evidence", algo="eprop", batch_size=32, iterations=150, validate_every=25,
+                         validation_batches=4, checkpoint_every=25, seed=1, progress=False)
+    res = train(task, spec, config, tmp / "train", resume=False)
+    print(f"trained: validation error {res.final_validation['error']:.3f}", flush=True)
+    compile_checkpoint(tmp / "train" / "checkpoint.npz", tmp / "art", target="loihi2", learning=True)
+    return tmp / "art"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--samples", default="16,32", help="on-chip sample counts, comma-separated")
@@ -45,13 +58,7 @@ def main() -> int:
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        task = get_task("evidence")
-        spec = task.default_spec().replace(timing="loihi", reset="zero")
-        config = TrainConfig(task="evidence", algo="eprop", batch_size=32, iterations=150, validate_every=25,
-                             validation_batches=4, checkpoint_every=25, seed=1, progress=False)
-        res = train(task, spec, config, tmp / "train", resume=False)
-        print(f"trained: validation error {res.final_validation['error']:.3f}", flush=True)
-        compile_checkpoint(tmp / "train" / "checkpoint.npz", tmp / "art", target="loihi2", learning=True)
+        trained_artifact(tmp)
         runs = []
         for n in counts:
             for i in range(args.repeats):

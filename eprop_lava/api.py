@@ -115,10 +115,8 @@ def evaluate(checkpoint: str | Path, batches: int = 8, option: str = "batches") 
     else its last) on ``batches`` fresh test batches of the task it was
     trained on (its recorded options and test split, rng [seed, 3]).
     ``option`` names the batch count in messages (the CLI's "--batches")."""
-    import numpy as np
-
     from eprop_lava.training import evaluate as evaluate_batches
-    from eprop_lava.training import held_out, load_checkpoint, select_checkpoint, task_from_config
+    from eprop_lava.training import eval_batches, load_checkpoint, select_checkpoint, task_from_config
     from eprop_lava.validate import check_samples_memory
 
     if isinstance(batches, bool) or not isinstance(batches, int) or batches < 1:
@@ -128,9 +126,7 @@ def evaluate(checkpoint: str | Path, batches: int = 8, option: str = "batches") 
     task = task_from_config(ck.config)
     check_samples_memory(option, batches, batches * ck.config.batch_size, getattr(task, "steps", 1),
                          ck.spec.n_inputs + ck.spec.readout.n_outputs)
-    rng = np.random.default_rng([ck.config.seed, 3])
-    test = held_out(task, "test")
-    data = [test.batch(rng, ck.config.batch_size) for _ in range(batches)]
+    data = eval_batches(task, ck.config, batches)
     result = evaluate_batches(task, ck.spec, ck.params, data, ck.config)
     return {"checkpoint": str(path), "checkpoint_note": note, "task": ck.config.task,
             "task_options": ck.config.task_options, "iteration": ck.iteration, "metric": task.metric_name,

@@ -73,6 +73,58 @@ def _set_path(tree: dict, dotted: str, value: Any, origin: str) -> None:
         node[last] = value
 
 
+def _set_key_tables() -> dict:
+    """{dataclass: {field: the dataclass (or ``list``, dataclass) a dotted key
+    continues into}} for the trees a --set key may address; a field missing
+    from the inner dict is a leaf or a free-form table (task_options)."""
+    from dataclasses import fields
+
+    from eprop_lava.spec import (
+        ConventionSpec, LayerSpec, LearningSpec, NetworkSpec, NeuronParams, OptimizerSpec, ReadoutSpec,
+        RegularizationSpec,
+    )
+    from eprop_lava.training import TrainConfig
+
+    nested = {NetworkSpec: {"layers": (list, LayerSpec), "readout": ReadoutSpec, "learning": LearningSpec,
+                            "regularization": RegularizationSpec, "optimizer": OptimizerSpec,
+                            "conventions": ConventionSpec},
+              LayerSpec: {"params": NeuronParams}}
+    classes = (NetworkSpec, LayerSpec, NeuronParams, ReadoutSpec, LearningSpec, RegularizationSpec, OptimizerSpec,
+               ConventionSpec, TrainConfig)
+    return {cls: {f.name: nested.get(cls, {}).get(f.name) for f in fields(cls)} for cls in classes}
+
+
+def check_set_key(key: str) -> None:
+    """Refuse a --set key that names no field, with the key as typed and the
+    closest valid key (difflib, :func:`did_you_mean`) in one line."""
+    import difflib
+
+    from eprop_lava.spec import NetworkSpec
+    from eprop_lava.training import TrainConfig
+
+    tables = _set_key_tables()
+    parts = key.split(".")
+    node: Any = {"spec": NetworkSpec, "train": TrainConfig}[parts[0]]
+    for i, part in enumerate(parts[1:], start=1):
+        if isinstance(node, tuple):  # a list of tables: an index, then the table
+            if not part.isdigit():
+                # 'layers.size': the index left out; 'layers.x.size': a wrong index
+                rest = parts[i:] if part in tables[node[1]] else parts[i + 1:]
+                raise UserError(f"--set {key}: {'.'.join(parts[:i])} is a list; expected an index "
+                                f"(e.g. {'.'.join(parts[:i] + ['0'] + (rest or ['size']))})")
+            node = node[1]
+            continue
+        known = tables[node]
+        if part not in known:
+            close = difflib.get_close_matches(part, list(known), n=1, cutoff=0.6)
+            hint = f" (did you mean {'.'.join(parts[:i] + close + parts[i + 1:])!r}?)" if close else ""
+            raise UserError(f"--set {key}: unknown key {part!r} in {'.'.join(parts[:i])}{hint}; "
+                            f"valid there: {', '.join(sorted(known))}")
+        node = known[part]
+        if node is None:  # a leaf, or a free-form table (task options): the tree's own checks apply
+            return
+
+
 def _deep_merge(base: dict, update: dict) -> dict:
     out = dict(base)
     for k, v in update.items():
@@ -133,6 +185,8 @@ def resolve_run(task_name: str, config_file: str | None, overrides: Sequence[str
             raise UserError(f"--set {item!r}: expected key=value, e.g. --set train.iterations=100")
         key, value = item.split("=", 1)
         key = key.strip()
+        if key.startswith(("spec.", "train.")):
+            check_set_key(key)
         if key.startswith("spec."):
             spec_sets.append((key, _parse_value(value)))
         elif key.startswith("train."):

@@ -83,6 +83,14 @@ class FixedPointProfile:
     ``update_rounding`` rounding of the weight update ("stochastic" uses a
                         seeded numpy Generator per synapse matrix).
     ``product_rounding`` rounding of the right shifts inside trace products.
+    ``error_rounding``  rounding of the output error's quantization
+                        err_fx = round(err 2^error_exp).
+    ``signal_rounding`` rounding of the learning signal's shift
+                        L = round((B err) / 2^signal_shift). "stochastic"
+                        (for either) draws from its own seeded generator,
+                        independent of the weight updates' (see
+                        ``fixed_engine.update_rngs``); "nearest" is the
+                        default.
     """
 
     name: str = "custom"
@@ -101,6 +109,8 @@ class FixedPointProfile:
     update_rounding: str = "stochastic"
     product_rounding: str = "toward_zero"
     update_interval: int | None = None
+    error_rounding: str = "nearest"
+    signal_rounding: str = "nearest"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -128,6 +138,9 @@ class FixedPointProfile:
         if self.product_rounding not in ("toward_zero", "floor", "nearest"):
             raise FixedPointError(f"product_rounding: must be deterministic (toward_zero, floor, nearest), "
                                   f"got {self.product_rounding!r}")
+        for key in ("error_rounding", "signal_rounding"):
+            if getattr(self, key) not in ROUNDINGS:
+                raise FixedPointError(f"{key}: unknown {getattr(self, key)!r}; choose one of {ROUNDINGS}")
         if self.update_interval is not None and (isinstance(self.update_interval, bool)
                                                  or not isinstance(self.update_interval, (int, np.integer))
                                                  or self.update_interval < 1):
@@ -451,6 +464,55 @@ def dense_weights(weights: Any, num_weight_bits: int = 8, sign_mode: str | None 
     k = 8 - num_weight_bits + mixed
     w = (w >> k) << k
     return -w if mode == "inhibitory" else w
+
+
+#: Loihi's weight width: Lava's Dense clips its integers to 8 bits (+ sign) before truncating
+DENSE_WEIGHT_BITS = 8
+
+
+def dense_grid(sign_mode: str, num_weight_bits: int = DENSE_WEIGHT_BITS,
+               matrix_sign_mode: str | None = None) -> tuple[int, int, int]:
+    """(step, lo, hi): the integers :func:`dense_weights` keeps unchanged, i.e.
+    the multiples of step = 2^(8 - num_weight_bits + mixed) in [lo, hi] with
+    mixed [-256, 256 - step], excitatory [0, 256 - 2^(8 - b)], inhibitory the
+    negatives (Lava clips an inhibitory matrix to [-255, 0] before truncating).
+
+    ``matrix_sign_mode``: the sign mode Lava's Dense will determine for the
+    matrix itself when ``sign_mode`` is that of a larger group (lava-dl netx
+    chooses the bits of [w_in | w_rec] together but builds one Dense per
+    matrix, each determining its own sign mode): the intersection of both
+    grids, so an all-negative matrix in a mixed group never holds -256."""
+    modes = [sign_mode] + ([matrix_sign_mode] if matrix_sign_mode else [])
+    step, lo, hi = 1, -256, 255
+    for mode in modes:
+        if mode not in ("excitatory", "inhibitory", "mixed"):
+            raise FixedPointError(f"sign_mode: unknown {mode!r}")
+        s = 1 << (DENSE_WEIGHT_BITS - num_weight_bits + (mode == "mixed"))
+        mlo, mhi = {"mixed": (-256, 256 - s), "excitatory": (0, 256 - s), "inhibitory": (-(256 - s), 0)}[mode]
+        step, lo, hi = max(step, s), max(lo, mlo), min(hi, mhi)
+    # steps are powers of two: the coarser one is a multiple of the finer; round the ends inward
+    return step, -((-lo) // step) * step, (hi // step) * step
+
+
+def round_to_dense_grid(x: Any, num_weight_bits: int = DENSE_WEIGHT_BITS, sign_mode: str | None = None,
+                        matrix_sign_mode: str | None = None, rng: np.random.Generator | None = None) -> np.ndarray:
+    """Float weights (already in integer units) -> the nearest integers on the
+    grid of :func:`dense_grid` (ties to the even multiple of the step), so that
+    Lava's Dense truncation (:func:`dense_weights`) keeps every one of them.
+    With ``rng``: stochastic rounding on the grid, floor(x / step + u) step,
+    u ~ U[0, 1) drawn per element in C order (unbiased inside the range).
+    ``sign_mode`` defaults to the sign mode of the nearest integers of ``x``
+    (Lava's determine_sign_mode: values above -1/2 that round to 0 do not make
+    a matrix mixed). The grid's rounding can only narrow the sign mode further,
+    and a value on a grid is on the grids of the narrower sign modes too."""
+    x = np.asarray(x, dtype=np.float64)
+    if not 1 <= num_weight_bits <= DENSE_WEIGHT_BITS:
+        raise FixedPointError(f"num_weight_bits: must lie in [1, 8], got {num_weight_bits}")
+    if sign_mode is None:
+        sign_mode = dense_sign_mode(np.rint(x)) if x.size else "mixed"
+    step, lo, hi = dense_grid(sign_mode, num_weight_bits, matrix_sign_mode)
+    q = np.rint(x / step) if rng is None else np.floor(x / step + rng.random(x.shape))
+    return np.clip(q * step, lo, hi).astype(np.int64)
 
 
 # ------------------------------------------------------------------ learning rates

@@ -17,7 +17,8 @@ its own); :func:`save_figure` writes one atomically when asked.
 * :func:`quantization`: float against quantized weights, and the error;
 * :func:`readouts`: float / fixed-point / Lava readouts overlaid;
 * :func:`learning_curve_onchip`: on-chip learning, error against samples;
-* :func:`confusion_matrix`: true against predicted class.
+* :func:`confusion_matrix`: true against predicted class;
+* :func:`core_map`: a compiled network's populations on the chips' cores.
 """
 
 from __future__ import annotations
@@ -240,7 +241,7 @@ def firing_rates(spec: Any, spikes: list[np.ndarray], target_hz: float | None = 
     apart, with the regularizer's target rate and the layer mean."""
     if target_hz is None and spec.regularization.coefficient > 0:
         target_hz = spec.regularization.target_hz
-    fig = new_figure(5.5 * len(spikes), 3.8)
+    fig = new_figure(6.0 * len(spikes), 4.4)
     axes = np.atleast_1d(fig.subplots(1, len(spikes)))
     for r, (ax, z) in enumerate(zip(axes, spikes)):
         rates = np.asarray(z).mean(axis=(0, 1)) * 1000.0 / spec.dt
@@ -255,7 +256,8 @@ def firing_rates(spec: Any, spikes: list[np.ndarray], target_hz: float | None = 
         if target_hz is not None:
             ax.axvline(target_hz, color="green", ls="--", lw=1.5, label=f"target {target_hz:g} Hz")
         ax.set(xlabel="firing rate (Hz)", ylabel="neurons", title=f"layer {r} firing rates")
-        ax.legend(fontsize=8)
+        # below the axis: the histogram's tallest bars sit where an inside legend would go
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), fontsize=8, frameon=False, ncol=2)
     fig.tight_layout()
     return fig
 
@@ -268,7 +270,7 @@ def _matrix_names(params: Mapping) -> list[str]:
 def weight_histograms(before: Mapping, after: Mapping) -> Any:
     """Distribution of every weight matrix at initialization and after training."""
     names = [k for k in _matrix_names(after) if k in before]
-    fig = new_figure(4.2 * len(names), 3.6)
+    fig = new_figure(4.2 * len(names), 4.2)
     axes = np.atleast_1d(fig.subplots(1, len(names)))
     for ax, k in zip(axes, names):
         a, b = np.ravel(before[k]), np.ravel(after[k])
@@ -276,9 +278,10 @@ def weight_histograms(before: Mapping, after: Mapping) -> Any:
         bins = np.linspace(lo, hi + 1e-12, 50)
         ax.hist(b, bins=bins, color="tab:orange", alpha=0.8, label=f"after training (sd {b.std():.3f})")
         ax.hist(a, bins=bins, histtype="step", color="k", lw=1.2, label=f"initial (sd {a.std():.3f})")
-        ax.set(xlabel="weight", ylabel="synapses", title=k)
+        ax.set(xlabel="weight", ylabel="synapses (log scale)", title=k)
         ax.set_yscale("log")
-        ax.legend(fontsize=8)
+        # below the axis: the histograms fill the panel, so a legend inside would hide bars
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize=8, frameon=False, ncol=1)
     fig.suptitle("weights at initialization and after training", fontsize=11)
     fig.tight_layout()
     return fig
@@ -287,10 +290,11 @@ def weight_histograms(before: Mapping, after: Mapping) -> Any:
 def quantization(float_weights: Mapping, quantized_weights: Mapping, bits: Mapping | None = None,
                  steps: Mapping | None = None) -> Any:
     """Per matrix: quantized (dequantized to float units) against float
-    weights, and the histogram of the error quantized - float (log counts),
-    with the relative RMS error ||q - w|| / ||w||. ``steps`` (float size of
-    one integer step per matrix) marks +-half a step, the rounding error's
-    bound: errors beyond it come from clipping."""
+    weights, and the histogram of the error quantized - float, with the
+    relative RMS error ||q - w|| / ||w||. ``steps`` (float size of one
+    integer step per matrix) marks +-half a step, the rounding error's
+    bound: errors beyond it come from clipping, are counted in the title and
+    left off the histogram, whose axis spans the rounding errors."""
     names = [k for k in float_weights if k in quantized_weights]
     fig = new_figure(4.0 * len(names), 7.0)
     axes = np.asarray(fig.subplots(2, len(names), squeeze=False))
@@ -307,18 +311,29 @@ def quantization(float_weights: Mapping, quantized_weights: Mapping, bits: Mappi
                title=f"{k}" + (f", {bits[k]} bits" if bits and k in bits else ""))
         ax.legend(fontsize=7, loc="upper left")
         ax = axes[1, j]
-        ax.hist(err, bins=50, color="tab:purple", label="synapses")
-        ax.set_yscale("log")
         title = f"error: relative RMS {rel:.4f}"
+        shown = err
         if steps and k in steps:
             half = 0.5 * steps[k]
+            inside = np.abs(err) <= half * (1 + 1e-9)
+            clipped = int(np.sum(~inside))
+            title += f", {clipped} clipped"
+            # the rounding errors' range: a few clipped synapses far out would squeeze them into one bar
+            shown = err[inside]
+            ax.set_xlim(-1.15 * half, 1.15 * half)
             ax.axvline(-half, color="k", ls=":", lw=1.0, label="+-half a step (rounding)")
             ax.axvline(half, color="k", ls=":", lw=1.0)
-            clipped = int(np.sum(np.abs(err) > half * (1 + 1e-9)))
-            title += f", {clipped} clipped"
-        ax.set(xlabel="quantized - float (float units)", ylabel="synapses", title=title)
+            if clipped:
+                far = err[~inside]
+                ax.text(0.98, 0.97, f"{clipped} clipped, off scale:\nerror {far.min():.3g} to {far.max():.3g}",
+                        transform=ax.transAxes, ha="right", va="top", fontsize=7,
+                        bbox=dict(facecolor="white", edgecolor="none", alpha=0.8))
+        counts, _, _ = ax.hist(shown, bins=50, color="tab:purple", label="synapses")
+        ax.set_ylim(0, 1.3 * max(float(np.max(counts, initial=0.0)), 1.0))  # headroom for the note, no overlap
+        xlabel = "quantized - float (float units)" + ("\ndotted: +-half a step (rounding bound)" if steps and k in steps
+                                                      else "")
+        ax.set(xlabel=xlabel, ylabel="synapses", title=title)
         ax.ticklabel_format(axis="x", style="sci", scilimits=(-2, 2))
-        ax.legend(fontsize=7)
     fig.suptitle("float against quantized weights", fontsize=11)
     fig.tight_layout()
     return fig
@@ -424,8 +439,14 @@ def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, n_classes: int
         ax.set_xticks(ticks, names, rotation=90 if n > 12 else 0, fontsize=6 if n > 12 else 9)
         ax.set_yticks(ticks, names, fontsize=6 if n > 12 else 9)
     accuracy = np.trace(counts) / max(counts.sum(), 1)
-    ax.set(xlabel="predicted class", ylabel="true class",
-           title=f"{title}\n{counts.sum()} {unit}, accuracy {accuracy:.3f}")
+    import textwrap
+
+    # long titles (which checkpoint, which samples) wrap to the figure's width instead of running off it
+    width = int(11 * (side + 1.0))
+    lines = [w for line in f"{title}\n{counts.sum()} {unit}, accuracy {accuracy:.3f} (error {1 - accuracy:.3f})"
+             .split("\n") for w in textwrap.wrap(line, width)]
+    ax.set(xlabel="predicted class", ylabel="true class")
+    ax.set_title("\n".join(lines), fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -579,16 +600,18 @@ def _class_names(task: Any, K: int) -> list[str]:
 # ------------------------------------------------------------------ a compiled artifact's run
 def artifact_run_figures(task: Any, ts: Any, spec: Any, float_params: Mapping | None, net: Any, run: Any,
                          lava: Mapping | None = None, curve: Sequence | Mapping | None = None,
-                         sample: int = 0) -> dict:
+                         sample: int = 0, seed: int | None = None) -> dict:
     """Figures of ``eprop-lava run``: the readout of one test sample from the
     float engine (``spec``, the compiled semantics), the fixed-point engine
     and Lava (when it ran that sample) overlaid in float units (y_fx / y_scale);
-    the fixed-point engine's confusion matrix (classification tasks); the
-    on-chip learning curve when ``curve`` holds one."""
+    the fixed-point engine's confusion matrix (classification tasks) on all
+    of ``ts``, the samples its reported error counts (``seed``: the data
+    seed, named in the title); the on-chip learning curve when ``curve``
+    holds one."""
     from eprop_lava.tasks.base import window_decision
     from eprop_lava.training import forward_outputs
 
-    T = ts.x.shape[0]
+    T, n_samples = ts.x.shape[0], ts.x.shape[1]
     K = spec.readout.n_outputs
     names = _class_names(task, K)
     t_ms = np.arange(T) * spec.dt
@@ -608,8 +631,9 @@ def artifact_run_figures(task: Any, ts: Any, spec: Any, float_params: Mapping | 
     figs = {"readouts": readouts(t_ms, outputs, target, task_phases(task, ts.batch, sample), names=names,
                                  title=title)}
     if labels is not None and np.asarray(labels).ndim == 1:
+        which = f"test samples 0-{n_samples - 1}" + (f" of rng [{seed}, 3]" if seed is not None else "")
         figs["confusion_fixed_point"] = confusion_matrix(labels, window_decision(y_fixed, ts.mask), K, names,
-                                                         "fixed-point engine, test samples")
+                                                         f"fixed-point engine, {which}")
     if curve:
         figs["onchip_learning"] = learning_curve_onchip(curve, getattr(task, "metric_name", "error"))
     return figs
@@ -619,7 +643,6 @@ def artifact_run_figures(task: Any, ts: Any, spec: Any, float_params: Mapping | 
 def run_figures(run_dir: str | Path) -> dict:
     """Every figure of a training run that its data supports: name -> Figure."""
     from eprop_lava.engine.network import init_params
-    from eprop_lava.tasks.base import window_decision
     from eprop_lava.training import forward_outputs, load_checkpoint, task_from_config
 
     run_dir = Path(run_dir)
@@ -639,20 +662,40 @@ def run_figures(run_dir: str | Path) -> dict:
         figs["membrane"] = membrane_traces(ck.spec, ck.params, batch.x, phases=phases)
     figs["weights"] = weight_histograms(init_params(ck.spec), ck.params)
     if ck.spec.loss == "cross_entropy":
-        from eprop_lava.training import held_out
-
-        test = held_out(task, "test").batch(np.random.default_rng([ck.config.seed, 3]), max(64, ck.config.batch_size))
-        y_test = np.asarray(forward_outputs(ck.spec, ck.params, test)[0])
-        K = ck.spec.readout.n_outputs
-        names = _class_names(task, K)
-        if test.labels is not None and np.asarray(test.labels).ndim == 1:
-            figs["confusion"] = confusion_matrix(test.labels, window_decision(y_test, test.mask), K, names,
-                                                 "float network, test samples")
-        else:  # frame-wise targets (phone classification): every scored step
-            scored = np.asarray(test.mask) > 0
-            figs["confusion"] = confusion_matrix(np.argmax(test.target, -1)[scored], np.argmax(y_test, -1)[scored],
-                                                 K, names, "float network, test utterances", unit="frames")
+        figs["confusion"] = run_confusion(run_dir, task)
     return figs
+
+
+def run_confusion(run_dir: str | Path, task: Any = None, batches: int | None = None) -> Any:
+    """The confusion matrix of the float network on exactly the samples
+    ``eprop-lava eval RUN`` scores (its checkpoint choice: best.npz if the run
+    kept one; :func:`eprop_lava.training.eval_batches`, ``batches`` default
+    that of eval), so its accuracy is 1 - eval's test error; the title names
+    the checkpoint and the samples."""
+    from eprop_lava.tasks.base import window_decision
+    from eprop_lava.training import (
+        EVAL_BATCHES, eval_batches, forward_outputs, load_checkpoint, select_checkpoint, task_from_config,
+    )
+
+    path, _ = select_checkpoint(run_dir)
+    ck = load_checkpoint(path)
+    task = task if task is not None else task_from_config(ck.config)
+    batches = EVAL_BATCHES if batches is None else batches
+    data = eval_batches(task, ck.config, batches)
+    K = ck.spec.readout.n_outputs
+    names = _class_names(task, K)
+    which = (f"{path.name} (iteration {ck.iteration}), the test samples of 'eprop-lava eval':\n"
+             f"{batches} batches x {ck.config.batch_size}, rng [{ck.config.seed}, 3]")
+    ys = [np.asarray(forward_outputs(ck.spec, ck.params, b, ck.config)[0]) for b in data]
+    if all(b.labels is not None and np.asarray(b.labels).ndim == 1 for b in data):
+        labels = np.concatenate([np.asarray(b.labels) for b in data])
+        predictions = np.concatenate([window_decision(y, b.mask) for y, b in zip(ys, data)])
+        return confusion_matrix(labels, predictions, K, names, f"float network, {which}")
+    # frame-wise targets (phone classification): every scored step
+    scored = [np.asarray(b.mask) > 0 for b in data]
+    labels = np.concatenate([np.argmax(np.asarray(b.target), -1)[m] for b, m in zip(data, scored)])
+    predictions = np.concatenate([np.argmax(y, -1)[m] for y, m in zip(ys, scored)])
+    return confusion_matrix(labels, predictions, K, names, f"float network, {which}", unit="frames")
 
 
 def plot_run(run_dir: str | Path) -> list[Path]:
@@ -664,7 +707,11 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     return paths
 
 
-def artifact_figures(path: str | Path, samples: int = 16) -> dict:
+#: test samples of ``eprop-lava run`` by default (its --samples), which ``plot ARTIFACT`` shows too
+RUN_SAMPLES = 64
+
+
+def artifact_figures(path: str | Path, samples: int = RUN_SAMPLES) -> dict:
     """Figures of a compiled artifact without Lava: float against quantized
     weights, and the float and fixed-point readouts and the fixed-point
     confusion matrix on ``samples`` test samples (``eprop-lava run`` adds
@@ -678,7 +725,8 @@ def artifact_figures(path: str | Path, samples: int = 16) -> dict:
     figs = {}
     if art.float_params:
         figs["quantization"] = quantization_of_network(art.float_params, art.net, art.manifest["quantization"])
-    figs.update(artifact_run_figures(task, ts, art.spec, art.float_params, art.net, deploy.fixed_run(art.net, ts)))
+    figs.update(artifact_run_figures(task, ts, art.spec, art.float_params, art.net, deploy.fixed_run(art.net, ts),
+                                     seed=int(src["seed"])))
     return figs
 
 
@@ -695,3 +743,110 @@ def plot_directory(path: str | Path) -> list[Path]:
     if (path / MANIFEST).is_file():
         return [save_figure(fig, path / "plots" / f"{name}.png") for name, fig in artifact_figures(path).items()]
     return plot_run(path)
+
+
+# ------------------------------------------------------------------ a compiled network on the chips
+#: the least share of a core's cell a population on it is drawn with: the
+#: readout (a few neurons) next to a hidden layer of hundreds stays visible
+MIN_BLOCK_SHARE = 0.2
+
+
+def block_shares(neurons: Sequence[int]) -> np.ndarray:
+    """Widths (fractions of a core's cell) of the populations on one core:
+    proportional to their neurons, but at least MIN_BLOCK_SHARE each (or an
+    equal share when more populations than that allows)."""
+    n = np.asarray(neurons, dtype=np.float64)
+    if n.size == 0:
+        return n
+    floor = min(MIN_BLOCK_SHARE, 1.0 / n.size)
+    share = n / max(n.sum(), 1.0)
+    small = share < floor
+    # the small ones get the floor; the others split the rest in proportion
+    rest = 1.0 - floor * small.sum()
+    big = share[~small].sum()
+    return np.where(small, floor, share * (rest / big if big > 0 else 0.0))
+
+
+def core_map(mapping: Any) -> Any:
+    """Two panels: the chips' 16 x 8 core grids (colour = population; a
+    core's cell split among the populations on it, each at least
+    MIN_BLOCK_SHARE wide (:func:`block_shares`), outlined, the solid part =
+    its synaptic memory used, the pale part the rest), and the per-core
+    utilization of every limit (first 32 cores). The legend names each
+    population's neurons and cores. Each population patch has
+    gid "POP@CORE"."""
+    import matplotlib
+    from matplotlib.patches import Patch, Rectangle
+
+    pops = list(mapping.layers)
+    cmap = matplotlib.colormaps["tab10"]
+    colour = {p: cmap(i % 10) for i, p in enumerate(pops)}
+    n_chips = max(mapping.n_chips, 1)
+    show = min(n_chips, 4)
+    t = mapping.limits
+    fig = new_figure(3.4 * show + 5.5, 3.6)
+    grid = fig.add_gridspec(1, show + 2, width_ratios=[1.0] * show + [0.12, 1.6])
+    cell = 0.9
+    for k in range(show):
+        ax = fig.add_subplot(grid[0, k])
+        on_chip = [c for c in mapping.cores if c.chip == k]
+        # a chip's 128 cores are 16 x 8 cells; a network on a few cores gets only the cells up to its last
+        # one (at least 4), so that its populations are large enough to see
+        top = max([c.index % 128 for c in on_chip], default=0) + 1
+        ncol, nrow = (max(4, top), 1) if top <= 16 else (16, -(-top // 16))
+        for i in range(ncol * nrow):
+            x, y = i % ncol, i // ncol
+            ax.add_patch(Rectangle((x, y), cell, cell, facecolor="#eeeeee", edgecolor="none"))
+            if ncol * nrow <= 32:
+                ax.text(x + 0.05, y + cell - 0.05, str(i), fontsize=6, color="#555555", va="bottom")
+        for c in on_chip:
+            i = c.index % 128
+            x, y = i % ncol, i // ncol
+            mem = min(c.synapse_bits / t["synapse_bits_per_core"], 1.0)
+            off = 0.0
+            for b, share in zip(c.blocks, block_shares([b.n for b in c.blocks])):
+                w = cell * share
+                ax.add_patch(Rectangle((x + off, y), w, cell, facecolor=colour[b.pop], edgecolor="k", lw=0.4,
+                                       alpha=0.35, gid=f"{b.pop}@{c.index}"))
+                ax.add_patch(Rectangle((x + off, y + cell * (1 - mem)), w, cell * mem, facecolor=colour[b.pop],
+                                       edgecolor="none"))
+                off += w
+        ax.set_xlim(-0.05, ncol)
+        ax.set_ylim(nrow, -0.05)
+        ax.set_aspect("equal")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for side in ax.spines.values():
+            side.set_visible(False)
+        ax.set_title(f"chip {k}: cores 0-{ncol * nrow - 1} of 128"
+                     + (f" (chip {k + 1} of {n_chips})" if n_chips > show else ""), fontsize=9)
+    ax = fig.add_subplot(grid[0, show + 1])
+    cores = mapping.cores[:32]
+    keys = [("compartments", "neurons_per_core", "compartments"), ("synapse_bits", "synapse_bits_per_core", "memory"),
+            ("in_axons", "in_axons_per_core", "in axons"), ("out_axons", "out_axons_per_core", "out axons")]
+    width = 0.8 / len(keys)
+    shades = ["#4c72b0", "#dd8452", "#55a868", "#c44e52"]
+    for j, (attr, lim, label) in enumerate(keys):
+        vals = [100.0 * getattr(c, attr) / t[lim] for c in cores]
+        ax.bar(np.arange(len(cores)) + (j - 1.5) * width, vals, width, label=label, color=shades[j])
+    ax.axhline(100, color="k", lw=0.8, ls="--")
+    ax.set_ylim(0, 115)
+    ax.set_xticks(np.arange(len(cores)))
+    ax.set_xticklabels([str(c.index) for c in cores], fontsize=7)
+    ax.set_xlabel("core" + (f" (first 32 of {len(mapping.cores)})" if len(mapping.cores) > 32 else ""))
+    ax.set_ylabel("% of the per-core limit")
+    ax.set_title("per-core use (dashed: the limit)", fontsize=9)
+    legend_outside(ax)
+
+    def cores_text(cs: Sequence[int]) -> str:
+        return f"core {cs[0]}" if len(cs) == 1 else f"cores {cs[0]}-{cs[-1]} ({len(cs)})"
+
+    handles = [Patch(facecolor=colour[p], edgecolor="k", lw=0.4,
+                     label=f"{p}: {mapping.layers[p]['neurons']} neurons, {cores_text(mapping.layers[p]['cores'])}")
+               for p in pops]
+    fig.legend(handles=handles, loc="lower left", fontsize=8, frameon=False, ncol=min(len(pops), 3))
+    fig.suptitle(f"{mapping.target} on {mapping.system}: {mapping.n_cores} core(s), {n_chips} chip(s)"
+                 f"{', learning synapses' if mapping.learning else ''}; in a core: width = share of its "
+                 f"populations (at least {MIN_BLOCK_SHARE:.0%}), solid = synaptic memory used", fontsize=9)
+    fig.tight_layout(rect=(0, 0.1, 1, 0.92))
+    return fig

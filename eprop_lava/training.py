@@ -408,6 +408,19 @@ def validation_batches(task: Any, config: TrainConfig, salt: int = 2) -> list[Ba
     return [source.batch(rng, config.batch_size) for _ in range(config.validation_batches)]
 
 
+#: test batches ``eprop-lava eval`` scores by default (its --batches, api.evaluate's batches)
+EVAL_BATCHES = 8
+
+
+def eval_batches(task: Any, config: TrainConfig, batches: int = EVAL_BATCHES) -> list[Batch]:
+    """The test data of ``eprop-lava eval``: ``batches`` batches of
+    ``config.batch_size`` from the task's test split, rng [seed, 3]. The
+    run's confusion matrix (plots.run_figures) counts these same samples."""
+    rng = np.random.default_rng([config.seed, 3])
+    source = held_out(task, "test")
+    return [source.batch(rng, config.batch_size) for _ in range(batches)]
+
+
 def evaluate(task: Any, spec: NetworkSpec, params: dict, batches: list[Batch], config: TrainConfig | None = None) -> dict:
     metrics, rates = [], []
     for batch in batches:

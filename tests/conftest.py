@@ -21,3 +21,19 @@ def assert_gradients_match(grads_compiled: dict, grads_reference: dict, rel: flo
         scale = np.abs(grads_reference[k]).max()
         assert scale > 0, k
         assert np.abs(grads_compiled[k] - grads_reference[k]).max() <= rel * scale, k
+
+
+def learn_compiled_and_step(net, samples):
+    """Online fixed-point learning over ``samples`` (x, target, mask) in the
+    compiled loops and in the step engine, from copies of ``net`` with one
+    generator set each: (compiled net, step net, [(compiled run, step run)])."""
+    from eprop_lava.engine import fixed_engine as fe
+
+    fast, ref = net.copy(), net.copy()
+    rf, rr = fe.update_rngs(fast), fe.update_rngs(ref)
+    runs = []
+    for x, target, mask in samples:
+        a = fe.simulate(fast, x, target, mask, learn=True, rngs=rf)
+        b = fe._simulate(ref, x, target, mask, True, rr, False, None, fe.PER_SYNAPSE)
+        runs.append((a, b))
+    return fast, ref, runs

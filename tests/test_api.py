@@ -144,9 +144,9 @@ def test_version_option(capsys):
 
 @pytest.mark.parametrize("argv, hint", [
     (["train", "evidnce"], "did you mean 'evidence'?"),
-    (["train", "evidence", "--set", "train.iteratons=3"], "did you mean 'iterations'?"),
+    (["train", "evidence", "--set", "train.iteratons=3"], "did you mean 'train.iterations'?"),
     (["train", "evidence", "--set", "spec.timing=loihii"], "did you mean 'loihi'?"),
-    (["train", "evidence", "--set", "spec.optimizer.lrr=0.1"], "did you mean 'lr'?"),
+    (["train", "evidence", "--set", "spec.optimizer.lrr=0.1"], "did you mean 'spec.optimizer.lr'?"),
     (["config", "show", "store_recal"], "did you mean 'store_recall'?"),
 ])
 def test_typos_get_the_closest_match(argv, hint, capsys, tmp_path, monkeypatch):

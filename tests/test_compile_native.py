@@ -52,8 +52,7 @@ def test_refusals_name_the_reason():
         check_native(two_layer_net("izhikevich"))
     with pytest.raises(NativeError, match="refractory period"):
         check_native(two_layer_net(n_ref=3))
-    with pytest.raises(NativeError, match="on-chip e-prop is not built"):
-        check_native(two_layer_net(), learning=True)
+    check_native(two_layer_net(), learning=True)  # on-chip e-prop of LIF layers: native_learning
     net = two_layer_net()
     net.layers[1].w_rec[0, 1] = 3  # odd in a mixed-sign matrix
     with pytest.raises(NativeError, match="layer 1 w_rec: weights are not on Lava's 8-bit Dense grid"):

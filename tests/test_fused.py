@@ -3,7 +3,7 @@ same trajectories and gradients from two independent computations."""
 
 import numpy as np
 import pytest
-from conftest import assert_gradients_match
+from conftest import assert_gradients_match, learn_compiled_and_step
 
 from eprop_lava.engine import fused
 from eprop_lava.engine.backend import make_ops
@@ -196,7 +196,11 @@ def _fixed_network(kind, loss="cross_entropy", variant="random", sizes=(20, 15))
 
 @needs_numba
 @pytest.mark.parametrize("kind", ["lif", "alif", "stdp_alif", "izhikevich"])
-def test_compiled_fixed_network_equals_step_engine(kind):
+@pytest.mark.parametrize("block_elements", [None, 200])
+def test_compiled_fixed_network_equals_step_engine(kind, block_elements, monkeypatch):
+    # 200: inference in blocks of 2 steps (5 samples x 20 neurons), every boundary carried
+    if block_elements is not None:
+        monkeypatch.setattr(fe, "INFERENCE_BLOCK_ELEMENTS", block_elements)
     spec = _fixed_network(kind)
     net = fe.quantize(spec, init_params(spec, 1), "loihi2")
     assert fe.compiled_inference(net)
@@ -215,17 +219,6 @@ def test_compiled_fixed_network_equals_step_engine(kind):
     np.testing.assert_array_equal(fast.err, ref.err)
 
 
-def _learn_both(net, samples):
-    """Online learning over ``samples`` in the compiled loops and in the step
-    engine, from copies of ``net`` with one generator set each."""
-    fast, ref = net.copy(), net.copy()
-    rf, rr = fe.update_rngs(fast), fe.update_rngs(ref)
-    runs = []
-    for x, target, mask in samples:
-        a = fe.simulate(fast, x, target, mask, learn=True, rngs=rf)
-        b = fe._simulate(ref, x, target, mask, True, rr, False, None, fe.PER_SYNAPSE)
-        runs.append((a, b))
-    return fast, ref, runs
 
 
 @needs_numba
@@ -253,7 +246,7 @@ def test_compiled_learning_is_bit_exact_to_step_engine(kind, case):
         target = np.zeros((60, B, 2))
         target[..., rng.integers(0, 2)] = 1.0
         samples.append((x, target, None))
-    fast, ref, runs = _learn_both(net, samples)
+    fast, ref, runs = learn_compiled_and_step(net, samples)
     for a, b in runs:
         for za, zb in zip(a.z, b.z):
             np.testing.assert_array_equal(za, zb)
@@ -376,3 +369,53 @@ def _learning_sample(T=60, B=1, seed=6):
     target = np.zeros((T, B, 2))
     target[..., 1] = 1.0
     return x, target, None
+
+
+@needs_numba
+def test_32_bit_lane_primitives_equal_the_int64_ones():
+    # every rounding mode and shift the kernels use, on values whose intermediates fit int32
+    from numba import njit
+
+    from eprop_lava import fixed as fixed_arith
+
+    rng = np.random.default_rng(3)
+    x = np.concatenate([rng.integers(-(1 << 18), 1 << 18, 20000), np.arange(-5000, 5000)]).astype(np.int64)
+    factor = rng.integers(0, 4097, x.size).astype(np.int64)
+    narrow = fused._NARROW_PRIMITIVES
+
+    @njit
+    def apply(fn, a, b, c, out):  # pragma: no cover - compiled
+        for i in range(a.size):
+            out[i] = fn(a[i], b, c)
+
+    @njit
+    def apply_decay(fn, a, f, out):  # pragma: no cover - compiled
+        for i in range(a.size):
+            out[i] = fn(a[i], f[i])
+
+    out = np.empty_like(x)
+    apply_decay(narrow["k_decay"], x >> 6, factor, out)  # |x f| < 2^25
+    np.testing.assert_array_equal(out, fixed_arith.k_decay(x >> 6, factor))
+    for mode in (fixed_arith.ROUND_TOWARD_ZERO, fixed_arith.ROUND_FLOOR, fixed_arith.ROUND_NEAREST):
+        for shift in (0, 1, 4, 7, 12):
+            apply(narrow["k_shift"], x, shift, mode, out)
+            np.testing.assert_array_equal(out, fixed_arith.k_shift(x, shift, mode))
+    apply(narrow["k_clip"], x, -1000, 777, out)
+    np.testing.assert_array_equal(out, np.clip(x, -1000, 777))
+
+
+def test_32_bit_lanes_only_where_every_intermediate_fits():
+    from eprop_lava.fixed import loihi2_profile, wide_profile
+    from eprop_lava.neurons.fixed import lif_synapse_fits_int32
+
+    spec = _fixed_network("lif")
+    lif = fe.quantize(spec, init_params(spec, 1), "loihi2").layers[0].neuron
+    # loihi2: |ebar L| <= 2^8 2^7, |eps_v| 4096 <= 2^7 2^12: far inside int32, for any practical batch
+    assert lif_synapse_fits_int32(lif, loihi2_profile(), 4096)
+    # a batch so large that the batch sum of the products could pass 2^31
+    prod = (256 * 128 >> loihi2_profile().product_shift) + 1
+    assert not lif_synapse_fits_int32(lif, loihi2_profile(), (1 << 31) // prod + 1)
+    alif = fe.quantize(_fixed_network("alif"), init_params(_fixed_network("alif"), 1), "loihi2").layers[0].neuron
+    assert not lif_synapse_fits_int32(alif, loihi2_profile(), 16)  # ALIF's threshold trace: int64 lanes
+    wide = wide_profile()  # 32-bit traces (trace_max 2^32 - 1): int64 lanes
+    assert not lif_synapse_fits_int32(fe.quantize(spec, init_params(spec, 1), wide).layers[0].neuron, wide, 1)

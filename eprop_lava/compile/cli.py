@@ -2,7 +2,8 @@
 
     eprop-lava compile CHECKPOINT --target loihi2|loihi1 [--weight-bits N] [--system NAME]
                        [--learning] [--loihi-timing] [--no-search] [--lr LR] --out DIR [--json]
-    eprop-lava run DIR [--learn [--learn-samples N] [--curve-every K] [--figure PNG]] [--steps N]
+    eprop-lava run DIR [--learn [--learn-samples N] [--curve-every K] [--figure PNG] [--native-neuron eprop|eprop_cut|standard]]
+                   [--steps N]
                    [--samples S] [--lava-samples K] [--no-lava] [--json]
     eprop-lava export-netx DIR --out FILE.h5
 """
@@ -93,7 +94,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise UserError(f"--figure {figure}: is a directory; give a .png file path")
     r = run_artifact(args.artifact, samples=args.samples, steps=args.steps, learn=args.learn, lava=not args.no_lava,
                      lava_samples=args.lava_samples, learn_samples=args.learn_samples,
-                     curve_every=args.curve_every, figure=figure,
+                     curve_every=args.curve_every, figure=figure, native_neuron=args.native_neuron,
                      log=None if args.json else (lambda m: print(m, file=sys.stderr, flush=True)))
     print(json.dumps(r, indent=2) if args.json else format_run(r))
     lv = r.get("lava", {})
@@ -170,6 +171,10 @@ def register(sub) -> None:
                                                    "points over the run)")
     p.add_argument("--figure", help="with --learn: learning-curve PNG (default: ARTIFACT-learning.png next to "
                                     "the artifact)")
+    p.add_argument("--native-neuron", choices=["eprop", "eprop_cut", "standard"], default="eprop",
+                   help="with --learn on a --deploy native artifact: the learning neuron (eprop: EpropLearningLIF, "
+                        "exact psi, a custom neuron model; eprop_cut: the same with the eligibility reset at post "
+                        "spikes; standard: Lava's LearningLIF, post spike for psi)")
     p.add_argument("--no-lava", action="store_true", help="skip the Lava run")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout (for scripts) instead of text")
     p.set_defaults(func=cmd_run)

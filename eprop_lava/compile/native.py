@@ -25,15 +25,15 @@ of the readout's v work unchanged on a chip. Everywhere else it runs with
 ``Loihi2SimCfg(select_tag='fixed_pt')``.
 
 Refused, with the reason: ALIF / STDP-ALIF (Lava's ATRLIF, its only
-adaptive-threshold process, keeps v after a spike and adds a refractory
-term instead, by its documented dynamics; not measured), Izhikevich (no Lava
-process), refractory periods (the standard LIF has none), learning
-synapses (on-chip e-prop as a native graph is not built: e-prop's post
-factor psi is sent by no standard Lava neuron, and Lava 0.10's
-``PyLearningLIFModelFixed`` sends none of the post traces a ``LearningDense``
-rule reads, so the toolkit's learning-engine variant needs its own neuron
-model; the closed-loop learning-signal process does not exist yet), a readout
-bias that ``bias_mant << bias_exp`` cannot hold exactly.
+adaptive-threshold process, keeps v after a spike and subtracts a refractory
+term r = 2 theta instead; measured against the engine in
+:mod:`eprop_lava.compile.native_alif`), Izhikevich (no Lava
+process), refractory periods (the standard LIF has none), and
+a readout bias that ``bias_mant << bias_exp`` cannot hold exactly. On-chip
+learning (``compile --learning``) is the graph of
+:mod:`eprop_lava.compile.native_learning` (LIF layers, random feedback;
+ALIF networks and symmetric / adaptive feedback are refused there, with
+the reason).
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from eprop_lava.compile.native_alif import ATRLIF_MISMATCH
 from eprop_lava.engine import fixed_engine as fe
 from eprop_lava.errors import UserError
 from eprop_lava.fixed import dense_weights
@@ -89,19 +90,19 @@ def bias_mant_exp(bias: Any, size: int, where: str) -> tuple[np.ndarray, np.ndar
 
 
 def check_native(net: fe.FixedNetwork, learning: bool = False) -> None:
-    """Raise NativeError naming the first thing the native graph cannot hold."""
+    """Raise NativeError naming the first thing the native graph cannot hold
+    (``learning``: also what native on-chip e-prop cannot,
+    :func:`eprop_lava.compile.native_learning.check_native_learning`)."""
     if learning:
-        raise NativeError("native on-chip e-prop is not built: e-prop's post factor is the graded pseudo-"
-                          "derivative psi, which no standard Lava neuron sends, and Lava 0.10's LearningLIF model "
-                          "(PyLearningLIFModelFixed) sends none of its post traces; compile without --learning for "
-                          "native inference (eprop-lava run simulates on-chip e-prop with the e-prop processes)")
+        from eprop_lava.compile.native_learning import check_native_learning, rules
+
+        check_native_learning(net)
+        rules(net, "eprop")  # the learning rates must be m 2^e constants of the rule
     for r, L in enumerate(net.layers):
         p = L.neuron
         if p.kind in ("alif", "stdp_alif"):
             raise NativeError(f"layer {r} is {p.kind}: no standard Lava process matches the engine's ALIF: "
-                              "Lava's adaptive-threshold ATRLIF (lava/proc/atrlif) does not reset v after a spike "
-                              "(it adds a refractory term r = 2 theta) and fires at v - r >= theta, where the engine "
-                              "resets v to 0 and fires at v > vth + theta; native inference needs LIF layers")
+                              f"{ATRLIF_MISMATCH}; native inference needs LIF layers")
         if p.kind == "izhikevich":
             raise NativeError(f"layer {r} is izhikevich: Lava has no Izhikevich process")
         if np.any(np.asarray(p.n_ref) != 0):
@@ -137,6 +138,53 @@ def placement(net: fe.FixedNetwork) -> list[dict]:
                  "why": PLACEMENT["readout LIF"][1]})
     for key in ("RingBuffer sink / Monitor", "softmax / class decision"):
         rows.append({"process": key, "where": PLACEMENT[key][0], "why": PLACEMENT[key][1]})
+    return rows
+
+
+LEARNING_PLACEMENT = {
+    "LearningDense": ("neurocore", "a standard Lava process (Dense with a Loihi3FLearningRule): the synapses and "
+                                   "the rule's sum of products run in a neurocore's learning engine"),
+    "EpropLearningLIF": ("neurocore (custom neuron program)",
+                         "NOT a standard process: Lava's LIF dynamics (bit-exact) plus a model that sends psi as "
+                         "the post trace y1 and forwards the third factor as y2 / y3; on a Loihi 2 it needs its own "
+                         "neuron microcode (open Lava has no NcProcessModel for it)"),
+    "LearningLIF": ("neurocore", "Lava's standard LearningLIF with its own model, which sends spikes only: the rule "
+                                 "uses the post spike (bAP) for psi; the third factor is wired into the "
+                                 "LearningDenses' y2 / y3 ports, which in Lava's CPU simulation works but has no equivalent on a chip "
+                                 "unless the neuron program forwards it (untested)"),
+    "learning signal": ("embedded CPU or host", "ClosedLoopLearningSignal, a custom PyLoihiProcessModel: reads the "
+                                                "readout's v every step (RefPort), softmax error and B err in "
+                                                "fixed point; no neurocore computes a softmax"),
+    "target RingBuffer": ("host", "targets and loss mask streamed from the host: Lava's RingBuffer with a float "
+                                  "model of its own (the fixed-point model would truncate the loss mask)"),
+}
+
+
+def learning_placement(net: fe.FixedNetwork, neuron: str = "eprop") -> list[dict]:
+    """Every process of the native learning graph (:mod:`native_learning`),
+    where it would run on a Loihi 2 system, whether it is a standard Lava
+    process, and why."""
+    K = net.readout.w.shape[0]
+
+    def row(process: str, key: str, standard: bool) -> dict:
+        where, why = (LEARNING_PLACEMENT | {k: v for k, v in PLACEMENT.items()})[key]
+        return {"process": process, "where": where, "standard": standard, "why": why}
+
+    rows = [row("RingBuffer source (input)", "RingBuffer source", True)]
+    for r, L in enumerate(net.layers):
+        n, n_pre = L.w_in.shape
+        rows.append(row(f"LearningDense w_in{r} ({n}x{n_pre})", "LearningDense", True))
+        if L.w_rec is not None:
+            rows.append(row(f"LearningDense w_rec{r} ({n}x{n})", "LearningDense", True))
+        if neuron in ("eprop", "eprop_cut"):
+            rows.append(row(f"EpropLearningLIF layer{r} ({n})", "EpropLearningLIF", False))
+        else:
+            rows.append(row(f"LearningLIF layer{r} ({n})", "LearningLIF", True))
+        rows += [row(f"LearningDense w_out{r} ({K}x{n})", "LearningDense", True),
+                 row(f"ClosedLoopLearningSignal {r} (rows of B for layer {r})", "learning signal", False)]
+    rows += [row(f"LIF readout ({K})", "readout LIF", True),
+             row("TargetSource (target, mask)", "target RingBuffer", False),
+             row("RingBuffer sink / Monitor", "RingBuffer sink / Monitor", True)]
     return rows
 
 

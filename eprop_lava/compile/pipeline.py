@@ -92,6 +92,15 @@ def compile_checkpoint(checkpoint: str | Path, out: str | Path, target: str = "l
         native_info = {"placement": native.placement(net),
                        "note": "Lava standard processes only (Dense, LIF); `eprop-lava run` simulates this graph "
                                "with Loihi2SimCfg and compares it with the engine; Loihi2HwCfg is not exercised"}
+        if learning:
+            native_info["learning_placement"] = {n: native.learning_placement(net, n)
+                                                 for n in ("eprop", "eprop_cut", "standard")}
+            native_info["learning_note"] = ("on-chip e-prop: `eprop-lava run --learn` runs the closed-loop "
+                                            "LearningDense graph (compile/native_learning.py) with "
+                                            "--native-neuron eprop (EpropLearningLIF, exact psi, custom neuron "
+                                            "model), eprop_cut (the same neuron also sending psi alpha^(t - t_j), "
+                                            "so that the rule resets the eligibility at post spikes) or standard "
+                                            "(Lava's LearningLIF, post spike for psi)")
     elif deploy_target != "eprop":
         raise UserError(f"--deploy: expected eprop or native, got {deploy_target!r}")
     warnings = quantization_warnings(qrep, net, ck.params)
@@ -183,7 +192,8 @@ ADAPTATION_LR = 0.01
 
 def run_artifact(path: str | Path, samples: int = 64, steps: int | None = None, learn: bool = False,
                  lava: bool = True, lava_samples: int = 4, log: Any = None, learn_samples: int = LEARN_SAMPLES,
-                 curve_every: int | None = None, figure: str | Path | None = None, progress: bool = True) -> dict:
+                 curve_every: int | None = None, figure: str | Path | None = None, progress: bool = True,
+                 native_neuron: str = "eprop") -> dict:
     """Float engine and fixed-point engine on ``samples`` test samples; Lava
     (fixed_pt, ~2 ms per step on CPU) on the first ``lava_samples`` of them
     (``steps`` caps its time steps), compared bit for bit with the engine.
@@ -202,11 +212,12 @@ def run_artifact(path: str | Path, samples: int = 64, steps: int | None = None, 
     art = load_artifact(path)
     with log_file(art.path / "log.txt"):
         return _run_artifact(art, samples, steps, learn, lava, lava_samples, log, learn_samples, curve_every,
-                             figure, progress)
+                             figure, progress, native_neuron)
 
 
 def _run_artifact(art: Any, samples: int, steps: int | None, learn: bool, lava: bool, lava_samples: int,
-                  log: Any, learn_samples: int, curve_every: int | None, figure: Any, progress: bool) -> dict:
+                  log: Any, learn_samples: int, curve_every: int | None, figure: Any, progress: bool,
+                  native_neuron: str = "eprop") -> dict:
     from eprop_lava.progress import Progress, lava_estimate, note
 
     src = art.manifest["source"]
@@ -294,6 +305,13 @@ def _run_artifact(art: Any, samples: int, steps: int | None, learn: bool, lava: 
             out["lava"]["learning"] = lava_learning(art.net, lr_train, steps, progress)
         if art.manifest["target"].get("deploy") == "native":
             out["native"] = native_run(art.net, ts.x[:, :max(1, min(lava_samples, samples))], steps)
+            if learn:
+                from eprop_lava.compile.native_learning import learning_report
+
+                n = max(1, min(lava_samples, learn_samples))
+                T = lr_train.x.shape[0] if steps is None else max(1, min(int(steps), lr_train.x.shape[0]))
+                sub = deploy.TestSet(lr_train.x[:T, :n], lr_train.target[:T, :n], lr_train.mask[:T, :n], None)
+                out["native"]["learning"] = learning_report(art.net, sub, ts, task, native_neuron)
     out["figures"] = save_run_figures(art, task, ts, run, lv)
     return jsonable(out)
 
@@ -302,7 +320,8 @@ def save_run_figures(art: Any, task: Any, ts: Any, run: Any, lava: dict | None) 
     """ARTIFACT/plots/*.png of a run (plots.artifact_run_figures); the paths."""
     from eprop_lava.plots import artifact_run_figures, save_figure
 
-    figs = artifact_run_figures(task, ts, art.spec, art.float_params, art.net, run, lava)
+    figs = artifact_run_figures(task, ts, art.spec, art.float_params, art.net, run, lava,
+                                seed=int(art.manifest["source"]["seed"]))
     return [str(save_figure(fig, art.path / "plots" / f"{name}.png")) for name, fig in figs.items()]
 
 
@@ -369,6 +388,16 @@ def format_run(r: dict) -> str:
                      f"{nv['steps']} steps, {nv['spike_mismatches']} spike mismatches ({nv['spikes_engine']} spikes) "
                      f"and {nv['readout_mismatches']} readout mismatches vs the engine "
                      f"({'bit-exact' if nv['bit_exact'] else 'NOT bit-exact'}; {nv['seconds']:.1f} s)")
+        nl = nv.get("learning")
+        if nl:
+            h = nl["update_vs_engine"]["vs_expected"]["hidden"]
+            cos, ratio = h["cosine"], h["norm_ratio"]
+            lines.append(f"native on-chip e-prop ({nl['neuron']} neuron, closed loop) on {nl['samples']} training "
+                         f"sample(s): hidden update vs the engine's (before rounding) cosine "
+                         + (f"{cos['mean']:.3f}" if cos else "n/a") + ", norm ratio "
+                         + (f"{ratio['mean']:.3f}" if ratio else "n/a")
+                         + f"; held-out {m} {nl['error_before']:.4f} -> {nl['error_after_native']:.4f} "
+                         f"(engine on the same samples: {nl['error_after_engine']:.4f}; {nl['lava_seconds']:.1f} s)")
     if r.get("figures"):
         lines.append("figures: " + ", ".join(r["figures"]))
     if "learning" in r:

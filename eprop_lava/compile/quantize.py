@@ -28,7 +28,10 @@ every layer by its largest weight (max-abs). Here:
   ``grid="netx"`` puts a layer's input and recurrent matrices on one grid
   (the sign mode of [w_in | w_rec]), which is what lava-dl netx's
   RecurrentDense reproduces (it optimises the two matrices together), and
-  puts the readout bias on netx's fixed bias_exp = 6.
+  puts the readout bias on netx's fixed bias_exp = 6. Each matrix stays on
+  its own Dense's grid as well (netx builds one Dense per matrix, which
+  determines its own sign mode): an all-negative input matrix next to a
+  mixed-sign recurrent one holds no -256, which its Dense would clip to -255.
 * **Biases** (the readout's) become ``mant << exp`` with a 13-bit signed
   mantissa (|mant| <= 4095) and the smallest exponent in 0..7 that fits
   (Lava's ``bias_mant``/``bias_exp``, docs/lava_loihi.md §2.1); with ``grid="netx"``
@@ -49,7 +52,7 @@ import numpy as np
 
 from eprop_lava.engine import fixed_engine as fe
 from eprop_lava.errors import UserError
-from eprop_lava.fixed import get_profile
+from eprop_lava.fixed import FixedPointError, dense_grid, get_profile, round_to_dense_grid
 from eprop_lava.neurons.base import decay as float_decay
 from eprop_lava.spec import NetworkSpec
 
@@ -68,35 +71,41 @@ class QuantizationError(UserError):
 @dataclass(frozen=True)
 class WeightGrid:
     """Integer weights Lava's Dense holds for ``bits`` (1..8) and a sign mode
-    (docs/lava_loihi.md §2.2): multiples of ``step`` in [lo, hi]."""
+    (docs/lava_loihi.md §2.2): multiples of ``step`` in [lo, hi]
+    (:func:`eprop_lava.fixed.dense_grid`). ``matrix_sign_mode``: the sign mode
+    Lava's Dense determines for the matrix alone when ``sign_mode`` is a
+    group's (``grid="netx"``); the grid is then the intersection of both."""
 
     bits: int
     sign_mode: str
+    matrix_sign_mode: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.bits, bool) or not isinstance(self.bits, (int, np.integer)) or not 1 <= self.bits <= 8:
             raise QuantizationError(f"weight bits: Loihi weight mantissas have 1..8 bits, got {self.bits!r}")
-        if self.sign_mode not in ("mixed", "excitatory", "inhibitory"):
-            raise QuantizationError(f"sign mode: unknown {self.sign_mode!r}")
+        for mode in (self.sign_mode, self.matrix_sign_mode or "mixed"):
+            if mode not in ("mixed", "excitatory", "inhibitory"):
+                raise QuantizationError(f"sign mode: unknown {mode!r}")
+
+    @property
+    def _grid(self) -> tuple[int, int, int]:
+        return dense_grid(self.sign_mode, self.bits, self.matrix_sign_mode)
 
     @property
     def step(self) -> int:
-        return 1 << (8 - self.bits + (self.sign_mode == "mixed"))
+        return self._grid[0]
 
     @property
     def lo(self) -> int:
-        if self.sign_mode == "mixed":
-            return -256
-        return -(256 - self.step) if self.sign_mode == "inhibitory" else 0
+        return self._grid[1]
 
     @property
     def hi(self) -> int:
-        return 0 if self.sign_mode == "inhibitory" else 256 - self.step
+        return self._grid[2]
 
     def round(self, x: np.ndarray) -> np.ndarray:
         """Nearest grid value (ties to even multiple), clipped to the range."""
-        q = np.rint(np.asarray(x, dtype=np.float64) / self.step) * self.step
-        return np.clip(q, self.lo, self.hi).astype(np.int64)
+        return round_to_dense_grid(x, self.bits, self.sign_mode, self.matrix_sign_mode)
 
     def clipped(self, x: np.ndarray) -> np.ndarray:
         """Mask of values outside the representable range (before rounding)."""
@@ -286,7 +295,7 @@ def quantize_network(spec: NetworkSpec, params: dict, weight_bits: Any = 8, prof
         if not math.isfinite(m):
             raise QuantizationError(f"{key}: weights are not finite")
     if grid == "netx":  # one sign mode per group: netx optimises [w_in | w_rec] together
-        grids = {n: WeightGrid(bits[key], sign_mode_of(*[fparams[m] for m in names]))
+        grids = {n: WeightGrid(bits[key], sign_mode_of(*[fparams[m] for m in names]), sign_mode_of(fparams[n]))
                  for key, names in groups for n in names}
     else:  # Lava's Dense determines the sign mode of each matrix on its own
         grids = {n: WeightGrid(bits[key], sign_mode_of(fparams[n])) for key, names in groups for n in names}
@@ -295,7 +304,14 @@ def quantize_network(spec: NetworkSpec, params: dict, weight_bits: Any = 8, prof
     sse = {key: [] for key, _ in groups}
     for j in range(n_steps + 1):
         levels = {key: max(gmax[key], 1e-12) * 2.0 ** (-j / 8.0) for key in gmax}
-        net = fe.quantize(spec, _clipped_params(fparams, groups, levels), prof, lr=lr, loss_mask=loss_mask)
+        try:
+            net = fe.quantize(spec, _clipped_params(fparams, groups, levels), prof, lr=lr, loss_mask=loss_mask)
+        except FixedPointError as exc:
+            if j == 0:
+                raise QuantizationError(f"{exc}: the layer's weights are too small against its threshold for "
+                                        "Loihi's 17-bit threshold mantissa (v_th is expressed in units of the "
+                                        "largest weight)") from None
+            break  # a lower clip level only raises the threshold mantissa further
         for key, names in groups:
             scale = _group_scale(net, key)
             total = 0.0

@@ -44,7 +44,6 @@ figures, every one of them assumed, and says so.
 
 from __future__ import annotations
 
-import io
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -302,70 +301,11 @@ def layer_table(mapping: Mapping) -> str:
 
 
 def core_map_png(mapping: Mapping) -> bytes:
-    """PNG with two panels: the chips' 16 x 8 core grids (colour = population,
-    cell split by each population's share of the core's neurons, solid part =
-    synaptic memory used), and the per-core utilization of every limit
-    (first 32 cores)."""
-    import matplotlib
-    from matplotlib.figure import Figure   # no pyplot: the caller's backend is left alone
-    from matplotlib.patches import Patch, Rectangle
+    """PNG of :func:`eprop_lava.plots.core_map` (the cores each population
+    occupies and the per-core utilization of every limit)."""
+    from eprop_lava.plots import core_map, figure_png
 
-    pops = list(mapping.layers)
-    cmap = matplotlib.colormaps["tab10"]
-    colour = {p: cmap(i % 10) for i, p in enumerate(pops)}
-    n_chips = max(mapping.n_chips, 1)
-    show = min(n_chips, 4)
-    t = mapping.limits
-    fig = Figure(figsize=(3.0 * show + 5.5, 3.0))
-    grid = fig.add_gridspec(1, show + 2, width_ratios=[1.0] * show + [0.15, 1.6])
-    for k in range(show):
-        ax = fig.add_subplot(grid[0, k])
-        for i in range(128):
-            x, y = i % 16, i // 16
-            ax.add_patch(Rectangle((x, y), 0.9, 0.9, facecolor="#eeeeee", edgecolor="none"))
-        for c in mapping.cores:
-            if c.chip != k:
-                continue
-            i = c.index % 128
-            x, y = i % 16, i // 16
-            total = max(c.neurons, 1)
-            off = 0.0
-            mem = min(c.synapse_bits / t["synapse_bits_per_core"], 1.0)
-            for b in c.blocks:
-                w = 0.9 * b.n / total
-                ax.add_patch(Rectangle((x + off, y), w, 0.9, facecolor=colour[b.pop], edgecolor="none", alpha=0.3))
-                ax.add_patch(Rectangle((x + off, y + 0.9 * (1 - mem)), w, 0.9 * mem, facecolor=colour[b.pop],
-                                       edgecolor="none"))
-                off += w
-        ax.set_xlim(0, 16)
-        ax.set_ylim(8, 0)
-        ax.set_aspect("equal")
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.set_title(f"chip {k}" + (f" (of {n_chips})" if k == show - 1 and n_chips > show else ""), fontsize=9)
-    ax = fig.add_subplot(grid[0, show + 1])
-    cores = mapping.cores[:32]
-    keys = [("compartments", "neurons_per_core", "compartments"), ("synapse_bits", "synapse_bits_per_core", "memory"),
-            ("in_axons", "in_axons_per_core", "in axons"), ("out_axons", "out_axons_per_core", "out axons")]
-    width = 0.8 / len(keys)
-    shades = ["#4c72b0", "#dd8452", "#55a868", "#c44e52"]
-    for j, (attr, lim, label) in enumerate(keys):
-        vals = [100.0 * getattr(c, attr) / t[lim] for c in cores]
-        ax.bar(np.arange(len(cores)) + (j - 1.5) * width, vals, width, label=label, color=shades[j])
-    ax.axhline(100, color="k", lw=0.8, ls="--")
-    ax.set_xticks(np.arange(len(cores)))
-    ax.set_xticklabels([str(c.index) for c in cores], fontsize=7)
-    ax.set_xlabel("core")
-    ax.set_ylabel("% of the per-core limit")
-    ax.legend(fontsize=7, frameon=False)
-    handles = [Patch(color=colour[p], label=p) for p in pops]
-    fig.legend(handles=handles, loc="lower left", fontsize=8, frameon=False, ncol=min(len(pops), 4))
-    fig.suptitle(f"{mapping.target} on {mapping.system}: {mapping.n_cores} core(s), {n_chips} chip(s)"
-                 f"{', learning synapses' if mapping.learning else ''}; solid = synaptic memory used", fontsize=9)
-    fig.tight_layout(rect=(0, 0.08, 1, 0.93))
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    return buf.getvalue()
+    return figure_png(core_map(mapping), dpi=110)
 
 
 def markdown_report(manifest: dict, mapping: Mapping, energy: dict | None, accuracy: dict | None = None) -> str:
@@ -424,6 +364,14 @@ def markdown_report(manifest: dict, mapping: Mapping, energy: dict | None, accur
                   "| process | where | why |", "|---|---|---|"]
         lines += [f"| {r['process']} | {r['where']} | {r['why']} |" for r in manifest["native"]["placement"]]
         lines += ["", manifest["native"]["note"] + ".", ""]
+        for neuron, rows in (manifest["native"].get("learning_placement") or {}).items():
+            lines += [f"### On-chip e-prop, {neuron} neuron", "", "| process | where | standard Lava process | why |",
+                      "|---|---|---|---|"]
+            lines += [f"| {r['process']} | {r['where']} | {'yes' if r['standard'] else 'no'} | {r['why']} |"
+                      for r in rows]
+            lines += [""]
+        if manifest["native"].get("learning_note"):
+            lines += [manifest["native"]["learning_note"] + ".", ""]
     for gap in manifest.get("omitted") or []:
         lines += [f"## Left out: {gap['section']}", "", f"Not in this report: {gap['reason']}.", ""]
     if accuracy:

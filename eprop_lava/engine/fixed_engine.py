@@ -46,15 +46,24 @@ import numpy as np
 
 from eprop_lava.engine import fused
 from eprop_lava.engine.backend import cpu_threads
+from eprop_lava.engine.memory import retain_freed_memory
 from eprop_lava.fixed import (
-    ACT_SHIFT, DECAY_UNITY, ROUND_CODES, FixedPointError, FixedPointProfile, LearningRate, apply_update,
-    decay_constant, get_profile, learning_rate, shift_left_or_right, shift_round, update_rng, wrap_int32,
+    ACT_SHIFT, DECAY_UNITY, DENSE_WEIGHT_BITS, ROUND_CODES, FixedPointError, FixedPointProfile, LearningRate,
+    apply_update, decay_constant, get_profile, k_weight_exp, learning_rate, round_to_dense_grid, shift_left_or_right,
+    shift_round, update_rng, wrap_int32,
 )
 from eprop_lava.neurons import fixed as fx
 from eprop_lava.neurons.base import adaptation_constants, decay as float_decay
 from eprop_lava.spec import NetworkSpec
 
 READOUT_KEY = 1000  # rng key of the readout matrices: (seed, READOUT_KEY, layer)
+#: rng keys of the stochastic rounding of the output error (seed, SIGNAL_KEY, 0) and of
+#: the learning signal (seed, SIGNAL_KEY, 1): streams of their own, apart from the weight updates'
+SIGNAL_KEY = 2000
+#: fractional bits below the error's last bit that its non-nearest roundings see: the float
+#: error is first held as an integer with error_exp + ERROR_DITHER_BITS fractional bits
+#: (exact to 2^-24 of a level), then shifted right by ERROR_DITHER_BITS with the profile's rounding
+ERROR_DITHER_BITS = 24
 
 
 # ======================================================================= data
@@ -210,6 +219,29 @@ def mask_extent(mask: np.ndarray) -> tuple[float, float]:
     return float(m.max(initial=0.0)), float(m.sum(0).max(initial=0.0))
 
 
+def weight_integers(w: np.ndarray, scale: float, profile: FixedPointProfile,
+                    rng: np.random.Generator | None = None) -> np.ndarray:
+    """Float weights -> integer weights w_int = round(w scale) in the profile's range
+    (with ``rng``: stochastic rounding floor(w scale + u), u ~ U[0, 1) per weight).
+
+    With Loihi's 8-bit weights (``profile.weight_bits == 8``) each matrix is
+    rounded to nearest on the grid of the Lava ``Dense`` that holds it
+    (:func:`eprop_lava.fixed.round_to_dense_grid`, sign mode determined from
+    the matrix as Lava does): a mixed-sign matrix holds even values in
+    [-256, 254], an inhibitory one [-255, 0], so an integer weight means the
+    same in the engine, the e-prop processes and Lava's ``Dense``. Other widths
+    are study widths and keep every integer of their range: 12 bits (the wide
+    profile) do not fit a Dense at all; a b < 8 bit matrix would be held
+    exactly by a Dense as w << (8 - b) with weight_exp lowered by 8 - b (the
+    Dense's floor shift of a multiple of 2^(8 - b) is exact), not as w."""
+    x = np.asarray(w, dtype=np.float64) * scale
+    if profile.weight_bits == DENSE_WEIGHT_BITS:
+        return round_to_dense_grid(x, rng=rng)
+    lo, hi = profile.weight_range
+    q = np.rint(x) if rng is None else np.floor(x + rng.random(x.shape))
+    return np.clip(q, lo, hi).astype(np.int64)
+
+
 def quantize(spec: NetworkSpec, params: dict, profile: FixedPointProfile | str = "loihi2",
              lr: float | None = None, seed: int | None = None, loss_mask: np.ndarray | None = None) -> FixedNetwork:
     """The reference float -> fixed mapping (docs/lava_loihi.md §2.1 "Float->fixed mapping").
@@ -218,6 +250,8 @@ def quantize(spec: NetworkSpec, params: dict, profile: FixedPointProfile | str =
     afferent weight uses the whole mantissa; vth = v_th S / 64, dv from alpha,
     du = 4095 (no synaptic filter: Bellec's LIF), theta_step = beta S.
     Izhikevich: 2^v_frac units per mV and weight_exp chosen to fit.
+    Integer weights: :func:`weight_integers` (8-bit profiles: each matrix on
+    its own Lava Dense grid, so Lava's Dense applies them unchanged).
     Learning rates: ``lr`` (default spec.optimizer.lr, read as an SGD rate on
     the summed gradient) mapped to m 2^e per matrix.
     loss_mask (T, B): the task's loss mask; given, the output error's
@@ -246,7 +280,7 @@ def quantize(spec: NetworkSpec, params: dict, profile: FixedPointProfile | str =
     # readout and feedback first: the hidden learning rates depend on the signal scale
     w_out = np.asarray(params["readout.w"], dtype=np.float64)
     y_scale = 64.0 * wmax_int / max(np.abs(w_out).max(), 1e-12)
-    w_out_fx = np.clip(np.rint(w_out * y_scale / 64.0), wlo, whi).astype(np.int64)
+    w_out_fx = weight_integers(w_out, y_scale / 64.0, profile)
     if spec.learning.variant == "symmetric":
         feedback = w_out_fx.T.copy()
         b_scale = y_scale / 64.0
@@ -303,10 +337,10 @@ def quantize(spec: NetworkSpec, params: dict, profile: FixedPointProfile | str =
             neuron = fx.FixedNeuronParams(ls.neuron, ls.size, **kw)
             gamma = p.gamma
         w_scale = v_scale / 2.0 ** (ACT_SHIFT + wexp)
-        w_in_fx = np.clip(np.rint(w_in * w_scale), wlo, whi).astype(np.int64)
+        w_in_fx = weight_integers(w_in, w_scale, profile)
         w_rec_fx = None
         if w_rec is not None:
-            w_rec_fx = np.clip(np.rint(w_rec * w_scale), wlo, whi).astype(np.int64)
+            w_rec_fx = weight_integers(w_rec, w_scale, profile)
             np.fill_diagonal(w_rec_fx, 0)
         psi_max = (1 << profile.psi_bits) - 1
         # acc ~= g * (imp psi_max / (gamma 2^psi_bits)) * (2^ef b_scale / 2^signal_shift) / 2^ps
@@ -337,13 +371,21 @@ def set_learning_rates(net: FixedNetwork, lr: float, hidden_lr: float | None = N
 
 
 # ======================================================================= synapse functions
-def dense_output(w: np.ndarray, s: np.ndarray, weight_exp: int, parallel: bool = False) -> np.ndarray:
+def dense_output(w: np.ndarray, s: np.ndarray, weight_exp: int, parallel: bool = False,
+                 as_int32: bool = False) -> np.ndarray:
     """Dense: (sum_i w_ji s_i) << weight_exp (>> -weight_exp, floor), sent as
     int32 (what Lava's channel holds). s (..., pre) 0/1; w (post, pre) int.
-    float64 BLAS is exact here (integers far below 2^53)."""
+    float64 BLAS is exact here (integers far below 2^53). The values are
+    int64 (callers add them up); as_int32=True returns an int32 array (the
+    same values) and, when no partial sum can leave int32, sums in int32."""
     n_pre = w.shape[1]
     bound = int(np.abs(w).max(initial=0)) * n_pre
     # parallel=False by default: the step-by-step engine may already run in threads
+    if as_int32 and fused.available() and (bound << max(weight_exp, 0)) < (1 << 31):
+        # 8-bit weights: every partial sum and the shifted total fit in int32 (twice the lanes)
+        acc = fused.project_events(s, w.T.astype(np.int32), parallel=parallel)
+        if acc is not None:
+            return k_weight_exp(acc, int(weight_exp)) if weight_exp else acc  # stays int32
     acc = fused.project_events(s, w.T, parallel=parallel) if fused.available() else None
     if acc is not None:  # sparse spikes: integer sums over the events (compiled)
         acc = acc.astype(np.int64, copy=False)
@@ -353,7 +395,8 @@ def dense_output(w: np.ndarray, s: np.ndarray, weight_exp: int, parallel: bool =
         acc = (np.asarray(s, dtype=ftype) @ w.T.astype(ftype)).astype(np.int64)
     out = shift_left_or_right(acc, weight_exp)
     bound = bound << weight_exp if weight_exp > 0 else bound
-    return out if bound < (1 << 31) else wrap_int32(out)
+    out = out if bound < (1 << 31) else wrap_int32(out)
+    return out.astype(np.int32) if as_int32 else out
 
 
 def readout_step(y: np.ndarray, a_in: np.ndarray, ro: FixedReadout) -> np.ndarray:
@@ -378,11 +421,17 @@ def _softmax_fixed_order(x: np.ndarray) -> np.ndarray:
 
 
 def output_error(y: np.ndarray, target: np.ndarray, mask: np.ndarray, loss: str, y_scale: float,
-                 profile: FixedPointProfile, error_exp: int | None = None, stats: dict | None = None) -> np.ndarray:
+                 profile: FixedPointProfile, error_exp: int | None = None, stats: dict | None = None,
+                 rng: np.random.Generator | None = None) -> np.ndarray:
     """err^t = mask (softmax(y) - target) (cross-entropy, seed 002 Eq. 2.32) or
     mask (y - target) (MSE), times 2^error_exp (default: the profile's
-    error_frac_bits), rounded to nearest and saturated to the signal range.
-    Runs off the neurocores (host): the softmax is float.
+    error_frac_bits), rounded by the profile's ``error_rounding`` and
+    saturated to the signal range. Runs off the neurocores (host): the
+    softmax is float. "nearest" is numpy's rint of the float (half to even);
+    the other roundings take the integer rint(err 2^(error_exp + 24)) and
+    shift it right by 24 (:func:`~eprop_lava.fixed.shift_round`; stochastic:
+    E[err_fx] = err 2^error_exp to 2^-24 of a level; draws from ``rng`` in
+    the order of :func:`learning_signal`).
     stats: a dict whose counts "error_values", "error_underflow" (non-zero
     error rounded to 0) and "error_saturated" are incremented."""
     yf = np.asarray(y, dtype=np.float64) / y_scale
@@ -395,7 +444,11 @@ def output_error(y: np.ndarray, target: np.ndarray, mask: np.ndarray, loss: str,
     err = np.asarray(mask, dtype=np.float64)[..., None] * err
     lo, hi = profile.signal_range
     exact = err * float(1 << (profile.error_frac_bits if error_exp is None else int(error_exp)))
-    q = np.rint(exact)
+    if profile.error_rounding == "nearest":
+        q = np.rint(exact)
+    else:  # clipped first to just outside the range, so the fine integer stays below 2^50
+        fine = np.rint(np.clip(exact, lo - 1, hi + 1) * float(1 << ERROR_DITHER_BITS)).astype(np.int64)
+        q = shift_round(fine, ERROR_DITHER_BITS, profile.error_rounding, rng)
     out = np.clip(q, lo, hi).astype(np.int64)
     if stats is not None:
         _count(stats, "error", exact != 0, q == 0, q != out)
@@ -411,21 +464,43 @@ def _count(stats: dict, name: str, live: np.ndarray, zero: np.ndarray, clipped: 
 
 
 def learning_signal(err: np.ndarray, feedback: np.ndarray, shift: int, profile: FixedPointProfile,
-                    stats: dict | None = None, per_layer: Sequence | None = None) -> np.ndarray:
-    """L^t = (B err^t) >> signal_shift (nearest), saturated to signal_bits:
-    the graded third factor each neuron's synapses receive.
+                    stats: dict | None = None, per_layer: Sequence | None = None,
+                    rng: np.random.Generator | None = None) -> np.ndarray:
+    """L^t = (B err^t) >> signal_shift, rounded by the profile's
+    ``signal_rounding`` (default nearest; stochastic: E[L] = B err / 2^s),
+    saturated to signal_bits: the graded third factor each neuron's
+    synapses receive.
+    Stochastic draws (:func:`~eprop_lava.fixed.shift_stochastic`): one value
+    per element in C order over (steps, batch, unit), the steps of a block
+    one after another; numpy's default generator (PCG64) keeps the half of a
+    64-bit word it has not used across calls, so a block of steps (compiled
+    engine) draws the same numbers as the same steps one at a time (step
+    engine, Lava with batch 1), checked in tests/test_signal_rounding.py.
     stats: counts "signal_values" (B err != 0), "signal_underflow" (of
     those, L = 0) and "signal_saturated" (L clipped) are incremented;
     per_layer: (neuron slice, dict) pairs that receive the same counts of
     their own neurons."""
-    acc = np.rint(np.asarray(err, dtype=np.float64) @ feedback.T.astype(np.float64)).astype(np.int64)
+    err = np.asarray(err, dtype=np.int64)
+    K = err.shape[-1]
+    if K <= 8:
+        # integer sums over the few outputs: exact, and no BLAS call (whose threads stall on a
+        # loaded machine); the same integers as the float product below
+        fb = np.asarray(feedback, dtype=np.int64)
+        acc = err[..., 0, None] * fb[:, 0]
+        for k in range(1, K):
+            acc += err[..., k, None] * fb[:, k]
+    else:  # float64 holds every partial sum exactly (integers far below 2^53)
+        acc = np.rint(err.astype(np.float64) @ feedback.T.astype(np.float64)).astype(np.int64)
     lo, hi = profile.signal_range
-    shifted = shift_round(acc, shift, "nearest")
-    out = np.clip(shifted, lo, hi)
-    if stats is not None:
-        _count(stats, "signal", acc != 0, shifted == 0, shifted != out)
-    for sl, counts in per_layer or ():
-        _count(counts, "signal", acc[..., sl] != 0, shifted[..., sl] == 0, shifted[..., sl] != out[..., sl])
+    shifted = shift_round(acc, shift, profile.signal_rounding, rng)
+    out = np.minimum(np.maximum(shifted, lo), hi)  # np.clip's int64 path is ~3x slower
+    if stats is not None or per_layer:
+        # each comparison once over (steps, batch, neurons); the layers count their slices of it
+        live, zero, clipped = acc != 0, shifted == 0, shifted != out
+        if stats is not None:
+            _count(stats, "signal", live, zero, clipped)
+        for sl, counts in per_layer or ():
+            _count(counts, "signal", live[..., sl], zero[..., sl], clipped[..., sl])
     return out
 
 
@@ -491,9 +566,31 @@ def layer_slices(spec: NetworkSpec) -> list[slice]:
     return [slice(a, b) for a, b in spec.layer_offsets()]
 
 
+def signal_rngs(seed: int) -> dict:
+    """The generators of the output error's and the learning signal's
+    stochastic rounding, keys (SIGNAL_KEY, 0) and (SIGNAL_KEY, 1), seeded
+    with the network's seed (Lava's LearningSignal builds the same)."""
+    return {(SIGNAL_KEY, i): update_rng(seed, SIGNAL_KEY, i) for i in (0, 1)}
+
+
+def signal_generators(seed: int, rngs: dict | None, profile: FixedPointProfile | None = None) -> tuple:
+    """(error, signal) generators of a run: those of ``rngs``, added to it
+    when missing (so they persist across samples with the dict); fresh ones
+    when rngs is None (a run without learning). (None, None) when
+    ``profile`` is given and rounds neither stochastically (nothing to draw)."""
+    if profile is not None and "stochastic" not in (profile.error_rounding, profile.signal_rounding):
+        return None, None
+    rngs = {} if rngs is None else rngs
+    if (SIGNAL_KEY, 0) not in rngs or (SIGNAL_KEY, 1) not in rngs:
+        for key, g in signal_rngs(seed).items():
+            rngs.setdefault(key, g)
+    return rngs[(SIGNAL_KEY, 0)], rngs[(SIGNAL_KEY, 1)]
+
+
 def update_rngs(net: FixedNetwork) -> dict:
-    """One generator per learning matrix, keyed as the Lava models key them."""
-    rngs = {}
+    """One generator per learning matrix, keyed as the Lava models key them,
+    and the two of :func:`signal_rngs`."""
+    rngs = signal_rngs(net.seed)
     for r, L in enumerate(net.layers):
         rngs[(r, 0)] = update_rng(net.seed, r, 0)
         if L.w_rec is not None:
@@ -631,6 +728,9 @@ def simulate(net: FixedNetwork, x: np.ndarray, target: np.ndarray | None = None,
     stats (learn=True): a dict in which :func:`output_error` and
     :func:`learning_signal` count values, underflows and saturations."""
     synapses = synapses or PER_SYNAPSE
+    # every block allocates and frees (steps x batch x neurons) temporaries: keep them in the heap
+    # (measured: the learning signal of a 300-step batch of 16 took 8.1 ms with fresh pages, 1.6 ms without)
+    retain_freed_memory()
     if not record_state and compiled_inference(net) and (not learn or synapses is PER_SYNAPSE):
         return _simulate_compiled(net, x, target, mask, learn, rngs, on_update, stats)
     with _one_blas_thread():
@@ -679,12 +779,37 @@ def _check_inputs(net: "FixedNetwork", x: np.ndarray, target, mask, need_error: 
     return x, target, mask
 
 
-def _delayed(a: np.ndarray, dtype: Any = None) -> np.ndarray:
-    """out^t = a^{t-1}, out^0 = 0: a Dense output arrives one step later."""
-    out = np.empty(a.shape, dtype or a.dtype)
-    out[0] = 0
-    out[1:] = a[:-1]
-    return out
+def psi_dtype(net: "FixedNetwork") -> np.dtype:
+    """The smallest signed integer type that holds every layer's psi
+    (|psi| <= psi_max; Izhikevich: its table): int8 for 7-bit psi. The
+    records of a long batch are (T, B, N): a quarter of int32's memory."""
+    top = 0
+    for L in net.layers:
+        p = L.neuron
+        top = max(top, int(np.abs(p.izh_psi_table).max()) if p.kind == "izhikevich" else int(p.psi_max))
+    for dtype in (np.int8, np.int16, np.int32):
+        if top <= np.iinfo(dtype).max:
+            return np.dtype(dtype)
+    return np.dtype(np.int64)
+
+
+#: Inference runs in blocks of about this many (step x sample x neuron)
+#: elements: the per-block temporaries (the input Dense output, 4 bytes an
+#: element) stay ~16 MB and are reused, instead of (T, B, N) arrays the
+#: operating system must hand over fresh on every call (measured: the first of
+#: three identical batch-2,048 runs took 2.5 s, the third 0.41 s).
+INFERENCE_BLOCK_ELEMENTS = 1 << 22
+
+
+def _block_edges(T: int, B: int, width: int, interval: int | None, learn: bool) -> list:
+    """Block boundaries 0 = e_0 < ... < e_n = T: learning, the update
+    intervals (weights change only at their ends); inference, blocks of
+    about :data:`INFERENCE_BLOCK_ELEMENTS` elements (any split gives the same
+    integers: everything crossing a boundary is carried)."""
+    if learn:
+        return list(range(0, T, interval)) + [T] if interval else [0, T]
+    step = max(1, INFERENCE_BLOCK_ELEMENTS // max(1, B * width))
+    return list(range(0, T, step)) + [T]
 
 
 def _simulate_compiled(net: "FixedNetwork", x: np.ndarray, target, mask, learn: bool = False,
@@ -705,7 +830,12 @@ def _simulate_compiled(net: "FixedNetwork", x: np.ndarray, target, mask, learn: 
     What crosses a block boundary is carried: neuron, synapse and readout
     state, the last spikes, and the Dense outputs already on their way (sent at
     the block's last step with the weights before the update, as Lava's Dense
-    and the step engine do)."""
+    and the step engine do).
+
+    Spikes and post records are kept in (T + 1, B, N) buffers whose row 0 is
+    the step before the sample (zeros): row t + 1 holds step t, so rows
+    [t0, t1) are a block's delayed spikes z^{t-1} and rows [t0, t1 + 1) the
+    post records a synapse block reads, as views (no copies)."""
     need_error = learn or target is not None
     x, target, mask = _check_inputs(net, x, target, mask, need_error)
     T, B, _ = x.shape
@@ -714,117 +844,97 @@ def _simulate_compiled(net: "FixedNetwork", x: np.ndarray, target, mask, learn: 
     slices = layer_slices(spec)
     if learn and rngs is None:
         rngs = update_rngs(net)
-    src_x = x.astype(np.int8)
+    err_rng, sig_rng = signal_generators(net.seed, rngs, prof)
+    x_buf = np.empty((T + 1, B, spec.n_inputs), np.int8)
+    x_buf[0] = 0
+    x_buf[1:] = x
     states = [fx.initial_state(L.neuron, B) for L in net.layers]
     y = np.zeros((B, K), np.int64)
-    # carried across blocks: last spikes (the next block's delayed sources) and the Dense
-    # outputs sent at the previous block's last step
-    last_x = np.zeros((B, spec.n_inputs), np.int8)
-    last_z = [np.zeros((B, L.neuron.size), np.int8) for L in net.layers]
+    # the Dense outputs sent at the previous block's last step
     sent_in = [np.zeros((B, L.neuron.size), np.int64) for L in net.layers]
     sent_rec = [np.zeros((B, L.neuron.size), np.int64) for L in net.layers]
     sent_out = np.zeros((B, K), np.int64)
-    last_rec = [None] * len(net.layers)  # post records of the previous block's last step
+    z_buf = [np.empty((T + 1, B, L.neuron.size), np.int8) for L in net.layers]
+    psi_buf = [np.empty((T + 1, B, L.neuron.size), psi_dtype(net)) for L in net.layers]
+    # what only learning synapses read: Izhikevich's Jacobian, STDP-ALIF's cut = z + end
+    jac_buf = [np.empty((T + 1, B, L.neuron.size), np.int64) if learn and L.neuron.kind == "izhikevich" else None
+               for L in net.layers]
+    cut_buf = [np.empty((T + 1, B, L.neuron.size), np.int8) if learn and L.neuron.kind == "stdp_alif" else None
+               for L in net.layers]
+    for bufs in (z_buf, psi_buf, jac_buf, cut_buf):
+        for buf in bufs:
+            if buf is not None:
+                buf[0] = 0
     if learn:
         syn_in = [fused.new_compiled_synapse(L.neuron, B, L.w_in.shape[1], prof) for L in net.layers]
         syn_rec = [fused.new_compiled_synapse(L.neuron, B, L.neuron.size, prof) if L.w_rec is not None else None
                    for L in net.layers]
         syn_out = [dict(zbar=np.zeros((B, L.neuron.size), np.int64), acc=np.zeros((K, L.neuron.size), np.int64))
                    for L in net.layers]
-    interval = prof.update_interval if learn else None
-    edges = list(range(0, T, interval)) + [T] if interval else [0, T]
-    z_seq = [np.empty((T, B, L.neuron.size), np.int8) for L in net.layers]
-    psi_seq = [np.empty((T, B, L.neuron.size), np.int32) for L in net.layers]
+    width = max([spec.n_inputs] + [L.neuron.size for L in net.layers])
+    edges = _block_edges(T, B, width, prof.update_interval, learn)
     y_seq = np.empty((T, B, K), np.int64)
     err_seq = np.empty((T, B, K), np.int64) if need_error else None
     counters = new_counters(net, T, B, learn)
     learn_stats = {} if learn else None
     update = on_update or partial(_update_all, counts=counters)
     for t0, t1 in zip(edges[:-1], edges[1:]):
-        src, last_src = src_x[t0:t1], last_x
-        blocks = []
+        src = x_buf  # the layer's input spikes: step t in row t + 1
         for r, L in enumerate(net.layers):
             # the input arriving at t: sent at t - 1 (the first step's was sent in the previous block)
             # int32: what Dense sends (dense_output wraps to 32 bits), half the memory traffic of int64
             ext = np.empty((t1 - t0, B, L.neuron.size), np.int32)
             ext[0] = sent_in[r]
             if t1 - t0 > 1:
-                ext[1:] = dense_output(L.w_in, src[:-1], L.weight_exp, parallel=True)
-            out = fused.run_fixed_layer(L.neuron, ext, L.w_rec, L.rec_exp, states[r], sent_rec[r], learn)
+                ext[1:] = dense_output(L.w_in, src[t0 + 1:t1], L.weight_exp, parallel=True, as_int32=True)
+            rows = slice(t0 + 1, t1 + 1)
+            out = fused.run_fixed_layer(L.neuron, ext, L.w_rec, L.rec_exp, states[r], sent_rec[r], learn,
+                                        out=dict(z=z_buf[r][rows], psi=psi_buf[r][rows],
+                                                 jac=None if jac_buf[r] is None else jac_buf[r][rows]))
             _add_neuron_counts(counters, r, out["counts"])
-            z_seq[r][t0:t1] = out["z"]
-            psi_seq[r][t0:t1] = out["psi"]
-            blocks.append((src, last_src, out))
-            src, last_src = out["z"], last_z[r]
+            if cut_buf[r] is not None:
+                np.add(out["z"], out["end"], out=cut_buf[r][rows])
+            src = z_buf[r]
         # readout: y^t sees z^{t-1}
         a_out = np.empty((t1 - t0, B, K), np.int64)
         a_out[0] = sent_out
         if t1 - t0 > 1:
             a_out[1:] = 0
             for r in range(len(net.layers)):
-                a_out[1:] += dense_output(ro.w[:, slices[r]], z_seq[r][t0:t1 - 1], ro.weight_exp, parallel=True)
+                a_out[1:] += dense_output(ro.w[:, slices[r]], z_buf[r][t0 + 1:t1], ro.weight_exp, parallel=True,
+                                          as_int32=True)
             a_out[1:] = wrap_int32(a_out[1:])
         y_seq[t0:t1] = fused.run_fixed_readout(a_out, y, ro.d_kappa, ro.bias)
         if need_error:
             err_seq[t0:t1] = output_error(y_seq[t0:t1], target[t0:t1], mask[t0:t1], spec.loss, ro.y_scale, prof,
-                                          net.error_exp, learn_stats)
+                                          net.error_exp, learn_stats, err_rng)
         # what is sent at the block's last step, with the weights before any update
         sent_out = np.zeros((B, K), np.int64)
         for r, L in enumerate(net.layers):
-            z_last = z_seq[r][t1 - 1]
-            sent_in[r] = dense_output(L.w_in, blocks[r][0][-1], L.weight_exp)
+            z_last = z_buf[r][t1]
+            sent_in[r] = dense_output(L.w_in, (x_buf if r == 0 else z_buf[r - 1])[t1], L.weight_exp)
             if L.w_rec is not None:
                 sent_rec[r] = dense_output(L.w_rec, z_last, L.rec_exp)
             sent_out = sent_out + dense_output(ro.w[:, slices[r]], z_last, ro.weight_exp)
         sent_out = wrap_int32(sent_out)
         if learn:
             signal = learning_signal(err_seq[t0:t1], net.feedback, net.signal_shift, prof, learn_stats,
-                                     _layer_counters(counters, slices))
+                                     _layer_counters(counters, slices), sig_rng)
             for r, L in enumerate(net.layers):
-                src, last_src, out = blocks[r]
-                rec = _block_records(L.neuron, out, last_rec[r], B)
-                last_rec[r] = {k: v[-1] for k, v in rec.items()}
+                records = slice(t0, t1 + 1)  # the step before the block, then the block's steps
+                rec = dict(z=z_buf[r][records], psi=psi_buf[r][records],
+                           jac=None if jac_buf[r] is None else jac_buf[r][records],
+                           cut=z_buf[r][records] if cut_buf[r] is None else cut_buf[r][records])
                 sig = np.ascontiguousarray(signal[:, :, slices[r]])
-                fused.run_fixed_hidden_synapses(L.neuron, syn_in[r], _delayed_block(src, last_src), rec, sig,
-                                                ro.d_kappa, prof)
+                pre_in = (x_buf if r == 0 else z_buf[r - 1])[t0:t1]  # z^{t-1}: rows t0 .. t1 - 1
+                fused.run_fixed_hidden_synapses(L.neuron, syn_in[r], pre_in, rec, sig, ro.d_kappa, prof)
                 if syn_rec[r] is not None:
-                    fused.run_fixed_hidden_synapses(L.neuron, syn_rec[r], _delayed_block(out["z"], last_z[r]), rec,
-                                                    sig, ro.d_kappa, prof)
-                fused.run_fixed_readout_synapses(syn_out[r], _delayed_block(out["z"], last_z[r]), err_seq[t0:t1],
-                                                 ro.d_kappa, prof)
+                    fused.run_fixed_hidden_synapses(L.neuron, syn_rec[r], z_buf[r][t0:t1], rec, sig, ro.d_kappa,
+                                                    prof)
+                fused.run_fixed_readout_synapses(syn_out[r], z_buf[r][t0:t1], err_seq[t0:t1], ro.d_kappa, prof)
             update(net, syn_in, syn_rec, syn_out, rngs, slices)
-        last_x = src_x[t1 - 1]
-        for r in range(len(net.layers)):
-            last_z[r] = z_seq[r][t1 - 1]
-    return FixedRun(z=z_seq, y=y_seq, psi=psi_seq, err=err_seq,
+    return FixedRun(z=[buf[1:] for buf in z_buf], y=y_seq, psi=[buf[1:] for buf in psi_buf], err=err_seq,
                     counters=_finish_counters(counters, learn_stats, stats))
-
-
-def _delayed_block(seq: np.ndarray, before: np.ndarray) -> np.ndarray:
-    """out[t] = seq[t - 1] within a block, out[0] = ``before`` (the previous block's last row)."""
-    out = np.empty(seq.shape, seq.dtype)
-    out[0] = before
-    out[1:] = seq[:-1]
-    return out
-
-
-def _block_records(p: fx.FixedNeuronParams, out: dict, last: dict | None, B: int) -> dict:
-    """The post records a synapse block needs, (S + 1, B, N), row 0 the
-    previous block's last step (zeros at the start of a sample, when the
-    eligibility is zero): z, psi, jac (Izhikevich) and cut = z + end (the
-    factor that zeroes eps_v; end only for STDP-ALIF)."""
-    S, _, N = out["z"].shape
-
-    def rows(name: str, value: np.ndarray, dtype) -> np.ndarray:
-        arr = np.empty((S + 1, B, N), dtype)
-        arr[0] = 0 if last is None else last[name]
-        arr[1:] = value
-        return arr
-
-    zero = np.zeros((S, B, N), np.int64)
-    cut = out["z"] + out["end"] if p.kind == "stdp_alif" else out["z"]
-    return dict(z=rows("z", out["z"], np.int8), psi=rows("psi", out["psi"], np.int32),
-                jac=rows("jac", out.get("jac", zero), np.int64), cut=rows("cut", cut, np.int64))
 
 
 # Below this many samples per thread the per-step Python overhead dominates and
@@ -868,6 +978,7 @@ def _simulate(net: FixedNetwork, x: np.ndarray, target: np.ndarray | None, mask:
     K = spec.readout.n_outputs
     if learn and rngs is None:
         rngs = update_rngs(net)
+    err_rng, sig_rng = signal_generators(net.seed, rngs, prof)
     slices = layer_slices(spec)
     n_layers = len(net.layers)
     states = [fx.initial_state(L.neuron, B) for L in net.layers]
@@ -885,7 +996,7 @@ def _simulate(net: FixedNetwork, x: np.ndarray, target: np.ndarray | None, mask:
     # The first layer's Dense output depends only on x: one GEMM for all steps.
     first_in = dense_output(net.layers[0].w_in, x, net.layers[0].weight_exp) if not learn else None
     z_seq = [np.zeros((T, B, L.neuron.size), dtype=np.int8) for L in net.layers]
-    psi_seq = [np.zeros((T, B, L.neuron.size), dtype=np.int32) for L in net.layers]
+    psi_seq = [np.zeros((T, B, L.neuron.size), dtype=psi_dtype(net)) for L in net.layers]
     y_seq = np.zeros((T, B, K), dtype=np.int64)
     err_seq = np.zeros((T, B, K), dtype=np.int64) if need_error else None
     st_seq = [{k: [] for k in s} for s in states] if record_state else []
@@ -913,7 +1024,7 @@ def _simulate(net: FixedNetwork, x: np.ndarray, target: np.ndarray | None, mask:
         y = readout_step(y, wrap_int32(a_out), ro)
         y_seq[t] = y
         if need_error:
-            err = output_error(y, target[t], mask[t], spec.loss, ro.y_scale, prof, net.error_exp, learn_stats)
+            err = output_error(y, target[t], mask[t], spec.loss, ro.y_scale, prof, net.error_exp, learn_stats, err_rng)
             err_seq[t] = err
         # Dense buffers for t+1 (weights before this step's update)
         for r, L in enumerate(net.layers):
@@ -926,7 +1037,7 @@ def _simulate(net: FixedNetwork, x: np.ndarray, target: np.ndarray | None, mask:
             buf_out[r] = dense_output(ro.w[:, slices[r]], zs[r], ro.weight_exp)
         if learn:
             signal = learning_signal(err, net.feedback, net.signal_shift, prof, learn_stats,
-                                     _layer_counters(counters, slices))
+                                     _layer_counters(counters, slices), sig_rng)
             for r, L in enumerate(net.layers):
                 p = L.neuron
                 sig = signal[:, slices[r]]

@@ -736,22 +736,31 @@ def project_events(x: np.ndarray, w_t: np.ndarray, parallel: bool = True) -> np.
 FIXED_MODELS = ("lif", "alif", "stdp_alif", "izhikevich")
 
 
-def compiled(fn):
+def compiled(fn, narrow: bool = False):
     """The numba version of an elementwise kernel (``@kernel`` of
     :mod:`eprop_lava.fixed`): the same code object with its globals rebound,
     kernels it calls to their compiled versions and the primitives select /
-    minimum / maximum to scalar ones, inlined into the caller."""
+    minimum / maximum to scalar ones, inlined into the caller.
+
+    narrow=True: the rounding primitives k_clip / k_shift / k_decay are bound
+    to their 32-bit-lane forms (:data:`_NARROW_PRIMITIVES`), so the kernel's
+    arithmetic runs in int32 lanes (twice the int64 lanes per vector
+    instruction). Only for callers that proved every intermediate value fits
+    in int32 (:func:`eprop_lava.neurons.fixed.lif_synapse_fits_int32`): then
+    the integers are the same."""
     from eprop_lava import fixed as fixed_arith
 
-    key = (fn.__module__, fn.__qualname__)
+    key = (fn.__module__, fn.__qualname__, narrow)
     if key not in _COMPILED:
         glb = dict(fn.__globals__)
         for name in fn.__code__.co_names:  # the globals the kernel uses
             value = fn.__globals__.get(name)
             if name in _SCALAR_PRIMITIVES and value is getattr(fixed_arith, name, None):
                 glb[name] = _SCALAR_PRIMITIVES[name]
+            elif narrow and name in _NARROW_PRIMITIVES and value is getattr(fixed_arith, name, None):
+                glb[name] = _NARROW_PRIMITIVES[name]
             elif value is not fn and getattr(value, fixed_arith.KERNEL_ATTR, False):
-                glb[name] = compiled(value)
+                glb[name] = compiled(value, narrow)
         clone = types.FunctionType(fn.__code__, glb, fn.__name__, fn.__defaults__, fn.__closure__)
         _COMPILED[key] = njit(inline="always")(clone)
     return _COMPILED[key]
@@ -778,18 +787,21 @@ def _fixed_loop(fn, constants: dict | None = None):
     """A fixed-point loop compiled in parallel, cached under a name that carries
     the kernels' digest; the kernels are bound as globals of the clone, and so
     are ``constants`` (numba freezes globals: each set compiles its own
-    specialization, with shifts and branches known to the compiler)."""
+    specialization, with shifts and branches known to the compiler). The
+    constant NARROW (if given and true) binds the kernels in their 32-bit-lane
+    form (:func:`compiled`)."""
     from eprop_lava import fixed as fixed_arith
     from eprop_lava.neurons import fixed as fixed_neurons
 
     constants = constants or {}
+    narrow = bool(constants.get("NARROW", False))
     glb = dict(fn.__globals__)
     glb.update(constants)
     for name in fn.__code__.co_names:
         for mod in (fixed_arith, fixed_neurons):
             value = getattr(mod, name, None)
             if getattr(value, fixed_arith.KERNEL_ATTR, False):
-                glb[name] = compiled(value)
+                glb[name] = compiled(value, narrow)
             elif name.startswith("FLAG_") and value is not None:  # the kernels' flag bits
                 glb[name] = value
     name = "_".join([fn.__name__, _source_tag()] + [f"{k.lower()}{int(v)}" for k, v in sorted(constants.items())])
@@ -810,6 +822,35 @@ if numba is not None:
         "minimum": njit(inline="always")(lambda a, b: min(a, b)),
         "maximum": njit(inline="always")(lambda a, b: max(a, b)),
     }
+
+    # The 32-bit-lane forms of fixed.py's rounding primitives: the same
+    # operations with every result cast to int32, so LLVM keeps the whole
+    # chain (the kernels' products and sums between primitives included) in
+    # 32-bit lanes. Equal to k_clip / k_shift / k_decay whenever every true
+    # intermediate value fits in int32 (tests/test_fused.py checks them against
+    # the int64 forms over the whole range the callers prove).
+    def _k_clip32(x, lo, hi):  # pragma: no cover - compiled
+        # selects, not min / max: numba types the builtins' int32 results as int64
+        x, lo, hi = np.int32(x), np.int32(lo), np.int32(hi)
+        x = lo if x < lo else x
+        return hi if x > hi else x
+
+    def _k_shift32(x, shift, mode):  # pragma: no cover - compiled
+        x = np.int32(x)
+        if shift == 0:
+            return x
+        if mode == 0:
+            return np.int32(np.int32(x + np.int32(np.int32(x >> 31) & np.int32((1 << shift) - 1))) >> shift)
+        if mode == 1:
+            return np.int32(x >> shift)
+        return np.int32(np.int32(x + np.int32(1 << (shift - 1))) >> shift)
+
+    def _k_decay32(x, factor):  # pragma: no cover - compiled
+        y = np.int32(x * factor)
+        return np.int32(np.int32(y + np.int32(np.int32(y >> 31) & np.int32(4095))) >> 12)
+
+    _NARROW_PRIMITIVES = {"k_clip": njit(inline="always")(_k_clip32), "k_shift": njit(inline="always")(_k_shift32),
+                          "k_decay": njit(inline="always")(_k_decay32)}
 
     def _fixed_lif_family_layer(ext, w_rec_t, has_rec, weight_exp, rec_first, du_f, dv_f, bias, vth, n_ref,
                                 adaptive, stdp, dth_f, theta_step, psi_mul, psi_shift, psi_max,
@@ -886,7 +927,7 @@ if numba is not None:
 
     def _fixed_hidden_synapses(pre, z_rec, psi_rec, jac_rec, cut_rec, signal, eps_v, eps_2, ebar, acc, dv_f, dth_f,
                                bpsi_mul, izh_ab, izh_a, impulse, tmax, dk_f, tag_lo, tag_hi, acc_lo,
-                               acc_hi):  # pragma: no cover - compiled
+                               acc_hi, total_like):  # pragma: no cover - compiled
         # pre (S, B, I): spikes entering v^t; z_rec, psi_rec, jac_rec, cut_rec (S + 1, B, J): the
         # post records, row 0 the step before the block; signal (S, B, J); eps_v, eps_2, ebar
         # (B, J, I) and acc (J, I) updated in place. Post neurons are independent: one per task.
@@ -895,14 +936,14 @@ if numba is not None:
         S, B, I = pre.shape
         J = acc.shape[0]
         for j in prange(J):
-            total = np.zeros(I, np.int64)
+            total = np.zeros_like(total_like)  # int32 in the 32-bit-lane form
             for t in range(S):
                 total[:] = 0
                 for b in range(B):
                     sig = np.int64(signal[t, b, j])
                     psi = np.int64(psi_rec[t + 1, b, j])
                     keep = 1 - np.int64(z_rec[t, b, j])
-                    jac = np.int64(jac_rec[t, b, j])
+                    jac = np.int64(jac_rec[t, b, j]) if IZHIKEVICH else np.int64(0)
                     cut = np.int64(cut_rec[t, b, j])
                     gain = bpsi_mul[j] * np.int64(psi_rec[t, b, j])
                     ev_row = eps_v[b, j]
@@ -925,7 +966,8 @@ if numba is not None:
                         eb, prod = k_trace_product(eb_row[i], e, sig, dk_f, tag_lo, tag_hi, PRODUCT_SHIFT, RND)
                         ev_row[i] = ev
                         eb_row[i] = eb
-                        total[i] += prod
+                        if sig != 0:  # invariant in i: LLVM splits the loop, and without L the product is dead
+                            total[i] += prod
                 for i in range(I):
                     acc[j, i] = k_clip(acc[j, i] + total[i], acc_lo, acc_hi)
 
@@ -974,7 +1016,7 @@ def _rec_weights(w_rec: np.ndarray | None, n: int) -> np.ndarray:
 
 
 def run_fixed_layer(p: Any, ext: np.ndarray, w_rec: np.ndarray | None, weight_exp: int, state: dict,
-                    rec_first: np.ndarray | None = None, keep_records: bool = False) -> dict:
+                    rec_first: np.ndarray | None = None, keep_records: bool = False, out: dict | None = None) -> dict:
     """A block of steps of one fixed-point layer (any of the four types), the
     neurons stepped by :func:`eprop_lava.neurons.fixed.k_lif_family` /
     :func:`~eprop_lava.neurons.fixed.k_izhikevich` and the recurrent Dense
@@ -989,6 +1031,9 @@ def run_fixed_layer(p: Any, ext: np.ndarray, w_rec: np.ndarray | None, weight_ex
     ``counts`` (3,): the neuron steps in which v saturated, u wrapped at 24
     bits, and an int32 wrap happened on the way into u (the a_in sum or the
     kernel's u sum; :data:`~eprop_lava.neurons.fixed.FLAG_V_SATURATED` etc.).
+    out: optional C-contiguous (S, B, N) arrays ``z``, ``psi`` (any signed
+    integer type holding psi) and ``jac`` (Izhikevich) the records are written
+    into, e.g. views of a caller's (T, B, N) buffers.
     Bit for bit the step engine's (tests/test_fused.py)."""
     S, B, N = ext.shape
     if ext.dtype not in (np.int32, np.int64):
@@ -997,10 +1042,15 @@ def run_fixed_layer(p: Any, ext: np.ndarray, w_rec: np.ndarray | None, weight_ex
     c = p.kernel_constants
     rec = _rec_weights(w_rec, N)
     first = np.zeros((B, N), np.int64) if rec_first is None else np.ascontiguousarray(rec_first, np.int64)
-    out = dict(z=np.empty((S, B, N), np.int8), psi=np.empty((S, B, N), np.int32))
+    given = out or {}
+    out = dict(z=given.get("z"), psi=given.get("psi"))
+    if out["z"] is None:
+        out["z"] = np.empty((S, B, N), np.int8)
+    if out["psi"] is None:
+        out["psi"] = np.empty((S, B, N), np.int32)
     counts = np.zeros((B, 3), np.int64)
     if p.kind == "izhikevich":
-        out["jac"] = np.empty((S, B, N), np.int64)
+        out["jac"] = given.get("jac") if given.get("jac") is not None else np.empty((S, B, N), np.int64)
         _fixed("_fixed_izhikevich_layer")(ext, rec, w_rec is not None, int(weight_exp), first, int(p.v_frac),
                                           c["izh_a"], c["izh_ab"], c["izh_c"], c["izh_d"], c["v_peak"],
                                           p.izh_psi_table, state["v"], state["u"], state["z"], out["z"], out["psi"],
@@ -1030,21 +1080,30 @@ def run_fixed_hidden_synapses(p: Any, syn: dict, pre: np.ndarray, records: dict,
     eligibility kernel of :mod:`eprop_lava.neurons.fixed`, the product and the
     filtered trace (:func:`~eprop_lava.neurons.fixed.k_trace_product`), and the
     accumulator clip(acc + sum_b prod) once per step. pre (S, B, I) spikes
-    entering v^t; records: z, psi, jac, cut (S + 1, B, J), row 0 the step before
-    the block; signal (S, B, J). syn (from :func:`new_compiled_synapse`) is
+    entering v^t; records: z, psi, jac (Izhikevich only; None otherwise), cut
+    (S + 1, B, J), row 0 the step before the block; signal (S, B, J). syn (from :func:`new_compiled_synapse`) is
     updated in place."""
     from eprop_lava.fixed import DECAY_UNITY, ROUND_CODES
 
     c = p.kernel_constants
     tag_lo, tag_hi = profile.tag_range
     acc_lo, acc_hi = profile.accumulator_range
-    loop = _fixed("_fixed_hidden_synapses", IZHIKEVICH=p.kind == "izhikevich", ADAPTIVE=p.kind in ("alif", "stdp_alif"),
+    from eprop_lava.neurons.fixed import lif_synapse_fits_int32
+
+    B = pre.shape[1]
+    narrow = lif_synapse_fits_int32(p, profile, B)
+    loop = _fixed("_fixed_hidden_synapses", NARROW=narrow, IZHIKEVICH=p.kind == "izhikevich",
+                  ADAPTIVE=p.kind in ("alif", "stdp_alif"),
                   RND=ROUND_CODES[profile.product_rounding], PRODUCT_SHIFT=int(profile.product_shift),
                   PSI_BITS=int(p.psi_bits), BPSI_SHIFT=int(p.bpsi_shift) if p.kind in ("alif", "stdp_alif") else 0)
-    loop(np.ascontiguousarray(pre), records["z"], records["psi"], records["jac"], records["cut"],
+    jac = records.get("jac")
+    if jac is None:  # read only by Izhikevich synapses
+        jac = np.zeros((1, 1, 1), np.int64)
+    loop(np.ascontiguousarray(pre), records["z"], records["psi"], jac, records["cut"],
          np.ascontiguousarray(signal, np.int64), syn["eps_v"], syn["eps_2"], syn["ebar"], syn["acc"], c["dv_f"],
          c["dth_f"], c["bpsi_mul"], c["izh_ab"], c["izh_a"], int(profile.trace_impulse), int(profile.trace_max),
-         DECAY_UNITY - int(d_kappa), tag_lo, tag_hi, acc_lo, acc_hi)
+         DECAY_UNITY - int(d_kappa), tag_lo, tag_hi, acc_lo, acc_hi,
+         np.zeros(pre.shape[2], np.int32 if narrow else np.int64))
 
 
 def new_compiled_synapse(p: Any, batch: int, n_pre: int, profile: Any) -> dict:

@@ -1,6 +1,6 @@
 """Keep freed large arrays in the process heap (glibc) during training.
 
-Every training step allocates and frees several (T, B, N) arrays (records,
+Every training step (and every block of the fixed-point engine) allocates and frees several (T, B, N) arrays (records,
 learning signals, adjoints: ~29 MB each for the evidence task at batch 32).
 glibc hands allocations above its mmap threshold straight back to the
 operating system when they are freed, so the next step takes a page fault

@@ -6,6 +6,9 @@ reference (EpropDense, "loihi2" profile).
   :class:`~eprop_lava.processes.learning_engine.EpropLearningLIF` (Lava's
   LIF bit-accurate dynamics; sends bAP, psi and the split learning signal
   every step).
+* :class:`PyClosedLoopLearningSignalModel`: the learning signal from the
+  readout's v (RefPort, management phase) and the target stream, sent on
+  the next step; :class:`PyTargetSourceModel`: a float RingBuffer.
 * :func:`run_learning_engine`: one LIF layer fed by a spike stream, its
   LearningDense learning with the e-prop rule from a precomputed
   learning-signal stream; ``PyLearningDenseModelBitApproximate`` selected
@@ -29,13 +32,18 @@ from lava.magma.core.model.py.type import LavaPyType
 from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 from lava.magma.core.model.py.neuron import LearningNeuronModelFixed
-from lava.magma.core.model.py.ports import PyOutPort
+from lava.magma.core.model.py.model import PyLoihiProcessModel
+from lava.magma.core.model.py.ports import PyInPort, PyOutPort, PyRefPort
+from lava.proc.io.source import AbstractPyRingBuffer
 from lava.proc.lif.models import AbstractPyLifModelFixed
 
 from eprop_lava.engine import fixed_engine as fe
 from eprop_lava.fixed import LearningRate, dense_weights, loihi2_profile, update_rng
 from eprop_lava.neurons import fixed as fx
-from eprop_lava.processes.learning_engine import EpropLearningLIF, EpropRule, eprop_learning_rule, split_signal
+from eprop_lava.processes.learning_engine import (
+    SIGNAL_OFFSET, ClosedLoopLearningSignal, EpropLearningLIF, EpropRule, TargetSource, eprop_learning_rule,
+    split_signal,
+)
 
 I64 = np.int64
 
@@ -47,7 +55,11 @@ class PyEpropLearningLIFModel(LearningNeuronModelFixed, AbstractPyLifModelFixed)
     """LearningLIF that sends its traces (pattern of the three-factor
     tutorial's RSTDPLIFBitAcc): per step u, v as PyLifModelBitAcc, then
     s_out, s_out_bap (spike), s_out_y1 (psi of v before the reset),
-    s_out_y2 / s_out_y3 (learning signal from a_third_factor_in, split by sign)."""
+    s_out_y2 / s_out_y3 (learning signal from a_third_factor_in, split by sign).
+    With ``cut`` (the rule of ``post_factor="psi_cut"``): y1 = psi 2^-y_shift,
+    y3 = psi a_j 2^-y_shift with a_j = alpha^(t - t_j) since the neuron's last
+    spike t_j (a float here; a neuron program would decay it like v), and
+    y2 = L + 64 (L clipped to [-64, 63])."""
 
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
     vth: int = LavaPyType(int, np.int32, precision=17)
@@ -58,6 +70,7 @@ class PyEpropLearningLIFModel(LearningNeuronModelFixed, AbstractPyLifModelFixed)
     def __init__(self, proc_params):
         super().__init__(proc_params)
         self._p = None
+        self._since = None
         self.effective_vth = 0
 
     def scale_threshold(self) -> None:
@@ -69,6 +82,8 @@ class PyEpropLearningLIFModel(LearningNeuronModelFixed, AbstractPyLifModelFixed)
         return self.v > self.effective_vth
 
     def _psi_params(self) -> fx.FixedNeuronParams:
+        if self._p is None and self.proc_params.get("psi_params") is not None:
+            self._p = self.proc_params["psi_params"]
         if self._p is None:
             n = self.v.shape[0]
             self._p = fx.FixedNeuronParams("lif", n, vth=int(np.asarray(self.vth).ravel()[0]),
@@ -86,10 +101,21 @@ class PyEpropLearningLIFModel(LearningNeuronModelFixed, AbstractPyLifModelFixed)
         p = self._psi_params()
         psi = fx.psi_lif(self.v.astype(I64), p.vth_scaled, p)
         self.reset_voltage(spike_vector=spikes)
-        y2, y3 = split_signal(signal)
-        self.y1[:] = psi
-        self.y2[:] = y2
-        self.y3[:] = y3
+        cut = self.proc_params.get("cut")
+        if cut:  # eligibility reset at post spikes: y3 = psi a_j, a_j = alpha^(steps since j's last spike)
+            if self._since is None:
+                self._since = np.ones(psi.shape)
+            self._since = self._since * cut["alpha"]
+            scale = 2.0 ** -cut["y_shift"]
+            self.y1[:] = np.rint(psi * scale)
+            self.y3[:] = np.rint(psi * self._since * scale)
+            self.y2[:] = np.clip(signal + SIGNAL_OFFSET, 0, 2 * SIGNAL_OFFSET - 1)  # L offset-binary in one trace
+            self._since[spikes] = 1.0
+        else:
+            y2, y3 = split_signal(signal)
+            self.y1[:] = psi
+            self.y2[:] = y2
+            self.y3[:] = y3
         self.s_out.send(spikes)
         self.s_out_bap.send(spikes)
         self.s_out_y1.send(self.y1)
@@ -102,14 +128,88 @@ class PyEpropLearningLIFModel(LearningNeuronModelFixed, AbstractPyLifModelFixed)
             self.signal_rec[row] = signal
 
 
+@implements(proc=ClosedLoopLearningSignal, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PyClosedLoopLearningSignalModel(PyLoihiProcessModel):
+    """Spike phase of step t: send L^{t-1} (and its sign split, and err^{t-1}),
+    receive target^t. Management phase of step t (after every neuron's
+    update): read the readout's v^t = y^t through the RefPort, then
+    err^t = fixed_engine.output_error(y^t, target^t) and
+    L^t = fixed_engine.learning_signal(err^t, B)."""
+
+    target_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    y_ref: PyRefPort = LavaPyType(PyRefPort.VEC_DENSE, np.int32, precision=24)
+    signal_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=8)
+    signal_pos_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=7)
+    signal_neg_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=7)
+    err_pos_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=7)
+    err_neg_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=7)
+    feedback: np.ndarray = LavaPyType(np.ndarray, I64, precision=9)
+    signal_rec: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=8)
+    err_rec: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=8)
+    y_rec: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
+
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        N, K = proc_params["n_neurons"], proc_params["n_out"]
+        self._signal = np.zeros(N, dtype=I64)
+        self._err = np.zeros(K, dtype=I64)
+        self._target = np.zeros(K + 1)
+
+    def run_spk(self) -> None:
+        pos, neg = split_signal(self._signal)
+        epos, eneg = split_signal(self._err)
+        self.signal_out.send(self._signal)
+        self.signal_pos_out.send(pos)
+        self.signal_neg_out.send(neg)
+        self.err_pos_out.send(epos)
+        self.err_neg_out.send(eneg)
+        self._target = self.target_in.recv().astype(np.float64)
+
+    def post_guard(self) -> bool:
+        return True
+
+    def run_post_mgmt(self) -> None:
+        pp = self.proc_params
+        K = pp["n_out"]
+        y = np.rint(np.asarray(self.y_ref.read(), dtype=np.float64)).astype(I64)[None]
+        tm = self._target
+        err = fe.output_error(y, tm[None, :K], tm[None, K], pp["loss"], pp["y_scale"], pp["profile"],
+                              pp["error_exp"])
+        signal = fe.learning_signal(err, self.feedback.astype(I64), pp["signal_shift"], pp["profile"])
+        self._err, self._signal = err[0], signal[0]
+        row = self.time_step - 1
+        if row < pp["record_steps"]:
+            self.signal_rec[row] = self._signal
+            self.err_rec[row] = self._err
+            self.y_rec[row] = y[0]
+
+
+@implements(proc=TargetSource, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PyTargetSourceModel(AbstractPyRingBuffer):
+    """Float ring buffer (the target and loss mask are host-side floats)."""
+
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    data: np.ndarray = LavaPyType(np.ndarray, float)
+
+
 def model_map() -> dict:
     """Explicit {Process: ProcessModel} for the learning-engine graph."""
     from lava.proc.dense.models import PyDenseModelBitAcc, PyLearningDenseModelBitApproximate
     from lava.proc.dense.process import Dense, LearningDense
     from lava.proc.io.source import PySendModelFixed, RingBuffer
 
+    from lava.proc.lif.models import PyLearningLIFModelFixed, PyLifModelBitAcc
+    from lava.proc.lif.process import LIF, LearningLIF
+    from lava.proc.io.sink import PyReceiveModelFixed, RingBuffer as SinkRingBuffer
+
     return {RingBuffer: PySendModelFixed, Dense: PyDenseModelBitAcc, LearningDense: PyLearningDenseModelBitApproximate,
-            EpropLearningLIF: PyEpropLearningLIFModel}
+            EpropLearningLIF: PyEpropLearningLIFModel, LIF: PyLifModelBitAcc, LearningLIF: PyLearningLIFModelFixed,
+            SinkRingBuffer: PyReceiveModelFixed, ClosedLoopLearningSignal: PyClosedLoopLearningSignalModel,
+            TargetSource: PyTargetSourceModel}
 
 
 def run_learning_engine(x: np.ndarray, signal: np.ndarray, weights: np.ndarray, rule: EpropRule, *, du: int = 4095,
@@ -462,7 +562,7 @@ def emulate_learning_engine(x: np.ndarray, psi: np.ndarray, signal: np.ndarray, 
     the remaining difference is the rounding mode."""
     x = np.asarray(x, dtype=I64)
     T, n_in = x.shape
-    psi = np.asarray(psi, dtype=I64)
+    psi = np.asarray(psi, dtype=I64)  # a rule on the post spike (y0): pass the spikes z here
     y2s, y3s = split_signal(signal)
     n = psi.shape[1]
     w = np.asarray(weights, dtype=np.float64 if float_weights else I64).copy()
@@ -482,7 +582,12 @@ def emulate_learning_engine(x: np.ndarray, psi: np.ndarray, signal: np.ndarray, 
     ay = np.exp(-1.0 / np.iinfo(np.uint16).max)
     imp_int = int(np.floor(rule.x1_impulse))
     imp_frac = int(round((rule.x1_impulse - imp_int) * 256))
-    s_pre = 5 if rule.pairing == "delay" else 3
+    # post factor: the graded y1 (psi) or, for a rule on the post spike (y0, a dependency, no trace), z
+    spike_post = "y0" in rule.dt
+    if spike_post:
+        s_pre = 0
+    else:
+        s_pre = 5 if rule.pairing == "delay" else 3
     me, ee = rule.tag_increment
     mk, ek = rule.kappa_decay
     mw, ew = rule.lr
@@ -510,17 +615,22 @@ def emulate_learning_engine(x: np.ndarray, psi: np.ndarray, signal: np.ndarray, 
         x1 = np.floor(ax * x1).astype(I64) if truncate else _sr(ax * x1, rnd(x1.shape, r_xd))
         spk = x[k] > 0
         x1[spk] = np.clip(x1[spk] + imp_int + (r_xi < imp_frac), 0, 127)
-        y1 = _sr(ay * np.clip(psi[k], 0, 127), r_yd)[:, None]
+        y1 = (np.asarray(psi[k], dtype=I64) > 0).astype(I64)[:, None] if spike_post else \
+            _sr(ay * np.clip(psi[k], 0, 127), r_yd)[:, None]
         y2 = _sr(ay * y2s[k], r_yd)[:, None]
         y3 = _sr(ay * y3s[k], r_yd)[:, None]
-        pre = d if rule.pairing == "delay" else x1[None, :]
+        pre = d if rule.pairing != "raw" else x1[None, :]
         acc_w = w * 128.0
         for y, sign in ((y2, -1), (y3, 1)):
             acc_w = np.clip(acc_w + prod(sign * mw * tag * y, 5, ew), -lim - 2, lim)
         acc_t = tag * 128.0
-        acc_t = np.clip(acc_t + prod(me * y1 * pre, s_pre, ee), -lim - 2, lim)
-        acc_t = np.clip(acc_t + prod(-mk * tag, 0, ek), -lim - 2, lim)
-        if rule.pairing == "delay":
+        if rule.pairing == "delay2":  # the readout rule's delay line t <- d <- x1 (dt = d - t)
+            acc_t = np.clip(acc_t + prod(d, 0, 0), -lim - 2, lim)
+            acc_t = np.clip(acc_t + prod(-tag, 0, 0), -lim - 2, lim)
+        else:
+            acc_t = np.clip(acc_t + prod(me * y1 * pre, s_pre, ee), -lim - 2, lim)
+            acc_t = np.clip(acc_t + prod(-mk * tag, 0, ek), -lim - 2, lim)
+        if rule.pairing in ("delay", "delay2"):
             acc_d = d * 128.0 + prod(np.broadcast_to(x1[None, :], d.shape), 0, 0)
             acc_d = np.clip(acc_d, -lim - 2, lim) + prod(-d, 0, 0)
             d = np.clip(sr(np.maximum(np.clip(acc_d, -lim - 2, lim), 0) / 128.0, d.shape, r_w), 0, 255)

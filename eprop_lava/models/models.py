@@ -356,7 +356,9 @@ class PyReadoutModelFloat(_ReadoutBase):
 @tag("fixed_pt")
 class PyLearningSignalModelFixed(PyLoihiProcessModel):
     """fixed_engine.output_error and learning_signal; B follows W_out's
-    updates (dw_in) for symmetric and adaptive feedback."""
+    updates (dw_in) for symmetric and adaptive feedback. The stochastic
+    rounding of both draws from fixed_engine.signal_rngs(seed), kept across
+    samples, one step at a time: the engine's streams with batch 1."""
 
     y_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
     target_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
@@ -364,6 +366,10 @@ class PyLearningSignalModelFixed(PyLoihiProcessModel):
     err_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=8)
     signal_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=8)
     feedback: np.ndarray = LavaPyType(np.ndarray, I64, precision=9)
+
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        self.err_rng, self.signal_rng = fe.signal_generators(proc_params["seed"], None)
 
     def run_spk(self) -> None:
         pp = self.proc_params
@@ -374,8 +380,9 @@ class PyLearningSignalModelFixed(PyLoihiProcessModel):
         y = self.y_in.recv().astype(I64)[None]
         tm = self.target_in.recv().astype(np.float64)
         K = pp["n_out"]
-        err = fe.output_error(y, tm[None, :K], tm[None, K], pp["loss"], pp["y_scale"], prof, pp.get("error_exp"))
-        signal = fe.learning_signal(err, self.feedback.astype(I64), pp["signal_shift"], prof)
+        err = fe.output_error(y, tm[None, :K], tm[None, K], pp["loss"], pp["y_scale"], prof, pp.get("error_exp"),
+                              rng=self.err_rng)
+        signal = fe.learning_signal(err, self.feedback.astype(I64), pp["signal_shift"], prof, rng=self.signal_rng)
         self.err_out.send(err[0])
         self.signal_out.send(signal[0])
 

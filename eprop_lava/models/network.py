@@ -231,7 +231,7 @@ def build_network(net: Any = None, spec: Any = None, params: dict | None = None,
         update_fb = spec.learning.variant != "random"
         ls = LearningSignal(n_out=K, n_total=n_total, feedback=net.feedback, loss=spec.loss,
                             signal_shift=net.signal_shift, profile=prof, y_scale=ro.y_scale, error_exp=net.error_exp,
-                            update_feedback=update_fb, name="learning_signal")
+                            update_feedback=update_fb, seed=net.seed, name="learning_signal")
         readout.y_out.connect(ls.y_in)
         for r in range(len(spec.layers)):
             for d in (dense_in[r], dense_rec[r]):

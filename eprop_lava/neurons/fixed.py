@@ -463,6 +463,34 @@ def eligibility_fits_int32(p: FixedNeuronParams, profile: FixedPointProfile) -> 
     return p.kind == "lif" and profile.trace_max < (1 << 31) and -profile.tag_range[0] < (1 << 31)
 
 
+def lif_synapse_fits_int32(p: FixedNeuronParams, profile: FixedPointProfile, batch: int) -> bool:
+    """Whether every intermediate value of a LIF synapse's step
+    (:func:`k_eligibility_lif_family` without adaptation, :func:`k_trace_product`)
+    and of the batch sum of its products and the accumulator fits in int32,
+    bounded from the ranges the kernels clip to: |eps_v| <= trace_max, |psi| <= psi_max,
+    |ebar| <= 2^tag_bits, |L| <= 2^signal_bits, decay factors <= 4096. The
+    compiled loops then run it in 32-bit lanes (:func:`eprop_lava.engine.fused.compiled`,
+    narrow=True) with the same integers."""
+    if p.kind != "lif":
+        return False
+    tmax, imp = profile.trace_max, profile.trace_impulse
+    tag = max(-profile.tag_range[0], profile.tag_range[1])
+    sig = max(-profile.signal_range[0], profile.signal_range[1])
+    psi = int(p.psi_max)
+    prod = (tag * sig >> profile.product_shift) + 1
+    bounds = (
+        tmax * DECAY_UNITY + DECAY_UNITY,            # decay(eps_v): product plus rounding offset
+        tmax + imp,                                  # decay(eps_v) + impulse, before the clip
+        tmax * psi + (1 << p.psi_bits),              # (eps_v psi) >> psi_bits
+        tag * DECAY_UNITY + DECAY_UNITY,             # decay(ebar)
+        tag + (tmax * psi >> p.psi_bits) + 1,        # decay(ebar) + e, before the clip
+        tag * sig + (1 << profile.product_shift),    # (ebar L) >> product_shift
+        batch * prod,                                # the batch sum of the products
+        max(-profile.accumulator_range[0], profile.accumulator_range[1]) + batch * prod,  # acc + sum, clipped
+    )
+    return max(bounds) < (1 << 31) - 1
+
+
 def post_record(p: FixedNeuronParams, z: np.ndarray, post: dict, record_prev: dict | None) -> dict:
     """What a synapse keeps about its post neuron from this step: spike, psi,
     the Izhikevich Jacobian factor, and for STDP-ALIF a refractory counter of

@@ -206,17 +206,19 @@ class Readout(_Validated):
 class LearningSignal(_Validated):
     """Error against the target stream and the learning signal L = B err
     (symmetric, random or adaptive B; softmax for cross-entropy). Runs off
-    the neurocores on a chip. ``target_in`` carries (target_1..K, mask)."""
+    the neurocores on a chip. ``target_in`` carries (target_1..K, mask).
+    ``seed``: the network's seed, which seeds the stochastic rounding of the
+    error and the signal (fixed_engine.signal_rngs) when the profile asks."""
 
     def __init__(self, *, n_out: int, n_total: int, feedback: np.ndarray, loss: str = "cross_entropy",
                  signal_shift: int = 0, profile: Any = None, y_scale: float = 1.0, update_feedback: bool = False,
-                 error_exp: int | None = None, name: str | None = None):
+                 error_exp: int | None = None, seed: int = 0, name: str | None = None):
         feedback = np.asarray(feedback)
         if feedback.shape != (n_total, n_out):
             raise ValueError(f"feedback: expected shape {(n_total, n_out)}, got {feedback.shape}")
         super().__init__(n_out=int(n_out), n_total=int(n_total), loss=loss, signal_shift=int(signal_shift),
                          profile=profile, y_scale=float(y_scale), update_feedback=bool(update_feedback),
-                         error_exp=None if error_exp is None else int(error_exp), name=name)
+                         error_exp=None if error_exp is None else int(error_exp), seed=int(seed), name=name)
         self.y_in = InPort(shape=(n_out,))
         self.target_in = InPort(shape=(n_out + 1,))
         self.dw_in = InPort(shape=(n_out, n_total))

@@ -221,7 +221,8 @@ def feedback_gain(params: dict, variant: str) -> float:
 
 def adaptation(artifact, samples: int = 32, test_samples: int = 64, every: int | None = None,
                condition: dict | None = None, float_reference: bool = True, lr: float | None = None,
-               hidden_lr: float | None = None, learn_stream: int | None = None, log=None) -> dict:
+               hidden_lr: float | None = None, learn_stream: int | None = None, log=None,
+               profile_changes: dict | None = None, rounding_seed: int | None = None) -> dict:
     """On-chip adaptation to a changed condition: the compiled (off-chip
     trained) network of ``artifact`` learns online on ``samples`` samples of
     the task with ``condition`` (task options; default: the evidence task's
@@ -233,7 +234,11 @@ def adaptation(artifact, samples: int = 32, test_samples: int = 64, every: int |
     rate (default: the artifact's); ``hidden_lr``: the input and recurrent
     rate (default lr * :func:`feedback_gain`); both engines use both.
     ``learn_stream``: the rng stream of the learning samples (default
-    deploy.LEARN_STREAM; repeats use others, never the test stream 3)."""
+    deploy.LEARN_STREAM; repeats use others, never the test stream 3).
+    ``profile_changes``: fields of the artifact's fixed-point profile to
+    change for the on-chip learning (e.g. signal_rounding="stochastic");
+    ``rounding_seed``: the seed of the stochastic-rounding streams (default:
+    the network's)."""
     import time
 
     from eprop_lava.compile import deploy
@@ -254,6 +259,10 @@ def adaptation(artifact, samples: int = 32, test_samples: int = 64, every: int |
     if hidden_lr is None:
         hidden_lr = lr * feedback_gain(art.float_params, art.spec.learning.variant) if art.float_params else lr
     net = art.net.copy()
+    if profile_changes:
+        net.profile = net.profile.with_(**profile_changes)
+    if rounding_seed is not None:
+        net.seed = int(rounding_seed)
     fe.set_learning_rates(net, lr, hidden_lr)
     test = deploy.draw(held_out(task, "test"), seed, deploy.TEST_STREAM, test_samples)
     learn_stream = deploy.LEARN_STREAM if learn_stream is None else int(learn_stream)
@@ -263,7 +272,8 @@ def adaptation(artifact, samples: int = 32, test_samples: int = 64, every: int |
     every = every or max(1, samples // 8)
     t0 = time.perf_counter()
     fixed = deploy.learn_run(net, train, test, task, every)
-    out = {"task": src["task"], "condition": condition, "profile": art.net.profile.name, "samples": samples,
+    out = {"task": src["task"], "condition": condition, "profile": net.profile.name,
+           "profile_changes": dict(profile_changes or {}), "rounding_seed": int(net.seed), "samples": samples,
            "test_samples": test_samples, "learn_stream": learn_stream, "learning_rate": lr,
            "hidden_learning_rate": float(hidden_lr),
            "error_exp": int(art.net.error_bits),

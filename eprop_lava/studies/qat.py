@@ -37,15 +37,15 @@ def _shift(profile: FixedPointProfile, scaling: str, reference_bits: int = 8) ->
 
 def fake_quantize(spec, params: dict, profile: FixedPointProfile, scaling: str = "mantissa") -> dict:
     """The float weights the fixed-point network of :func:`ptq_network` will
-    hold: w_q = clip(round(w s)) / s with s = (2^(b+k) - 1) / (2^k max|w|)
+    hold: w_q = fe.weight_integers(w, s) / s (clip(round(w s)), on the Dense
+    grid at 8 bits) with s = (2^(b+k) - 1) / (2^k max|w|)
     per hidden layer (input and recurrent together) and for the readout."""
     q = dict(params)
     k = _shift(profile, scaling)
     scale_int = _wmax_int(profile.with_(weight_bits=profile.weight_bits + k)) / 2.0 ** k
-    lo, hi = profile.weight_range
 
-    def fq(w, s):
-        return np.clip(np.rint(w * s), lo, hi) / s
+    def fq(w, s):  # the reference quantizer's rounding (8 bits: each matrix on its Lava Dense grid)
+        return fe.weight_integers(w, s, profile) / s
 
     for r, layer in enumerate(spec.layers):
         names = [f"layers.{r}.w_in"] + ([f"layers.{r}.w_rec"] if layer.recurrent else [])
@@ -101,12 +101,9 @@ def ptq_network(spec, params: dict, profile: FixedPointProfile, rounding: str = 
         return net
     if rounding == "stochastic" and rng is None:
         raise ValueError("stochastic rounding needs rng")
-    lo, hi = profile.weight_range
 
-    def q(w, s):
-        x = np.asarray(w, dtype=np.float64) * s / 2.0 ** k
-        x = np.floor(x + rng.random(np.shape(x))) if rounding == "stochastic" else np.rint(x)
-        return np.clip(x, lo, hi).astype(np.int64)
+    def q(w, s):  # the reference quantizer's rounding at 2^-k of the scale (8 bits: on the Dense grid)
+        return fe.weight_integers(w, s / 2.0 ** k, profile, rng if rounding == "stochastic" else None)
 
     for r, L in enumerate(net.layers):
         L.w_in = q(params[f"layers.{r}.w_in"], L.w_scale)
@@ -123,12 +120,12 @@ def ptq_network(spec, params: dict, profile: FixedPointProfile, rounding: str = 
 def stochastic_requantize(net: fe.FixedNetwork, params: dict, rng: np.random.Generator) -> fe.FixedNetwork:
     """Replace the nearest-rounded integer weights of ``net`` (from
     :func:`fe.quantize` of ``params``) by stochastically rounded ones on the
-    same grid: floor(w s + u), u ~ U[0, 1) per weight (unbiased)."""
+    same grid: floor(w s + u), u ~ U[0, 1) per weight (unbiased; at 8 bits in
+    steps of the matrix's Dense grid)."""
     out = net.copy()
-    lo, hi = out.profile.weight_range
 
-    def sr(w, s):
-        return np.clip(np.floor(np.asarray(w, dtype=np.float64) * s + rng.random(np.shape(w))), lo, hi).astype(np.int64)
+    def sr(w, s):  # floor(w s + u) on the grid fe.quantize uses (8 bits: the Dense grid, in its steps)
+        return fe.weight_integers(w, s, out.profile, rng)
 
     for r, L in enumerate(out.layers):
         L.w_in = sr(params[f"layers.{r}.w_in"], L.w_scale)

@@ -577,7 +577,8 @@ def plot_report(summary: dict, out: Path) -> list[Path]:
     if fl:
         ax.axhline(fl["score_mean"], color="k", lw=1, label="float baseline")
         if fl["n"] > 1:
-            ax.axhspan(fl["score_mean"] - fl["score_std"], fl["score_mean"] + fl["score_std"], color="k", alpha=0.08)
+            ax.axhspan(fl["score_mean"] - fl["score_std"], fl["score_mean"] + fl["score_std"], color="k", alpha=0.08,
+                       label="float ± std over seeds")
     groups = defaultdict(list)
     for r in summary["ptq"]:
         if r["profile"] == "wide" and any(x["profile"] == "loihi2" for x in summary["ptq"]):

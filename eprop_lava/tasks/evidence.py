@@ -47,10 +47,6 @@ class EvidenceAccumulation:
     dt: float = 1.0
     swap_sides: bool = False
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.swap_sides, bool):
-            raise ValueError(f"swap_sides: expected true or false, got {self.swap_sides!r}")
-
     name = "evidence"
     metric_name = "error"
     solved_below = 0.07
