@@ -453,19 +453,18 @@ def _trace(entry: Any) -> str | None:
     return _Term._src(entry)
 
 
-def _adjoint_source(dz_dh: list, jac: list, n_records: int, direct: bool, fuse_in: bool = False,
-                    fuse_rec: bool = False, fuse_out: bool = False, store: bool = True) -> str:
-    """The compiled recursion for traced Jacobians (see :func:`traced_adjoint`);
-    fuse_in: also sum delta^t pre_in^t over the nonzero inputs (per thread, into
-    g_in); fuse_rec / fuse_out: at each step's spikes z^t, sum delta^{t+1} z^t
-    (g_rec) and ybar^t z^t (g_out, the readout gradient). Without ``store``,
-    out holds only the last two steps (out[t % 2]): delta is not kept."""
+def _adjoint_source(dz_dh: list, jac: list, n_records: int, direct: bool) -> str:
+    """The compiled recursion for traced Jacobians (see :func:`traced_adjoint_gradients`).
+    Its switches are arguments (one compiled loop per model and signal form):
+    fuse_in sums delta^t pre_in^t over the nonzero inputs (per thread, into
+    g_in); fuse_rec / fuse_out sum, at each step's spikes z^t, delta^{t+1} z^t
+    (g_rec) and ybar^t z^t (g_out, the readout gradient); without ``store``,
+    out holds only the last two steps (out[t % 2]) and delta is not kept."""
     d = len(dz_dh)
     args = ", ".join(f"r{i}" for i in range(n_records))
-    now, after = ("t", "t + 1") if store else ("t % 2", "(t + 1) % 2")
     lines = [
-        "def adjoint_traced(ybar, feedback_t, rate, gain, c, mu, out, chunks, pre_in, spikes, g_in, g_rec, g_out"
-        + (", " + args if args else "") + "):",
+        "def adjoint_traced(ybar, feedback_t, rate, gain, c, mu, out, chunks, pre_in, spikes, g_in, g_rec, g_out, "
+        "fuse_in, fuse_rec, fuse_out, store" + (", " + args if args else "") + "):",
         "    S, B, K = ybar.shape",
         "    N = out.shape[2]",
         # thread ch takes the samples of chunk ch and sweeps time outermost: each step
@@ -474,6 +473,8 @@ def _adjoint_source(dz_dh: list, jac: list, n_records: int, direct: bool, fuse_i
         "        ci = np.int64(ch)",
         "        signal = np.empty(N, out.dtype)",
         "        for t in range(S - 1, -1, -1):",
+        "            now = t if store else t % 2",
+        "            after = t + 1 if store else (t + 1) % 2",
         "            for b in range(ci * B // chunks, (ci + 1) * B // chunks):",
     ]
     if direct:
@@ -494,24 +495,25 @@ def _adjoint_source(dz_dh: list, jac: list, n_records: int, direct: bool, fuse_i
         terms += [f"m{r} * {jac[r][col]}" for r in range(d) if jac[r][col] is not None]
         lines.append(f"                    new{col} = " + " + ".join(terms))
     lines += [f"                    mu[{col}, b, j] = new{col}" for col in range(d)]
-    lines.append(f"                    out[{now}, b, j] = new0")
-    if fuse_in:  # the row of delta is in cache: the weight gradient's events are added now
-        lines += ["                for i in range(pre_in.shape[2]):",
-                  "                    p = pre_in[t, b, i]",
-                  "                    if p != 0:",
-                  "                        for j in range(N):",
-                  f"                            g_in[ch, i, j] += p * out[{now}, b, j]"]
-    if fuse_rec or fuse_out:  # one pass over z^t serves both (delta^{t+1} is the step just done)
-        lines += ["                for i in range(N):",
-                  "                    p = spikes[t, b, i]",
-                  "                    if p != 0:"]
-        if fuse_rec:
-            lines += ["                        if t + 1 < S:",
-                      "                            for j in range(N):",
-                      f"                                g_rec[ch, i, j] += p * out[{after}, b, j]"]
-        if fuse_out:
-            lines += ["                        for k in range(K):",
-                      "                            g_out[ch, i, k] += p * ybar[t, b, k]"]
+    lines += ["                    out[now, b, j] = new0",
+              # the row of delta is in cache: the weight gradient's events are added now
+              "                if fuse_in:",
+              "                    for i in range(pre_in.shape[2]):",
+              "                        p = pre_in[t, b, i]",
+              "                        if p != 0:",
+              "                            for j in range(N):",
+              "                                g_in[ch, i, j] += p * out[now, b, j]",
+              # one pass over z^t serves both (delta^{t+1} is the step just done)
+              "                if fuse_rec or fuse_out:",
+              "                    for i in range(N):",
+              "                        p = spikes[t, b, i]",
+              "                        if p != 0:",
+              "                            if fuse_rec and t + 1 < S:",
+              "                                for j in range(N):",
+              "                                    g_rec[ch, i, j] += p * out[after, b, j]",
+              "                            if fuse_out:",
+              "                                for k in range(K):",
+              "                                    g_out[ch, i, k] += p * ybar[t, b, k]"]
     return "\n".join(lines) + "\n"
 
 
@@ -638,12 +640,12 @@ def traced_adjoint_gradients(model: Any, const: Any, records: dict, signal: Any,
     g_out = np.zeros((chunks, N, ybar.shape[2])) if fuse_out else np.zeros((1, 1, 1))
     # delta itself is needed only for a gradient left to the caller
     store = not (fuse_in and (fuse_rec or not recurrent) and (fuse_out or not readout))
-    kernel = _compile_source(_adjoint_source(dz_dh, jac, len(arrays), direct, fuse_in, fuse_rec, fuse_out, store))
+    kernel = _compile_source(_adjoint_source(dz_dh, jac, len(arrays), direct))
     _launch_threads()
     out = np.empty((T if store else 2, B, N), dtype)
     mu = np.zeros((d, B, N), dtype)  # mu^T = 0
     kernel(ybar, feedback, rate, dtype.type(gain), c, mu, out, chunks, pre_in_c, spikes_c, g_in, g_rec, g_out,
-           *arrays)
+           bool(fuse_in), bool(fuse_rec), bool(fuse_out), bool(store), *arrays)
     return (out if store else None, g_in.sum(0).T.astype(dtype) if fuse_in else None,
             g_rec.sum(0).T.astype(dtype) if fuse_rec else None,
             g_out.sum(0).T.astype(dtype) if fuse_out else None)
