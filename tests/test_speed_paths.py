@@ -281,3 +281,17 @@ def test_adjoint_of_a_model_whose_jacobian_is_not_arithmetic_falls_back():
         mu = signal[t] * rec["psi"][t] + (mu * 0.9 * (rec["x"][t] < 0.5) if t < 29 else 0.0)
         want[t] = mu
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
+
+
+def test_one_blas_thread_limits_and_restores_blas_threads():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from eprop_lava.engine.backend import one_blas_thread
+
+    def blas_threads():
+        return [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+
+    before = blas_threads()
+    for _ in range(2):  # the cached controller serves every call
+        with one_blas_thread():
+            assert all(n == 1 for n in blas_threads())
+        assert blas_threads() == before

