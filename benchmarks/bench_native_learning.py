@@ -51,6 +51,7 @@ import numpy as np
 from eprop_lava.compile import deploy
 from eprop_lava.compile import native_learning as nl
 from eprop_lava.compile.artifact import jsonable, load_artifact, versions
+from eprop_lava.training import atomic_write_text
 from eprop_lava.compile.pipeline import ADAPTATION_LR, compile_checkpoint
 from eprop_lava.engine import fixed_engine as fe
 from eprop_lava.studies.onchip import feedback_gain
@@ -168,9 +169,7 @@ def main() -> int:
     out["machine"] = {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
                       "loadavg_end": os.getloadavg(), "versions": versions()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = args.out.with_suffix(".json.tmp")
-    tmp_out.write_text(json.dumps(jsonable(out), indent=2))
-    os.replace(tmp_out, args.out)
+    atomic_write_text(args.out, json.dumps(jsonable(out), indent=2))
     print(f"results: {args.out}")
     return 0
 

@@ -44,6 +44,7 @@ import numpy as np
 
 from eprop_lava import fixed as F
 from eprop_lava.compile.artifact import jsonable, versions
+from eprop_lava.training import atomic_write_text
 from eprop_lava.compile.quantize import dequantize
 from eprop_lava.engine import fixed_engine as fe
 from eprop_lava.engine.gradients import eprop_gradient
@@ -185,9 +186,7 @@ def main() -> int:
     out.update(seconds=time.perf_counter() - t0, versions=versions(),
                machine={"platform": platform.platform(), "cpus": os.cpu_count(), "loadavg_end": os.getloadavg()})
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = args.out.with_suffix(".json.tmp")
-    tmp_out.write_text(json.dumps(jsonable(out), indent=2))
-    os.replace(tmp_out, args.out)
+    atomic_write_text(args.out, json.dumps(jsonable(out), indent=2))
     print(f"results: {args.out}")
     return 0
 
