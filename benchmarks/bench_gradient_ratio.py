@@ -82,6 +82,16 @@ print(json.dumps({"wall": wall, "cpu": cpu}))
 """
 
 
+def tree_label(tree: Path) -> str:
+    """How a result names a source tree: "this checkout" or the commit it holds
+    (never a path of the measuring machine)."""
+    if tree.resolve() == ROOT.resolve():
+        return "this checkout"
+    commit = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
+    return f"checkout of {commit}" if commit else f"tree {tree.name}"
+
+
 def child(tree: Path, threads: int, repeats: int) -> dict:
     env = dict(os.environ, PYTHONPATH=str(tree), NUMBA_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
                OPENBLAS_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
@@ -90,7 +100,7 @@ def child(tree: Path, threads: int, repeats: int) -> dict:
                          capture_output=True, text=True)
     r = json.loads(out.stdout.strip().splitlines()[-1])
     med = {kind: {k: statistics.median(v) for k, v in r[kind].items()} for kind in ("wall", "cpu")}
-    return {"tree": str(tree), "threads": threads, "repeats": repeats, "seconds": r, "median": med,
+    return {"tree": tree_label(tree), "threads": threads, "repeats": repeats, "seconds": r, "median": med,
             "gradient_over_forward_wall": med["wall"]["gradient"] / med["wall"]["forward"],
             "gradient_over_forward_cpu": med["cpu"]["gradient"] / med["cpu"]["forward"],
             "load_average_before": list(before), "load_average_after": list(os.getloadavg())}

@@ -23,6 +23,7 @@ import json
 import os
 import statistics
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -67,7 +68,7 @@ def main() -> None:
     ap.add_argument("--ours-iterations", type=int, default=30)
     ap.add_argument("--nest-2thread-repeats", type=int, default=1,
                     help="NEST 2-thread runs (after the alternating rounds; 0 to skip)")
-    ap.add_argument("--scratch", default="/tmp/nestcmp")
+    ap.add_argument("--scratch", default=os.path.join(tempfile.gettempdir(), "nestcmp"))
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/nest_vs_eprop_lava_evidence.json"))
     args = ap.parse_args()
     scratch = Path(args.scratch)
