@@ -46,7 +46,6 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 
 from eprop_lava.compile import deploy
 from eprop_lava.compile import native_learning as nl

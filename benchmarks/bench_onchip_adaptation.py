@@ -28,14 +28,15 @@ from eprop_lava.compile.artifact import jsonable
 from eprop_lava.compile.pipeline import compile_checkpoint
 from eprop_lava.studies.onchip import adaptation, format_adaptation
 from eprop_lava.tasks import get_task
-from eprop_lava.training import TrainConfig, train
+from eprop_lava.training import TrainConfig, atomic_write_text, train
 
 OUT = Path(__file__).resolve().parent / "results" / "onchip_adaptation.json"
 
 
-def trained_artifact(tmp: Path) -> Path:
+def trained_artifact(tmp: Path) -> tuple[Path, float]:
     """The demo's network (evidence, Loihi timing, 150 iterations, seed 1)
-    trained off-chip and compiled for loihi2 with learning: ``tmp / "art"``."""
+    trained off-chip and compiled for loihi2 with learning: (``tmp / "art"``,
+    its validation error)."""
     task = get_task("evidence")
     spec = task.default_spec().replace(timing="loihi", reset="zero")
     config = TrainConfig(task="evidence", algo="eprop", batch_size=32, iterations=150, validate_every=25,
@@ -43,7 +44,7 @@ def trained_artifact(tmp: Path) -> Path:
     res = train(task, spec, config, tmp / "train", resume=False)
     print(f"trained: validation error {res.final_validation['error']:.3f}", flush=True)
     compile_checkpoint(tmp / "train" / "checkpoint.npz", tmp / "art", target="loihi2", learning=True)
-    return tmp / "art"
+    return tmp / "art", res.final_validation["error"]
 
 
 def main() -> int:
@@ -58,7 +59,7 @@ def main() -> int:
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        trained_artifact(tmp)
+        _, validation_error = trained_artifact(tmp)
         runs = []
         for n in counts:
             for i in range(args.repeats):
@@ -79,14 +80,11 @@ def main() -> int:
             "fixed_minus_float_after_max_abs": max(abs(d) for d in diff),
             "within_0_05": all(abs(d) <= 0.05 for d in diff)}
     out = {"benchmark": "on-chip adaptation, evidence task with swapped cue sides", "network_validation_error":
-           res.final_validation["error"], "repeats": args.repeats, "test_samples": args.test_samples,
+           validation_error, "repeats": args.repeats, "test_samples": args.test_samples,
            "summary": summary, "runs": runs, "seconds": time.perf_counter() - t0,
            "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                        "loadavg_end": os.getloadavg()}}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = args.out.with_suffix(".json.tmp")
-    tmp_out.write_text(json.dumps(jsonable(out), indent=2))
-    os.replace(tmp_out, args.out)
+    atomic_write_text(args.out, json.dumps(jsonable(out), indent=2))
     print(json.dumps(summary, indent=2))
     print(f"results: {args.out}")
     return 0

@@ -142,7 +142,7 @@ def adaptation_runs(samples: int, test_samples: int, lr: float, rounding_seeds: 
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        trained_artifact(tmp)
+        _, validation_error = trained_artifact(tmp)
         runs = []
         for stream in (4, 5, 6):
             for name, changes in ROUNDINGS.items():
@@ -159,7 +159,7 @@ def adaptation_runs(samples: int, test_samples: int, lr: float, rounding_seeds: 
                         row.update(float_before=r["float"]["error_before"], float_after=r["float"]["error_after"])
                     runs.append(row)
                     print(json.dumps(jsonable(row)), flush=True)
-    return {"network_validation_error": res.final_validation["error"], "samples": samples,
+    return {"network_validation_error": validation_error, "samples": samples,
             "test_samples": test_samples, "lr": lr, "runs": runs}
 
 

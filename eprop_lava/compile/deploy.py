@@ -29,7 +29,6 @@ from typing import Any
 import numpy as np
 
 from eprop_lava.engine import fixed_engine as fe
-from eprop_lava.errors import UserError
 from eprop_lava.lava_import import import_lava  # noqa: F401 - also re-exported for compile.netx
 
 MAX_SPIKE_READ = 120_000

@@ -278,7 +278,7 @@ def energy_from_run(net: Any, mapping: Mapping, x: np.ndarray, learning: bool | 
 # ------------------------------------------------------------------ text and figure
 def resource_table(mapping: Mapping) -> str:
     t = mapping.limits
-    lines = [f"| core | chip | blocks | neurons | compartments | synapses | synapse bits | in axons | out axons |",
+    lines = ["| core | chip | blocks | neurons | compartments | synapses | synapse bits | in axons | out axons |",
              "|---|---|---|---|---|---|---|---|---|"]
     for c in mapping.cores[:64]:
         blocks = ", ".join(f"{b.pop}[{b.start}:{b.stop}]" for b in c.blocks)
