@@ -107,6 +107,70 @@ def test_event_products_equal_dense_products():
 
 
 @needs_numba
+def test_event_lists_hold_exactly_the_nonzero_values():
+    # the forward loops' event lists against np.nonzero of the arrays they describe
+    rng = np.random.default_rng(5)
+    x = (rng.random((60, 4, 9)) < 0.06) * rng.choice([1.0, -0.5, 3.0], size=(60, 4, 9))
+    w_t = rng.standard_normal((9, 6))
+    out, rows = fused.project_events(x, w_t, events=True)
+    np.testing.assert_allclose(out, x @ w_t, rtol=1e-12, atol=1e-12)
+    for b in range(4):
+        t_ev, i_ev = np.nonzero(x[:, b])  # time-major, then increasing position
+        assert rows.end[b, -1] == len(i_ev)
+        np.testing.assert_array_equal(rows.index[b, :len(i_ev)], i_ev)
+        np.testing.assert_array_equal(rows.value[b, :len(i_ev)], x[t_ev, b, i_ev])
+        np.testing.assert_array_equal(rows.end[b], np.searchsorted(t_ev, np.arange(60), side="right"))
+    spec = _network("alif", layers=1, recurrent=True, timing="bellec", reset="subtract", n=12)
+    traj = simulate(spec, init_params(spec), _sparse_batch(spec, 120, 3, seed=2, rate=0.05).x,
+                    make_ops("numpy", fused=True))
+    z = traj.pop_z[0]
+    assert z.sum() > 20
+    np.testing.assert_array_equal(traj.pop_events[0]["z"].dense(z.shape[2]), z)
+    np.testing.assert_array_equal(traj.pop_events[0]["pre_in"].dense(traj.pop_pre_in[0].shape[2]),
+                                  traj.pop_pre_in[0])
+
+
+@needs_numba
+def test_projection_from_event_lists_equals_the_matrix_product():
+    # two column blocks, the second from a population run backwards in time, one step of delay
+    rng = np.random.default_rng(6)
+    T, B = 50, 3
+    s = (rng.random((T, B, 11)) < 0.07).astype(float)
+    w_t = rng.standard_normal((11, 4))
+    _, first = fused.project_events(s[:, :, :7], np.zeros((7, 1)), events=True)
+    _, second = fused.project_events(np.ascontiguousarray(s[::-1, :, 7:]), np.zeros((4, 1)), events=True)
+    delayed = np.zeros_like(s)
+    delayed[1:] = s[:-1]
+    got = fused.project_listed([(first, 0, False), (second, 7, True)], w_t, T, B, shift=1)
+    np.testing.assert_allclose(got, delayed @ w_t, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(fused.project_listed([(first, 0, False), (second, 7, True)], w_t, T, B), s @ w_t,
+                               rtol=1e-12, atol=1e-12)
+
+
+@needs_numba
+def test_backward_pass_reads_the_event_lists_with_the_same_result():
+    spec = _network("alif", layers=1, recurrent=True, timing="bellec", reset="subtract", n=12)
+    params = init_params(spec)
+    batch = _sparse_batch(spec, 150, 3, seed=8, rate=0.08)
+    calls = []
+    real = fused.traced_adjoint_gradients
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+
+    fused.traced_adjoint_gradients = spy
+    try:
+        _, g_list, _ = eprop_gradient(spec, params, batch, make_ops("numpy", fused=True))
+    finally:
+        fused.traced_adjoint_gradients = real
+    assert calls and calls[0]["pre_events"] is not None and calls[0]["spike_events"] is not None
+    _, g_ref, _ = eprop_gradient(spec, params, batch, make_ops("numpy", fused=False))
+    for k in g_ref:
+        assert np.abs(g_list[k] - g_ref[k]).max() <= 1e-10 * max(np.abs(g_ref[k]).max(), 1e-300), k
+
+
+@needs_numba
 def test_float32_forward_stays_float32_and_agrees():
     spec = _network("alif", layers=1, recurrent=True, timing="bellec", reset="subtract", n=12)
     params = init_params(spec)

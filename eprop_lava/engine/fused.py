@@ -80,9 +80,13 @@ def available() -> bool:
 if numba is not None:
 
     def _lif_family(external, w_rec_t, has_rec, alpha, gain, v_th, reset_amount, gamma, n_ref, subtract, beta, rho,
-                    one, zero, z_out, x_out, free_out, psi_out):  # pragma: no cover - compiled
+                    one, zero, z_out, x_out, free_out, psi_out, keep_events, event_end, event_index,
+                    event_value):  # pragma: no cover - compiled
         # one, zero: constants of the array's dtype, so float32 arithmetic stays
         # float32 as in numpy (a float64 literal would promote it).
+        # keep_events: the spikes of each step are also written as an event list
+        # (EventRows) - the list the recurrent input is summed from anyway, kept
+        # for the backward pass.
         T, B, N = external.shape
         for b in prange(B):
             v = np.zeros(N, external.dtype)
@@ -91,11 +95,20 @@ if numba is not None:
             ref = np.zeros(N, external.dtype)
             current = np.empty(N, external.dtype)
             rec = np.zeros(N, external.dtype)
+            spiked = np.empty(N, np.int64)  # the neurons that spiked at the previous step
+            n_spiked = 0
+            pos = 0
             for t in range(T):
                 for j in range(N):
                     current[j] = external[t, b, j]
                 if has_rec:
-                    _recurrent_events(z, w_rec_t, rec)
+                    # rec = z^{t-1} W_rec^T as the sum of the rows of W_rec^T whose neuron
+                    # spiked, in increasing neuron order (as _recurrent_events)
+                    rec[:] = 0
+                    for q in range(n_spiked):
+                        i = spiked[q]
+                        for j in range(N):
+                            rec[j] += w_rec_t[i, j]
                     for j in range(N):
                         current[j] = current[j] + rec[j]
                 for j in range(N):
@@ -116,6 +129,17 @@ if numba is not None:
                     x_out[t, b, j] = x
                     free_out[t, b, j] = free
                     psi_out[t, b, j] = gamma * max(one - abs(x) / v_th, zero) if free else zero
+                n_spiked = 0
+                for j in range(N):
+                    if z[j] != zero:
+                        spiked[n_spiked] = j
+                        n_spiked += 1
+                if keep_events:
+                    for q in range(n_spiked):
+                        event_index[b, pos + q] = spiked[q]
+                        event_value[b, pos + q] = one
+                    pos += n_spiked
+                    event_end[b, t] = pos
 
     def _adjoint_block(direct, ybar, feedback, rate, gain, d0, d1, has_d, j00, j01, j10, j11, used, d, mu,
                        out):  # pragma: no cover - compiled
@@ -245,20 +269,46 @@ if numba is not None:
                             out[k, i, j] += p * delta[r, j]
 
 
-    def _project_events(x, w_t, out):  # pragma: no cover - compiled
-        # out[r, j] = sum_i x[r, i] w_t[i, j] over the nonzero x[r, i]
-        R, I = x.shape
+    def _project_events(x, w_t, out, keep_events, event_end, event_index,
+                        event_value):  # pragma: no cover - compiled
+        # out[t, b, j] = sum_i x[t, b, i] w_t[i, j] over the nonzero x[t, b, i]; one
+        # sample per task (plain rows come as (1, rows, I)); keep_events: the nonzero
+        # values are also written as an event list (EventRows)
+        T, B, I = x.shape
         J = w_t.shape[1]
-        for r in prange(R):
-            for j in range(J):
-                out[r, j] = 0
-            for i in range(I):
-                p = x[r, i]
-                if p != 0:
-                    for j in range(J):
-                        out[r, j] += p * w_t[i, j]
+        for b in prange(B):
+            pos = 0
+            for t in range(T):
+                for j in range(J):
+                    out[t, b, j] = 0
+                for i in range(I):
+                    p = x[t, b, i]
+                    if p != 0:
+                        for j in range(J):
+                            out[t, b, j] += p * w_t[i, j]
+                        if keep_events:
+                            event_index[b, pos] = i
+                            event_value[b, pos] = p
+                            pos += 1
+                if keep_events:
+                    event_end[b, t] = pos
 
 
+
+    def _project_listed(end, index, value, w_t, col0, reverse, shift, out):  # pragma: no cover - compiled
+        # out[t', b, j] += value w_t[col0 + index, j] over the events of an EventRows, with
+        # t' = t + shift in real time (t' = T - 1 - t + shift for a population run backwards)
+        B, T = end.shape
+        J = w_t.shape[1]
+        for b in prange(B):
+            for t in range(T):
+                tt = (T - 1 - t if reverse else t) + shift
+                if tt < T:
+                    for q in range(end[b, t - 1] if t > 0 else 0, end[b, t]):
+                        i = index[b, q] + col0
+                        p = value[b, q]
+                        for j in range(J):
+                            out[tt, b, j] += p * w_t[i, j]
 
     @njit(cache=True, inline="always")
     def _recurrent_events(z, w_rec_t, rec):  # pragma: no cover - compiled
@@ -271,7 +321,7 @@ if numba is not None:
                     rec[j] += w_rec_t[i, j]
 
     KERNELS = {f.__name__: _variants(f) for f in (_lif_family, _adjoint_block, _readout_backward, _outer_events,
-                                                   _project_events)}
+                                                   _project_events, _project_listed)}
 
 
 def _kernel(name: str, parallel: bool):
@@ -313,10 +363,12 @@ def supports(model: Any, ops: Any) -> bool:
             and getattr(model, "name", None) in FUSED_MODELS)
 
 
-def run_lif_family(model: Any, const: Any, external: np.ndarray, w_rec_t: np.ndarray | None):
+def run_lif_family(model: Any, const: Any, external: np.ndarray, w_rec_t: np.ndarray | None,
+                   events: bool = False):
     """Forward pass of one LIF/ALIF population on its input current
     ``external`` (T, B, N) = W_in pre^t. Returns (z, records) exactly as the
-    reference loop in :func:`eprop_lava.engine.network.run_population`."""
+    reference loop in :func:`eprop_lava.engine.network.run_population`;
+    events=True: (z, records, :class:`EventRows` of z)."""
     T, B, N = external.shape
     dtype = external.dtype
     external = np.ascontiguousarray(external)
@@ -327,11 +379,13 @@ def run_lif_family(model: Any, const: Any, external: np.ndarray, w_rec_t: np.nda
     x = np.empty((T, B, N), dtype)
     free = np.empty((T, B, N), np.bool_)
     psi = np.empty((T, B, N), dtype)
+    rows = EventRows.empty((T, B, N), dtype) if events else None
     _kernel("_lif_family", True)(external, rec, w_rec_t is not None, dtype.type(const.alpha),
                 dtype.type(getattr(const, "input_gain", 1.0)), dtype.type(const.v_th),
                 dtype.type(getattr(const, "reset_amount", const.v_th)), dtype.type(const.gamma), dtype.type(const.n_ref), const.reset == "subtract", beta, rho,
-                dtype.type(1), dtype.type(0), z, x, free, psi)
-    return z, dict(x=x, free=free, z=z, psi=psi)
+                dtype.type(1), dtype.type(0), z, x, free, psi, events,
+                *(EventRows.none(dtype) if rows is None else rows.arrays()))
+    return (z, dict(x=x, free=free, z=z, psi=psi)) + ((rows,) if events else ())
 
 
 # Elements (steps x batch x neurons) per block of the backward recursion. Each
@@ -453,18 +507,27 @@ def _trace(entry: Any) -> str | None:
     return _Term._src(entry)
 
 
-def _adjoint_source(dz_dh: list, jac: list, n_records: int, direct: bool) -> str:
+#: Up to this many readout outputs the adjoint's source writes the learning
+#: signal's K terms out (one loop over the neurons instead of K + 1; measured
+#: 1 ms of the 8.5 ms backward loop at K = 2).
+INLINE_OUTPUTS = 4
+
+
+def _adjoint_source(dz_dh: list, jac: list, n_records: int, direct: bool, outputs: int = INLINE_OUTPUTS + 1) -> str:
     """The compiled recursion for traced Jacobians (see :func:`traced_adjoint_gradients`).
     Its switches are arguments (one compiled loop per model and signal form):
     fuse_in sums delta^t pre_in^t over the nonzero inputs (per thread, into
     g_in); fuse_rec / fuse_out sum, at each step's spikes z^t, delta^{t+1} z^t
     (g_rec) and ybar^t z^t (g_out, the readout gradient); without ``store``,
-    out holds only the last two steps (out[t % 2]) and delta is not kept."""
+    out holds only the last two steps (out[t % 2]) and delta is not kept.
+    ``outputs``: the readout's K, up to INLINE_OUTPUTS written into the source."""
     d = len(dz_dh)
+    signal = "signal[j]"
     args = ", ".join(f"r{i}" for i in range(n_records))
     lines = [
         "def adjoint_traced(ybar, feedback_t, rate, gain, c, mu, out, chunks, pre_in, spikes, g_in, g_rec, g_out, "
-        "fuse_in, fuse_rec, fuse_out, store" + (", " + args if args else "") + "):",
+        "fuse_in, fuse_rec, fuse_out, store, pre_listed, pre_end, pre_index, pre_value, spikes_listed, "
+        "spike_end, spike_index, spike_value" + (", " + args if args else "") + "):",
         "    S, B, K = ybar.shape",
         "    N = out.shape[2]",
         # thread ch takes the samples of chunk ch and sweeps time outermost: each step
@@ -478,8 +541,13 @@ def _adjoint_source(dz_dh: list, jac: list, n_records: int, direct: bool) -> str
         "            for b in range(ci * B // chunks, (ci + 1) * B // chunks):",
     ]
     if direct:
-        lines += ["                for j in range(N):",
-                  "                    signal[j] = ybar[t, b, j]"]
+        signal = "ybar[t, b, j]"
+    elif outputs <= INLINE_OUTPUTS:  # L^t = ybar^t B^T + rate, the K terms written out in the loop over j
+        lines += [f"                y{k} = ybar[t, b, {k}]" for k in range(outputs)]
+        total = "rate[b, j]"
+        for k in range(outputs):
+            total = f"({total} + y{k} * feedback_t[{k}, j])"  # the order of the loop below
+        signal = total
     else:  # L^t = ybar^t B^T + rate, one output k at a time (so the loops over j vectorize)
         lines += ["                for j in range(N):",
                   "                    signal[j] = rate[b, j]",
@@ -488,7 +556,7 @@ def _adjoint_source(dz_dh: list, jac: list, n_records: int, direct: bool) -> str
                   "                    for j in range(N):",
                   "                        signal[j] += y_k * feedback_t[k, j]"]
     lines += ["                for j in range(N):",
-              "                    sig = signal[j] * gain"]
+              f"                    sig = {signal} * gain"]
     lines += [f"                    m{r} = mu[{r}, b, j]" for r in range(d)]
     for col in range(d):
         terms = [f"sig * {dz_dh[col]}" if dz_dh[col] is not None else "sig * 0"]
@@ -497,14 +565,32 @@ def _adjoint_source(dz_dh: list, jac: list, n_records: int, direct: bool) -> str
     lines += [f"                    mu[{col}, b, j] = new{col}" for col in range(d)]
     lines += ["                    out[now, b, j] = new0",
               # the row of delta is in cache: the weight gradient's events are added now
-              "                if fuse_in:",
+              # the events: from the forward pass's lists where it kept them
+              # (pre_count[t, b] > -1), else found by looking at every value
+              "                if fuse_in and pre_listed:",
+              "                    for q in range(pre_end[b, t - 1] if t > 0 else 0, pre_end[b, t]):",
+              "                        i = pre_index[b, q]",
+              "                        p = pre_value[b, q]",
+              "                        for j in range(N):",
+              "                            g_in[ch, i, j] += p * out[now, b, j]",
+              "                elif fuse_in:",
               "                    for i in range(pre_in.shape[2]):",
               "                        p = pre_in[t, b, i]",
               "                        if p != 0:",
               "                            for j in range(N):",
               "                                g_in[ch, i, j] += p * out[now, b, j]",
               # one pass over z^t serves both (delta^{t+1} is the step just done)
-              "                if fuse_rec or fuse_out:",
+              "                if (fuse_rec or fuse_out) and spikes_listed:",
+              "                    for q in range(spike_end[b, t - 1] if t > 0 else 0, spike_end[b, t]):",
+              "                        i = spike_index[b, q]",
+              "                        p = spike_value[b, q]",
+              "                        if fuse_rec and t + 1 < S:",
+              "                            for j in range(N):",
+              "                                g_rec[ch, i, j] += p * out[after, b, j]",
+              "                        if fuse_out:",
+              "                            for k in range(K):",
+              "                                g_out[ch, i, k] += p * ybar[t, b, k]",
+              "                elif fuse_rec or fuse_out:",
               "                    for i in range(N):",
               "                        p = spikes[t, b, i]",
               "                        if p != 0:",
@@ -565,7 +651,8 @@ def traced_adjoint(model: Any, const: Any, records: dict, signal: Any, gain: flo
 
 def traced_adjoint_gradients(model: Any, const: Any, records: dict, signal: Any, gain: float,
                              pre_in: np.ndarray | None = None, spikes: np.ndarray | None = None,
-                             recurrent: bool = False, readout: bool = False):
+                             recurrent: bool = False, readout: bool = False,
+                             pre_events: "EventRows | None" = None, spike_events: "EventRows | None" = None):
     """e-prop's per-neuron backward recursion (:func:`eprop_lava.eprop.traces.local_adjoint`)
     over the whole sequence in one compiled loop that evaluates the model's
     Jacobians per element instead of reading (T, B, N) arrays of them.
@@ -587,7 +674,10 @@ def traced_adjoint_gradients(model: Any, const: Any, records: dict, signal: Any,
     while each step's delta is in cache, over the nonzero (spike) values; None
     for one not asked for, from dense values, or whose per-thread sums would
     be large (the caller then forms it from delta). delta is None when every
-    gradient asked for was summed in the loop (it is then never stored)."""
+    gradient asked for was summed in the loop (it is then never stored).
+    ``pre_events`` / ``spike_events``: the :class:`EventRows` of pre_in / spikes
+    kept by the forward pass, if any (the loop then reads each step's events
+    instead of searching for them)."""
     traced_records, traced_const = _TracedRecords(records), _TracedConstants(const)
     try:
         dz_dh = [_trace(e) for e in model.spike_jacobian(traced_records, traced_const)]
@@ -635,17 +725,24 @@ def traced_adjoint_gradients(model: Any, const: Any, records: dict, signal: Any,
     empty3 = np.zeros((1, 1, 1), dtype)
     pre_in_c = np.ascontiguousarray(pre_in, dtype) if fuse_in else empty3
     spikes_c = np.ascontiguousarray(spikes, dtype) if (fuse_rec or fuse_out) else empty3
-    g_in = np.zeros((chunks, pre_in_c.shape[2], N)) if fuse_in else np.zeros((1, 1, 1))
-    g_rec = np.zeros((chunks, N, N)) if fuse_rec else np.zeros((1, 1, 1))
-    g_out = np.zeros((chunks, N, ybar.shape[2])) if fuse_out else np.zeros((1, 1, 1))
+    # the sums in the run's precision, as the reference's products (float32 sums: 1 ms less of 8.5)
+    g_in = np.zeros((chunks, pre_in_c.shape[2], N), dtype) if fuse_in else np.zeros((1, 1, 1), dtype)
+    g_rec = np.zeros((chunks, N, N), dtype) if fuse_rec else np.zeros((1, 1, 1), dtype)
+    g_out = np.zeros((chunks, N, ybar.shape[2]), dtype) if fuse_out else np.zeros((1, 1, 1), dtype)
     # delta itself is needed only for a gradient left to the caller
     store = not (fuse_in and (fuse_rec or not recurrent) and (fuse_out or not readout))
-    kernel = _compile_source(_adjoint_source(dz_dh, jac, len(arrays), direct))
+    kernel = _compile_source(_adjoint_source(dz_dh, jac, len(arrays), direct, ybar.shape[2]))
     _launch_threads()
     out = np.empty((T if store else 2, B, N), dtype)
     mu = np.zeros((d, B, N), dtype)  # mu^T = 0
+    def listed(rows, used):
+        # the forward pass's event list of an array the loop reads (in its dtype), else none
+        ok = used and rows is not None and rows.end.shape == (B, T) and rows.value.dtype == dtype
+        return (True,) + rows.arrays() if ok else (False,) + EventRows.none(dtype)
+
     kernel(ybar, feedback, rate, dtype.type(gain), c, mu, out, chunks, pre_in_c, spikes_c, g_in, g_rec, g_out,
-           bool(fuse_in), bool(fuse_rec), bool(fuse_out), bool(store), *arrays)
+           bool(fuse_in), bool(fuse_rec), bool(fuse_out), bool(store), *listed(pre_events, fuse_in),
+           *listed(spike_events, fuse_rec or fuse_out), *arrays)
     return (out if store else None, g_in.sum(0).T.astype(dtype) if fuse_in else None,
             g_rec.sum(0).T.astype(dtype) if fuse_rec else None,
             g_out.sum(0).T.astype(dtype) if fuse_out else None)
@@ -713,20 +810,92 @@ def sum_outer_events(delta: np.ndarray, pre: np.ndarray) -> np.ndarray | None:
     return (out.sum(0) if split_rows else out[0]).T
 
 
+class EventRows:
+    """The nonzero values of a (T, B, W) array as one event list per sample:
+    sample b's events of step t are ``index[b, q]`` (position w, increasing)
+    and ``value[b, q]`` for end[b, t - 1] <= q < end[b, t] (end[b, -1] = 0).
+    Written by the forward loops while they look for spikes anyway
+    (:func:`run_lif_family`, :func:`project_events`), so the backward pass
+    (:func:`traced_adjoint_gradients`) reads each step's few events instead of
+    searching (T, B, W) values again. One compact list per sample (not a row
+    of W slots per step): the backward pass reads it from cache, not memory."""
+
+    def __init__(self, end: np.ndarray, index: np.ndarray, value: np.ndarray):
+        self.end, self.index, self.value = end, index, value
+
+    @classmethod
+    def empty(cls, shape: tuple, dtype: Any) -> "EventRows":
+        T, B, W = shape
+        itype = np.int16 if W <= np.iinfo(np.int16).max else np.int32
+        # room for every value; only the pages the events fill are ever touched
+        return cls(np.empty((B, T), np.int64), np.empty((B, T * W), itype), np.empty((B, T * W), dtype))
+
+    @staticmethod
+    def none(dtype: Any) -> tuple:
+        """Placeholder arrays for a loop that keeps no events."""
+        return np.zeros((1, 1), np.int64), np.zeros((1, 1), np.int16), np.zeros((1, 1), dtype)
+
+    def arrays(self) -> tuple:
+        return self.end, self.index, self.value
+
+    @property
+    def steps(self) -> int:
+        return self.end.shape[1]
+
+    def dense(self, width: int) -> np.ndarray:
+        """The (T, B, width) array these events describe (for tests)."""
+        B, T = self.end.shape
+        out = np.zeros((T, B, width), self.value.dtype)
+        for b in range(B):
+            for t in range(T):
+                q0, q1 = (self.end[b, t - 1] if t else 0), self.end[b, t]
+                out[t, b, self.index[b, q0:q1]] = self.value[b, q0:q1]
+        return out
+
+
+def project_listed(parts: list, w_t: np.ndarray, steps: int, batch: int, shift: int = 0) -> np.ndarray:
+    """sum_i s[t, b, i] w_t[i, j] (T, B, J) from event lists instead of the
+    array s: ``parts`` lists (EventRows, first column of s, reversed) per
+    block of s's columns, in column order (so each sum adds its terms in
+    increasing i, as :func:`project_events` does); reversed: the events are
+    in reversed time. shift = 1 delays by one step (out[t] sees s[t - 1])."""
+    dtype = np.result_type(w_t, *(rows.value for rows, _, _ in parts))
+    out = np.zeros((steps, batch, w_t.shape[1]), dtype)
+    w_t = np.ascontiguousarray(w_t, dtype)
+    for rows, col0, reverse in parts:
+        _kernel("_project_listed", True)(*rows.arrays(), w_t, int(col0), bool(reverse), int(shift), out)
+    return out
+
+
+def sparse_events(x: np.ndarray) -> bool:
+    """Whether :func:`project_events` visits x's events (else a GEMM)."""
+    return _sparse(np.asarray(x).reshape(-1, np.shape(x)[-1]))
+
+
 def _sparse(rows: np.ndarray) -> bool:
     sample = rows[:: max(1, rows.shape[0] // 2048)]  # the density of ~2,048 rows is enough to decide
     return np.count_nonzero(sample) <= EVENT_DENSITY * sample.size
 
 
-def project_events(x: np.ndarray, w_t: np.ndarray, parallel: bool = True) -> np.ndarray | None:
+def project_events(x: np.ndarray, w_t: np.ndarray, parallel: bool = True, events: bool = False):
     """x[..., i] w_t[i, j] visiting only the nonzero x (spikes): the synaptic
     input of a whole sequence at (spikes x J) cost; exact for integer arrays.
-    None when x is too dense. parallel=False for callers in their own threads."""
+    None when x is too dense. parallel=False for callers in their own threads.
+    events=True: returns (product, :class:`EventRows` of x), the events found
+    on the way, for the backward pass."""
     x2 = np.ascontiguousarray(x.reshape(-1, x.shape[-1]))
     if not _sparse(x2):
         return None
-    out = np.empty((x2.shape[0], w_t.shape[1]), np.result_type(x2, w_t))
-    _kernel("_project_events", parallel)(x2, np.ascontiguousarray(w_t), out)
+    dtype = np.result_type(x2, w_t)
+    if events:  # samples (T, B, I): the event list is kept per sample
+        x3 = np.ascontiguousarray(x)
+        rows = EventRows.empty(x3.shape, x3.dtype)
+        out = np.empty(x3.shape[:2] + (w_t.shape[1],), dtype)
+        _kernel("_project_events", parallel)(x3, np.ascontiguousarray(w_t), out, True, *rows.arrays())
+        return out, rows
+    out = np.empty((1, x2.shape[0], w_t.shape[1]), dtype)
+    _kernel("_project_events", parallel)(x2[None], np.ascontiguousarray(w_t), out, False,
+                                         *EventRows.none(x2.dtype))
     return out.reshape(*x.shape[:-1], w_t.shape[1])
 
 

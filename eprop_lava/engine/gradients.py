@@ -174,9 +174,11 @@ def _compiled_adjoint(P: Any, traj: Trajectory, i: int, signal: tuple, ops: Ops,
         return None
     from eprop_lava.neurons.base import input_jacobian
 
+    events = traj.pop_events[i] if i < len(traj.pop_events) else {}
     return fused.traced_adjoint_gradients(P.model, P.const, traj.pop_records[i], signal, input_jacobian(P.const),
                                           traj.pop_pre_in[i], traj.pop_z[i], recurrent=P.w_rec is not None,
-                                          readout=readout)
+                                          readout=readout, pre_events=events.get("pre_in"),
+                                          spike_events=events.get("z"))
 
 
 def _batch_on(batch: Batch, ops: Ops) -> tuple:

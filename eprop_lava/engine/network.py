@@ -206,6 +206,8 @@ class Trajectory:
     pop_records: list = field(default_factory=list)
     pop_pre_in: list = field(default_factory=list)
     pop_z: list = field(default_factory=list)   # per population, its own time order
+    # per population, the EventRows of pre_in / z the compiled forward loops found ({} if none)
+    pop_events: list = field(default_factory=list)
 
 
 def build_layers(spec: NetworkSpec, params: dict, ops: Any) -> list[LayerRuntime]:
@@ -224,15 +226,28 @@ def build_layers(spec: NetworkSpec, params: dict, ops: Any) -> list[LayerRuntime
     return out
 
 
-def run_population(L: LayerRuntime, src: Any, ops: Any, loihi: bool, record: bool):
+def run_population(L: LayerRuntime, src: Any, ops: Any, loihi: bool, record: bool, events: dict | None = None):
     """Simulate one population on its presynaptic sequence src (its own time
-    order). Returns (z, records, pre_in) with pre_in the signal W_in multiplies."""
+    order). Returns (z, records, pre_in) with pre_in the signal W_in multiplies.
+    events: a dict that receives, where the compiled loops found them on the
+    way, the :class:`~eprop_lava.engine.fused.EventRows` of pre_in ("pre_in")
+    and of z ("z") (for the readout's input and the backward pass)."""
     T, B = src.shape[:2]
     pre_in = ops.shift_forward(src) if loihi else src
-    external = ops.project(ops.eprop_cut(pre_in), L.w_in_t)     # one GEMM for the whole sequence
     if fused.supports(L.model, ops):  # the same equations, compiled (engine/fused.py)
-        z, stacked = fused.run_lif_family(L.model, L.const, external, L.w_rec_t)
-        return z, (stacked if record else None), pre_in
+        keep = events is not None
+        projected = fused.project_events(pre_in, L.w_in_t, events=keep)
+        if projected is None:  # dense input: one GEMM
+            external = ops.project(pre_in, L.w_in_t)
+        elif keep:
+            external, events["pre_in"] = projected
+        else:
+            external = projected
+        out = fused.run_lif_family(L.model, L.const, external, L.w_rec_t, events=keep)
+        if keep:
+            events["z"] = out[2]
+        return out[0], (out[1] if record else None), pre_in
+    external = ops.project(ops.eprop_cut(pre_in), L.w_in_t)     # one GEMM for the whole sequence
     state = L.model.initial_state(B, L.w_in.shape[0], L.const, ops)
     zs, recs = [], []
     with ops.single_threaded():
@@ -266,11 +281,13 @@ def simulate(spec: NetworkSpec, params: dict, x: Any, ops: Any, record: bool = T
     pops = build_layers(spec, params, ops)
     loihi = spec.timing == "loihi"
     src = x
-    z_layers, pop_z, pop_records, pop_pre = [], [], [], []
+    z_layers, pop_z, pop_records, pop_pre, pop_events = [], [], [], [], []
     for r in range(len(spec.layers)):
         outputs = []
         for L in (P for P in pops if P.layer == r):
-            z, rec, pre = run_population(L, ops.flip_time(src) if L.reverse else src, ops, loihi, record)
+            events: dict = {}
+            z, rec, pre = run_population(L, ops.flip_time(src) if L.reverse else src, ops, loihi, record, events)
+            pop_events.append(events)
             pop_z.append(z)
             pop_records.append(rec)
             pop_pre.append(pre)
@@ -280,10 +297,20 @@ def simulate(spec: NetworkSpec, params: dict, x: Any, ops: Any, record: bool = T
     forward = [i for i, P in enumerate(pops) if not P.reverse]
     spikes = ops.concat(z_layers, axis=-1) if len(z_layers) > 1 else z_layers[0]
     readout_in = ops.shift_forward(spikes) if loihi else spikes
-    drive = ops.project(readout_in, params["readout.w"].T) + params["readout.b"]
+    if pop_events and all("z" in e for e in pop_events) and fused.sparse_events(spikes):
+        # the readout's input from the spikes' event lists (K outputs: a search of
+        # every spike value would cost more than the sums); the same sums, in the
+        # same order, as project_events (which a sparse input takes)
+        parts = [(e["z"], P.columns[0], P.reverse) for P, e in zip(pops, pop_events)]
+        order = sorted(range(len(parts)), key=lambda k: parts[k][1])
+        drive = fused.project_listed([parts[k] for k in order], params["readout.w"].T, T, B, 1 if loihi else 0)
+    else:
+        drive = ops.project(readout_in, params["readout.w"].T)
+    drive = drive + params["readout.b"]
     gain = readout_gain(spec)
     y = ops.leaky_filter(drive if gain == 1.0 else gain * drive, spec.readout.kappa)
     return Trajectory(z=z_layers, records=[pop_records[i] for i in forward] if record else [],
                       pre_in=[pop_pre[i] for i in forward], readout_in=readout_in, y=y,
                       layers=[pops[i] for i in forward], populations=pops,
-                      pop_records=pop_records if record else [], pop_pre_in=pop_pre, pop_z=pop_z)
+                      pop_records=pop_records if record else [], pop_pre_in=pop_pre, pop_z=pop_z,
+                      pop_events=pop_events)
