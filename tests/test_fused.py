@@ -116,16 +116,18 @@ def test_event_lists_hold_exactly_the_nonzero_values():
     np.testing.assert_allclose(out, x @ w_t, rtol=1e-12, atol=1e-12)
     for b in range(4):
         t_ev, i_ev = np.nonzero(x[:, b])  # time-major, then increasing position
-        assert rows.end[b, -1] == len(i_ev)
+        assert rows.end[-1, b] == len(i_ev)
         np.testing.assert_array_equal(rows.index[b, :len(i_ev)], i_ev)
         np.testing.assert_array_equal(rows.value[b, :len(i_ev)], x[t_ev, b, i_ev])
-        np.testing.assert_array_equal(rows.end[b], np.searchsorted(t_ev, np.arange(60), side="right"))
+        np.testing.assert_array_equal(rows.end[:, b], np.searchsorted(t_ev, np.arange(60), side="right"))
     spec = _network("alif", layers=1, recurrent=True, timing="bellec", reset="subtract", n=12)
     traj = simulate(spec, init_params(spec), _sparse_batch(spec, 120, 3, seed=2, rate=0.05).x,
                     make_ops("numpy", fused=True))
     z = traj.pop_z[0]
     assert z.sum() > 20
     np.testing.assert_array_equal(traj.pop_events[0]["z"].dense(z.shape[2]), z)
+    np.testing.assert_array_equal(traj.pop_events[0]["z"].counts(z.shape[2]), z.sum(0))
+    np.testing.assert_allclose(rows.counts(9), x.sum(0), rtol=1e-12)
     np.testing.assert_array_equal(traj.pop_events[0]["pre_in"].dense(traj.pop_pre_in[0].shape[2]),
                                   traj.pop_pre_in[0])
 

@@ -81,65 +81,75 @@ if numba is not None:
 
     def _lif_family(external, w_rec_t, has_rec, alpha, gain, v_th, reset_amount, gamma, n_ref, subtract, beta, rho,
                     one, zero, z_out, x_out, free_out, psi_out, keep_events, event_end, event_index,
-                    event_value):  # pragma: no cover - compiled
+                    event_value, chunks):  # pragma: no cover - compiled
         # one, zero: constants of the array's dtype, so float32 arithmetic stays
         # float32 as in numpy (a float64 literal would promote it).
         # keep_events: the spikes of each step are also written as an event list
         # (EventRows) - the list the recurrent input is summed from anyway, kept
         # for the backward pass.
+        # Thread ch takes the samples of chunk ch and sweeps time outermost: each step
+        # reads and writes one contiguous (samples x N) slab of every array (measured
+        # 1.5x faster than one sample's whole sequence at a time, as in the adjoint).
         T, B, N = external.shape
-        for b in prange(B):
-            v = np.zeros(N, external.dtype)
-            a = np.zeros(N, external.dtype)
-            z = np.zeros(N, external.dtype)
-            ref = np.zeros(N, external.dtype)
+        for ch in prange(chunks):
+            b0 = ch * B // chunks
+            b1 = (ch + 1) * B // chunks
+            Bc = b1 - b0
+            v = np.zeros((Bc, N), external.dtype)
+            a = np.zeros((Bc, N), external.dtype)
+            z = np.zeros((Bc, N), external.dtype)
+            ref = np.zeros((Bc, N), external.dtype)
             current = np.empty(N, external.dtype)
             rec = np.zeros(N, external.dtype)
-            spiked = np.empty(N, np.int64)  # the neurons that spiked at the previous step
-            n_spiked = 0
-            pos = 0
+            spiked = np.empty((Bc, N), np.int64)  # per sample, the neurons that spiked at the previous step
+            n_spiked = np.zeros(Bc, np.int64)
+            pos = np.zeros(Bc, np.int64)
             for t in range(T):
-                for j in range(N):
-                    current[j] = external[t, b, j]
-                if has_rec:
-                    # rec = z^{t-1} W_rec^T as the sum of the rows of W_rec^T whose neuron
-                    # spiked, in increasing neuron order (as _recurrent_events)
-                    rec[:] = 0
-                    for q in range(n_spiked):
-                        i = spiked[q]
-                        for j in range(N):
-                            rec[j] += w_rec_t[i, j]
+                for bb in range(Bc):
+                    b = b0 + bb
                     for j in range(N):
-                        current[j] = current[j] + rec[j]
-                for j in range(N):
-                    z_prev = z[j]
-                    if subtract:
-                        v[j] = alpha * v[j] + gain * current[j] - reset_amount * z_prev
-                    else:
-                        v[j] = alpha * v[j] * (one - z_prev) + gain * current[j]
-                    a[j] = rho[j] * a[j] + z_prev
-                    if z_prev > zero:
-                        ref[j] = n_ref
-                    else:
-                        ref[j] = max(ref[j] - one, zero)
-                    free = ref[j] <= zero
-                    x = v[j] - (v_th + beta[j] * a[j])
-                    z[j] = one if (x >= zero and free) else zero
-                    z_out[t, b, j] = z[j]
-                    x_out[t, b, j] = x
-                    free_out[t, b, j] = free
-                    psi_out[t, b, j] = gamma * max(one - abs(x) / v_th, zero) if free else zero
-                n_spiked = 0
-                for j in range(N):
-                    if z[j] != zero:
-                        spiked[n_spiked] = j
-                        n_spiked += 1
-                if keep_events:
-                    for q in range(n_spiked):
-                        event_index[b, pos + q] = spiked[q]
-                        event_value[b, pos + q] = one
-                    pos += n_spiked
-                    event_end[b, t] = pos
+                        current[j] = external[t, b, j]
+                    if has_rec:
+                        # rec = z^{t-1} W_rec^T as the sum of the rows of W_rec^T whose neuron
+                        # spiked, in increasing neuron order (as _recurrent_events)
+                        rec[:] = 0
+                        for q in range(n_spiked[bb]):
+                            i = spiked[bb, q]
+                            for j in range(N):
+                                rec[j] += w_rec_t[i, j]
+                        for j in range(N):
+                            current[j] = current[j] + rec[j]
+                    for j in range(N):
+                        z_prev = z[bb, j]
+                        if subtract:
+                            v[bb, j] = alpha * v[bb, j] + gain * current[j] - reset_amount * z_prev
+                        else:
+                            v[bb, j] = alpha * v[bb, j] * (one - z_prev) + gain * current[j]
+                        a[bb, j] = rho[j] * a[bb, j] + z_prev
+                        if z_prev > zero:
+                            ref[bb, j] = n_ref
+                        else:
+                            ref[bb, j] = max(ref[bb, j] - one, zero)
+                        free = ref[bb, j] <= zero
+                        x = v[bb, j] - (v_th + beta[j] * a[bb, j])
+                        z[bb, j] = one if (x >= zero and free) else zero
+                        z_out[t, b, j] = z[bb, j]
+                        x_out[t, b, j] = x
+                        free_out[t, b, j] = free
+                        psi_out[t, b, j] = gamma * max(one - abs(x) / v_th, zero) if free else zero
+                    n = 0
+                    for j in range(N):
+                        if z[bb, j] != zero:
+                            spiked[bb, n] = j
+                            n += 1
+                    n_spiked[bb] = n
+                    if keep_events:
+                        p = pos[bb]
+                        for q in range(n):
+                            event_index[b, p + q] = spiked[bb, q]
+                            event_value[b, p + q] = one
+                        pos[bb] = p + n
+                        event_end[t, b] = pos[bb]
 
     def _adjoint_block(direct, ybar, feedback, rate, gain, d0, d1, has_d, j00, j01, j10, j11, used, d, mu,
                        out):  # pragma: no cover - compiled
@@ -269,42 +279,51 @@ if numba is not None:
                             out[k, i, j] += p * delta[r, j]
 
 
-    def _project_events(x, w_t, out, keep_events, event_end, event_index,
-                        event_value):  # pragma: no cover - compiled
-        # out[t, b, j] = sum_i x[t, b, i] w_t[i, j] over the nonzero x[t, b, i]; one
-        # sample per task (plain rows come as (1, rows, I)); keep_events: the nonzero
-        # values are also written as an event list (EventRows)
+    def _project_events(x, bits, w_t, out, keep_events, event_end, event_index, event_value,
+                        chunks):  # pragma: no cover - compiled
+        # out[t, b, j] = sum_i x[t, b, i] w_t[i, j] over the nonzero x[t, b, i] (plain rows
+        # come as (1, rows, I)); keep_events: the nonzero values are also written as an
+        # event list (EventRows). bits: x's memory as integers: one vectorized OR of a row
+        # tells whether it holds any event (most rows of sparse spikes do not), so only
+        # those rows are searched value by value. Thread ch takes the samples of chunk ch,
+        # time outermost: contiguous (samples x J) slabs of out
         T, B, I = x.shape
         J = w_t.shape[1]
-        for b in prange(B):
-            pos = 0
+        for ch in prange(chunks):
+            b0 = ch * B // chunks
+            b1 = (ch + 1) * B // chunks
+            pos = np.zeros(b1 - b0, np.int64)
             for t in range(T):
-                for j in range(J):
-                    out[t, b, j] = 0
-                for i in range(I):
-                    p = x[t, b, i]
-                    if p != 0:
-                        for j in range(J):
-                            out[t, b, j] += p * w_t[i, j]
-                        if keep_events:
-                            event_index[b, pos] = i
-                            event_value[b, pos] = p
-                            pos += 1
-                if keep_events:
-                    event_end[b, t] = pos
-
-
+                for b in range(b0, b1):
+                    for j in range(J):
+                        out[t, b, j] = 0
+                    row_bits = 0
+                    for i in range(I):
+                        row_bits |= bits[t, b, i]
+                    n = pos[b - b0]
+                    for i in range(I if row_bits != 0 else 0):
+                        p = x[t, b, i]
+                        if p != 0:
+                            for j in range(J):
+                                out[t, b, j] += p * w_t[i, j]
+                            if keep_events:
+                                event_index[b, n] = i
+                                event_value[b, n] = p
+                                n += 1
+                    if keep_events:
+                        pos[b - b0] = n
+                        event_end[t, b] = n
 
     def _project_listed(end, index, value, w_t, col0, reverse, shift, out):  # pragma: no cover - compiled
         # out[t', b, j] += value w_t[col0 + index, j] over the events of an EventRows, with
         # t' = t + shift in real time (t' = T - 1 - t + shift for a population run backwards)
-        B, T = end.shape
+        T, B = end.shape
         J = w_t.shape[1]
         for b in prange(B):
             for t in range(T):
                 tt = (T - 1 - t if reverse else t) + shift
                 if tt < T:
-                    for q in range(end[b, t - 1] if t > 0 else 0, end[b, t]):
+                    for q in range(end[t - 1, b] if t > 0 else 0, end[t, b]):
                         i = index[b, q] + col0
                         p = value[b, q]
                         for j in range(J):
@@ -384,7 +403,7 @@ def run_lif_family(model: Any, const: Any, external: np.ndarray, w_rec_t: np.nda
                 dtype.type(getattr(const, "input_gain", 1.0)), dtype.type(const.v_th),
                 dtype.type(getattr(const, "reset_amount", const.v_th)), dtype.type(const.gamma), dtype.type(const.n_ref), const.reset == "subtract", beta, rho,
                 dtype.type(1), dtype.type(0), z, x, free, psi, events,
-                *(EventRows.none(dtype) if rows is None else rows.arrays()))
+                *(EventRows.none(dtype) if rows is None else rows.arrays()), _chunks(B))
     return (z, dict(x=x, free=free, z=z, psi=psi)) + ((rows,) if events else ())
 
 
@@ -568,7 +587,7 @@ def _adjoint_source(dz_dh: list, jac: list, n_records: int, direct: bool, output
               # the events: from the forward pass's lists where it kept them
               # (pre_count[t, b] > -1), else found by looking at every value
               "                if fuse_in and pre_listed:",
-              "                    for q in range(pre_end[b, t - 1] if t > 0 else 0, pre_end[b, t]):",
+              "                    for q in range(pre_end[t - 1, b] if t > 0 else 0, pre_end[t, b]):",
               "                        i = pre_index[b, q]",
               "                        p = pre_value[b, q]",
               "                        for j in range(N):",
@@ -581,7 +600,7 @@ def _adjoint_source(dz_dh: list, jac: list, n_records: int, direct: bool, output
               "                                g_in[ch, i, j] += p * out[now, b, j]",
               # one pass over z^t serves both (delta^{t+1} is the step just done)
               "                if (fuse_rec or fuse_out) and spikes_listed:",
-              "                    for q in range(spike_end[b, t - 1] if t > 0 else 0, spike_end[b, t]):",
+              "                    for q in range(spike_end[t - 1, b] if t > 0 else 0, spike_end[t, b]):",
               "                        i = spike_index[b, q]",
               "                        p = spike_value[b, q]",
               "                        if fuse_rec and t + 1 < S:",
@@ -737,7 +756,7 @@ def traced_adjoint_gradients(model: Any, const: Any, records: dict, signal: Any,
     mu = np.zeros((d, B, N), dtype)  # mu^T = 0
     def listed(rows, used):
         # the forward pass's event list of an array the loop reads (in its dtype), else none
-        ok = used and rows is not None and rows.end.shape == (B, T) and rows.value.dtype == dtype
+        ok = used and rows is not None and rows.end.shape == (T, B) and rows.value.dtype == dtype
         return (True,) + rows.arrays() if ok else (False,) + EventRows.none(dtype)
 
     kernel(ybar, feedback, rate, dtype.type(gain), c, mu, out, chunks, pre_in_c, spikes_c, g_in, g_rec, g_out,
@@ -813,7 +832,8 @@ def sum_outer_events(delta: np.ndarray, pre: np.ndarray) -> np.ndarray | None:
 class EventRows:
     """The nonzero values of a (T, B, W) array as one event list per sample:
     sample b's events of step t are ``index[b, q]`` (position w, increasing)
-    and ``value[b, q]`` for end[b, t - 1] <= q < end[b, t] (end[b, -1] = 0).
+    and ``value[b, q]`` for end[t - 1, b] <= q < end[t, b] (end[-1, b] = 0;
+    end is time-major, as the loops that read it sweep the samples innermost).
     Written by the forward loops while they look for spikes anyway
     (:func:`run_lif_family`, :func:`project_events`), so the backward pass
     (:func:`traced_adjoint_gradients`) reads each step's few events instead of
@@ -828,7 +848,7 @@ class EventRows:
         T, B, W = shape
         itype = np.int16 if W <= np.iinfo(np.int16).max else np.int32
         # room for every value; only the pages the events fill are ever touched
-        return cls(np.empty((B, T), np.int64), np.empty((B, T * W), itype), np.empty((B, T * W), dtype))
+        return cls(np.empty((T, B), np.int64), np.empty((B, T * W), itype), np.empty((B, T * W), dtype))
 
     @staticmethod
     def none(dtype: Any) -> tuple:
@@ -838,17 +858,23 @@ class EventRows:
     def arrays(self) -> tuple:
         return self.end, self.index, self.value
 
-    @property
-    def steps(self) -> int:
-        return self.end.shape[1]
+    def counts(self, width: int) -> np.ndarray:
+        """sum_t of the array (B, width): per sample, its values added up per
+        position (integer counts of 0/1 spikes are exact in any float type)."""
+        B = self.index.shape[0]
+        out = np.empty((B, width), self.value.dtype)
+        for b in range(B):
+            n = int(self.end[-1, b]) if self.end.shape[0] else 0
+            out[b] = np.bincount(self.index[b, :n], weights=self.value[b, :n], minlength=width)
+        return out
 
     def dense(self, width: int) -> np.ndarray:
         """The (T, B, width) array these events describe (for tests)."""
-        B, T = self.end.shape
+        T, B = self.end.shape
         out = np.zeros((T, B, width), self.value.dtype)
         for b in range(B):
             for t in range(T):
-                q0, q1 = (self.end[b, t - 1] if t else 0), self.end[b, t]
+                q0, q1 = (self.end[t - 1, b] if t else 0), self.end[t, b]
                 out[t, b, self.index[b, q0:q1]] = self.value[b, q0:q1]
         return out
 
@@ -865,6 +891,19 @@ def project_listed(parts: list, w_t: np.ndarray, steps: int, batch: int, shift: 
     for rows, col0, reverse in parts:
         _kernel("_project_listed", True)(*rows.arrays(), w_t, int(col0), bool(reverse), int(shift), out)
     return out
+
+
+def _chunks(samples: int, parallel: bool = True) -> int:
+    """Tasks of a loop that sweeps time outermost over chunks of samples: one per thread."""
+    return max(1, min(numba.get_num_threads() if parallel else 1, samples))
+
+
+def _bits(a: np.ndarray) -> np.ndarray:
+    """a's memory as integers of the same width: a value is not 0 exactly when
+    its bits are not all 0, except -0.0 (its row is then searched for nothing)."""
+    if a.dtype.kind in "iub":
+        return a.view(np.int8) if a.dtype.kind == "b" else a
+    return a.view({2: np.int16, 4: np.int32, 8: np.int64}[a.dtype.itemsize])
 
 
 def sparse_events(x: np.ndarray) -> bool:
@@ -891,11 +930,12 @@ def project_events(x: np.ndarray, w_t: np.ndarray, parallel: bool = True, events
         x3 = np.ascontiguousarray(x)
         rows = EventRows.empty(x3.shape, x3.dtype)
         out = np.empty(x3.shape[:2] + (w_t.shape[1],), dtype)
-        _kernel("_project_events", parallel)(x3, np.ascontiguousarray(w_t), out, True, *rows.arrays())
+        _kernel("_project_events", parallel)(x3, _bits(x3), np.ascontiguousarray(w_t), out, True, *rows.arrays(),
+                                             _chunks(x3.shape[1], parallel))
         return out, rows
     out = np.empty((1, x2.shape[0], w_t.shape[1]), dtype)
-    _kernel("_project_events", parallel)(x2[None], np.ascontiguousarray(w_t), out, False,
-                                         *EventRows.none(x2.dtype))
+    _kernel("_project_events", parallel)(x2[None], _bits(x2[None]), np.ascontiguousarray(w_t), out, False,
+                                         *EventRows.none(x2.dtype), _chunks(x2.shape[0], parallel))
     return out.reshape(*x.shape[:-1], w_t.shape[1])
 
 

@@ -65,7 +65,22 @@ def _bellec_rate(spec: NetworkSpec, traj: Trajectory, ops: Ops) -> Any:
     reg = spec.regularization
     if reg.form != "bellec" or not reg.coefficient:
         return None
-    return firing_rate(_spikes(traj, ops), spec.dt, spec.conventions.rate_average == "sample")
+    return firing_rate(_spikes(traj, ops), spec.dt, spec.conventions.rate_average == "sample",
+                       _spike_counts(traj))
+
+
+def _spike_counts(traj: Trajectory) -> Any:
+    """sum_t z^t (B, N_total) from the forward loops' spike event lists (the
+    same integers as summing the (T, B, N) spikes, without a pass over them),
+    or None where a population has none."""
+    if len(traj.pop_events) != len(traj.populations) or not all("z" in e for e in traj.pop_events):
+        return None
+    B, dtype = traj.z[0].shape[1], traj.z[0].dtype
+    counts = np.zeros((B, traj.readout_in.shape[2]), dtype)
+    for P, events in zip(traj.populations, traj.pop_events):
+        start, stop = P.columns
+        counts[:, start:stop] = events["z"].counts(stop - start)
+    return counts
 
 
 def _regularization_terms(spec: NetworkSpec, traj: Trajectory, ops: Ops, rate: Any = None):

@@ -54,13 +54,15 @@ def batch_scale(reduction: str, batch_size: int) -> float:
     return 1.0 / batch_size if reduction == "mean" else 1.0
 
 
-def firing_rate(z: Any, dt: float, per_sample: bool = False) -> Any:
+def firing_rate(z: Any, dt: float, per_sample: bool = False, counts: Any = None) -> Any:
     """Mean rate of each neuron over batch and time (N,), or of each sample
-    over time (B, N) with per_sample, in spikes per ms."""
+    over time (B, N) with per_sample, in spikes per ms. ``counts``: z.sum(0)
+    (B, N) when the caller has it (e.g. from spike event lists)."""
     T, B = z.shape[:2]
+    counts = z.sum(0) if counts is None else counts
     if per_sample:
-        return z.sum(0) / (T * dt)
-    return z.sum(0).sum(0) / (T * B * dt)
+        return counts / (T * dt)
+    return counts.sum(0) / (T * B * dt)
 
 
 def bellec_rate_loss(z: Any, target_hz: float, coefficient: float, dt: float, per_sample: bool = False,
