@@ -97,6 +97,34 @@ def test_compiled_bernoulli_draws_numpys_stream(monkeypatch):
 
 
 @needs_numba
+@pytest.mark.parametrize("bitgen", [np.random.PCG64, np.random.PCG64DXSM, np.random.Philox])
+def test_draws_split_over_threads_keep_numpys_stream(bitgen, monkeypatch):
+    # the chunks of a split draw start from generators advanced by the draws before
+    # them: the same spikes, and the generator continues as after numpy's own draws,
+    # its buffered 32-bit half-word included (a 32-bit draw before and after)
+    from eprop_lava.tasks import base
+
+    monkeypatch.setenv("EPROP_LAVA_FUSED", "1")
+    monkeypatch.setattr(base, "SPLIT_DRAWS", 1)
+    monkeypatch.setattr(fused.numba, "get_num_threads", lambda: 3)
+    monkeypatch.setattr("os.cpu_count", lambda: 3)
+    chunks = []
+    kernel = base._compiled_bernoulli(np.random.default_rng())
+    monkeypatch.setattr(base, "_compiled_bernoulli", lambda rng: lambda *a: (chunks.append(a[1].shape[0]), kernel(*a)))
+    rates = np.random.default_rng(4).random((7, 5, 3))
+    for group in (1, 4):
+        rng, ref = np.random.Generator(bitgen(9)), np.random.Generator(bitgen(9))
+        assert rng.integers(0, 1000, dtype=np.int32) == ref.integers(0, 1000, dtype=np.int32)
+        x = grouped_poisson_spikes(rng, rates, group)
+        want = (ref.random((7, 5, 3 * group)) < np.repeat(rates, group, axis=-1)).astype(np.float32)
+        np.testing.assert_array_equal(x, want)
+        split = bitgen is not np.random.Philox  # Philox cannot jump by any count here: one loop
+        assert chunks[-3 if split else -1:] == ([35, 35, 35] if split else [105]), chunks
+        assert rng.integers(0, 1000, 5, dtype=np.int32).tolist() == ref.integers(0, 1000, 5, dtype=np.int32).tolist()
+        assert rng.random() == ref.random()
+
+
+@needs_numba
 @pytest.mark.parametrize("name", ["pattern", "store_recall", "teacher_student"])
 def test_other_tasks_batches_unchanged_by_compiled_draws(name, monkeypatch):
     from eprop_lava.tasks import get_task

@@ -67,7 +67,7 @@ def poisson_spikes(rng: np.random.Generator, rate_per_step: np.ndarray) -> np.nd
     if kernel is None or rate.size == 0:
         return (rng.random(rate.shape) < rate).astype(np.float32)
     out = np.empty(rate.shape, np.float32)
-    kernel(rng, np.ascontiguousarray(rate, np.float64).reshape(-1, 1), 1, out.reshape(-1))
+    _draw(kernel, rng, np.ascontiguousarray(rate, np.float64).reshape(-1, 1), 1, out.reshape(-1))
     return out
 
 
@@ -82,8 +82,53 @@ def grouped_poisson_spikes(rng: np.random.Generator, group_rate: np.ndarray, gro
     if kernel is None or group_rate.size == 0 or group_size < 1:
         return poisson_spikes(rng, np.repeat(group_rate, group_size, axis=-1))
     out = np.empty(shape, np.float32)
-    kernel(rng, np.ascontiguousarray(group_rate).reshape(-1, 1), group_size, out.reshape(-1))
+    _draw(kernel, rng, np.ascontiguousarray(group_rate).reshape(-1, 1), group_size, out.reshape(-1))
     return out
+
+
+#: Below this many draws one thread draws them all (a second one costs more to start).
+SPLIT_DRAWS = 1 << 18
+_draw_pool = None
+
+
+def _draw(kernel, rng: np.random.Generator, rate: np.ndarray, group_size: int, out: np.ndarray) -> None:
+    """Run the compiled Bernoulli loop, split over threads where the bit
+    generator can jump: PCG64 (numpy's default) advances by any number of
+    draws, so chunk c starts from a copy of the generator advanced by the
+    draws before it, and the generator ends advanced by all of them - the same
+    doubles in the same places and the same final state as one loop
+    (``tests/test_speed_paths.py``). Its buffered 32-bit half-word, which
+    ``advance`` clears and these double draws never touch, is kept."""
+    import os
+
+    from eprop_lava.engine import fused
+
+    global _draw_pool
+    bitgen = rng.bit_generator
+    draws = rate.shape[0] * group_size
+    threads = min(fused.numba.get_num_threads(), os.cpu_count() or 1)
+    if threads < 2 or draws < SPLIT_DRAWS or type(bitgen) not in (np.random.PCG64, np.random.PCG64DXSM):
+        kernel(rng, rate, group_size, out)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    if _draw_pool is None:
+        _draw_pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="eprop_lava_draws")
+    state = bitgen.state
+    edges = [rate.shape[0] * c // threads for c in range(threads + 1)]
+
+    def chunk(c: int) -> None:
+        gen = type(bitgen)()
+        gen.state = state
+        gen.advance(edges[c] * group_size)
+        lo, hi = edges[c], edges[c + 1]
+        kernel(np.random.Generator(gen), rate[lo:hi], group_size, out[lo * group_size:hi * group_size])
+
+    list(_draw_pool.map(chunk, range(threads)))
+    bitgen.advance(draws)
+    end = bitgen.state
+    end["has_uint32"], end["uinteger"] = state["has_uint32"], state["uinteger"]
+    bitgen.state = end
 
 
 _bernoulli_kernel = None
