@@ -732,13 +732,17 @@ def traced_adjoint_gradients(model: Any, const: Any, records: dict, signal: Any,
         direct, ybar, feedback, rate = True, np.asarray(signal, dtype), np.zeros((0, 0), dtype), np.zeros((1, 1), dtype)
     chunks = max(1, min(numba.get_num_threads(), B))
 
-    def fusable(pre, width):
-        # sparse, and the per-thread (width x N) sums small next to delta itself
-        return (pre is not None and chunks * width * N <= T * B * N
-                and _sparse(np.asarray(pre).reshape(-1, np.asarray(pre).shape[-1])))
+    def fusable(pre, width, rows):
+        # sparse (known from the forward pass's event list, else sampled), and the
+        # per-thread (width x N) sums small next to delta itself
+        if pre is None or chunks * width * N > T * B * N:
+            return False
+        if rows is not None and rows.end.shape == (T, B):
+            return rows.density(np.shape(pre)[-1]) <= EVENT_DENSITY
+        return _sparse(np.asarray(pre).reshape(-1, np.asarray(pre).shape[-1]))
 
-    fuse_in = fusable(pre_in, 0 if pre_in is None else np.asarray(pre_in).shape[-1])
-    spikes_sparse = (recurrent or readout) and fusable(spikes, N if recurrent else 0)
+    fuse_in = fusable(pre_in, 0 if pre_in is None else np.asarray(pre_in).shape[-1], pre_events)
+    spikes_sparse = (recurrent or readout) and fusable(spikes, N if recurrent else 0, spike_events)
     fuse_rec = recurrent and spikes_sparse
     fuse_out = readout and not direct and spikes_sparse
     empty3 = np.zeros((1, 1, 1), dtype)
@@ -858,6 +862,11 @@ class EventRows:
     def arrays(self) -> tuple:
         return self.end, self.index, self.value
 
+    def density(self, width: int) -> float:
+        """The fraction of the (T, B, width) values that are events."""
+        T, B = self.end.shape
+        return float(self.end[-1].sum()) / max(1, T * B * width) if T else 0.0
+
     def counts(self, width: int) -> np.ndarray:
         """sum_t of the array (B, width): per sample, its values added up per
         position (integer counts of 0/1 spikes are exact in any float type)."""
@@ -904,11 +913,6 @@ def _bits(a: np.ndarray) -> np.ndarray:
     if a.dtype.kind in "iub":
         return a.view(np.int8) if a.dtype.kind == "b" else a
     return a.view({2: np.int16, 4: np.int32, 8: np.int64}[a.dtype.itemsize])
-
-
-def sparse_events(x: np.ndarray) -> bool:
-    """Whether :func:`project_events` visits x's events (else a GEMM)."""
-    return _sparse(np.asarray(x).reshape(-1, np.shape(x)[-1]))
 
 
 def _sparse(rows: np.ndarray) -> bool:

@@ -297,7 +297,8 @@ def simulate(spec: NetworkSpec, params: dict, x: Any, ops: Any, record: bool = T
     forward = [i for i, P in enumerate(pops) if not P.reverse]
     spikes = ops.concat(z_layers, axis=-1) if len(z_layers) > 1 else z_layers[0]
     readout_in = ops.shift_forward(spikes) if loihi else spikes
-    if pop_events and all("z" in e for e in pop_events) and fused.sparse_events(spikes):
+    if pop_events and all("z" in e for e in pop_events) and all(
+            e["z"].density(P.columns[1] - P.columns[0]) <= fused.EVENT_DENSITY for P, e in zip(pops, pop_events)):
         # the readout's input from the spikes' event lists (K outputs: a search of
         # every spike value would cost more than the sums); the same sums, in the
         # same order, as project_events (which a sparse input takes)
