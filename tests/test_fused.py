@@ -404,6 +404,125 @@ def test_32_bit_lane_primitives_equal_the_int64_ones():
     np.testing.assert_array_equal(out, np.clip(x, -1000, 777))
 
 
+@needs_numba
+def test_16_bit_lane_primitives_equal_the_int64_ones():
+    """The 16-bit forms against fixed.py's int64 k_decay / k_shift / k_clip over
+    the whole range lif_synapse_fits_int16 admits, exhaustively: the decay for
+    every x in [0, 511] and every factor in [0, 4096]; the shift for every
+    int16 value, each rounding mode and the shifts the LIF synapse uses; the
+    clip for every int16 value."""
+    from numba import njit
+
+    from eprop_lava import fixed as fixed_arith
+
+    narrow = fused._NARROW16_PRIMITIVES
+
+    @njit
+    def decay_table(fn, xs, fs, out):  # pragma: no cover - compiled
+        for a in range(xs.size):
+            for b in range(fs.size):
+                out[a, b] = fn(xs[a], fs[b])
+
+    @njit
+    def apply(fn, a, b, c, out):  # pragma: no cover - compiled
+        for i in range(a.size):
+            out[i] = fn(a[i], b, c)
+
+    xs, fs = np.arange(0, 512, dtype=np.int64), np.arange(0, 4097, dtype=np.int64)
+    out = np.empty((xs.size, fs.size), np.int64)
+    decay_table(narrow["k_decay"], xs, fs, out)
+    np.testing.assert_array_equal(out, fixed_arith.k_decay(xs[:, None], fs[None, :]))
+    # a hand-computed value: 255 decays by d_kappa = 200 to floor(255 * 3896 / 4096) = 242
+    assert out[255, 4096 - 200] == 242 and out[511, 4096] == 511 and out[511, 0] == 0
+    every = np.arange(-(1 << 15), 1 << 15, dtype=np.int64)
+    res = np.empty_like(every)
+    for mode in (fixed_arith.ROUND_TOWARD_ZERO, fixed_arith.ROUND_FLOOR, fixed_arith.ROUND_NEAREST):
+        for shift in (0, 1, 4, 7, 12):
+            if mode == fixed_arith.ROUND_NEAREST and shift > 0:  # x + 2^(shift-1) must fit: the rule's offset bound
+                x = every[every < (1 << 15) - (1 << (shift - 1))]
+            else:
+                x = every
+            apply(narrow["k_shift"], x, shift, mode, res[:x.size])
+            np.testing.assert_array_equal(res[:x.size], fixed_arith.k_shift(x, shift, mode))
+    apply(narrow["k_clip"], every, -256, 255, res)
+    np.testing.assert_array_equal(res, np.clip(every, -256, 255))
+
+
+def test_16_bit_lanes_only_where_every_intermediate_fits():
+    from eprop_lava.fixed import loihi2_profile, wide_profile
+    from eprop_lava.neurons.fixed import FixedNeuronParams, lif_synapse_fits_int16
+
+    lif = FixedNeuronParams("lif", 3, dv=200)
+    # loihi2 (hand bounds): eps_v psi <= 127 * 127 = 16129, ebar L <= 255 * 128 = 32640 (ebar >= 0), decays of x <= 255
+    assert lif_synapse_fits_int16(lif, loihi2_profile(), 64, 200)
+    assert lif_synapse_fits_int16(lif, loihi2_profile(), 64, 4096)  # the decay form takes any f in [0, 4096]
+    # 8-bit signal: 255 * 256 = 65280 > 2^15
+    assert not lif_synapse_fits_int16(lif, loihi2_profile(signal_bits=8), 64, 200)
+    # 9-bit tags: ebar up to 511, 511 * 128 = 65408 > 2^15
+    assert not lif_synapse_fits_int16(lif, loihi2_profile(tag_bits=9), 64, 200)
+    # 9-bit tags with a 6-bit signal: 511 * 64 + 16 = 32720 < 2^15, and the decay form takes x <= 511
+    assert lif_synapse_fits_int16(lif, loihi2_profile(tag_bits=9, signal_bits=6), 64, 200)
+    # 10-bit tags, 5-bit signal: 1023 * 32 fits, but 1023 > 511 leaves the decay form's range
+    assert not lif_synapse_fits_int16(lif, loihi2_profile(tag_bits=10, signal_bits=5), 64, 200)
+    # 8-bit traces: eps_v psi <= 255 * 127 = 32385 (+128 rounding offset) fits; 9-bit: 511 * 127 does not
+    assert lif_synapse_fits_int16(lif, loihi2_profile(trace_bits=8), 64, 200)
+    assert not lif_synapse_fits_int16(lif, loihi2_profile(trace_bits=9), 64, 200)
+    # the batch sum in int32: (2^31 - 1) // 2041 samples of products 2041 (+ the accumulator) overflow it
+    assert not lif_synapse_fits_int16(lif, loihi2_profile(), (1 << 31) // 2041 + 1, 200)
+    assert not lif_synapse_fits_int16(lif, loihi2_profile(), 64, 4097)  # no decay factor below 0
+    assert not lif_synapse_fits_int16(FixedNeuronParams("alif", 3), loihi2_profile(), 64, 200)
+    assert not lif_synapse_fits_int16(lif, wide_profile(), 1, 200)
+
+
+@needs_numba
+@pytest.mark.parametrize("rounding", ["toward_zero", "floor", "nearest"])
+def test_16_bit_synapse_loop_is_bit_exact_to_step_engine(rounding):
+    """The 16-bit LIF synapse loop (a batch of 5, 13 inputs padded to 16, rows
+    whose post neuron spiked or has psi = 0, every product rounding) against
+    the step engine, with tags and accumulator saturating: weights, errors and
+    the final accumulator state equal, and the tag and accumulator limits
+    reached."""
+    from eprop_lava import fixed as F
+    from eprop_lava.neurons.fixed import lif_synapse_fits_int16
+    from eprop_lava.spec import LayerSpec, LearningSpec, NetworkSpec, NeuronParams, OptimizerSpec, RegularizationSpec
+
+    spec = NetworkSpec(n_inputs=13, layers=(LayerSpec(9, "lif", params=NeuronParams(n_ref=1), weight_scale=3.0),),
+                       timing="loihi", reset="zero", loss="cross_entropy", learning=LearningSpec(variant="random"),
+                       regularization=RegularizationSpec(form="none"), optimizer=OptimizerSpec(kind="sgd", lr=5e-2))
+    prof = F.loihi2_profile(update_interval=40, accumulator_bits=9, tag_bits=6, product_rounding=rounding)
+    net = fe.quantize(spec, init_params(spec, 3), prof)
+    B = 5
+    assert lif_synapse_fits_int16(net.layers[0].neuron, prof, B, net.readout.d_kappa)
+    assert fused.new_compiled_synapse(net.layers[0].neuron, B, 13, prof)["eps_v"].shape == (B, 9, 16)
+    rng = np.random.default_rng(8)
+    samples = []
+    for _ in range(2):
+        x = (rng.random((80, B, 13)) < 0.3).astype(float)
+        target = np.zeros((80, B, 2))
+        target[..., 0] = 1.0
+        samples.append((x, target, None))
+    seen = {}
+
+    def grab(netx, syn_in, syn_rec, syn_out, rngs, slices):
+        seen.setdefault("ebar", []).append(int(syn_in[0]["ebar"].max()))
+        seen.setdefault("acc", []).append(syn_in[0]["acc"].copy())
+
+    fast, ref, runs = learn_compiled_and_step(net, samples)
+    for a, b in runs:
+        np.testing.assert_array_equal(a.err, b.err)
+        for za, zb in zip(a.z, b.z):
+            np.testing.assert_array_equal(za, zb)
+    wf, wr, w0 = fast.weights(), ref.weights(), net.weights()
+    for k in wr:
+        np.testing.assert_array_equal(wf[k], wr[k], err_msg=k)
+    assert sum(int((wr[k] != w0[k]).sum()) for k in wr) > 10  # learning happened
+    probe = net.copy()
+    fe.simulate(probe, *samples[0], learn=True, on_update=grab)
+    assert max(seen["ebar"]) == prof.tag_range[1]  # ebar saturated at the tag range (it is never negative)
+    lo, hi = prof.accumulator_range
+    assert any(np.any((a == lo) | (a == hi)) for a in seen["acc"])
+
+
 def test_32_bit_lanes_only_where_every_intermediate_fits():
     from eprop_lava.fixed import loihi2_profile, wide_profile
     from eprop_lava.neurons.fixed import lif_synapse_fits_int32
