@@ -408,9 +408,9 @@ def test_32_bit_lane_primitives_equal_the_int64_ones():
 def test_16_bit_lane_primitives_equal_the_int64_ones():
     """The 16-bit forms against fixed.py's int64 k_decay / k_shift / k_clip over
     the whole range lif_synapse_fits_int16 admits, exhaustively: the decay for
-    every x in [0, 511] and every factor in [0, 4096]; the shift for every
+    every x in [0, 2047] and every factor in [0, 4096]; the shift for every
     int16 value, each rounding mode and the shifts the LIF synapse uses; the
-    clip for every int16 value."""
+    clip for every non-negative int16 value."""
     from numba import njit
 
     from eprop_lava import fixed as fixed_arith
@@ -428,12 +428,12 @@ def test_16_bit_lane_primitives_equal_the_int64_ones():
         for i in range(a.size):
             out[i] = fn(a[i], b, c)
 
-    xs, fs = np.arange(0, 512, dtype=np.int64), np.arange(0, 4097, dtype=np.int64)
+    xs, fs = np.arange(0, 2048, dtype=np.int64), np.arange(0, 4097, dtype=np.int64)
     out = np.empty((xs.size, fs.size), np.int64)
     decay_table(narrow["k_decay"], xs, fs, out)
     np.testing.assert_array_equal(out, fixed_arith.k_decay(xs[:, None], fs[None, :]))
-    # a hand-computed value: 255 decays by d_kappa = 200 to floor(255 * 3896 / 4096) = 242
-    assert out[255, 4096 - 200] == 242 and out[511, 4096] == 511 and out[511, 0] == 0
+    # hand-computed: 255 decays by d_kappa = 200 to floor(255 * 3896 / 4096) = 242; 2047 by 1 to 2046
+    assert out[255, 4096 - 200] == 242 and out[2047, 4095] == 2046 and out[2047, 4096] == 2047 and out[2047, 0] == 0
     every = np.arange(-(1 << 15), 1 << 15, dtype=np.int64)
     res = np.empty_like(every)
     for mode in (fixed_arith.ROUND_TOWARD_ZERO, fixed_arith.ROUND_FLOOR, fixed_arith.ROUND_NEAREST):
@@ -444,8 +444,9 @@ def test_16_bit_lane_primitives_equal_the_int64_ones():
                 x = every
             apply(narrow["k_shift"], x, shift, mode, res[:x.size])
             np.testing.assert_array_equal(res[:x.size], fixed_arith.k_shift(x, shift, mode))
-    apply(narrow["k_clip"], every, -256, 255, res)
-    np.testing.assert_array_equal(res, np.clip(every, -256, 255))
+    nonnegative = every[every >= 0]  # the clip's form for x >= 0 >= lo
+    apply(narrow["k_clip"], nonnegative, -256, 255, res[:nonnegative.size])
+    np.testing.assert_array_equal(res[:nonnegative.size], np.clip(nonnegative, -256, 255))
 
 
 def test_16_bit_lanes_only_where_every_intermediate_fits():
@@ -460,10 +461,11 @@ def test_16_bit_lanes_only_where_every_intermediate_fits():
     assert not lif_synapse_fits_int16(lif, loihi2_profile(signal_bits=8), 64, 200)
     # 9-bit tags: ebar up to 511, 511 * 128 = 65408 > 2^15
     assert not lif_synapse_fits_int16(lif, loihi2_profile(tag_bits=9), 64, 200)
-    # 9-bit tags with a 6-bit signal: 511 * 64 + 16 = 32720 < 2^15, and the decay form takes x <= 511
+    # 9-bit tags with a 6-bit signal: 511 * 64 + 16 = 32720 < 2^15
     assert lif_synapse_fits_int16(lif, loihi2_profile(tag_bits=9, signal_bits=6), 64, 200)
-    # 10-bit tags, 5-bit signal: 1023 * 32 fits, but 1023 > 511 leaves the decay form's range
-    assert not lif_synapse_fits_int16(lif, loihi2_profile(tag_bits=10, signal_bits=5), 64, 200)
+    # 11-bit tags, 3-bit signal: 2047 * 8 fits and 2047 is the decay form's largest x; 12-bit tags leave it (4095)
+    assert lif_synapse_fits_int16(lif, loihi2_profile(tag_bits=11, signal_bits=3), 64, 200)
+    assert not lif_synapse_fits_int16(lif, loihi2_profile(tag_bits=12, signal_bits=2), 64, 200)
     # 8-bit traces: eps_v psi <= 255 * 127 = 32385 (+128 rounding offset) fits; 9-bit: 511 * 127 does not
     assert lif_synapse_fits_int16(lif, loihi2_profile(trace_bits=8), 64, 200)
     assert not lif_synapse_fits_int16(lif, loihi2_profile(trace_bits=9), 64, 200)
@@ -477,8 +479,8 @@ def test_16_bit_lanes_only_where_every_intermediate_fits():
 @needs_numba
 @pytest.mark.parametrize("rounding", ["toward_zero", "floor", "nearest"])
 def test_16_bit_synapse_loop_is_bit_exact_to_step_engine(rounding):
-    """The 16-bit LIF synapse loop (a batch of 5, 13 inputs padded to 16, rows
-    whose post neuron spiked or has psi = 0, every product rounding) against
+    """The 16-bit LIF synapse loop (a batch of 5, 13 inputs, rows whose post
+    neuron spiked or has psi = 0, every product rounding) against
     the step engine, with tags and accumulator saturating: weights, errors and
     the final accumulator state equal, and the tag and accumulator limits
     reached."""
@@ -493,7 +495,7 @@ def test_16_bit_synapse_loop_is_bit_exact_to_step_engine(rounding):
     net = fe.quantize(spec, init_params(spec, 3), prof)
     B = 5
     assert lif_synapse_fits_int16(net.layers[0].neuron, prof, B, net.readout.d_kappa)
-    assert fused.new_compiled_synapse(net.layers[0].neuron, B, 13, prof)["eps_v"].shape == (B, 9, 16)
+    assert fused.new_compiled_synapse(net.layers[0].neuron, B, 13, prof)["eps_v"].dtype == np.int16
     rng = np.random.default_rng(8)
     samples = []
     for _ in range(2):

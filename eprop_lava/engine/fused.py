@@ -824,8 +824,6 @@ def _fixed_loop(fn, constants: dict | None = None):
 
 
 SERIAL_LOOPS = ("_fixed_readout",)
-#: 16 int16 lanes: the vector width the 16-bit synapse loop runs in (LLVM's choice for it on AVX-512)
-ROW_MULTIPLE = 16
 
 
 if numba is not None:
@@ -868,22 +866,21 @@ if numba is not None:
 
     # The 16-bit-lane forms: the same casts to int16, for the LIF synapse loop
     # (_fixed_lif_synapses). k_decay's int64 form multiplies x by f <= 4096,
-    # which leaves 16 bits only for x < 8; for x >= 0 the form below computes
-    # the same integer from the two parts of f = 64 f_hi + f_lo (f_lo < 64):
-    #   floor(x f / 4096) = floor((x f_hi + x f_lo / 64) / 64)
-    #                     = (x f_hi + ((x f_lo) >> 6)) >> 6,
-    # exact because floor((a + y) / 64) = floor((a + floor(y)) / 64) for an
-    # integer a (here a = x f_hi, y = x f_lo / 64); every partial result is at
-    # most x f / 64 <= 64 x, so in int16 for 0 <= x <= 511 and any f in
-    # [0, 4096] (f = 0 gives 0: a row whose post neuron spiked). For x >= 0
-    # Loihi's toward-zero decay is this floor. Only for the bounds of
+    # a product of up to 28 bits; for 0 <= x <= 2047 the form below takes the
+    # high half of the 16 x 16-bit product (16 x) f (one vpmulhw):
+    #   ((16 x) f) >> 16 = floor(x f / 4096),
+    # exact since both factors are non-negative and below 2^15 (f in [0, 4096];
+    # f = 0 gives 0: a row whose post neuron spiked). For x >= 0 Loihi's
+    # toward-zero decay is this floor. Only for the bounds of
     # neurons.fixed.lif_synapse_fits_int16 (there eps_v, ebar >= 0);
     # tests/test_fused.py checks the forms against the int64 ones over that
-    # whole range. Why not the complement x - ceil(x (4096 - f) / 4096): its
-    # f = 0 case needs a select, which LLVM turned into a branch per vector.
-    def _k_clip16(x, lo, hi):  # pragma: no cover - compiled
-        x, lo, hi = np.int16(x), np.int16(lo), np.int16(hi)
-        x = lo if x < lo else x
+    # whole range. The clip drops its lower bound (x >= 0 >= lo there). Two
+    # other exact forms of the decay ran slower: x - ceil(x (4096 - f) /
+    # 4096) needs a select for f = 0, which LLVM compiled to a branch per
+    # vector, and (x (f >> 6) + ((x (f & 63)) >> 6)) >> 6 costs six operations.
+    def _k_clip16_nonnegative(x, lo, hi):  # pragma: no cover - compiled
+        # x >= 0 >= lo: the lower bound never acts
+        x, hi = np.int16(x), np.int16(hi)
         return hi if x > hi else x
 
     def _k_shift16(x, shift, mode):  # pragma: no cover - compiled
@@ -897,12 +894,10 @@ if numba is not None:
         return np.int16(np.int16(x + np.int16(1 << (shift - 1))) >> shift)
 
     def _k_decay16_nonnegative(x, factor):  # pragma: no cover - compiled
-        x = np.int16(x)
-        high = np.int16(x * np.int16(factor >> 6))
-        low = np.int16(np.int16(x * np.int16(factor & 63)) >> 6)
-        return np.int16(np.int16(high + low) >> 6)
+        return np.int16((np.int32(np.int16(x << 4)) * np.int32(np.int16(factor))) >> 16)  # LLVM: vpmulhw
 
-    _NARROW16_PRIMITIVES = {"k_clip": njit(inline="always")(_k_clip16), "k_shift": njit(inline="always")(_k_shift16),
+    _NARROW16_PRIMITIVES = {"k_clip": njit(inline="always")(_k_clip16_nonnegative),
+                            "k_shift": njit(inline="always")(_k_shift16),
                             "k_decay": njit(inline="always")(_k_decay16_nonnegative)}
 
     def _fixed_lif_family_layer(ext, w_rec_t, has_rec, weight_exp, rec_first, du_f, dv_f, bias, vth, n_ref,
@@ -1027,12 +1022,13 @@ if numba is not None:
     def _fixed_lif_synapses(pre, z_rec, psi_rec, signal, eps_v, ebar, acc, dv_f, impulse, tmax, dk_f, tag_lo,
                             tag_hi, acc_lo, acc_hi):  # pragma: no cover - compiled
         # _fixed_hidden_synapses for LIF where neurons.fixed.lif_synapse_fits_int16 holds (NARROW = 16:
-        # the kernels in 16-bit lanes). pre and the state rows are padded to whole vectors
-        # (new_compiled_synapse; padded synapses stay 0), acc (J, n_pre) is not.
-        # E_RND: e = (eps_v psi) >> psi_bits of non-negative values, where toward zero is floor.
+        # the kernels in 16-bit lanes). E_RND: e = (eps_v psi) >> psi_bits of non-negative values,
+        # where toward zero is floor.
         S, B, I = pre.shape
-        J, n_pre = acc.shape
-        # operands cast to int16 (exact: the fits rule bounds them), so that LLVM sees 16-bit products
+        J = acc.shape[0]
+        # operands cast to int16 (exact: the fits rule bounds them), and the impulse truncated to int16:
+        # numba types every integer operation as int64, and LLVM keeps a product in 16-bit lanes only
+        # where it sees 16-bit operands
         impulse16, dk16 = np.int16(impulse), np.int16(dk_f)
         for j in prange(J):
             total = np.zeros(I, np.int32)
@@ -1048,14 +1044,14 @@ if numba is not None:
                     pre_row = pre[t, b]
                     for i in range(I):
                         ev, _, e = k_eligibility_lif_family(ev_row[i], 0, cut, dv16, 0, 0,
-                                                            impulse16 * np.int16(pre_row[i]), psi, tmax, PSI_BITS, 0,
-                                                            E_RND, False)
+                                                            np.int16(impulse16 * np.int16(pre_row[i])), psi, tmax,
+                                                            PSI_BITS, 0, E_RND, False)
                         eb, prod = k_trace_product(eb_row[i], e, sig, dk16, tag_lo, tag_hi, PRODUCT_SHIFT, RND)
                         ev_row[i] = ev
                         eb_row[i] = eb
                         if sig != 0:  # invariant in i: without L the product is dead
                             total[i] += prod
-                for i in range(n_pre):
+                for i in range(I):
                     acc[j, i] = k_clip_int32(acc[j, i] + total[i], acc_lo, acc_hi)  # fits: lif_synapse_fits_int32
 
     def _fixed_readout_synapses(pre, err, zbar, acc, dk_f, impulse, tmax, product_shift, rnd, acc_lo,
@@ -1185,9 +1181,7 @@ def run_fixed_hidden_synapses(p: Any, syn: dict, pre: np.ndarray, records: dict,
         # e = (eps_v psi) >> psi_bits of non-negative values (lif_synapse_fits_int16): toward zero is floor
         loop = _fixed("_fixed_lif_synapses", NARROW=16, RND=rnd, PRODUCT_SHIFT=int(profile.product_shift),
                       PSI_BITS=int(p.psi_bits), E_RND=ROUND_FLOOR if rnd == ROUND_TOWARD_ZERO else rnd)
-        padded = np.zeros(pre.shape[:2] + (syn["eps_v"].shape[2],), np.int8)  # pre spikes: 0 or 1
-        padded[:, :, :pre.shape[2]] = pre
-        loop(padded, records["z"], records["psi"], np.ascontiguousarray(signal), syn["eps_v"],
+        loop(np.ascontiguousarray(pre), records["z"], records["psi"], np.ascontiguousarray(signal), syn["eps_v"],
              syn["ebar"], syn["acc"], c["dv_f"], int(profile.trace_impulse), int(profile.trace_max),
              DECAY_UNITY - int(d_kappa), tag_lo, tag_hi, acc_lo, acc_hi)
         return
@@ -1213,9 +1207,7 @@ def new_compiled_synapse(p: Any, batch: int, n_pre: int, profile: Any) -> dict:
     from eprop_lava.neurons.fixed import eligibility_dtypes
 
     eps_dtype, ebar_dtype = eligibility_dtypes(p, profile)
-    # LIF rows padded to whole vectors (ROW_MULTIPLE): the 16-bit loop then runs no remainder
-    # loop per row; padded synapses see no pre spike, so they stay 0 and add 0
-    shape = (batch, p.size, -(-n_pre // ROW_MULTIPLE) * ROW_MULTIPLE if p.kind == "lif" else n_pre)
+    shape = (batch, p.size, n_pre)
     second = shape if p.kind != "lif" else (batch, p.size, 0)  # LIF has no second component
     return dict(eps_v=np.zeros(shape, eps_dtype), eps_2=np.zeros(second, eps_dtype), ebar=np.zeros(shape, ebar_dtype),
                 acc=np.zeros((p.size, n_pre), np.int64))

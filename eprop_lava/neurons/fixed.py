@@ -506,8 +506,8 @@ def lif_synapse_fits_int16(p: FixedNeuronParams, profile: FixedPointProfile, bat
     (:func:`eprop_lava.engine.fused.compiled`, narrow=16) with the same
     integers: every intermediate value of :func:`k_eligibility_lif_family`
     (without adaptation) and :func:`k_trace_product` fits int16, the decayed
-    values lie in the domain of the 16-bit decay form (0 <= x <= 511, factor in
-    [0, 4096]), and the batch sum and the accumulator fit int32
+    values lie in the domain of the 16-bit decay form (0 <= x <= 2047, factor
+    in [0, 4096]), and the batch sum and the accumulator fit int32
     (:func:`lif_synapse_fits_int32`).
 
     The decay form and the rounding of e need eps_v >= 0 and ebar >= 0. Both
@@ -535,8 +535,8 @@ def lif_synapse_fits_int16(p: FixedNeuronParams, profile: FixedPointProfile, bat
         tag_hi + (tmax * psi >> p.psi_bits) + 1,     # decay(ebar) + e, before the clip
         tag_hi * sig + (1 << profile.product_shift),  # |ebar L|, plus a rounding offset
     )
-    decayed = max(tmax, tag_hi)  # the 16-bit decay form: x (f >> 6) <= 64 x < 2^15
-    return max(signed16) < (1 << 15) and decayed <= 511
+    decayed = max(tmax, tag_hi)  # the 16-bit decay form: 16 x < 2^15
+    return max(signed16) < (1 << 15) and decayed <= 2047
 
 
 def post_record(p: FixedNeuronParams, z: np.ndarray, post: dict, record_prev: dict | None) -> dict:
