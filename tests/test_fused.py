@@ -477,13 +477,14 @@ def test_16_bit_lanes_only_where_every_intermediate_fits():
 
 
 @needs_numba
-@pytest.mark.parametrize("rounding", ["toward_zero", "floor", "nearest"])
-def test_16_bit_synapse_loop_is_bit_exact_to_step_engine(rounding):
+@pytest.mark.parametrize("rounding, psi_bits", [("toward_zero", 7), ("floor", 7), ("nearest", 7), ("toward_zero", 9)])
+def test_16_bit_synapse_loop_is_bit_exact_to_step_engine(rounding, psi_bits):
     """The 16-bit LIF synapse loop (a batch of 5, 13 inputs, rows whose post
-    neuron spiked or has psi = 0, every product rounding) against
-    the step engine, with tags and accumulator saturating: weights, errors and
-    the final accumulator state equal, and the tag and accumulator limits
-    reached."""
+    neuron spiked or has psi = 0, every product rounding) against the step
+    engine, with tags and accumulator saturating: weights, errors and spikes
+    equal, and the tag and accumulator limits reached. psi_bits = 9: eps_v
+    psi reaches 127 * 511 > 2^15, so the same int16 state runs the 32-bit-lane
+    loop."""
     from eprop_lava import fixed as F
     from eprop_lava.neurons.fixed import lif_synapse_fits_int16
     from eprop_lava.spec import LayerSpec, LearningSpec, NetworkSpec, NeuronParams, OptimizerSpec, RegularizationSpec
@@ -491,10 +492,11 @@ def test_16_bit_synapse_loop_is_bit_exact_to_step_engine(rounding):
     spec = NetworkSpec(n_inputs=13, layers=(LayerSpec(9, "lif", params=NeuronParams(n_ref=1), weight_scale=3.0),),
                        timing="loihi", reset="zero", loss="cross_entropy", learning=LearningSpec(variant="random"),
                        regularization=RegularizationSpec(form="none"), optimizer=OptimizerSpec(kind="sgd", lr=5e-2))
-    prof = F.loihi2_profile(update_interval=40, accumulator_bits=9, tag_bits=6, product_rounding=rounding)
+    prof = F.loihi2_profile(update_interval=40, accumulator_bits=9, tag_bits=6, product_rounding=rounding,
+                            psi_bits=psi_bits)
     net = fe.quantize(spec, init_params(spec, 3), prof)
     B = 5
-    assert lif_synapse_fits_int16(net.layers[0].neuron, prof, B, net.readout.d_kappa)
+    assert lif_synapse_fits_int16(net.layers[0].neuron, prof, B, net.readout.d_kappa) == (psi_bits == 7)
     assert fused.new_compiled_synapse(net.layers[0].neuron, B, 13, prof)["eps_v"].dtype == np.int16
     rng = np.random.default_rng(8)
     samples = []
