@@ -517,9 +517,10 @@ def lif_synapse_fits_int16(p: FixedNeuronParams, profile: FixedPointProfile, bat
     psi_max]; refractory steps send 0). So decay(eps_v) + impulse pre >= 0,
     e = (eps_v psi) >> psi_bits >= 0 and decay(ebar) + e >= 0, and the clips
     to [-trace_max, trace_max] and to the tag range (lo <= 0 <= hi) keep them
-    so. Then |ebar L| <= tag_hi 2^signal_bits, not 2^tag_bits 2^signal_bits:
-    loihi2's largest product, 255 * 128 = 32640, fits int16.
-    The bounds below for loihi2: 127, 143, 16257, 382, 32656, 255."""
+    so (the 16-bit clip form drops the lower bound, which never acts). Then
+    |ebar L| <= tag_hi 2^signal_bits, not 2^tag_bits 2^signal_bits: loihi2's
+    largest product, 255 * 128 = 32640, fits int16.
+    The bounds below for loihi2: 256, 143, 16257, 382, 32656 and 255."""
     if not lif_synapse_fits_int32(p, profile, batch):
         return False
     tmax, imp = profile.trace_max, profile.trace_impulse
