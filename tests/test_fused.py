@@ -479,9 +479,9 @@ def test_16_bit_lanes_only_where_every_intermediate_fits():
 @needs_numba
 @pytest.mark.parametrize("rounding, psi_bits", [("toward_zero", 7), ("floor", 7), ("nearest", 7), ("toward_zero", 9)])
 def test_16_bit_synapse_loop_is_bit_exact_to_step_engine(rounding, psi_bits):
-    """The 16-bit LIF synapse loop (a batch of 5, 13 inputs, rows whose post
-    neuron spiked or has psi = 0, every product rounding) against the step
-    engine, with tags and accumulator saturating: weights, errors and spikes
+    """The 16-bit LIF synapse loop (a batch of 5, 13 inputs and 9 recurrent
+    synapses per row in one pass, rows whose post neuron spiked or has psi =
+    0, every product rounding) against the step engine, with tags and accumulator saturating: weights, errors and spikes
     equal, and the tag and accumulator limits reached. psi_bits = 9: eps_v
     psi reaches 127 * 511 > 2^15, so the same int16 state runs the 32-bit-lane
     loop."""
@@ -508,7 +508,8 @@ def test_16_bit_synapse_loop_is_bit_exact_to_step_engine(rounding, psi_bits):
     seen = {}
 
     def grab(netx, syn_in, syn_rec, syn_out, rngs, slices):
-        seen.setdefault("ebar", []).append(int(syn_in[0]["ebar"].max()))
+        seen["joint"] = "joint" in syn_in[0]  # input and recurrent synapses in one pass
+        seen.setdefault("ebar", []).append(int(max(syn_in[0]["ebar"].max(), syn_rec[0]["ebar"].max())))
         seen.setdefault("acc", []).append(syn_in[0]["acc"].copy())
 
     fast, ref, runs = learn_compiled_and_step(net, samples)
@@ -522,6 +523,7 @@ def test_16_bit_synapse_loop_is_bit_exact_to_step_engine(rounding, psi_bits):
     assert sum(int((wr[k] != w0[k]).sum()) for k in wr) > 10  # learning happened
     probe = net.copy()
     fe.simulate(probe, *samples[0], learn=True, on_update=grab)
+    assert seen["joint"] == (psi_bits == 7)
     assert max(seen["ebar"]) == prof.tag_range[1]  # ebar saturated at the tag range (it is never negative)
     lo, hi = prof.accumulator_range
     assert any(np.any((a == lo) | (a == hi)) for a in seen["acc"])

@@ -1019,13 +1019,15 @@ if numba is not None:
                 for i in range(I):
                     acc[j, i] = k_clip(acc[j, i] + total[i], acc_lo, acc_hi)
 
-    def _fixed_lif_synapses(pre, z_rec, psi_rec, signal, eps_v, ebar, acc, dv_f, impulse, tmax, dk_f, tag_lo,
-                            tag_hi, acc_lo, acc_hi):  # pragma: no cover - compiled
+    def _fixed_lif_synapses(pre, z_rec, psi_rec, signal, eps_v, ebar, acc, acc_2, dv_f, impulse, tmax, dk_f,
+                            tag_lo, tag_hi, acc_lo, acc_hi):  # pragma: no cover - compiled
         # _fixed_hidden_synapses for LIF where neurons.fixed.lif_synapse_fits_int16 holds (NARROW = 16:
         # the kernels in 16-bit lanes). E_RND: e = (eps_v psi) >> psi_bits of non-negative values,
-        # where toward zero is floor.
+        # where toward zero is floor. The rows may hold two matrices of one layer side by side
+        # (run_fixed_layer_synapses): pre (S, B, I1 + I2), eps_v and ebar (B, J, I1 + I2), the
+        # accumulators acc (J, I1) and acc_2 (J, I2; I2 = 0 for one matrix).
         S, B, I = pre.shape
-        J = acc.shape[0]
+        J, I1 = acc.shape
         # operands cast to int16 (exact: the fits rule bounds them), and the impulse truncated to int16:
         # numba types every integer operation as int64, and LLVM keeps a product in 16-bit lanes only
         # where it sees 16-bit operands
@@ -1051,8 +1053,10 @@ if numba is not None:
                         eb_row[i] = eb
                         if sig != 0:  # invariant in i: without L the product is dead
                             total[i] += prod
-                for i in range(I):
-                    acc[j, i] = k_clip_int32(acc[j, i] + total[i], acc_lo, acc_hi)  # fits: lif_synapse_fits_int32
+                for i in range(I1):  # fits int32: lif_synapse_fits_int32
+                    acc[j, i] = k_clip_int32(acc[j, i] + total[i], acc_lo, acc_hi)
+                for i in range(I - I1):
+                    acc_2[j, i] = k_clip_int32(acc_2[j, i] + total[I1 + i], acc_lo, acc_hi)
 
     def _fixed_readout_synapses(pre, err, zbar, acc, dk_f, impulse, tmax, product_shift, rnd, acc_lo,
                                 acc_hi):  # pragma: no cover - compiled
@@ -1169,7 +1173,7 @@ def run_fixed_hidden_synapses(p: Any, syn: dict, pre: np.ndarray, records: dict,
     :func:`~eprop_lava.neurons.fixed.lif_synapse_fits_int16` holds, else in
     32-bit lanes where :func:`~eprop_lava.neurons.fixed.lif_synapse_fits_int32`
     does."""
-    from eprop_lava.fixed import DECAY_UNITY, ROUND_CODES, ROUND_FLOOR, ROUND_TOWARD_ZERO
+    from eprop_lava.fixed import DECAY_UNITY, ROUND_CODES
     from eprop_lava.neurons.fixed import lif_synapse_fits_int16, lif_synapse_fits_int32
 
     c = p.kernel_constants
@@ -1178,12 +1182,8 @@ def run_fixed_hidden_synapses(p: Any, syn: dict, pre: np.ndarray, records: dict,
     rnd = ROUND_CODES[profile.product_rounding]
     B = pre.shape[1]
     if lif_synapse_fits_int16(p, profile, B, d_kappa) and syn["eps_v"].dtype.itemsize <= 2:
-        # e = (eps_v psi) >> psi_bits of non-negative values (lif_synapse_fits_int16): toward zero is floor
-        loop = _fixed("_fixed_lif_synapses", NARROW=16, RND=rnd, PRODUCT_SHIFT=int(profile.product_shift),
-                      PSI_BITS=int(p.psi_bits), E_RND=ROUND_FLOOR if rnd == ROUND_TOWARD_ZERO else rnd)
-        loop(np.ascontiguousarray(pre), records["z"], records["psi"], np.ascontiguousarray(signal), syn["eps_v"],
-             syn["ebar"], syn["acc"], c["dv_f"], int(profile.trace_impulse), int(profile.trace_max),
-             DECAY_UNITY - int(d_kappa), tag_lo, tag_hi, acc_lo, acc_hi)
+        _run_lif_synapses16(p, syn["eps_v"], syn["ebar"], syn["acc"], np.zeros((p.size, 0), np.int64), pre,
+                            records, signal, d_kappa, profile)
         return
     narrow = lif_synapse_fits_int32(p, profile, B)
     loop = _fixed("_fixed_hidden_synapses", NARROW=32 if narrow else 0, IZHIKEVICH=p.kind == "izhikevich",
@@ -1197,6 +1197,71 @@ def run_fixed_hidden_synapses(p: Any, syn: dict, pre: np.ndarray, records: dict,
          c["dth_f"], c["bpsi_mul"], c["izh_ab"], c["izh_a"], int(profile.trace_impulse), int(profile.trace_max),
          DECAY_UNITY - int(d_kappa), tag_lo, tag_hi, acc_lo, acc_hi,
          np.zeros(pre.shape[2], np.int32 if narrow else np.int64))
+
+
+def _run_lif_synapses16(p: Any, eps_v: np.ndarray, ebar: np.ndarray, acc: np.ndarray, acc_2: np.ndarray,
+                        pre: np.ndarray, records: dict, signal: np.ndarray, d_kappa: int, profile: Any) -> None:
+    from eprop_lava.fixed import DECAY_UNITY, ROUND_CODES, ROUND_FLOOR, ROUND_TOWARD_ZERO
+
+    tag_lo, tag_hi = profile.tag_range
+    acc_lo, acc_hi = profile.accumulator_range
+    rnd = ROUND_CODES[profile.product_rounding]
+    # e = (eps_v psi) >> psi_bits of non-negative values (lif_synapse_fits_int16): toward zero is floor
+    loop = _fixed("_fixed_lif_synapses", NARROW=16, RND=rnd, PRODUCT_SHIFT=int(profile.product_shift),
+                  PSI_BITS=int(p.psi_bits), E_RND=ROUND_FLOOR if rnd == ROUND_TOWARD_ZERO else rnd)
+    loop(np.ascontiguousarray(pre), records["z"], records["psi"], np.ascontiguousarray(signal), eps_v, ebar, acc,
+         acc_2, p.kernel_constants["dv_f"], int(profile.trace_impulse), int(profile.trace_max),
+         DECAY_UNITY - int(d_kappa), tag_lo, tag_hi, acc_lo, acc_hi)
+
+
+def run_fixed_layer_synapses(p: Any, syn_in: dict, syn_rec: dict | None, pre_in: np.ndarray,
+                             pre_rec: np.ndarray | None, records: dict, signal: np.ndarray, d_kappa: int,
+                             profile: Any) -> None:
+    """A block of steps of both e-prop synapse matrices of one layer (input,
+    and recurrent unless syn_rec is None; arguments as
+    :func:`run_fixed_hidden_synapses`, pre_rec the layer's own delayed
+    spikes). Where :func:`new_compiled_layer_synapses` gave them one joint
+    state (LIF in 16-bit lanes), both run in one pass whose rows hold the
+    input and the recurrent synapses of a post neuron side by side: the post
+    records are read and the row set up once per (step, sample, post neuron)
+    instead of twice, and the rows are longer. Otherwise one
+    :func:`run_fixed_hidden_synapses` per matrix."""
+    joint = syn_in.get("joint")
+    if joint is None or syn_rec is None:
+        run_fixed_hidden_synapses(p, syn_in, pre_in, records, signal, d_kappa, profile)
+        if syn_rec is not None:
+            run_fixed_hidden_synapses(p, syn_rec, pre_rec, records, signal, d_kappa, profile)
+        return
+    n_in = pre_in.shape[2]
+    pre = np.empty(pre_in.shape[:2] + (n_in + pre_rec.shape[2],), np.int8)  # 0/1 spikes
+    pre[:, :, :n_in] = pre_in
+    pre[:, :, n_in:] = pre_rec
+    _run_lif_synapses16(p, joint["eps_v"], joint["ebar"], syn_in["acc"], syn_rec["acc"], pre, records, signal,
+                        d_kappa, profile)
+
+
+def new_compiled_layer_synapses(p: Any, batch: int, n_in: int, recurrent: bool, profile: Any,
+                                d_kappa: int) -> tuple[dict, dict | None]:
+    """(input, recurrent or None) synapse states of one layer
+    (:func:`new_compiled_synapse`). A recurrent LIF layer whose synapses run in
+    16-bit lanes (:func:`~eprop_lava.neurons.fixed.lif_synapse_fits_int16`)
+    gets one joint eps_v / ebar array (batch, post, n_in + post) of which the
+    two states are views, for :func:`run_fixed_layer_synapses`; acc stays one
+    array per matrix."""
+    from eprop_lava.neurons.fixed import eligibility_dtypes, lif_synapse_fits_int16
+
+    if not (recurrent and lif_synapse_fits_int16(p, profile, batch, d_kappa)):
+        return (new_compiled_synapse(p, batch, n_in, profile),
+                new_compiled_synapse(p, batch, p.size, profile) if recurrent else None)
+    eps_dtype, ebar_dtype = eligibility_dtypes(p, profile)
+    shape = (batch, p.size, n_in + p.size)
+    joint = dict(eps_v=np.zeros(shape, eps_dtype), ebar=np.zeros(shape, ebar_dtype))
+    states = []
+    for part, n in ((slice(0, n_in), n_in), (slice(n_in, None), p.size)):
+        states.append(dict(eps_v=joint["eps_v"][:, :, part], eps_2=np.zeros((batch, p.size, 0), eps_dtype),
+                           ebar=joint["ebar"][:, :, part], acc=np.zeros((p.size, n), np.int64)))
+    states[0]["joint"] = joint
+    return states[0], states[1]
 
 
 def new_compiled_synapse(p: Any, batch: int, n_pre: int, profile: Any) -> dict:
