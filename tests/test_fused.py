@@ -509,6 +509,7 @@ def test_16_bit_synapse_loop_is_bit_exact_to_step_engine(rounding, psi_bits):
 
     def grab(netx, syn_in, syn_rec, syn_out, rngs, slices):
         seen["joint"] = "joint" in syn_in[0]  # input and recurrent synapses in one pass
+        seen["rows"] = syn_in[0]["joint"]["eps_v"].shape if seen["joint"] else None
         seen.setdefault("ebar", []).append(int(max(syn_in[0]["ebar"].max(), syn_rec[0]["ebar"].max())))
         seen.setdefault("acc", []).append(syn_in[0]["acc"].copy())
 
@@ -524,6 +525,8 @@ def test_16_bit_synapse_loop_is_bit_exact_to_step_engine(rounding, psi_bits):
     probe = net.copy()
     fe.simulate(probe, *samples[0], learn=True, on_update=grab)
     assert seen["joint"] == (psi_bits == 7)
+    if seen["joint"]:  # 13 + 9 synapses per row, padded to 32; the matrices' states are views of it
+        assert seen["rows"] == (B, 9, 32)
     assert max(seen["ebar"]) == prof.tag_range[1]  # ebar saturated at the tag range (it is never negative)
     lo, hi = prof.accumulator_range
     assert any(np.any((a == lo) | (a == hi)) for a in seen["acc"])

@@ -1024,8 +1024,8 @@ if numba is not None:
         # _fixed_hidden_synapses for LIF where neurons.fixed.lif_synapse_fits_int16 holds (NARROW = 16:
         # the kernels in 16-bit lanes). E_RND: e = (eps_v psi) >> psi_bits of non-negative values,
         # where toward zero is floor. The rows may hold two matrices of one layer side by side
-        # (run_fixed_layer_synapses): pre (S, B, I1 + I2), eps_v and ebar (B, J, I1 + I2), the
-        # accumulators acc (J, I1) and acc_2 (J, I2; I2 = 0 for one matrix).
+        # (run_fixed_layer_synapses): pre (S, B, I), eps_v and ebar (B, J, I) with I >= I1 + I2
+        # (padding), the accumulators acc (J, I1) and acc_2 (J, I2; I2 = 0 for one matrix).
         S, B, I = pre.shape
         J, I1 = acc.shape
         # operands cast to int16 (exact: the fits rule bounds them), and the impulse truncated to int16:
@@ -1055,7 +1055,7 @@ if numba is not None:
                             total[i] += prod
                 for i in range(I1):  # fits int32: lif_synapse_fits_int32
                     acc[j, i] = k_clip_int32(acc[j, i] + total[i], acc_lo, acc_hi)
-                for i in range(I - I1):
+                for i in range(acc_2.shape[1]):
                     acc_2[j, i] = k_clip_int32(acc_2[j, i] + total[I1 + i], acc_lo, acc_hi)
 
     def _fixed_readout_synapses(pre, err, zbar, acc, dk_f, impulse, tmax, product_shift, rnd, acc_lo,
@@ -1232,10 +1232,10 @@ def run_fixed_layer_synapses(p: Any, syn_in: dict, syn_rec: dict | None, pre_in:
         if syn_rec is not None:
             run_fixed_hidden_synapses(p, syn_rec, pre_rec, records, signal, d_kappa, profile)
         return
-    n_in = pre_in.shape[2]
-    pre = np.empty(pre_in.shape[:2] + (n_in + pre_rec.shape[2],), np.int8)  # 0/1 spikes
+    n_in, n_rec = pre_in.shape[2], pre_rec.shape[2]
+    pre = np.zeros(pre_in.shape[:2] + (joint["eps_v"].shape[2],), np.int8)  # 0/1 spikes
     pre[:, :, :n_in] = pre_in
-    pre[:, :, n_in:] = pre_rec
+    pre[:, :, n_in:n_in + n_rec] = pre_rec
     _run_lif_synapses16(p, joint["eps_v"], joint["ebar"], syn_in["acc"], syn_rec["acc"], pre, records, signal,
                         d_kappa, profile)
 
@@ -1245,19 +1245,20 @@ def new_compiled_layer_synapses(p: Any, batch: int, n_in: int, recurrent: bool, 
     """(input, recurrent or None) synapse states of one layer
     (:func:`new_compiled_synapse`). A recurrent LIF layer whose synapses run in
     16-bit lanes (:func:`~eprop_lava.neurons.fixed.lif_synapse_fits_int16`)
-    gets one joint eps_v / ebar array (batch, post, n_in + post) of which the
-    two states are views, for :func:`run_fixed_layer_synapses`; acc stays one
-    array per matrix."""
+    gets one joint eps_v / ebar array (batch, post, n_in + post, padded to a
+    multiple of 16) of which the two states are views, for
+    :func:`run_fixed_layer_synapses`; acc stays one array per matrix."""
     from eprop_lava.neurons.fixed import eligibility_dtypes, lif_synapse_fits_int16
 
     if not (recurrent and lif_synapse_fits_int16(p, profile, batch, d_kappa)):
         return (new_compiled_synapse(p, batch, n_in, profile),
                 new_compiled_synapse(p, batch, p.size, profile) if recurrent else None)
     eps_dtype, ebar_dtype = eligibility_dtypes(p, profile)
-    shape = (batch, p.size, n_in + p.size)
+    # rows padded to whole 16-lane vectors: no remainder loop per row (the padding sees no spike and stays 0)
+    shape = (batch, p.size, -(-(n_in + p.size) // 16) * 16)
     joint = dict(eps_v=np.zeros(shape, eps_dtype), ebar=np.zeros(shape, ebar_dtype))
     states = []
-    for part, n in ((slice(0, n_in), n_in), (slice(n_in, None), p.size)):
+    for part, n in ((slice(0, n_in), n_in), (slice(n_in, n_in + p.size), p.size)):
         states.append(dict(eps_v=joint["eps_v"][:, :, part], eps_2=np.zeros((batch, p.size, 0), eps_dtype),
                            ebar=joint["ebar"][:, :, part], acc=np.zeros((p.size, n), np.int64)))
     states[0]["joint"] = joint
