@@ -231,17 +231,22 @@ def test_engine_rejects_non_spike_input():
         fe.simulate(net, np.full((5, 1, 10), 0.5))
 
 
-# ----------------------------------------------------------------- int32 synapse state
-def test_int32_eligibility_only_where_widths_allow():
+# ----------------------------------------------------------------- narrow synapse state
+def test_narrow_eligibility_storage_only_where_widths_allow():
     lif = fx.FixedNeuronParams("lif", 4)
-    assert fx.eligibility_fits_int32(lif, F.loihi2_profile())
-    assert not fx.eligibility_fits_int32(lif, F.wide_profile())  # 32-bit traces, 34-bit tags
-    assert not fx.eligibility_fits_int32(fx.FixedNeuronParams("alif", 4), F.loihi2_profile())
+    # loihi2: |eps_v| <= 127, ebar in [-256, 255]
+    assert fx.eligibility_dtypes(lif, F.loihi2_profile()) == (np.int16, np.int16)
+    # 15-bit traces: 32767 still int16; 16-bit tags: [-65536, 65535] needs int32
+    assert fx.eligibility_dtypes(lif, F.loihi2_profile(trace_bits=15, tag_bits=16)) == (np.int16, np.int32)
+    assert fx.eligibility_dtypes(lif, F.loihi2_profile(trace_bits=16, tag_bits=15)) == (np.int32, np.int16)
+    assert fx.eligibility_dtypes(lif, F.wide_profile()) == (np.int64, np.int64)  # 2^32 - 1, 34-bit tags
+    assert fx.eligibility_dtypes(fx.FixedNeuronParams("alif", 4), F.loihi2_profile()) == (np.int64, np.int64)
 
 
-def test_int32_synapse_state_gives_the_int64_integers(monkeypatch):
-    """The compiled loops store LIF eligibility state as int32 where it fits;
-    forcing int64 storage gives the same spikes, outputs and weights."""
+def test_narrow_synapse_state_gives_the_int64_integers(monkeypatch):
+    """The compiled loops store LIF eligibility state as int16 where it fits
+    (and then run the 16-bit-lane loop); forcing int64 storage (the 32-bit-lane
+    loop) gives the same spikes, outputs and weights."""
     from eprop_lava.engine import fused
 
     if not fused.available():
@@ -257,14 +262,14 @@ def test_int32_synapse_state_gives_the_int64_integers(monkeypatch):
     results = []
     for fits in (True, False):
         if not fits:
-            monkeypatch.setattr(fx, "eligibility_fits_int32", lambda p, profile: False)
+            monkeypatch.setattr(fx, "eligibility_dtypes", lambda p, profile: (np.int64, np.int64))
         net = fe.quantize(spec, init_params(spec, 2), F.loihi2_profile(update_interval=9))
         assert fused.new_compiled_synapse(net.layers[0].neuron, 1, 7, net.profile)["ebar"].dtype == (
-            np.int32 if fits else np.int64)
+            np.int16 if fits else np.int64)
         runs = fe.train_online(net, [(x, target, None), (x[::-1].copy(), target, None)])
         results.append(([r.z[k] for r in runs for k in range(2)], [r.y for r in runs], net.weights()))
-    (z32, y32, w32), (z64, y64, w64) = results
-    assert all(np.array_equal(a, b) for a, b in zip(z32, z64)) and all(np.array_equal(a, b) for a, b in zip(y32, y64))
-    assert all(np.array_equal(w32[k], w64[k]) for k in w64)
+    (z16, y16, w16), (z64, y64, w64) = results
+    assert all(np.array_equal(a, b) for a, b in zip(z16, z64)) and all(np.array_equal(a, b) for a, b in zip(y16, y64))
+    assert all(np.array_equal(w16[k], w64[k]) for k in w64)
     assert any(not np.array_equal(w64[k], fe.quantize(spec, init_params(spec, 2), F.loihi2_profile()).weights()[k])
                for k in w64)  # learning happened

@@ -470,6 +470,137 @@ def test_32_bit_lane_primitives_equal_the_int64_ones():
     np.testing.assert_array_equal(out, np.clip(x, -1000, 777))
 
 
+@needs_numba
+def test_16_bit_lane_primitives_equal_the_int64_ones():
+    """The 16-bit forms against fixed.py's int64 k_decay / k_shift / k_clip over
+    the whole range lif_synapse_fits_int16 admits, exhaustively: the decay for
+    every x in [0, 2047] and every factor in [0, 4096]; the shift for every
+    int16 value, each rounding mode and the shifts the LIF synapse uses; the
+    clip for every non-negative int16 value."""
+    from numba import njit
+
+    from eprop_lava import fixed as fixed_arith
+
+    narrow = fused._NARROW16_PRIMITIVES
+
+    @njit
+    def decay_table(fn, xs, fs, out):  # pragma: no cover - compiled
+        for a in range(xs.size):
+            for b in range(fs.size):
+                out[a, b] = fn(xs[a], fs[b])
+
+    @njit
+    def apply(fn, a, b, c, out):  # pragma: no cover - compiled
+        for i in range(a.size):
+            out[i] = fn(a[i], b, c)
+
+    xs, fs = np.arange(0, 2048, dtype=np.int64), np.arange(0, 4097, dtype=np.int64)
+    out = np.empty((xs.size, fs.size), np.int64)
+    decay_table(narrow["k_decay"], xs, fs, out)
+    np.testing.assert_array_equal(out, fixed_arith.k_decay(xs[:, None], fs[None, :]))
+    # hand-computed: 255 decays by d_kappa = 200 to floor(255 * 3896 / 4096) = 242; 2047 by 1 to 2046
+    assert out[255, 4096 - 200] == 242 and out[2047, 4095] == 2046 and out[2047, 4096] == 2047 and out[2047, 0] == 0
+    every = np.arange(-(1 << 15), 1 << 15, dtype=np.int64)
+    res = np.empty_like(every)
+    for mode in (fixed_arith.ROUND_TOWARD_ZERO, fixed_arith.ROUND_FLOOR, fixed_arith.ROUND_NEAREST):
+        for shift in (0, 1, 4, 7, 12):
+            if mode == fixed_arith.ROUND_NEAREST and shift > 0:  # x + 2^(shift-1) must fit: the rule's offset bound
+                x = every[every < (1 << 15) - (1 << (shift - 1))]
+            else:
+                x = every
+            apply(narrow["k_shift"], x, shift, mode, res[:x.size])
+            np.testing.assert_array_equal(res[:x.size], fixed_arith.k_shift(x, shift, mode))
+    nonnegative = every[every >= 0]  # the clip's form for x >= 0 >= lo
+    apply(narrow["k_clip"], nonnegative, -256, 255, res[:nonnegative.size])
+    np.testing.assert_array_equal(res[:nonnegative.size], np.clip(nonnegative, -256, 255))
+
+
+def test_16_bit_lanes_only_where_every_intermediate_fits():
+    from eprop_lava.fixed import loihi2_profile, wide_profile
+    from eprop_lava.neurons.fixed import FixedNeuronParams, lif_synapse_fits_int16
+
+    lif = FixedNeuronParams("lif", 3, dv=200)
+    # loihi2 (hand bounds): eps_v psi <= 127 * 127 = 16129, ebar L <= 255 * 128 = 32640 (ebar >= 0), decays of x <= 255
+    assert lif_synapse_fits_int16(lif, loihi2_profile(), 64, 200)
+    assert lif_synapse_fits_int16(lif, loihi2_profile(), 64, 4096)  # the decay form takes any f in [0, 4096]
+    # 8-bit signal: 255 * 256 = 65280 > 2^15
+    assert not lif_synapse_fits_int16(lif, loihi2_profile(signal_bits=8), 64, 200)
+    # 9-bit tags: ebar up to 511, 511 * 128 = 65408 > 2^15
+    assert not lif_synapse_fits_int16(lif, loihi2_profile(tag_bits=9), 64, 200)
+    # 9-bit tags with a 6-bit signal: 511 * 64 + 16 = 32720 < 2^15
+    assert lif_synapse_fits_int16(lif, loihi2_profile(tag_bits=9, signal_bits=6), 64, 200)
+    # 11-bit tags, 3-bit signal: 2047 * 8 fits and 2047 is the decay form's largest x; 12-bit tags leave it (4095)
+    assert lif_synapse_fits_int16(lif, loihi2_profile(tag_bits=11, signal_bits=3), 64, 200)
+    assert not lif_synapse_fits_int16(lif, loihi2_profile(tag_bits=12, signal_bits=2), 64, 200)
+    # 8-bit traces: eps_v psi <= 255 * 127 = 32385 (+128 rounding offset) fits; 9-bit: 511 * 127 does not
+    assert lif_synapse_fits_int16(lif, loihi2_profile(trace_bits=8), 64, 200)
+    assert not lif_synapse_fits_int16(lif, loihi2_profile(trace_bits=9), 64, 200)
+    # the batch sum in int32: (2^31 - 1) // 2041 samples of products 2041 (+ the accumulator) overflow it
+    assert not lif_synapse_fits_int16(lif, loihi2_profile(), (1 << 31) // 2041 + 1, 200)
+    assert not lif_synapse_fits_int16(lif, loihi2_profile(), 64, 4097)  # no decay factor below 0
+    assert not lif_synapse_fits_int16(FixedNeuronParams("alif", 3), loihi2_profile(), 64, 200)
+    assert not lif_synapse_fits_int16(lif, wide_profile(), 1, 200)
+
+
+@needs_numba
+@pytest.mark.parametrize("rounding, psi_bits, recurrent", [("toward_zero", 7, True), ("floor", 7, True),
+                                                            ("nearest", 7, True), ("toward_zero", 9, True),
+                                                            ("toward_zero", 7, False)])
+def test_16_bit_synapse_loop_is_bit_exact_to_step_engine(rounding, psi_bits, recurrent):
+    """The 16-bit LIF synapse loop (a batch of 5, 13 inputs and 9 recurrent
+    synapses per row in one pass, rows whose post neuron spiked or has psi =
+    0, every product rounding) against the step engine, with tags and accumulator saturating: weights, errors and spikes
+    equal, and the tag and accumulator limits reached. psi_bits = 9: eps_v
+    psi reaches 127 * 511 > 2^15, so the same int16 state runs the 32-bit-lane
+    loop. Without recurrence the input matrix runs the 16-bit loop alone."""
+    from eprop_lava import fixed as F
+    from eprop_lava.neurons.fixed import lif_synapse_fits_int16
+    from eprop_lava.spec import LayerSpec, LearningSpec, NetworkSpec, NeuronParams, OptimizerSpec, RegularizationSpec
+
+    spec = NetworkSpec(n_inputs=13, layers=(LayerSpec(9, "lif", params=NeuronParams(n_ref=1), weight_scale=3.0,
+                                                      recurrent=recurrent),),
+                       timing="loihi", reset="zero", loss="cross_entropy", learning=LearningSpec(variant="random"),
+                       regularization=RegularizationSpec(form="none"), optimizer=OptimizerSpec(kind="sgd", lr=5e-2))
+    prof = F.loihi2_profile(update_interval=40, accumulator_bits=9, tag_bits=6, product_rounding=rounding,
+                            psi_bits=psi_bits)
+    net = fe.quantize(spec, init_params(spec, 3), prof)
+    B = 5
+    assert lif_synapse_fits_int16(net.layers[0].neuron, prof, B, net.readout.d_kappa) == (psi_bits == 7)
+    assert fused.new_compiled_synapse(net.layers[0].neuron, B, 13, prof)["eps_v"].dtype == np.int16
+    rng = np.random.default_rng(8)
+    samples = []
+    for _ in range(2):
+        x = (rng.random((80, B, 13)) < 0.3).astype(float)
+        target = np.zeros((80, B, 2))
+        target[..., 0] = 1.0
+        samples.append((x, target, None))
+    seen = {}
+
+    def grab(netx, syn_in, syn_rec, syn_out, rngs, slices):
+        seen["joint"] = "joint" in syn_in[0]  # input and recurrent synapses in one pass
+        seen["rows"] = syn_in[0]["joint"]["eps_v"].shape if seen["joint"] else None
+        seen.setdefault("ebar", []).append(int(max(s["ebar"].max() for s in (syn_in[0], syn_rec[0]) if s is not None)))
+        seen.setdefault("acc", []).append(syn_in[0]["acc"].copy())
+
+    fast, ref, runs = learn_compiled_and_step(net, samples)
+    for a, b in runs:
+        np.testing.assert_array_equal(a.err, b.err)
+        for za, zb in zip(a.z, b.z):
+            np.testing.assert_array_equal(za, zb)
+    wf, wr, w0 = fast.weights(), ref.weights(), net.weights()
+    for k in wr:
+        np.testing.assert_array_equal(wf[k], wr[k], err_msg=k)
+    assert sum(int((wr[k] != w0[k]).sum()) for k in wr) > 10  # learning happened
+    probe = net.copy()
+    fe.simulate(probe, *samples[0], learn=True, on_update=grab)
+    assert seen["joint"] == (psi_bits == 7 and recurrent)
+    if seen["joint"]:  # 13 + 9 synapses per row, padded to 32; the matrices' states are views of it
+        assert seen["rows"] == (B, 9, 32)
+    assert max(seen["ebar"]) == prof.tag_range[1]  # ebar saturated at the tag range (it is never negative)
+    lo, hi = prof.accumulator_range
+    assert any(np.any((a == lo) | (a == hi)) for a in seen["acc"])
+
+
 def test_32_bit_lanes_only_where_every_intermediate_fits():
     from eprop_lava.fixed import loihi2_profile, wide_profile
     from eprop_lava.neurons.fixed import lif_synapse_fits_int32

@@ -810,7 +810,7 @@ def _simulate_compiled(net: "FixedNetwork", x: np.ndarray, target, mask, learn: 
     readout, the output error and the learning signal for the whole block
     (:func:`output_error`, :func:`learning_signal`: elementwise per step, so the
     same integers as step by step); then every synapse's eligibility, trace and
-    accumulator (:func:`fused.run_fixed_hidden_synapses`,
+    accumulator (:func:`fused.run_fixed_layer_synapses`,
     :func:`fused.run_fixed_readout_synapses`); then the update of the step
     engine (:func:`_update_all`, the same generators in the same order).
 
@@ -853,9 +853,9 @@ def _simulate_compiled(net: "FixedNetwork", x: np.ndarray, target, mask, learn: 
             if buf is not None:
                 buf[0] = 0
     if learn:
-        syn_in = [fused.new_compiled_synapse(L.neuron, B, L.w_in.shape[1], prof) for L in net.layers]
-        syn_rec = [fused.new_compiled_synapse(L.neuron, B, L.neuron.size, prof) if L.w_rec is not None else None
-                   for L in net.layers]
+        pairs = [fused.new_compiled_layer_synapses(L.neuron, B, L.w_in.shape[1], L.w_rec is not None, prof,
+                                                   ro.d_kappa) for L in net.layers]
+        syn_in, syn_rec = [pair[0] for pair in pairs], [pair[1] for pair in pairs]
         syn_out = [dict(zbar=np.zeros((B, L.neuron.size), np.int64), acc=np.zeros((K, L.neuron.size), np.int64))
                    for L in net.layers]
     width = max([spec.n_inputs] + [L.neuron.size for L in net.layers])
@@ -914,10 +914,8 @@ def _simulate_compiled(net: "FixedNetwork", x: np.ndarray, target, mask, learn: 
                            cut=z_buf[r][records] if cut_buf[r] is None else cut_buf[r][records])
                 sig = np.ascontiguousarray(signal[:, :, slices[r]])
                 pre_in = (x_buf if r == 0 else z_buf[r - 1])[t0:t1]  # z^{t-1}: rows t0 .. t1 - 1
-                fused.run_fixed_hidden_synapses(L.neuron, syn_in[r], pre_in, rec, sig, ro.d_kappa, prof)
-                if syn_rec[r] is not None:
-                    fused.run_fixed_hidden_synapses(L.neuron, syn_rec[r], z_buf[r][t0:t1], rec, sig, ro.d_kappa,
-                                                    prof)
+                fused.run_fixed_layer_synapses(L.neuron, syn_in[r], syn_rec[r], pre_in, z_buf[r][t0:t1], rec, sig,
+                                               ro.d_kappa, prof)
                 fused.run_fixed_readout_synapses(syn_out[r], z_buf[r][t0:t1], err_seq[t0:t1], ro.d_kappa, prof)
             update(net, syn_in, syn_rec, syn_out, rngs, slices)
     return FixedRun(z=[buf[1:] for buf in z_buf], y=y_seq, psi=[buf[1:] for buf in psi_buf], err=err_seq,

@@ -951,20 +951,26 @@ def project_events(x: np.ndarray, w_t: np.ndarray, parallel: bool = True, events
 FIXED_MODELS = ("lif", "alif", "stdp_alif", "izhikevich")
 
 
-def compiled(fn, narrow: bool = False):
+def compiled(fn, narrow: int = 0):
     """The numba version of an elementwise kernel (``@kernel`` of
     :mod:`eprop_lava.fixed`): the same code object with its globals rebound,
     kernels it calls to their compiled versions and the primitives select /
     minimum / maximum to scalar ones, inlined into the caller.
 
-    narrow=True: the rounding primitives k_clip / k_shift / k_decay are bound
-    to their 32-bit-lane forms (:data:`_NARROW_PRIMITIVES`), so the kernel's
-    arithmetic runs in int32 lanes (twice the int64 lanes per vector
-    instruction). Only for callers that proved every intermediate value fits
-    in int32 (:func:`eprop_lava.neurons.fixed.lif_synapse_fits_int32`): then
-    the integers are the same."""
+    narrow: the lane width the rounding primitives k_clip / k_shift / k_decay
+    are bound to. 0 (or False): as written, int64. 32 (or True): their
+    32-bit-lane forms (:data:`_NARROW_PRIMITIVES`), so the kernel's arithmetic
+    runs in int32 lanes (twice the int64 lanes per vector instruction); only
+    for callers that proved every intermediate value fits in int32
+    (:func:`eprop_lava.neurons.fixed.lif_synapse_fits_int32`). 16: their
+    16-bit-lane forms (:data:`_NARROW16_PRIMITIVES`, k_decay for x >= 0 only),
+    for callers that proved every intermediate fits in int16 and every decayed
+    value is non-negative (:func:`eprop_lava.neurons.fixed.lif_synapse_fits_int16`).
+    Then the integers are the same."""
     from eprop_lava import fixed as fixed_arith
 
+    narrow = 32 if narrow is True else int(narrow)
+    forms = {0: {}, 32: _NARROW_PRIMITIVES, 16: _NARROW16_PRIMITIVES}[narrow]
     key = (fn.__module__, fn.__qualname__, narrow)
     if key not in _COMPILED:
         glb = dict(fn.__globals__)
@@ -972,8 +978,8 @@ def compiled(fn, narrow: bool = False):
             value = fn.__globals__.get(name)
             if name in _SCALAR_PRIMITIVES and value is getattr(fixed_arith, name, None):
                 glb[name] = _SCALAR_PRIMITIVES[name]
-            elif narrow and name in _NARROW_PRIMITIVES and value is getattr(fixed_arith, name, None):
-                glb[name] = _NARROW_PRIMITIVES[name]
+            elif name in forms and value is getattr(fixed_arith, name, None):
+                glb[name] = forms[name]
             elif value is not fn and getattr(value, fixed_arith.KERNEL_ATTR, False):
                 glb[name] = compiled(value, narrow)
         clone = types.FunctionType(fn.__code__, glb, fn.__name__, fn.__defaults__, fn.__closure__)
@@ -1003,16 +1009,20 @@ def _fixed_loop(fn, constants: dict | None = None):
     the kernels' digest; the kernels are bound as globals of the clone, and so
     are ``constants`` (numba freezes globals: each set compiles its own
     specialization, with shifts and branches known to the compiler). The
-    constant NARROW (if given and true) binds the kernels in their 32-bit-lane
-    form (:func:`compiled`)."""
+    constant NARROW (if given: 32 or 16) binds the kernels in that lane
+    width (:func:`compiled`); a name ``<primitive>_int32`` (e.g. k_clip_int32)
+    binds that primitive's 32-bit-lane form whatever NARROW."""
     from eprop_lava import fixed as fixed_arith
     from eprop_lava.neurons import fixed as fixed_neurons
 
     constants = constants or {}
-    narrow = bool(constants.get("NARROW", False))
+    narrow = int(constants.get("NARROW", 0))
     glb = dict(fn.__globals__)
     glb.update(constants)
     for name in fn.__code__.co_names:
+        if name.endswith("_int32") and name[:-len("_int32")] in _NARROW_PRIMITIVES:
+            glb[name] = _NARROW_PRIMITIVES[name[:-len("_int32")]]
+            continue
         for mod in (fixed_arith, fixed_neurons):
             value = getattr(mod, name, None)
             if getattr(value, fixed_arith.KERNEL_ATTR, False):
@@ -1066,6 +1076,42 @@ if numba is not None:
 
     _NARROW_PRIMITIVES = {"k_clip": njit(inline="always")(_k_clip32), "k_shift": njit(inline="always")(_k_shift32),
                           "k_decay": njit(inline="always")(_k_decay32)}
+
+    # The 16-bit-lane forms: the same casts to int16, for the LIF synapse loop
+    # (_fixed_lif_synapses). k_decay's int64 form multiplies x by f <= 4096,
+    # a product of up to 28 bits; for 0 <= x <= 2047 the form below takes the
+    # high half of the 16 x 16-bit product (16 x) f (one vpmulhw):
+    #   ((16 x) f) >> 16 = floor(x f / 4096),
+    # exact since both factors are non-negative and below 2^15 (f in [0, 4096];
+    # f = 0 gives 0: a row whose post neuron spiked). For x >= 0 Loihi's
+    # toward-zero decay is this floor. Only for the bounds of
+    # neurons.fixed.lif_synapse_fits_int16 (there eps_v, ebar >= 0);
+    # tests/test_fused.py checks the forms against the int64 ones over that
+    # whole range. The clip drops its lower bound (x >= 0 >= lo there). Two
+    # other exact forms of the decay ran slower: x - ceil(x (4096 - f) /
+    # 4096) needs a select for f = 0, which LLVM compiled to a branch per
+    # vector, and (x (f >> 6) + ((x (f & 63)) >> 6)) >> 6 costs six operations.
+    def _k_clip16_nonnegative(x, lo, hi):  # pragma: no cover - compiled
+        # x >= 0 >= lo: the lower bound never acts
+        x, hi = np.int16(x), np.int16(hi)
+        return hi if x > hi else x
+
+    def _k_shift16(x, shift, mode):  # pragma: no cover - compiled
+        x = np.int16(x)
+        if shift == 0:
+            return x
+        if mode == 0:
+            return np.int16(np.int16(x + np.int16(np.int16(x >> 15) & np.int16((1 << shift) - 1))) >> shift)
+        if mode == 1:
+            return np.int16(x >> shift)
+        return np.int16(np.int16(x + np.int16(1 << (shift - 1))) >> shift)
+
+    def _k_decay16_nonnegative(x, factor):  # pragma: no cover - compiled
+        return np.int16((np.int32(np.int16(x << 4)) * np.int32(np.int16(factor))) >> 16)  # LLVM: vpmulhw
+
+    _NARROW16_PRIMITIVES = {"k_clip": njit(inline="always")(_k_clip16_nonnegative),
+                            "k_shift": njit(inline="always")(_k_shift16),
+                            "k_decay": njit(inline="always")(_k_decay16_nonnegative)}
 
     def _fixed_lif_family_layer(ext, w_rec_t, has_rec, weight_exp, rec_first, du_f, dv_f, bias, vth, n_ref,
                                 adaptive, stdp, dth_f, theta_step, psi_mul, psi_shift, psi_max,
@@ -1186,6 +1232,45 @@ if numba is not None:
                 for i in range(I):
                     acc[j, i] = k_clip(acc[j, i] + total[i], acc_lo, acc_hi)
 
+    def _fixed_lif_synapses(pre, z_rec, psi_rec, signal, eps_v, ebar, acc, acc_2, dv_f, impulse, tmax, dk_f,
+                            tag_lo, tag_hi, acc_lo, acc_hi):  # pragma: no cover - compiled
+        # _fixed_hidden_synapses for LIF where neurons.fixed.lif_synapse_fits_int16 holds (NARROW = 16:
+        # the kernels in 16-bit lanes). E_RND: e = (eps_v psi) >> psi_bits of non-negative values,
+        # where toward zero is floor. The rows may hold two matrices of one layer side by side
+        # (run_fixed_layer_synapses): pre (S, B, I), eps_v and ebar (B, J, I) with I >= I1 + I2
+        # (padding), the accumulators acc (J, I1) and acc_2 (J, I2; I2 = 0 for one matrix).
+        S, B, I = pre.shape
+        J, I1 = acc.shape
+        # operands cast to int16 (exact: the fits rule bounds them), and the impulse truncated to int16:
+        # numba types every integer operation as int64, and LLVM keeps a product in 16-bit lanes only
+        # where it sees 16-bit operands
+        impulse16, dk16 = np.int16(impulse), np.int16(dk_f)
+        for j in prange(J):
+            total = np.zeros(I, np.int32)
+            dv16 = np.int16(dv_f[j])
+            for t in range(S):
+                total[:] = 0
+                for b in range(B):
+                    sig = np.int16(signal[t, b, j])
+                    cut = np.int16(z_rec[t, b, j])
+                    psi = np.int16(psi_rec[t + 1, b, j])
+                    ev_row = eps_v[b, j]
+                    eb_row = ebar[b, j]
+                    pre_row = pre[t, b]
+                    for i in range(I):
+                        ev, _, e = k_eligibility_lif_family(ev_row[i], 0, cut, dv16, 0, 0,
+                                                            np.int16(impulse16 * np.int16(pre_row[i])), psi, tmax,
+                                                            PSI_BITS, 0, E_RND, False)
+                        eb, prod = k_trace_product(eb_row[i], e, sig, dk16, tag_lo, tag_hi, PRODUCT_SHIFT, RND)
+                        ev_row[i] = ev
+                        eb_row[i] = eb
+                        if sig != 0:  # invariant in i: without L the product is dead
+                            total[i] += prod
+                for i in range(I1):  # fits int32: lif_synapse_fits_int32
+                    acc[j, i] = k_clip_int32(acc[j, i] + total[i], acc_lo, acc_hi)
+                for i in range(acc_2.shape[1]):
+                    acc_2[j, i] = k_clip_int32(acc_2[j, i] + total[I1 + i], acc_lo, acc_hi)
+
     def _fixed_readout_synapses(pre, err, zbar, acc, dk_f, impulse, tmax, product_shift, rnd, acc_lo,
                                 acc_hi):  # pragma: no cover - compiled
         # pre (S, B, I) = z^{t-1}; err (S, B, K); zbar (B, I) and acc (K, I) updated in place
@@ -1297,19 +1382,25 @@ def run_fixed_hidden_synapses(p: Any, syn: dict, pre: np.ndarray, records: dict,
     accumulator clip(acc + sum_b prod) once per step. pre (S, B, I) spikes
     entering v^t; records: z, psi, jac (Izhikevich only; None otherwise), cut
     (S + 1, B, J), row 0 the step before the block; signal (S, B, J). syn (from :func:`new_compiled_synapse`) is
-    updated in place."""
+    updated in place. LIF synapses run in 16-bit lanes where
+    :func:`~eprop_lava.neurons.fixed.lif_synapse_fits_int16` holds, else in
+    32-bit lanes where :func:`~eprop_lava.neurons.fixed.lif_synapse_fits_int32`
+    does."""
     from eprop_lava.fixed import DECAY_UNITY, ROUND_CODES
+    from eprop_lava.neurons.fixed import lif_synapse_fits_int16, lif_synapse_fits_int32
 
     c = p.kernel_constants
     tag_lo, tag_hi = profile.tag_range
     acc_lo, acc_hi = profile.accumulator_range
-    from eprop_lava.neurons.fixed import lif_synapse_fits_int32
-
+    rnd = ROUND_CODES[profile.product_rounding]
     B = pre.shape[1]
+    if lif_synapse_fits_int16(p, profile, B, d_kappa) and syn["eps_v"].dtype.itemsize <= 2:
+        _run_lif_synapses16(p, syn["eps_v"], syn["ebar"], syn["acc"], np.zeros((p.size, 0), np.int64), pre,
+                            records, signal, d_kappa, profile)
+        return
     narrow = lif_synapse_fits_int32(p, profile, B)
-    loop = _fixed("_fixed_hidden_synapses", NARROW=narrow, IZHIKEVICH=p.kind == "izhikevich",
-                  ADAPTIVE=p.kind in ("alif", "stdp_alif"),
-                  RND=ROUND_CODES[profile.product_rounding], PRODUCT_SHIFT=int(profile.product_shift),
+    loop = _fixed("_fixed_hidden_synapses", NARROW=32 if narrow else 0, IZHIKEVICH=p.kind == "izhikevich",
+                  ADAPTIVE=p.kind in ("alif", "stdp_alif"), RND=rnd, PRODUCT_SHIFT=int(profile.product_shift),
                   PSI_BITS=int(p.psi_bits), BPSI_SHIFT=int(p.bpsi_shift) if p.kind in ("alif", "stdp_alif") else 0)
     jac = records.get("jac")
     if jac is None:  # read only by Izhikevich synapses
@@ -1321,17 +1412,83 @@ def run_fixed_hidden_synapses(p: Any, syn: dict, pre: np.ndarray, records: dict,
          np.zeros(pre.shape[2], np.int32 if narrow else np.int64))
 
 
+def _run_lif_synapses16(p: Any, eps_v: np.ndarray, ebar: np.ndarray, acc: np.ndarray, acc_2: np.ndarray,
+                        pre: np.ndarray, records: dict, signal: np.ndarray, d_kappa: int, profile: Any) -> None:
+    from eprop_lava.fixed import DECAY_UNITY, ROUND_CODES, ROUND_FLOOR, ROUND_TOWARD_ZERO
+
+    tag_lo, tag_hi = profile.tag_range
+    acc_lo, acc_hi = profile.accumulator_range
+    rnd = ROUND_CODES[profile.product_rounding]
+    # e = (eps_v psi) >> psi_bits of non-negative values (lif_synapse_fits_int16): toward zero is floor
+    loop = _fixed("_fixed_lif_synapses", NARROW=16, RND=rnd, PRODUCT_SHIFT=int(profile.product_shift),
+                  PSI_BITS=int(p.psi_bits), E_RND=ROUND_FLOOR if rnd == ROUND_TOWARD_ZERO else rnd)
+    loop(np.ascontiguousarray(pre), records["z"], records["psi"], np.ascontiguousarray(signal), eps_v, ebar, acc,
+         acc_2, p.kernel_constants["dv_f"], int(profile.trace_impulse), int(profile.trace_max),
+         DECAY_UNITY - int(d_kappa), tag_lo, tag_hi, acc_lo, acc_hi)
+
+
+def run_fixed_layer_synapses(p: Any, syn_in: dict, syn_rec: dict | None, pre_in: np.ndarray,
+                             pre_rec: np.ndarray | None, records: dict, signal: np.ndarray, d_kappa: int,
+                             profile: Any) -> None:
+    """A block of steps of both e-prop synapse matrices of one layer (input,
+    and recurrent unless syn_rec is None; arguments as
+    :func:`run_fixed_hidden_synapses`, pre_rec the layer's own delayed
+    spikes). Where :func:`new_compiled_layer_synapses` gave them one joint
+    state (LIF in 16-bit lanes), both run in one pass whose rows hold the
+    input and the recurrent synapses of a post neuron side by side: the post
+    records are read and the row set up once per (step, sample, post neuron)
+    instead of twice, and the rows are longer. Otherwise one
+    :func:`run_fixed_hidden_synapses` per matrix."""
+    joint = syn_in.get("joint")
+    if joint is None or syn_rec is None:
+        run_fixed_hidden_synapses(p, syn_in, pre_in, records, signal, d_kappa, profile)
+        if syn_rec is not None:
+            run_fixed_hidden_synapses(p, syn_rec, pre_rec, records, signal, d_kappa, profile)
+        return
+    n_in, n_rec = pre_in.shape[2], pre_rec.shape[2]
+    pre = np.zeros(pre_in.shape[:2] + (joint["eps_v"].shape[2],), np.int8)  # 0/1 spikes
+    pre[:, :, :n_in] = pre_in
+    pre[:, :, n_in:n_in + n_rec] = pre_rec
+    _run_lif_synapses16(p, joint["eps_v"], joint["ebar"], syn_in["acc"], syn_rec["acc"], pre, records, signal,
+                        d_kappa, profile)
+
+
+def new_compiled_layer_synapses(p: Any, batch: int, n_in: int, recurrent: bool, profile: Any,
+                                d_kappa: int) -> tuple[dict, dict | None]:
+    """(input, recurrent or None) synapse states of one layer
+    (:func:`new_compiled_synapse`). A recurrent LIF layer whose synapses run in
+    16-bit lanes (:func:`~eprop_lava.neurons.fixed.lif_synapse_fits_int16`)
+    gets one joint eps_v / ebar array (batch, post, n_in + post, padded to a
+    multiple of 16) of which the two states are views, for
+    :func:`run_fixed_layer_synapses`; acc stays one array per matrix."""
+    from eprop_lava.neurons.fixed import eligibility_dtypes, lif_synapse_fits_int16
+
+    if not (recurrent and lif_synapse_fits_int16(p, profile, batch, d_kappa)):
+        return (new_compiled_synapse(p, batch, n_in, profile),
+                new_compiled_synapse(p, batch, p.size, profile) if recurrent else None)
+    eps_dtype, ebar_dtype = eligibility_dtypes(p, profile)
+    # rows padded to whole 16-lane vectors: no remainder loop per row (the padding sees no spike and stays 0)
+    shape = (batch, p.size, -(-(n_in + p.size) // 16) * 16)
+    joint = dict(eps_v=np.zeros(shape, eps_dtype), ebar=np.zeros(shape, ebar_dtype))
+    states = []
+    for part, n in ((slice(0, n_in), n_in), (slice(n_in, n_in + p.size), p.size)):
+        states.append(dict(eps_v=joint["eps_v"][:, :, part], eps_2=np.zeros((batch, p.size, 0), eps_dtype),
+                           ebar=joint["ebar"][:, :, part], acc=np.zeros((p.size, n), np.int64)))
+    states[0]["joint"] = joint
+    return states[0], states[1]
+
+
 def new_compiled_synapse(p: Any, batch: int, n_pre: int, profile: Any) -> dict:
     """Per-synapse state of the compiled loops: eps_v, eps_2 (eps_th or eps_u;
-    unused for LIF) and ebar (batch, post, pre), int32 where
-    :func:`~eprop_lava.neurons.fixed.eligibility_fits_int32` proves every value
-    fits (computed in int64, stored in int32: the same integers), and acc."""
-    from eprop_lava.neurons.fixed import eligibility_fits_int32
+    unused for LIF) and ebar (batch, post, pre), in the narrowest types that
+    hold every value (:func:`~eprop_lava.neurons.fixed.eligibility_dtypes`;
+    computed wider, stored narrow: the same integers), and acc."""
+    from eprop_lava.neurons.fixed import eligibility_dtypes
 
-    dtype = np.int32 if eligibility_fits_int32(p, profile) else np.int64
+    eps_dtype, ebar_dtype = eligibility_dtypes(p, profile)
     shape = (batch, p.size, n_pre)
     second = shape if p.kind != "lif" else (batch, p.size, 0)  # LIF has no second component
-    return dict(eps_v=np.zeros(shape, dtype), eps_2=np.zeros(second, dtype), ebar=np.zeros(shape, dtype),
+    return dict(eps_v=np.zeros(shape, eps_dtype), eps_2=np.zeros(second, eps_dtype), ebar=np.zeros(shape, ebar_dtype),
                 acc=np.zeros((p.size, n_pre), np.int64))
 
 

@@ -455,12 +455,22 @@ def initial_eligibility(p: FixedNeuronParams, shape: tuple[int, ...], dtype: Any
     return {k: np.zeros(shape, dtype=dtype) for k in ELIGIBILITY_VARS[p.kind]}
 
 
-def eligibility_fits_int32(p: FixedNeuronParams, profile: FixedPointProfile) -> bool:
-    """Whether a LIF synapse's eligibility state (eps_v, ebar) always fits an
-    int32 array: |eps_v| <= trace_max and |ebar| <= 2^tag_bits below 2^31. The
-    compiled loops then store them as int32 (half the memory traffic) and
-    compute in int64, so the integers are the same."""
-    return p.kind == "lif" and profile.trace_max < (1 << 31) and -profile.tag_range[0] < (1 << 31)
+def eligibility_dtypes(p: FixedNeuronParams, profile: FixedPointProfile) -> tuple[Any, Any]:
+    """The array types a LIF synapse's eligibility state is stored in by the
+    compiled loops: eps_v and ebar each in the narrowest of int16 / int32 /
+    int64 that holds the range the kernels clip it to ([-trace_max,
+    trace_max], the tag range), so every value is the same integer and the
+    loops move less memory (loihi2: int16 both). Not int8 for eps_v although
+    loihi2's 7-bit traces fit: the 16-bit loop then widens and narrows every
+    vector it loads and stores, and ran slower. Other neuron types: int64."""
+    if p.kind != "lif":
+        return np.int64, np.int64
+    tag_lo, tag_hi = profile.tag_range
+
+    def narrowest(lo: int, hi: int) -> Any:
+        return next(t for t in (np.int16, np.int32, np.int64) if np.iinfo(t).min <= lo and hi <= np.iinfo(t).max)
+
+    return narrowest(-profile.trace_max, profile.trace_max), narrowest(tag_lo, tag_hi)
 
 
 def lif_synapse_fits_int32(p: FixedNeuronParams, profile: FixedPointProfile, batch: int) -> bool:
@@ -489,6 +499,45 @@ def lif_synapse_fits_int32(p: FixedNeuronParams, profile: FixedPointProfile, bat
         max(-profile.accumulator_range[0], profile.accumulator_range[1]) + batch * prod,  # acc + sum, clipped
     )
     return max(bounds) < (1 << 31) - 1
+
+
+def lif_synapse_fits_int16(p: FixedNeuronParams, profile: FixedPointProfile, batch: int, d_kappa: int) -> bool:
+    """Whether a LIF synapse's step runs in 16-bit lanes
+    (:func:`eprop_lava.engine.fused.compiled`, narrow=16) with the same
+    integers: every intermediate value of :func:`k_eligibility_lif_family`
+    (without adaptation) and :func:`k_trace_product` fits int16, the decayed
+    values lie in the domain of the 16-bit decay form (0 <= x <= 2047, factor
+    in [0, 4096]), and the batch sum and the accumulator fit int32
+    (:func:`lif_synapse_fits_int32`).
+
+    The decay form and the rounding of e need eps_v >= 0 and ebar >= 0. Both
+    hold by induction from the zero start: the impulse is >= 1 (the profile
+    checks it), the decay factors dv_f (1 - z) and 4096 - d_kappa are >= 0,
+    and a LIF neuron's psi is >= 0 (:func:`k_psi_lif` clips it to [0,
+    psi_max]; refractory steps send 0). So decay(eps_v) + impulse pre >= 0,
+    e = (eps_v psi) >> psi_bits >= 0 and decay(ebar) + e >= 0, and the clips
+    to [-trace_max, trace_max] and to the tag range (lo <= 0 <= hi) keep them
+    so (the 16-bit clip form drops the lower bound, which never acts). Then
+    |ebar L| <= tag_hi 2^signal_bits, not 2^tag_bits 2^signal_bits: loihi2's
+    largest product, 255 * 128 = 32640, fits int16.
+    The bounds below for loihi2: 256, 143, 16257, 382, 32656 and 255."""
+    if not lif_synapse_fits_int32(p, profile, batch):
+        return False
+    tmax, imp = profile.trace_max, profile.trace_impulse
+    tag_lo, tag_hi = profile.tag_range
+    if not (imp >= 0 and tag_lo <= 0 <= tag_hi and 0 <= d_kappa <= DECAY_UNITY):
+        return False
+    sig = max(-profile.signal_range[0], profile.signal_range[1])
+    psi = int(p.psi_max)
+    signed16 = (
+        max(tmax, -tag_lo, tag_hi),                  # the clip bounds themselves
+        tmax + imp,                                  # decay(eps_v) + impulse, before the clip
+        tmax * psi + (1 << p.psi_bits),              # eps_v psi, plus a rounding offset
+        tag_hi + (tmax * psi >> p.psi_bits) + 1,     # decay(ebar) + e, before the clip
+        tag_hi * sig + (1 << profile.product_shift),  # |ebar L|, plus a rounding offset
+    )
+    decayed = max(tmax, tag_hi)  # the 16-bit decay form: 16 x < 2^15
+    return max(signed16) < (1 << 15) and decayed <= 2047
 
 
 def post_record(p: FixedNeuronParams, z: np.ndarray, post: dict, record_prev: dict | None) -> dict:
