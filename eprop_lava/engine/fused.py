@@ -804,7 +804,7 @@ def _fixed_loop(fn, constants: dict | None = None):
             value = getattr(mod, name, None)
             if getattr(value, fixed_arith.KERNEL_ATTR, False):
                 glb[name] = compiled(value, narrow)
-            elif name.startswith("FLAG_") and value is not None:  # the kernels' flag bits
+            elif name.startswith(("FLAG_", "ROUND_")) and isinstance(value, int):  # flag bits, rounding codes
                 glb[name] = value
     name = "_".join([fn.__name__, _source_tag()] + [f"{k.lower()}{int(v)}" for k, v in sorted(constants.items())])
     clone = types.FunctionType(fn.__code__, glb, name, fn.__defaults__, fn.__closure__)
@@ -996,6 +996,32 @@ if numba is not None:
                     y[b, k] = k_readout(y[b, k], np.int64(a_out[t, b, k]), dk_f, bias[k])
                     y_out[t, b, k] = y[b, k]
 
+    def _fixed_learning_signal(err, feedback_t, draws, lo, hi, chunks, out, counts):  # pragma: no cover - compiled
+        # err (R, K): the rows (steps x samples) of the output error; feedback_t (K, N) = B^T;
+        # draws (R, N) (read with ROUND_STOCHASTIC only); out (R, N) receives L; counts
+        # (chunks, 3, N): per thread and neuron the FLAG_NONZERO, FLAG_UNDERFLOW and
+        # FLAG_SATURATED values. SHIFT and MODE are compile-time constants (_fixed_loop).
+        R, K = err.shape
+        N = out.shape[1]
+        for c in prange(chunks):
+            ci = np.int64(c)
+            acc = np.empty(N, np.int64)
+            for r in range(ci * R // chunks, (ci + 1) * R // chunks):
+                e0 = np.int64(err[r, 0])
+                for j in range(N):
+                    acc[j] = e0 * feedback_t[0, j]
+                for k in range(1, K):
+                    ek = np.int64(err[r, k])
+                    for j in range(N):
+                        acc[j] += ek * feedback_t[k, j]
+                for j in range(N):
+                    draw = draws[r, j] if MODE == ROUND_STOCHASTIC else np.int64(0)
+                    value, flags = k_requantize(acc[j], draw, SHIFT, MODE, lo, hi)
+                    out[r, j] = value
+                    counts[c, 0, j] += flags & FLAG_NONZERO
+                    counts[c, 1, j] += (flags & FLAG_UNDERFLOW) >> 1
+                    counts[c, 2, j] += (flags & FLAG_SATURATED) >> 2
+
     FIXED_LOOPS: dict = {}
 
 
@@ -1132,6 +1158,30 @@ def run_fixed_readout_synapses(syn: dict, pre: np.ndarray, err: np.ndarray, d_ka
                                       syn["acc"], DECAY_UNITY - int(d_kappa), int(profile.trace_impulse),
                                       int(profile.trace_max), int(profile.product_shift),
                                       ROUND_CODES[profile.product_rounding], acc_lo, acc_hi)
+
+
+def run_fixed_learning_signal(err: np.ndarray, feedback: np.ndarray, shift: int, mode: int,
+                              draws: np.ndarray | None, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+    """L = k_requantize(sum_k err_k B_jk) over rows of errors in one compiled
+    pass (the loop of :func:`eprop_lava.engine.fixed_engine.learning_signal`):
+    err (R, K) integer errors, feedback B (N, K), draws (R, N) for
+    ROUND_STOCHASTIC. Returns (L (R, N) int64, counts (3, N): per neuron how
+    many values were non-zero, underflowed, saturated)."""
+    from eprop_lava.fixed import ROUND_STOCHASTIC
+
+    R, K = err.shape
+    N = feedback.shape[0]
+    out = np.empty((R, N), np.int64)
+    chunks = max(1, min(numba.get_num_threads(), R))
+    counts = np.zeros((chunks, 3, N), np.int64)
+    if mode == ROUND_STOCHASTIC:
+        draws = np.ascontiguousarray(draws, np.int64)
+    else:
+        draws = np.zeros((1, 1), np.int64)
+    _fixed("_fixed_learning_signal", SHIFT=int(shift), MODE=int(mode))(
+        np.ascontiguousarray(err), np.ascontiguousarray(np.asarray(feedback, np.int64).T), draws, int(lo), int(hi),
+        chunks, out, counts)
+    return out, counts.sum(0)
 
 
 def run_fixed_readout(a_out: np.ndarray, y: np.ndarray, d_kappa: int, bias: np.ndarray) -> np.ndarray:
