@@ -461,6 +461,14 @@ def k_weight_exp(x, exp):
     return x >> -exp
 
 
+@kernel
+def k_dense_output(total, weight_exp):
+    """What a Dense sends for the integer sum total = sum_i w_ji s_i:
+    wrap32(total << weight_exp) (>> -weight_exp, floor, for weight_exp < 0),
+    as Lava's int32 channel holds it."""
+    return k_wrap_int32(k_weight_exp(total, weight_exp))
+
+
 def shift_left_or_right(x: Any, exp: int) -> np.ndarray:
     """x << exp for exp > 0, x >> -exp (floor) otherwise (:func:`k_weight_exp`)."""
     x = np.asarray(x, dtype=np.int64)

@@ -376,28 +376,27 @@ def dense_output(w: np.ndarray, s: np.ndarray, weight_exp: int, parallel: bool =
                  as_int32: bool = False) -> np.ndarray:
     """Dense: (sum_i w_ji s_i) << weight_exp (>> -weight_exp, floor), sent as
     int32 (what Lava's channel holds). s (..., pre) 0/1; w (post, pre) int.
-    float64 BLAS is exact here (integers far below 2^53). The values are
-    int64 (callers add them up); as_int32=True returns an int32 array (the
-    same values) and, when no partial sum can leave int32, sums in int32."""
+    The values are int64 (callers add them up); as_int32=True returns an
+    int32 array (the same values). Integer sums in compiled loops
+    (:func:`eprop_lava.engine.fused.project_integers`), in int32 when no
+    partial sum can leave it (8-bit weights: twice the lanes); otherwise
+    float BLAS, exact here (integers far below 2^53)."""
     n_pre = w.shape[1]
     bound = int(np.abs(w).max(initial=0)) * n_pre
+    narrow = (bound << max(weight_exp, 0)) < (1 << 31)  # every partial sum and the shifted total fit in int32
     # parallel=False by default: the step-by-step engine may already run in threads
-    if as_int32 and fused.available() and (bound << max(weight_exp, 0)) < (1 << 31):
-        # 8-bit weights: every partial sum and the shifted total fit in int32 (twice the lanes)
-        acc = fused.project_events(s, w.T.astype(np.int32), parallel=parallel)
-        if acc is not None:
-            return k_weight_exp(acc, int(weight_exp)) if weight_exp else acc  # stays int32
-    acc = fused.project_events(s, w.T, parallel=parallel) if fused.available() else None
-    if acc is not None:  # sparse spikes: integer sums over the events (compiled)
-        acc = acc.astype(np.int64, copy=False)
-    else:
+    acc = fused.project_integers(s, w.astype(np.int32 if narrow else np.int64, copy=False), parallel=parallel) \
+        if fused.available() else None
+    if acc is None:
         # float32 holds every partial sum exactly while |sum| <= 256 n_pre < 2^24
         ftype = np.float32 if bound < (1 << 24) else np.float64
         acc = (np.asarray(s, dtype=ftype) @ w.T.astype(ftype)).astype(np.int64)
-    out = shift_left_or_right(acc, weight_exp)
-    bound = bound << weight_exp if weight_exp > 0 else bound
-    out = out if bound < (1 << 31) else wrap_int32(out)
-    return out.astype(np.int32) if as_int32 else out
+    elif acc.dtype.kind == "f":  # float spikes (the step engine's input): exact integer sums
+        acc = acc.astype(np.int64)
+    out = k_weight_exp(acc, int(weight_exp)) if weight_exp else acc
+    if not narrow:
+        out = wrap_int32(out)
+    return out.astype(np.int32 if as_int32 else np.int64, copy=False)
 
 
 def readout_step(y: np.ndarray, a_in: np.ndarray, ro: FixedReadout) -> np.ndarray:
@@ -908,16 +907,13 @@ def _simulate_compiled(net: "FixedNetwork", x: np.ndarray, target, mask, learn: 
     for t0, t1 in zip(edges[:-1], edges[1:]):
         src = x_buf  # the layer's input spikes: step t in row t + 1
         for r, L in enumerate(net.layers):
-            # the input arriving at t: sent at t - 1 (the first step's was sent in the previous block)
-            # int32: what Dense sends (dense_output wraps to 32 bits), half the memory traffic of int64
-            ext = np.empty((t1 - t0, B, L.neuron.size), np.int32)
-            ext[0] = sent_in[r]
-            if t1 - t0 > 1:
-                ext[1:] = dense_output(L.w_in, src[t0 + 1:t1], L.weight_exp, parallel=True, as_int32=True)
+            # the input arriving at t: sent at t - 1 (src row t), the input Dense summed inside the
+            # layer's loop; the first step's was sent in the previous block
             rows = slice(t0 + 1, t1 + 1)
-            out = fused.run_fixed_layer(L.neuron, ext, L.w_rec, L.rec_exp, states[r], sent_rec[r], learn,
+            out = fused.run_fixed_layer(L.neuron, None, L.w_rec, L.rec_exp, states[r], sent_rec[r], learn,
                                         out=dict(z=z_buf[r][rows], psi=psi_buf[r][rows],
-                                                 jac=None if jac_buf[r] is None else jac_buf[r][rows]))
+                                                 jac=None if jac_buf[r] is None else jac_buf[r][rows]),
+                                        inputs=(src[t0:t1], L.w_in, L.weight_exp, sent_in[r]))
             _add_neuron_counts(counters, r, out["counts"])
             if cut_buf[r] is not None:
                 np.add(out["z"], out["end"], out=cut_buf[r][rows])
@@ -928,8 +924,8 @@ def _simulate_compiled(net: "FixedNetwork", x: np.ndarray, target, mask, learn: 
         if t1 - t0 > 1:
             a_out[1:] = 0
             for r in range(len(net.layers)):
-                a_out[1:] += dense_output(ro.w[:, slices[r]], z_buf[r][t0 + 1:t1], ro.weight_exp, parallel=True,
-                                          as_int32=True)
+                # serial: a fraction of a millisecond, less than a parallel region costs on a loaded machine
+                a_out[1:] += dense_output(ro.w[:, slices[r]], z_buf[r][t0 + 1:t1], ro.weight_exp, as_int32=True)
             a_out[1:] = wrap_int32(a_out[1:])
         y_seq[t0:t1] = fused.run_fixed_readout(a_out, y, ro.d_kappa, ro.bias)
         if need_error:

@@ -260,6 +260,19 @@ if numba is not None:
 
 
 
+    def _project_few(x, w, out):  # pragma: no cover - compiled
+        # out[r, j] = sum_i x[r, i] w[j, i] for few outputs j: one dot product per output over
+        # every input (a vectorized loop; testing each input for a spike costs more)
+        R, I = x.shape
+        J = w.shape[0]
+        for r in prange(R):
+            for j in range(J):
+                out[r, j] = 0
+                total = out[r, j]  # a zero of out's type
+                for i in range(I):
+                    total += x[r, i] * w[j, i]
+                out[r, j] = total
+
     @njit(cache=True, inline="always")
     def _recurrent_events(z, w_rec_t, rec):  # pragma: no cover - compiled
         # rec = z^{t-1} W_rec^T as the sum of the rows of W_rec^T whose neuron
@@ -270,8 +283,32 @@ if numba is not None:
                 for j in range(rec.shape[0]):
                     rec[j] += w_rec_t[i, j]
 
+    @njit(cache=True, inline="always")
+    def _integer_events(s, w_t, total, idx):  # pragma: no cover - compiled
+        # total = s W^T for integer spikes s and integer W^T (w_t), as the sum of the rows of
+        # W^T whose input spiked, four rows per pass over total: one read and write of total per
+        # four spikes instead of one. The spikes are first listed without a branch (a branch per
+        # input mispredicts at the firing rates of a recurrent layer). Integers: any order of the
+        # sum gives the same value (the caller's dtype holds every partial sum).
+        n = 0
+        for i in range(s.shape[0]):
+            idx[n] = i
+            n += 1 if s[i] != 0 else 0
+        total[:] = 0
+        k = 0
+        while k + 4 <= n:
+            a, b, c, d = idx[k], idx[k + 1], idx[k + 2], idx[k + 3]
+            for j in range(total.shape[0]):
+                total[j] += (w_t[a, j] + w_t[b, j]) + (w_t[c, j] + w_t[d, j])
+            k += 4
+        while k < n:
+            a = idx[k]
+            for j in range(total.shape[0]):
+                total[j] += w_t[a, j]
+            k += 1
+
     KERNELS = {f.__name__: _variants(f) for f in (_lif_family, _adjoint_block, _readout_backward, _outer_events,
-                                                   _project_events)}
+                                                   _project_events, _project_few)}
 
 
 def _kernel(name: str, parallel: bool):
@@ -730,6 +767,33 @@ def project_events(x: np.ndarray, w_t: np.ndarray, parallel: bool = True) -> np.
     return out.reshape(*x.shape[:-1], w_t.shape[1])
 
 
+#: products of up to this many rows run compiled whatever the input's density:
+#: a BLAS call this small costs less than waking its threads (measured: the
+#: (64 x 100) recurrent Dense at a block's end took 0.02 ms alone, 4 ms
+#: right after a parallel compiled loop)
+SMALL_PRODUCT_ROWS = 4096
+
+
+def project_integers(x: np.ndarray, w: np.ndarray, parallel: bool = True) -> np.ndarray | None:
+    """x[..., i] w[j, i] of integer-valued arrays (w (J, I)), exact, in
+    compiled loops: for up to :data:`DENSE_READOUT_OUTPUTS` outputs one dot
+    product per output, otherwise over the nonzero x only (events). The
+    sums run in numpy's result type of x and w (int32 for spikes and int32
+    weights: the caller proves they fit). None for a large dense x with many
+    outputs (BLAS is faster there)."""
+    I = x.shape[-1]
+    x2 = np.ascontiguousarray(x.reshape(-1, I))
+    J = w.shape[0]
+    out = np.empty((x2.shape[0], J), np.result_type(x2, w))
+    if J <= DENSE_READOUT_OUTPUTS:
+        _kernel("_project_few", parallel)(x2, np.ascontiguousarray(w), out)
+    elif x2.shape[0] <= SMALL_PRODUCT_ROWS or _sparse(x2):
+        _kernel("_project_events", parallel)(x2, np.ascontiguousarray(w.T), out)
+    else:
+        return None
+    return out.reshape(*x.shape[:-1], J)
+
+
 # ======================================================================= fixed point
 # The fixed-point loops below run the elementwise kernels of eprop_lava.fixed and
 # eprop_lava.neurons.fixed, compiled by :func:`compiled`: the loops hold no
@@ -854,36 +918,53 @@ if numba is not None:
     _NARROW_PRIMITIVES = {"k_clip": njit(inline="always")(_k_clip32), "k_shift": njit(inline="always")(_k_shift32),
                           "k_decay": njit(inline="always")(_k_decay32)}
 
-    def _fixed_lif_family_layer(ext, w_rec_t, has_rec, weight_exp, rec_first, du_f, dv_f, bias, vth, n_ref,
-                                adaptive, stdp, dth_f, theta_step, psi_mul, psi_shift, psi_max,
-                                u, v, theta, ref, z, z_out, psi_out, end_out, counts):  # pragma: no cover - compiled
-        # ext (S, B, N): this layer's input Dense output arriving at each step; rec_first (B, N):
-        # the recurrent Dense output arriving at the first step (computed before the
-        # previous update); u, v, theta, ref, z (B, N): the state, updated in place.
-        # counts (B, 3): per sample, the neuron steps whose flags had FLAG_V_SATURATED,
-        # FLAG_U_WRAPPED, FLAG_INT32_WRAPPED (or whose a_in sum wrapped), added to.
-        S, B, N = ext.shape
+    def _fixed_lif_family_layer(ext, pre, w_in_t, in_exp, in_first, w_rec_t, weight_exp, rec_first, du_f, dv_f,
+                                bias, vth, dth_f, theta_step, psi_mul, psi_max, u, v, theta, ref, z, z_out, psi_out,
+                                end_out, counts):  # pragma: no cover - compiled
+        # The input arriving at each step: ext (S, B, N) (the input Dense's output), or, with ext
+        # empty, pre (S, B, I) spikes sent through W_in (w_in_t = W_in^T) at steps 1.., in_first
+        # (B, N) the output arriving at the first step; rec_first (B, N): the recurrent Dense output
+        # arriving at the first step (both sent before the previous update); u, v, theta, ref, z
+        # (B, N): the state, updated in place. counts (B, 3): per sample, the neuron steps whose
+        # flags had FLAG_V_SATURATED, FLAG_U_WRAPPED, FLAG_INT32_WRAPPED (or whose a_in sum
+        # wrapped), added to. HAS_REC, N_REF, ADAPTIVE, STDP, PSI_SHIFT, KEEP_END are
+        # compile-time constants (_fixed_loop): the neuron's branches fold away.
+        S, B, N = z_out.shape
+        events = ext.shape[0] == 0
         for b in prange(B):
             rec = np.zeros(N, w_rec_t.dtype)
+            total = np.zeros(N, w_in_t.dtype)
+            idx = np.empty(max(N, pre.shape[2]), np.int64)  # the spiking inputs of one step
+            a_in = np.empty(N, np.int64)
+            wrapped = np.zeros(N, np.bool_)
             # counted in locals, written once per sample (no shared cache lines between threads)
             n_sat, n_uwrap, n_i32 = 0, 0, 0
             for t in range(S):
-                if has_rec and t > 0:
-                    _recurrent_events(z[b], w_rec_t, rec)
+                if not events:
+                    for j in range(N):
+                        a_in[j] = ext[t, b, j]
+                elif t == 0:
+                    for j in range(N):
+                        a_in[j] = in_first[b, j]
+                else:  # the rows of W_in^T whose input spiked at t - 1
+                    _integer_events(pre[t, b], w_in_t, total, idx)
+                    for j in range(N):
+                        a_in[j] = k_dense_output(np.int64(total[j]), in_exp)
+                if HAS_REC:
+                    if t > 0:
+                        _integer_events(z[b], w_rec_t, rec, idx)
+                    for j in range(N):
+                        r = rec_first[b, j] if t == 0 else k_dense_output(np.int64(rec[j]), weight_exp)
+                        a_sum = a_in[j] + r
+                        a_in[j] = k_wrap_int32(a_sum)
+                        wrapped[j] = a_in[j] != a_sum
                 for j in range(N):
-                    a = np.int64(ext[t, b, j])
-                    a_wrapped = False
-                    if has_rec:
-                        r = rec_first[b, j] if t == 0 else k_wrap_int32(k_weight_exp(np.int64(rec[j]), weight_exp))
-                        a_sum = a + r
-                        a = k_wrap_int32(a_sum)
-                        a_wrapped = a != a_sum
                     zj, psij, uj, vj, thj, refj, endj, flags = k_lif_family(
-                        a, u[b, j], v[b, j], theta[b, j], ref[b, j], z[b, j], du_f[j], dv_f[j], bias[j], vth[j],
-                        n_ref, adaptive, stdp, dth_f[j], theta_step[j], psi_mul[j], psi_shift, psi_max)
+                        a_in[j], u[b, j], v[b, j], theta[b, j], ref[b, j], z[b, j], du_f[j], dv_f[j], bias[j],
+                        vth[j], N_REF, ADAPTIVE, STDP, dth_f[j], theta_step[j], psi_mul[j], PSI_SHIFT, psi_max)
                     n_sat += flags & FLAG_V_SATURATED
                     n_uwrap += (flags & FLAG_U_WRAPPED) >> 1
-                    n_i32 += 1 if (a_wrapped or (flags & FLAG_INT32_WRAPPED) != 0) else 0
+                    n_i32 += 1 if (wrapped[j] or (flags & FLAG_INT32_WRAPPED) != 0) else 0
                     u[b, j] = uj
                     v[b, j] = vj
                     theta[b, j] = thj
@@ -897,26 +978,42 @@ if numba is not None:
             counts[b, 1] += n_uwrap
             counts[b, 2] += n_i32
 
-    def _fixed_izhikevich_layer(ext, w_rec_t, has_rec, weight_exp, rec_first, v_frac, izh_a, izh_ab, izh_c, izh_d,
-                                v_peak, psi_table, v, u, z, z_out, psi_out, jac_out,
+    def _fixed_izhikevich_layer(ext, pre, w_in_t, in_exp, in_first, w_rec_t, weight_exp, rec_first, v_frac, izh_a,
+                                izh_ab, izh_c, izh_d, v_peak, psi_table, v, u, z, z_out, psi_out, jac_out,
                                 counts):  # pragma: no cover - compiled
-        S, B, N = ext.shape
+        # inputs as _fixed_lif_family_layer's; HAS_REC a compile-time constant
+        S, B, N = z_out.shape
+        events = ext.shape[0] == 0
         for b in prange(B):
             rec = np.zeros(N, w_rec_t.dtype)
+            total = np.zeros(N, w_in_t.dtype)
+            idx = np.empty(max(N, pre.shape[2]), np.int64)  # the spiking inputs of one step
+            a_in = np.empty(N, np.int64)
             # counted in locals, written once per sample (no shared cache lines between threads)
-            n_sat, n_uwrap, n_i32 = 0, 0, 0
+            n_sat, n_i32 = 0, 0
             for t in range(S):
-                if has_rec and t > 0:
-                    _recurrent_events(z[b], w_rec_t, rec)
+                if not events:
+                    for j in range(N):
+                        a_in[j] = ext[t, b, j]
+                elif t == 0:
+                    for j in range(N):
+                        a_in[j] = in_first[b, j]
+                else:  # the rows of W_in^T whose input spiked at t - 1
+                    _integer_events(pre[t, b], w_in_t, total, idx)
+                    for j in range(N):
+                        a_in[j] = k_dense_output(np.int64(total[j]), in_exp)
+                if HAS_REC:
+                    if t > 0:
+                        _integer_events(z[b], w_rec_t, rec, idx)
+                    for j in range(N):
+                        r = rec_first[b, j] if t == 0 else k_dense_output(np.int64(rec[j]), weight_exp)
+                        a_sum = a_in[j] + r
+                        a_in[j] = k_wrap_int32(a_sum)
+                        n_i32 += 1 if a_in[j] != a_sum else 0
                 for j in range(N):
-                    a = np.int64(ext[t, b, j])
-                    if has_rec:
-                        r = rec_first[b, j] if t == 0 else k_wrap_int32(k_weight_exp(np.int64(rec[j]), weight_exp))
-                        a_sum = a + r
-                        a = k_wrap_int32(a_sum)
-                        n_i32 += 1 if a != a_sum else 0
-                    zj, psij, jacj, vj, uj, flags = k_izhikevich(a, v[b, j], u[b, j], z[b, j], v_frac, izh_a[j],
-                                                                 izh_ab[j], izh_c[j], izh_d[j], v_peak[j], psi_table)
+                    zj, psij, jacj, vj, uj, flags = k_izhikevich(a_in[j], v[b, j], u[b, j], z[b, j], v_frac,
+                                                                 izh_a[j], izh_ab[j], izh_c[j], izh_d[j], v_peak[j],
+                                                                 psi_table)
                     n_sat += flags & FLAG_V_SATURATED
                     v[b, j] = vj
                     u[b, j] = uj
@@ -1035,22 +1132,33 @@ def _fixed(name: str, **constants: Any):
 
 
 def _rec_weights(w_rec: np.ndarray | None, n: int) -> np.ndarray:
-    """W_rec^T for the recurrent events, int32 when no partial sum can overflow it."""
+    """W^T for the event-driven Dense sums (a spike of input i adds row i) in
+    the narrowest of int16 / int32 / int64 that no partial sum can overflow
+    (8-bit weights into up to 127 neurons: int16, twice int32's lanes); a
+    (1, n) zero for no matrix."""
     if w_rec is None:
         return np.zeros((1, n), np.int32)
     w_rec = np.asarray(w_rec, np.int64)
-    small = int(np.abs(w_rec).max(initial=0)) * n < (1 << 31)
-    return np.ascontiguousarray(w_rec.T.astype(np.int32 if small else np.int64))
+    bound = int(np.abs(w_rec).max(initial=0)) * w_rec.shape[1]
+    dtype = np.int16 if bound < (1 << 15) else np.int32 if bound < (1 << 31) else np.int64
+    return np.ascontiguousarray(w_rec.T.astype(dtype))
 
 
-def run_fixed_layer(p: Any, ext: np.ndarray, w_rec: np.ndarray | None, weight_exp: int, state: dict,
-                    rec_first: np.ndarray | None = None, keep_records: bool = False, out: dict | None = None) -> dict:
+def run_fixed_layer(p: Any, ext: np.ndarray | None, w_rec: np.ndarray | None, weight_exp: int, state: dict,
+                    rec_first: np.ndarray | None = None, keep_records: bool = False, out: dict | None = None,
+                    inputs: tuple | None = None) -> dict:
     """A block of steps of one fixed-point layer (any of the four types), the
     neurons stepped by :func:`eprop_lava.neurons.fixed.k_lif_family` /
     :func:`~eprop_lava.neurons.fixed.k_izhikevich` and the recurrent Dense
-    (:func:`eprop_lava.engine.fixed_engine.dense_output`) event-driven.
+    (:func:`eprop_lava.engine.fixed_engine.dense_output`, each value
+    :func:`~eprop_lava.fixed.k_dense_output`) event-driven.
 
-    ext (S, B, N): the input Dense output arriving at each step; state: the
+    ext (S, B, N): the input Dense output arriving at each step, or None with
+    ``inputs`` = (pre, w_in, in_exp, in_first): the input Dense inside the
+    loop, event-driven as the recurrent one: pre (S, B, I) the spikes, row s
+    arriving at step s through w_in (N, I) with exponent in_exp, except the
+    first step's, in_first (B, N), sent before the block (with the weights
+    before an update). state: the
     layer's state dict ((B, N) int64 arrays, :func:`~eprop_lava.neurons.fixed.initial_state`),
     updated in place; rec_first (B, N): the recurrent Dense output arriving at
     the block's first step (default zero: the start of a sample). Returns the
@@ -1063,10 +1171,19 @@ def run_fixed_layer(p: Any, ext: np.ndarray, w_rec: np.ndarray | None, weight_ex
     integer type holding psi) and ``jac`` (Izhikevich) the records are written
     into, e.g. views of a caller's (T, B, N) buffers.
     Bit for bit the step engine's (tests/test_fused.py)."""
-    S, B, N = ext.shape
-    if ext.dtype not in (np.int32, np.int64):
-        ext = ext.astype(np.int64)
-    ext = np.ascontiguousarray(ext)
+    if inputs is None:
+        S, B, N = ext.shape
+        if ext.dtype not in (np.int32, np.int64):
+            ext = ext.astype(np.int64)
+        ext = np.ascontiguousarray(ext)
+        pre, w_in_t, in_exp, in_first = np.zeros((1, 1, 1), np.int8), np.zeros((1, N), np.int32), 0, None
+    else:
+        pre, w_in, in_exp, in_first = inputs
+        S, B = pre.shape[:2]
+        N = w_in.shape[0]
+        ext = np.zeros((0, 1, 1), np.int32)
+        pre, w_in_t = np.ascontiguousarray(pre), _rec_weights(w_in, N)
+    in_first = np.zeros((B, N), np.int64) if in_first is None else np.ascontiguousarray(in_first, np.int64)
     c = p.kernel_constants
     rec = _rec_weights(w_rec, N)
     first = np.zeros((B, N), np.int64) if rec_first is None else np.ascontiguousarray(rec_first, np.int64)
@@ -1077,23 +1194,23 @@ def run_fixed_layer(p: Any, ext: np.ndarray, w_rec: np.ndarray | None, weight_ex
     if out["psi"] is None:
         out["psi"] = np.empty((S, B, N), np.int32)
     counts = np.zeros((B, 3), np.int64)
+    inputs_args = (ext, pre, w_in_t, int(in_exp), in_first, rec, int(weight_exp), first)
     if p.kind == "izhikevich":
         out["jac"] = given.get("jac") if given.get("jac") is not None else np.empty((S, B, N), np.int64)
-        _fixed("_fixed_izhikevich_layer")(ext, rec, w_rec is not None, int(weight_exp), first, int(p.v_frac),
-                                          c["izh_a"], c["izh_ab"], c["izh_c"], c["izh_d"], c["v_peak"],
-                                          p.izh_psi_table, state["v"], state["u"], state["z"], out["z"], out["psi"],
-                                          out["jac"], counts)
+        _fixed("_fixed_izhikevich_layer", HAS_REC=w_rec is not None)(
+            *inputs_args, int(p.v_frac), c["izh_a"], c["izh_ab"], c["izh_c"], c["izh_d"], c["v_peak"],
+            p.izh_psi_table, state["v"], state["u"], state["z"], out["z"], out["psi"], out["jac"], counts)
         out["counts"] = counts.sum(0)
         return out
     keep_end = p.kind == "stdp_alif" and keep_records
     end = np.empty((S, B, N) if keep_end else (1, 1, 1), np.int8)
     zero = np.zeros((B, N), np.int64)
     theta = state.get("theta", zero)
-    _fixed("_fixed_lif_family_layer", KEEP_END=keep_end)(ext, rec, w_rec is not None, int(weight_exp), first, c["du_f"], c["dv_f"],
-                                      c["bias"], c["vth_scaled"], int(p.n_ref), p.kind != "lif",
-                                      p.kind == "stdp_alif", c["dth_f"], c["theta_step"], c["psi_mul"],
-                                      int(c["psi_shift"]), int(p.psi_max), state["u"], state["v"], theta,
-                                      state["ref"], state["z"], out["z"], out["psi"], end, counts)
+    loop = _fixed("_fixed_lif_family_layer", HAS_REC=w_rec is not None, N_REF=int(p.n_ref),
+                  ADAPTIVE=p.kind != "lif", STDP=p.kind == "stdp_alif", PSI_SHIFT=int(c["psi_shift"]),
+                  KEEP_END=keep_end)
+    loop(*inputs_args, c["du_f"], c["dv_f"], c["bias"], c["vth_scaled"], c["dth_f"], c["theta_step"], c["psi_mul"],
+         int(p.psi_max), state["u"], state["v"], theta, state["ref"], state["z"], out["z"], out["psi"], end, counts)
     out["counts"] = counts.sum(0)
     if "end" in state:  # the neuron's own end-of-refractory flag: ref == 1
         state["end"][:] = state["ref"] == 1
