@@ -1070,20 +1070,37 @@ if numba is not None:
                 for i in range(I):
                     acc[j, i] = k_clip(acc[j, i] + total[i], acc_lo, acc_hi)
 
-    def _fixed_readout_synapses(pre, err, zbar, acc, dk_f, impulse, tmax, product_shift, rnd, acc_lo,
-                                acc_hi):  # pragma: no cover - compiled
-        # pre (S, B, I) = z^{t-1}; err (S, B, K); zbar (B, I) and acc (K, I) updated in place
+    def _fixed_readout_synapses(pre, err, zbar, acc, dk_f, impulse, tmax, acc_lo, acc_hi,
+                                chunks):  # pragma: no cover - compiled
+        # pre (S, B, I) = z^{t-1}; err (S, B, K); zbar (B, I) and acc (K, I) updated in place.
+        # Thread c takes the presynaptic neurons of chunk c; every inner loop runs over them
+        # (contiguous, vectorized), the batch sum of a step in total before acc's clip.
+        # PRODUCT_SHIFT and RND are compile-time constants (_fixed_loop).
         S, B, I = pre.shape
         K = err.shape[2]
-        for i in prange(I):
+        for c in prange(chunks):
+            ci = np.int64(c)
+            i0, i1 = ci * I // chunks, (ci + 1) * I // chunks
+            n = i1 - i0
+            total = np.zeros((K, n), np.int64)
             for t in range(S):
+                total[:] = 0
                 for b in range(B):
-                    zbar[b, i] = k_presynaptic_trace(zbar[b, i], np.int64(pre[t, b, i]), dk_f, impulse, tmax)
+                    z_row = zbar[b, i0:i1]
+                    pre_row = pre[t, b, i0:i1]
+                    for i in range(n):
+                        z_row[i] = k_presynaptic_trace(z_row[i], np.int64(pre_row[i]), dk_f, impulse, tmax)
+                    for k in range(K):
+                        e = np.int64(err[t, b, k])
+                        if e != 0:  # a zero error adds zero products in every rounding
+                            t_row = total[k]
+                            for i in range(n):
+                                t_row[i] += k_shift(e * z_row[i], PRODUCT_SHIFT, RND)
                 for k in range(K):
-                    total = np.int64(0)
-                    for b in range(B):
-                        total += k_shift(np.int64(err[t, b, k]) * zbar[b, i], product_shift, rnd)
-                    acc[k, i] = k_clip(acc[k, i] + total, acc_lo, acc_hi)
+                    a_row = acc[k, i0:i1]
+                    t_row = total[k]
+                    for i in range(n):
+                        a_row[i] = k_clip(a_row[i] + t_row[i], acc_lo, acc_hi)
 
     def _fixed_readout(a_out, y, dk_f, bias, y_out):  # pragma: no cover - compiled
         S, B, K = a_out.shape
@@ -1271,10 +1288,11 @@ def run_fixed_readout_synapses(syn: dict, pre: np.ndarray, err: np.ndarray, d_ka
     from eprop_lava.fixed import DECAY_UNITY, ROUND_CODES
 
     acc_lo, acc_hi = profile.accumulator_range
-    _fixed("_fixed_readout_synapses")(np.ascontiguousarray(pre), np.ascontiguousarray(err, np.int64), syn["zbar"],
-                                      syn["acc"], DECAY_UNITY - int(d_kappa), int(profile.trace_impulse),
-                                      int(profile.trace_max), int(profile.product_shift),
-                                      ROUND_CODES[profile.product_rounding], acc_lo, acc_hi)
+    chunks = max(1, min(numba.get_num_threads(), pre.shape[2]))
+    loop = _fixed("_fixed_readout_synapses", PRODUCT_SHIFT=int(profile.product_shift),
+                  RND=ROUND_CODES[profile.product_rounding])
+    loop(np.ascontiguousarray(pre), np.ascontiguousarray(err), syn["zbar"], syn["acc"], DECAY_UNITY - int(d_kappa),
+         int(profile.trace_impulse), int(profile.trace_max), acc_lo, acc_hi, chunks)
 
 
 def run_fixed_learning_signal(err: np.ndarray, feedback: np.ndarray, shift: int, mode: int,
