@@ -958,22 +958,25 @@ if numba is not None:
                         a_sum = a_in[j] + r
                         a_in[j] = k_wrap_int32(a_sum)
                         wrapped[j] = a_in[j] != a_sum
+                # rows as 1-D views: 2-D indexing in the loop keeps LLVM from vectorizing it
+                u_b, v_b, th_b, ref_b, z_b = u[b], v[b], theta[b], ref[b], z[b]
+                z_t, psi_t, end_t = z_out[t, b], psi_out[t, b], end_out[t, b] if KEEP_END else end_out[0, 0]
                 for j in range(N):
                     zj, psij, uj, vj, thj, refj, endj, flags = k_lif_family(
-                        a_in[j], u[b, j], v[b, j], theta[b, j], ref[b, j], z[b, j], du_f[j], dv_f[j], bias[j],
+                        a_in[j], u_b[j], v_b[j], th_b[j], ref_b[j], z_b[j], du_f[j], dv_f[j], bias[j],
                         vth[j], N_REF, ADAPTIVE, STDP, dth_f[j], theta_step[j], psi_mul[j], PSI_SHIFT, psi_max)
                     n_sat += flags & FLAG_V_SATURATED
                     n_uwrap += (flags & FLAG_U_WRAPPED) >> 1
                     n_i32 += 1 if (wrapped[j] or (flags & FLAG_INT32_WRAPPED) != 0) else 0
-                    u[b, j] = uj
-                    v[b, j] = vj
-                    theta[b, j] = thj
-                    ref[b, j] = refj
-                    z[b, j] = zj
-                    z_out[t, b, j] = zj
-                    psi_out[t, b, j] = psij
+                    u_b[j] = uj
+                    v_b[j] = vj
+                    th_b[j] = thj
+                    ref_b[j] = refj
+                    z_b[j] = zj
+                    z_t[j] = zj
+                    psi_t[j] = psij
                     if KEEP_END:  # learning STDP-ALIF synapses need it; inference does not
-                        end_out[t, b, j] = endj
+                        end_t[j] = endj
             counts[b, 0] += n_sat
             counts[b, 1] += n_uwrap
             counts[b, 2] += n_i32
