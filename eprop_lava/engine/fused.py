@@ -873,11 +873,20 @@ def _fixed_loop(fn, constants: dict | None = None):
     name = "_".join([fn.__name__, _source_tag()] + [f"{k.lower()}{int(v)}" for k, v in sorted(constants.items())])
     clone = types.FunctionType(fn.__code__, glb, name, fn.__defaults__, fn.__closure__)
     clone.__qualname__ = name
-    # the readout has K values per step: too little work to share out over threads
-    return njit(parallel=fn.__name__ not in SERIAL_LOOPS, cache=True, error_model="numpy")(clone)
+    # the readout has K values per step: too little work to share out over threads; SERIAL: the
+    # caller's choice for a small block (:data:`PARALLEL_MIN_ELEMENTS`)
+    parallel = fn.__name__ not in SERIAL_LOOPS and not constants.get("SERIAL", False)
+    return njit(parallel=parallel, cache=True, error_model="numpy")(clone)
 
 
 SERIAL_LOOPS = ("_fixed_readout",)
+
+#: Loops with less work than this many elements run on one thread: on the shared
+#: 2-core machine a parallel region waits for a time slice whenever another process
+#: holds a core (measured at load 2: the readout synapses of the benchmark's learning
+#: run, 1.9 M elements, 0.9 ms on one thread and 8 ms over two; the learning signal
+#: 1.1 ms and 6.8 ms), and on an idle machine two threads would save half a millisecond.
+PARALLEL_MIN_ELEMENTS = 1 << 22
 
 
 if numba is not None:
@@ -1291,9 +1300,10 @@ def run_fixed_readout_synapses(syn: dict, pre: np.ndarray, err: np.ndarray, d_ka
     from eprop_lava.fixed import DECAY_UNITY, ROUND_CODES
 
     acc_lo, acc_hi = profile.accumulator_range
-    chunks = max(1, min(numba.get_num_threads(), pre.shape[2]))
+    serial = pre.size < PARALLEL_MIN_ELEMENTS
+    chunks = 1 if serial else max(1, min(numba.get_num_threads(), pre.shape[2]))
     loop = _fixed("_fixed_readout_synapses", PRODUCT_SHIFT=int(profile.product_shift),
-                  RND=ROUND_CODES[profile.product_rounding])
+                  RND=ROUND_CODES[profile.product_rounding], SERIAL=serial)
     loop(np.ascontiguousarray(pre), np.ascontiguousarray(err), syn["zbar"], syn["acc"], DECAY_UNITY - int(d_kappa),
          int(profile.trace_impulse), int(profile.trace_max), acc_lo, acc_hi, chunks)
 
@@ -1311,12 +1321,14 @@ def run_fixed_learning_signal(err: np.ndarray, feedback: np.ndarray, shift: int,
     N = feedback.shape[0]
     out = np.empty((R, N), np.int64)
     chunks = max(1, min(numba.get_num_threads(), R))
+    serial = R * N < PARALLEL_MIN_ELEMENTS
+    chunks = 1 if serial else chunks
     counts = np.zeros((chunks, 3, N), np.int64)
     if mode == ROUND_STOCHASTIC:
         draws = np.ascontiguousarray(draws, np.int64)
     else:
         draws = np.zeros((1, 1), np.int64)
-    _fixed("_fixed_learning_signal", SHIFT=int(shift), MODE=int(mode))(
+    _fixed("_fixed_learning_signal", SHIFT=int(shift), MODE=int(mode), SERIAL=serial)(
         np.ascontiguousarray(err), np.ascontiguousarray(np.asarray(feedback, np.int64).T), draws, int(lo), int(hi),
         chunks, out, counts)
     return out, counts.sum(0)
