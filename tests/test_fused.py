@@ -269,6 +269,39 @@ def test_compiled_learning_is_bit_exact_to_step_engine(kind, case):
         assert any(np.any((a == lo) | (a == hi)) for a in captured["acc"])
 
 
+@needs_numba
+@pytest.mark.parametrize("kind", ["alif", "stdp_alif"])
+def test_parallel_loops_learn_as_the_step_engine(kind, monkeypatch):
+    """The compiled learning signal and readout synapses split over threads
+    (as for large blocks; a small one runs on one thread), with stochastic
+    signal rounding and a batch of 4: the step engine's errors and weights."""
+    from eprop_lava import fixed as F
+
+    monkeypatch.setattr(fused, "PARALLEL_MIN_ELEMENTS", 0)
+    monkeypatch.setattr(fe, "COMPILED_SIGNAL_ELEMENTS", 1)
+    spec = _fixed_network(kind, variant="adaptive")
+    prof = F.loihi2_profile(update_interval=13, signal_rounding="stochastic", error_rounding="stochastic")
+    mask = np.full((50, 4), 1.0 / 40)
+    mask[:10] = 0.0
+    net = fe.quantize(spec, init_params(spec, 3), prof, loss_mask=mask)
+    rng = np.random.default_rng(8)
+    samples = []
+    for _ in range(2):
+        x = (rng.random((50, 4, 10)) < 0.25).astype(float)
+        target = np.zeros((50, 4, 2))
+        target[..., rng.integers(0, 2)] = 1.0
+        samples.append((x, target, mask))
+    fast, ref, runs = learn_compiled_and_step(net, samples)
+    for a, b in runs:
+        np.testing.assert_array_equal(a.err, b.err)
+        assert a.counters == b.counters
+    assert sum(int(z.sum()) for a, _ in runs for z in a.z) > 50
+    wf, wr, w0 = fast.weights(), ref.weights(), net.weights()
+    for k in wr:
+        np.testing.assert_array_equal(wf[k], wr[k], err_msg=k)
+    assert sum(int((wr[k] != w0[k]).sum()) for k in wr) > 10
+
+
 def test_retain_freed_memory_switch(monkeypatch):
     import platform
 

@@ -289,7 +289,8 @@ def _signal_reference(err, B, shift, mode, lo, hi, rng):
 
 
 @pytest.mark.parametrize("mode", ["nearest", "floor", "toward_zero", "stochastic"])
-def test_compiled_learning_signal_equals_the_int64_definition(mode, monkeypatch):
+@pytest.mark.parametrize("threads", ["serial", "parallel"])
+def test_compiled_learning_signal_equals_the_int64_definition(mode, threads, monkeypatch):
     """A block large enough for the compiled loop (40 steps x 16 samples x 60
     neurons, 5 outputs), errors and feedback chosen so that values saturate
     (signal_bits 7: |L| > 127) and underflow: the values, the stochastic
@@ -297,6 +298,10 @@ def test_compiled_learning_signal_equals_the_int64_definition(mode, monkeypatch)
     totals and per layer, equal the definition; the numpy path (small
     blocks, Lava) gives the same."""
     _needs_numba()
+    from eprop_lava.engine import fused
+
+    if threads == "parallel":  # a block this small runs serially unless told otherwise
+        monkeypatch.setattr(fused, "PARALLEL_MIN_ELEMENTS", 0)
     prof = F.loihi2_profile(signal_rounding=mode)
     lo, hi = prof.signal_range
     rng = np.random.default_rng(5)
