@@ -184,6 +184,80 @@ def test_compiled_fixed_layer_is_bit_exact(kind, case):
         assert np.any(np.left_shift(wrap_int32(a), 6) > (1 << 23))
 
 
+def _dense_definition(w, s, weight_exp):
+    """Dense output from its definition in int64: sum_i w_ji s_i, times 2^e or
+    floor-divided by 2^-e, wrapped to int32 (two's complement)."""
+    total = np.einsum("...i,ji->...j", np.asarray(s, np.int64), np.asarray(w, np.int64))
+    shifted = total * (1 << weight_exp) if weight_exp >= 0 else total // (1 << -weight_exp)
+    return (shifted + (1 << 31)) % (1 << 32) - (1 << 31)
+
+
+@pytest.mark.parametrize("outputs", [2, 30])
+@pytest.mark.parametrize("rows", [3, 5000])
+@pytest.mark.parametrize("density", [0.05, 0.6])
+@pytest.mark.parametrize("weights", ["8bit", "8bit_exp-2", "wrapping"])
+def test_dense_output_equals_its_int64_definition(outputs, rows, density, weights):
+    """Every path of dense_output (few outputs, events, small products, BLAS
+    for large dense ones; int32 and int64 sums) gives the definition's
+    integers, including floor shifts and int32 wraps."""
+    rng = np.random.default_rng(rows + outputs)
+    s = (rng.random((rows, 40)) < density).astype(np.int8)
+    w = rng.integers(-256, 255, (outputs, 40))
+    exp = {"8bit": 0, "8bit_exp-2": -2, "wrapping": 9}[weights]
+    if weights == "wrapping":
+        w = w << 14  # sums to 2^27, shifted by 2^9: past int32
+    expected = _dense_definition(w, s, exp)
+    if weights == "wrapping":
+        assert np.abs(_dense_definition(w, s, 0) * (1 << exp)).max() >= 1 << 31
+    for as_int32 in (False, True):
+        got = fe.dense_output(w, s, exp, as_int32=as_int32)
+        assert got.dtype == (np.int32 if as_int32 else np.int64)
+        np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(fe.dense_output(w, s.astype(float), exp), expected)  # the step engine's input
+
+
+@needs_numba
+@pytest.mark.parametrize("kind", ["lif", "alif", "stdp_alif", "izhikevich"])
+@pytest.mark.parametrize("weights", ["8bit", "8bit_exp-2", "wrapping"])
+def test_input_dense_inside_the_layer_loop_is_bit_exact(kind, weights):
+    """run_fixed_layer summing its input Dense from the spikes (the compiled
+    engine) equals the layer fed with the Dense output of the int64
+    definition (and so the step engine's equations), the first step taking
+    the output sent before the block."""
+    rng = np.random.default_rng(5)
+    N, I, T, B = 11, 16, 200, 3
+    kw = dict(kind=kind, size=N, vth=rng.integers(20, 200, N), psi_bits=7, du=4095, dv=rng.integers(0, 800, N),
+              n_ref=2)
+    if kind in ("alif", "stdp_alif"):
+        kw.update(d_theta=rng.integers(1, 400, N), theta_step=rng.integers(0, 4000, N))
+    if kind == "izhikevich":
+        kw = dict(kind=kind, size=N, psi_bits=7)
+    p = fx.FixedNeuronParams(**kw)
+    pre = (rng.random((T, B, I)) < 0.3).astype(np.int8)
+    w_in = rng.integers(-120, 255, (N, I)) * (8 if kind == "izhikevich" else 1)
+    exp = {"8bit": 0, "8bit_exp-2": -2, "wrapping": 12}[weights]
+    if weights == "wrapping":
+        w_in = w_in << 12
+    w_rec = rng.integers(-255, 256, (N, N))
+    np.fill_diagonal(w_rec, 0)
+    first = rng.integers(-500, 500, (B, N))
+    ext = _dense_definition(w_in, pre, exp)
+    ext[0] = first
+    state_a, state_b = fx.initial_state(p, B), fx.initial_state(p, B)
+    fed = fused.run_fixed_layer(p, ext, w_rec, 0, state_a)
+    summed = fused.run_fixed_layer(p, None, w_rec, 0, state_b, inputs=(pre, w_in, exp, first))
+    z_ref, psi_ref = _reference_layer(p, ext, w_rec, 0)
+    assert 0 < z_ref.mean() < 0.9
+    for key in ("z", "psi", "counts"):
+        np.testing.assert_array_equal(summed[key], fed[key], err_msg=key)
+    np.testing.assert_array_equal(summed["z"], z_ref)
+    np.testing.assert_array_equal(summed["psi"], psi_ref)
+    for k in state_a:
+        np.testing.assert_array_equal(state_a[k], state_b[k], err_msg=k)
+    if weights == "wrapping":
+        assert summed["counts"][2] > 0  # a_in wrapped: counted as the step engine counts it
+
+
 def _fixed_network(kind, loss="cross_entropy", variant="random", sizes=(20, 15)):
     from eprop_lava.spec import LayerSpec, LearningSpec, NetworkSpec, NeuronParams, OptimizerSpec, RegularizationSpec
 

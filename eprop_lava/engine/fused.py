@@ -928,15 +928,15 @@ if numba is not None:
                           "k_decay": njit(inline="always")(_k_decay32)}
 
     def _fixed_lif_family_layer(ext, pre, w_in_t, in_exp, in_first, w_rec_t, weight_exp, rec_first, du_f, dv_f,
-                                bias, vth, dth_f, theta_step, psi_mul, psi_max, u, v, theta, ref, z, z_out, psi_out,
-                                end_out, counts):  # pragma: no cover - compiled
+                                bias, vth, n_ref, dth_f, theta_step, psi_mul, psi_shift, psi_max, u, v, theta, ref, z,
+                                z_out, psi_out, end_out, counts):  # pragma: no cover - compiled
         # The input arriving at each step: ext (S, B, N) (the input Dense's output), or, with ext
         # empty, pre (S, B, I) spikes sent through W_in (w_in_t = W_in^T) at steps 1.., in_first
         # (B, N) the output arriving at the first step; rec_first (B, N): the recurrent Dense output
         # arriving at the first step (both sent before the previous update); u, v, theta, ref, z
         # (B, N): the state, updated in place. counts (B, 3): per sample, the neuron steps whose
         # flags had FLAG_V_SATURATED, FLAG_U_WRAPPED, FLAG_INT32_WRAPPED (or whose a_in sum
-        # wrapped), added to. HAS_REC, N_REF, ADAPTIVE, STDP, PSI_SHIFT, KEEP_END are
+        # wrapped), added to. HAS_REC, REFRACTORY (n_ref > 0), ADAPTIVE, STDP, KEEP_END are
         # compile-time constants (_fixed_loop): the neuron's branches fold away.
         S, B, N = z_out.shape
         events = ext.shape[0] == 0
@@ -973,7 +973,8 @@ if numba is not None:
                 for j in range(N):
                     zj, psij, uj, vj, thj, refj, endj, flags = k_lif_family(
                         a_in[j], u_b[j], v_b[j], th_b[j], ref_b[j], z_b[j], du_f[j], dv_f[j], bias[j],
-                        vth[j], N_REF, ADAPTIVE, STDP, dth_f[j], theta_step[j], psi_mul[j], PSI_SHIFT, psi_max)
+                        vth[j], n_ref if REFRACTORY else 0, ADAPTIVE, STDP, dth_f[j], theta_step[j], psi_mul[j],
+                        psi_shift, psi_max)
                     n_sat += flags & FLAG_V_SATURATED
                     n_uwrap += (flags & FLAG_U_WRAPPED) >> 1
                     n_i32 += 1 if (wrapped[j] or (flags & FLAG_INT32_WRAPPED) != 0) else 0
@@ -1235,11 +1236,12 @@ def run_fixed_layer(p: Any, ext: np.ndarray | None, w_rec: np.ndarray | None, we
     end = np.empty((S, B, N) if keep_end else (1, 1, 1), np.int8)
     zero = np.zeros((B, N), np.int64)
     theta = state.get("theta", zero)
-    loop = _fixed("_fixed_lif_family_layer", HAS_REC=w_rec is not None, N_REF=int(p.n_ref),
-                  ADAPTIVE=p.kind != "lif", STDP=p.kind == "stdp_alif", PSI_SHIFT=int(c["psi_shift"]),
-                  KEEP_END=keep_end)
-    loop(*inputs_args, c["du_f"], c["dv_f"], c["bias"], c["vth_scaled"], c["dth_f"], c["theta_step"], c["psi_mul"],
-         int(p.psi_max), state["u"], state["v"], theta, state["ref"], state["z"], out["z"], out["psi"], end, counts)
+    # the constants take few values (not n_ref or psi_shift themselves: each value would compile its own loop)
+    loop = _fixed("_fixed_lif_family_layer", HAS_REC=w_rec is not None, REFRACTORY=int(p.n_ref) > 0,
+                  ADAPTIVE=p.kind != "lif", STDP=p.kind == "stdp_alif", KEEP_END=keep_end)
+    loop(*inputs_args, c["du_f"], c["dv_f"], c["bias"], c["vth_scaled"], int(p.n_ref), c["dth_f"], c["theta_step"],
+         c["psi_mul"], int(c["psi_shift"]), int(p.psi_max), state["u"], state["v"], theta, state["ref"], state["z"],
+         out["z"], out["psi"], end, counts)
     out["counts"] = counts.sum(0)
     if "end" in state:  # the neuron's own end-of-refractory flag: ref == 1
         state["end"][:] = state["ref"] == 1
