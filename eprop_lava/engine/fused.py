@@ -1023,17 +1023,19 @@ if numba is not None:
                         a_sum = a_in[j] + r
                         a_in[j] = k_wrap_int32(a_sum)
                         n_i32 += 1 if a_in[j] != a_sum else 0
+                v_b, u_b, z_b = v[b], u[b], z[b]  # 1-D row views (as the LIF family's loop)
+                z_t, psi_t, jac_t = z_out[t, b], psi_out[t, b], jac_out[t, b]
                 for j in range(N):
-                    zj, psij, jacj, vj, uj, flags = k_izhikevich(a_in[j], v[b, j], u[b, j], z[b, j], v_frac,
+                    zj, psij, jacj, vj, uj, flags = k_izhikevich(a_in[j], v_b[j], u_b[j], z_b[j], v_frac,
                                                                  izh_a[j], izh_ab[j], izh_c[j], izh_d[j], v_peak[j],
                                                                  psi_table)
                     n_sat += flags & FLAG_V_SATURATED
-                    v[b, j] = vj
-                    u[b, j] = uj
-                    z[b, j] = zj
-                    z_out[t, b, j] = zj
-                    psi_out[t, b, j] = psij
-                    jac_out[t, b, j] = jacj
+                    v_b[j] = vj
+                    u_b[j] = uj
+                    z_b[j] = zj
+                    z_t[j] = zj
+                    psi_t[j] = psij
+                    jac_t[j] = jacj
             counts[b, 0] += n_sat
             counts[b, 2] += n_i32
 
