@@ -286,17 +286,24 @@ if numba is not None:
     @njit(cache=True, inline="always")
     def _integer_events(s, w_t, total, idx):  # pragma: no cover - compiled
         # total = s W^T for integer spikes s and integer W^T (w_t), as the sum of the rows of
-        # W^T whose input spiked, four rows per pass over total: one read and write of total per
-        # four spikes instead of one. The spikes are first listed without a branch (a branch per
-        # input mispredicts at the firing rates of a recurrent layer). Integers: any order of the
-        # sum gives the same value (the caller's dtype holds every partial sum).
+        # W^T whose input spiked, eight (then four) rows per pass over total: one read and write
+        # of total per eight spikes instead of one. The spikes are first listed without a branch
+        # (a branch per input mispredicts at the firing rates of a recurrent layer). Integers:
+        # any order of the sum gives the same value (the caller's dtype holds every partial sum).
         n = 0
         for i in range(s.shape[0]):
             idx[n] = i
             n += 1 if s[i] != 0 else 0
         total[:] = 0
         k = 0
-        while k + 4 <= n:
+        while k + 8 <= n:
+            a, b, c, d = idx[k], idx[k + 1], idx[k + 2], idx[k + 3]
+            e, f, g, h = idx[k + 4], idx[k + 5], idx[k + 6], idx[k + 7]
+            for j in range(total.shape[0]):
+                total[j] += (((w_t[a, j] + w_t[b, j]) + (w_t[c, j] + w_t[d, j]))
+                             + ((w_t[e, j] + w_t[f, j]) + (w_t[g, j] + w_t[h, j])))
+            k += 8
+        if k + 4 <= n:
             a, b, c, d = idx[k], idx[k + 1], idx[k + 2], idx[k + 3]
             for j in range(total.shape[0]):
                 total[j] += (w_t[a, j] + w_t[b, j]) + (w_t[c, j] + w_t[d, j])
