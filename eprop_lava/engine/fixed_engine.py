@@ -50,7 +50,7 @@ from eprop_lava.engine.memory import retain_freed_memory
 from eprop_lava.fixed import (
     ACT_SHIFT, DECAY_UNITY, DENSE_WEIGHT_BITS, FLAG_NONZERO, FLAG_SATURATED, FLAG_UNDERFLOW, ROUND_CODES, ROUND_FLOOR,
     ROUND_STOCHASTIC, FixedPointError, FixedPointProfile, LearningRate, apply_update, decay_constant, get_profile,
-    k_requantize, k_weight_exp, learning_rate, round_to_dense_grid, shift_left_or_right, shift_round,
+    k_requantize, k_weight_exp, learning_rate, round_to_dense_grid, shift_round,
     stochastic_draws, update_rng, wrap_int32,
 )
 from eprop_lava.neurons import fixed as fx

@@ -974,7 +974,7 @@ if numba is not None:
                         a_sum = a_in[j] + r
                         a_in[j] = k_wrap_int32(a_sum)
                         wrapped[j] = a_in[j] != a_sum
-                # rows as 1-D views: 2-D indexing in the loop keeps LLVM from vectorizing it
+                # rows as 1-D views (2-D indexing had kept the readout synapses' loop from vectorizing)
                 u_b, v_b, th_b, ref_b, z_b = u[b], v[b], theta[b], ref[b], z[b]
                 z_t, psi_t, end_t = z_out[t, b], psi_out[t, b], end_out[t, b] if KEEP_END else end_out[0, 0]
                 for j in range(N):
