@@ -327,7 +327,7 @@ def k_requantize(x, draw, shift, mode, lo, hi):
     FLAG_UNDERFLOW where a non-zero x rounded to 0, FLAG_SATURATED where the
     clip changed the rounded value."""
     if mode == ROUND_STOCHASTIC:
-        q = (x + draw) >> shift
+        q = k_shift(x + draw, shift, ROUND_FLOOR)
     else:
         q = k_shift(x, shift, mode)
     out = k_clip(q, lo, hi)

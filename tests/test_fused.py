@@ -376,6 +376,42 @@ def test_parallel_loops_learn_as_the_step_engine(kind, monkeypatch):
     assert sum(int((wr[k] != w0[k]).sum()) for k in wr) > 10
 
 
+@needs_numba
+@pytest.mark.parametrize("rounding", ["toward_zero", "floor", "nearest"])
+@pytest.mark.parametrize("threads", ["serial", "parallel"])
+def test_readout_synapses_equal_their_int64_definition(rounding, threads, monkeypatch):
+    """zbar^t = clip(sgn(y)(|y| >> 12) + 16 z^{t-1}, 0, 127) with y = zbar^{t-1} (4096 - d),
+    acc = clip(acc + sum_b round(err zbar / 2^4), +-(2^15 - 1)) per step, written
+    out here in int64 numpy: errors large enough to saturate the accumulator,
+    masked (zero-error) steps, and a block that continues the previous one."""
+    from eprop_lava.fixed import loihi2_profile
+
+    if threads == "parallel":
+        monkeypatch.setattr(fused, "PARALLEL_MIN_ELEMENTS", 0)
+    prof = loihi2_profile(product_rounding=rounding)
+    rng = np.random.default_rng(2)
+    S, B, I, K, d = 60, 5, 13, 3, 600
+    pre = (rng.random((S, B, I)) < 0.3).astype(np.int8)
+    err = rng.integers(-127, 128, (S, B, K))
+    err[10:20] = 0
+    err[40:] = 127  # pushes acc into saturation
+    syn = dict(zbar=np.zeros((B, I), np.int64), acc=np.zeros((K, I), np.int64))
+    fused.run_fixed_readout_synapses(syn, pre[:30], err[:30], d, prof)
+    fused.run_fixed_readout_synapses(syn, pre[30:], err[30:], d, prof)
+    zbar, acc = np.zeros((B, I), np.int64), np.zeros((K, I), np.int64)
+    hi = (1 << 15) - 1
+    for t in range(S):
+        y = zbar * (4096 - d)
+        zbar = np.clip(np.sign(y) * (np.abs(y) // 4096) + 16 * pre[t], 0, 127)
+        prod = err[t][:, :, None] * zbar[:, None, :]  # (B, K, I)
+        q = {"toward_zero": np.sign(prod) * (np.abs(prod) // 16), "floor": prod // 16,
+             "nearest": (prod + 8) // 16}[rounding]
+        acc = np.clip(acc + q.sum(0), -hi, hi)
+    np.testing.assert_array_equal(syn["zbar"], zbar)
+    np.testing.assert_array_equal(syn["acc"], acc)
+    assert np.any(np.abs(acc) == hi) and np.any(np.abs(acc) < hi)
+
+
 def test_retain_freed_memory_switch(monkeypatch):
     import platform
 
