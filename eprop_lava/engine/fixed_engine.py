@@ -50,7 +50,7 @@ from eprop_lava.engine.memory import retain_freed_memory
 from eprop_lava.fixed import (
     ACT_SHIFT, DECAY_UNITY, DENSE_WEIGHT_BITS, FLAG_NONZERO, FLAG_SATURATED, FLAG_UNDERFLOW, ROUND_CODES, ROUND_FLOOR,
     ROUND_STOCHASTIC, FixedPointError, FixedPointProfile, LearningRate, apply_update, decay_constant, get_profile,
-    k_requantize, k_weight_exp, learning_rate, round_to_dense_grid, shift_round,
+    k_dense_output, k_requantize, k_weight_exp, learning_rate, round_to_dense_grid, shift_round,
     stochastic_draws, update_rng, wrap_int32,
 )
 from eprop_lava.neurons import fixed as fx
@@ -393,9 +393,10 @@ def dense_output(w: np.ndarray, s: np.ndarray, weight_exp: int, parallel: bool =
         acc = (np.asarray(s, dtype=ftype) @ w.T.astype(ftype)).astype(np.int64)
     elif acc.dtype.kind == "f":  # float spikes (the step engine's input): exact integer sums
         acc = acc.astype(np.int64)
-    out = k_weight_exp(acc, int(weight_exp)) if weight_exp else acc
-    if not narrow:
-        out = wrap_int32(out)
+    if narrow:  # the wrap cannot act
+        out = k_weight_exp(acc, int(weight_exp)) if weight_exp else acc
+    else:
+        out = k_dense_output(acc.astype(np.int64, copy=False), int(weight_exp))
     return out.astype(np.int32 if as_int32 else np.int64, copy=False)
 
 
