@@ -311,6 +311,32 @@ def k_wrap_u24(x):
     return select(x > 8388608, x - 16777216, select(x <= -8388608, x + 16777216, x))
 
 
+#: rounding code of :func:`k_requantize` for stochastic rounding (the caller draws,
+#: :func:`stochastic_draws`); not a k_shift mode, so not in ROUND_CODES
+ROUND_STOCHASTIC = 3
+#: bits of :func:`k_requantize`'s flags (what the engine counts)
+FLAG_NONZERO, FLAG_UNDERFLOW, FLAG_SATURATED = 1, 2, 4
+
+
+@kernel
+def k_requantize(x, draw, shift, mode, lo, hi):
+    """x / 2^shift rounded and saturated to [lo, hi]: mode a ROUND_* code of
+    :func:`k_shift`, or ROUND_STOCHASTIC: floor((x + draw) / 2^shift) with
+    draw uniform in [0, 2^shift) (E = x / 2^shift; ``draw`` is read only in
+    this mode). Returns (value, flags): FLAG_NONZERO where x != 0,
+    FLAG_UNDERFLOW where a non-zero x rounded to 0, FLAG_SATURATED where the
+    clip changed the rounded value."""
+    if mode == ROUND_STOCHASTIC:
+        q = k_shift(x + draw, shift, ROUND_FLOOR)
+    else:
+        q = k_shift(x, shift, mode)
+    out = k_clip(q, lo, hi)
+    live = x != 0
+    flags = (select(live, FLAG_NONZERO, 0) + select(live & (q == 0), FLAG_UNDERFLOW, 0)
+             + select(q != out, FLAG_SATURATED, 0))
+    return out, flags
+
+
 def shift_toward_zero(x: Any, shift: int | np.ndarray) -> np.ndarray:
     """sgn(x) * (|x| >> shift): Loihi's rounding toward zero (:func:`k_shift`;
     ``shift`` may be an array)."""
@@ -331,15 +357,22 @@ def shift_nearest(x: Any, shift: int) -> np.ndarray:
     return k_shift(np.asarray(x, dtype=np.int64), int(shift), ROUND_NEAREST)
 
 
+def stochastic_draws(rng: np.random.Generator, shift: int, shape: tuple) -> np.ndarray:
+    """The draws of stochastic rounding by 2^shift: integers uniform in
+    [0, 2^shift), one per element in C order over ``shape``, so one generator
+    reproduces the same numbers in the engine and in Lava."""
+    return rng.integers(0, 1 << shift, size=shape, dtype=np.int64)
+
+
 def shift_stochastic(x: Any, shift: int, rng: np.random.Generator) -> np.ndarray:
     """floor(x / 2^shift + r), r ~ U[0, 1) drawn from ``rng`` per element:
-    unbiased (E = x / 2^shift). The draw order is C order over x's shape, so
-    one generator reproduces the same numbers in the engine and in Lava."""
+    unbiased (E = x / 2^shift), computed as floor((x + d) / 2^shift) with the
+    integer draws d of :func:`stochastic_draws` (:func:`k_requantize`'s
+    ROUND_STOCHASTIC)."""
     x = np.asarray(x, dtype=np.int64)
     if shift <= 0:
         return np.left_shift(x, -shift)
-    r = rng.integers(0, 1 << shift, size=x.shape, dtype=np.int64)
-    return np.right_shift(x + r, shift)
+    return k_shift(x + stochastic_draws(rng, shift, x.shape), int(shift), ROUND_FLOOR)
 
 
 def shift_round(x: Any, shift: int, mode: str, rng: np.random.Generator | None = None) -> np.ndarray:
@@ -426,6 +459,14 @@ def k_weight_exp(x, exp):
     if exp >= 0:
         return x << exp
     return x >> -exp
+
+
+@kernel
+def k_dense_output(total, weight_exp):
+    """What a Dense sends for the integer sum total = sum_i w_ji s_i:
+    wrap32(total << weight_exp) (>> -weight_exp, floor, for weight_exp < 0),
+    as Lava's int32 channel holds it."""
+    return k_wrap_int32(k_weight_exp(total, weight_exp))
 
 
 def shift_left_or_right(x: Any, exp: int) -> np.ndarray:

@@ -250,6 +250,80 @@ def test_compiled_fixed_layer_is_bit_exact(kind, case):
         assert np.any(np.left_shift(wrap_int32(a), 6) > (1 << 23))
 
 
+def _dense_definition(w, s, weight_exp):
+    """Dense output from its definition in int64: sum_i w_ji s_i, times 2^e or
+    floor-divided by 2^-e, wrapped to int32 (two's complement)."""
+    total = np.einsum("...i,ji->...j", np.asarray(s, np.int64), np.asarray(w, np.int64))
+    shifted = total * (1 << weight_exp) if weight_exp >= 0 else total // (1 << -weight_exp)
+    return (shifted + (1 << 31)) % (1 << 32) - (1 << 31)
+
+
+@pytest.mark.parametrize("outputs", [2, 30])
+@pytest.mark.parametrize("rows", [3, 5000])
+@pytest.mark.parametrize("density", [0.05, 0.6])
+@pytest.mark.parametrize("weights", ["8bit", "8bit_exp-2", "wrapping"])
+def test_dense_output_equals_its_int64_definition(outputs, rows, density, weights):
+    """Every path of dense_output (few outputs, events, small products, BLAS
+    for large dense ones; int32 and int64 sums) gives the definition's
+    integers, including floor shifts and int32 wraps."""
+    rng = np.random.default_rng(rows + outputs)
+    s = (rng.random((rows, 40)) < density).astype(np.int8)
+    w = rng.integers(-256, 255, (outputs, 40))
+    exp = {"8bit": 0, "8bit_exp-2": -2, "wrapping": 9}[weights]
+    if weights == "wrapping":
+        w = w << 14  # sums to 2^27, shifted by 2^9: past int32
+    expected = _dense_definition(w, s, exp)
+    if weights == "wrapping":
+        assert np.abs(_dense_definition(w, s, 0) * (1 << exp)).max() >= 1 << 31
+    for as_int32 in (False, True):
+        got = fe.dense_output(w, s, exp, as_int32=as_int32)
+        assert got.dtype == (np.int32 if as_int32 else np.int64)
+        np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(fe.dense_output(w, s.astype(float), exp), expected)  # the step engine's input
+
+
+@needs_numba
+@pytest.mark.parametrize("kind", ["lif", "alif", "stdp_alif", "izhikevich"])
+@pytest.mark.parametrize("weights", ["8bit", "8bit_exp-2", "wrapping"])
+def test_input_dense_inside_the_layer_loop_is_bit_exact(kind, weights):
+    """run_fixed_layer summing its input Dense from the spikes (the compiled
+    engine) equals the layer fed with the Dense output of the int64
+    definition (and so the step engine's equations), the first step taking
+    the output sent before the block."""
+    rng = np.random.default_rng(5)
+    N, I, T, B = 11, 16, 200, 3
+    kw = dict(kind=kind, size=N, vth=rng.integers(20, 200, N), psi_bits=7, du=4095, dv=rng.integers(0, 800, N),
+              n_ref=2)
+    if kind in ("alif", "stdp_alif"):
+        kw.update(d_theta=rng.integers(1, 400, N), theta_step=rng.integers(0, 4000, N))
+    if kind == "izhikevich":
+        kw = dict(kind=kind, size=N, psi_bits=7)
+    p = fx.FixedNeuronParams(**kw)
+    pre = (rng.random((T, B, I)) < 0.3).astype(np.int8)
+    w_in = rng.integers(-120, 255, (N, I)) * (8 if kind == "izhikevich" else 1)
+    exp = {"8bit": 0, "8bit_exp-2": -2, "wrapping": 12}[weights]
+    if weights == "wrapping":
+        w_in = w_in << 12
+    w_rec = rng.integers(-255, 256, (N, N))
+    np.fill_diagonal(w_rec, 0)
+    first = rng.integers(-500, 500, (B, N))
+    ext = _dense_definition(w_in, pre, exp)
+    ext[0] = first
+    state_a, state_b = fx.initial_state(p, B), fx.initial_state(p, B)
+    fed = fused.run_fixed_layer(p, ext, w_rec, 0, state_a)
+    summed = fused.run_fixed_layer(p, None, w_rec, 0, state_b, inputs=(pre, w_in, exp, first))
+    z_ref, psi_ref = _reference_layer(p, ext, w_rec, 0)
+    assert 0 < z_ref.mean() < 0.9
+    for key in ("z", "psi", "counts"):
+        np.testing.assert_array_equal(summed[key], fed[key], err_msg=key)
+    np.testing.assert_array_equal(summed["z"], z_ref)
+    np.testing.assert_array_equal(summed["psi"], psi_ref)
+    for k in state_a:
+        np.testing.assert_array_equal(state_a[k], state_b[k], err_msg=k)
+    if weights == "wrapping":
+        assert summed["counts"][2] > 0  # a_in wrapped: counted as the step engine counts it
+
+
 def _fixed_network(kind, loss="cross_entropy", variant="random", sizes=(20, 15)):
     from eprop_lava.spec import LayerSpec, LearningSpec, NetworkSpec, NeuronParams, OptimizerSpec, RegularizationSpec
 
@@ -333,6 +407,75 @@ def test_compiled_learning_is_bit_exact_to_step_engine(kind, case):
         fe.simulate(probe, *samples[0], learn=True, on_update=grab)
         lo, hi = prof.accumulator_range
         assert any(np.any((a == lo) | (a == hi)) for a in captured["acc"])
+
+
+@needs_numba
+@pytest.mark.parametrize("kind", ["alif", "stdp_alif"])
+def test_parallel_loops_learn_as_the_step_engine(kind, monkeypatch):
+    """The compiled learning signal and readout synapses split over threads
+    (as for large blocks; a small one runs on one thread), with stochastic
+    signal rounding and a batch of 4: the step engine's errors and weights."""
+    from eprop_lava import fixed as F
+
+    monkeypatch.setattr(fused, "PARALLEL_MIN_ELEMENTS", 0)
+    monkeypatch.setattr(fe, "COMPILED_SIGNAL_ELEMENTS", 1)
+    spec = _fixed_network(kind, variant="adaptive")
+    prof = F.loihi2_profile(update_interval=13, signal_rounding="stochastic", error_rounding="stochastic")
+    mask = np.full((50, 4), 1.0 / 40)
+    mask[:10] = 0.0
+    net = fe.quantize(spec, init_params(spec, 3), prof, loss_mask=mask)
+    rng = np.random.default_rng(8)
+    samples = []
+    for _ in range(2):
+        x = (rng.random((50, 4, 10)) < 0.25).astype(float)
+        target = np.zeros((50, 4, 2))
+        target[..., rng.integers(0, 2)] = 1.0
+        samples.append((x, target, mask))
+    fast, ref, runs = learn_compiled_and_step(net, samples)
+    for a, b in runs:
+        np.testing.assert_array_equal(a.err, b.err)
+        assert a.counters == b.counters
+    assert sum(int(z.sum()) for a, _ in runs for z in a.z) > 50
+    wf, wr, w0 = fast.weights(), ref.weights(), net.weights()
+    for k in wr:
+        np.testing.assert_array_equal(wf[k], wr[k], err_msg=k)
+    assert sum(int((wr[k] != w0[k]).sum()) for k in wr) > 10
+
+
+@needs_numba
+@pytest.mark.parametrize("rounding", ["toward_zero", "floor", "nearest"])
+@pytest.mark.parametrize("threads", ["serial", "parallel"])
+def test_readout_synapses_equal_their_int64_definition(rounding, threads, monkeypatch):
+    """zbar^t = clip(sgn(y)(|y| >> 12) + 16 z^{t-1}, 0, 127) with y = zbar^{t-1} (4096 - d),
+    acc = clip(acc + sum_b round(err zbar / 2^4), +-(2^15 - 1)) per step, written
+    out here in int64 numpy: errors large enough to saturate the accumulator,
+    masked (zero-error) steps, and a block that continues the previous one."""
+    from eprop_lava.fixed import loihi2_profile
+
+    if threads == "parallel":
+        monkeypatch.setattr(fused, "PARALLEL_MIN_ELEMENTS", 0)
+    prof = loihi2_profile(product_rounding=rounding)
+    rng = np.random.default_rng(2)
+    S, B, I, K, d = 60, 5, 13, 3, 600
+    pre = (rng.random((S, B, I)) < 0.3).astype(np.int8)
+    err = rng.integers(-127, 128, (S, B, K))
+    err[10:20] = 0
+    err[40:] = 127  # pushes acc into saturation
+    syn = dict(zbar=np.zeros((B, I), np.int64), acc=np.zeros((K, I), np.int64))
+    fused.run_fixed_readout_synapses(syn, pre[:30], err[:30], d, prof)
+    fused.run_fixed_readout_synapses(syn, pre[30:], err[30:], d, prof)
+    zbar, acc = np.zeros((B, I), np.int64), np.zeros((K, I), np.int64)
+    hi = (1 << 15) - 1
+    for t in range(S):
+        y = zbar * (4096 - d)
+        zbar = np.clip(np.sign(y) * (np.abs(y) // 4096) + 16 * pre[t], 0, 127)
+        prod = err[t][:, :, None] * zbar[:, None, :]  # (B, K, I)
+        q = {"toward_zero": np.sign(prod) * (np.abs(prod) // 16), "floor": prod // 16,
+             "nearest": (prod + 8) // 16}[rounding]
+        acc = np.clip(acc + q.sum(0), -hi, hi)
+    np.testing.assert_array_equal(syn["zbar"], zbar)
+    np.testing.assert_array_equal(syn["acc"], acc)
+    assert np.any(np.abs(acc) == hi) and np.any(np.abs(acc) < hi)
 
 
 def test_retain_freed_memory_switch(monkeypatch):

@@ -244,3 +244,102 @@ def test_deterministic_error_and_signal_roundings(mode, expected):
     assert list(err[0]) == expected
     L = fe.learning_signal(np.array([[5, 3]]), np.array([[7, 1], [-2, 2]]), 3, prof)
     assert list(L[0]) == {"floor": [4, -1], "toward_zero": [4, 0], "nearest": [5, 0]}[mode]
+
+
+@pytest.mark.parametrize("mode, expected", [
+    (F.ROUND_TOWARD_ZERO, [0, 0, 4, -4, 15, -16]), (F.ROUND_FLOOR, [0, -1, 4, -5, 15, -16]),
+    (F.ROUND_NEAREST, [0, 0, 5, -5, 15, -16])])
+def test_requantize_rounds_saturates_and_flags_by_hand(mode, expected):
+    """x / 2^3 of 0, -3, 37, -37, 200, -200 into [-16, 15]: 37/8 = 4.625,
+    +-200/8 = +-25 clip to 15 and -16; -3/8 underflows except under floor (-1)."""
+    x = np.array([0, -3, 37, -37, 200, -200])
+    out, flags = F.k_requantize(x, 0, 3, mode, -16, 15)
+    assert out.tolist() == expected
+    assert ((flags & F.FLAG_NONZERO) != 0).tolist() == [False, True, True, True, True, True]
+    assert ((flags & F.FLAG_UNDERFLOW) != 0).tolist() == [False, mode != F.ROUND_FLOOR, False, False, False, False]
+    assert ((flags & F.FLAG_SATURATED) != 0).tolist() == [False, False, False, False, True, True]
+
+
+def test_requantize_stochastic_is_the_floor_of_x_plus_the_draw():
+    # (37 + d) >> 3 for d = 0 .. 7: 4 for d <= 2, 5 for d >= 3 (37 = 4 * 8 + 5)
+    out, flags = F.k_requantize(np.full(8, 37), np.arange(8), 3, F.ROUND_STOCHASTIC, -16, 15)
+    assert out.tolist() == [4, 4, 4, 5, 5, 5, 5, 5]
+    assert np.all(flags == F.FLAG_NONZERO)
+    # -3 + d: -1 for d < 3, 0 (an underflow) from d = 3 on
+    out, flags = F.k_requantize(np.full(8, -3), np.arange(8), 3, F.ROUND_STOCHASTIC, -16, 15)
+    assert out.tolist() == [-1, -1, -1, 0, 0, 0, 0, 0]
+    assert ((flags & F.FLAG_UNDERFLOW) != 0).tolist() == [False] * 3 + [True] * 5
+
+
+def _signal_reference(err, B, shift, mode, lo, hi, rng):
+    """L from the definition in int64 numpy, independent of the engine's code:
+    acc = B err, then the rounding written out per mode, the clip, and the counts."""
+    acc = np.einsum("tbk,nk->tbn", err.astype(np.int64), B.astype(np.int64))
+    if mode == "stochastic":
+        q = (acc + rng.integers(0, 1 << shift, size=acc.shape, dtype=np.int64)) // (1 << shift)
+    elif mode == "floor":
+        q = acc // (1 << shift)
+    elif mode == "toward_zero":
+        q = np.sign(acc) * (np.abs(acc) // (1 << shift))
+    else:
+        q = (acc + (1 << (shift - 1))) // (1 << shift)
+    out = np.clip(q, lo, hi)
+    counts = dict(values=acc != 0, underflow=(acc != 0) & (q == 0), saturated=q != out)
+    return out, counts
+
+
+@pytest.mark.parametrize("mode", ["nearest", "floor", "toward_zero", "stochastic"])
+@pytest.mark.parametrize("threads", ["serial", "parallel"])
+def test_compiled_learning_signal_equals_the_int64_definition(mode, threads, monkeypatch):
+    """A block large enough for the compiled loop (40 steps x 16 samples x 60
+    neurons, 5 outputs), errors and feedback chosen so that values saturate
+    (signal_bits 7: |L| > 127) and underflow: the values, the stochastic
+    stream (a generator seeded alike draws the same numbers) and the counts,
+    totals and per layer, equal the definition; the numpy path (small
+    blocks, Lava) gives the same."""
+    _needs_numba()
+    from eprop_lava.engine import fused
+
+    if threads == "parallel":  # a block this small runs serially unless told otherwise
+        monkeypatch.setattr(fused, "PARALLEL_MIN_ELEMENTS", 0)
+    prof = F.loihi2_profile(signal_rounding=mode)
+    lo, hi = prof.signal_range
+    rng = np.random.default_rng(5)
+    err = rng.integers(-127, 128, size=(40, 16, 5))
+    err[:, :2] = 0  # samples without error: no values
+    err[3, 4] = [1, 0, 0, 0, 0]  # one level: B err / 2^6 underflows
+    B = rng.integers(-256, 256, size=(60, 5))
+    shift = 6
+    layers = [slice(0, 25), slice(25, 60)]
+    expected, counts = _signal_reference(err, B, shift, mode, lo, hi, np.random.default_rng(9))
+    assert counts["saturated"].sum() > 100 and counts["underflow"].sum() > 10
+    results = {}
+    for path, elements in (("compiled", 1), ("numpy", 1 << 40)):
+        monkeypatch.setattr(fe, "COMPILED_SIGNAL_ELEMENTS", elements)
+        stats, per_layer = {}, [(sl, {}) for sl in layers]
+        L = fe.learning_signal(err, B, shift, prof, stats, per_layer, rng=np.random.default_rng(9))
+        np.testing.assert_array_equal(L, expected, err_msg=path)
+        assert L.dtype == np.int64
+        for name, flag in counts.items():
+            assert stats[f"signal_{name}"] == int(flag.sum()), (path, name)
+            for sl, c in per_layer:
+                assert c[f"signal_{name}"] == int(flag[..., sl].sum()), (path, name, sl)
+        results[path] = L
+    np.testing.assert_array_equal(results["compiled"], results["numpy"])
+
+
+def test_compiled_learning_signal_draws_as_step_by_step(monkeypatch):
+    """The compiled loop takes the draws of one numpy call over the block: the
+    same numbers as one call per step with the generator kept (Lava, the
+    step engine)."""
+    _needs_numba()
+    monkeypatch.setattr(fe, "COMPILED_SIGNAL_ELEMENTS", 1)
+    prof = F.loihi2_profile(signal_rounding="stochastic")
+    rng = np.random.default_rng(1)
+    err = rng.integers(-30, 30, size=(9, 3, 2))
+    B = rng.integers(-200, 200, size=(7, 2))  # 3 x 7 = 21 draws a step: odd, half words carried
+    block = fe.learning_signal(err, B, 5, prof, rng=np.random.default_rng(4))
+    monkeypatch.setattr(fe, "COMPILED_SIGNAL_ELEMENTS", 1 << 40)
+    g = np.random.default_rng(4)
+    steps = np.stack([fe.learning_signal(err[t], B, 5, prof, rng=g) for t in range(9)])
+    np.testing.assert_array_equal(block, steps)

@@ -48,9 +48,10 @@ from eprop_lava.engine import fused
 from eprop_lava.engine.backend import cpu_threads, one_blas_thread
 from eprop_lava.engine.memory import retain_freed_memory
 from eprop_lava.fixed import (
-    ACT_SHIFT, DECAY_UNITY, DENSE_WEIGHT_BITS, ROUND_CODES, FixedPointError, FixedPointProfile, LearningRate,
-    apply_update, decay_constant, get_profile, k_weight_exp, learning_rate, round_to_dense_grid, shift_left_or_right,
-    shift_round, update_rng, wrap_int32,
+    ACT_SHIFT, DECAY_UNITY, DENSE_WEIGHT_BITS, FLAG_NONZERO, FLAG_SATURATED, FLAG_UNDERFLOW, ROUND_CODES, ROUND_FLOOR,
+    ROUND_STOCHASTIC, FixedPointError, FixedPointProfile, LearningRate, apply_update, decay_constant, get_profile,
+    k_dense_output, k_requantize, k_weight_exp, learning_rate, round_to_dense_grid, shift_round,
+    stochastic_draws, update_rng, wrap_int32,
 )
 from eprop_lava.neurons import fixed as fx
 from eprop_lava.neurons.base import adaptation_constants, decay as float_decay
@@ -375,28 +376,28 @@ def dense_output(w: np.ndarray, s: np.ndarray, weight_exp: int, parallel: bool =
                  as_int32: bool = False) -> np.ndarray:
     """Dense: (sum_i w_ji s_i) << weight_exp (>> -weight_exp, floor), sent as
     int32 (what Lava's channel holds). s (..., pre) 0/1; w (post, pre) int.
-    float64 BLAS is exact here (integers far below 2^53). The values are
-    int64 (callers add them up); as_int32=True returns an int32 array (the
-    same values) and, when no partial sum can leave int32, sums in int32."""
+    The values are int64 (callers add them up); as_int32=True returns an
+    int32 array (the same values). Integer sums in compiled loops
+    (:func:`eprop_lava.engine.fused.project_integers`), in int32 when no
+    partial sum can leave it (8-bit weights: twice the lanes); otherwise
+    float BLAS, exact here (integers far below 2^53)."""
     n_pre = w.shape[1]
     bound = int(np.abs(w).max(initial=0)) * n_pre
+    narrow = (bound << max(weight_exp, 0)) < (1 << 31)  # every partial sum and the shifted total fit in int32
     # parallel=False by default: the step-by-step engine may already run in threads
-    if as_int32 and fused.available() and (bound << max(weight_exp, 0)) < (1 << 31):
-        # 8-bit weights: every partial sum and the shifted total fit in int32 (twice the lanes)
-        acc = fused.project_events(s, w.T.astype(np.int32), parallel=parallel)
-        if acc is not None:
-            return k_weight_exp(acc, int(weight_exp)) if weight_exp else acc  # stays int32
-    acc = fused.project_events(s, w.T, parallel=parallel) if fused.available() else None
-    if acc is not None:  # sparse spikes: integer sums over the events (compiled)
-        acc = acc.astype(np.int64, copy=False)
-    else:
+    acc = fused.project_integers(s, w.astype(np.int32 if narrow else np.int64, copy=False), parallel=parallel) \
+        if fused.available() else None
+    if acc is None:
         # float32 holds every partial sum exactly while |sum| <= 256 n_pre < 2^24
         ftype = np.float32 if bound < (1 << 24) else np.float64
         acc = (np.asarray(s, dtype=ftype) @ w.T.astype(ftype)).astype(np.int64)
-    out = shift_left_or_right(acc, weight_exp)
-    bound = bound << weight_exp if weight_exp > 0 else bound
-    out = out if bound < (1 << 31) else wrap_int32(out)
-    return out.astype(np.int32) if as_int32 else out
+    elif acc.dtype.kind == "f":  # float spikes (the step engine's input): exact integer sums
+        acc = acc.astype(np.int64)
+    if narrow:  # the wrap cannot act
+        out = k_weight_exp(acc, int(weight_exp)) if weight_exp else acc
+    else:
+        out = k_dense_output(acc.astype(np.int64, copy=False), int(weight_exp))
+    return out.astype(np.int32 if as_int32 else np.int64, copy=False)
 
 
 def readout_step(y: np.ndarray, a_in: np.ndarray, ro: FixedReadout) -> np.ndarray:
@@ -458,9 +459,19 @@ def output_error(y: np.ndarray, target: np.ndarray, mask: np.ndarray, loss: str,
 def _count(stats: dict, name: str, live: np.ndarray, zero: np.ndarray, clipped: np.ndarray) -> None:
     """values: non-zero before quantization; underflow: of those, 0 after;
     saturated: clipped to the range."""
-    stats[f"{name}_values"] = stats.get(f"{name}_values", 0) + int(np.count_nonzero(live))
-    stats[f"{name}_underflow"] = stats.get(f"{name}_underflow", 0) + int(np.count_nonzero(live & zero))
-    stats[f"{name}_saturated"] = stats.get(f"{name}_saturated", 0) + int(np.count_nonzero(clipped))
+    _add_counts(stats, name, int(np.count_nonzero(live)), int(np.count_nonzero(live & zero)),
+                int(np.count_nonzero(clipped)))
+
+
+def _add_counts(stats: dict, name: str, values: int, underflow: int, saturated: int) -> None:
+    for key, n in (("values", values), ("underflow", underflow), ("saturated", saturated)):
+        stats[f"{name}_{key}"] = stats.get(f"{name}_{key}", 0) + int(n)
+
+
+#: from this many learning-signal values (steps x samples x neurons) on, the
+#: compiled loop forms them (one pass, the counts included); below, numpy
+#: (a Lava step or a step of the step engine: no threads started for it)
+COMPILED_SIGNAL_ELEMENTS = 1 << 15
 
 
 def learning_signal(err: np.ndarray, feedback: np.ndarray, shift: int, profile: FixedPointProfile,
@@ -469,8 +480,10 @@ def learning_signal(err: np.ndarray, feedback: np.ndarray, shift: int, profile: 
     """L^t = (B err^t) >> signal_shift, rounded by the profile's
     ``signal_rounding`` (default nearest; stochastic: E[L] = B err / 2^s),
     saturated to signal_bits: the graded third factor each neuron's
-    synapses receive.
-    Stochastic draws (:func:`~eprop_lava.fixed.shift_stochastic`): one value
+    synapses receive. The rounding, the saturation and what is counted are
+    :func:`~eprop_lava.fixed.k_requantize`, run on numpy arrays or, for
+    large blocks, inside one compiled loop (:func:`eprop_lava.engine.fused.run_fixed_learning_signal`).
+    Stochastic draws (:func:`~eprop_lava.fixed.stochastic_draws`): one value
     per element in C order over (steps, batch, unit), the steps of a block
     one after another; numpy's default generator (PCG64) keeps the half of a
     64-bit word it has not used across calls, so a block of steps (compiled
@@ -480,27 +493,54 @@ def learning_signal(err: np.ndarray, feedback: np.ndarray, shift: int, profile: 
     those, L = 0) and "signal_saturated" (L clipped) are incremented;
     per_layer: (neuron slice, dict) pairs that receive the same counts of
     their own neurons."""
-    err = np.asarray(err, dtype=np.int64)
-    K = err.shape[-1]
+    err = np.asarray(err)
+    if err.dtype.kind not in "iu":
+        err = err.astype(np.int64)
+    feedback = np.asarray(feedback)
+    N, K = feedback.shape
+    shape = err.shape[:-1] + (N,)
+    lo, hi = profile.signal_range
+    shift = int(shift)
+    if shift < 0:
+        raise FixedPointError(f"signal_shift: expected a right shift >= 0, got {shift}")
+    if profile.signal_rounding in ROUND_CODES:
+        mode, draws = ROUND_CODES[profile.signal_rounding], None
+    elif profile.signal_rounding == "stochastic":
+        if rng is None:
+            raise FixedPointError("stochastic rounding needs a seeded numpy Generator (rng)")
+        # shift 0: nothing to round, nothing drawn (as shift_stochastic)
+        mode, draws = (ROUND_STOCHASTIC, stochastic_draws(rng, shift, shape)) if shift > 0 else (ROUND_FLOOR, None)
+    else:
+        raise FixedPointError(f"signal_rounding: unknown {profile.signal_rounding!r}")
+    counting = stats is not None or bool(per_layer)
+    if fused.available() and math.prod(shape) >= COMPILED_SIGNAL_ELEMENTS and K <= 8:
+        out, counts = fused.run_fixed_learning_signal(err.reshape(-1, K), feedback, shift, mode,
+                                                      None if draws is None else draws.reshape(-1, N), lo, hi)
+        out = out.reshape(shape)
+        if counting:  # counts (3, N): values, underflow, saturated per neuron
+            if stats is not None:
+                _add_counts(stats, "signal", *counts.sum(1))
+            for sl, layer_counts in per_layer or ():
+                _add_counts(layer_counts, "signal", *counts[:, sl].sum(1))
+        return out
+    err = err.astype(np.int64, copy=False)
     if K <= 8:
         # integer sums over the few outputs: exact, and no BLAS call (whose threads stall on a
         # loaded machine); the same integers as the float product below
-        fb = np.asarray(feedback, dtype=np.int64)
+        fb = feedback.astype(np.int64, copy=False)
         acc = err[..., 0, None] * fb[:, 0]
         for k in range(1, K):
             acc += err[..., k, None] * fb[:, k]
     else:  # float64 holds every partial sum exactly (integers far below 2^53)
         acc = np.rint(err.astype(np.float64) @ feedback.T.astype(np.float64)).astype(np.int64)
-    lo, hi = profile.signal_range
-    shifted = shift_round(acc, shift, profile.signal_rounding, rng)
-    out = np.minimum(np.maximum(shifted, lo), hi)  # np.clip's int64 path is ~3x slower
-    if stats is not None or per_layer:
-        # each comparison once over (steps, batch, neurons); the layers count their slices of it
-        live, zero, clipped = acc != 0, shifted == 0, shifted != out
+    out, flags = k_requantize(acc, 0 if draws is None else draws, shift, mode, lo, hi)
+    if counting:
+        # each flag once over (steps, batch, neurons); the layers count their slices of it
+        live, under, clipped = (flags & FLAG_NONZERO) != 0, (flags & FLAG_UNDERFLOW) != 0, (flags & FLAG_SATURATED) != 0
         if stats is not None:
-            _count(stats, "signal", live, zero, clipped)
-        for sl, counts in per_layer or ():
-            _count(counts, "signal", live[..., sl], zero[..., sl], clipped[..., sl])
+            _add_counts(stats, "signal", *(np.count_nonzero(f) for f in (live, under, clipped)))
+        for sl, layer_counts in per_layer or ():
+            _add_counts(layer_counts, "signal", *(np.count_nonzero(f[..., sl]) for f in (live, under, clipped)))
     return out
 
 
@@ -868,16 +908,13 @@ def _simulate_compiled(net: "FixedNetwork", x: np.ndarray, target, mask, learn: 
     for t0, t1 in zip(edges[:-1], edges[1:]):
         src = x_buf  # the layer's input spikes: step t in row t + 1
         for r, L in enumerate(net.layers):
-            # the input arriving at t: sent at t - 1 (the first step's was sent in the previous block)
-            # int32: what Dense sends (dense_output wraps to 32 bits), half the memory traffic of int64
-            ext = np.empty((t1 - t0, B, L.neuron.size), np.int32)
-            ext[0] = sent_in[r]
-            if t1 - t0 > 1:
-                ext[1:] = dense_output(L.w_in, src[t0 + 1:t1], L.weight_exp, parallel=True, as_int32=True)
+            # the input arriving at t: sent at t - 1 (src row t), the input Dense summed inside the
+            # layer's loop; the first step's was sent in the previous block
             rows = slice(t0 + 1, t1 + 1)
-            out = fused.run_fixed_layer(L.neuron, ext, L.w_rec, L.rec_exp, states[r], sent_rec[r], learn,
+            out = fused.run_fixed_layer(L.neuron, None, L.w_rec, L.rec_exp, states[r], sent_rec[r], learn,
                                         out=dict(z=z_buf[r][rows], psi=psi_buf[r][rows],
-                                                 jac=None if jac_buf[r] is None else jac_buf[r][rows]))
+                                                 jac=None if jac_buf[r] is None else jac_buf[r][rows]),
+                                        inputs=(src[t0:t1], L.w_in, L.weight_exp, sent_in[r]))
             _add_neuron_counts(counters, r, out["counts"])
             if cut_buf[r] is not None:
                 np.add(out["z"], out["end"], out=cut_buf[r][rows])
@@ -888,8 +925,8 @@ def _simulate_compiled(net: "FixedNetwork", x: np.ndarray, target, mask, learn: 
         if t1 - t0 > 1:
             a_out[1:] = 0
             for r in range(len(net.layers)):
-                a_out[1:] += dense_output(ro.w[:, slices[r]], z_buf[r][t0 + 1:t1], ro.weight_exp, parallel=True,
-                                          as_int32=True)
+                # serial: a fraction of a millisecond, less than a parallel region costs on a loaded machine
+                a_out[1:] += dense_output(ro.w[:, slices[r]], z_buf[r][t0 + 1:t1], ro.weight_exp, as_int32=True)
             a_out[1:] = wrap_int32(a_out[1:])
         y_seq[t0:t1] = fused.run_fixed_readout(a_out, y, ro.d_kappa, ro.bias)
         if need_error:

@@ -329,6 +329,19 @@ if numba is not None:
                         for j in range(J):
                             out[tt, b, j] += p * w_t[i, j]
 
+    def _project_few(x, w, out):  # pragma: no cover - compiled
+        # out[r, j] = sum_i x[r, i] w[j, i] for few outputs j: one dot product per output over
+        # every input (a vectorized loop; testing each input for a spike costs more)
+        R, I = x.shape
+        J = w.shape[0]
+        for r in prange(R):
+            for j in range(J):
+                out[r, j] = 0
+                total = out[r, j]  # a zero of out's type
+                for i in range(I):
+                    total += x[r, i] * w[j, i]
+                out[r, j] = total
+
     @njit(cache=True, inline="always")
     def _recurrent_events(z, w_rec_t, rec):  # pragma: no cover - compiled
         # rec = z^{t-1} W_rec^T as the sum of the rows of W_rec^T whose neuron
@@ -339,8 +352,40 @@ if numba is not None:
                 for j in range(rec.shape[0]):
                     rec[j] += w_rec_t[i, j]
 
+    @njit(cache=True, inline="always")
+    def _integer_events(s, w_t, total, idx):  # pragma: no cover - compiled
+        # total = s W^T for integer spikes s and integer W^T (w_t), as the sum of the rows of
+        # W^T whose input spiked, eight (then four) rows per pass over total: one read and write
+        # of total per eight spikes instead of one. The spikes are first listed without a branch
+        # (a branch per input mispredicts at the firing rates of a recurrent layer). Integers:
+        # any order of the sum gives the same value (the caller's dtype holds every partial sum).
+        n = 0
+        for i in range(s.shape[0]):
+            idx[n] = i
+            n += 1 if s[i] != 0 else 0
+        total[:] = 0
+        k = 0
+        while k + 8 <= n:
+            a, b, c, d = idx[k], idx[k + 1], idx[k + 2], idx[k + 3]
+            e, f, g, h = idx[k + 4], idx[k + 5], idx[k + 6], idx[k + 7]
+            for j in range(total.shape[0]):
+                total[j] += (((w_t[a, j] + w_t[b, j]) + (w_t[c, j] + w_t[d, j]))
+                             + ((w_t[e, j] + w_t[f, j]) + (w_t[g, j] + w_t[h, j])))
+            k += 8
+        if k + 4 <= n:
+            a, b, c, d = idx[k], idx[k + 1], idx[k + 2], idx[k + 3]
+            for j in range(total.shape[0]):
+                total[j] += (w_t[a, j] + w_t[b, j]) + (w_t[c, j] + w_t[d, j])
+            k += 4
+        while k < n:
+            a = idx[k]
+            for j in range(total.shape[0]):
+                total[j] += w_t[a, j]
+            k += 1
+
     KERNELS = {f.__name__: _variants(f) for f in (_lif_family, _adjoint_block, _readout_backward, _outer_events,
-                                                   _project_events, _project_listed)}
+                                                   _project_events, _project_listed,
+                                                   _project_few)}
 
 
 def _kernel(name: str, parallel: bool):
@@ -943,6 +988,34 @@ def project_events(x: np.ndarray, w_t: np.ndarray, parallel: bool = True, events
     return out.reshape(*x.shape[:-1], w_t.shape[1])
 
 
+#: products of up to this many rows run compiled whatever the input's density:
+#: a BLAS call this small costs less than waking its threads (measured: the
+#: (64 x 100) recurrent Dense at a block's end took 0.02 ms alone, 4 ms
+#: right after a parallel compiled loop)
+SMALL_PRODUCT_ROWS = 4096
+
+
+def project_integers(x: np.ndarray, w: np.ndarray, parallel: bool = True) -> np.ndarray | None:
+    """x[..., i] w[j, i] of integer-valued arrays (w (J, I)), exact, in
+    compiled loops: for up to :data:`DENSE_READOUT_OUTPUTS` outputs one dot
+    product per output, otherwise over the nonzero x only (events). The
+    sums run in numpy's result type of x and w (int32 for spikes and int32
+    weights: the caller proves they fit). None for a large dense x with many
+    outputs (BLAS is faster there)."""
+    I = x.shape[-1]
+    x2 = np.ascontiguousarray(x.reshape(-1, I))
+    J = w.shape[0]
+    out = np.empty((x2.shape[0], J), np.result_type(x2, w))
+    if J <= DENSE_READOUT_OUTPUTS:
+        _kernel("_project_few", parallel)(x2, np.ascontiguousarray(w), out)
+    elif x2.shape[0] <= SMALL_PRODUCT_ROWS or _sparse(x2):
+        _kernel("_project_events", parallel)(x2[None], _bits(x2[None]), np.ascontiguousarray(w.T), out[None], False,
+                                             *EventRows.none(x2.dtype), _chunks(x2.shape[0], parallel))
+    else:
+        return None
+    return out.reshape(*x.shape[:-1], J)
+
+
 # ======================================================================= fixed point
 # The fixed-point loops below run the elementwise kernels of eprop_lava.fixed and
 # eprop_lava.neurons.fixed, compiled by :func:`compiled`: the loops hold no
@@ -1027,16 +1100,25 @@ def _fixed_loop(fn, constants: dict | None = None):
             value = getattr(mod, name, None)
             if getattr(value, fixed_arith.KERNEL_ATTR, False):
                 glb[name] = compiled(value, narrow)
-            elif name.startswith("FLAG_") and value is not None:  # the kernels' flag bits
+            elif name.startswith(("FLAG_", "ROUND_")) and isinstance(value, int):  # flag bits, rounding codes
                 glb[name] = value
     name = "_".join([fn.__name__, _source_tag()] + [f"{k.lower()}{int(v)}" for k, v in sorted(constants.items())])
     clone = types.FunctionType(fn.__code__, glb, name, fn.__defaults__, fn.__closure__)
     clone.__qualname__ = name
-    # the readout has K values per step: too little work to share out over threads
-    return njit(parallel=fn.__name__ not in SERIAL_LOOPS, cache=True, error_model="numpy")(clone)
+    # the readout has K values per step: too little work to share out over threads; SERIAL: the
+    # caller's choice for a small block (:data:`PARALLEL_MIN_ELEMENTS`)
+    parallel = fn.__name__ not in SERIAL_LOOPS and not constants.get("SERIAL", False)
+    return njit(parallel=parallel, cache=True, error_model="numpy")(clone)
 
 
 SERIAL_LOOPS = ("_fixed_readout",)
+
+#: Loops with less work than this many elements run on one thread: on the shared
+#: 2-core machine a parallel region waits for a time slice whenever another process
+#: holds a core (measured at load 2: the readout synapses of the benchmark's learning
+#: run, 1.9 M elements, 0.9 ms on one thread and 8 ms over two; the learning signal
+#: 1.1 ms and 6.8 ms), and on an idle machine two threads would save half a millisecond.
+PARALLEL_MIN_ELEMENTS = 1 << 22
 
 
 if numba is not None:
@@ -1113,76 +1195,115 @@ if numba is not None:
                             "k_shift": njit(inline="always")(_k_shift16),
                             "k_decay": njit(inline="always")(_k_decay16_nonnegative)}
 
-    def _fixed_lif_family_layer(ext, w_rec_t, has_rec, weight_exp, rec_first, du_f, dv_f, bias, vth, n_ref,
-                                adaptive, stdp, dth_f, theta_step, psi_mul, psi_shift, psi_max,
-                                u, v, theta, ref, z, z_out, psi_out, end_out, counts):  # pragma: no cover - compiled
-        # ext (S, B, N): this layer's input Dense output arriving at each step; rec_first (B, N):
-        # the recurrent Dense output arriving at the first step (computed before the
-        # previous update); u, v, theta, ref, z (B, N): the state, updated in place.
-        # counts (B, 3): per sample, the neuron steps whose flags had FLAG_V_SATURATED,
-        # FLAG_U_WRAPPED, FLAG_INT32_WRAPPED (or whose a_in sum wrapped), added to.
-        S, B, N = ext.shape
+    def _fixed_lif_family_layer(ext, pre, w_in_t, in_exp, in_first, w_rec_t, weight_exp, rec_first, du_f, dv_f,
+                                bias, vth, n_ref, dth_f, theta_step, psi_mul, psi_shift, psi_max, u, v, theta, ref, z,
+                                z_out, psi_out, end_out, counts):  # pragma: no cover - compiled
+        # The input arriving at each step: ext (S, B, N) (the input Dense's output), or, with ext
+        # empty, pre (S, B, I) spikes sent through W_in (w_in_t = W_in^T) at steps 1.., in_first
+        # (B, N) the output arriving at the first step; rec_first (B, N): the recurrent Dense output
+        # arriving at the first step (both sent before the previous update); u, v, theta, ref, z
+        # (B, N): the state, updated in place. counts (B, 3): per sample, the neuron steps whose
+        # flags had FLAG_V_SATURATED, FLAG_U_WRAPPED, FLAG_INT32_WRAPPED (or whose a_in sum
+        # wrapped), added to. HAS_REC, REFRACTORY (n_ref > 0), ADAPTIVE, STDP, KEEP_END are
+        # compile-time constants (_fixed_loop): the neuron's branches fold away.
+        S, B, N = z_out.shape
+        events = ext.shape[0] == 0
         for b in prange(B):
             rec = np.zeros(N, w_rec_t.dtype)
+            total = np.zeros(N, w_in_t.dtype)
+            idx = np.empty(max(N, pre.shape[2]), np.int64)  # the spiking inputs of one step
+            a_in = np.empty(N, np.int64)
+            wrapped = np.zeros(N, np.bool_)
             # counted in locals, written once per sample (no shared cache lines between threads)
             n_sat, n_uwrap, n_i32 = 0, 0, 0
             for t in range(S):
-                if has_rec and t > 0:
-                    _recurrent_events(z[b], w_rec_t, rec)
+                if not events:
+                    for j in range(N):
+                        a_in[j] = ext[t, b, j]
+                elif t == 0:
+                    for j in range(N):
+                        a_in[j] = in_first[b, j]
+                else:  # the rows of W_in^T whose input spiked at t - 1
+                    _integer_events(pre[t, b], w_in_t, total, idx)
+                    for j in range(N):
+                        a_in[j] = k_dense_output(np.int64(total[j]), in_exp)
+                if HAS_REC:
+                    if t > 0:
+                        _integer_events(z[b], w_rec_t, rec, idx)
+                    for j in range(N):
+                        r = rec_first[b, j] if t == 0 else k_dense_output(np.int64(rec[j]), weight_exp)
+                        a_sum = a_in[j] + r
+                        a_in[j] = k_wrap_int32(a_sum)
+                        wrapped[j] = a_in[j] != a_sum
+                # rows as 1-D views (2-D indexing had kept the readout synapses' loop from vectorizing)
+                u_b, v_b, th_b, ref_b, z_b = u[b], v[b], theta[b], ref[b], z[b]
+                z_t, psi_t, end_t = z_out[t, b], psi_out[t, b], end_out[t, b] if KEEP_END else end_out[0, 0]
                 for j in range(N):
-                    a = np.int64(ext[t, b, j])
-                    a_wrapped = False
-                    if has_rec:
-                        r = rec_first[b, j] if t == 0 else k_wrap_int32(k_weight_exp(np.int64(rec[j]), weight_exp))
-                        a_sum = a + r
-                        a = k_wrap_int32(a_sum)
-                        a_wrapped = a != a_sum
                     zj, psij, uj, vj, thj, refj, endj, flags = k_lif_family(
-                        a, u[b, j], v[b, j], theta[b, j], ref[b, j], z[b, j], du_f[j], dv_f[j], bias[j], vth[j],
-                        n_ref, adaptive, stdp, dth_f[j], theta_step[j], psi_mul[j], psi_shift, psi_max)
+                        a_in[j], u_b[j], v_b[j], th_b[j], ref_b[j], z_b[j], du_f[j], dv_f[j], bias[j],
+                        vth[j], n_ref if REFRACTORY else 0, ADAPTIVE, STDP, dth_f[j], theta_step[j], psi_mul[j],
+                        psi_shift, psi_max)
                     n_sat += flags & FLAG_V_SATURATED
                     n_uwrap += (flags & FLAG_U_WRAPPED) >> 1
-                    n_i32 += 1 if (a_wrapped or (flags & FLAG_INT32_WRAPPED) != 0) else 0
-                    u[b, j] = uj
-                    v[b, j] = vj
-                    theta[b, j] = thj
-                    ref[b, j] = refj
-                    z[b, j] = zj
-                    z_out[t, b, j] = zj
-                    psi_out[t, b, j] = psij
+                    n_i32 += 1 if (wrapped[j] or (flags & FLAG_INT32_WRAPPED) != 0) else 0
+                    u_b[j] = uj
+                    v_b[j] = vj
+                    th_b[j] = thj
+                    ref_b[j] = refj
+                    z_b[j] = zj
+                    z_t[j] = zj
+                    psi_t[j] = psij
                     if KEEP_END:  # learning STDP-ALIF synapses need it; inference does not
-                        end_out[t, b, j] = endj
+                        end_t[j] = endj
             counts[b, 0] += n_sat
             counts[b, 1] += n_uwrap
             counts[b, 2] += n_i32
 
-    def _fixed_izhikevich_layer(ext, w_rec_t, has_rec, weight_exp, rec_first, v_frac, izh_a, izh_ab, izh_c, izh_d,
-                                v_peak, psi_table, v, u, z, z_out, psi_out, jac_out,
+    def _fixed_izhikevich_layer(ext, pre, w_in_t, in_exp, in_first, w_rec_t, weight_exp, rec_first, v_frac, izh_a,
+                                izh_ab, izh_c, izh_d, v_peak, psi_table, v, u, z, z_out, psi_out, jac_out,
                                 counts):  # pragma: no cover - compiled
-        S, B, N = ext.shape
+        # inputs as _fixed_lif_family_layer's; HAS_REC a compile-time constant
+        S, B, N = z_out.shape
+        events = ext.shape[0] == 0
         for b in prange(B):
             rec = np.zeros(N, w_rec_t.dtype)
+            total = np.zeros(N, w_in_t.dtype)
+            idx = np.empty(max(N, pre.shape[2]), np.int64)  # the spiking inputs of one step
+            a_in = np.empty(N, np.int64)
             # counted in locals, written once per sample (no shared cache lines between threads)
-            n_sat, n_uwrap, n_i32 = 0, 0, 0
+            n_sat, n_i32 = 0, 0
             for t in range(S):
-                if has_rec and t > 0:
-                    _recurrent_events(z[b], w_rec_t, rec)
+                if not events:
+                    for j in range(N):
+                        a_in[j] = ext[t, b, j]
+                elif t == 0:
+                    for j in range(N):
+                        a_in[j] = in_first[b, j]
+                else:  # the rows of W_in^T whose input spiked at t - 1
+                    _integer_events(pre[t, b], w_in_t, total, idx)
+                    for j in range(N):
+                        a_in[j] = k_dense_output(np.int64(total[j]), in_exp)
+                if HAS_REC:
+                    if t > 0:
+                        _integer_events(z[b], w_rec_t, rec, idx)
+                    for j in range(N):
+                        r = rec_first[b, j] if t == 0 else k_dense_output(np.int64(rec[j]), weight_exp)
+                        a_sum = a_in[j] + r
+                        a_in[j] = k_wrap_int32(a_sum)
+                        n_i32 += 1 if a_in[j] != a_sum else 0
+                v_b, u_b, z_b = v[b], u[b], z[b]  # 1-D row views (as the LIF family's loop)
+                z_t, psi_t, jac_t = z_out[t, b], psi_out[t, b], jac_out[t, b]
                 for j in range(N):
-                    a = np.int64(ext[t, b, j])
-                    if has_rec:
-                        r = rec_first[b, j] if t == 0 else k_wrap_int32(k_weight_exp(np.int64(rec[j]), weight_exp))
-                        a_sum = a + r
-                        a = k_wrap_int32(a_sum)
-                        n_i32 += 1 if a != a_sum else 0
-                    zj, psij, jacj, vj, uj, flags = k_izhikevich(a, v[b, j], u[b, j], z[b, j], v_frac, izh_a[j],
-                                                                 izh_ab[j], izh_c[j], izh_d[j], v_peak[j], psi_table)
+                    zj, psij, jacj, vj, uj, flags = k_izhikevich(a_in[j], v_b[j], u_b[j], z_b[j], v_frac,
+                                                                 izh_a[j], izh_ab[j], izh_c[j], izh_d[j], v_peak[j],
+                                                                 psi_table)
                     n_sat += flags & FLAG_V_SATURATED
-                    v[b, j] = vj
-                    u[b, j] = uj
-                    z[b, j] = zj
-                    z_out[t, b, j] = zj
-                    psi_out[t, b, j] = psij
-                    jac_out[t, b, j] = jacj
+                    v_b[j] = vj
+                    u_b[j] = uj
+                    z_b[j] = zj
+                    z_t[j] = zj
+                    psi_t[j] = psij
+                    jac_t[j] = jacj
             counts[b, 0] += n_sat
             counts[b, 2] += n_i32
 
@@ -1271,20 +1392,37 @@ if numba is not None:
                 for i in range(acc_2.shape[1]):
                     acc_2[j, i] = k_clip_int32(acc_2[j, i] + total[I1 + i], acc_lo, acc_hi)
 
-    def _fixed_readout_synapses(pre, err, zbar, acc, dk_f, impulse, tmax, product_shift, rnd, acc_lo,
-                                acc_hi):  # pragma: no cover - compiled
-        # pre (S, B, I) = z^{t-1}; err (S, B, K); zbar (B, I) and acc (K, I) updated in place
+    def _fixed_readout_synapses(pre, err, zbar, acc, dk_f, impulse, tmax, acc_lo, acc_hi,
+                                chunks):  # pragma: no cover - compiled
+        # pre (S, B, I) = z^{t-1}; err (S, B, K); zbar (B, I) and acc (K, I) updated in place.
+        # Thread c takes the presynaptic neurons of chunk c; every inner loop runs over them
+        # (contiguous, vectorized), the batch sum of a step in total before acc's clip.
+        # PRODUCT_SHIFT and RND are compile-time constants (_fixed_loop).
         S, B, I = pre.shape
         K = err.shape[2]
-        for i in prange(I):
+        for c in prange(chunks):
+            ci = np.int64(c)
+            i0, i1 = ci * I // chunks, (ci + 1) * I // chunks
+            n = i1 - i0
+            total = np.zeros((K, n), np.int64)
             for t in range(S):
+                total[:] = 0
                 for b in range(B):
-                    zbar[b, i] = k_presynaptic_trace(zbar[b, i], np.int64(pre[t, b, i]), dk_f, impulse, tmax)
+                    z_row = zbar[b, i0:i1]
+                    pre_row = pre[t, b, i0:i1]
+                    for i in range(n):
+                        z_row[i] = k_presynaptic_trace(z_row[i], np.int64(pre_row[i]), dk_f, impulse, tmax)
+                    for k in range(K):
+                        e = np.int64(err[t, b, k])
+                        if e != 0:  # a zero error adds zero products in every rounding
+                            t_row = total[k]
+                            for i in range(n):
+                                t_row[i] += k_shift(e * z_row[i], PRODUCT_SHIFT, RND)
                 for k in range(K):
-                    total = np.int64(0)
-                    for b in range(B):
-                        total += k_shift(np.int64(err[t, b, k]) * zbar[b, i], product_shift, rnd)
-                    acc[k, i] = k_clip(acc[k, i] + total, acc_lo, acc_hi)
+                    a_row = acc[k, i0:i1]
+                    t_row = total[k]
+                    for i in range(n):
+                        a_row[i] = k_clip(a_row[i] + t_row[i], acc_lo, acc_hi)
 
     def _fixed_readout(a_out, y, dk_f, bias, y_out):  # pragma: no cover - compiled
         S, B, K = a_out.shape
@@ -1293,6 +1431,32 @@ if numba is not None:
                 for k in range(K):
                     y[b, k] = k_readout(y[b, k], np.int64(a_out[t, b, k]), dk_f, bias[k])
                     y_out[t, b, k] = y[b, k]
+
+    def _fixed_learning_signal(err, feedback_t, draws, lo, hi, chunks, out, counts):  # pragma: no cover - compiled
+        # err (R, K): the rows (steps x samples) of the output error; feedback_t (K, N) = B^T;
+        # draws (R, N) (read with ROUND_STOCHASTIC only); out (R, N) receives L; counts
+        # (chunks, 3, N): per thread and neuron the FLAG_NONZERO, FLAG_UNDERFLOW and
+        # FLAG_SATURATED values. SHIFT and MODE are compile-time constants (_fixed_loop).
+        R, K = err.shape
+        N = out.shape[1]
+        for c in prange(chunks):
+            ci = np.int64(c)
+            acc = np.empty(N, np.int64)
+            for r in range(ci * R // chunks, (ci + 1) * R // chunks):
+                e0 = np.int64(err[r, 0])
+                for j in range(N):
+                    acc[j] = e0 * feedback_t[0, j]
+                for k in range(1, K):
+                    ek = np.int64(err[r, k])
+                    for j in range(N):
+                        acc[j] += ek * feedback_t[k, j]
+                for j in range(N):
+                    draw = draws[r, j] if MODE == ROUND_STOCHASTIC else np.int64(0)
+                    value, flags = k_requantize(acc[j], draw, SHIFT, MODE, lo, hi)
+                    out[r, j] = value
+                    counts[c, 0, j] += flags & FLAG_NONZERO
+                    counts[c, 1, j] += (flags & FLAG_UNDERFLOW) >> 1
+                    counts[c, 2, j] += (flags & FLAG_SATURATED) >> 2
 
     FIXED_LOOPS: dict = {}
 
@@ -1307,22 +1471,33 @@ def _fixed(name: str, **constants: Any):
 
 
 def _rec_weights(w_rec: np.ndarray | None, n: int) -> np.ndarray:
-    """W_rec^T for the recurrent events, int32 when no partial sum can overflow it."""
+    """W^T for the event-driven Dense sums (a spike of input i adds row i) in
+    the narrowest of int16 / int32 / int64 that no partial sum can overflow
+    (8-bit weights into up to 127 neurons: int16, twice int32's lanes); a
+    (1, n) zero for no matrix."""
     if w_rec is None:
         return np.zeros((1, n), np.int32)
     w_rec = np.asarray(w_rec, np.int64)
-    small = int(np.abs(w_rec).max(initial=0)) * n < (1 << 31)
-    return np.ascontiguousarray(w_rec.T.astype(np.int32 if small else np.int64))
+    bound = int(np.abs(w_rec).max(initial=0)) * w_rec.shape[1]
+    dtype = np.int16 if bound < (1 << 15) else np.int32 if bound < (1 << 31) else np.int64
+    return np.ascontiguousarray(w_rec.T.astype(dtype))
 
 
-def run_fixed_layer(p: Any, ext: np.ndarray, w_rec: np.ndarray | None, weight_exp: int, state: dict,
-                    rec_first: np.ndarray | None = None, keep_records: bool = False, out: dict | None = None) -> dict:
+def run_fixed_layer(p: Any, ext: np.ndarray | None, w_rec: np.ndarray | None, weight_exp: int, state: dict,
+                    rec_first: np.ndarray | None = None, keep_records: bool = False, out: dict | None = None,
+                    inputs: tuple | None = None) -> dict:
     """A block of steps of one fixed-point layer (any of the four types), the
     neurons stepped by :func:`eprop_lava.neurons.fixed.k_lif_family` /
     :func:`~eprop_lava.neurons.fixed.k_izhikevich` and the recurrent Dense
-    (:func:`eprop_lava.engine.fixed_engine.dense_output`) event-driven.
+    (:func:`eprop_lava.engine.fixed_engine.dense_output`, each value
+    :func:`~eprop_lava.fixed.k_dense_output`) event-driven.
 
-    ext (S, B, N): the input Dense output arriving at each step; state: the
+    ext (S, B, N): the input Dense output arriving at each step, or None with
+    ``inputs`` = (pre, w_in, in_exp, in_first): the input Dense inside the
+    loop, event-driven as the recurrent one: pre (S, B, I) the spikes, row s
+    arriving at step s through w_in (N, I) with exponent in_exp, except the
+    first step's, in_first (B, N), sent before the block (with the weights
+    before an update). state: the
     layer's state dict ((B, N) int64 arrays, :func:`~eprop_lava.neurons.fixed.initial_state`),
     updated in place; rec_first (B, N): the recurrent Dense output arriving at
     the block's first step (default zero: the start of a sample). Returns the
@@ -1335,10 +1510,19 @@ def run_fixed_layer(p: Any, ext: np.ndarray, w_rec: np.ndarray | None, weight_ex
     integer type holding psi) and ``jac`` (Izhikevich) the records are written
     into, e.g. views of a caller's (T, B, N) buffers.
     Bit for bit the step engine's (tests/test_fused.py)."""
-    S, B, N = ext.shape
-    if ext.dtype not in (np.int32, np.int64):
-        ext = ext.astype(np.int64)
-    ext = np.ascontiguousarray(ext)
+    if inputs is None:
+        S, B, N = ext.shape
+        if ext.dtype not in (np.int32, np.int64):
+            ext = ext.astype(np.int64)
+        ext = np.ascontiguousarray(ext)
+        pre, w_in_t, in_exp, in_first = np.zeros((1, 1, 1), np.int8), np.zeros((1, N), np.int32), 0, None
+    else:
+        pre, w_in, in_exp, in_first = inputs
+        S, B = pre.shape[:2]
+        N = w_in.shape[0]
+        ext = np.zeros((0, 1, 1), np.int32)
+        pre, w_in_t = np.ascontiguousarray(pre), _rec_weights(w_in, N)
+    in_first = np.zeros((B, N), np.int64) if in_first is None else np.ascontiguousarray(in_first, np.int64)
     c = p.kernel_constants
     rec = _rec_weights(w_rec, N)
     first = np.zeros((B, N), np.int64) if rec_first is None else np.ascontiguousarray(rec_first, np.int64)
@@ -1349,23 +1533,24 @@ def run_fixed_layer(p: Any, ext: np.ndarray, w_rec: np.ndarray | None, weight_ex
     if out["psi"] is None:
         out["psi"] = np.empty((S, B, N), np.int32)
     counts = np.zeros((B, 3), np.int64)
+    inputs_args = (ext, pre, w_in_t, int(in_exp), in_first, rec, int(weight_exp), first)
     if p.kind == "izhikevich":
         out["jac"] = given.get("jac") if given.get("jac") is not None else np.empty((S, B, N), np.int64)
-        _fixed("_fixed_izhikevich_layer")(ext, rec, w_rec is not None, int(weight_exp), first, int(p.v_frac),
-                                          c["izh_a"], c["izh_ab"], c["izh_c"], c["izh_d"], c["v_peak"],
-                                          p.izh_psi_table, state["v"], state["u"], state["z"], out["z"], out["psi"],
-                                          out["jac"], counts)
+        _fixed("_fixed_izhikevich_layer", HAS_REC=w_rec is not None)(
+            *inputs_args, int(p.v_frac), c["izh_a"], c["izh_ab"], c["izh_c"], c["izh_d"], c["v_peak"],
+            p.izh_psi_table, state["v"], state["u"], state["z"], out["z"], out["psi"], out["jac"], counts)
         out["counts"] = counts.sum(0)
         return out
     keep_end = p.kind == "stdp_alif" and keep_records
     end = np.empty((S, B, N) if keep_end else (1, 1, 1), np.int8)
     zero = np.zeros((B, N), np.int64)
     theta = state.get("theta", zero)
-    _fixed("_fixed_lif_family_layer", KEEP_END=keep_end)(ext, rec, w_rec is not None, int(weight_exp), first, c["du_f"], c["dv_f"],
-                                      c["bias"], c["vth_scaled"], int(p.n_ref), p.kind != "lif",
-                                      p.kind == "stdp_alif", c["dth_f"], c["theta_step"], c["psi_mul"],
-                                      int(c["psi_shift"]), int(p.psi_max), state["u"], state["v"], theta,
-                                      state["ref"], state["z"], out["z"], out["psi"], end, counts)
+    # the constants take few values (not n_ref or psi_shift themselves: each value would compile its own loop)
+    loop = _fixed("_fixed_lif_family_layer", HAS_REC=w_rec is not None, REFRACTORY=int(p.n_ref) > 0,
+                  ADAPTIVE=p.kind != "lif", STDP=p.kind == "stdp_alif", KEEP_END=keep_end)
+    loop(*inputs_args, c["du_f"], c["dv_f"], c["bias"], c["vth_scaled"], int(p.n_ref), c["dth_f"], c["theta_step"],
+         c["psi_mul"], int(c["psi_shift"]), int(p.psi_max), state["u"], state["v"], theta, state["ref"], state["z"],
+         out["z"], out["psi"], end, counts)
     out["counts"] = counts.sum(0)
     if "end" in state:  # the neuron's own end-of-refractory flag: ref == 1
         state["end"][:] = state["ref"] == 1
@@ -1498,10 +1683,38 @@ def run_fixed_readout_synapses(syn: dict, pre: np.ndarray, err: np.ndarray, d_ka
     from eprop_lava.fixed import DECAY_UNITY, ROUND_CODES
 
     acc_lo, acc_hi = profile.accumulator_range
-    _fixed("_fixed_readout_synapses")(np.ascontiguousarray(pre), np.ascontiguousarray(err, np.int64), syn["zbar"],
-                                      syn["acc"], DECAY_UNITY - int(d_kappa), int(profile.trace_impulse),
-                                      int(profile.trace_max), int(profile.product_shift),
-                                      ROUND_CODES[profile.product_rounding], acc_lo, acc_hi)
+    serial = pre.size < PARALLEL_MIN_ELEMENTS
+    chunks = 1 if serial else max(1, min(numba.get_num_threads(), pre.shape[2]))
+    loop = _fixed("_fixed_readout_synapses", PRODUCT_SHIFT=int(profile.product_shift),
+                  RND=ROUND_CODES[profile.product_rounding], SERIAL=serial)
+    loop(np.ascontiguousarray(pre), np.ascontiguousarray(err), syn["zbar"], syn["acc"], DECAY_UNITY - int(d_kappa),
+         int(profile.trace_impulse), int(profile.trace_max), acc_lo, acc_hi, chunks)
+
+
+def run_fixed_learning_signal(err: np.ndarray, feedback: np.ndarray, shift: int, mode: int,
+                              draws: np.ndarray | None, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+    """L = k_requantize(sum_k err_k B_jk) over rows of errors in one compiled
+    pass (the loop of :func:`eprop_lava.engine.fixed_engine.learning_signal`):
+    err (R, K) integer errors, feedback B (N, K), draws (R, N) for
+    ROUND_STOCHASTIC. Returns (L (R, N) int64, counts (3, N): per neuron how
+    many values were non-zero, underflowed, saturated)."""
+    from eprop_lava.fixed import ROUND_STOCHASTIC
+
+    R, K = err.shape
+    N = feedback.shape[0]
+    out = np.empty((R, N), np.int64)
+    chunks = max(1, min(numba.get_num_threads(), R))
+    serial = R * N < PARALLEL_MIN_ELEMENTS
+    chunks = 1 if serial else chunks
+    counts = np.zeros((chunks, 3, N), np.int64)
+    if mode == ROUND_STOCHASTIC:
+        draws = np.ascontiguousarray(draws, np.int64)
+    else:
+        draws = np.zeros((1, 1), np.int64)
+    _fixed("_fixed_learning_signal", SHIFT=int(shift), MODE=int(mode), SERIAL=serial)(
+        np.ascontiguousarray(err), np.ascontiguousarray(np.asarray(feedback, np.int64).T), draws, int(lo), int(hi),
+        chunks, out, counts)
+    return out, counts.sum(0)
 
 
 def run_fixed_readout(a_out: np.ndarray, y: np.ndarray, d_kappa: int, bias: np.ndarray) -> np.ndarray:
