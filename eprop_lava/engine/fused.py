@@ -1442,6 +1442,9 @@ if numba is not None:
         for c in prange(chunks):
             ci = np.int64(c)
             acc = np.empty(N, np.int64)
+            # counted in this task's own rows and added once (stores into the shared
+            # counts array inside the loop kept it from vectorizing)
+            n_live, n_under, n_sat = np.zeros(N, np.int64), np.zeros(N, np.int64), np.zeros(N, np.int64)
             for r in range(ci * R // chunks, (ci + 1) * R // chunks):
                 e0 = np.int64(err[r, 0])
                 for j in range(N):
@@ -1450,13 +1453,18 @@ if numba is not None:
                     ek = np.int64(err[r, k])
                     for j in range(N):
                         acc[j] += ek * feedback_t[k, j]
+                out_r = out[r]
                 for j in range(N):
                     draw = draws[r, j] if MODE == ROUND_STOCHASTIC else np.int64(0)
                     value, flags = k_requantize(acc[j], draw, SHIFT, MODE, lo, hi)
-                    out[r, j] = value
-                    counts[c, 0, j] += flags & FLAG_NONZERO
-                    counts[c, 1, j] += (flags & FLAG_UNDERFLOW) >> 1
-                    counts[c, 2, j] += (flags & FLAG_SATURATED) >> 2
+                    out_r[j] = value
+                    n_live[j] += flags & FLAG_NONZERO
+                    n_under[j] += (flags & FLAG_UNDERFLOW) >> 1
+                    n_sat[j] += (flags & FLAG_SATURATED) >> 2
+            for j in range(N):
+                counts[c, 0, j] += n_live[j]
+                counts[c, 1, j] += n_under[j]
+                counts[c, 2, j] += n_sat[j]
 
     FIXED_LOOPS: dict = {}
 
