@@ -376,6 +376,14 @@ def _launch_threads() -> None:
     _threads_launched = True
 
 
+def thread_count() -> int:
+    """numba's thread count, its pool started by :func:`_launch_threads`
+    first: ``numba.get_num_threads()`` starts the pool itself when it is not
+    running, and so would set multiprocessing's start method."""
+    _launch_threads()
+    return numba.get_num_threads()
+
+
 def supports(model: Any, ops: Any) -> bool:
     """Whether :func:`run_lif_family` can replace the reference loop."""
     return (available() and getattr(ops, "fused", False) and not ops.autograd
@@ -730,7 +738,7 @@ def traced_adjoint_gradients(model: Any, const: Any, records: dict, signal: Any,
         rate = np.ascontiguousarray(np.broadcast_to(zero if rate is None else np.asarray(rate, dtype), (B, N)))
     else:
         direct, ybar, feedback, rate = True, np.asarray(signal, dtype), np.zeros((0, 0), dtype), np.zeros((1, 1), dtype)
-    chunks = max(1, min(numba.get_num_threads(), B))
+    chunks = max(1, min(thread_count(), B))
 
     def fusable(pre, width, rows):
         # sparse (known from the forward pass's event list, else sampled), and the
@@ -795,7 +803,7 @@ def readout_backward(kind: str, y: np.ndarray, target: np.ndarray, mask: np.ndar
         return None
     T, B, K = y.shape
     dtype = y.dtype
-    chunks = max(1, min(numba.get_num_threads(), B))
+    chunks = max(1, min(thread_count(), B))
     ybar = np.empty((T, B, K), dtype)
     loss = np.zeros(chunks)
     weights = readout_in is not None
@@ -823,7 +831,7 @@ def sum_outer_events(delta: np.ndarray, pre: np.ndarray) -> np.ndarray | None:
     p2 = np.ascontiguousarray(pre.reshape(-1, pre.shape[-1]))
     if not _sparse(p2):
         return None
-    chunks = max(1, min(numba.get_num_threads(), p2.shape[1]))
+    chunks = max(1, min(thread_count(), p2.shape[1]))
     dtype = np.result_type(d2, p2)
     # Rows split over threads is faster, but needs a private (I, J) sum per
     # thread: only while those copies are small next to the inputs.
@@ -904,7 +912,7 @@ def project_listed(parts: list, w_t: np.ndarray, steps: int, batch: int, shift: 
 
 def _chunks(samples: int, parallel: bool = True) -> int:
     """Tasks of a loop that sweeps time outermost over chunks of samples: one per thread."""
-    return max(1, min(numba.get_num_threads() if parallel else 1, samples))
+    return max(1, min(thread_count() if parallel else 1, samples))
 
 
 def _bits(a: np.ndarray) -> np.ndarray:

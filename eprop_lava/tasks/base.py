@@ -98,7 +98,16 @@ def _draw(kernel, rng: np.random.Generator, rate: np.ndarray, group_size: int, o
     draws before it, and the generator ends advanced by all of them - the same
     doubles in the same places and the same final state as one loop
     (``tests/test_speed_paths.py``). Its buffered 32-bit half-word, which
-    ``advance`` clears and these double draws never touch, is kept."""
+    ``advance`` clears and these double draws never touch, is kept.
+
+    The bit generator's lock is held throughout, as numpy's own ``rng.random``
+    holds it: another thread drawing from ``rng`` meanwhile waits, instead of
+    drawing copies of these numbers (the compiled loop does not take the lock)."""
+    with rng.bit_generator.lock:
+        _draw_locked(kernel, rng, rate, group_size, out)
+
+
+def _draw_locked(kernel, rng: np.random.Generator, rate: np.ndarray, group_size: int, out: np.ndarray) -> None:
     import os
 
     from eprop_lava.engine import fused
@@ -106,7 +115,7 @@ def _draw(kernel, rng: np.random.Generator, rate: np.ndarray, group_size: int, o
     global _draw_pool
     bitgen = rng.bit_generator
     draws = rate.shape[0] * group_size
-    threads = min(fused.numba.get_num_threads(), os.cpu_count() or 1)
+    threads = min(fused.thread_count(), os.cpu_count() or 1)
     if threads < 2 or draws < SPLIT_DRAWS or type(bitgen) not in (np.random.PCG64, np.random.PCG64DXSM):
         kernel(rng, rate, group_size, out)
         return
