@@ -77,3 +77,131 @@ def test_first_compiled_use_leaves_multiprocessing_start_method_unset(first_use)
     # ("context has already been set"): every compiled path launches through
     # fused._launch_threads, which leaves it unset.
     assert _start_method_after(first_use) == "None"
+
+
+@needs_numba
+@pytest.mark.parametrize("bitgen", [np.random.PCG64, np.random.MT19937, np.random.SFC64])
+def test_draws_above_the_split_size_keep_numpys_stream(bitgen, monkeypatch):
+    # real threads (no stand-ins): PCG64 splits the draws over numba's thread
+    # count, the others draw in one loop; both as numpy's rng.random(shape) < rate
+    monkeypatch.setenv("EPROP_LAVA_FUSED", "1")
+    rates = np.random.default_rng(0).random((40, 8, 25)).astype(np.float32)
+    rng, ref = np.random.Generator(bitgen(3)), np.random.Generator(bitgen(3))
+    x = base.grouped_poisson_spikes(rng, rates, 40)
+    assert x.size >= base.SPLIT_DRAWS
+    want = (ref.random((40, 8, 1000)) < np.repeat(rates, 40, axis=-1)).astype(np.float32)
+    np.testing.assert_array_equal(x, want)
+    assert rng.random() == ref.random()
+
+
+# ------------------------------------------- compiled engine against the reference loops
+def _spec(layers=2, bidirectional=False, timing="bellec", regularization="bellec", outputs=3, scale=1.0,
+          neuron="alif", loss="cross_entropy", rate_average=None, scales=None):
+    from eprop_lava.engine.verify import _network
+
+    spec = _network(neuron, layers=layers, recurrent=True, timing=timing, reset="subtract",
+                    regularization=regularization, n=10, k=outputs, bidirectional=bidirectional)
+    spec = spec.replace(learning=spec.learning.__class__(variant="random"), loss=loss,
+                        layers=tuple(replace(layer, weight_scale=w) for layer, w in
+                                     zip(spec.layers, scales or (scale,) * layers)))
+    if rate_average is not None:
+        spec = spec.replace(conventions=replace(spec.conventions, rate_average=rate_average,
+                                                batch_reduction="mean"))
+    return spec
+
+
+def _inputs(spec, steps, size, seed=4, rate=0.05, values=(1.0,)):
+    from eprop_lava.engine.network import Batch
+    from eprop_lava.engine.verify import _batch
+
+    b = _batch(spec, steps, size, seed)
+    rng = np.random.default_rng(seed + 1)
+    x = (rng.random(b.x.shape) < rate) * rng.choice(np.asarray(values), size=b.x.shape)
+    return Batch(x=x, target=b.target, mask=b.mask, labels=b.labels)
+
+
+def _both(spec, batch, dtype="float64"):
+    from eprop_lava.engine.backend import make_ops
+    from eprop_lava.engine.gradients import eprop_gradient
+    from eprop_lava.engine.network import init_params
+
+    params = init_params(spec)
+    return [eprop_gradient(spec, params, batch, make_ops("numpy", fused=f, dtype=dtype)) for f in (False, True)]
+
+
+def _assert_same(ref, fast, dtype="float64", min_spikes=1.0):
+    (loss_r, g_r, t_r), (loss_f, g_f, t_f) = ref, fast
+    rel = 1e-10 if dtype == "float64" else 1e-4
+    assert sum(float(z.sum()) for z in t_r.z) >= min_spikes
+    for z_r, z_f in zip(t_r.z, t_f.z):
+        assert z_f.dtype == z_r.dtype == np.dtype(dtype)
+        np.testing.assert_array_equal(z_f, z_r)
+    assert t_f.y.dtype == t_r.y.dtype
+    np.testing.assert_allclose(t_f.y, t_r.y, rtol=rel, atol=rel * np.abs(t_r.y).max())
+    assert loss_f == pytest.approx(loss_r, rel=rel)
+    assert set(g_f) == set(g_r)
+    for k in g_r:
+        scale = np.abs(g_r[k]).max()
+        assert g_f[k].dtype == g_r[k].dtype, k
+        assert np.abs(g_f[k] - g_r[k]).max() <= rel * max(scale, 1e-12), k
+
+
+def _event_paths(traj):
+    """(readout drive summed from the spike event lists, pre_in lists kept per population)."""
+    listed = all("z" in e and e["z"].density(P.columns[1] - P.columns[0]) <= fused.EVENT_DENSITY
+                 for P, e in zip(traj.populations, traj.pop_events))
+    return listed, ["pre_in" in e for e in traj.pop_events]
+
+
+EDGE_CASES = {
+    # 3 layers, both directions, Loihi timing: every population on the event lists
+    "3 bidirectional layers, loihi": dict(spec=dict(layers=3, bidirectional=True, timing="loihi", scale=0.7),
+                                          listed=True),
+    "2 bidirectional layers, online rate": dict(spec=dict(layers=2, bidirectional=True, regularization="online",
+                                                          scale=0.7), listed=True),
+    "one output": dict(spec=dict(outputs=1, bidirectional=True, timing="loihi", scale=0.7), listed=True),
+    # beyond INLINE_OUTPUTS: the learning signal's loop over k
+    "5 outputs": dict(spec=dict(outputs=5, bidirectional=True, timing="loihi", scale=0.7), listed=True),
+    "61 outputs": dict(spec=dict(outputs=61, scale=0.7), listed=True),
+    "mse, no regularizer": dict(spec=dict(loss="mse", regularization="none", timing="loihi", scale=0.7),
+                                listed=True),
+    "bellec rate per sample": dict(spec=dict(rate_average="sample", bidirectional=True, scale=0.7), listed=True),
+    # spikes above the event density: the readout and the adjoint take the dense products
+    "densely spiking layers": dict(spec=dict(scale=3.0, timing="loihi"), listed=False, rate=0.3),
+    # inputs that are not 0/1 spikes: negative values and -0.0 (whose bits are not 0)
+    "signed inputs and -0.0": dict(spec=dict(timing="loihi", scale=0.7), values=(-1.5, 2.0, -0.0), listed=True),
+    # a layer whose neurons never fire: its event lists are empty
+    "a silent layer": dict(spec=dict(scales=(0.7, 0.01), bidirectional=True, timing="loihi"), listed=True),
+    "batch of one": dict(spec=dict(bidirectional=True, timing="loihi", scale=0.7), size=1, listed=True),
+    "two steps": dict(spec=dict(bidirectional=True, timing="loihi", scale=3.0), steps=2, rate=0.6, min_spikes=1),
+    "one step": dict(spec=dict(bidirectional=True, scale=3.0), steps=1, rate=0.6, min_spikes=1),
+    "one step, loihi": dict(spec=dict(bidirectional=True, timing="loihi", scale=3.0), steps=1, rate=0.6,
+                            min_spikes=0),
+}
+
+
+@needs_numba
+@pytest.mark.parametrize("name", list(EDGE_CASES))
+def test_compiled_gradient_equals_reference_on_edge_cases(name):
+    case = EDGE_CASES[name]
+    spec = _spec(**case["spec"])
+    batch = _inputs(spec, case.get("steps", 90), case.get("size", 3), rate=case.get("rate", 0.05),
+                    values=case.get("values", (1.0,)))
+    ref, fast = _both(spec, batch)
+    _assert_same(ref, fast, min_spikes=case.get("min_spikes", 20))
+    if "listed" in case:
+        listed, pre_lists = _event_paths(fast[2])
+        assert listed == case["listed"]
+        # a sparse input's event list goes to the first population's adjoint, a dense one's does not
+        assert pre_lists[0] == (case.get("rate", 0.05) <= fused.EVENT_DENSITY)
+    if name == "a silent layer":
+        assert all(float(z.sum()) == 0 for z in fast[2].pop_z[2:]) and fast[2].pop_z[0].sum() > 0
+
+
+@needs_numba
+@pytest.mark.parametrize("timing", ["bellec", "loihi"])
+def test_float32_gradient_of_two_bidirectional_layers(timing):
+    spec = _spec(layers=2, bidirectional=True, timing=timing, scale=0.7)
+    ref, fast = _both(spec, _inputs(spec, 90, 3), dtype="float32")
+    _assert_same(ref, fast, dtype="float32", min_spikes=20)
+    assert _event_paths(fast[2])[0]
