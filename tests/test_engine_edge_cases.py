@@ -205,3 +205,65 @@ def test_float32_gradient_of_two_bidirectional_layers(timing):
     ref, fast = _both(spec, _inputs(spec, 90, 3), dtype="float32")
     _assert_same(ref, fast, dtype="float32", min_spikes=20)
     assert _event_paths(fast[2])[0]
+
+
+@needs_numba
+def test_non_contiguous_input_gives_the_contiguous_result():
+    from eprop_lava.engine.network import Batch
+
+    spec = _spec(layers=2, bidirectional=True, timing="loihi", scale=0.7)
+    batch = _inputs(spec, 90, 3)
+    wide = np.zeros((90, 6, 2 * spec.n_inputs))
+    wide[:, ::2, ::2] = batch.x
+    for x in (wide[:, ::2, ::2], np.asfortranarray(batch.x), batch.x.astype(bool)):
+        ref, fast = _both(spec, Batch(x=x, target=batch.target, mask=batch.mask, labels=batch.labels))
+        _assert_same(ref, fast, min_spikes=20)
+        _assert_same(_both(spec, batch)[0], fast, min_spikes=20)
+
+
+@needs_numba
+def test_forward_without_records_and_spike_counts_from_the_event_lists():
+    from eprop_lava.engine.backend import make_ops
+    from eprop_lava.engine.gradients import _bellec_rate, _spike_counts, rate_loss
+    from eprop_lava.engine.network import init_params, simulate
+
+    spec = _spec(layers=2, bidirectional=True, timing="loihi", scale=0.7)
+    params = init_params(spec)
+    x = _inputs(spec, 90, 3).x
+    ref = simulate(spec, params, x, make_ops("numpy", fused=False))
+    fast = simulate(spec, params, x, make_ops("numpy", fused=True), record=False)
+    assert fast.records == [] and fast.pop_records == []
+    for z_r, z_f in zip(ref.z, fast.z):
+        np.testing.assert_array_equal(z_f, z_r)
+    np.testing.assert_allclose(fast.y, ref.y, rtol=1e-12, atol=1e-12)
+    assert _event_paths(fast)[0]
+    spikes = np.concatenate(ref.z, axis=-1)
+    np.testing.assert_array_equal(_spike_counts(fast), spikes.sum(0))
+    assert _spike_counts(ref) is None  # the reference loops keep no lists
+    # the regularizer's rates from the lists: spikes per ms, per neuron (batch mean) or per
+    # sample, as numpy's means of the spikes; the trajectory reused for both
+    from eprop_lava.eprop.loss import bellec_rate_loss
+
+    reg = spec.regularization
+    for average, want in (("batch", spikes.mean((0, 1)) / spec.dt), ("sample", spikes.mean(0) / spec.dt)):
+        s = spec.replace(conventions=replace(spec.conventions, rate_average=average))
+        rate = _bellec_rate(s, fast, make_ops("numpy", fused=True))
+        np.testing.assert_allclose(rate, want, rtol=1e-12)
+        loss = bellec_rate_loss(spikes, reg.target_hz, reg.coefficient, spec.dt, average == "sample")
+        assert rate_loss(s, fast, make_ops("numpy", fused=True), rate) == pytest.approx(loss, rel=1e-12)
+
+
+@needs_numba
+def test_one_and_two_numba_threads_give_the_reference_gradient():
+    spec = _spec(layers=2, bidirectional=True, timing="loihi", scale=0.7)
+    batch = _inputs(spec, 90, 5)
+    threads = fused.numba.get_num_threads()
+    results = []
+    try:
+        for n in (1, min(2, fused.numba.config.NUMBA_NUM_THREADS)):
+            fused.numba.set_num_threads(n)
+            results.append(_both(spec, batch))
+    finally:
+        fused.numba.set_num_threads(threads)
+    for ref, fast in results:
+        _assert_same(ref, fast, min_spikes=20)
