@@ -53,6 +53,33 @@ def test_draws_hold_the_generator_against_another_thread(split, monkeypatch):
     assert rng.random() == ref.random()
 
 
+@needs_numba
+def test_split_draws_work_in_a_forked_child():
+    # a child forked after a split draw inherits the thread pool without its
+    # threads; its own split draw must still run (a fresh interpreter forks)
+    code = """
+import os, signal, numpy as np
+from eprop_lava.tasks import base
+from eprop_lava.engine import fused
+fused.numba.get_num_threads = lambda: 2
+os.cpu_count = lambda: 2
+rates = np.full((base.SPLIT_DRAWS // 100 + 1, 100), 0.25)
+base.poisson_spikes(np.random.default_rng(0), rates)
+assert base._draw_pool is not None
+pid = os.fork()
+if pid == 0:
+    signal.alarm(20)
+    x = base.poisson_spikes(np.random.default_rng(1), rates)
+    ref = (np.random.default_rng(1).random(rates.shape) < rates).astype(np.float32)
+    os._exit(0 if np.array_equal(x, ref) else 3)
+_, status = os.waitpid(pid, 0)
+print(os.waitstatus_to_exitcode(status))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "0"  # not -14: SIGALRM on a child left waiting
+
+
 def _start_method_after(code: str) -> str:
     out = subprocess.run([sys.executable, "-c", "import multiprocessing as mp, numpy as np\n" + code +
                           "\nprint(mp.get_start_method(allow_none=True))\n"],

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from typing import Any, Protocol
 
 import numpy as np
@@ -91,6 +92,16 @@ SPLIT_DRAWS = 1 << 18
 _draw_pool = None
 
 
+def _forget_draw_pool() -> None:
+    # A forked child inherits the pool without its threads: work given to it would wait forever.
+    global _draw_pool
+    _draw_pool = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_draw_pool)
+
+
 def _draw(kernel, rng: np.random.Generator, rate: np.ndarray, group_size: int, out: np.ndarray) -> None:
     """Run the compiled Bernoulli loop, split over threads where the bit
     generator can jump: PCG64 (numpy's default) advances by any number of
@@ -108,8 +119,6 @@ def _draw(kernel, rng: np.random.Generator, rate: np.ndarray, group_size: int, o
 
 
 def _draw_locked(kernel, rng: np.random.Generator, rate: np.ndarray, group_size: int, out: np.ndarray) -> None:
-    import os
-
     from eprop_lava.engine import fused
 
     global _draw_pool
