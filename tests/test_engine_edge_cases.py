@@ -294,3 +294,24 @@ def test_one_and_two_numba_threads_give_the_reference_gradient():
         fused.numba.set_num_threads(threads)
     for ref, fast in results:
         _assert_same(ref, fast, min_spikes=20)
+
+
+@needs_numba
+@pytest.mark.parametrize("timing,regularization", [("bellec", "bellec"), ("loihi", "online")])
+def test_event_list_gradient_of_two_layers_equals_the_online_formulation(timing, regularization):
+    # an independent definition: per-synapse eligibility traces stepped forward in
+    # time (eprop_gradient_online), against the compiled backward pass on the lists
+    from eprop_lava.engine.backend import make_ops
+    from eprop_lava.engine.gradients import eprop_gradient, eprop_gradient_online
+    from eprop_lava.engine.network import init_params
+
+    spec = _spec(layers=2, timing=timing, regularization=regularization, scale=0.8)
+    params, batch = init_params(spec), _inputs(spec, 60, 2)
+    loss_o, g_o, _ = eprop_gradient_online(spec, params, batch, make_ops("numpy", fused=False))
+    loss_f, g_f, traj = eprop_gradient(spec, params, batch, make_ops("numpy", fused=True))
+    assert _event_paths(traj) == (True, [True, True])
+    assert sum(float(z.sum()) for z in traj.z) > 20
+    assert loss_f == pytest.approx(loss_o, rel=1e-12)
+    assert set(g_f) == set(g_o)
+    for k in g_o:
+        assert np.abs(g_f[k] - g_o[k]).max() <= 1e-10 * np.abs(g_o[k]).max(), k
