@@ -315,3 +315,36 @@ def test_event_list_gradient_of_two_layers_equals_the_online_formulation(timing,
     assert set(g_f) == set(g_o)
     for k in g_o:
         assert np.abs(g_f[k] - g_o[k]).max() <= 1e-10 * np.abs(g_o[k]).max(), k
+
+
+@needs_numba
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/statm")
+def test_event_lists_take_memory_for_their_events_not_their_capacity():
+    # An EventRows has room for every value (T x W per sample) but holds the few
+    # events: only the pages those fill may become resident. (numpy asks the
+    # kernel for 2 MiB pages for large arrays, and one event per sample would then
+    # make the whole capacity resident.) A fresh interpreter measures it.
+    code = """
+import numpy as np
+from eprop_lava.engine import fused
+
+def resident():
+    return int(open("/proc/self/statm").read().split()[1]) * 4096
+
+T, B, W = 2000, 8, 500
+x = np.zeros((T, B, W), np.float32)
+x[::10, :, ::50] = 1.0  # 0.2% events
+w_t = np.ones((W, 1), np.float32)
+fused.project_events(x[:4], w_t, events=True)  # compiled before measuring
+before = resident()
+out, rows = fused.project_events(x, w_t, events=True)
+grown = resident() - before
+capacity = rows.index.nbytes + rows.value.nbytes
+np.testing.assert_array_equal(rows.dense(W), x)
+print(grown, capacity)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    grown, capacity = map(int, out.stdout.split()[-2:])
+    assert capacity == 2000 * 8 * 500 * (2 + 4)
+    assert grown < 0.1 * capacity, (grown, capacity)

@@ -841,6 +841,22 @@ def sum_outer_events(delta: np.ndarray, pre: np.ndarray) -> np.ndarray | None:
     return (out.sum(0) if split_rows else out[0]).T
 
 
+def _untouched(shape: tuple, dtype: Any) -> np.ndarray:
+    """np.empty whose memory becomes resident page by page as it is written:
+    numpy advises the kernel to back large arrays with 2 MiB pages, so that the
+    first event of a sample's list would make 2 MiB of it resident (measured:
+    the whole capacity of a 5% dense list). Large arrays here are an anonymous
+    map advised against huge pages instead (4 KiB pages)."""
+    import mmap
+
+    size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    if size < (4 << 20) or not hasattr(mmap, "MADV_NOHUGEPAGE"):
+        return np.empty(shape, dtype)
+    buffer = mmap.mmap(-1, size)
+    buffer.madvise(mmap.MADV_NOHUGEPAGE)
+    return np.frombuffer(buffer, dtype).reshape(shape)  # the array keeps the map (unmapped with it)
+
+
 class EventRows:
     """The nonzero values of a (T, B, W) array as one event list per sample:
     sample b's events of step t are ``index[b, q]`` (position w, increasing)
@@ -860,7 +876,7 @@ class EventRows:
         T, B, W = shape
         itype = np.int16 if W <= np.iinfo(np.int16).max else np.int32
         # room for every value; only the pages the events fill are ever touched
-        return cls(np.empty((T, B), np.int64), np.empty((B, T * W), itype), np.empty((B, T * W), dtype))
+        return cls(np.empty((T, B), np.int64), _untouched((B, T * W), itype), _untouched((B, T * W), dtype))
 
     @staticmethod
     def none(dtype: Any) -> tuple:
