@@ -54,6 +54,7 @@ def test_draws_hold_the_generator_against_another_thread(split, monkeypatch):
 
 
 @needs_numba
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
 def test_split_draws_work_in_a_forked_child():
     # a child forked after a split draw inherits the thread pool without its
     # threads; its own split draw must still run (a fresh interpreter forks)
@@ -97,7 +98,7 @@ def _start_method_after(code: str) -> str:
     # compiled forward loop on a dense input)
     "from eprop_lava.engine import fused\n"
     "fused.readout_backward('mse', np.zeros((3, 2, 2)), np.ones((3, 2, 2)), np.ones((3, 2)), None, 0.9)",
-])
+], ids=["task batch", "readout sweep first"])
 def test_first_compiled_use_leaves_multiprocessing_start_method_unset(first_use):
     # numba's own thread launch (which numba.get_num_threads() starts) sets
     # multiprocessing's start method, after which Lava's import fails
