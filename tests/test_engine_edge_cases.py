@@ -6,6 +6,7 @@ on shapes and inputs the main tests do not reach."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -54,7 +55,7 @@ def test_draws_hold_the_generator_against_another_thread(split, monkeypatch):
 
 
 @needs_numba
-@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_split_draws_work_in_a_forked_child():
     # a child forked after a split draw inherits the thread pool without its
     # threads; its own split draw must still run (a fresh interpreter forks)
