@@ -852,7 +852,7 @@ def _untouched(shape: tuple, dtype: Any) -> np.ndarray:
     size = int(np.prod(shape)) * np.dtype(dtype).itemsize
     if size < (4 << 20) or not hasattr(mmap, "MADV_NOHUGEPAGE"):
         return np.empty(shape, dtype)
-    buffer = mmap.mmap(-1, size)
+    buffer = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE)  # private, as malloc's memory (copied on write after a fork)
     buffer.madvise(mmap.MADV_NOHUGEPAGE)
     return np.frombuffer(buffer, dtype).reshape(shape)  # the array keeps the map (unmapped with it)
 
