@@ -350,3 +350,30 @@ print(grown, capacity)
     grown, capacity = map(int, out.stdout.split()[-2:])
     assert capacity == 2000 * 8 * 500 * (2 + 4)
     assert grown < 0.1 * capacity, (grown, capacity)
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_direct_learning_signal_of_any_layout_equals_the_reference_adjoint(dtype):
+    # the adjoint with L given as a (T, B, N) array (not as its factors): the
+    # compiled loop reads it as is, whatever its strides
+    from eprop_lava.engine.backend import make_ops
+    from eprop_lava.engine.network import init_params, simulate
+    from eprop_lava.eprop.traces import local_adjoint
+
+    spec = _spec(layers=1, scale=0.7)
+    params, x = init_params(spec), _inputs(spec, 70, 3).x
+    signal = np.random.default_rng(1).standard_normal((70, 3, 10)).astype(dtype)
+    layouts = (signal, np.asfortranarray(signal), np.ascontiguousarray(signal[:, :, ::-1])[:, :, ::-1])
+    deltas = []
+    for f in (False, True):
+        ops = make_ops("numpy", fused=f, dtype=dtype)
+        traj = simulate(spec, {k: ops.asarray(v) for k, v in params.items()}, ops.asarray(x), ops)
+        P = traj.populations[0]
+        deltas.append([local_adjoint(P.model, P.const, traj.pop_records[0], s, ops) for s in layouts])
+    assert traj.pop_z[0].sum() > 10
+    for ref, fast in zip(*deltas):
+        assert fast.dtype == ref.dtype == np.dtype(dtype)
+        np.testing.assert_allclose(fast, ref, rtol=1e-5 if dtype == "float32" else 1e-12,
+                                   atol=1e-6 * np.abs(ref).max())
+    np.testing.assert_array_equal(deltas[1][1], deltas[1][0])
