@@ -421,6 +421,14 @@ def _launch_threads() -> None:
     _threads_launched = True
 
 
+def thread_count() -> int:
+    """numba's thread count, its pool started by :func:`_launch_threads`
+    first: ``numba.get_num_threads()`` starts the pool itself when it is not
+    running, and so would set multiprocessing's start method."""
+    _launch_threads()
+    return numba.get_num_threads()
+
+
 def supports(model: Any, ops: Any) -> bool:
     """Whether :func:`run_lif_family` can replace the reference loop."""
     return (available() and getattr(ops, "fused", False) and not ops.autograd
@@ -775,7 +783,7 @@ def traced_adjoint_gradients(model: Any, const: Any, records: dict, signal: Any,
         rate = np.ascontiguousarray(np.broadcast_to(zero if rate is None else np.asarray(rate, dtype), (B, N)))
     else:
         direct, ybar, feedback, rate = True, np.asarray(signal, dtype), np.zeros((0, 0), dtype), np.zeros((1, 1), dtype)
-    chunks = max(1, min(numba.get_num_threads(), B))
+    chunks = max(1, min(thread_count(), B))
 
     def fusable(pre, width, rows):
         # sparse (known from the forward pass's event list, else sampled), and the
@@ -840,7 +848,7 @@ def readout_backward(kind: str, y: np.ndarray, target: np.ndarray, mask: np.ndar
         return None
     T, B, K = y.shape
     dtype = y.dtype
-    chunks = max(1, min(numba.get_num_threads(), B))
+    chunks = max(1, min(thread_count(), B))
     ybar = np.empty((T, B, K), dtype)
     loss = np.zeros(chunks)
     weights = readout_in is not None
@@ -868,7 +876,7 @@ def sum_outer_events(delta: np.ndarray, pre: np.ndarray) -> np.ndarray | None:
     p2 = np.ascontiguousarray(pre.reshape(-1, pre.shape[-1]))
     if not _sparse(p2):
         return None
-    chunks = max(1, min(numba.get_num_threads(), p2.shape[1]))
+    chunks = max(1, min(thread_count(), p2.shape[1]))
     dtype = np.result_type(d2, p2)
     # Rows split over threads is faster, but needs a private (I, J) sum per
     # thread: only while those copies are small next to the inputs.
@@ -876,6 +884,22 @@ def sum_outer_events(delta: np.ndarray, pre: np.ndarray) -> np.ndarray | None:
     out = np.zeros((chunks if split_rows else 1, p2.shape[1], d2.shape[1]), dtype)
     _kernel("_outer_events", True)(d2, p2, chunks, split_rows, out)
     return (out.sum(0) if split_rows else out[0]).T
+
+
+def _untouched(shape: tuple, dtype: Any) -> np.ndarray:
+    """np.empty whose memory becomes resident page by page as it is written:
+    numpy advises the kernel to back large arrays with 2 MiB pages, so that the
+    first event of a sample's list would make 2 MiB of it resident (measured:
+    the whole capacity of a 5% dense list). Large arrays here are an anonymous
+    map advised against huge pages instead (4 KiB pages)."""
+    import mmap
+
+    size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    if size < (4 << 20) or not hasattr(mmap, "MADV_NOHUGEPAGE"):
+        return np.empty(shape, dtype)
+    buffer = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE)  # private, as malloc's memory (copied on write after a fork)
+    buffer.madvise(mmap.MADV_NOHUGEPAGE)
+    return np.frombuffer(buffer, dtype).reshape(shape)  # the array keeps the map (unmapped with it)
 
 
 class EventRows:
@@ -897,7 +921,7 @@ class EventRows:
         T, B, W = shape
         itype = np.int16 if W <= np.iinfo(np.int16).max else np.int32
         # room for every value; only the pages the events fill are ever touched
-        return cls(np.empty((T, B), np.int64), np.empty((B, T * W), itype), np.empty((B, T * W), dtype))
+        return cls(np.empty((T, B), np.int64), _untouched((B, T * W), itype), _untouched((B, T * W), dtype))
 
     @staticmethod
     def none(dtype: Any) -> tuple:
@@ -949,7 +973,7 @@ def project_listed(parts: list, w_t: np.ndarray, steps: int, batch: int, shift: 
 
 def _chunks(samples: int, parallel: bool = True) -> int:
     """Tasks of a loop that sweeps time outermost over chunks of samples: one per thread."""
-    return max(1, min(numba.get_num_threads() if parallel else 1, samples))
+    return max(1, min(thread_count() if parallel else 1, samples))
 
 
 def _bits(a: np.ndarray) -> np.ndarray:

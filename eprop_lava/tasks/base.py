@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from typing import Any, Protocol
 
 import numpy as np
@@ -91,6 +92,16 @@ SPLIT_DRAWS = 1 << 18
 _draw_pool = None
 
 
+def _forget_draw_pool() -> None:
+    # A forked child inherits the pool without its threads: work given to it would wait forever.
+    global _draw_pool
+    _draw_pool = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_draw_pool)
+
+
 def _draw(kernel, rng: np.random.Generator, rate: np.ndarray, group_size: int, out: np.ndarray) -> None:
     """Run the compiled Bernoulli loop, split over threads where the bit
     generator can jump: PCG64 (numpy's default) advances by any number of
@@ -98,15 +109,22 @@ def _draw(kernel, rng: np.random.Generator, rate: np.ndarray, group_size: int, o
     draws before it, and the generator ends advanced by all of them - the same
     doubles in the same places and the same final state as one loop
     (``tests/test_speed_paths.py``). Its buffered 32-bit half-word, which
-    ``advance`` clears and these double draws never touch, is kept."""
-    import os
+    ``advance`` clears and these double draws never touch, is kept.
 
+    The bit generator's lock is held throughout, as numpy's own ``rng.random``
+    holds it: another thread drawing from ``rng`` meanwhile waits, instead of
+    drawing copies of these numbers (the compiled loop does not take the lock)."""
+    with rng.bit_generator.lock:
+        _draw_locked(kernel, rng, rate, group_size, out)
+
+
+def _draw_locked(kernel, rng: np.random.Generator, rate: np.ndarray, group_size: int, out: np.ndarray) -> None:
     from eprop_lava.engine import fused
 
     global _draw_pool
     bitgen = rng.bit_generator
     draws = rate.shape[0] * group_size
-    threads = min(fused.numba.get_num_threads(), os.cpu_count() or 1)
+    threads = min(fused.thread_count(), os.cpu_count() or 1)
     if threads < 2 or draws < SPLIT_DRAWS or type(bitgen) not in (np.random.PCG64, np.random.PCG64DXSM):
         kernel(rng, rate, group_size, out)
         return
