@@ -1716,7 +1716,7 @@ def run_fixed_readout_synapses(syn: dict, pre: np.ndarray, err: np.ndarray, d_ka
 
     acc_lo, acc_hi = profile.accumulator_range
     serial = pre.size < PARALLEL_MIN_ELEMENTS
-    chunks = 1 if serial else max(1, min(numba.get_num_threads(), pre.shape[2]))
+    chunks = 1 if serial else max(1, min(thread_count(), pre.shape[2]))
     loop = _fixed("_fixed_readout_synapses", PRODUCT_SHIFT=int(profile.product_shift),
                   RND=ROUND_CODES[profile.product_rounding], SERIAL=serial)
     loop(np.ascontiguousarray(pre), np.ascontiguousarray(err), syn["zbar"], syn["acc"], DECAY_UNITY - int(d_kappa),
@@ -1735,7 +1735,7 @@ def run_fixed_learning_signal(err: np.ndarray, feedback: np.ndarray, shift: int,
     R, K = err.shape
     N = feedback.shape[0]
     out = np.empty((R, N), np.int64)
-    chunks = max(1, min(numba.get_num_threads(), R))
+    chunks = max(1, min(thread_count(), R))
     serial = R * N < PARALLEL_MIN_ELEMENTS
     chunks = 1 if serial else chunks
     counts = np.zeros((chunks, 3, N), np.int64)
