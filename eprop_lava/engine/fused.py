@@ -1397,6 +1397,11 @@ if numba is not None:
                 total[:] = 0
                 for b in range(B):
                     sig = np.int16(signal[t, b, j])
+                    # SIGN_SPLIT (toward-zero products): ebar >= 0 here, and rounding toward zero
+                    # is odd, so (ebar L) >> s = sgn(L) ((ebar |L|) >> s) with the floor shift on
+                    # a non-negative product (P_RND): the sign goes to the sum, not the rounding
+                    sgn = np.int16(1 if sig > 0 else -1) if SIGN_SPLIT else np.int16(1)
+                    factor = np.int16(sig * sgn) if SIGN_SPLIT else sig
                     cut = np.int16(z_rec[t, b, j])
                     psi = np.int16(psi_rec[t + 1, b, j])
                     ev_row = eps_v[b, j]
@@ -1406,11 +1411,11 @@ if numba is not None:
                         ev, _, e = k_eligibility_lif_family(ev_row[i], 0, cut, dv16, 0, 0,
                                                             np.int16(impulse16 * np.int16(pre_row[i])), psi, tmax,
                                                             PSI_BITS, 0, E_RND, False)
-                        eb, prod = k_trace_product(eb_row[i], e, sig, dk16, tag_lo, tag_hi, PRODUCT_SHIFT, RND)
+                        eb, prod = k_trace_product(eb_row[i], e, factor, dk16, tag_lo, tag_hi, PRODUCT_SHIFT, P_RND)
                         ev_row[i] = ev
                         eb_row[i] = eb
                         if sig != 0:  # invariant in i: without L the product is dead
-                            total[i] += prod
+                            total[i] += np.int16(sgn * prod) if SIGN_SPLIT else prod
                 for i in range(I1):  # fits int32: lif_synapse_fits_int32
                     acc[j, i] = k_clip_int32(acc[j, i] + total[i], acc_lo, acc_hi)
                 for i in range(acc_2.shape[1]):
@@ -1637,8 +1642,11 @@ def _run_lif_synapses16(p: Any, eps_v: np.ndarray, ebar: np.ndarray, acc: np.nda
     acc_lo, acc_hi = profile.accumulator_range
     rnd = ROUND_CODES[profile.product_rounding]
     # e = (eps_v psi) >> psi_bits of non-negative values (lif_synapse_fits_int16): toward zero is floor
-    loop = _fixed("_fixed_lif_synapses", NARROW=16, RND=rnd, PRODUCT_SHIFT=int(profile.product_shift),
-                  PSI_BITS=int(p.psi_bits), E_RND=ROUND_FLOOR if rnd == ROUND_TOWARD_ZERO else rnd)
+    # toward-zero products of ebar >= 0: the sign of L apart, the floor shift on the magnitude
+    split = rnd == ROUND_TOWARD_ZERO
+    loop = _fixed("_fixed_lif_synapses", NARROW=16, PRODUCT_SHIFT=int(profile.product_shift),
+                  PSI_BITS=int(p.psi_bits), E_RND=ROUND_FLOOR if rnd == ROUND_TOWARD_ZERO else rnd,
+                  SIGN_SPLIT=split, P_RND=ROUND_FLOOR if split else rnd)
     loop(np.ascontiguousarray(pre), records["z"], records["psi"], np.ascontiguousarray(signal), eps_v, ebar, acc,
          acc_2, p.kernel_constants["dv_f"], int(profile.trace_impulse), int(profile.trace_max),
          DECAY_UNITY - int(d_kappa), tag_lo, tag_hi, acc_lo, acc_hi)
