@@ -1126,6 +1126,9 @@ def _fixed_loop(fn, constants: dict | None = None):
                 glb[name] = compiled(value, narrow)
             elif name.startswith(("FLAG_", "ROUND_")) and isinstance(value, int):  # flag bits, rounding codes
                 glb[name] = value
+        own = fn.__globals__.get(name)
+        if glb.get(name) is own and getattr(own, fixed_arith.KERNEL_ATTR, False):
+            glb[name] = compiled(own, narrow)  # a loop helper of this module (_layer_input)
     name = "_".join([fn.__name__, _source_tag()] + [f"{k.lower()}{int(v)}" for k, v in sorted(constants.items())])
     clone = types.FunctionType(fn.__code__, glb, name, fn.__defaults__, fn.__closure__)
     clone.__qualname__ = name
@@ -1219,6 +1222,37 @@ if numba is not None:
                             "k_shift": njit(inline="always")(_k_shift16),
                             "k_decay": njit(inline="always")(_k_decay16_nonnegative)}
 
+    def _layer_input(t, b, ext, pre, w_in_t, in_exp, in_first, has_rec, z_b, w_rec_t, weight_exp, rec_first,
+                     total, rec, idx, a_in, wrapped):  # pragma: no cover - compiled
+        # What a layer's neurons receive at step t of sample b, into a_in (N,): the input Dense
+        # (ext[t, b] given, or with ext empty in_first at t = 0 and the rows of W_in^T whose input
+        # spiked at t - 1), plus the recurrent Dense (rec_first at t = 0, then the rows of
+        # W_rec^T of the neurons that spiked, z_b) wrapped to int32; wrapped[j]: that sum wrapped.
+        # The one rendering of both layer loops' input (they differ only in the neuron kernel).
+        N = a_in.shape[0]
+        if ext.shape[0] != 0:
+            for j in range(N):
+                a_in[j] = ext[t, b, j]
+        elif t == 0:
+            for j in range(N):
+                a_in[j] = in_first[b, j]
+        else:  # the rows of W_in^T whose input spiked at t - 1
+            _integer_events(pre[t, b], w_in_t, total, idx)
+            for j in range(N):
+                a_in[j] = k_dense_output(np.int64(total[j]), in_exp)
+        if has_rec:
+            if t > 0:
+                _integer_events(z_b, w_rec_t, rec, idx)
+            for j in range(N):
+                r = rec_first[b, j] if t == 0 else k_dense_output(np.int64(rec[j]), weight_exp)
+                a_sum = a_in[j] + r
+                a_in[j] = k_wrap_int32(a_sum)
+                wrapped[j] = a_in[j] != a_sum
+
+    from eprop_lava.fixed import k_dense_output, k_wrap_int32, kernel  # noqa: E402 - what _layer_input calls
+
+    _layer_input = kernel(_layer_input)  # compiled with the kernels it calls (fused.compiled)
+
     def _fixed_lif_family_layer(ext, pre, w_in_t, in_exp, in_first, w_rec_t, weight_exp, rec_first, du_f, dv_f,
                                 bias, vth, n_ref, dth_f, theta_step, psi_mul, psi_shift, psi_max, u, v, theta, ref, z,
                                 z_out, psi_out, end_out, counts):  # pragma: no cover - compiled
@@ -1231,7 +1265,6 @@ if numba is not None:
         # wrapped), added to. HAS_REC, REFRACTORY (n_ref > 0), ADAPTIVE, STDP, KEEP_END are
         # compile-time constants (_fixed_loop): the neuron's branches fold away.
         S, B, N = z_out.shape
-        events = ext.shape[0] == 0
         for b in prange(B):
             rec = np.zeros(N, w_rec_t.dtype)
             total = np.zeros(N, w_in_t.dtype)
@@ -1241,24 +1274,8 @@ if numba is not None:
             # counted in locals, written once per sample (no shared cache lines between threads)
             n_sat, n_uwrap, n_i32 = 0, 0, 0
             for t in range(S):
-                if not events:
-                    for j in range(N):
-                        a_in[j] = ext[t, b, j]
-                elif t == 0:
-                    for j in range(N):
-                        a_in[j] = in_first[b, j]
-                else:  # the rows of W_in^T whose input spiked at t - 1
-                    _integer_events(pre[t, b], w_in_t, total, idx)
-                    for j in range(N):
-                        a_in[j] = k_dense_output(np.int64(total[j]), in_exp)
-                if HAS_REC:
-                    if t > 0:
-                        _integer_events(z[b], w_rec_t, rec, idx)
-                    for j in range(N):
-                        r = rec_first[b, j] if t == 0 else k_dense_output(np.int64(rec[j]), weight_exp)
-                        a_sum = a_in[j] + r
-                        a_in[j] = k_wrap_int32(a_sum)
-                        wrapped[j] = a_in[j] != a_sum
+                _layer_input(t, b, ext, pre, w_in_t, in_exp, in_first, HAS_REC, z[b], w_rec_t, weight_exp,
+                             rec_first, total, rec, idx, a_in, wrapped)
                 # rows as 1-D views (2-D indexing had kept the readout synapses' loop from vectorizing)
                 u_b, v_b, th_b, ref_b, z_b = u[b], v[b], theta[b], ref[b], z[b]
                 z_t, psi_t, end_t = z_out[t, b], psi_out[t, b], end_out[t, b] if KEEP_END else end_out[0, 0]
@@ -1288,33 +1305,20 @@ if numba is not None:
                                 counts):  # pragma: no cover - compiled
         # inputs as _fixed_lif_family_layer's; HAS_REC a compile-time constant
         S, B, N = z_out.shape
-        events = ext.shape[0] == 0
         for b in prange(B):
             rec = np.zeros(N, w_rec_t.dtype)
             total = np.zeros(N, w_in_t.dtype)
             idx = np.empty(max(N, pre.shape[2]), np.int64)  # the spiking inputs of one step
             a_in = np.empty(N, np.int64)
+            wrapped = np.zeros(N, np.bool_)
             # counted in locals, written once per sample (no shared cache lines between threads)
             n_sat, n_i32 = 0, 0
             for t in range(S):
-                if not events:
-                    for j in range(N):
-                        a_in[j] = ext[t, b, j]
-                elif t == 0:
-                    for j in range(N):
-                        a_in[j] = in_first[b, j]
-                else:  # the rows of W_in^T whose input spiked at t - 1
-                    _integer_events(pre[t, b], w_in_t, total, idx)
-                    for j in range(N):
-                        a_in[j] = k_dense_output(np.int64(total[j]), in_exp)
+                _layer_input(t, b, ext, pre, w_in_t, in_exp, in_first, HAS_REC, z[b], w_rec_t, weight_exp,
+                             rec_first, total, rec, idx, a_in, wrapped)
                 if HAS_REC:
-                    if t > 0:
-                        _integer_events(z[b], w_rec_t, rec, idx)
                     for j in range(N):
-                        r = rec_first[b, j] if t == 0 else k_dense_output(np.int64(rec[j]), weight_exp)
-                        a_sum = a_in[j] + r
-                        a_in[j] = k_wrap_int32(a_sum)
-                        n_i32 += 1 if a_in[j] != a_sum else 0
+                        n_i32 += 1 if wrapped[j] else 0
                 v_b, u_b, z_b = v[b], u[b], z[b]  # 1-D row views (as the LIF family's loop)
                 z_t, psi_t, jac_t = z_out[t, b], psi_out[t, b], jac_out[t, b]
                 for j in range(N):
