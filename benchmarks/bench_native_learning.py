@@ -37,9 +37,6 @@ plain Dense and LIF: every process standard but the learning-signal one).
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -49,8 +46,7 @@ from pathlib import Path
 
 from eprop_lava.compile import deploy
 from eprop_lava.compile import native_learning as nl
-from eprop_lava.compile.artifact import jsonable, load_artifact, versions
-from eprop_lava.training import atomic_write_text
+from eprop_lava.compile.artifact import load_artifact, write_result
 from eprop_lava.compile.pipeline import ADAPTATION_LR, compile_checkpoint
 from eprop_lava.engine import fixed_engine as fe
 from eprop_lava.studies.onchip import feedback_gain
@@ -165,11 +161,7 @@ def main() -> int:
     out["own_stream_check"] = {n: own_stream_check(net, trn.x[:, 0], trn.target[:, 0], trn.mask[:, 0], n)
                                for n in ("eprop", "eprop_cut")}
     out["seconds"] = time.perf_counter() - t0
-    out["machine"] = {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
-                      "loadavg_end": os.getloadavg(), "versions": versions()}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out, json.dumps(jsonable(out), indent=2))
-    print(f"results: {args.out}")
+    write_result(args.out, out)
     return 0
 
 

@@ -17,18 +17,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-from eprop_lava.compile.artifact import jsonable
+from eprop_lava.compile.artifact import write_result
 from eprop_lava.compile.pipeline import compile_checkpoint
 from eprop_lava.studies.onchip import adaptation, format_adaptation
 from eprop_lava.tasks import get_task
-from eprop_lava.training import TrainConfig, atomic_write_text, train
+from eprop_lava.training import TrainConfig, train
 
 OUT = Path(__file__).resolve().parent / "results" / "onchip_adaptation.json"
 
@@ -81,12 +79,9 @@ def main() -> int:
             "within_0_05": all(abs(d) <= 0.05 for d in diff)}
     out = {"benchmark": "on-chip adaptation, evidence task with swapped cue sides", "network_validation_error":
            validation_error, "repeats": args.repeats, "test_samples": args.test_samples,
-           "summary": summary, "runs": runs, "seconds": time.perf_counter() - t0,
-           "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                       "loadavg_end": os.getloadavg()}}
-    atomic_write_text(args.out, json.dumps(jsonable(out), indent=2))
+           "summary": summary, "runs": runs, "seconds": time.perf_counter() - t0}
     print(json.dumps(summary, indent=2))
-    print(f"results: {args.out}")
+    write_result(args.out, out)
     return 0
 
 

@@ -32,8 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -43,8 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from eprop_lava import fixed as F
-from eprop_lava.compile.artifact import jsonable, versions
-from eprop_lava.training import atomic_write_text
+from eprop_lava.compile.artifact import jsonable, write_result
 from eprop_lava.compile.quantize import dequantize
 from eprop_lava.engine import fixed_engine as fe
 from eprop_lava.engine.gradients import eprop_gradient
@@ -183,11 +180,8 @@ def main() -> int:
            "gradient_agreement": gradient_agreement(args.rounding_seeds)}
     if not args.skip_adaptation:
         out["adaptation"] = adaptation_runs(args.samples, args.test_samples, args.lr, args.adaptation_seeds)
-    out.update(seconds=time.perf_counter() - t0, versions=versions(),
-               machine={"platform": platform.platform(), "cpus": os.cpu_count(), "loadavg_end": os.getloadavg()})
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out, json.dumps(jsonable(out), indent=2))
-    print(f"results: {args.out}")
+    out.update(seconds=time.perf_counter() - t0)
+    write_result(args.out, out)
     return 0
 
 

@@ -349,3 +349,21 @@ def jsonable(obj: Any) -> Any:
     if isinstance(obj, float) and not np.isfinite(obj):
         return None
     return obj
+
+
+def write_result(path: "os.PathLike | str", result: dict) -> None:
+    """Write a benchmark's result dict as JSON (atomically, its folder made),
+    with the machine it ran on (platform, CPUs, load average at the end,
+    package versions) under "machine", and say where."""
+    import platform
+    from pathlib import Path
+
+    from eprop_lava.training import atomic_write_text
+
+    path = Path(path)
+    machine = {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
+               "loadavg_end": list(os.getloadavg()), "versions": versions()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(jsonable({**result, "machine": {**machine, **result.get("machine", {})}}),
+                                       indent=2))
+    print(f"results: {path}")

@@ -188,7 +188,7 @@ def lava_run(net: fe.FixedNetwork, x: np.ndarray, steps: int | None = None, time
 
 def compare_lava(run: fe.FixedRun, lava: dict) -> dict:
     """Bit-for-bit comparison of the Lava run with the engine's (same samples)."""
-    total, T = lava["steps"], lava["sample_steps"]
+    total = lava["steps"]
     K = run.y.shape[2]
     y_eng = np.transpose(run.y, (1, 0, 2)).reshape(-1, K)[:total]
     out = {"steps": total, "readout_mismatches": int(np.sum(lava["y"] != y_eng)),
@@ -223,6 +223,30 @@ def lava_metric(task: Any, net: fe.FixedNetwork, lava: dict, ts: TestSet) -> flo
     return float(task.metric(y, sub))
 
 
+def held_out_error(net: fe.FixedNetwork, test: TestSet, task: Any, samples: int) -> dict:
+    """One point of a learning curve: the task's metric of ``net`` (the fixed-point
+    engine) on the held-out ``test`` set after ``samples`` learned samples."""
+    y = fe.simulate(net, test.x).y / net.readout.y_scale
+    return {"samples": samples, "error": float(task.metric(y, test.batch))}
+
+
+def online_curve(samples: int, learn_one: Any, score: Any = None, every: int | None = None,
+                 progress: Any = None) -> list:
+    """Learn sample after sample (``learn_one(s)`` for s = 0 .. samples - 1) and
+    return the learning curve: ``score(n)`` before, every ``every`` samples and
+    after (empty without ``score``); ``progress(done, samples)`` after each."""
+    curve = [score(0)] if score else []
+    for s in range(samples):
+        learn_one(s)
+        if score and every and (s + 1) % every == 0 and s + 1 < samples:
+            curve.append(score(s + 1))
+        if progress:
+            progress(s + 1, samples)
+    if score:
+        curve.append(score(samples))
+    return curve
+
+
 def learn_run(net: fe.FixedNetwork, train: TestSet, test: TestSet | None = None, task: Any = None,
               every: int | None = None, progress: Any = None) -> dict:
     """On-chip online e-prop on the fixed-point engine, sample after sample
@@ -251,24 +275,15 @@ def learn_run(net: fe.FixedNetwork, train: TestSet, test: TestSet | None = None,
         last_b["b"] = netx.feedback.copy()
         fe._update_all(netx, *args, counts=clipped)
 
-    def held_out(n: int) -> dict:
-        y = fe.simulate(probe, test.x).y / probe.readout.y_scale
-        return {"samples": n, "error": float(task.metric(y, test.batch))}
-
-    scoring = test is not None and task is not None
-    curve = [held_out(0)] if scoring else []
-    S = train.x.shape[1]
-    for s in range(S):
+    def learn_one(s: int) -> None:
         sl = slice(s, s + 1)
         run = fe.simulate(probe, train.x[:, sl], train.target[:, sl], train.mask[:, sl], learn=True, rngs=rngs,
                           stats=stats, on_update=update)
         fe.add_counters(counters, run.counters)
-        if scoring and every and (s + 1) % every == 0 and s + 1 < S:
-            curve.append(held_out(s + 1))
-        if progress:
-            progress(s + 1, S)
-    if scoring:
-        curve.append(held_out(S))
+
+    scoring = test is not None and task is not None
+    curve = online_curve(train.x.shape[1], learn_one, (lambda n: held_out_error(probe, test, task, n))
+                         if scoring else None, every, progress)
     after = probe.weights()
     changed = {k: int(np.sum(after[k] != before[k])) for k in before}
     out = {"net": probe, "changed_weights": changed, "signal": signal_summary(stats),

@@ -392,21 +392,16 @@ def engine_readout_only(net: fe.FixedNetwork, train: Any, test: Any, task: Any, 
     reference of ``learn_native(learn_hidden=False)``): each sample's exact
     update, of which only W_out is kept (the engine updates at the end of a
     sample, so the readout's update does not depend on the hidden one)."""
+    from eprop_lava.compile.deploy import held_out_error, online_curve
+
     cur = net.copy()
     rngs = fe.update_rngs(cur)
 
-    def held_out(n: int) -> dict:
-        y = fe.simulate(cur, test.x).y / cur.readout.y_scale
-        return {"samples": n, "error": float(task.metric(y, test.batch))}
-
-    S = train.x.shape[1]
-    curve = [held_out(0)]
-    for s in range(S):
+    def learn_one(s: int) -> None:
         eng = engine_sample(cur, train.x[:, s], train.target[:, s], train.mask[:, s], rngs)
         cur.readout.w = np.asarray(eng["readout.w"], dtype=I64).copy()
-        if (s + 1) % every == 0 and s + 1 < S:
-            curve.append(held_out(s + 1))
-    curve.append(held_out(S))
+
+    curve = online_curve(train.x.shape[1], learn_one, lambda n: held_out_error(cur, test, task, n), every)
     return {"net": cur, "curve": curve, "error_before": curve[0]["error"], "error_after": curve[-1]["error"]}
 
 
@@ -424,18 +419,15 @@ def learn_native(net: fe.FixedNetwork, train: Any, neuron: str = "eprop", learn_
     against as well. ``learn_hidden=False``: only the readout learns (hidden
     weights frozen), compared with the engine's readout update. Returns the
     learned net, per-sample agreements, curve."""
+    from eprop_lava.compile.deploy import held_out_error, online_curve
+
     cur = net.copy()
     rngs = fe.update_rngs(cur)
     S = train.x.shape[1]
-
-    def held_out(n: int) -> dict:
-        y = fe.simulate(cur, test.x).y / cur.readout.y_scale
-        return {"samples": n, "error": float(task.metric(y, test.batch))}
-
-    scoring = test is not None and task is not None
-    curve = [held_out(0)] if scoring else []
     per_sample, seconds = [], 0.0
-    for s in range(S):
+
+    def learn_one(s: int) -> None:
+        nonlocal cur, seconds
         x, tg, mk = train.x[:, s], train.target[:, s], train.mask[:, s]
         before = {k: v for k, v in cur.weights().items() if k != "feedback.b"}
         res = run_sample(cur, x, tg, mk, neuron=neuron, learn_readout=learn_readout, seed=s, timeout=timeout,
@@ -454,12 +446,10 @@ def learn_native(net: fe.FixedNetwork, train: Any, neuron: str = "eprop", learn_
                 row[f"vs_expected_{name}"] = update_agreement(dw, {k: ev[k] for k in keys})
             per_sample.append(row)
         cur = with_weights(cur, new)
-        if scoring and every and (s + 1) % every == 0 and s + 1 < S:
-            curve.append(held_out(s + 1))
-        if progress:
-            progress(s + 1, S)
-    if scoring:
-        curve.append(held_out(S))
+
+    scoring = test is not None and task is not None
+    curve = online_curve(S, learn_one, (lambda n: held_out_error(cur, test, task, n)) if scoring else None, every,
+                         progress)
     out = {"net": cur, "per_sample": per_sample, "lava_seconds": seconds, "samples": S}
     if scoring:
         out.update(error_before=curve[0]["error"], error_after=curve[-1]["error"], curve=curve)
