@@ -686,16 +686,19 @@ def test_16_bit_lanes_only_where_every_intermediate_fits():
 
 
 @needs_numba
-@pytest.mark.parametrize("rounding, psi_bits, recurrent", [("toward_zero", 7, True), ("floor", 7, True),
-                                                            ("nearest", 7, True), ("toward_zero", 9, True),
-                                                            ("toward_zero", 7, False)])
-def test_16_bit_synapse_loop_is_bit_exact_to_step_engine(rounding, psi_bits, recurrent):
+@pytest.mark.parametrize("rounding, psi_bits, recurrent, impulse", [
+    ("toward_zero", 7, True, None), ("floor", 7, True, None), ("nearest", 7, True, None),
+    ("toward_zero", 9, True, None), ("toward_zero", 7, False, None), ("toward_zero", 7, True, 200),
+    ("floor", 7, False, 200)])
+def test_16_bit_synapse_loop_is_bit_exact_to_step_engine(rounding, psi_bits, recurrent, impulse):
     """The 16-bit LIF synapse loop (a batch of 5, 13 inputs and 9 recurrent
     synapses per row in one pass, rows whose post neuron spiked or has psi =
     0, every product rounding) against the step engine, with tags and accumulator saturating: weights, errors and spikes
     equal, and the tag and accumulator limits reached. psi_bits = 9: eps_v
     psi reaches 127 * 511 > 2^15, so the same int16 state runs the 32-bit-lane
-    loop. Without recurrence the input matrix runs the 16-bit loop alone."""
+    loop. Without recurrence the input matrix runs the 16-bit loop alone.
+    impulse = 200 (8-bit traces): above int8, so the loop receives 0/1 spikes
+    and multiplies, instead of int8 impulses."""
     from eprop_lava import fixed as F
     from eprop_lava.neurons.fixed import lif_synapse_fits_int16
     from eprop_lava.spec import LayerSpec, LearningSpec, NetworkSpec, NeuronParams, OptimizerSpec, RegularizationSpec
@@ -704,8 +707,10 @@ def test_16_bit_synapse_loop_is_bit_exact_to_step_engine(rounding, psi_bits, rec
                                                       recurrent=recurrent),),
                        timing="loihi", reset="zero", loss="cross_entropy", learning=LearningSpec(variant="random"),
                        regularization=RegularizationSpec(form="none"), optimizer=OptimizerSpec(kind="sgd", lr=5e-2))
+    extra = {} if impulse is None else dict(trace_bits=8, trace_impulse=impulse)
     prof = F.loihi2_profile(update_interval=40, accumulator_bits=9, tag_bits=6, product_rounding=rounding,
-                            psi_bits=psi_bits)
+                            psi_bits=psi_bits, **extra)
+    assert fused.impulses_fit_int8(prof) == (impulse is None)
     net = fe.quantize(spec, init_params(spec, 3), prof)
     B = 5
     assert lif_synapse_fits_int16(net.layers[0].neuron, prof, B, net.readout.d_kappa) == (psi_bits == 7)
@@ -737,8 +742,8 @@ def test_16_bit_synapse_loop_is_bit_exact_to_step_engine(rounding, psi_bits, rec
     probe = net.copy()
     fe.simulate(probe, *samples[0], learn=True, on_update=grab)
     assert seen["joint"] == (psi_bits == 7 and recurrent)
-    if seen["joint"]:  # 13 + 9 synapses per row, padded to 32; the matrices' states are views of it
-        assert seen["rows"] == (B, 9, 32)
+    if seen["joint"]:  # (post, batch, pre): 13 + 9 synapses per row, padded to 32; the states are views of it
+        assert seen["rows"] == (9, B, 32)
     assert max(seen["ebar"]) == prof.tag_range[1]  # ebar saturated at the tag range (it is never negative)
     lo, hi = prof.accumulator_range
     assert any(np.any((a == lo) | (a == hi)) for a in seen["acc"])
