@@ -320,6 +320,10 @@ def test_compiled_learning_signal_equals_the_int64_definition(mode, threads, mon
         L = fe.learning_signal(err, B, shift, prof, stats, per_layer, rng=np.random.default_rng(9))
         np.testing.assert_array_equal(L, expected, err_msg=path)
         assert L.dtype == np.int64
+        # narrow: the same values in int8 (signal_bits 7: [-128, 127]), the stream drawn alike
+        L8 = fe.learning_signal(err, B, shift, prof, rng=np.random.default_rng(9), narrow=True)
+        assert L8.dtype == np.int8
+        np.testing.assert_array_equal(L8, expected, err_msg=path)
         for name, flag in counts.items():
             assert stats[f"signal_{name}"] == int(flag.sum()), (path, name)
             for sl, c in per_layer:

@@ -476,7 +476,7 @@ COMPILED_SIGNAL_ELEMENTS = 1 << 15
 
 def learning_signal(err: np.ndarray, feedback: np.ndarray, shift: int, profile: FixedPointProfile,
                     stats: dict | None = None, per_layer: Sequence | None = None,
-                    rng: np.random.Generator | None = None) -> np.ndarray:
+                    rng: np.random.Generator | None = None, narrow: bool = False) -> np.ndarray:
     """L^t = (B err^t) >> signal_shift, rounded by the profile's
     ``signal_rounding`` (default nearest; stochastic: E[L] = B err / 2^s),
     saturated to signal_bits: the graded third factor each neuron's
@@ -492,7 +492,9 @@ def learning_signal(err: np.ndarray, feedback: np.ndarray, shift: int, profile: 
     stats: counts "signal_values" (B err != 0), "signal_underflow" (of
     those, L = 0) and "signal_saturated" (L clipped) are incremented;
     per_layer: (neuron slice, dict) pairs that receive the same counts of
-    their own neurons."""
+    their own neurons. narrow: L in the narrowest signed integer type that
+    holds the signal range (int8 for 7-bit signals), else int64 (the same
+    integers; what the compiled synapse loops read, a fraction of the bytes)."""
     err = np.asarray(err)
     if err.dtype.kind not in "iu":
         err = err.astype(np.int64)
@@ -515,7 +517,8 @@ def learning_signal(err: np.ndarray, feedback: np.ndarray, shift: int, profile: 
     counting = stats is not None or bool(per_layer)
     if fused.available() and math.prod(shape) >= COMPILED_SIGNAL_ELEMENTS and K <= 8:
         out, counts = fused.run_fixed_learning_signal(err.reshape(-1, K), feedback, shift, mode,
-                                                      None if draws is None else draws.reshape(-1, N), lo, hi)
+                                                      None if draws is None else draws.reshape(-1, N), lo, hi,
+                                                      _narrowest(lo, hi) if narrow else np.int64)
         out = out.reshape(shape)
         if counting:  # counts (3, N): values, underflow, saturated per neuron
             if stats is not None:
@@ -534,6 +537,8 @@ def learning_signal(err: np.ndarray, feedback: np.ndarray, shift: int, profile: 
     else:  # float64 holds every partial sum exactly (integers far below 2^53)
         acc = np.rint(err.astype(np.float64) @ feedback.T.astype(np.float64)).astype(np.int64)
     out, flags = k_requantize(acc, 0 if draws is None else draws, shift, mode, lo, hi)
+    if narrow:
+        out = out.astype(_narrowest(lo, hi))
     if counting:
         # each flag once over (steps, batch, neurons); the layers count their slices of it
         live, under, clipped = (flags & FLAG_NONZERO) != 0, (flags & FLAG_UNDERFLOW) != 0, (flags & FLAG_SATURATED) != 0
@@ -542,6 +547,15 @@ def learning_signal(err: np.ndarray, feedback: np.ndarray, shift: int, profile: 
         for sl, layer_counts in per_layer or ():
             _add_counts(layer_counts, "signal", *(np.count_nonzero(f[..., sl]) for f in (live, under, clipped)))
     return out
+
+
+def _narrowest(lo: int, hi: int) -> np.dtype:
+    """The smallest signed integer type holding [lo, hi]."""
+    for dtype in (np.int8, np.int16, np.int32):
+        info = np.iinfo(dtype)
+        if info.min <= lo and hi <= info.max:
+            return np.dtype(dtype)
+    return np.dtype(np.int64)
 
 
 def new_hidden_synapse(p: fx.FixedNeuronParams, batch: int, n_pre: int,
@@ -943,7 +957,7 @@ def _simulate_compiled(net: "FixedNetwork", x: np.ndarray, target, mask, learn: 
         sent_out = wrap_int32(sent_out)
         if learn:
             signal = learning_signal(err_seq[t0:t1], net.feedback, net.signal_shift, prof, learn_stats,
-                                     _layer_counters(counters, slices), sig_rng)
+                                     _layer_counters(counters, slices), sig_rng, narrow=True)
             for r, L in enumerate(net.layers):
                 records = slice(t0, t1 + 1)  # the step before the block, then the block's steps
                 rec = dict(z=z_buf[r][records], psi=psi_buf[r][records],

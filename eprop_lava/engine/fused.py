@@ -1505,6 +1505,22 @@ if numba is not None:
                 counts[c, 1, j] += n_under[j]
                 counts[c, 2, j] += n_sat[j]
 
+    @njit(parallel=True, cache=True)
+    def _fill_impulse_rows(first, second, scale, out):  # pragma: no cover - compiled
+        # out[t, b] = scale (first[t, b], second[t, b], 0 ...): the rows of _impulse_rows
+        S, B, W = out.shape
+        n1, n2 = first.shape[2], second.shape[2]
+        scale8 = np.int8(scale)
+        for t in prange(S):
+            for b in range(B):
+                row = out[t, b]
+                for i in range(n1):
+                    row[i] = np.int8(first[t, b, i] * scale8)
+                for i in range(n2):
+                    row[n1 + i] = np.int8(second[t, b, i] * scale8)
+                for i in range(n1 + n2, W):
+                    row[i] = 0
+
     FIXED_LOOPS: dict = {}
 
 
@@ -1631,7 +1647,7 @@ def run_fixed_hidden_synapses(p: Any, syn: dict, pre: np.ndarray, records: dict,
         # every value once per step)
         eps_v, ebar = (np.ascontiguousarray(syn[k].transpose(1, 0, 2)) for k in ("eps_v", "ebar"))
         _run_lif_synapses16(p, eps_v, ebar, syn["acc"], np.zeros((p.size, 0), np.int64),
-                            _impulse_rows([pre], pre.shape[2], profile), records, signal, d_kappa, profile)
+                            _impulse_rows(pre, None, pre.shape[2], profile), records, signal, d_kappa, profile)
         syn["eps_v"][...] = eps_v.transpose(1, 0, 2)
         syn["ebar"][...] = ebar.transpose(1, 0, 2)
         return
@@ -1678,18 +1694,15 @@ def impulses_fit_int8(profile: Any) -> bool:
     return 0 <= int(profile.trace_impulse) <= 127
 
 
-def _impulse_rows(parts: list, width: int, profile: Any) -> np.ndarray:
-    """(S, B, width) int8: the presynaptic spikes of ``parts`` (arrays (S, B, n)
-    of 0/1) side by side, times trace_impulse where :func:`impulses_fit_int8`;
-    zero padding after them."""
-    first = parts[0]
-    out = np.zeros(first.shape[:2] + (width,), np.int8)
+def _impulse_rows(first: np.ndarray, second: np.ndarray | None, width: int, profile: Any) -> np.ndarray:
+    """(S, B, width) int8: the presynaptic spikes of ``first`` and ``second``
+    (arrays (S, B, n) of 0/1; second may be None) side by side, times
+    trace_impulse where :func:`impulses_fit_int8`; zero padding after them."""
+    if second is None:
+        second = np.zeros(first.shape[:2] + (0,), np.int8)
+    out = np.empty(first.shape[:2] + (width,), np.int8)
     scale = int(profile.trace_impulse) if impulses_fit_int8(profile) else 1
-    at = 0
-    for part in parts:
-        n = part.shape[2]
-        np.multiply(part, scale, out=out[:, :, at:at + n], casting="unsafe")
-        at += n
+    _fill_impulse_rows(np.ascontiguousarray(first, np.int8), np.ascontiguousarray(second, np.int8), scale, out)
     return out
 
 
@@ -1711,7 +1724,7 @@ def run_fixed_layer_synapses(p: Any, syn_in: dict, syn_rec: dict | None, pre_in:
         if syn_rec is not None:
             run_fixed_hidden_synapses(p, syn_rec, pre_rec, records, signal, d_kappa, profile)
         return
-    pre = _impulse_rows([pre_in, pre_rec], joint["eps_v"].shape[2], profile)
+    pre = _impulse_rows(pre_in, pre_rec, joint["eps_v"].shape[2], profile)
     _run_lif_synapses16(p, joint["eps_v"], joint["ebar"], syn_in["acc"], syn_rec["acc"], pre, records, signal,
                         d_kappa, profile)
 
@@ -1772,17 +1785,22 @@ def run_fixed_readout_synapses(syn: dict, pre: np.ndarray, err: np.ndarray, d_ka
 
 
 def run_fixed_learning_signal(err: np.ndarray, feedback: np.ndarray, shift: int, mode: int,
-                              draws: np.ndarray | None, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+                              draws: np.ndarray | None, lo: int, hi: int,
+                              dtype: Any = np.int64) -> tuple[np.ndarray, np.ndarray]:
     """L = k_requantize(sum_k err_k B_jk) over rows of errors in one compiled
     pass (the loop of :func:`eprop_lava.engine.fixed_engine.learning_signal`):
     err (R, K) integer errors, feedback B (N, K), draws (R, N) for
-    ROUND_STOCHASTIC. Returns (L (R, N) int64, counts (3, N): per neuron how
-    many values were non-zero, underflowed, saturated)."""
+    ROUND_STOCHASTIC. Returns (L (R, N) of ``dtype`` (it must hold [lo, hi]),
+    counts (3, N): per neuron how many values were non-zero, underflowed,
+    saturated)."""
     from eprop_lava.fixed import ROUND_STOCHASTIC
 
     R, K = err.shape
     N = feedback.shape[0]
-    out = np.empty((R, N), np.int64)
+    info = np.iinfo(dtype)
+    if not info.min <= lo <= hi <= info.max:
+        raise ValueError(f"dtype: {np.dtype(dtype)} does not hold the signal range [{lo}, {hi}]")
+    out = np.empty((R, N), dtype)
     chunks = max(1, min(thread_count(), R))
     serial = R * N < PARALLEL_MIN_ELEMENTS
     chunks = 1 if serial else chunks
