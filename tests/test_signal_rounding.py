@@ -347,3 +347,19 @@ def test_compiled_learning_signal_draws_as_step_by_step(monkeypatch):
     g = np.random.default_rng(4)
     steps = np.stack([fe.learning_signal(err[t], B, 5, prof, rng=g) for t in range(9)])
     np.testing.assert_array_equal(block, steps)
+
+
+def test_compiled_learning_signal_in_int64_where_the_sums_pass_int32(monkeypatch):
+    """Feedback so large that sum_k err_k B_jk passes 2^31 (5 x 127 x 2^26):
+    the compiled loop keeps int64 lanes and still equals the definition."""
+    _needs_numba()
+    prof = F.loihi2_profile(signal_rounding="nearest")
+    lo, hi = prof.signal_range
+    rng = np.random.default_rng(6)
+    err = rng.integers(-127, 128, size=(30, 8, 5))
+    B = rng.integers(-(1 << 26), 1 << 26, size=(40, 5))
+    shift = 30
+    assert 5 * 127 * int(np.abs(B).max()) > (1 << 31)
+    expected, _ = _signal_reference(err, B, shift, "nearest", lo, hi, np.random.default_rng(0))
+    monkeypatch.setattr(fe, "COMPILED_SIGNAL_ELEMENTS", 1)
+    np.testing.assert_array_equal(fe.learning_signal(err, B, shift, prof), expected)

@@ -1480,22 +1480,27 @@ if numba is not None:
         N = out.shape[1]
         for c in prange(chunks):
             ci = np.int64(c)
-            acc = np.empty(N, np.int64)
+            # NARROW = 32 (the caller bounded every sum below 2^31): the sums and k_requantize in
+            # 32-bit lanes, twice the int64 lanes per vector
+            acc = np.empty(N, np.int32 if NARROW == 32 else np.int64)
             # counted in this task's own rows and added once (stores into the shared
             # counts array inside the loop kept it from vectorizing)
             n_live, n_under, n_sat = np.zeros(N, np.int64), np.zeros(N, np.int64), np.zeros(N, np.int64)
             for r in range(ci * R // chunks, (ci + 1) * R // chunks):
-                e0 = np.int64(err[r, 0])
+                e0 = np.int32(err[r, 0]) if NARROW == 32 else np.int64(err[r, 0])
                 for j in range(N):
                     acc[j] = e0 * feedback_t[0, j]
                 for k in range(1, K):
-                    ek = np.int64(err[r, k])
+                    ek = np.int32(err[r, k]) if NARROW == 32 else np.int64(err[r, k])
                     for j in range(N):
                         acc[j] += ek * feedback_t[k, j]
                 out_r = out[r]
                 for j in range(N):
                     draw = draws[r, j] if MODE == ROUND_STOCHASTIC else np.int64(0)
-                    value, flags = k_requantize(acc[j], draw, SHIFT, MODE, lo, hi)
+                    if NARROW == 32:
+                        value, flags = k_requantize(acc[j], np.int32(draw), SHIFT, MODE, np.int32(lo), np.int32(hi))
+                    else:
+                        value, flags = k_requantize(acc[j], draw, SHIFT, MODE, lo, hi)
                     out_r[j] = value
                     n_live[j] += flags & FLAG_NONZERO
                     n_under[j] += (flags & FLAG_UNDERFLOW) >> 1
@@ -1825,9 +1830,13 @@ def run_fixed_learning_signal(err: np.ndarray, feedback: np.ndarray, shift: int,
         draws = np.ascontiguousarray(draws, np.int64)
     else:
         draws = np.zeros((1, 1), np.int64)
-    _fixed("_fixed_learning_signal", SHIFT=int(shift), MODE=int(mode), SERIAL=serial)(
-        np.ascontiguousarray(err), np.ascontiguousarray(np.asarray(feedback, np.int64).T), draws, int(lo), int(hi),
-        chunks, out, counts)
+    feedback = np.asarray(feedback, np.int64)
+    # every sum |sum_k err_k B_jk| (+ a draw or rounding offset below 2^shift) below 2^31: 32-bit lanes
+    top = K * (int(np.abs(err).max()) if err.size else 0) * (int(np.abs(feedback).max()) if feedback.size else 0)
+    narrow = 32 if top + (1 << int(shift)) < (1 << 31) - 1 else 0
+    _fixed("_fixed_learning_signal", SHIFT=int(shift), MODE=int(mode), SERIAL=serial, NARROW=narrow)(
+        np.ascontiguousarray(err), np.ascontiguousarray(feedback.T, np.int32 if narrow else np.int64), draws, int(lo),
+        int(hi), chunks, out, counts)
     return out, counts.sum(0)
 
 
