@@ -48,6 +48,19 @@ class FixedPointError(ValueError):
     """A fixed-point profile field or value is invalid; the message names it."""
 
 
+def narrowest_int(lo: int, hi: int, smallest: Any = np.int8) -> np.dtype:
+    """The smallest signed integer type, from ``smallest`` up to int64, that
+    holds every integer in [lo, hi] (the storage of fixed-point values whose
+    range is known)."""
+    for dtype in (np.int8, np.int16, np.int32, np.int64):
+        if np.iinfo(dtype).bits < np.iinfo(smallest).bits:
+            continue
+        info = np.iinfo(dtype)
+        if info.min <= lo and hi <= info.max:
+            return np.dtype(dtype)
+    raise FixedPointError(f"range [{lo}, {hi}] does not fit int64")
+
+
 # ------------------------------------------------------------------ profiles
 @dataclass(frozen=True)
 class FixedPointProfile:

@@ -50,7 +50,7 @@ from eprop_lava.engine.memory import retain_freed_memory
 from eprop_lava.fixed import (
     ACT_SHIFT, DECAY_UNITY, DENSE_WEIGHT_BITS, FLAG_NONZERO, FLAG_SATURATED, FLAG_UNDERFLOW, ROUND_CODES, ROUND_FLOOR,
     ROUND_STOCHASTIC, FixedPointError, FixedPointProfile, LearningRate, apply_update, decay_constant, get_profile,
-    k_dense_output, k_requantize, k_weight_exp, learning_rate, round_to_dense_grid, shift_round,
+    k_dense_output, k_requantize, k_weight_exp, learning_rate, narrowest_int, round_to_dense_grid, shift_round,
     stochastic_draws, update_rng, wrap_int32,
 )
 from eprop_lava.neurons import fixed as fx
@@ -518,7 +518,7 @@ def learning_signal(err: np.ndarray, feedback: np.ndarray, shift: int, profile: 
     if fused.available() and math.prod(shape) >= COMPILED_SIGNAL_ELEMENTS and K <= 8:
         out, counts = fused.run_fixed_learning_signal(err.reshape(-1, K), feedback, shift, mode,
                                                       None if draws is None else draws.reshape(-1, N), lo, hi,
-                                                      _narrowest(lo, hi) if narrow else np.int64)
+                                                      narrowest_int(lo, hi) if narrow else np.int64)
         out = out.reshape(shape)
         if counting:  # counts (3, N): values, underflow, saturated per neuron
             if stats is not None:
@@ -538,7 +538,7 @@ def learning_signal(err: np.ndarray, feedback: np.ndarray, shift: int, profile: 
         acc = np.rint(err.astype(np.float64) @ feedback.T.astype(np.float64)).astype(np.int64)
     out, flags = k_requantize(acc, 0 if draws is None else draws, shift, mode, lo, hi)
     if narrow:
-        out = out.astype(_narrowest(lo, hi))
+        out = out.astype(narrowest_int(lo, hi))
     if counting:
         # each flag once over (steps, batch, neurons); the layers count their slices of it
         live, under, clipped = (flags & FLAG_NONZERO) != 0, (flags & FLAG_UNDERFLOW) != 0, (flags & FLAG_SATURATED) != 0
@@ -547,15 +547,6 @@ def learning_signal(err: np.ndarray, feedback: np.ndarray, shift: int, profile: 
         for sl, layer_counts in per_layer or ():
             _add_counts(layer_counts, "signal", *(np.count_nonzero(f[..., sl]) for f in (live, under, clipped)))
     return out
-
-
-def _narrowest(lo: int, hi: int) -> np.dtype:
-    """The smallest signed integer type holding [lo, hi]."""
-    for dtype in (np.int8, np.int16, np.int32):
-        info = np.iinfo(dtype)
-        if info.min <= lo and hi <= info.max:
-            return np.dtype(dtype)
-    return np.dtype(np.int64)
 
 
 def new_hidden_synapse(p: fx.FixedNeuronParams, batch: int, n_pre: int,
@@ -828,10 +819,7 @@ def psi_dtype(net: "FixedNetwork") -> np.dtype:
     for L in net.layers:
         p = L.neuron
         top = max(top, int(np.abs(p.izh_psi_table).max()) if p.kind == "izhikevich" else int(p.psi_max))
-    for dtype in (np.int8, np.int16, np.int32):
-        if top <= np.iinfo(dtype).max:
-            return np.dtype(dtype)
-    return np.dtype(np.int64)
+    return narrowest_int(-top, top)
 
 
 #: Inference runs in blocks of about this many (step x sample x neuron)

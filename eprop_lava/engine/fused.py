@@ -1545,10 +1545,11 @@ def _rec_weights(w_rec: np.ndarray | None, n: int) -> np.ndarray:
     (1, n) zero for no matrix."""
     if w_rec is None:
         return np.zeros((1, n), np.int32)
+    from eprop_lava.fixed import narrowest_int
+
     w_rec = np.asarray(w_rec, np.int64)
     bound = int(np.abs(w_rec).max(initial=0)) * w_rec.shape[1]
-    dtype = np.int16 if bound < (1 << 15) else np.int32 if bound < (1 << 31) else np.int64
-    return np.ascontiguousarray(w_rec.T.astype(dtype))
+    return np.ascontiguousarray(w_rec.T.astype(narrowest_int(-bound, bound, np.int16)))
 
 
 def run_fixed_layer(p: Any, ext: np.ndarray | None, w_rec: np.ndarray | None, weight_exp: int, state: dict,
@@ -1650,10 +1651,7 @@ def run_fixed_hidden_synapses(p: Any, syn: dict, pre: np.ndarray, records: dict,
     if lif_synapse_fits_int16(p, profile, B, d_kappa) and syn["eps_v"].dtype.itemsize <= 2:
         # the loop's (post, batch, pre) order: copied in and out (once per block; the loop visits
         # every value once per step)
-        eps_v, ebar = aligned_zeros(syn["eps_v"].shape[1::-1] + syn["eps_v"].shape[2:], syn["eps_v"].dtype), \
-            aligned_zeros(syn["ebar"].shape[1::-1] + syn["ebar"].shape[2:], syn["ebar"].dtype)
-        eps_v[...] = syn["eps_v"].transpose(1, 0, 2)
-        ebar[...] = syn["ebar"].transpose(1, 0, 2)
+        eps_v, ebar = (aligned_copy(syn[k].transpose(1, 0, 2)) for k in ("eps_v", "ebar"))
         _run_lif_synapses16(p, eps_v, ebar, syn["acc"], np.zeros((p.size, 0), np.int64),
                             _impulse_rows(pre, None, pre.shape[2], profile), records, signal, d_kappa, profile)
         syn["eps_v"][...] = eps_v.transpose(1, 0, 2)
@@ -1748,6 +1746,13 @@ def aligned_zeros(shape: tuple, dtype: Any, align: int = 64) -> np.ndarray:
     raw = np.zeros(n * dtype.itemsize + align, np.uint8)
     start = (-raw.ctypes.data) % align
     return raw[start:start + n * dtype.itemsize].view(dtype).reshape(shape)
+
+
+def aligned_copy(a: np.ndarray) -> np.ndarray:
+    """A C-ordered copy of ``a`` on a 64-byte boundary (:func:`aligned_zeros`)."""
+    out = aligned_zeros(a.shape, a.dtype)
+    out[...] = a
+    return out
 
 
 def new_compiled_layer_synapses(p: Any, batch: int, n_in: int, recurrent: bool, profile: Any,

@@ -77,7 +77,8 @@ import numpy as np
 
 from eprop_lava.fixed import (
     ACT_SHIFT, DECAY_UNITY, ROUND_CODES, ROUND_NEAREST, V_MAX, VTH_SHIFT, FixedPointError, FixedPointProfile,
-    check_decay, k_clip, k_decay, k_shift, k_wrap_int32, k_wrap_u24, kernel, maximum, minimum, select,
+    check_decay, k_clip, k_decay, k_shift, k_wrap_int32, k_wrap_u24, kernel, maximum, minimum, narrowest_int,
+    select,
 )
 
 KINDS = ("lif", "alif", "stdp_alif", "izhikevich")
@@ -466,11 +467,8 @@ def eligibility_dtypes(p: FixedNeuronParams, profile: FixedPointProfile) -> tupl
     if p.kind != "lif":
         return np.int64, np.int64
     tag_lo, tag_hi = profile.tag_range
-
-    def narrowest(lo: int, hi: int) -> Any:
-        return next(t for t in (np.int16, np.int32, np.int64) if np.iinfo(t).min <= lo and hi <= np.iinfo(t).max)
-
-    return narrowest(-profile.trace_max, profile.trace_max), narrowest(tag_lo, tag_hi)
+    return (narrowest_int(-profile.trace_max, profile.trace_max, np.int16).type,
+            narrowest_int(tag_lo, tag_hi, np.int16).type)
 
 
 def lif_synapse_fits_int32(p: FixedNeuronParams, profile: FixedPointProfile, batch: int) -> bool:
