@@ -445,18 +445,25 @@ def test_parallel_loops_learn_as_the_step_engine(kind, monkeypatch):
 @needs_numba
 @pytest.mark.parametrize("rounding", ["toward_zero", "floor", "nearest"])
 @pytest.mark.parametrize("threads", ["serial", "parallel"])
-def test_readout_synapses_equal_their_int64_definition(rounding, threads, monkeypatch):
+@pytest.mark.parametrize("K, lanes", [(3, 32), (3, 64), (6, 32)])
+def test_readout_synapses_equal_their_int64_definition(rounding, threads, K, lanes, monkeypatch):
     """zbar^t = clip(sgn(y)(|y| >> 12) + 16 z^{t-1}, 0, 127) with y = zbar^{t-1} (4096 - d),
     acc = clip(acc + sum_b round(err zbar / 2^4), +-(2^15 - 1)) per step, written
     out here in int64 numpy: errors large enough to saturate the accumulator,
-    masked (zero-error) steps, and a block that continues the previous one."""
+    masked (zero-error) steps, and a block that continues the previous one.
+    The loop's forms: 32-bit lanes (loihi2 fits) or int64 lanes (the rule
+    switched off), and the one-pass row for up to 4 outputs or the loop per
+    output (K = 6)."""
     from eprop_lava.fixed import loihi2_profile
+    from eprop_lava.neurons import fixed as fixed_neurons
 
     if threads == "parallel":
         monkeypatch.setattr(fused, "PARALLEL_MIN_ELEMENTS", 0)
+    if lanes == 64:
+        monkeypatch.setattr(fixed_neurons, "readout_synapse_fits_int32", lambda *a: False)
     prof = loihi2_profile(product_rounding=rounding)
     rng = np.random.default_rng(2)
-    S, B, I, K, d = 60, 5, 13, 3, 600
+    S, B, I, d = 60, 5, 13, 600
     pre = (rng.random((S, B, I)) < 0.3).astype(np.int8)
     err = rng.integers(-127, 128, (S, B, K))
     err[10:20] = 0
@@ -747,6 +754,40 @@ def test_16_bit_synapse_loop_is_bit_exact_to_step_engine(rounding, psi_bits, rec
     assert max(seen["ebar"]) == prof.tag_range[1]  # ebar saturated at the tag range (it is never negative)
     lo, hi = prof.accumulator_range
     assert any(np.any((a == lo) | (a == hi)) for a in seen["acc"])
+
+
+def test_readout_synapses_in_32_bit_lanes_only_where_every_value_fits():
+    from eprop_lava.fixed import loihi2_profile, wide_profile
+    from eprop_lava.neurons.fixed import readout_synapse_fits_int32
+
+    prof = loihi2_profile()
+    assert readout_synapse_fits_int32(prof, 4096)
+    # loihi2: |err zbar| >> 4 <= (128 127 >> 4) + 1 = 1017 per sample; the batch sum passes 2^31 beyond
+    prod = (128 * 127 >> 4) + 1
+    assert readout_synapse_fits_int32(prof, ((1 << 31) - 2 - (1 << 15)) // prod - 1)
+    assert not readout_synapse_fits_int32(prof, (1 << 31) // prod + 1)
+    assert not readout_synapse_fits_int32(wide_profile(), 1)  # 32-bit traces: int64 lanes
+
+
+@needs_numba
+def test_spikes_to_int8_converts_and_counts_what_is_not_a_spike():
+    x = np.zeros((3, 2, 5))
+    x[0, 1, 2] = x[2, 0, 4] = 1
+    out = np.full((3, 2, 5), 7, np.int8)
+    assert fused.spikes_to_int8(x, out) == 0
+    np.testing.assert_array_equal(out, x.astype(np.int8))
+    for dtype in (np.bool_, np.int32, np.uint8, np.float32):
+        out[...] = 7
+        assert fused.spikes_to_int8(x.astype(dtype), out) == 0
+        np.testing.assert_array_equal(out, x.astype(np.int8))
+    bad = x.copy()
+    bad[1, 1, 1], bad[2, 1, 0], bad[0, 0, 0] = 0.5, np.nan, -1
+    assert fused.spikes_to_int8(bad, out) == 3
+    assert fused.spikes_to_int8(np.full((1, 1, 4), 2, np.int64), out[:1, :1, :4]) == 4
+    spec = _fixed_network("lif")
+    net = fe.quantize(spec, init_params(spec, 1), "loihi2")
+    with pytest.raises(fe.FixedPointError, match="x: the fixed-point engine takes 0/1 input spikes"):
+        fe.simulate(net, np.full((4, 1, spec.n_inputs), np.nan))
 
 
 def test_32_bit_lanes_only_where_every_intermediate_fits():

@@ -791,13 +791,29 @@ def compiled_inference(net: "FixedNetwork") -> bool:
     return fused.available() and all(L.neuron.kind in fused.FIXED_MODELS for L in net.layers)
 
 
-def _check_inputs(net: "FixedNetwork", x: np.ndarray, target, mask, need_error: bool):
+def _check_inputs(net: "FixedNetwork", x: np.ndarray, target, mask, need_error: bool, spikes: bool = False):
+    """The inputs checked (one line naming the input and the problem); with
+    spikes=True (the compiled engine) x comes back as (T + 1, B, n_inputs)
+    int8 rows, row 0 the zeros before the sample, converted in the same pass
+    that checks the values."""
     x = np.asarray(x)
     if x.ndim != 3 or x.shape[2] != net.spec.n_inputs:
         raise FixedPointError(f"x: expected shape (T, B, n_inputs={net.spec.n_inputs}), got {x.shape}")
-    if np.any((x != 0) & (x != 1)):
+    if spikes and x.dtype.kind in "biuf" and fused.available():
+        rows = np.empty((x.shape[0] + 1,) + x.shape[1:], np.int8)
+        rows[0] = 0
+        bad = fused.spikes_to_int8(x, rows[1:])
+    else:
+        bad = np.any((x != 0) & (x != 1))
+        if spikes and not bad:
+            rows = np.empty((x.shape[0] + 1,) + x.shape[1:], np.int8)
+            rows[0] = 0
+            rows[1:] = x
+    if bad:
         raise FixedPointError("x: the fixed-point engine takes 0/1 input spikes")
     T, B, _ = x.shape
+    if spikes:
+        x = rows
     K = net.spec.readout.n_outputs
     if need_error:
         if target is None:
@@ -866,17 +882,14 @@ def _simulate_compiled(net: "FixedNetwork", x: np.ndarray, target, mask, learn: 
     [t0, t1) are a block's delayed spikes z^{t-1} and rows [t0, t1 + 1) the
     post records a synapse block reads, as views (no copies)."""
     need_error = learn or target is not None
-    x, target, mask = _check_inputs(net, x, target, mask, need_error)
-    T, B, _ = x.shape
+    x_buf, target, mask = _check_inputs(net, x, target, mask, need_error, spikes=True)
+    T, B = x_buf.shape[0] - 1, x_buf.shape[1]
     spec, prof, ro = net.spec, net.profile, net.readout
     K = spec.readout.n_outputs
     slices = layer_slices(spec)
     if learn and rngs is None:
         rngs = update_rngs(net)
     err_rng, sig_rng = signal_generators(net.seed, rngs, prof)
-    x_buf = np.empty((T + 1, B, spec.n_inputs), np.int8)
-    x_buf[0] = 0
-    x_buf[1:] = x
     states = [fx.initial_state(L.neuron, B) for L in net.layers]
     y = np.zeros((B, K), np.int64)
     # the Dense outputs sent at the previous block's last step
@@ -934,15 +947,17 @@ def _simulate_compiled(net: "FixedNetwork", x: np.ndarray, target, mask, learn: 
         if need_error:
             err_seq[t0:t1] = output_error(y_seq[t0:t1], target[t0:t1], mask[t0:t1], spec.loss, ro.y_scale, prof,
                                           net.error_exp, learn_stats, err_rng)
-        # what is sent at the block's last step, with the weights before any update
-        sent_out = np.zeros((B, K), np.int64)
-        for r, L in enumerate(net.layers):
-            z_last = z_buf[r][t1]
-            sent_in[r] = dense_output(L.w_in, (x_buf if r == 0 else z_buf[r - 1])[t1], L.weight_exp)
-            if L.w_rec is not None:
-                sent_rec[r] = dense_output(L.w_rec, z_last, L.rec_exp)
-            sent_out = sent_out + dense_output(ro.w[:, slices[r]], z_last, ro.weight_exp)
-        sent_out = wrap_int32(sent_out)
+        # what is sent at the block's last step, with the weights before any update (after the
+        # sample's last block nothing receives it)
+        if t1 < T:
+            sent_out = np.zeros((B, K), np.int64)
+            for r, L in enumerate(net.layers):
+                z_last = z_buf[r][t1]
+                sent_in[r] = dense_output(L.w_in, (x_buf if r == 0 else z_buf[r - 1])[t1], L.weight_exp)
+                if L.w_rec is not None:
+                    sent_rec[r] = dense_output(L.w_rec, z_last, L.rec_exp)
+                sent_out = sent_out + dense_output(ro.w[:, slices[r]], z_last, ro.weight_exp)
+            sent_out = wrap_int32(sent_out)
         if learn:
             signal = learning_signal(err_seq[t0:t1], net.feedback, net.signal_shift, prof, learn_stats,
                                      _layer_counters(counters, slices), sig_rng, narrow=True)
@@ -996,8 +1011,8 @@ def _simulate(net: FixedNetwork, x: np.ndarray, target: np.ndarray | None, mask:
               learn: bool, rngs: dict | None, record_state: bool, on_update: Any, synapses: "SynapseRule",
               stats: dict | None = None) -> FixedRun:
     need_error = learn or target is not None
-    x, target, mask = _check_inputs(net, x, target, mask, need_error)
-    T, B, _ = x.shape
+    x_buf, target, mask = _check_inputs(net, x, target, mask, need_error, spikes=True)
+    T, B = x_buf.shape[0] - 1, x_buf.shape[1]
     spec, prof, ro = net.spec, net.profile, net.readout
     K = spec.readout.n_outputs
     if learn and rngs is None:

@@ -1437,22 +1437,32 @@ if numba is not None:
         # Thread c takes the presynaptic neurons of chunk c; every inner loop runs over them
         # (contiguous, vectorized), the batch sum of a step in total before acc's clip.
         # PRODUCT_SHIFT and RND are compile-time constants (_fixed_loop).
+        # NARROW = 32 (readout_synapse_fits_int32): zbar, acc, err and the sums in 32-bit lanes
         S, B, I = pre.shape
         K = err.shape[2]
+        vtype = np.int32 if NARROW == 32 else np.int64
         for c in prange(chunks):
             ci = np.int64(c)
             i0, i1 = ci * I // chunks, (ci + 1) * I // chunks
             n = i1 - i0
-            total = np.zeros((K, n), np.int64)
+            total = np.zeros((K, n), vtype)
             for t in range(S):
                 total[:] = 0
                 for b in range(B):
                     z_row = zbar[b, i0:i1]
                     pre_row = pre[t, b, i0:i1]
+                    if K_OUT:  # K_OUT outputs, a compile-time constant: one pass over the row
+                        e_t = err[t, b]
+                        for i in range(n):
+                            z = k_presynaptic_trace(z_row[i], vtype(pre_row[i]), dk_f, impulse, tmax)
+                            z_row[i] = z
+                            for k in range(K_OUT):
+                                total[k, i] += k_shift(vtype(e_t[k]) * z, PRODUCT_SHIFT, RND)
+                        continue
                     for i in range(n):
-                        z_row[i] = k_presynaptic_trace(z_row[i], np.int64(pre_row[i]), dk_f, impulse, tmax)
+                        z_row[i] = k_presynaptic_trace(z_row[i], vtype(pre_row[i]), dk_f, impulse, tmax)
                     for k in range(K):
-                        e = np.int64(err[t, b, k])
+                        e = vtype(err[t, b, k])
                         if e != 0:  # a zero error adds zero products in every rounding
                             t_row = total[k]
                             for i in range(n):
@@ -1485,7 +1495,9 @@ if numba is not None:
             acc = np.empty(N, np.int32 if NARROW == 32 else np.int64)
             # counted in this task's own rows and added once (stores into the shared
             # counts array inside the loop kept it from vectorizing)
-            n_live, n_under, n_sat = np.zeros(N, np.int64), np.zeros(N, np.int64), np.zeros(N, np.int64)
+            # (in int32 lanes with NARROW = 32: a task counts at most R < 2^31 rows)
+            ctype = np.int32 if NARROW == 32 else np.int64
+            n_live, n_under, n_sat = np.zeros(N, ctype), np.zeros(N, ctype), np.zeros(N, ctype)
             for r in range(ci * R // chunks, (ci + 1) * R // chunks):
                 e0 = np.int32(err[r, 0]) if NARROW == 32 else np.int64(err[r, 0])
                 for j in range(N):
@@ -1502,13 +1514,31 @@ if numba is not None:
                     else:
                         value, flags = k_requantize(acc[j], draw, SHIFT, MODE, lo, hi)
                     out_r[j] = value
-                    n_live[j] += flags & FLAG_NONZERO
-                    n_under[j] += (flags & FLAG_UNDERFLOW) >> 1
-                    n_sat[j] += (flags & FLAG_SATURATED) >> 2
+                    f = ctype(flags)
+                    n_live[j] += f & ctype(FLAG_NONZERO)
+                    n_under[j] += (f & ctype(FLAG_UNDERFLOW)) >> 1
+                    n_sat[j] += (f & ctype(FLAG_SATURATED)) >> 2
             for j in range(N):
                 counts[c, 0, j] += n_live[j]
                 counts[c, 1, j] += n_under[j]
                 counts[c, 2, j] += n_sat[j]
+
+    @njit(parallel=True, cache=True)
+    def _fill_spikes_int8(x, out):  # pragma: no cover - compiled
+        # out = x as int8 for 0/1 spikes x (S, B, I) of any numeric type; returns how many
+        # values were neither 0 nor 1 (NaN included): one pass instead of numpy's four
+        S = x.shape[0]
+        bad = np.zeros(S, np.int64)
+        for t in prange(S):
+            n = 0
+            for b in range(x.shape[1]):
+                row, o = x[t, b], out[t, b]
+                for i in range(row.shape[0]):
+                    v = row[i]
+                    n += 0 if (v == 0 or v == 1) else 1
+                    o[i] = np.int8(1 if v == 1 else 0)
+            bad[t] = n
+        return bad.sum()
 
     @njit(parallel=True, cache=True)
     def _fill_impulse_rows(first, second, scale, out):  # pragma: no cover - compiled
@@ -1700,6 +1730,16 @@ def impulses_fit_int8(profile: Any) -> bool:
     return 0 <= int(profile.trace_impulse) <= 127
 
 
+def spikes_to_int8(x: np.ndarray, out: np.ndarray) -> int:
+    """out[...] = x (S, B, I) of 0/1 spikes as int8 in one compiled pass;
+    returns how many values of x were neither 0 nor 1 (out is then not
+    the input: the caller rejects it)."""
+    x = np.ascontiguousarray(x)
+    if x.dtype == np.bool_:
+        x = x.view(np.uint8)
+    return int(_fill_spikes_int8(x, out))
+
+
 def _impulse_rows(first: np.ndarray, second: np.ndarray | None, width: int, profile: Any) -> np.ndarray:
     """(S, B, width) int8: the presynaptic spikes of ``first`` and ``second``
     (arrays (S, B, n) of 0/1; second may be None) side by side, times
@@ -1801,13 +1841,22 @@ def run_fixed_readout_synapses(syn: dict, pre: np.ndarray, err: np.ndarray, d_ka
     acc += sum_b (err zbar) >> product_shift); pre (S, B, I) = z^{t-1}, err (S, B, K)."""
     from eprop_lava.fixed import DECAY_UNITY, ROUND_CODES
 
+    from eprop_lava.neurons.fixed import readout_synapse_fits_int32
+
     acc_lo, acc_hi = profile.accumulator_range
     serial = pre.size < PARALLEL_MIN_ELEMENTS
     chunks = 1 if serial else max(1, min(thread_count(), pre.shape[2]))
+    narrow = readout_synapse_fits_int32(profile, pre.shape[1])
     loop = _fixed("_fixed_readout_synapses", PRODUCT_SHIFT=int(profile.product_shift),
-                  RND=ROUND_CODES[profile.product_rounding], SERIAL=serial)
-    loop(np.ascontiguousarray(pre), np.ascontiguousarray(err), syn["zbar"], syn["acc"], DECAY_UNITY - int(d_kappa),
+                  RND=ROUND_CODES[profile.product_rounding], SERIAL=serial, NARROW=32 if narrow else 0,
+                  K_OUT=err.shape[2] if err.shape[2] <= 4 else 0)
+    vtype = np.int32 if narrow else np.int64
+    # the state in the loop's lanes (copied in and out: B x I and K x I values against S B I steps)
+    zbar, acc = syn["zbar"].astype(vtype), syn["acc"].astype(vtype)
+    loop(np.ascontiguousarray(pre), np.ascontiguousarray(err, vtype), zbar, acc, DECAY_UNITY - int(d_kappa),
          int(profile.trace_impulse), int(profile.trace_max), acc_lo, acc_hi, chunks)
+    syn["zbar"][...] = zbar
+    syn["acc"][...] = acc
 
 
 def run_fixed_learning_signal(err: np.ndarray, feedback: np.ndarray, shift: int, mode: int,

@@ -499,6 +499,26 @@ def lif_synapse_fits_int32(p: FixedNeuronParams, profile: FixedPointProfile, bat
     return max(bounds) < (1 << 31) - 1
 
 
+def readout_synapse_fits_int32(profile: FixedPointProfile, batch: int) -> bool:
+    """Whether every intermediate value of a readout synapse's step
+    (:func:`k_presynaptic_trace`, the product err zbar >> product_shift) and
+    of the batch sum and the accumulator fits in int32, bounded from the
+    ranges the kernels clip to: 0 <= zbar <= trace_max, |err| <= 2^signal_bits,
+    decay factor <= 4096. The compiled loop then runs in 32-bit lanes with
+    the same integers."""
+    tmax, imp = profile.trace_max, profile.trace_impulse
+    sig = max(-profile.signal_range[0], profile.signal_range[1])
+    prod = (sig * tmax >> profile.product_shift) + 1
+    bounds = (
+        tmax * DECAY_UNITY + DECAY_UNITY,            # decay(zbar): product plus rounding offset
+        tmax + abs(imp),                             # decay(zbar) + impulse, before the clip
+        sig * tmax + (1 << profile.product_shift),   # (err zbar) >> product_shift
+        batch * prod,                                # the batch sum of the products
+        max(-profile.accumulator_range[0], profile.accumulator_range[1]) + batch * prod,  # acc + sum, clipped
+    )
+    return max(bounds) < (1 << 31) - 1
+
+
 def lif_synapse_fits_int16(p: FixedNeuronParams, profile: FixedPointProfile, batch: int, d_kappa: int) -> bool:
     """Whether a LIF synapse's step runs in 16-bit lanes
     (:func:`eprop_lava.engine.fused.compiled`, narrow=16) with the same
