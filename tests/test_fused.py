@@ -1,6 +1,8 @@
 """The compiled time loops (engine/fused.py) against the reference loops: the
 same trajectories and gradients from two independent computations."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from conftest import assert_gradients_match, learn_compiled_and_step
@@ -514,6 +516,20 @@ def test_compiled_loops_leave_multiprocessing_start_method_unset():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "None"
+    # the fixed-point engine's first compiled loop (the input check) launches them as well
+    code = ("import multiprocessing as mp, sys, numpy as np\n"
+            "from eprop_lava.engine import fused, fixed_engine as fe\n"
+            "from eprop_lava.engine.network import init_params\n"
+            "sys.path.insert(0, 'tests'); from test_fused import _fixed_network\n"
+            "spec = _fixed_network('lif')\n"
+            "net = fe.quantize(spec, init_params(spec, 1), 'loihi2')\n"
+            "fe.simulate(net, np.zeros((5, 2, spec.n_inputs)))\n"
+            "assert fused._threads_launched\n"
+            "print(mp.get_start_method(allow_none=True))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=str(Path(__file__).resolve().parent.parent))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "None"
 
 
 @pytest.mark.parametrize("kind", ["stdp_alif", "izhikevich"])

@@ -1737,6 +1737,7 @@ def spikes_to_int8(x: np.ndarray, out: np.ndarray) -> int:
     x = np.ascontiguousarray(x)
     if x.dtype == np.bool_:
         x = x.view(np.uint8)
+    _launch_threads()  # often the first parallel loop of a process: launched without fixing the start method
     return int(_fill_spikes_int8(x, out))
 
 
