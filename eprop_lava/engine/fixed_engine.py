@@ -799,14 +799,13 @@ def _check_inputs(net: "FixedNetwork", x: np.ndarray, target, mask, need_error: 
     x = np.asarray(x)
     if x.ndim != 3 or x.shape[2] != net.spec.n_inputs:
         raise FixedPointError(f"x: expected shape (T, B, n_inputs={net.spec.n_inputs}), got {x.shape}")
+    rows = np.empty((x.shape[0] + 1,) + x.shape[1:], np.int8) if spikes else None
     if spikes and x.dtype.kind in "biuf" and fused.available():
-        rows = np.empty((x.shape[0] + 1,) + x.shape[1:], np.int8)
         rows[0] = 0
         bad = fused.spikes_to_int8(x, rows[1:])
     else:
         bad = np.any((x != 0) & (x != 1))
         if spikes and not bad:
-            rows = np.empty((x.shape[0] + 1,) + x.shape[1:], np.int8)
             rows[0] = 0
             rows[1:] = x
     if bad:
@@ -1011,8 +1010,8 @@ def _simulate(net: FixedNetwork, x: np.ndarray, target: np.ndarray | None, mask:
               learn: bool, rngs: dict | None, record_state: bool, on_update: Any, synapses: "SynapseRule",
               stats: dict | None = None) -> FixedRun:
     need_error = learn or target is not None
-    x_buf, target, mask = _check_inputs(net, x, target, mask, need_error, spikes=True)
-    T, B = x_buf.shape[0] - 1, x_buf.shape[1]
+    x, target, mask = _check_inputs(net, x, target, mask, need_error)
+    T, B, _ = x.shape
     spec, prof, ro = net.spec, net.profile, net.readout
     K = spec.readout.n_outputs
     if learn and rngs is None:
